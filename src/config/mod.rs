@@ -1,0 +1,320 @@
+//! The policy model: loads `gateway.toml`, `tiers/*.toml` and `tenants/*.toml`,
+//! validates them as one set and builds the typed [`Config`] the gateway runs on.
+//!
+//! Every policy rule lives here. `portcullis run`, `check`, `reload` and `demo` all go
+//! through [`load`], which reports every problem at once as `file:line: what is wrong`.
+//! This module reads files and the environment (through [`Env`]) and nothing else; it
+//! never logs secret values.
+
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::policy::RouteTable;
+use crate::secret::SecretBytes;
+pub use crate::secret::{Env, ProcessEnv};
+pub(crate) use validate::normalise_host;
+
+/// One problem in the policy set, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// File the problem is in (or the policy directory for set-wide problems).
+    pub file: PathBuf,
+    /// 1-based line, when the problem is tied to one.
+    pub line: Option<usize>,
+    /// What is wrong, in words an operator can act on.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Values given on the command line that replace policy values (for scripting and the
+/// demo). They are validated like the policy values they replace.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`: public listener address.
+    pub listen: Option<String>,
+    /// `--admin-listen`: admin listener address.
+    pub admin_listen: Option<String>,
+    /// `--data`: embedded store directory (relative to the working directory).
+    pub data: Option<PathBuf>,
+    /// `--store`: store URL (`sqlite:PATH` or `redis://...`).
+    pub store: Option<String>,
+    /// `--upstream`: one upstream URL for every tenant.
+    pub upstream: Option<String>,
+}
+
+/// The whole validated policy set. Immutable: a reload builds a new one.
+#[derive(Debug)]
+pub struct Config {
+    /// Directory the policy set was loaded from (reloads read it again).
+    pub dir: PathBuf,
+    /// Listeners, TLS, store, proxies and limits.
+    pub gateway: GatewayConfig,
+    /// Tiers by name.
+    pub tiers: BTreeMap<String, Arc<Tier>>,
+    /// Tenants in file order (sorted by file name).
+    pub tenants: Vec<Arc<Tenant>>,
+    /// Hex SHA-256 over every policy file, to tell policy versions apart in logs.
+    pub digest: String,
+}
+
+/// `gateway.toml`, validated.
+#[derive(Debug)]
+pub struct GatewayConfig {
+    /// Listener addresses and whether plain HTTP is allowed.
+    pub listen: Listen,
+    /// Certificates picked by SNI; empty when the public listener is plaintext.
+    pub tls: Vec<Certificate>,
+    /// Where sessions and state live.
+    pub store: StoreConfig,
+    /// Peers whose forwarding headers are trusted.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Size and time limits on the request path.
+    pub limits: Limits,
+}
+
+/// Listener settings.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Public (tenant-facing) listener.
+    pub public: SocketAddr,
+    /// Admin listener (health, metrics, operator API).
+    pub admin: SocketAddr,
+    /// Plain HTTP on the public listener; only behind a TLS-terminating balancer or for the demo.
+    pub plaintext: bool,
+}
+
+/// A certificate and key for a set of hosts.
+#[derive(Debug)]
+pub struct Certificate {
+    /// Hosts (lowercase) this certificate serves via SNI.
+    pub hosts: Vec<String>,
+    /// PEM chain as read.
+    pub cert_pem: Vec<u8>,
+    /// PEM private key; secret.
+    pub key_pem: SecretBytes,
+}
+
+/// Store location.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Embedded store directory; also where `demo.json` and runtime files go.
+    pub data_dir: PathBuf,
+    /// Store URL (`sqlite:PATH` or `redis://...`); defaults to SQLite in `data_dir`.
+    pub url: String,
+}
+
+/// Request-path limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head (request line plus headers) in bytes; beyond it 431.
+    pub max_header_bytes: usize,
+    /// Most header lines in a request; beyond it 431.
+    pub max_headers: usize,
+    /// Default largest request body in bytes; tenants and routes may lower or raise it.
+    pub max_body_bytes: u64,
+    /// Time allowed to receive a whole request head.
+    pub header_read_timeout: Duration,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Time allowed to connect to an upstream.
+    pub upstream_connect_timeout: Duration,
+    /// Time allowed for an upstream to start its response.
+    pub upstream_response_timeout: Duration,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_body_bytes: 10 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_response_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An isolated environment with its own keys, store namespace and upstream allowlist.
+#[derive(Debug)]
+pub struct Tier {
+    /// Tier name (`prod`, `staging`, ...); part of the session cookie name.
+    pub name: String,
+    /// Production tiers refuse inline secrets.
+    pub production: bool,
+    /// Upstreams tenants of this tier may use.
+    pub upstream_allowlist: Vec<AllowEntry>,
+    /// The tier's keys.
+    pub keys: Keyring,
+    /// Operators (people) and the hashes of their bearer tokens.
+    pub operators: Vec<Operator>,
+}
+
+/// A tier's key material, resolved from references.
+#[derive(Debug)]
+pub struct Keyring {
+    /// Key for cookies and state the gateway seals or signs.
+    pub cookie: SecretBytes,
+    /// Assertion signing key (PEM), when configured.
+    pub assertion: Option<SecretBytes>,
+    /// Credential the gateway presents to this tier's upstreams, when configured.
+    pub upstream_token: Option<SecretBytes>,
+}
+
+/// An operator of a tier.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    /// Person's name; two tokens with one name are the same person.
+    pub name: String,
+    /// SHA-256 of the bearer token.
+    pub token_sha256: [u8; 32],
+}
+
+/// One upstream allowlist entry of a tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowEntry {
+    /// Address range or host name.
+    pub host: AllowHost,
+    /// Port, when the entry names one; any port otherwise.
+    pub port: Option<u16>,
+}
+
+/// Host part of an allowlist entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowHost {
+    /// An address or CIDR range.
+    Net(IpNet),
+    /// A DNS name (lowercase).
+    Name(String),
+}
+
+impl AllowEntry {
+    /// True when `host:port` of an upstream is covered by this entry.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        if self.port.is_some_and(|p| p != port) {
+            return false;
+        }
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        match (&self.host, bare.parse::<IpAddr>()) {
+            (AllowHost::Net(net), Ok(ip)) => net.contains(&ip),
+            (AllowHost::Name(name), Err(_)) => name.eq_ignore_ascii_case(bare),
+            _ => false,
+        }
+    }
+}
+
+/// A customer of the SaaS, on one tier, with hosts and one upstream.
+#[derive(Debug)]
+pub struct Tenant {
+    /// Tenant id (`acme`).
+    pub id: String,
+    /// Display name for pages.
+    pub name: String,
+    /// Name of the tier it belongs to.
+    pub tier: String,
+    /// Hosts (lowercase, no port) that route to this tenant.
+    pub hosts: Vec<String>,
+    /// The tenant's app.
+    pub upstream: Upstream,
+    /// Session timeouts.
+    pub session: SessionPolicy,
+    /// OIDC single sign-on, when the tenant uses it.
+    pub sso: Option<SsoConfig>,
+    /// Route rules (longest prefix wins).
+    pub routes: RouteTable,
+    /// Largest request body for routes that do not set their own.
+    pub max_body_bytes: u64,
+}
+
+/// Where a tenant's app listens.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    /// `host:port` as written (port made explicit).
+    pub authority: http::uri::Authority,
+    /// Host part, for allowlist checks.
+    pub host: String,
+    /// Port (explicit or the scheme's default).
+    pub port: u16,
+}
+
+/// Session timeouts of a tenant.
+#[derive(Debug, Clone)]
+pub struct SessionPolicy {
+    /// Session ends after this long without a request.
+    pub idle_timeout: Duration,
+    /// Session ends this long after login whatever the activity.
+    pub absolute_timeout: Duration,
+}
+
+/// MFA policy for SSO logins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaPolicy {
+    /// Accept the IdP's MFA, else step up with the gateway's TOTP.
+    Required,
+    /// Always TOTP at the gateway.
+    Gateway,
+    /// Only the IdP's MFA; refuse otherwise.
+    Idp,
+}
+
+/// A tenant's OIDC settings from policy.
+#[derive(Debug)]
+pub struct SsoConfig {
+    /// Issuer URL (exact string the ID token's `iss` must equal).
+    pub issuer: String,
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret.
+    pub client_secret: SecretBytes,
+    /// Scopes requested.
+    pub scopes: Vec<String>,
+    /// Claim whose values become roles.
+    pub roles_claim: Option<String>,
+    /// MFA policy for SSO users.
+    pub mfa: MfaPolicy,
+}
+
+/// Loads and validates the policy set in `dir`, applying command-line overrides.
+/// Returns every problem found, not just the first.
+pub fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<Config, Vec<ConfigError>> {
+    validate::load(dir, env, overrides)
+}
+
+impl Config {
+    /// The tier a tenant belongs to (always present: validation guarantees it).
+    pub fn tier_of(&self, tenant: &Tenant) -> Option<&Arc<Tier>> {
+        self.tiers.get(&tenant.tier)
+    }
+}
+
+/// Reads only `[listen] admin` from `gateway.toml`, for CLI commands that talk to a
+/// running gateway and need no secrets.
+pub fn admin_address(dir: &Path) -> Result<SocketAddr, ConfigError> {
+    validate::admin_address(dir)
+}
+
+#[cfg(test)]
+mod tests;

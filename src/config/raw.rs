@@ -1,0 +1,154 @@
+//! Policy files as written: serde structs that mirror the TOML exactly.
+//!
+//! Every table denies unknown keys, and values that later checks report on keep their
+//! byte span so errors can name the line. Nothing here validates meaning; that is
+//! `config::validate`'s job.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// `gateway.toml`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    #[serde(default)]
+    pub listen: RawListen,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub public: Option<Spanned<String>>,
+    pub admin: Option<Spanned<String>>,
+    pub plaintext: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub hosts: Spanned<Vec<Spanned<String>>>,
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub data: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_header_bytes: Option<Spanned<i64>>,
+    pub max_headers: Option<Spanned<i64>>,
+    pub max_body_bytes: Option<Spanned<i64>>,
+    pub header_read_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub upstream_connect_timeout: Option<Spanned<String>>,
+    pub upstream_response_timeout: Option<Spanned<String>>,
+    pub shutdown_grace: Option<Spanned<String>>,
+}
+
+/// `tiers/<name>.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub production: bool,
+    #[serde(default)]
+    pub upstream_allowlist: Vec<Spanned<String>>,
+    pub keys: RawKeys,
+    #[serde(default)]
+    pub operators: Vec<RawOperator>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    pub cookie: Spanned<String>,
+    pub assertion: Option<Spanned<String>>,
+    pub upstream_token: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOperator {
+    pub name: Spanned<String>,
+    pub token_sha256: Spanned<String>,
+}
+
+/// `tenants/<id>.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    pub id: Spanned<String>,
+    pub name: Option<String>,
+    pub tier: Spanned<String>,
+    pub hosts: Spanned<Vec<Spanned<String>>>,
+    pub upstream: Spanned<String>,
+    #[serde(default)]
+    pub session: RawSession,
+    pub sso: Option<RawSso>,
+    #[serde(default)]
+    pub limits: RawTenantLimits,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub idle_timeout: Option<Spanned<String>>,
+    pub absolute_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenantLimits {
+    pub max_body_bytes: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSso {
+    pub issuer: Spanned<String>,
+    pub client_id: Spanned<String>,
+    pub client_secret: Spanned<String>,
+    pub scopes: Option<Vec<String>>,
+    pub roles_claim: Option<String>,
+    pub mfa: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub prefix: Spanned<String>,
+    pub access: Option<Spanned<String>>,
+    pub roles: Option<Spanned<Vec<String>>>,
+    pub max_body_bytes: Option<Spanned<i64>>,
+}

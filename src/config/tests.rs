@@ -1,0 +1,292 @@
+//! Unit tests of the policy model: each rule with the message and line it reports.
+//! (The `check` command is tested end to end in tests/blackbox.)
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use super::*;
+
+const GATEWAY: &str = "[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nplaintext = true\n";
+const PROD: &str = "name = \"prod\"\nproduction = true\nupstream_allowlist = [\"127.0.0.1\", \"10.0.0.0/8\", \"app.internal:8080\"]\n\n[keys]\ncookie = \"env:PROD_COOKIE\"\n";
+const STAGING: &str = "name = \"staging\"\nupstream_allowlist = [\"127.0.0.1\"]\n\n[keys]\ncookie = \"inline:staging-cookie-key-0123456789abcdef-xyz\"\n";
+const ACME: &str = "id = \"acme\"\ntier = \"prod\"\nhosts = [\"acme.test\"]\nupstream = \"http://127.0.0.1:3000\"\n\n[[routes]]\nprefix = \"/\"\naccess = \"authenticated\"\n";
+
+fn env() -> HashMap<String, String> {
+    HashMap::from([(
+        "PROD_COOKIE".to_string(),
+        "prod-cookie-key-0123456789abcdef-0123456789".to_string(),
+    )])
+}
+
+fn fixture(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all: Vec<(&str, &str)> = vec![
+        ("gateway.toml", GATEWAY),
+        ("tiers/prod.toml", PROD),
+        ("tiers/staging.toml", STAGING),
+        ("tenants/acme.toml", ACME),
+    ];
+    for (name, text) in files {
+        all.retain(|(n, _)| n != name);
+        all.push((name, text));
+    }
+    for (name, text) in all {
+        let path = dir.path().join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+fn errors(dir: &Path) -> Vec<String> {
+    match load(dir, &env(), &Overrides::default()) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}:{}: {}",
+                    e.file.file_name().unwrap().to_string_lossy(),
+                    e.line.unwrap_or(0),
+                    e.message
+                )
+            })
+            .collect(),
+    }
+}
+
+fn assert_error(files: &[(&str, &str)], expected: &str) {
+    let dir = fixture(files);
+    let errs = errors(dir.path());
+    assert!(
+        errs.iter().any(|e| e.contains(expected)),
+        "expected {expected:?} in {errs:#?}"
+    );
+}
+
+#[test]
+fn the_base_fixture_is_valid() {
+    let dir = fixture(&[]);
+    assert_eq!(errors(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn unknown_keys_are_reported_with_their_line() {
+    assert_error(
+        &[("tenants/acme.toml", &format!("{ACME}\n[session]\nidle = \"5m\"\n"))],
+        "acme.toml:11: unknown field `idle`",
+    );
+}
+
+#[test]
+fn a_host_claimed_twice_names_the_first_owner() {
+    let globex = ACME.replace("\"acme\"", "\"globex\"");
+    assert_error(
+        &[("tenants/globex.toml", &globex)],
+        "globex.toml:3: host `acme.test` is already claimed by tenant `acme`",
+    );
+}
+
+#[test]
+fn unknown_tier_lists_the_known_ones() {
+    assert_error(
+        &[("tenants/acme.toml", &ACME.replace("\"prod\"", "\"qa\""))],
+        "acme.toml:2: unknown tier `qa` (known: prod, staging)",
+    );
+}
+
+#[test]
+fn upstream_must_be_in_the_tier_allowlist() {
+    let bad = ACME.replace("http://127.0.0.1:3000", "http://192.168.1.5:3000");
+    assert_error(
+        &[("tenants/acme.toml", &bad)],
+        "acme.toml:4: upstream `http://192.168.1.5:3000` is outside the allowlist of tier `prod`",
+    );
+    let ok_cidr = ACME.replace("http://127.0.0.1:3000", "http://10.1.2.3");
+    assert_eq!(
+        errors(fixture(&[("tenants/acme.toml", &ok_cidr)]).path()),
+        Vec::<String>::new()
+    );
+    let wrong_port = ACME.replace("http://127.0.0.1:3000", "http://app.internal:9999");
+    assert_error(&[("tenants/acme.toml", &wrong_port)], "outside the allowlist");
+}
+
+#[test]
+fn the_same_secret_in_two_tiers_is_refused() {
+    let staging = STAGING.replace("inline:staging-cookie-key-0123456789abcdef-xyz", "env:PROD_COOKIE");
+    assert_error(
+        &[("tiers/staging.toml", &staging)],
+        "staging.toml:5: keys.cookie: the same secret material is already used by tier `prod`",
+    );
+}
+
+#[test]
+fn the_same_operator_token_in_two_tiers_is_refused() {
+    let op = "\n[[operators]]\nname = \"o\"\ntoken_sha256 = \"8e6a5ee73e2e5b8a4d6f6c16bd1cde8e0e8f2e07a33a6e3a0d1f4f9f3b6a1c01\"\n";
+    assert_error(
+        &[
+            ("tiers/prod.toml", &format!("{PROD}{op}")),
+            ("tiers/staging.toml", &format!("{STAGING}{op}")),
+        ],
+        "already an operator token of tier `prod`",
+    );
+}
+
+#[test]
+fn inline_secrets_are_refused_in_production() {
+    let prod = PROD.replace("env:PROD_COOKIE", "inline:prod-cookie-key-0123456789abcdef-0123456789");
+    assert_error(
+        &[("tiers/prod.toml", &prod)],
+        "prod.toml:6: keys.cookie: inline secrets are not allowed in a production tier",
+    );
+}
+
+#[test]
+fn bare_secret_values_are_not_references() {
+    let staging = STAGING.replace("inline:", "");
+    assert_error(&[("tiers/staging.toml", &staging)], "a secret must be a reference");
+}
+
+#[test]
+fn unset_environment_secret_is_named() {
+    let prod = PROD.replace("env:PROD_COOKIE", "env:NOT_SET_ANYWHERE");
+    assert_error(
+        &[("tiers/prod.toml", &prod)],
+        "environment variable NOT_SET_ANYWHERE is not set",
+    );
+}
+
+#[test]
+fn bad_durations_urls_and_addresses_are_reported() {
+    assert_error(
+        &[(
+            "tenants/acme.toml",
+            &format!("{ACME}\n[session]\nidle_timeout = \"soon\"\n"),
+        )],
+        "acme.toml:11: session.idle_timeout: `soon` is not a duration",
+    );
+    assert_error(
+        &[(
+            "tenants/acme.toml",
+            &ACME.replace("http://127.0.0.1:3000", "ftp://127.0.0.1"),
+        )],
+        "scheme `ftp` is not supported",
+    );
+    assert_error(
+        &[(
+            "tenants/acme.toml",
+            &ACME.replace("http://127.0.0.1:3000", "http://127.0.0.1:3000/app"),
+        )],
+        "must not have a path",
+    );
+    assert_error(
+        &[(
+            "gateway.toml",
+            &GATEWAY.replace("127.0.0.1:0\"\nadmin", "localhost\"\nadmin"),
+        )],
+        "gateway.toml:2: listen.public: `localhost` is not a socket address",
+    );
+    assert_error(
+        &[("gateway.toml", &format!("{GATEWAY}[limits]\nidle_timeout = \"0s\"\n"))],
+        "duration must be greater than zero",
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let dir = fixture(&[
+        ("tenants/acme.toml", &ACME.replace("\"prod\"", "\"qa\"")),
+        ("tiers/staging.toml", &STAGING.replace("inline:", "")),
+        ("gateway.toml", &format!("{GATEWAY}bogus = 1\n")),
+    ]);
+    let errs = errors(dir.path());
+    assert!(errs.len() >= 3, "{errs:#?}");
+}
+
+#[test]
+fn route_rules_need_exactly_one_kind_of_access() {
+    let both = ACME.replace("access = \"authenticated\"", "access = \"public\"\nroles = [\"a\"]");
+    assert_error(&[("tenants/acme.toml", &both)], "set either access or roles");
+    let unknown = ACME.replace("\"authenticated\"", "\"everyone\"");
+    assert_error(
+        &[("tenants/acme.toml", &unknown)],
+        "`everyone` is not one of public, authenticated",
+    );
+    let unnormalised = ACME.replace("prefix = \"/\"", "prefix = \"/a/../b\"");
+    assert_error(&[("tenants/acme.toml", &unnormalised)], "must be a normalised path");
+}
+
+#[test]
+fn plaintext_off_needs_a_certificate_for_every_host() {
+    assert_error(
+        &[(
+            "gateway.toml",
+            &GATEWAY.replace("plaintext = true", "plaintext = false"),
+        )],
+        "no TLS certificate for host `acme.test`",
+    );
+}
+
+#[test]
+fn stray_files_in_policy_dirs_are_reported() {
+    assert_error(&[("tenants/globex.tml", "id = 1")], "globex.tml:0: not a policy file");
+}
+
+#[test]
+fn overrides_are_validated_like_policy_values() {
+    let dir = fixture(&[]);
+    let bad = Overrides {
+        listen: Some("nope".into()),
+        ..Overrides::default()
+    };
+    assert!(load(dir.path(), &env(), &bad).is_err());
+    let outside = Overrides {
+        upstream: Some("http://203.0.113.9".into()),
+        ..Overrides::default()
+    };
+    assert!(load(dir.path(), &env(), &outside).is_err());
+    let ok = Overrides {
+        listen: Some("127.0.0.1:1".into()),
+        store: Some("redis://127.0.0.1:6379".into()),
+        ..Overrides::default()
+    };
+    let cfg = load(dir.path(), &env(), &ok).unwrap();
+    assert_eq!(cfg.gateway.listen.public.port(), 1);
+    assert_eq!(cfg.gateway.store.url, "redis://127.0.0.1:6379");
+}
+
+#[test]
+fn debug_output_of_the_whole_config_holds_no_secret() {
+    let dir = fixture(&[]);
+    let cfg = load(dir.path(), &env(), &Overrides::default()).unwrap();
+    let text = format!("{cfg:?}");
+    assert!(!text.contains("prod-cookie-key"), "secret leaked in Debug");
+    assert!(!text.contains("staging-cookie-key"), "secret leaked in Debug");
+}
+
+#[test]
+fn the_digest_changes_with_any_policy_byte() {
+    let a = load(fixture(&[]).path(), &env(), &Overrides::default()).unwrap().digest;
+    let b = load(
+        fixture(&[("tenants/acme.toml", &format!("{ACME}# comment\n"))]).path(),
+        &env(),
+        &Overrides::default(),
+    )
+    .unwrap()
+    .digest;
+    assert_ne!(a, b);
+}
+
+#[test]
+fn allowlist_entries_match_hosts_ports_and_ranges() {
+    let e = |s: &str| validate::parse_allow_entry_for_tests(s).unwrap();
+    assert!(e("10.0.0.0/8").allows("10.9.9.9", 1));
+    assert!(!e("10.0.0.0/8").allows("11.0.0.1", 1));
+    assert!(e("127.0.0.1:80").allows("127.0.0.1", 80));
+    assert!(!e("127.0.0.1:80").allows("127.0.0.1", 81));
+    assert!(e("app.internal").allows("APP.internal", 5));
+    assert!(!e("app.internal").allows("app.internal.evil", 5));
+    assert!(e("::1").allows("[::1]", 5));
+    assert!(!e("app.internal").allows("127.0.0.1", 5));
+}
