@@ -1,0 +1,160 @@
+//! The admin listener (axum): health, readiness, Prometheus metrics and the operator
+//! API. Operators authenticate with bearer tokens listed (hashed) in their tier's policy.
+//!
+//! Only this module and `proxy` know HTTP; it calls into `live` for state.
+
+pub mod client;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::live::Live;
+use crate::secret::token_matches_sha256;
+use crate::telemetry::Metrics;
+
+/// State shared by admin handlers.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Live policy set.
+    pub live: Arc<Live>,
+    /// Metrics to expose.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The admin router.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/reload", post(reload))
+        .with_state(state)
+}
+
+/// Serves the admin listener until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.changed().await;
+    })
+    .await
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready once the policy is loaded; reports the outcome of the last reload (a failed
+/// reload keeps the previous policy serving, so the node stays ready).
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let status = state.live.status();
+    let body = json!({
+        "ready": true,
+        "policy": {
+            "digest": status.serving_digest,
+            "last_reload": status.last_reload_at.as_ref().map(|at| json!({
+                "at": at,
+                "ok": status.last_reload_ok,
+                "trigger": status.last_reload_trigger,
+                "errors": status.last_reload_errors,
+            })),
+        }
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// An operator who presented a valid bearer token.
+struct Operator {
+    name: String,
+    tier: String,
+}
+
+/// Finds the operator whose token hash matches, checking every entry (constant time
+/// per comparison, no early exit on a match position).
+fn authenticate(live: &Live, headers: &HeaderMap) -> Option<Operator> {
+    let token = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    if token.is_empty() {
+        return None;
+    }
+    let snapshot = live.snapshot();
+    let mut found = None;
+    for tier in snapshot.config.tiers.values() {
+        for op in &tier.operators {
+            if token_matches_sha256(token.as_bytes(), &op.token_sha256) {
+                found = Some(Operator {
+                    name: op.name.clone(),
+                    tier: tier.name.clone(),
+                });
+            }
+        }
+    }
+    found
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": code, "message": message }))).into_response()
+}
+
+/// `POST /v1/reload`: re-reads the policy directory (same as SIGHUP), attributed to the operator.
+async fn reload(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(op) = authenticate(&state.live, &headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "A valid operator bearer token is required.",
+        );
+    };
+    let trigger = format!("api:{}@{} from {}", op.name, op.tier, peer.ip());
+    match state.live.reload(&trigger).await {
+        Ok(digest) => (
+            StatusCode::OK,
+            axum::Json(json!({ "status": "applied", "digest": digest })),
+        )
+            .into_response(),
+        Err(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({
+                "error": "invalid_policy",
+                "message": "The policy set has errors; the previous policy keeps serving.",
+                "errors": errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })),
+        )
+            .into_response(),
+    }
+}

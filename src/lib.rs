@@ -1,0 +1,138 @@
+//! Portcullis: a multi-tenant security gateway for SaaS apps.
+//!
+//! # Layout
+//! - [`config`]: policy files → validated, typed [`config::Config`]; every policy rule.
+//! - [`secret`]: secret references and redacted secret types.
+//! - [`tenancy`]: host → tenant lookup.
+//! - [`path`]: request-path normalisation (what is authorised is what is forwarded).
+//! - [`policy`]: route rules → decision; no I/O.
+//! - [`live`]: the live policy snapshot and atomic reloads.
+//! - [`proxy`]: the public listener (hyper, rustls), header hygiene, forwarding.
+//! - [`admin`]: the admin listener (axum): health, readiness, metrics, operator API.
+//! - [`telemetry`]: JSON logs and Prometheus metrics.
+//! - [`demo`]: `portcullis demo` with built-in echo upstreams.
+//!
+//! [`Gateway`] wires them: bind listeners, serve until SIGTERM, reload on SIGHUP.
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod live;
+pub mod path;
+pub mod policy;
+pub mod proxy;
+pub mod secret;
+pub mod telemetry;
+pub mod tenancy;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError, Env, Overrides};
+use crate::live::Live;
+use crate::proxy::pipeline::Pipeline;
+use crate::telemetry::Metrics;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The policy set (or its TLS material) is invalid.
+    #[error("invalid policy:\n{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Policy(Vec<ConfigError>),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address that failed.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// A listener failed while serving.
+    #[error("listener failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A gateway with bound listeners, ready to serve.
+pub struct Gateway {
+    live: Arc<Live>,
+    metrics: Arc<Metrics>,
+    public: TcpListener,
+    admin: TcpListener,
+}
+
+impl Gateway {
+    /// Binds both listeners for a validated policy set.
+    pub async fn bind(config: Config, env: Arc<dyn Env>, overrides: Overrides) -> Result<Self, StartError> {
+        let public_addr = config.gateway.listen.public;
+        let admin_addr = config.gateway.listen.admin;
+        let live = Live::new(config, env, overrides).map_err(StartError::Policy)?;
+        let public = TcpListener::bind(public_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: public_addr,
+                source,
+            })?;
+        let admin = TcpListener::bind(admin_addr).await.map_err(|source| StartError::Bind {
+            addr: admin_addr,
+            source,
+        })?;
+        Ok(Gateway {
+            live,
+            metrics: Metrics::new(),
+            public,
+            admin,
+        })
+    }
+
+    /// Address of the public listener (useful when bound to port 0).
+    pub fn public_addr(&self) -> std::io::Result<SocketAddr> {
+        self.public.local_addr()
+    }
+
+    /// Address of the admin listener.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// Serves until SIGTERM or SIGINT (then drains in-flight requests); SIGHUP reloads
+    /// the policy.
+    pub async fn run(self) -> Result<(), StartError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let pipeline = Pipeline::new(self.live.clone(), self.metrics.clone());
+        let admin_state = admin::AdminState {
+            live: self.live.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let admin = tokio::spawn(admin::serve(self.admin, admin_state, stop_rx.clone()));
+        let public = tokio::spawn(proxy::serve(self.public, pipeline, stop_rx));
+        tracing::info!("gateway serving");
+        wait_for_signals(&self.live).await.map_err(StartError::Serve)?;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        let _ = public.await;
+        match admin.await {
+            Ok(Err(e)) => Err(StartError::Serve(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Returns on SIGTERM or SIGINT; reloads the policy on every SIGHUP meanwhile.
+async fn wait_for_signals(live: &Arc<Live>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                let _ = live.reload("SIGHUP").await;
+            }
+        }
+    }
+}

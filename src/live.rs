@@ -1,0 +1,192 @@
+//! The live policy set and its reloads.
+//!
+//! A [`Snapshot`] is everything the request path needs for one policy version (config,
+//! host map, TLS settings, upstream pools). Requests take the current snapshot once
+//! and keep it to the end, so a reload applies atomically to new requests while
+//! in-flight ones finish on the old version. A reload that fails validation changes
+//! nothing; its errors are logged and reported by `/readyz`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::config::{self, Config, ConfigError, Env, Overrides};
+use crate::proxy::forward::UpstreamClient;
+use crate::proxy::tls;
+use crate::tenancy::HostMap;
+
+/// One policy version, ready to serve.
+pub struct Snapshot {
+    /// The validated policy set.
+    pub config: Arc<Config>,
+    /// Host → tenant.
+    pub hosts: HostMap,
+    /// TLS settings for the public listener (None when plaintext).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Upstream pools by tenant id.
+    pub upstreams: HashMap<String, UpstreamClient>,
+}
+
+/// Outcome of the last reload, for `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadStatus {
+    /// Digest of the policy set being served.
+    pub serving_digest: String,
+    /// Whether the most recent reload attempt was applied.
+    pub last_reload_ok: bool,
+    /// When it happened (RFC 3339), if any reload was attempted.
+    pub last_reload_at: Option<String>,
+    /// What triggered it.
+    pub last_reload_trigger: Option<String>,
+    /// `file:line: problem` lines of a failed reload.
+    pub last_reload_errors: Vec<String>,
+}
+
+/// The live policy set.
+pub struct Live {
+    current: ArcSwap<Snapshot>,
+    status: Mutex<ReloadStatus>,
+    reloading: tokio::sync::Mutex<()>,
+    dir: PathBuf,
+    env: Arc<dyn Env>,
+    overrides: Overrides,
+}
+
+impl Live {
+    /// Starts from a loaded config; fails when TLS material cannot be used.
+    pub fn new(config: Config, env: Arc<dyn Env>, overrides: Overrides) -> Result<Arc<Self>, Vec<ConfigError>> {
+        let dir = config.dir.clone();
+        let snapshot = build_snapshot(config, None)?;
+        let status = ReloadStatus {
+            serving_digest: snapshot.config.digest.clone(),
+            last_reload_ok: true,
+            last_reload_at: None,
+            last_reload_trigger: None,
+            last_reload_errors: Vec::new(),
+        };
+        Ok(Arc::new(Live {
+            current: ArcSwap::from_pointee(snapshot),
+            status: Mutex::new(status),
+            reloading: tokio::sync::Mutex::new(()),
+            dir,
+            env,
+            overrides,
+        }))
+    }
+
+    /// The current snapshot; hold it for the whole request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Outcome of the last reload.
+    pub fn status(&self) -> ReloadStatus {
+        self.status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Reads, validates and applies the policy directory again. `trigger` says who or
+    /// what asked (`SIGHUP`, `api:<operator>`), for the change log.
+    pub async fn reload(self: &Arc<Self>, trigger: &str) -> Result<String, Vec<ConfigError>> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let this = self.clone();
+        let old = self.snapshot();
+        let result = tokio::task::spawn_blocking(move || {
+            let config = config::load(&this.dir, this.env.as_ref(), &this.overrides)?;
+            build_snapshot(config, Some(&this.snapshot()))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(vec![ConfigError {
+                file: self.dir.clone(),
+                line: None,
+                message: format!("reload task failed: {e}"),
+            }])
+        });
+        let at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.last_reload_at = Some(at);
+        status.last_reload_trigger = Some(trigger.to_string());
+        match result {
+            Ok(snapshot) => {
+                let new_digest = snapshot.config.digest.clone();
+                if snapshot.config.gateway.listen.public != old.config.gateway.listen.public
+                    || snapshot.config.gateway.listen.admin != old.config.gateway.listen.admin
+                {
+                    tracing::warn!("listener addresses changed; they apply at the next restart");
+                }
+                self.current.store(Arc::new(snapshot));
+                status.serving_digest = new_digest.clone();
+                status.last_reload_ok = true;
+                status.last_reload_errors.clear();
+                tracing::info!(
+                    event.kind = "event",
+                    event.action = "config_change",
+                    event.outcome = "success",
+                    trigger = trigger,
+                    old_digest = %old.config.digest,
+                    new_digest = %new_digest,
+                    "policy reloaded"
+                );
+                Ok(new_digest)
+            }
+            Err(errors) => {
+                status.last_reload_ok = false;
+                status.last_reload_errors = errors.iter().map(ToString::to_string).collect();
+                for e in &errors {
+                    tracing::error!(event.action = "config_change", error = %e, "policy reload refused");
+                }
+                tracing::warn!(
+                    event.kind = "event",
+                    event.action = "config_change",
+                    event.outcome = "failure",
+                    trigger = trigger,
+                    old_digest = %old.config.digest,
+                    errors = errors.len(),
+                    "policy reload refused; still serving the previous policy"
+                );
+                Err(errors)
+            }
+        }
+    }
+}
+
+/// Builds a snapshot, reusing upstream pools of the previous one where the upstream is
+/// unchanged.
+fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, Vec<ConfigError>> {
+    let tls = if config.gateway.listen.plaintext {
+        None
+    } else {
+        Some(tls::server_config(&config.gateway.tls).map_err(|message| {
+            vec![ConfigError {
+                file: config.dir.join("gateway.toml"),
+                line: None,
+                message,
+            }]
+        })?)
+    };
+    let limits = &config.gateway.limits;
+    let mut upstreams = HashMap::new();
+    for tenant in &config.tenants {
+        let reuse = previous
+            .and_then(|p| p.upstreams.get(&tenant.id))
+            .filter(|c| c.same_as(&tenant.upstream, limits))
+            .cloned();
+        upstreams.insert(
+            tenant.id.clone(),
+            reuse.unwrap_or_else(|| UpstreamClient::new(&tenant.upstream, limits)),
+        );
+    }
+    Ok(Snapshot {
+        hosts: HostMap::new(&config),
+        config: Arc::new(config),
+        tls,
+        upstreams,
+    })
+}

@@ -1,0 +1,125 @@
+//! Body types on the request path: the response body the gateway sends (an upstream
+//! stream or a small gateway-made body) and the request body wrapper that enforces the
+//! size limit while streaming (nothing is buffered whole).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+/// Error of a body stream.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project_lite::pin_project! {
+    /// What the public listener answers with.
+    #[project = ProxyBodyProj]
+    pub enum ProxyBody {
+        /// The upstream's response, streamed through.
+        Upstream { #[pin] body: Incoming },
+        /// A response the gateway made itself (errors, pages, JSON).
+        Local { #[pin] body: Full<Bytes> },
+    }
+}
+
+impl ProxyBody {
+    /// A gateway-made body.
+    pub fn local(bytes: impl Into<Bytes>) -> Self {
+        ProxyBody::Local {
+            body: Full::new(bytes.into()),
+        }
+    }
+
+    /// An upstream body, streamed.
+    pub fn upstream(body: Incoming) -> Self {
+        ProxyBody::Upstream { body }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            ProxyBodyProj::Upstream { body } => body.poll_frame(cx).map_err(Into::into),
+            ProxyBodyProj::Local { body } => body.poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream { body } => body.is_end_stream(),
+            ProxyBody::Local { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream { body } => body.size_hint(),
+            ProxyBody::Local { body } => body.size_hint(),
+        }
+    }
+}
+
+/// The client's request body exceeded the route's limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the limit of {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+pin_project_lite::pin_project! {
+    /// Streams the client's request body upstream and fails the stream once more than
+    /// `limit` bytes went through, so the upstream sees an aborted request, never an
+    /// oversized one.
+    pub struct LimitedBody {
+        #[pin]
+        inner: Incoming,
+        remaining: u64,
+        limit: u64,
+    }
+}
+
+impl LimitedBody {
+    /// Wraps a body with a byte limit.
+    pub fn new(inner: Incoming, limit: u64) -> Self {
+        LimitedBody {
+            inner,
+            remaining: limit,
+            limit,
+        }
+    }
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > *this.remaining {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*this.limit)))));
+                    }
+                    *this.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

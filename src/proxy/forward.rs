@@ -1,0 +1,133 @@
+//! Forwarding to a tenant's upstream: one pooled keep-alive client per tenant,
+//! request rewriting (target, headers), timeouts, and WebSocket tunnels.
+//!
+//! Streams bodies both ways; never buffers a whole body. Knows nothing of sessions or
+//! route policy: the pipeline decides, this module only carries the request.
+
+use std::time::{Duration, Instant};
+
+use http::header::{HOST, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::body::LimitedBody;
+use super::respond::Refusal;
+use crate::config::{Limits, Upstream};
+
+/// A tenant's upstream with its own connection pool.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    client: Client<HttpsConnector<HttpConnector>, LimitedBody>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    response_timeout: Duration,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient")
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamClient {
+    /// Builds a pooled client for one upstream.
+    pub fn new(upstream: &Upstream, limits: &Limits) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(limits.upstream_connect_timeout));
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        UpstreamClient {
+            client,
+            scheme: upstream.scheme.clone(),
+            authority: upstream.authority.clone(),
+            response_timeout: limits.upstream_response_timeout,
+        }
+    }
+
+    /// True when this client talks to the same upstream with the same limits, so a
+    /// reload can keep its warm pool.
+    pub fn same_as(&self, upstream: &Upstream, limits: &Limits) -> bool {
+        self.scheme == upstream.scheme
+            && self.authority == upstream.authority
+            && self.response_timeout == limits.upstream_response_timeout
+    }
+
+    /// The upstream URI for an authorised path and the original query.
+    pub fn target(&self, path: &str, query: Option<&str>) -> Result<Uri, Refusal> {
+        let pq = match query {
+            Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+            None => PathAndQuery::try_from(path),
+        }
+        .map_err(|_| Refusal::BadRequest("Malformed request target."))?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| Refusal::BadRequest("Malformed request target."))
+    }
+
+    /// Sends the request; the response head must arrive within the response timeout.
+    /// Returns the response and the time to its head.
+    pub async fn send(
+        &self,
+        mut req: Request<LimitedBody>,
+        host: &HeaderValue,
+    ) -> Result<(Response<Incoming>, Duration), Refusal> {
+        *req.version_mut() = Version::HTTP_11;
+        req.headers_mut().insert(HOST, host.clone());
+        let started = Instant::now();
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok((resp, started.elapsed())),
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %self.authority, error = %e, "upstream request failed");
+                Err(Refusal::BadGateway)
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %self.authority, "upstream response timed out");
+                Err(Refusal::GatewayTimeout)
+            }
+        }
+    }
+}
+
+/// Joins the client's and the upstream's upgraded connections once the upstream
+/// answered 101, and copies bytes both ways until either side closes.
+pub fn spawn_tunnel(client: hyper::upgrade::OnUpgrade, upstream_resp: &mut Response<Incoming>) {
+    if upstream_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    let upstream = hyper::upgrade::on(upstream_resp);
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade did not complete");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %e, "websocket tunnel closed with an error");
+        }
+    });
+}

@@ -1,0 +1,285 @@
+//! The request path of the public listener, step by step: method and Host checks,
+//! host → tenant, reserved prefix, route policy on the normalised path, body limit,
+//! header hygiene, forwarding. One access-log event and one metric per request.
+//!
+//! Every refusal goes through `respond::refusal`; nothing is forwarded unless every
+//! check passed.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use http::header::{CONTENT_LENGTH, HOST, HeaderValue, ORIGIN};
+use http::{Method, Request, Response, Version};
+use hyper::body::Incoming;
+
+use super::body::{LimitedBody, ProxyBody};
+use super::forward;
+use super::headers::{self, ClientContext};
+use super::reserved;
+use super::respond::{self, Refusal};
+use crate::live::{Live, Snapshot};
+use crate::policy::{self, Decision, Target};
+use crate::telemetry::{Metrics, RequestLabels, TenantLabels};
+use crate::tenancy::{self, TenantEntry};
+
+/// What the listener knows about a client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// Client address as seen on the socket.
+    pub peer: SocketAddr,
+    /// The connection is TLS.
+    pub tls: bool,
+    /// The peer is a configured trusted proxy.
+    pub peer_trusted: bool,
+}
+
+/// Shared state of the request path.
+pub struct Pipeline {
+    /// The live policy set.
+    pub live: Arc<Live>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Per-process prefix of request ids.
+    id_prefix: u32,
+    /// Request counter for request ids.
+    next_id: AtomicU64,
+}
+
+/// Facts about one request for the access log.
+struct Outcome {
+    tenant: Option<TenantEntry>,
+    upstream_status: Option<u16>,
+}
+
+impl Pipeline {
+    /// Creates the request path over the live policy.
+    pub fn new(live: Arc<Live>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Pipeline {
+            live,
+            metrics,
+            id_prefix: rand::random(),
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    /// Handles one request; never fails (refusals are responses).
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let started = Instant::now();
+        let request_id = format!(
+            "{:08x}{:08x}",
+            self.id_prefix,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let html = respond::wants_html(req.headers()) && matches!(method, Method::GET | Method::HEAD);
+        let snapshot = self.live.snapshot();
+        let mut outcome = Outcome {
+            tenant: None,
+            upstream_status: None,
+        };
+        let response = match self.route(req, conn, &snapshot, &request_id, &mut outcome).await {
+            Ok(resp) => resp,
+            Err(refusal) => respond::refusal(&refusal, html, &request_id),
+        };
+        let status = response.status().as_u16();
+        let tenant_id = outcome.tenant.as_ref().map_or("-", |t| t.tenant.id.as_str());
+        let tier = outcome.tenant.as_ref().map_or("-", |t| t.tier.name.as_str());
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                tenant: tenant_id.to_string(),
+                status,
+            })
+            .inc();
+        tracing::info!(
+            target: "access",
+            request_id = %request_id,
+            tenant = tenant_id,
+            tier = tier,
+            method = %method,
+            path = %path,
+            status = status,
+            upstream_status = outcome.upstream_status,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            client_ip = %conn.peer.ip(),
+        );
+        Ok(response)
+    }
+
+    async fn route(
+        &self,
+        mut req: Request<Incoming>,
+        conn: ConnInfo,
+        snapshot: &Snapshot,
+        request_id: &str,
+        outcome: &mut Outcome,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        if matches!(*req.method(), Method::TRACE | Method::CONNECT) {
+            return Err(Refusal::MethodNotAllowed);
+        }
+        check_framing(&req)?;
+        let host_value = request_host(&req)?;
+        let host = host_value
+            .to_str()
+            .ok()
+            .and_then(tenancy::normalise_request_host)
+            .ok_or(Refusal::BadRequest("Invalid Host header."))?;
+        let entry = snapshot.hosts.get(&host).ok_or(Refusal::UnknownHost)?.clone();
+        outcome.tenant = Some(entry.clone());
+        let tenant = &entry.tenant;
+
+        let (path, rule) = match policy::classify(&tenant.routes, req.uri().path()) {
+            Err(policy::Refusal::BadRequest(_)) => return Err(Refusal::BadRequest("Ambiguous or malformed path.")),
+            Err(policy::Refusal::NotFound) => return Err(Refusal::NotFound),
+            Ok(Target::Reserved(path)) => return reserved::handle(&req, &path, &entry, request_id),
+            Ok(Target::Route { path, rule }) => (path, rule),
+        };
+        match policy::decide_path(&tenant.routes, &path, rule, None) {
+            Decision::Allow => {}
+            Decision::NeedsSession => {
+                return Err(Refusal::NeedsSession {
+                    login_path: login_path(&path, req.uri().query()),
+                });
+            }
+            Decision::Forbidden => return Err(Refusal::Forbidden("You do not have access to this page.")),
+        }
+
+        let limit = rule.and_then(|r| r.max_body_bytes).unwrap_or(tenant.max_body_bytes);
+        if declared_length(&req)?.is_some_and(|len| len > limit) {
+            return Err(Refusal::PayloadTooLarge);
+        }
+        let websocket = req.version() == Version::HTTP_11 && headers::is_websocket_upgrade(req.headers());
+        if websocket && !same_origin(&req, &host) {
+            return Err(Refusal::Forbidden("Cross-origin WebSocket refused."));
+        }
+        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+
+        let client = snapshot.upstreams.get(&tenant.id).ok_or(Refusal::BadGateway)?;
+        let target = client.target(&path, req.uri().query())?;
+        let (mut parts, body) = req.into_parts();
+        let host_str = host_value.to_str().unwrap_or_default();
+        let ctx = ClientContext {
+            peer: conn.peer.ip(),
+            peer_trusted: conn.peer_trusted,
+            proto: if conn.tls { "https" } else { "http" },
+            host: host_str,
+        };
+        headers::sanitize_request(&mut parts.headers, websocket, &ctx);
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            parts.headers.insert("x-request-id", id);
+        }
+        parts.uri = target;
+        let upstream_req = Request::from_parts(parts, LimitedBody::new(body, limit));
+        let (mut resp, latency) = client.send(upstream_req, &host_value).await?;
+        self.metrics
+            .upstream_latency
+            .get_or_create(&TenantLabels {
+                tenant: tenant.id.clone(),
+            })
+            .observe(latency.as_secs_f64());
+        outcome.upstream_status = Some(resp.status().as_u16());
+
+        let switching = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            match client_upgrade {
+                Some(upgrade) => forward::spawn_tunnel(upgrade, &mut resp),
+                None => return Err(Refusal::BadGateway),
+            }
+        }
+        let (mut parts, body) = resp.into_parts();
+        headers::sanitize_response(&mut parts.headers, switching);
+        Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
+    }
+}
+
+/// The one host the request names: exactly one `Host` header, agreeing with the
+/// request target's authority (absolute-form or HTTP/2 `:authority`) when both exist.
+fn request_host(req: &Request<Incoming>) -> Result<HeaderValue, Refusal> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refusal::BadRequest("More than one Host header."));
+    }
+    let authority = req.uri().authority().map(|a| a.as_str());
+    match (header, authority) {
+        (Some(h), Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_bytes()) => {
+            Err(Refusal::BadRequest("Host header disagrees with the request target."))
+        }
+        (Some(h), _) => Ok(h.clone()),
+        (None, Some(a)) => HeaderValue::from_str(a).map_err(|_| Refusal::BadRequest("Invalid authority.")),
+        (None, None) => Err(Refusal::BadRequest("Missing Host header.")),
+    }
+}
+
+/// Refuses requests whose body framing two parsers could read differently: both
+/// `Transfer-Encoding` and `Content-Length`, or `Transfer-Encoding` on HTTP/1.0.
+fn check_framing(req: &Request<Incoming>) -> Result<(), Refusal> {
+    let te = req.headers().contains_key(http::header::TRANSFER_ENCODING);
+    if te && (req.headers().contains_key(CONTENT_LENGTH) || req.version() == Version::HTTP_10) {
+        return Err(Refusal::BadRequest("Ambiguous message framing."));
+    }
+    Ok(())
+}
+
+/// The declared body length; a malformed Content-Length never gets this far (hyper
+/// refuses it), but a second check costs nothing.
+fn declared_length(req: &Request<Incoming>) -> Result<Option<u64>, Refusal> {
+    match req.headers().get(CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Some)
+            .ok_or(Refusal::BadRequest("Invalid Content-Length.")),
+    }
+}
+
+/// WebSocket upgrades must come from the tenant's own host (or from a non-browser
+/// client that sends no Origin).
+fn same_origin(req: &Request<Incoming>, host: &str) -> bool {
+    let Some(origin) = req.headers().get(ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else { return false };
+    let Ok(uri) = origin.parse::<http::Uri>() else {
+        return false;
+    };
+    let origin_host = uri
+        .authority()
+        .map(|a| a.as_str())
+        .and_then(tenancy::normalise_request_host);
+    origin_host.as_deref() == Some(host)
+}
+
+/// `/.portcullis/login?rd=<path and query, percent-encoded>`.
+fn login_path(path: &str, query: Option<&str>) -> String {
+    let target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let rd = percent_encoding::utf8_percent_encode(&target, percent_encoding::NON_ALPHANUMERIC);
+    format!("{}login?rd={rd}", policy::RESERVED_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::login_path;
+
+    #[test]
+    fn login_path_carries_the_encoded_target() {
+        assert_eq!(
+            login_path("/app/x", Some("a=1&b=2")),
+            "/.portcullis/login?rd=%2Fapp%2Fx%3Fa%3D1%26b%3D2"
+        );
+        assert_eq!(login_path("/", None), "/.portcullis/login?rd=%2F");
+    }
+}

@@ -1,0 +1,91 @@
+//! Host → tenant lookup. Plain data built once per policy version.
+//!
+//! Host matching ignores case, the port and one trailing dot; anything that is not a
+//! valid host name never matches (the caller answers 400 or 421).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Config, Tenant, Tier};
+
+/// A tenant together with its tier, as request handling needs both.
+#[derive(Debug, Clone)]
+pub struct TenantEntry {
+    /// The tenant.
+    pub tenant: Arc<Tenant>,
+    /// Its tier.
+    pub tier: Arc<Tier>,
+}
+
+/// Maps every configured host to its tenant.
+#[derive(Debug, Default)]
+pub struct HostMap {
+    by_host: HashMap<String, TenantEntry>,
+}
+
+impl HostMap {
+    /// Builds the map; validation already refused duplicate hosts and unknown tiers.
+    pub fn new(config: &Config) -> Self {
+        let mut by_host = HashMap::new();
+        for tenant in &config.tenants {
+            let Some(tier) = config.tier_of(tenant) else { continue };
+            for host in &tenant.hosts {
+                by_host.insert(
+                    host.clone(),
+                    TenantEntry {
+                        tenant: tenant.clone(),
+                        tier: tier.clone(),
+                    },
+                );
+            }
+        }
+        HostMap { by_host }
+    }
+
+    /// The tenant for a host (already normalised by [`normalise_request_host`]).
+    pub fn get(&self, host: &str) -> Option<&TenantEntry> {
+        self.by_host.get(host)
+    }
+}
+
+/// Normalises a `Host`/`:authority` value: strips the port and one trailing dot, and
+/// lowercases. None when the value is not a plain DNS host name (IP literals, spaces,
+/// empty labels), which never name a tenant.
+pub fn normalise_request_host(value: &str) -> Option<String> {
+    let host = match value.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.len() <= 5 => h,
+        Some(_) => return None,
+        None => value,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    crate::config::normalise_host(host).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalise_request_host as n;
+
+    #[test]
+    fn host_matching_ignores_case_port_and_one_trailing_dot() {
+        assert_eq!(n("ACME.localhost:8080").as_deref(), Some("acme.localhost"));
+        assert_eq!(n("acme.localhost.").as_deref(), Some("acme.localhost"));
+        assert_eq!(n("acme.localhost.:443").as_deref(), Some("acme.localhost"));
+    }
+
+    #[test]
+    fn odd_hosts_never_match() {
+        for bad in [
+            "acme.localhost ",
+            "acme.localhost..",
+            "",
+            ":80",
+            "acme.localhost:",
+            "acme.localhost:x",
+            "[::1]:80",
+            "a b",
+            "acme.localhost:123456",
+        ] {
+            assert_eq!(n(bad), None, "{bad:?}");
+        }
+    }
+}
