@@ -1,0 +1,959 @@
+//! Test harness: policy fixtures, recording upstreams, the gateway process and a raw-TCP
+//! client. Every test starts its own gateway on its own ports and temp dir.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fs;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+// ---------------------------------------------------------------------------------------
+// Recording upstream
+// ---------------------------------------------------------------------------------------
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query exactly as received.
+    pub target: String,
+    pub version: http::Version,
+    pub headers: Vec<(String, String)>,
+    pub body_len: u64,
+}
+
+impl Recorded {
+    /// Every value of a header (name case-insensitive).
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The single value of a header; panics when it appears more than once.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let all = self.header_all(name);
+        assert!(all.len() <= 1, "header {name} appears {} times: {all:?}", all.len());
+        all.first().copied()
+    }
+
+    pub fn has_header(&self, name: &str) -> bool {
+        !self.header_all(name).is_empty()
+    }
+}
+
+type Log = Arc<Mutex<Vec<Recorded>>>;
+type RespBody = BoxBody<Bytes, Infallible>;
+
+/// A hyper upstream on 127.0.0.1 that records what it receives.
+pub struct RecordingUpstream {
+    pub addr: SocketAddr,
+    log: Log,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RecordingUpstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let log: Log = Arc::default();
+        let shared = log.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let log = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(req, log.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        RecordingUpstream { addr, log, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.log.lock().expect("log").clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.log.lock().expect("log").len()
+    }
+
+    /// The only request received; panics if there is not exactly one.
+    pub fn only(&self) -> Recorded {
+        let all = self.requests();
+        assert_eq!(all.len(), 1, "expected exactly one upstream request, got {all:#?}");
+        all.into_iter().next().expect("one request")
+    }
+
+    /// Waits until `n` requests were recorded (bodies are read before recording).
+    pub async fn wait_for(&self, n: usize) -> Vec<Recorded> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all = self.requests();
+            if all.len() >= n || Instant::now() > deadline {
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for RecordingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<RespBody> {
+    let mut resp = Response::new(Full::new(body.into()).boxed());
+    *resp.status_mut() = status;
+    resp
+}
+
+fn query_u64(req: &Request<Incoming>, key: &str) -> u64 {
+    req.uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn echo_json(rec: &Recorded) -> String {
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (n, v) in &rec.headers {
+        headers
+            .entry(n.clone())
+            .and_modify(|old| {
+                old.push_str(", ");
+                old.push_str(v);
+            })
+            .or_insert_with(|| v.clone());
+    }
+    serde_json::json!({
+        "method": rec.method,
+        "target": rec.target,
+        "headers": headers,
+        "body_len": rec.body_len,
+    })
+    .to_string()
+}
+
+async fn handle(mut req: Request<Incoming>, log: Log) -> Result<Response<RespBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    let ms = query_u64(&req, "ms");
+    let bytes = query_u64(&req, "bytes");
+    let on_upgrade = (path == "/public/ws" && req.headers().contains_key(http::header::UPGRADE))
+        .then(|| hyper::upgrade::on(&mut req));
+    let (parts, mut body) = req.into_parts();
+    let push = |rec: &Recorded| log.lock().expect("log").push(rec.clone());
+    if let Some(on_upgrade) = on_upgrade {
+        push(&record_parts(&parts, 0));
+        let Some(key) = parts.headers.get("sec-websocket-key").map(|k| k.as_bytes().to_vec()) else {
+            return Ok(full(StatusCode::BAD_REQUEST, "no key"));
+        };
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else { return };
+            let mut ws =
+                tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() || msg.is_binary() {
+                    if ws.send(msg).await.is_err() {
+                        break;
+                    }
+                } else if msg.is_close() {
+                    break;
+                }
+            }
+        });
+        let mut resp = full(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+        let h = resp.headers_mut();
+        h.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
+        h.insert(http::header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+        h.insert(
+            "sec-websocket-accept",
+            http::HeaderValue::from_str(&accept).expect("accept"),
+        );
+        return Ok(resp);
+    }
+    match path.as_str() {
+        "/public/slow" => {
+            let rec = record_parts(&parts, 0);
+            push(&rec);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(full(StatusCode::OK, echo_json(&rec)))
+        }
+        "/public/stream" => {
+            push(&record_parts(&parts, 0));
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            Ok(Response::new(
+                Repeat {
+                    remaining: bytes,
+                    chunk,
+                }
+                .boxed(),
+            ))
+        }
+        "/public/setcookie" => {
+            push(&record_parts(&parts, 0));
+            let mut resp = full(StatusCode::OK, "cookies");
+            let h = resp.headers_mut();
+            for v in [
+                "__Host-portcullis-prod=evil; Path=/; Secure",
+                "portcullis-foo=evil",
+                "app=1; Path=/",
+                "__HOST-PORTCULLIS-prod-csrf=evil",
+                " __Host-portcullis-staging=evil",
+                "=portcullis-prod=evil",
+            ] {
+                h.append(http::header::SET_COOKIE, http::HeaderValue::from_static(v));
+            }
+            // Gateway headers echoed back and hop-by-hop headers must not reach the client.
+            h.insert("x-portcullis-user", http::HeaderValue::from_static("leaked"));
+            h.insert(
+                "portcullis-assertion",
+                http::HeaderValue::from_static("leaked.jwt.value"),
+            );
+            h.insert(http::header::CONNECTION, http::HeaderValue::from_static("X-Internal"));
+            h.insert("x-internal", http::HeaderValue::from_static("1"));
+            h.insert("x-app", http::HeaderValue::from_static("kept"));
+            Ok(resp)
+        }
+        _ => {
+            // Count the body as it streams in (never buffered), then record.
+            let mut n: u64 = 0;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => {
+                        if let Some(d) = f.data_ref() {
+                            n += d.len() as u64;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let rec = record_parts(&parts, n);
+            push(&rec);
+            if path == "/public/upload" {
+                Ok(full(StatusCode::OK, n.to_string()))
+            } else {
+                Ok(full(StatusCode::OK, echo_json(&rec)))
+            }
+        }
+    }
+}
+
+fn record_parts(parts: &http::request::Parts, body_len: u64) -> Recorded {
+    Recorded {
+        method: parts.method.to_string(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.to_string(), |pq| pq.as_str().to_string()),
+        version: parts.version,
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body_len,
+    }
+}
+
+/// A body of `remaining` bytes produced chunk by chunk as hyper asks for them.
+struct Repeat {
+    remaining: u64,
+    chunk: Bytes,
+}
+
+impl Body for Repeat {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(self.chunk.len() as u64);
+        self.remaining -= n;
+        let data = self.chunk.slice(..n as usize);
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Policy fixture
+// ---------------------------------------------------------------------------------------
+
+pub const DEFAULT_ROUTES: &str = r#"[[routes]]
+prefix = "/public/"
+access = "public"
+
+[[routes]]
+prefix = "/admin/"
+roles = ["admin"]
+
+[[routes]]
+prefix = "/"
+access = "authenticated"
+"#;
+
+/// One tenant of the fixture.
+#[derive(Debug, Clone)]
+pub struct TenantSpec {
+    pub id: String,
+    pub name: String,
+    pub tier: String,
+    pub hosts: Vec<String>,
+    pub upstream: String,
+    /// `[limits] max_body_bytes` of the tenant.
+    pub max_body_bytes: Option<u64>,
+    /// The `[[routes]]` tables, verbatim.
+    pub routes: String,
+}
+
+/// A certificate entry of `[[tls.certificates]]`; files are written under `tls/`.
+#[derive(Debug, Clone)]
+pub struct TlsCert {
+    pub hosts: Vec<String>,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A policy directory: gateway.toml, tiers prod (production, file: key) and staging
+/// (inline key), tenants acme + globex (prod) and initech (staging).
+#[derive(Debug, Clone)]
+pub struct PolicyFixture {
+    pub trusted_proxies: Vec<String>,
+    /// Extra `[limits]` lines, `key = value` (value as TOML).
+    pub limits: Vec<(String, String)>,
+    /// When non-empty the public listener is TLS (`plaintext = false`).
+    pub tls: Vec<TlsCert>,
+    pub tenants: Vec<TenantSpec>,
+    /// `[[operators]]` of tier prod: (name, hex sha256 of the token).
+    pub prod_operators: Vec<(String, String)>,
+    /// The prod tier's cookie key file content.
+    pub prod_key: String,
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let v: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    hex::encode(v)
+}
+
+impl PolicyFixture {
+    /// The standard fixture with the given upstream URLs for acme, globex and initech.
+    pub fn new(acme: &str, globex: &str, initech: &str) -> Self {
+        let tenant = |id: &str, name: &str, tier: &str, upstream: &str| TenantSpec {
+            id: id.into(),
+            name: name.into(),
+            tier: tier.into(),
+            hosts: vec![format!("{id}.test")],
+            upstream: upstream.into(),
+            max_body_bytes: None,
+            routes: DEFAULT_ROUTES.into(),
+        };
+        PolicyFixture {
+            trusted_proxies: Vec::new(),
+            limits: Vec::new(),
+            tls: Vec::new(),
+            tenants: vec![
+                tenant("acme", "Acme Corp", "prod", acme),
+                tenant("globex", "Globex", "prod", globex),
+                tenant("initech", "Initech", "staging", initech),
+            ],
+            prod_operators: Vec::new(),
+            prod_key: random_hex(32),
+        }
+    }
+
+    /// The standard fixture pointing at running upstreams.
+    pub fn for_upstreams(u: &Upstreams) -> Self {
+        Self::new(&u.acme.url(), &u.globex.url(), &u.initech.url())
+    }
+
+    pub fn tenant_mut(&mut self, id: &str) -> &mut TenantSpec {
+        self.tenants.iter_mut().find(|t| t.id == id).expect("tenant in fixture")
+    }
+
+    pub fn gateway_toml(&self, dir: &Path) -> String {
+        let mut s = String::new();
+        s.push_str("# Gateway-wide settings (test fixture).\n\n[listen]\n");
+        s.push_str("public = \"127.0.0.1:8080\"\nadmin = \"127.0.0.1:9090\"\n");
+        s.push_str(&format!("plaintext = {}\n\n", self.tls.is_empty()));
+        for (i, c) in self.tls.iter().enumerate() {
+            let hosts: Vec<String> = c.hosts.iter().map(|h| format!("\"{h}\"")).collect();
+            s.push_str(&format!(
+                "[[tls.certificates]]\nhosts = [{}]\ncert = \"file:tls/cert{i}.pem\"\nkey = \"file:tls/key{i}.pem\"\n\n",
+                hosts.join(", ")
+            ));
+        }
+        s.push_str(&format!("[store]\ndata = \"{}\"\n\n", dir.join("data").display()));
+        let proxies: Vec<String> = self.trusted_proxies.iter().map(|p| format!("\"{p}\"")).collect();
+        s.push_str(&format!("[proxy]\ntrusted_proxies = [{}]\n\n", proxies.join(", ")));
+        s.push_str("[limits]\n");
+        let defaults = [
+            ("max_header_bytes", "65536"),
+            ("max_headers", "100"),
+            ("header_read_timeout", "\"30s\""),
+            ("idle_timeout", "\"120s\""),
+            ("upstream_connect_timeout", "\"5s\""),
+            ("upstream_response_timeout", "\"60s\""),
+            ("shutdown_grace", "\"30s\""),
+        ];
+        for (k, v) in defaults {
+            if !self.limits.iter().any(|(lk, _)| lk == k) {
+                s.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+        for (k, v) in &self.limits {
+            s.push_str(&format!("{k} = {v}\n"));
+        }
+        s
+    }
+
+    pub fn prod_toml(&self) -> String {
+        let mut s = String::from(
+            "# Tier \"prod\" (test fixture).\nname = \"prod\"\nproduction = true\nupstream_allowlist = [\"127.0.0.1\", \"::1\", \"localhost\"]\n\n[keys]\ncookie = \"file:secrets/prod.key\"\n",
+        );
+        for (name, hash) in &self.prod_operators {
+            s.push_str(&format!(
+                "\n[[operators]]\nname = \"{name}\"\ntoken_sha256 = \"{hash}\"\n"
+            ));
+        }
+        s
+    }
+
+    pub fn staging_toml(&self) -> String {
+        "# Tier \"staging\" (test fixture).\nname = \"staging\"\nproduction = false\nupstream_allowlist = [\"127.0.0.1\", \"::1\", \"localhost\"]\n\n[keys]\ncookie = \"inline:staging-test-cookie-key-0123456789-abcdefghij\"\n".to_string()
+    }
+
+    pub fn tenant_toml(t: &TenantSpec) -> String {
+        let hosts: Vec<String> = t.hosts.iter().map(|h| format!("\"{h}\"")).collect();
+        let mut s = format!(
+            "# Tenant \"{id}\" in tier \"{tier}\".\nid = \"{id}\"\nname = \"{name}\"\ntier = \"{tier}\"\nhosts = [{hosts}]\nupstream = \"{up}\"\n\n[session]\nidle_timeout = \"30m\"\nabsolute_timeout = \"12h\"\n\n",
+            id = t.id,
+            tier = t.tier,
+            name = t.name,
+            hosts = hosts.join(", "),
+            up = t.upstream
+        );
+        if let Some(max) = t.max_body_bytes {
+            s.push_str(&format!("[limits]\nmax_body_bytes = {max}\n\n"));
+        }
+        s.push_str(&t.routes);
+        s
+    }
+
+    /// Writes the whole policy set into `dir` (created if missing).
+    pub fn write(&self, dir: &Path) {
+        for sub in ["tiers", "tenants", "secrets", "tls"] {
+            fs::create_dir_all(dir.join(sub)).expect("mkdir");
+        }
+        fs::write(dir.join("gateway.toml"), self.gateway_toml(dir)).expect("write gateway");
+        fs::write(dir.join("secrets/prod.key"), &self.prod_key).expect("write key");
+        fs::write(dir.join("tiers/prod.toml"), self.prod_toml()).expect("write prod");
+        fs::write(dir.join("tiers/staging.toml"), self.staging_toml()).expect("write staging");
+        for t in &self.tenants {
+            fs::write(dir.join(format!("tenants/{}.toml", t.id)), Self::tenant_toml(t)).expect("write tenant");
+        }
+        for (i, c) in self.tls.iter().enumerate() {
+            fs::write(dir.join(format!("tls/cert{i}.pem")), &c.cert_pem).expect("write cert");
+            fs::write(dir.join(format!("tls/key{i}.pem")), &c.key_pem).expect("write key");
+        }
+    }
+}
+
+/// 1-based line of the first line of `text` containing `needle`.
+pub fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"))
+}
+
+/// One recording upstream per tenant.
+pub struct Upstreams {
+    pub acme: RecordingUpstream,
+    pub globex: RecordingUpstream,
+    pub initech: RecordingUpstream,
+}
+
+impl Upstreams {
+    pub async fn start() -> Self {
+        Upstreams {
+            acme: RecordingUpstream::start().await,
+            globex: RecordingUpstream::start().await,
+            initech: RecordingUpstream::start().await,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.acme.count() + self.globex.count() + self.initech.count()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The gateway process
+// ---------------------------------------------------------------------------------------
+
+/// A port that was free a moment ago (the listener is dropped before returning).
+pub fn free_port() -> u16 {
+    let l = StdListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A running `portcullis run`; SIGTERM (then SIGKILL) on drop. Its stdout and stderr go
+/// to files in the temp dir and are printed when the test panics.
+pub struct Gateway {
+    child: Option<Child>,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    pub policy_dir: PathBuf,
+    stdout_path: PathBuf,
+    stderr_path: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Writes the fixture and starts the gateway; waits for `/healthz` to answer 200.
+    /// Retries with new ports when another process took a picked port meanwhile.
+    pub async fn start(fixture: &PolicyFixture) -> Gateway {
+        let mut last_err = String::new();
+        for _ in 0..4 {
+            match Self::try_start(fixture).await {
+                Ok(gw) => return gw,
+                Err((err, bind_race)) => {
+                    last_err = err;
+                    if !bind_race {
+                        break;
+                    }
+                }
+            }
+        }
+        panic!("gateway did not start: {last_err}");
+    }
+
+    async fn try_start(fixture: &PolicyFixture) -> Result<Gateway, (String, bool)> {
+        let tmp = tempfile::Builder::new()
+            .prefix("portcullis-bb-")
+            .tempdir()
+            .expect("tempdir");
+        let policy_dir = tmp.path().join("policy");
+        fixture.write(&policy_dir);
+        let public: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let stdout_path = tmp.path().join("stdout.log");
+        let stderr_path = tmp.path().join("stderr.log");
+        let stdout = fs::File::create(&stdout_path).expect("log file");
+        let stderr = fs::File::create(&stderr_path).expect("log file");
+        let child = Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(&policy_dir)
+            .arg("--listen")
+            .arg(public.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .env("RUST_LOG", "info")
+            .env_remove("PORTCULLIS_OPERATOR_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn portcullis");
+        let mut gw = Gateway {
+            child: Some(child),
+            public,
+            admin,
+            policy_dir,
+            stdout_path,
+            stderr_path,
+            _tmp: tmp,
+        };
+        match gw.wait_healthy().await {
+            Ok(()) => {
+                // The signal handlers are installed right after the listeners start: give
+                // the process a moment so an early SIGHUP/SIGTERM is not fatal.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(gw)
+            }
+            Err(e) => {
+                let logs = gw.logs();
+                let bind_race = logs.contains("cannot listen");
+                Err((format!("{e}\n{logs}"), bind_race))
+            }
+        }
+    }
+
+    async fn wait_healthy(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("gateway exited early with {status}"));
+                }
+            }
+            if let Ok(resp) = raw_exchange(
+                self.admin,
+                b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            {
+                if parse_responses(&resp).first().is_some_and(|r| r.status == 200) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("gateway /healthz did not answer 200 within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("child running").id()
+    }
+
+    /// `http://<host>:<public port><path>`, for a client from [`Gateway::client`].
+    pub fn host_url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.public.port())
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// A client that resolves the fixture hosts to the gateway and never uses a proxy.
+    pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().expect("client")
+    }
+
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none());
+        for host in ["acme.test", "globex.test", "initech.test", "unknown.test", "ACME.test"] {
+            b = b.resolve(host, self.public);
+        }
+        b
+    }
+
+    /// Sends a signal with `kill -<SIG> <pid>`.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit; None on timeout.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    pub fn logs(&self) -> String {
+        format!(
+            "----- gateway stdout ({}) -----\n{}\n----- gateway stderr -----\n{}\n-----",
+            self.stdout_path.display(),
+            self.stdout(),
+            fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        )
+    }
+
+    /// Resident set size of the gateway in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Access-log lines (JSON objects with `target == "access"`) seen so far.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        self.stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("target").and_then(|t| t.as_str()) == Some("access"))
+            .collect()
+    }
+
+    pub async fn readyz(&self) -> serde_json::Value {
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .get(self.admin_url("/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        assert_eq!(resp.status(), 200);
+        resp.json().await.expect("readyz json")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw TCP
+// ---------------------------------------------------------------------------------------
+
+/// Sends `request` as is and returns every byte the server sent until it closed the
+/// connection or stayed silent for 1.5 s (10 s at most). The request is written in a
+/// separate task so an early answer (431, 400) is read even while the write fails.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut rd, mut wr) = stream.into_split();
+    let data = request.to_vec();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&data).await;
+        let _ = wr.flush().await;
+        // Keep the write half open until the reader is done (no half-close).
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        drop(wr);
+    });
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let idle = if out.is_empty() {
+            Duration::from_secs(8)
+        } else {
+            Duration::from_millis(1500)
+        };
+        match tokio::time::timeout(idle, rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => {
+                if out.is_empty() {
+                    writer.abort();
+                    return Err(e);
+                }
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    writer.abort();
+    Ok(out)
+}
+
+/// One parsed response from a raw exchange.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses consecutive HTTP/1.1 responses (Content-Length or chunked bodies).
+pub fn parse_responses(mut data: &[u8]) -> Vec<RawResponse> {
+    let mut out = Vec::new();
+    while let Some(end) = find(data, b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&data[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let Some(status) = status_line.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()) else {
+            break;
+        };
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .collect();
+        data = &data[end + 4..];
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = Vec::new();
+        if status == 101 || status == 204 || status == 304 || (100..200).contains(&status) {
+        } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            while let Some(le) = find(data, b"\r\n") {
+                let size = usize::from_str_radix(
+                    String::from_utf8_lossy(&data[..le])
+                        .split(';')
+                        .next()
+                        .unwrap_or("0")
+                        .trim(),
+                    16,
+                )
+                .unwrap_or(0);
+                data = &data[le + 2..];
+                if size == 0 {
+                    if let Some(te) = find(data, b"\r\n") {
+                        data = &data[te + 2..];
+                    }
+                    break;
+                }
+                let take = size.min(data.len());
+                body.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if data.starts_with(b"\r\n") {
+                    data = &data[2..];
+                }
+            }
+        } else if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            let take = len.min(data.len());
+            body.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        out.push(RawResponse { status, headers, body });
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sends a raw request and returns the parsed responses; panics when nothing came back.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> Vec<RawResponse> {
+    let data = raw_exchange(addr, request).await.expect("raw exchange");
+    let parsed = parse_responses(&data);
+    assert!(
+        !parsed.is_empty(),
+        "no HTTP response to {:?}; got {:?}",
+        String::from_utf8_lossy(request),
+        String::from_utf8_lossy(&data)
+    );
+    parsed
+}
+
+/// `GET <target>` with `Host: <host>` and `Connection: close`; the first response.
+pub async fn raw_get(addr: SocketAddr, host: &str, target: &str) -> RawResponse {
+    let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    raw(addr, req.as_bytes()).await.remove(0)
+}
+
+/// Polls `f` every 50 ms until it returns Some, for at most `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts the standard upstreams and a gateway for the standard fixture, tweaked by `tweak`.
+pub async fn start_with(tweak: impl FnOnce(&mut PolicyFixture)) -> (Upstreams, Gateway) {
+    let ups = Upstreams::start().await;
+    let mut fixture = PolicyFixture::for_upstreams(&ups);
+    tweak(&mut fixture);
+    let gw = Gateway::start(&fixture).await;
+    (ups, gw)
+}
+
+pub async fn start() -> (Upstreams, Gateway) {
+    start_with(|_| {}).await
+}

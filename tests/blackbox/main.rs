@@ -1,0 +1,20 @@
+//! Black-box tests of the gateway core: each test starts the real `portcullis` binary
+//! on its own ports with a fixture policy and recording upstreams, and checks what the
+//! client and the upstreams see. One test binary with modules (link time).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod check;
+mod harness;
+mod headers;
+mod http2;
+mod logs;
+mod paths;
+mod reload;
+mod routing;
+mod shutdown;
+mod smuggling;
+mod streaming;
+mod timeouts;
+mod tls;
+mod websocket;

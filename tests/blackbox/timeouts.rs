@@ -1,0 +1,59 @@
+//! Slow clients (SECURITY-CASES DOS-04): a head that never completes and a stalled body
+//! are cut off by the configured timeouts, and other clients keep being served.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::*;
+
+/// Reads until EOF or error; returns what was read and when the connection ended.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<(Vec<u8>, Duration)> {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some((out, started.elapsed())),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Slowloris: without a header-read timeout, idle half-sent heads would pile up until
+/// the gateway runs out of connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incomplete_request_head_is_cut_off() {
+    let (ups, gw) = start_with(|f| f.limits.push(("header_read_timeout".into(), "\"1s\"".into()))).await;
+    let mut s = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    s.write_all(b"GET /public/slowloris HTTP/1.1\r\nHost: acme.test\r\nX-A: 1\r\n")
+        .await
+        .unwrap();
+    let (data, after) = read_until_closed(&mut s, Duration::from_secs(10))
+        .await
+        .expect("connection still open 10 s later");
+    assert!(after < Duration::from_secs(6), "closed only after {after:?}");
+    let status = parse_responses(&data).first().map(|r| r.status);
+    assert!(status.is_none_or(|s| s == 408), "unexpected answer {status:?}");
+    assert_eq!(raw_get(gw.public, "acme.test", "/public/ok").await.status, 200);
+    assert_eq!(ups.acme.only().target, "/public/ok");
+}
+
+/// A body that stops arriving is cut off by the idle timeout; the upstream never gets a
+/// complete request out of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_cut_off() {
+    let (ups, gw) = start_with(|f| f.limits.push(("idle_timeout".into(), "\"1s\"".into()))).await;
+    let mut s = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    s.write_all(b"POST /public/stall HTTP/1.1\r\nHost: acme.test\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let closed = read_until_closed(&mut s, Duration::from_secs(15)).await;
+    let (_, after) = closed.expect("connection with a stalled body still open 15 s later");
+    assert!(after < Duration::from_secs(8), "closed only after {after:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for r in ups.acme.requests() {
+        assert!(r.body_len < 100, "the upstream got a complete body: {r:#?}");
+    }
+}

@@ -1,0 +1,128 @@
+//! TLS on the public listener: SNI picks the certificate, ALPN offers h2 and http/1.1.
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+use crate::harness::*;
+
+struct Pki {
+    ca_pem: String,
+    /// (host, cert PEM, cert DER, key PEM)
+    leaves: Vec<(String, String, Vec<u8>, String)>,
+}
+
+fn pki(hosts: &[&str]) -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Portcullis test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaves = hosts
+        .iter()
+        .map(|host| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec![(*host).to_string()]).unwrap();
+            params.distinguished_name.push(DnType::CommonName, *host);
+            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+            (
+                (*host).to_string(),
+                cert.pem(),
+                cert.der().to_vec(),
+                key.serialize_pem(),
+            )
+        })
+        .collect();
+    Pki {
+        ca_pem: ca.pem(),
+        leaves,
+    }
+}
+
+async fn start_tls() -> (Upstreams, Gateway, Pki) {
+    let pki = pki(&["acme.test", "globex.test", "initech.test"]);
+    let certs: Vec<TlsCert> = pki
+        .leaves
+        .iter()
+        .map(|(host, cert, _, key)| TlsCert {
+            hosts: vec![host.clone()],
+            cert_pem: cert.clone(),
+            key_pem: key.clone(),
+        })
+        .collect();
+    let (ups, gw) = start_with(|f| f.tls = certs).await;
+    (ups, gw, pki)
+}
+
+fn tls_client(gw: &Gateway, pki: &Pki, http1: bool) -> reqwest::Client {
+    let mut b = gw
+        .client_builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
+        .tls_info(true);
+    if http1 {
+        b = b.http1_only();
+    }
+    b.build().unwrap()
+}
+
+fn https(gw: &Gateway, host: &str, path: &str) -> String {
+    format!("https://{host}:{}{path}", gw.public.port())
+}
+
+fn peer_cert(resp: &reqwest::Response) -> Vec<u8> {
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .expect("TLS info")
+        .to_vec()
+}
+
+/// TLS with ALPN: h2 is negotiated when offered, HTTP/1.1 otherwise; the upstream learns
+/// the client used https. If TLS broke, production (plaintext = false) would not serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_h2_and_http1_and_reports_https() {
+    let (ups, gw, pki) = start_tls().await;
+    let r = tls_client(&gw, &pki, false)
+        .get(https(&gw, "acme.test", "/public/tls2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN h2 not negotiated");
+    let r = tls_client(&gw, &pki, true)
+        .get(https(&gw, "acme.test", "/public/tls1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    let reqs = ups.acme.requests();
+    assert_eq!(reqs.len(), 2);
+    for rec in &reqs {
+        assert_eq!(rec.header("x-forwarded-proto"), Some("https"), "{}", rec.target);
+        assert!(rec.header("forwarded").is_some_and(|f| f.contains("proto=https")));
+    }
+    // Plain HTTP on a TLS listener is not served.
+    let plain = raw_exchange(gw.public, b"GET /public/x HTTP/1.1\r\nHost: acme.test\r\n\r\n")
+        .await
+        .unwrap_or_default();
+    assert!(parse_responses(&plain).iter().all(|r| r.status != 200));
+    assert_eq!(ups.acme.count(), 2);
+}
+
+/// SNI picks each host's own certificate: globex.test gets the globex certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_hosts_certificate() {
+    let (ups, gw, pki) = start_tls().await;
+    let c = tls_client(&gw, &pki, false);
+    for (host, _, der, _) in &pki.leaves {
+        let r = c.get(https(&gw, host, "/public/sni")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+        assert!(&peer_cert(&r) == der, "{host} was served another host's certificate");
+    }
+    assert_eq!(ups.acme.count(), 1);
+    assert_eq!(ups.globex.count(), 1);
+    assert_eq!(ups.initech.count(), 1);
+}
