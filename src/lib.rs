@@ -22,6 +22,8 @@ pub mod path;
 pub mod policy;
 pub mod proxy;
 pub mod secret;
+pub mod session;
+pub mod auth;
 pub mod telemetry;
 pub mod tenancy;
 

@@ -1,0 +1,1171 @@
+//! The one test suite every [`SessionStore`] backend must pass, written against
+//! `&dyn SessionStore` only, and its instantiation for SQLite (a temporary directory) and
+//! Redis (a `redis-server` child process per test, killed when the test ends).
+//!
+//! If these pass for both backends, callers can switch backends without noticing. The Redis
+//! tests fail (never skip) when `redis-server` is not installed.
+//!
+//! Times start at [`T0`], far in the future, so Redis's own key expiry (on the real clock)
+//! never fires during a test: the behaviour under test follows the `now` passed in.
+
+use std::collections::BTreeSet;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::auth::mfa::recovery_code_hash;
+use super::{
+    LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation, SessionRecord, SessionStore, StoreError, Stores,
+    USER_AGENT_MAX_CHARS, UserRecord, session_id_hash,
+};
+
+/// 2096-10-02: later than any real clock, see the module docs.
+const T0: i64 = 4_000_000_000;
+const IDLE: i64 = 30 * 60;
+const ABSOLUTE: i64 = 12 * 3600;
+
+/// A backend under test: a store URL plus whatever must live as long as the test.
+pub(crate) struct Backend {
+    url: String,
+    _keep: Box<dyn Send + Sync>,
+}
+
+impl Backend {
+    /// SQLite in a fresh temporary directory.
+    pub(crate) fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite:{}", dir.path().join("data").display());
+        Backend {
+            url,
+            _keep: Box::new(dir),
+        }
+    }
+
+    /// Redis on a fresh `redis-server` child process.
+    pub(crate) fn redis() -> Self {
+        let server = RedisServer::start();
+        Backend {
+            url: server.url(),
+            _keep: Box::new(server),
+        }
+    }
+
+    /// A store for `tier`; two calls with the same tier share data, like two replicas.
+    async fn store(&self, tier: &str) -> Arc<dyn SessionStore> {
+        let stores = Stores::open(&self.url, [tier]).await.expect("open store");
+        stores.tier(tier).expect("store of the tier")
+    }
+}
+
+/// A `redis-server` child process on a free port, without persistence; killed on drop.
+pub(crate) struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server and waits until it answers PING.
+    pub(crate) fn start() -> Self {
+        let bin = find_on_path("redis-server").unwrap_or_else(|| {
+            panic!(
+                "redis-server is not installed (apt-get install -y redis-server): \
+                 the Redis conformance tests need a real server and do not skip"
+            )
+        });
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let port = free_port();
+            let log = dir.path().join("redis.log");
+            let mut child = Command::new(&bin)
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .arg("--logfile")
+                .arg(&log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            if wait_for_pong(port, &mut child) {
+                return RedisServer { child, port, _dir: dir };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last_error = std::fs::read_to_string(&log).unwrap_or_default();
+        }
+        panic!("redis-server did not come up after 5 attempts; last log:\n{last_error}");
+    }
+
+    /// URL for this server.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+fn wait_for_pong(port: u16, child: &mut Child) -> bool {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut reply = [0u8; 7];
+            if stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+            {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+
+fn session(tenant: &str, subject: &str, token: &str, created_at: i64) -> SessionRecord {
+    SessionRecord {
+        id_hash: session_id_hash(token.as_bytes()),
+        tenant: tenant.into(),
+        tier: "prod".into(),
+        subject: subject.into(),
+        display_name: format!("{subject} (display)"),
+        roles: vec!["member".into(), "tenant-admin".into()],
+        auth_method: "password".into(),
+        amr: vec!["pwd".into(), "otp".into()],
+        mfa_at: Some(created_at),
+        created_at,
+        last_seen: created_at,
+        idle_expires_at: created_at + IDLE,
+        absolute_expires_at: created_at + ABSOLUTE,
+        ip: "192.0.2.7".into(),
+        user_agent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0".into(),
+        csrf_token: format!("csrf-{token}"),
+        sso_sid: None,
+        revoked: None,
+    }
+}
+
+fn rev(by: &str, reason: &str) -> Revocation {
+    Revocation {
+        at: T0 + 100,
+        by: by.into(),
+        reason: reason.into(),
+    }
+}
+
+fn user(tenant: &str, username: &str) -> UserRecord {
+    UserRecord {
+        tenant: tenant.into(),
+        username: username.into(),
+        display_name: format!("{username} (display)"),
+        roles: vec!["member".into()],
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
+        totp_secret: Some("JBSWY3DPEHPK3PXP".into()),
+        totp_enrolled_at: Some(T0),
+        recovery_code_hashes: (0..10).map(|i| recovery_code_hash(&format!("code-{i}"))).collect(),
+        disabled: false,
+        created_at: T0,
+        password_changed_at: T0,
+    }
+}
+
+fn event(tenant: &str, subject: &str, time: i64, outcome: &str) -> LoginEvent {
+    LoginEvent {
+        seq: 0,
+        tenant: tenant.into(),
+        subject: subject.into(),
+        time,
+        ip: "198.51.100.4".into(),
+        user_agent: "curl/8.5".into(),
+        method: "password".into(),
+        outcome: outcome.into(),
+        reason: (outcome == "failure").then(|| "bad_password".to_string()),
+    }
+}
+
+fn ids(sessions: &[SessionRecord]) -> Vec<[u8; 32]> {
+    sessions.iter().map(|s| s.id_hash).collect()
+}
+
+fn sorted(mut v: Vec<[u8; 32]>) -> Vec<[u8; 32]> {
+    v.sort_unstable();
+    v
+}
+
+// ---------------------------------------------------------------------------------------
+// The suite. Each test says what would break for callers if it failed.
+
+/// Sign-in would lose data or accept a session of another tier.
+pub(crate) async fn sessions_round_trip(b: &Backend) {
+    let store = b.store("prod").await;
+    let mut s = session("acme", "alice", "t1", T0);
+    s.sso_sid = Some("idp-sid-1".into());
+    store.create_session(&s).await.unwrap();
+    assert_eq!(store.get_session(&s.id_hash).await.unwrap(), Some(s.clone()));
+    assert_eq!(store.get_session(&session_id_hash(b"nope")).await.unwrap(), None);
+    assert!(matches!(store.create_session(&s).await, Err(StoreError::Conflict(_))));
+    let mut other_tier = session("acme", "alice", "t2", T0);
+    other_tier.tier = "staging".into();
+    assert!(matches!(
+        store.create_session(&other_tier).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(store.get_session(&other_tier.id_hash).await.unwrap(), None);
+    assert!(matches!(
+        Stores::open("sqlite:", ["prod"]).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        Stores::open(&b.url, ["../prod"]).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+/// A revoked session could be served again.
+pub(crate) async fn revoked_sessions_are_not_live(b: &Backend) {
+    let store = b.store("prod").await;
+    let s = session("acme", "alice", "t1", T0);
+    store.create_session(&s).await.unwrap();
+    let r = rev("alice", "logout");
+    assert!(store.revoke_session(&s.id_hash, &r).await.unwrap());
+    let got = store.get_session(&s.id_hash).await.unwrap().unwrap();
+    assert_eq!(got.revoked, Some(r.clone()));
+    assert!(!got.is_live(T0 + 1));
+    assert!(
+        !store.revoke_session(&s.id_hash, &rev("op", "again")).await.unwrap(),
+        "second revocation reports false"
+    );
+    assert_eq!(
+        store.get_session(&s.id_hash).await.unwrap().unwrap().revoked,
+        Some(r),
+        "first revocation kept"
+    );
+    assert!(
+        !store
+            .revoke_session(&session_id_hash(b"unknown"), &rev("op", "x"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .list_user_sessions("acme", "alice", T0 + 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.list_tenant_sessions("acme", T0 + 1, 10).await.unwrap().is_empty());
+    store.touch_session(&s.id_hash, T0 + 2, T0 + 2 + IDLE).await.unwrap();
+    assert_eq!(
+        store.get_session(&s.id_hash).await.unwrap().unwrap().last_seen,
+        T0,
+        "touch is a no-op once revoked"
+    );
+
+    let mut born_revoked = session("acme", "alice", "t2", T0);
+    born_revoked.revoked = Some(rev("op", "imported"));
+    store.create_session(&born_revoked).await.unwrap();
+    assert_eq!(
+        store.get_session(&born_revoked.id_hash).await.unwrap(),
+        Some(born_revoked.clone())
+    );
+    assert!(
+        store
+            .list_user_sessions("acme", "alice", T0 + 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Concurrent logouts (two tabs, a replica and a kill switch) would report a session twice.
+pub(crate) async fn concurrent_revocation_has_one_winner(b: &Backend) {
+    let store = b.store("prod").await;
+    let s = session("acme", "alice", "t1", T0);
+    store.create_session(&s).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.revoke_session(&s.id_hash, &rev(&format!("r{i}"), "x")).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap().unwrap());
+    }
+    assert_eq!(wins, 1);
+}
+
+/// Activity could stretch a session past its absolute timeout, or revive an expired one.
+pub(crate) async fn touch_never_extends_past_absolute_expiry(b: &Backend) {
+    let store = b.store("prod").await;
+    let s = session("acme", "alice", "t1", T0);
+    store.create_session(&s).await.unwrap();
+
+    store.touch_session(&s.id_hash, T0 + 60, T0 + 60 + IDLE).await.unwrap();
+    let got = store.get_session(&s.id_hash).await.unwrap().unwrap();
+    assert_eq!((got.last_seen, got.idle_expires_at), (T0 + 60, T0 + 60 + IDLE));
+
+    store
+        .touch_session(&s.id_hash, T0 + 61, s.absolute_expires_at + 1000)
+        .await
+        .unwrap();
+    let got = store.get_session(&s.id_hash).await.unwrap().unwrap();
+    assert_eq!(
+        got.idle_expires_at, s.absolute_expires_at,
+        "clamped to the absolute expiry"
+    );
+    assert_eq!(
+        (got.last_seen, got.absolute_expires_at),
+        (T0 + 61, s.absolute_expires_at)
+    );
+    assert!(!got.is_live(s.absolute_expires_at));
+
+    let idle_dead = session("acme", "alice", "t2", T0);
+    store.create_session(&idle_dead).await.unwrap();
+    store
+        .touch_session(&idle_dead.id_hash, T0 + IDLE, T0 + 2 * IDLE)
+        .await
+        .unwrap();
+    let got = store.get_session(&idle_dead.id_hash).await.unwrap().unwrap();
+    assert_eq!(got, idle_dead, "an idle-expired session is never revived");
+
+    store
+        .touch_session(&session_id_hash(b"unknown"), T0, T0 + IDLE)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_session(&session_id_hash(b"unknown")).await.unwrap(),
+        None,
+        "touch never creates"
+    );
+}
+
+/// Expired sessions would be listed as active, or purged too early.
+pub(crate) async fn expiry_and_purge(b: &Backend) {
+    let store = b.store("prod").await;
+    let old = session("acme", "alice", "old", T0);
+    let fresh = session("acme", "alice", "fresh", T0 + 2 * ABSOLUTE);
+    store.create_session(&old).await.unwrap();
+    store.create_session(&fresh).await.unwrap();
+    let now = T0 + 2 * ABSOLUTE + 1;
+    assert_eq!(
+        ids(&store.list_user_sessions("acme", "alice", now).await.unwrap()),
+        vec![fresh.id_hash]
+    );
+    assert!(
+        store.get_session(&old.id_hash).await.unwrap().is_some(),
+        "expired sessions stay readable"
+    );
+    assert_eq!(
+        store
+            .find_user_session_by_public_id("acme", "alice", &old.public_id(), now)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let idle_gone = fresh.idle_expires_at;
+    assert!(
+        store
+            .list_user_sessions("acme", "alice", idle_gone)
+            .await
+            .unwrap()
+            .is_empty(),
+        "idle expiry"
+    );
+
+    assert_eq!(
+        store
+            .purge_expired(old.absolute_expires_at + PURGE_GRACE_SECS)
+            .await
+            .unwrap(),
+        0,
+        "within grace"
+    );
+    assert_eq!(
+        store
+            .purge_expired(old.absolute_expires_at + PURGE_GRACE_SECS + 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.get_session(&old.id_hash).await.unwrap(), None);
+    assert!(store.get_session(&fresh.id_hash).await.unwrap().is_some());
+    assert_eq!(
+        store
+            .purge_expired(old.absolute_expires_at + PURGE_GRACE_SECS + 1)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        store
+            .revoke_user_sessions("acme", "alice", None, &rev("op", "x"))
+            .await
+            .unwrap()
+            == vec![fresh.id_hash]
+    );
+}
+
+/// "Sign out everywhere else" would end the current session or miss another one.
+pub(crate) async fn revoke_user_sessions_keeps_the_current_one(b: &Backend) {
+    let store = b.store("prod").await;
+    let a1 = session("acme", "alice", "a1", T0);
+    let a2 = session("acme", "alice", "a2", T0 + 1);
+    let a3 = session("acme", "alice", "a3", T0 + 2);
+    let bob = session("acme", "bob", "b1", T0);
+    let other_tenant = session("globex", "alice", "g1", T0);
+    for s in [&a1, &a2, &a3, &bob, &other_tenant] {
+        store.create_session(s).await.unwrap();
+    }
+    let r = rev("alice", "sign_out_others");
+    let revoked = store
+        .revoke_user_sessions("acme", "alice", Some(&a2.id_hash), &r)
+        .await
+        .unwrap();
+    assert_eq!(sorted(revoked), sorted(vec![a1.id_hash, a3.id_hash]));
+    assert_eq!(
+        ids(&store.list_user_sessions("acme", "alice", T0 + 3).await.unwrap()),
+        vec![a2.id_hash]
+    );
+    assert_eq!(
+        store.get_session(&a1.id_hash).await.unwrap().unwrap().revoked,
+        Some(r.clone())
+    );
+    assert_eq!(
+        ids(&store.list_user_sessions("acme", "bob", T0 + 3).await.unwrap()),
+        vec![bob.id_hash]
+    );
+    assert_eq!(
+        ids(&store.list_user_sessions("globex", "alice", T0 + 3).await.unwrap()),
+        vec![other_tenant.id_hash]
+    );
+    assert!(
+        store
+            .revoke_user_sessions("acme", "alice", Some(&a2.id_hash), &r)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let all = store
+        .revoke_user_sessions("acme", "alice", None, &rev("alice", "password_changed"))
+        .await
+        .unwrap();
+    assert_eq!(all, vec![a2.id_hash], "without keep the current session ends too");
+    assert!(
+        store
+            .list_user_sessions("acme", "alice", T0 + 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A tenant kill switch would end another tenant's sessions or leave one of its own alive.
+pub(crate) async fn revoke_tenant_sessions_is_scoped(b: &Backend) {
+    let store = b.store("prod").await;
+    let mut acme = Vec::new();
+    for i in 0..5 {
+        let s = session("acme", &format!("user{i}"), &format!("acme{i}"), T0 + i);
+        store.create_session(&s).await.unwrap();
+        acme.push(s.id_hash);
+    }
+    let globex = session("globex", "user0", "globex0", T0);
+    store.create_session(&globex).await.unwrap();
+    store.revoke_session(&acme[0], &rev("user0", "logout")).await.unwrap();
+
+    let revoked = store
+        .revoke_tenant_sessions("acme", &rev("operator:ops", "kill_switch"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted(revoked),
+        sorted(acme[1..].to_vec()),
+        "already revoked sessions are not reported again"
+    );
+    assert!(
+        store
+            .list_tenant_sessions("acme", T0 + 10, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ids(&store.list_tenant_sessions("globex", T0 + 10, 100).await.unwrap()),
+        vec![globex.id_hash]
+    );
+    assert_eq!(
+        store
+            .get_session(&acme[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+            .unwrap()
+            .reason,
+        "logout",
+        "earlier revocation kept"
+    );
+}
+
+/// Back-channel logout would miss the IdP session's gateway sessions or end others.
+pub(crate) async fn revoke_sso_sessions_by_sid(b: &Backend) {
+    let store = b.store("prod").await;
+    let mut s1 = session("acme", "alice", "s1", T0);
+    s1.sso_sid = Some("sid-1".into());
+    let mut s2 = session("acme", "alice", "s2", T0 + 1);
+    s2.sso_sid = Some("sid-2".into());
+    let mut other_tenant = session("globex", "alice", "s3", T0);
+    other_tenant.sso_sid = Some("sid-1".into());
+    for s in [&s1, &s2, &other_tenant] {
+        store.create_session(s).await.unwrap();
+    }
+    let revoked = store
+        .revoke_sso_sessions("acme", "sid-1", &rev("idp", "backchannel_logout"))
+        .await
+        .unwrap();
+    assert_eq!(revoked, vec![s1.id_hash]);
+    assert!(
+        store
+            .revoke_sso_sessions("acme", "sid-1", &rev("idp", "again"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .revoke_sso_sessions("acme", "sid-unknown", &rev("idp", "x"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ids(&store.list_user_sessions("acme", "alice", T0 + 2).await.unwrap()),
+        vec![s2.id_hash]
+    );
+    assert!(
+        store
+            .get_session(&other_tenant.id_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+            .is_none()
+    );
+}
+
+/// The session pages would show sessions in a confusing order or ignore the limit.
+pub(crate) async fn lists_are_newest_first_and_limited(b: &Backend) {
+    let store = b.store("prod").await;
+    let mut made = Vec::new();
+    for i in 0..7 {
+        let s = session(
+            "acme",
+            if i % 2 == 0 { "alice" } else { "bob" },
+            &format!("t{i}"),
+            T0 + i * 10,
+        );
+        store.create_session(&s).await.unwrap();
+        made.push(s);
+    }
+    let same_time_a = session("acme", "alice", "same-a", T0 + 100);
+    let same_time_b = session("acme", "alice", "same-b", T0 + 100);
+    store.create_session(&same_time_a).await.unwrap();
+    store.create_session(&same_time_b).await.unwrap();
+    let now = T0 + 101;
+
+    let alice = store.list_user_sessions("acme", "alice", now).await.unwrap();
+    let mut tie = [same_time_a.id_hash, same_time_b.id_hash];
+    tie.sort_unstable_by(|x, y| y.cmp(x));
+    let expected: Vec<[u8; 32]> = tie
+        .into_iter()
+        .chain([made[6].id_hash, made[4].id_hash, made[2].id_hash, made[0].id_hash])
+        .collect();
+    assert_eq!(ids(&alice), expected, "newest first; equal times by id, descending");
+    assert_eq!(alice[2], made[6], "records come back whole");
+
+    let tenant = store.list_tenant_sessions("acme", now, 4).await.unwrap();
+    assert_eq!(
+        ids(&tenant),
+        expected[..2]
+            .iter()
+            .copied()
+            .chain([made[6].id_hash, made[5].id_hash])
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(store.list_tenant_sessions("acme", now, 100).await.unwrap().len(), 9);
+    assert!(store.list_tenant_sessions("acme", now, 0).await.unwrap().is_empty());
+}
+
+/// A user could see or end another user's or tenant's session by guessing its public id.
+pub(crate) async fn tenants_and_users_are_isolated(b: &Backend) {
+    let store = b.store("prod").await;
+    let alice = session("acme", "alice", "a", T0);
+    let bob = session("acme", "bob", "b", T0);
+    let globex_alice = session("globex", "alice", "g", T0);
+    for s in [&alice, &bob, &globex_alice] {
+        store.create_session(s).await.unwrap();
+    }
+    let now = T0 + 1;
+    let acme = store.list_tenant_sessions("acme", now, 100).await.unwrap();
+    assert!(acme.iter().all(|s| s.tenant == "acme"));
+    assert_eq!(acme.len(), 2);
+    assert_eq!(
+        ids(&store.list_tenant_sessions("globex", now, 100).await.unwrap()),
+        vec![globex_alice.id_hash]
+    );
+
+    let find = |t: &'static str, u: &'static str, id: String| {
+        let store = store.clone();
+        async move { store.find_user_session_by_public_id(t, u, &id, now).await.unwrap() }
+    };
+    assert_eq!(find("acme", "alice", alice.public_id()).await, Some(alice.clone()));
+    assert_eq!(
+        find("acme", "alice", bob.public_id()).await,
+        None,
+        "another user's session"
+    );
+    assert_eq!(
+        find("acme", "alice", globex_alice.public_id()).await,
+        None,
+        "same subject, other tenant"
+    );
+    assert_eq!(find("globex", "alice", alice.public_id()).await, None);
+    assert_eq!(
+        find("acme", "alice", hex::encode(alice.id_hash)).await,
+        None,
+        "only the 16-char public id"
+    );
+    assert_eq!(find("acme", "alice", alice.public_id().to_uppercase()).await, None);
+    assert_eq!(find("acme", "alice", String::new()).await, None);
+
+    let tricky = session("ac:me", "x", "tricky1", T0);
+    let tricky2 = session("ac", "me:x", "tricky2", T0);
+    store.create_session(&tricky).await.unwrap();
+    store.create_session(&tricky2).await.unwrap();
+    assert_eq!(
+        ids(&store.list_user_sessions("ac:me", "x", now).await.unwrap()),
+        vec![tricky.id_hash]
+    );
+    assert_eq!(
+        ids(&store.list_user_sessions("ac", "me:x", now).await.unwrap()),
+        vec![tricky2.id_hash]
+    );
+}
+
+/// Local accounts could be overwritten, lost, or listed across tenants.
+pub(crate) async fn users_round_trip(b: &Backend) {
+    let store = b.store("prod").await;
+    let alice = user("acme", "alice");
+    store.create_user(&alice).await.unwrap();
+    assert_eq!(store.get_user("acme", "alice").await.unwrap(), Some(alice.clone()));
+    assert_eq!(store.get_user("acme", "nobody").await.unwrap(), None);
+    assert_eq!(store.get_user("globex", "alice").await.unwrap(), None);
+    let mut imposter = user("acme", "alice");
+    imposter.password_hash = "$argon2id$other".into();
+    assert!(matches!(
+        store.create_user(&imposter).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_user("acme", "alice").await.unwrap(),
+        Some(alice.clone()),
+        "a conflict changes nothing"
+    );
+
+    let mut changed = alice.clone();
+    changed.display_name = "Alice Liddell".into();
+    changed.roles = vec![];
+    changed.totp_secret = None;
+    changed.totp_enrolled_at = None;
+    changed.recovery_code_hashes = vec![recovery_code_hash("new-1"), recovery_code_hash("new-0")];
+    changed.disabled = true;
+    changed.password_changed_at = T0 + 5;
+    store.update_user(&changed).await.unwrap();
+    assert_eq!(store.get_user("acme", "alice").await.unwrap(), Some(changed.clone()));
+    changed.recovery_code_hashes.clear();
+    store.update_user(&changed).await.unwrap();
+    assert_eq!(store.get_user("acme", "alice").await.unwrap(), Some(changed.clone()));
+    assert!(matches!(
+        store.update_user(&user("acme", "ghost")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        store.get_user("acme", "ghost").await.unwrap(),
+        None,
+        "update never creates"
+    );
+
+    let zed = user("acme", "zed");
+    let bob = user("acme", "bob");
+    let globex = user("globex", "carol");
+    for u in [&zed, &bob, &globex] {
+        store.create_user(u).await.unwrap();
+    }
+    assert_eq!(
+        store.list_users("acme").await.unwrap(),
+        vec![changed, bob, zed],
+        "sorted by user name"
+    );
+    assert_eq!(store.list_users("globex").await.unwrap(), vec![globex]);
+    assert!(store.list_users("initech").await.unwrap().is_empty());
+}
+
+/// A recovery code could be used twice, or the wrong code removed.
+pub(crate) async fn recovery_codes_work_once(b: &Backend) {
+    let store = b.store("prod").await;
+    let alice = user("acme", "alice");
+    store.create_user(&alice).await.unwrap();
+    let code = recovery_code_hash("code-3");
+    assert!(store.consume_recovery_code("acme", "alice", &code).await.unwrap());
+    assert!(!store.consume_recovery_code("acme", "alice", &code).await.unwrap());
+    assert!(
+        !store
+            .consume_recovery_code("acme", "alice", &recovery_code_hash("bogus"))
+            .await
+            .unwrap()
+    );
+    assert!(!store.consume_recovery_code("acme", "nobody", &code).await.unwrap());
+    assert!(
+        !store
+            .consume_recovery_code("globex", "alice", &recovery_code_hash("code-4"))
+            .await
+            .unwrap()
+    );
+    let left = store
+        .get_user("acme", "alice")
+        .await
+        .unwrap()
+        .unwrap()
+        .recovery_code_hashes;
+    let expected: Vec<[u8; 32]> = alice
+        .recovery_code_hashes
+        .iter()
+        .copied()
+        .filter(|c| *c != code)
+        .collect();
+    assert_eq!(left, expected, "the others stay, in order");
+}
+
+/// Two concurrent logins with one recovery code would both get in.
+pub(crate) async fn concurrent_recovery_code_use_has_one_winner(b: &Backend) {
+    let store = b.store("prod").await;
+    store.create_user(&user("acme", "alice")).await.unwrap();
+    let code = recovery_code_hash("code-0");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.consume_recovery_code("acme", "alice", &code).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap().unwrap());
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(
+        store
+            .get_user("acme", "alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .recovery_code_hashes
+            .len(),
+        9
+    );
+}
+
+/// An observed TOTP code could be replayed, or one user's code would block another's.
+pub(crate) async fn totp_steps_are_used_once(b: &Backend) {
+    let store = b.store("prod").await;
+    let step = u64::try_from(T0 / 30).unwrap();
+    let expires = T0 + 120;
+    assert!(store.use_totp_step("acme", "alice", step, expires).await.unwrap());
+    assert!(!store.use_totp_step("acme", "alice", step, expires).await.unwrap());
+    assert!(store.use_totp_step("acme", "alice", step + 1, expires).await.unwrap());
+    assert!(store.use_totp_step("acme", "bob", step, expires).await.unwrap());
+    assert!(store.use_totp_step("globex", "alice", step, expires).await.unwrap());
+    assert!(store.use_totp_step("acme", "alice", u64::MAX, expires).await.unwrap());
+    assert!(!store.use_totp_step("acme", "alice", u64::MAX, expires).await.unwrap());
+
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.use_totp_step("acme", "carol", step, expires).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap().unwrap());
+    }
+    assert_eq!(wins, 1, "concurrent use of one code: one success");
+}
+
+/// The login history page would show the wrong order, repeat or skip events when paging.
+pub(crate) async fn login_history_pages_newest_first(b: &Backend) {
+    let store = b.store("prod").await;
+    for i in 0..5 {
+        store
+            .record_login(&event(
+                "acme",
+                "alice",
+                T0 + i,
+                if i % 2 == 0 { "success" } else { "failure" },
+            ))
+            .await
+            .unwrap();
+        store
+            .record_login(&event("acme", "bob", T0 + i, "success"))
+            .await
+            .unwrap();
+    }
+    let mut long = event("acme", "alice", T0 + 9, "failure");
+    long.user_agent = "é".repeat(1000);
+    long.reason = Some("unknown_user".into());
+    store.record_login(&long).await.unwrap();
+
+    let all = store.login_history("acme", "alice", 100, None).await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert!(all.iter().all(|e| e.tenant == "acme" && e.subject == "alice"));
+    assert!(
+        all.windows(2).all(|w| w[0].seq > w[1].seq),
+        "newest first, seq strictly decreasing"
+    );
+    assert_eq!(
+        all[0].user_agent,
+        "é".repeat(USER_AGENT_MAX_CHARS),
+        "user agent cut to 256 characters"
+    );
+    assert_eq!(all[0].reason.as_deref(), Some("unknown_user"));
+    let mut expected_last = event("acme", "alice", T0, "success");
+    expected_last.seq = all[5].seq;
+    assert_eq!(all[5], expected_last, "events come back whole");
+
+    let page1 = store.login_history("acme", "alice", 2, None).await.unwrap();
+    let page2 = store
+        .login_history("acme", "alice", 2, Some(page1[1].seq))
+        .await
+        .unwrap();
+    let page3 = store
+        .login_history("acme", "alice", 2, Some(page2[1].seq))
+        .await
+        .unwrap();
+    let page4 = store
+        .login_history("acme", "alice", 2, Some(page3[1].seq))
+        .await
+        .unwrap();
+    let paged: Vec<LoginEvent> = [page1, page2, page3].concat();
+    assert_eq!(paged, all);
+    assert!(page4.is_empty());
+    assert!(store.login_history("acme", "alice", 0, None).await.unwrap().is_empty());
+    assert!(
+        store
+            .login_history("globex", "alice", 10, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let seqs: BTreeSet<i64> = store
+        .login_history("acme", "alice", 100, None)
+        .await
+        .unwrap()
+        .iter()
+        .chain(store.login_history("acme", "bob", 100, None).await.unwrap().iter())
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs.len(), 11, "seq is unique across subjects of the tier");
+}
+
+/// A password spray would grow one user's history without bound.
+pub(crate) async fn login_history_is_capped(b: &Backend) {
+    let store = b.store("prod").await;
+    let total = LOGIN_HISTORY_CAP + 3;
+    let mut tasks = Vec::new();
+    for chunk in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (chunk..total).step_by(4) {
+                store
+                    .record_login(&event("acme", "alice", T0 + i64::try_from(i).unwrap(), "failure"))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = store.login_history("acme", "alice", usize::MAX, None).await.unwrap();
+    assert_eq!(all.len(), LOGIN_HISTORY_CAP);
+    let max_seq = all[0].seq;
+    assert!(
+        all.iter().all(|e| e.seq > max_seq - i64::try_from(total).unwrap()),
+        "the oldest were dropped"
+    );
+}
+
+/// The login throttle would give extra tries, forget failures early, or never reset.
+pub(crate) async fn throttle_counts_in_fixed_windows(b: &Backend) {
+    let store = b.store("prod").await;
+    let key = "login:acme:alice";
+    assert_eq!(store.peek(key, T0).await.unwrap(), (0, 0));
+    assert_eq!(store.hit(key, T0, 900).await.unwrap(), (1, 900));
+    assert_eq!(store.hit(key, T0 + 100, 900).await.unwrap(), (2, 800));
+    assert_eq!(
+        store.hit(key, T0 + 899, 60).await.unwrap(),
+        (3, 1),
+        "the window is fixed at the first hit"
+    );
+    assert_eq!(store.peek(key, T0 + 899).await.unwrap(), (3, 1));
+    assert_eq!(store.peek(key, T0 + 899).await.unwrap(), (3, 1), "peek does not count");
+    assert_eq!(
+        store.peek(key, T0 + 900).await.unwrap(),
+        (0, 0),
+        "expired at the end of the window"
+    );
+    assert_eq!(
+        store.hit(key, T0 + 900, 900).await.unwrap(),
+        (1, 900),
+        "a new window starts"
+    );
+    assert_eq!(
+        store.peek("login:acme:bob", T0 + 900).await.unwrap(),
+        (0, 0),
+        "keys are separate"
+    );
+    store.clear(key).await.unwrap();
+    assert_eq!(store.peek(key, T0 + 901).await.unwrap(), (0, 0));
+    assert_eq!(store.hit(key, T0 + 901, 900).await.unwrap(), (1, 900));
+    store.clear("never-hit").await.unwrap();
+    assert!(matches!(store.hit(key, T0, 0).await, Err(StoreError::Invalid(_))));
+    assert_eq!(
+        store.hit("ip:2001:db8::1", T0, 60).await.unwrap(),
+        (1, 60),
+        "keys may hold colons"
+    );
+
+    assert_eq!(store.purge_expired(T0 + 5000).await.unwrap(), 0, "no sessions to purge");
+    assert_eq!(store.peek(key, T0 + 5000).await.unwrap(), (0, 0));
+    assert_eq!(store.hit(key, T0 + 5000, 900).await.unwrap(), (1, 900));
+}
+
+/// Concurrent password guesses would get extra tries past the limit.
+pub(crate) async fn concurrent_hits_count_each_once(b: &Backend) {
+    let store = b.store("prod").await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(
+            async move { store.hit("login:acme:alice", T0, 900).await },
+        ));
+    }
+    let mut counts = Vec::new();
+    for t in tasks {
+        let (count, reset_in) = t.await.unwrap().unwrap();
+        assert_eq!(reset_in, 900);
+        counts.push(count);
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=50).collect::<Vec<u32>>());
+    assert_eq!(store.peek("login:acme:alice", T0).await.unwrap(), (50, 900));
+}
+
+/// A staging credential or counter could be used in prod (tier isolation).
+pub(crate) async fn tiers_never_see_each_other(b: &Backend) {
+    let prod = b.store("prod").await;
+    let staging = b.store("staging").await;
+    let s = session("acme", "alice", "t1", T0);
+    prod.create_session(&s).await.unwrap();
+    prod.create_user(&user("acme", "alice")).await.unwrap();
+    prod.record_login(&event("acme", "alice", T0, "success")).await.unwrap();
+    prod.hit("login:acme:alice", T0, 900).await.unwrap();
+    let step = u64::try_from(T0 / 30).unwrap();
+    assert!(prod.use_totp_step("acme", "alice", step, T0 + 90).await.unwrap());
+
+    let now = T0 + 1;
+    assert_eq!(staging.get_session(&s.id_hash).await.unwrap(), None);
+    assert!(
+        staging
+            .list_user_sessions("acme", "alice", now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(staging.list_tenant_sessions("acme", now, 10).await.unwrap().is_empty());
+    assert!(!staging.revoke_session(&s.id_hash, &rev("op", "x")).await.unwrap());
+    assert!(
+        staging
+            .revoke_tenant_sessions("acme", &rev("op", "x"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(staging.get_user("acme", "alice").await.unwrap(), None);
+    assert!(staging.list_users("acme").await.unwrap().is_empty());
+    assert!(
+        !staging
+            .consume_recovery_code("acme", "alice", &recovery_code_hash("code-0"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        staging
+            .login_history("acme", "alice", 10, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(staging.peek("login:acme:alice", now).await.unwrap(), (0, 0));
+    assert!(
+        staging.use_totp_step("acme", "alice", step, T0 + 90).await.unwrap(),
+        "own replay guard"
+    );
+    assert_eq!(
+        staging
+            .purge_expired(T0 + 10 * ABSOLUTE + PURGE_GRACE_SECS)
+            .await
+            .unwrap(),
+        0
+    );
+
+    assert!(
+        prod.get_session(&s.id_hash).await.unwrap().unwrap().is_live(now),
+        "prod untouched"
+    );
+    assert!(prod.get_user("acme", "alice").await.unwrap().is_some());
+    assert_eq!(prod.peek("login:acme:alice", now).await.unwrap(), (1, 899));
+}
+
+/// Two replicas (or a restart) would not share state.
+pub(crate) async fn stores_of_one_tier_share_state(b: &Backend) {
+    let first = b.store("prod").await;
+    let s = session("acme", "alice", "t1", T0);
+    first.create_session(&s).await.unwrap();
+    first.create_user(&user("acme", "alice")).await.unwrap();
+    first.hit("k", T0, 60).await.unwrap();
+    let second = b.store("prod").await;
+    assert_eq!(second.get_session(&s.id_hash).await.unwrap(), Some(s.clone()));
+    assert!(second.revoke_session(&s.id_hash, &rev("op", "x")).await.unwrap());
+    assert!(
+        first.get_session(&s.id_hash).await.unwrap().unwrap().revoked.is_some(),
+        "a revocation is seen at once"
+    );
+    assert_eq!(second.hit("k", T0, 60).await.unwrap(), (2, 60));
+    assert!(second.get_user("acme", "alice").await.unwrap().is_some());
+}
+
+/// Losing Redis must make calls fail (the gateway answers 503), never look like "no session".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_is_unavailable() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let store = Backend {
+        url: url.clone(),
+        _keep: Box::new(()),
+    }
+    .store("prod")
+    .await;
+    let s = session("acme", "alice", "t1", T0);
+    store.create_session(&s).await.unwrap();
+    drop(server);
+    let started = Instant::now();
+    let err = store.get_session(&s.id_hash).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "fails fast: {:?}",
+        started.elapsed()
+    );
+    assert!(!err.to_string().contains("127.0.0.1"), "{err}");
+    assert!(matches!(store.hit("k", T0, 60).await, Err(StoreError::Unavailable(_))));
+}
+
+macro_rules! suite {
+    ($backend:ident, $make:expr, [$($test:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    let backend = $make;
+                    super::$test(&backend).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_test {
+    ($backend:ident, $make:expr) => {
+        suite!(
+            $backend,
+            $make,
+            [
+                sessions_round_trip,
+                revoked_sessions_are_not_live,
+                concurrent_revocation_has_one_winner,
+                touch_never_extends_past_absolute_expiry,
+                expiry_and_purge,
+                revoke_user_sessions_keeps_the_current_one,
+                revoke_tenant_sessions_is_scoped,
+                revoke_sso_sessions_by_sid,
+                lists_are_newest_first_and_limited,
+                tenants_and_users_are_isolated,
+                users_round_trip,
+                recovery_codes_work_once,
+                concurrent_recovery_code_use_has_one_winner,
+                totp_steps_are_used_once,
+                login_history_pages_newest_first,
+                login_history_is_capped,
+                throttle_counts_in_fixed_windows,
+                concurrent_hits_count_each_once,
+                tiers_never_see_each_other,
+                stores_of_one_tier_share_state,
+            ]
+        );
+    };
+}
+
+every_test!(sqlite, super::Backend::sqlite());
+every_test!(redis, super::Backend::redis());

@@ -1,0 +1,240 @@
+//! Session lifecycle on top of the per-tier stores: minting tokens (256 random bits,
+//! base64url in the cookie, only SHA-256 stored), looking sessions up through an
+//! in-process cache, recording activity, and revoking.
+//!
+//! The cache never serves a session revoked on this node: every revocation goes through
+//! [`Sessions`], which evicts the entry before it returns and tells open connections of
+//! that session (WebSocket tunnels) to close. Entries live at most `max_staleness` (1 s),
+//! which bounds how long a revocation made by another process (CLI, another replica)
+//! can go unseen.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokio::sync::broadcast;
+
+use super::{Revocation, SessionRecord, SessionStore, StoreError, Stores, session_id_hash};
+
+/// Longest time a cached session is trusted without reading the store again.
+pub const MAX_STALENESS: Duration = Duration::from_secs(1);
+
+/// A fresh session token: the cookie value (shown once, never stored) and its store key.
+pub struct MintedToken {
+    /// base64url of 32 random bytes; goes into the cookie only.
+    pub cookie_value: String,
+    /// SHA-256 of the token bytes; the store key.
+    pub id_hash: [u8; 32],
+}
+
+impl std::fmt::Debug for MintedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MintedToken([redacted])")
+    }
+}
+
+/// Creates a new random token.
+pub fn mint_token() -> MintedToken {
+    let bytes: [u8; 32] = rand::random();
+    MintedToken { cookie_value: URL_SAFE_NO_PAD.encode(bytes), id_hash: session_id_hash(&bytes) }
+}
+
+/// The store key for a cookie value, or None when the value is not a well-formed token
+/// (anything else is treated as no session without touching the store).
+pub fn id_hash_of_cookie(value: &str) -> Option<[u8; 32]> {
+    if value.len() != 43 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
+    (bytes.len() == 32).then(|| session_id_hash(&bytes))
+}
+
+/// Sessions of every tier, with the cache in front of them.
+pub struct Sessions {
+    stores: Stores,
+    cache: moka::sync::Cache<[u8; 32], Arc<SessionRecord>>,
+    revoked: broadcast::Sender<[u8; 32]>,
+}
+
+impl Sessions {
+    /// Wraps opened stores.
+    pub fn new(stores: Stores) -> Arc<Self> {
+        let cache = moka::sync::Cache::builder().max_capacity(1_000_000).time_to_live(MAX_STALENESS).build();
+        let (revoked, _) = broadcast::channel(4096);
+        Arc::new(Sessions { stores, cache, revoked })
+    }
+
+    /// The store of a tier.
+    pub fn store(&self, tier: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
+        self.stores.tier(tier).ok_or(StoreError::NotFound("tier store"))
+    }
+
+    /// Stores a new session.
+    pub async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
+        self.store(&record.tier)?.create_session(&record).await?;
+        self.cache.insert(record.id_hash, Arc::new(record));
+        Ok(())
+    }
+
+    /// The live session for a cookie value in `tier`, recording activity at most once
+    /// per `touch_every`. None for malformed, unknown, expired or revoked tokens.
+    pub async fn authenticate(
+        &self,
+        tier: &str,
+        cookie_value: &str,
+        now: i64,
+        idle_timeout: i64,
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let Some(id_hash) = id_hash_of_cookie(cookie_value) else { return Ok(None) };
+        let record = match self.cache.get(&id_hash) {
+            Some(record) => record,
+            None => match self.store(tier)?.get_session(&id_hash).await? {
+                Some(record) => Arc::new(record),
+                None => return Ok(None),
+            },
+        };
+        if record.tier != tier || !record.is_live(now) {
+            self.cache.invalidate(&id_hash);
+            return Ok(None);
+        }
+        let touch_every = (idle_timeout / 10).clamp(1, 60);
+        if now - record.last_seen >= touch_every {
+            let idle_expires_at = (now + idle_timeout).min(record.absolute_expires_at);
+            self.store(tier)?.touch_session(&id_hash, now, idle_expires_at).await?;
+            let mut touched = (*record).clone();
+            touched.last_seen = now;
+            touched.idle_expires_at = idle_expires_at;
+            let touched = Arc::new(touched);
+            self.cache.insert(id_hash, touched.clone());
+            return Ok(Some(touched));
+        }
+        self.cache.insert(id_hash, record.clone());
+        Ok(Some(record))
+    }
+
+    /// Whether a session is still live, read from the store (for long-lived connections
+    /// that must notice revocations made by other processes).
+    pub async fn still_live(&self, tier: &str, id_hash: &[u8; 32], now: i64) -> bool {
+        match self.store(tier) {
+            Ok(store) => matches!(store.get_session(id_hash).await, Ok(Some(s)) if s.is_live(now)),
+            Err(_) => false,
+        }
+    }
+
+    /// Ends one session.
+    pub async fn revoke(&self, tier: &str, id_hash: &[u8; 32], rev: &Revocation) -> Result<bool, StoreError> {
+        let done = self.store(tier)?.revoke_session(id_hash, rev).await?;
+        self.evict(id_hash);
+        Ok(done)
+    }
+
+    /// Ends every session of a user except `keep`.
+    pub async fn revoke_user(
+        &self,
+        tier: &str,
+        tenant: &str,
+        subject: &str,
+        keep: Option<&[u8; 32]>,
+        rev: &Revocation,
+    ) -> Result<Vec<[u8; 32]>, StoreError> {
+        let ids = self.store(tier)?.revoke_user_sessions(tenant, subject, keep, rev).await?;
+        for id in &ids {
+            self.evict(id);
+        }
+        Ok(ids)
+    }
+
+    /// Subscribes to revocations made on this node (open tunnels close on them).
+    pub fn revocations(&self) -> broadcast::Receiver<[u8; 32]> {
+        self.revoked.subscribe()
+    }
+
+    fn evict(&self, id_hash: &[u8; 32]) {
+        self.cache.invalidate(id_hash);
+        let _ = self.revoked.send(*id_hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_256_bits_and_hash_consistently() {
+        let t = mint_token();
+        assert_eq!(t.cookie_value.len(), 43);
+        assert_eq!(id_hash_of_cookie(&t.cookie_value), Some(t.id_hash));
+        assert_ne!(mint_token().cookie_value, t.cookie_value);
+        assert!(!format!("{t:?}").contains(&t.cookie_value));
+    }
+
+    #[test]
+    fn malformed_cookie_values_have_no_id() {
+        for bad in ["", "x", &"a".repeat(44), &"*".repeat(43), &"a".repeat(65536)] {
+            assert_eq!(id_hash_of_cookie(bad), None, "{bad:.10}");
+        }
+    }
+
+    async fn sessions() -> (tempfile::TempDir, Arc<Sessions>) {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores::open(&format!("sqlite:{}", dir.path().display()), ["prod"]).await.unwrap();
+        (dir, Sessions::new(stores))
+    }
+
+    fn record(id_hash: [u8; 32], now: i64) -> SessionRecord {
+        SessionRecord {
+            id_hash,
+            tenant: "acme".into(),
+            tier: "prod".into(),
+            subject: "alice".into(),
+            display_name: "Alice".into(),
+            roles: vec![],
+            auth_method: "password".into(),
+            amr: vec!["pwd".into(), "otp".into()],
+            mfa_at: Some(now),
+            created_at: now,
+            last_seen: now,
+            idle_expires_at: now + 1800,
+            absolute_expires_at: now + 3600,
+            ip: "127.0.0.1".into(),
+            user_agent: "test".into(),
+            csrf_token: "c".into(),
+            sso_sid: None,
+            revoked: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revoked_session_is_never_served_from_the_cache() {
+        let (_dir, sessions) = sessions().await;
+        let now = 1_000_000;
+        let token = mint_token();
+        sessions.create(record(token.id_hash, now)).await.unwrap();
+        assert!(sessions.authenticate("prod", &token.cookie_value, now, 1800).await.unwrap().is_some());
+        let rev = Revocation { at: now, by: "alice".into(), reason: "logout".into() };
+        assert!(sessions.revoke("prod", &token.id_hash, &rev).await.unwrap());
+        assert!(sessions.authenticate("prod", &token.cookie_value, now, 1800).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_session_is_only_valid_in_its_tier_and_until_idle_expiry() {
+        let (_dir, sessions) = sessions().await;
+        let now = 1_000_000;
+        let token = mint_token();
+        sessions.create(record(token.id_hash, now)).await.unwrap();
+        assert!(sessions.authenticate("staging", &token.cookie_value, now, 1800).await.unwrap().is_none());
+        assert!(sessions.authenticate("prod", &token.cookie_value, now + 1801, 1800).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn activity_extends_idle_but_never_absolute_expiry() {
+        let (_dir, sessions) = sessions().await;
+        let now = 1_000_000;
+        let token = mint_token();
+        sessions.create(record(token.id_hash, now)).await.unwrap();
+        let s = sessions.authenticate("prod", &token.cookie_value, now + 1700, 1800).await.unwrap().unwrap();
+        assert_eq!(s.idle_expires_at, now + 1700 + 1800);
+        assert!(sessions.authenticate("prod", &token.cookie_value, now + 3600, 1800).await.unwrap().is_none());
+    }
+}

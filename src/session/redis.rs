@@ -1,0 +1,985 @@
+//! The shared [`SessionStore`] for replicas: Redis (tested with 7.0; the scripts need
+//! effects replication, Redis ≥ 5), one key prefix per tier
+//! (`portcullis:<tier>:`), through a [`ConnectionManager`] that reconnects on its own.
+//!
+//! Owns the key layout below and the Lua scripts that make each multi-step change atomic.
+//! Semantics follow the caller's `now`, exactly as in SQLite; Redis key expiry
+//! (`EXPIREAT`, on Redis's own clock) is only garbage collection, set well after the
+//! caller's time says the data is dead, and skipped when that time is already past by
+//! Redis's clock (so a caller's clock never makes Redis drop live data). Must not touch
+//! keys outside its prefix.
+//!
+//! # Keys (after the prefix; `<t>`, `<s>` are tenant and subject with `%` and `:` escaped)
+//! - `session:<hex id>`: hash `rec` (JSON of the fields that never change), `last_seen`,
+//!   `idle`, `abs`, and `rev` (JSON) once revoked.
+//! - `user_sessions:<t>:<s>`, `tenant_sessions:<t>`: sorted sets of not yet revoked session
+//!   ids by `created_at`; `sso_sessions:<t>:<sid>`: set of ids; `session_expiry`: sorted set
+//!   of every session id by absolute expiry, for `purge_expired`.
+//! - `user:<t>:<username>`: JSON without recovery codes; `user_codes:<t>:<username>`: list
+//!   of hex code hashes (`LREM` removes one for exactly one caller); `users:<t>`: set of names.
+//! - `login_seq`: counter; `logins:<t>:<s>`: sorted set of JSON events by seq, capped.
+//! - `totp:<t>:<s>:<step>`: replay guard; `throttle:<key>`: hash `count`, `reset_at`.
+//!
+//! Not Redis Cluster ready: scripts touch a session and its index keys, which would need
+//! hash tags to share a slot.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, RedisError, Script};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation, SessionRecord, SessionStore, StoreError,
+    USER_AGENT_MAX_CHARS, UserRecord, check_session_tier, check_tier, check_window, truncate_chars,
+};
+
+/// Extra life of a session key after purge would delete it: purge normally runs first and
+/// also cleans the indexes; the key's own expiry is a backstop if purge never runs.
+const BACKSTOP_SECS: i64 = 7 * 24 * 3600;
+
+/// Extra life of a throttle counter after its window, so clock skew never resets it early.
+const THROTTLE_SLACK_SECS: i64 = 3600;
+
+/// Sessions fetched per round trip when listing or revoking.
+const BATCH: usize = 200;
+
+/// Sets `EXPIREAT key t` unless `t` is already past on Redis's clock.
+const GC_FN: &str = "
+local function gc_at(key, t)
+  if tonumber(t) > tonumber(redis.call('TIME')[1]) then redis.call('EXPIREAT', key, t) end
+end
+";
+
+/// KEYS: session, user index, tenant index, expiry index, sso index.
+/// ARGV: rec, last_seen, idle, abs, rev ('' if live), created_at, hex id, gc time, has sid ('1'/'0').
+const CREATE_SESSION: &str = "
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'last_seen', ARGV[2], 'idle', ARGV[3], 'abs', ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'rev', ARGV[5])
+else
+  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[7])
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
+  if ARGV[9] == '1' then redis.call('SADD', KEYS[5], ARGV[7]) end
+end
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[7])
+gc_at(KEYS[1], ARGV[8])
+return 1
+";
+
+/// KEYS: session. ARGV: now, idle.
+const TOUCH_SESSION: &str = "
+local v = redis.call('HMGET', KEYS[1], 'idle', 'abs', 'rev')
+if not v[1] or not v[2] or v[3] then return 0 end
+local now = tonumber(ARGV[1])
+if tonumber(v[1]) <= now or tonumber(v[2]) <= now then return 0 end
+local idle = ARGV[2]
+if tonumber(idle) > tonumber(v[2]) then idle = v[2] end
+redis.call('HSET', KEYS[1], 'last_seen', ARGV[1], 'idle', idle)
+return 1
+";
+
+/// KEYS: groups of (session, user index, tenant index, sso index). ARGV: rev, then per
+/// group hex id and has sid ('1'/'0'). Returns the hex ids it revoked.
+const REVOKE_SESSIONS: &str = "
+local out = {}
+for i = 0, (#KEYS / 4) - 1 do
+  local s, id = KEYS[i * 4 + 1], ARGV[i * 2 + 2]
+  if redis.call('EXISTS', s) == 1 and redis.call('HSETNX', s, 'rev', ARGV[1]) == 1 then
+    redis.call('ZREM', KEYS[i * 4 + 2], id)
+    redis.call('ZREM', KEYS[i * 4 + 3], id)
+    if ARGV[i * 2 + 3] == '1' then redis.call('SREM', KEYS[i * 4 + 4], id) end
+    out[#out + 1] = id
+  end
+end
+return out
+";
+
+/// KEYS: session, user index, tenant index, sso index, expiry index. ARGV: hex id, has sid.
+const DELETE_SESSION: &str = "
+local n = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if ARGV[2] == '1' then redis.call('SREM', KEYS[4], ARGV[1]) end
+redis.call('ZREM', KEYS[5], ARGV[1])
+return n
+";
+
+/// KEYS: user, codes, user set. ARGV: mode ('create'/'update'), json, username, codes...
+const PUT_USER: &str = "
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if ARGV[1] == 'create' and exists then return 0 end
+if ARGV[1] == 'update' and not exists then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('DEL', KEYS[2])
+if #ARGV > 3 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 4)) end
+redis.call('SADD', KEYS[3], ARGV[3])
+return 1
+";
+
+/// KEYS: guard key. ARGV: expires_at.
+const USE_TOTP_STEP: &str = "
+if not redis.call('SET', KEYS[1], '1', 'NX') then return 0 end
+gc_at(KEYS[1], ARGV[1])
+return 1
+";
+
+/// KEYS: counter. ARGV: now, window, slack. Returns {count, seconds until reset}.
+const HIT: &str = "
+local v = redis.call('HMGET', KEYS[1], 'count', 'reset_at')
+local now = tonumber(ARGV[1])
+local count, reset
+if v[1] and v[2] and tonumber(v[2]) > now then
+  count = math.min(tonumber(v[1]) + 1, 4294967295)
+  reset = tonumber(v[2])
+else
+  count = 1
+  reset = now + tonumber(ARGV[2])
+end
+redis.call('HSET', KEYS[1], 'count', string.format('%d', count), 'reset_at', string.format('%d', reset))
+gc_at(KEYS[1], string.format('%d', reset + tonumber(ARGV[3])))
+return {count, reset - now}
+";
+
+/// The scripts, hashed once; `invoke_async` loads a script again after a Redis restart.
+struct Scripts {
+    create_session: Script,
+    touch_session: Script,
+    revoke_sessions: Script,
+    delete_session: Script,
+    put_user: Script,
+    use_totp_step: Script,
+    hit: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let gc = |body: &str| Script::new(&format!("{GC_FN}{body}"));
+        Scripts {
+            create_session: gc(CREATE_SESSION),
+            touch_session: Script::new(TOUCH_SESSION),
+            revoke_sessions: Script::new(REVOKE_SESSIONS),
+            delete_session: Script::new(DELETE_SESSION),
+            put_user: Script::new(PUT_USER),
+            use_totp_step: gc(USE_TOTP_STEP),
+            hit: gc(HIT),
+        }
+    }
+}
+
+/// Redis backend for one tier.
+pub struct RedisStore {
+    con: ConnectionManager,
+    /// `portcullis:<tier>:`; every key of this store starts with it.
+    prefix: String,
+    /// The tier served; sessions of other tiers are refused.
+    tier: String,
+    /// The Lua scripts, hashed once.
+    scripts: Scripts,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish()
+    }
+}
+
+/// Connects to Redis; one manager can serve every tier's [`RedisStore`]. Short timeouts, so
+/// a lost Redis turns into [`StoreError::Unavailable`] (and a fail-closed 503) quickly.
+pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
+    if url.starts_with("rediss://") {
+        return Err(StoreError::Invalid(
+            "redis URL: rediss:// (TLS) is not supported by this build".into(),
+        ));
+    }
+    let client = Client::open(url).map_err(|_| StoreError::Invalid("redis URL".into()))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2);
+    Ok(ConnectionManager::new_with_config(client, config).await?)
+}
+
+impl From<RedisError> for StoreError {
+    fn from(e: RedisError) -> Self {
+        use ::redis::ErrorKind as K;
+        match e.kind() {
+            K::Parse | K::UnexpectedReturnType => StoreError::Corrupt("redis reply"),
+            kind => {
+                let what = if e.is_timeout() {
+                    "timeout".to_string()
+                } else if e.is_connection_refusal() {
+                    "connection refused".to_string()
+                } else if e.is_connection_dropped() {
+                    "connection dropped".to_string()
+                } else if e.is_io_error() {
+                    "I/O error".to_string()
+                } else if let Some(code) = e.code() {
+                    format!("server error {code}")
+                } else {
+                    format!("{kind:?}")
+                };
+                StoreError::Unavailable(format!("redis: {what}"))
+            }
+        }
+    }
+}
+
+/// The fields of a session that never change, stored as JSON under `rec`.
+#[derive(Serialize, Deserialize)]
+struct SessionWire {
+    tenant: String,
+    tier: String,
+    subject: String,
+    display_name: String,
+    roles: Vec<String>,
+    auth_method: String,
+    amr: Vec<String>,
+    mfa_at: Option<i64>,
+    created_at: i64,
+    absolute_expires_at: i64,
+    ip: String,
+    user_agent: String,
+    csrf_token: String,
+    sso_sid: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RevocationWire {
+    at: i64,
+    by: String,
+    reason: String,
+}
+
+/// A user without recovery codes (those live in their own list).
+#[derive(Serialize, Deserialize)]
+struct UserWire {
+    display_name: String,
+    roles: Vec<String>,
+    password_hash: String,
+    totp_secret: Option<String>,
+    totp_enrolled_at: Option<i64>,
+    disabled: bool,
+    created_at: i64,
+    password_changed_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EventWire {
+    seq: i64,
+    tenant: String,
+    subject: String,
+    time: i64,
+    ip: String,
+    user_agent: String,
+    method: String,
+    outcome: String,
+    reason: Option<String>,
+}
+
+/// The raw hash fields of a session as fetched.
+type SessionFields = (Option<String>, Option<String>, Option<String>, Option<String>);
+
+/// Escapes a key component so `a:b` + `c` never collides with `a` + `b:c`.
+fn seg(s: &str) -> Cow<'_, str> {
+    if s.contains(['%', ':']) {
+        Cow::Owned(s.replace('%', "%25").replace(':', "%3A"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|_| StoreError::Corrupt("record encoding"))
+}
+
+fn decode<'a, T: Deserialize<'a>>(s: &'a str, what: &'static str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|_| StoreError::Corrupt(what))
+}
+
+fn num(s: &str) -> Result<i64, StoreError> {
+    s.parse().map_err(|_| StoreError::Corrupt("stored number"))
+}
+
+fn id_from_hex(s: &str) -> Result<[u8; 32], StoreError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).map_err(|_| StoreError::Corrupt("stored id"))?;
+    Ok(out)
+}
+
+fn session_from_fields(id_hash: [u8; 32], fields: SessionFields) -> Result<Option<SessionRecord>, StoreError> {
+    let (Some(rec), Some(last_seen), Some(idle)) = (fields.0, fields.1, fields.2) else {
+        return Ok(None);
+    };
+    let w: SessionWire = decode(&rec, "stored session")?;
+    let revoked = match fields.3 {
+        Some(rev) => {
+            let r: RevocationWire = decode(&rev, "stored revocation")?;
+            Some(Revocation {
+                at: r.at,
+                by: r.by,
+                reason: r.reason,
+            })
+        }
+        None => None,
+    };
+    Ok(Some(SessionRecord {
+        id_hash,
+        tenant: w.tenant,
+        tier: w.tier,
+        subject: w.subject,
+        display_name: w.display_name,
+        roles: w.roles,
+        auth_method: w.auth_method,
+        amr: w.amr,
+        mfa_at: w.mfa_at,
+        created_at: w.created_at,
+        last_seen: num(&last_seen)?,
+        idle_expires_at: num(&idle)?,
+        absolute_expires_at: w.absolute_expires_at,
+        ip: w.ip,
+        user_agent: w.user_agent,
+        csrf_token: w.csrf_token,
+        sso_sid: w.sso_sid,
+        revoked,
+    }))
+}
+
+fn user_from_parts(tenant: &str, username: &str, json: &str, codes: &[String]) -> Result<UserRecord, StoreError> {
+    let w: UserWire = decode(json, "stored user")?;
+    Ok(UserRecord {
+        tenant: tenant.to_string(),
+        username: username.to_string(),
+        display_name: w.display_name,
+        roles: w.roles,
+        password_hash: w.password_hash,
+        totp_secret: w.totp_secret,
+        totp_enrolled_at: w.totp_enrolled_at,
+        recovery_code_hashes: codes.iter().map(|c| id_from_hex(c)).collect::<Result<_, _>>()?,
+        disabled: w.disabled,
+        created_at: w.created_at,
+        password_changed_at: w.password_changed_at,
+    })
+}
+
+fn newest_first(sessions: &mut [SessionRecord]) {
+    sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id_hash.cmp(&a.id_hash)));
+}
+
+impl RedisStore {
+    /// The store of `tier` on an existing connection (see [`connect`]).
+    pub fn new(con: ConnectionManager, tier: &str) -> Result<Self, StoreError> {
+        check_tier(tier)?;
+        Ok(RedisStore {
+            con,
+            prefix: format!("portcullis:{tier}:"),
+            tier: tier.to_string(),
+            scripts: Scripts::new(),
+        })
+    }
+
+    /// Connects and opens the store of one tier.
+    pub async fn open(url: &str, tier: &str) -> Result<Self, StoreError> {
+        RedisStore::new(connect(url).await?, tier)
+    }
+
+    fn con(&self) -> ConnectionManager {
+        self.con.clone()
+    }
+
+    fn session_key(&self, hex_id: &str) -> String {
+        format!("{}session:{hex_id}", self.prefix)
+    }
+    fn user_index(&self, tenant: &str, subject: &str) -> String {
+        format!("{}user_sessions:{}:{}", self.prefix, seg(tenant), seg(subject))
+    }
+    fn tenant_index(&self, tenant: &str) -> String {
+        format!("{}tenant_sessions:{}", self.prefix, seg(tenant))
+    }
+    fn sso_index(&self, tenant: &str, sid: &str) -> String {
+        format!("{}sso_sessions:{}:{}", self.prefix, seg(tenant), seg(sid))
+    }
+    fn expiry_index(&self) -> String {
+        format!("{}session_expiry", self.prefix)
+    }
+    fn user_key(&self, tenant: &str, username: &str) -> String {
+        format!("{}user:{}:{}", self.prefix, seg(tenant), seg(username))
+    }
+    fn codes_key(&self, tenant: &str, username: &str) -> String {
+        format!("{}user_codes:{}:{}", self.prefix, seg(tenant), seg(username))
+    }
+    fn users_key(&self, tenant: &str) -> String {
+        format!("{}users:{}", self.prefix, seg(tenant))
+    }
+    fn logins_key(&self, tenant: &str, subject: &str) -> String {
+        format!("{}logins:{}:{}", self.prefix, seg(tenant), seg(subject))
+    }
+    fn throttle_key(&self, key: &str) -> String {
+        format!("{}throttle:{key}", self.prefix)
+    }
+
+    /// The sso index of a session; sessions without a sid get a key that is never written.
+    fn sso_index_of(&self, w: &SessionWire) -> (String, &'static str) {
+        match &w.sso_sid {
+            Some(sid) => (self.sso_index(&w.tenant, sid), "1"),
+            None => (self.tenant_index(&w.tenant), "0"),
+        }
+    }
+
+    /// Fetches sessions by hex id in one round trip; `None` for ids whose key is gone.
+    async fn fetch_sessions(&self, hex_ids: &[String]) -> Result<Vec<Option<SessionRecord>>, StoreError> {
+        if hex_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for id in hex_ids {
+            pipe.cmd("HMGET")
+                .arg(self.session_key(id))
+                .arg(&["rec", "last_seen", "idle", "rev"]);
+        }
+        let rows: Vec<SessionFields> = pipe.query_async(&mut self.con()).await?;
+        hex_ids
+            .iter()
+            .zip(rows)
+            .map(|(id, fields)| session_from_fields(id_from_hex(id)?, fields))
+            .collect()
+    }
+
+    /// Revokes the given sessions (ids whose key is gone are dropped from `index`, where
+    /// the caller found them); returns the ids it revoked, sorted.
+    async fn revoke_ids(&self, hex_ids: &[String], rev: &Revocation, index: &str) -> Result<Vec<[u8; 32]>, StoreError> {
+        let rev_json = encode(&RevocationWire {
+            at: rev.at,
+            by: rev.by.clone(),
+            reason: rev.reason.clone(),
+        })?;
+        let mut out = Vec::new();
+        for chunk in hex_ids.chunks(BATCH) {
+            let mut pipe = ::redis::pipe();
+            for id in chunk {
+                pipe.cmd("HGET").arg(self.session_key(id)).arg("rec");
+            }
+            let recs: Vec<Option<String>> = pipe.query_async(&mut self.con()).await?;
+            let mut invocation = self.scripts.revoke_sessions.prepare_invoke();
+            invocation.arg(&rev_json);
+            let mut dangling = Vec::new();
+            let mut any = false;
+            for (id, rec) in chunk.iter().zip(recs) {
+                let Some(rec) = rec else {
+                    dangling.push(id.clone());
+                    continue;
+                };
+                let w: SessionWire = decode(&rec, "stored session")?;
+                let (sso, has_sid) = self.sso_index_of(&w);
+                invocation
+                    .key(self.session_key(id))
+                    .key(self.user_index(&w.tenant, &w.subject))
+                    .key(self.tenant_index(&w.tenant))
+                    .key(sso)
+                    .arg(id)
+                    .arg(has_sid);
+                any = true;
+            }
+            if !dangling.is_empty() {
+                let _: i64 = ::redis::cmd("ZREM")
+                    .arg(index)
+                    .arg(&dangling)
+                    .query_async(&mut self.con())
+                    .await?;
+            }
+            if any {
+                let revoked: Vec<String> = invocation.invoke_async(&mut self.con()).await?;
+                for id in revoked {
+                    out.push(id_from_hex(&id)?);
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Live sessions from a sorted index, newest first, at most `limit`; drops ids whose key
+    /// is gone from the index on the way.
+    async fn live_from_index(&self, index: &str, now: i64, limit: usize) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = 0usize;
+        while out.len() < limit {
+            let stop = start + BATCH - 1;
+            let ids: Vec<String> = ::redis::cmd("ZREVRANGE")
+                .arg(index)
+                .arg(start)
+                .arg(stop)
+                .query_async(&mut self.con())
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            let sessions = self.fetch_sessions(&ids).await?;
+            let mut dangling = Vec::new();
+            for (id, s) in ids.iter().zip(sessions) {
+                match s {
+                    Some(s) if s.is_live(now) => out.push(s),
+                    Some(_) => {}
+                    None => dangling.push(id.clone()),
+                }
+            }
+            start += ids.len();
+            if !dangling.is_empty() {
+                let _: i64 = ::redis::cmd("ZREM")
+                    .arg(index)
+                    .arg(&dangling)
+                    .query_async(&mut self.con())
+                    .await?;
+                start -= dangling.len();
+            }
+            if ids.len() < BATCH {
+                break;
+            }
+        }
+        newest_first(&mut out);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn put_user(&self, u: &UserRecord, mode: &str) -> Result<bool, StoreError> {
+        let json = encode(&UserWire {
+            display_name: u.display_name.clone(),
+            roles: u.roles.clone(),
+            password_hash: u.password_hash.clone(),
+            totp_secret: u.totp_secret.clone(),
+            totp_enrolled_at: u.totp_enrolled_at,
+            disabled: u.disabled,
+            created_at: u.created_at,
+            password_changed_at: u.password_changed_at,
+        })?;
+        let codes: Vec<String> = u.recovery_code_hashes.iter().map(hex::encode).collect();
+        let done: i64 = self
+            .scripts
+            .put_user
+            .key(self.user_key(&u.tenant, &u.username))
+            .key(self.codes_key(&u.tenant, &u.username))
+            .key(self.users_key(&u.tenant))
+            .arg(mode)
+            .arg(json)
+            .arg(&u.username)
+            .arg(codes)
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(done == 1)
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for RedisStore {
+    async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+        check_session_tier(s, &self.tier)?;
+        let hex_id = hex::encode(s.id_hash);
+        let w = SessionWire {
+            tenant: s.tenant.clone(),
+            tier: s.tier.clone(),
+            subject: s.subject.clone(),
+            display_name: s.display_name.clone(),
+            roles: s.roles.clone(),
+            auth_method: s.auth_method.clone(),
+            amr: s.amr.clone(),
+            mfa_at: s.mfa_at,
+            created_at: s.created_at,
+            absolute_expires_at: s.absolute_expires_at,
+            ip: s.ip.clone(),
+            user_agent: s.user_agent.clone(),
+            csrf_token: s.csrf_token.clone(),
+            sso_sid: s.sso_sid.clone(),
+        };
+        let rev = match &s.revoked {
+            Some(r) => encode(&RevocationWire {
+                at: r.at,
+                by: r.by.clone(),
+                reason: r.reason.clone(),
+            })?,
+            None => String::new(),
+        };
+        let (sso, has_sid) = self.sso_index_of(&w);
+        let gc_at = s.absolute_expires_at.saturating_add(PURGE_GRACE_SECS + BACKSTOP_SECS);
+        let created: i64 = self
+            .scripts
+            .create_session
+            .key(self.session_key(&hex_id))
+            .key(self.user_index(&s.tenant, &s.subject))
+            .key(self.tenant_index(&s.tenant))
+            .key(self.expiry_index())
+            .key(sso)
+            .arg(encode(&w)?)
+            .arg(s.last_seen)
+            .arg(s.idle_expires_at)
+            .arg(s.absolute_expires_at)
+            .arg(rev)
+            .arg(s.created_at)
+            .arg(&hex_id)
+            .arg(gc_at)
+            .arg(has_sid)
+            .invoke_async(&mut self.con())
+            .await?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("session"))
+        }
+    }
+
+    async fn get_session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError> {
+        let mut found = self.fetch_sessions(&[hex::encode(id_hash)]).await?;
+        Ok(found.pop().flatten())
+    }
+
+    async fn touch_session(&self, id_hash: &[u8; 32], now: i64, idle_expires_at: i64) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .touch_session
+            .key(self.session_key(&hex::encode(id_hash)))
+            .arg(now)
+            .arg(idle_expires_at)
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_session(&self, id_hash: &[u8; 32], rev: &Revocation) -> Result<bool, StoreError> {
+        let revoked = self
+            .revoke_ids(&[hex::encode(id_hash)], rev, &self.expiry_index())
+            .await?;
+        Ok(!revoked.is_empty())
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        tenant: &str,
+        subject: &str,
+        keep: Option<&[u8; 32]>,
+        rev: &Revocation,
+    ) -> Result<Vec<[u8; 32]>, StoreError> {
+        let index = self.user_index(tenant, subject);
+        let keep = keep.map(hex::encode);
+        let ids: Vec<String> = ::redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.con())
+            .await?;
+        let ids: Vec<String> = ids.into_iter().filter(|id| Some(id) != keep.as_ref()).collect();
+        self.revoke_ids(&ids, rev, &index).await
+    }
+
+    async fn revoke_tenant_sessions(&self, tenant: &str, rev: &Revocation) -> Result<Vec<[u8; 32]>, StoreError> {
+        let index = self.tenant_index(tenant);
+        let ids: Vec<String> = ::redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.con())
+            .await?;
+        self.revoke_ids(&ids, rev, &index).await
+    }
+
+    async fn revoke_sso_sessions(
+        &self,
+        tenant: &str,
+        sso_sid: &str,
+        rev: &Revocation,
+    ) -> Result<Vec<[u8; 32]>, StoreError> {
+        let index = self.sso_index(tenant, sso_sid);
+        let ids: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(&index)
+            .query_async(&mut self.con())
+            .await?;
+        let mut live = Vec::with_capacity(ids.len());
+        let mut dangling = Vec::new();
+        for (id, s) in ids.iter().zip(self.fetch_sessions(&ids).await?) {
+            match s {
+                Some(s) if s.tenant == tenant && s.sso_sid.as_deref() == Some(sso_sid) => live.push(id.clone()),
+                Some(_) => {}
+                None => dangling.push(id.clone()),
+            }
+        }
+        if !dangling.is_empty() {
+            let _: i64 = ::redis::cmd("SREM")
+                .arg(&index)
+                .arg(&dangling)
+                .query_async(&mut self.con())
+                .await?;
+        }
+        self.revoke_ids(&live, rev, &self.expiry_index()).await
+    }
+
+    async fn list_user_sessions(
+        &self,
+        tenant: &str,
+        subject: &str,
+        now: i64,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.live_from_index(&self.user_index(tenant, subject), now, usize::MAX)
+            .await
+    }
+
+    async fn list_tenant_sessions(
+        &self,
+        tenant: &str,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.live_from_index(&self.tenant_index(tenant), now, limit).await
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        let expiry = self.expiry_index();
+        let cutoff = format!("({}", now.saturating_sub(PURGE_GRACE_SECS));
+        let mut purged = 0u64;
+        loop {
+            let ids: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
+                .arg(&expiry)
+                .arg("-inf")
+                .arg(&cutoff)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(BATCH)
+                .query_async(&mut self.con())
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut pipe = ::redis::pipe();
+            for id in &ids {
+                pipe.cmd("HGET").arg(self.session_key(id)).arg("rec");
+            }
+            let recs: Vec<Option<String>> = pipe.query_async(&mut self.con()).await?;
+            for (id, rec) in ids.iter().zip(recs) {
+                let deleted: i64 = match rec {
+                    Some(rec) => {
+                        let w: SessionWire = decode(&rec, "stored session")?;
+                        let (sso, has_sid) = self.sso_index_of(&w);
+                        self.scripts
+                            .delete_session
+                            .key(self.session_key(id))
+                            .key(self.user_index(&w.tenant, &w.subject))
+                            .key(self.tenant_index(&w.tenant))
+                            .key(sso)
+                            .key(&expiry)
+                            .arg(id)
+                            .arg(has_sid)
+                            .invoke_async(&mut self.con())
+                            .await?
+                    }
+                    None => {
+                        let _: i64 = ::redis::cmd("ZREM")
+                            .arg(&expiry)
+                            .arg(id)
+                            .query_async(&mut self.con())
+                            .await?;
+                        0
+                    }
+                };
+                purged += u64::try_from(deleted).unwrap_or(0);
+            }
+        }
+        Ok(purged)
+    }
+
+    async fn create_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        if self.put_user(u, "create").await? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("user"))
+        }
+    }
+
+    async fn get_user(&self, tenant: &str, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        let (json, codes): (Option<String>, Vec<String>) = ::redis::pipe()
+            .cmd("GET")
+            .arg(self.user_key(tenant, username))
+            .cmd("LRANGE")
+            .arg(self.codes_key(tenant, username))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.con())
+            .await?;
+        json.map(|json| user_from_parts(tenant, username, &json, &codes))
+            .transpose()
+    }
+
+    async fn update_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        if self.put_user(u, "update").await? {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound("user"))
+        }
+    }
+
+    async fn list_users(&self, tenant: &str) -> Result<Vec<UserRecord>, StoreError> {
+        let mut names: Vec<String> = ::redis::cmd("SMEMBERS")
+            .arg(self.users_key(tenant))
+            .query_async(&mut self.con())
+            .await?;
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for chunk in names.chunks(BATCH) {
+            let mut pipe = ::redis::pipe();
+            for name in chunk {
+                pipe.cmd("GET").arg(self.user_key(tenant, name));
+                pipe.cmd("LRANGE").arg(self.codes_key(tenant, name)).arg(0).arg(-1);
+            }
+            let replies: Vec<::redis::Value> = pipe.query_async(&mut self.con()).await?;
+            let mut replies = replies.into_iter();
+            for name in chunk {
+                let (Some(json), Some(codes)) = (replies.next(), replies.next()) else {
+                    return Err(StoreError::Corrupt("redis reply"));
+                };
+                let json: Option<String> =
+                    ::redis::from_redis_value(json).map_err(|_| StoreError::Corrupt("redis reply"))?;
+                let codes: Vec<String> =
+                    ::redis::from_redis_value(codes).map_err(|_| StoreError::Corrupt("redis reply"))?;
+                if let Some(json) = json {
+                    out.push(user_from_parts(tenant, name, &json, &codes)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn consume_recovery_code(
+        &self,
+        tenant: &str,
+        username: &str,
+        code_hash: &[u8; 32],
+    ) -> Result<bool, StoreError> {
+        let removed: i64 = ::redis::cmd("LREM")
+            .arg(self.codes_key(tenant, username))
+            .arg(1)
+            .arg(hex::encode(code_hash))
+            .query_async(&mut self.con())
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn record_login(&self, e: &LoginEvent) -> Result<(), StoreError> {
+        let seq: i64 = ::redis::cmd("INCR")
+            .arg(format!("{}login_seq", self.prefix))
+            .query_async(&mut self.con())
+            .await?;
+        let json = encode(&EventWire {
+            seq,
+            tenant: e.tenant.clone(),
+            subject: e.subject.clone(),
+            time: e.time,
+            ip: e.ip.clone(),
+            user_agent: truncate_chars(&e.user_agent, USER_AGENT_MAX_CHARS),
+            method: e.method.clone(),
+            outcome: e.outcome.clone(),
+            reason: e.reason.clone(),
+        })?;
+        let key = self.logins_key(&e.tenant, &e.subject);
+        let keep = i64::try_from(LOGIN_HISTORY_CAP).unwrap_or(i64::MAX);
+        let _: () = ::redis::pipe()
+            .atomic()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(seq)
+            .arg(json)
+            .ignore()
+            .cmd("ZREMRANGEBYRANK")
+            .arg(&key)
+            .arg(0)
+            .arg(-keep - 1)
+            .ignore()
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    async fn login_history(
+        &self,
+        tenant: &str,
+        subject: &str,
+        limit: usize,
+        before_seq: Option<i64>,
+    ) -> Result<Vec<LoginEvent>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let max = before_seq.map_or_else(|| "+inf".to_string(), |b| format!("({b}"));
+        let rows: Vec<String> = ::redis::cmd("ZREVRANGEBYSCORE")
+            .arg(self.logins_key(tenant, subject))
+            .arg(max)
+            .arg("-inf")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(i64::try_from(limit).unwrap_or(i64::MAX))
+            .query_async(&mut self.con())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let w: EventWire = decode(row, "stored login event")?;
+                Ok(LoginEvent {
+                    seq: w.seq,
+                    tenant: w.tenant,
+                    subject: w.subject,
+                    time: w.time,
+                    ip: w.ip,
+                    user_agent: w.user_agent,
+                    method: w.method,
+                    outcome: w.outcome,
+                    reason: w.reason,
+                })
+            })
+            .collect()
+    }
+
+    async fn use_totp_step(&self, tenant: &str, subject: &str, step: u64, expires_at: i64) -> Result<bool, StoreError> {
+        let key = format!("{}totp:{}:{}:{step}", self.prefix, seg(tenant), seg(subject));
+        let first: i64 = self
+            .scripts
+            .use_totp_step
+            .key(key)
+            .arg(expires_at.max(1))
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(first == 1)
+    }
+
+    async fn hit(&self, key: &str, now: i64, window_secs: i64) -> Result<(u32, i64), StoreError> {
+        check_window(window_secs)?;
+        let (count, reset_in): (i64, i64) = self
+            .scripts
+            .hit
+            .key(self.throttle_key(key))
+            .arg(now)
+            .arg(window_secs)
+            .arg(THROTTLE_SLACK_SECS)
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok((u32::try_from(count).unwrap_or(u32::MAX), reset_in))
+    }
+
+    async fn peek(&self, key: &str, now: i64) -> Result<(u32, i64), StoreError> {
+        let (count, reset_at): (Option<i64>, Option<i64>) = ::redis::cmd("HMGET")
+            .arg(self.throttle_key(key))
+            .arg("count")
+            .arg("reset_at")
+            .query_async(&mut self.con())
+            .await?;
+        Ok(match (count, reset_at) {
+            (Some(count), Some(reset_at)) if reset_at > now => {
+                (u32::try_from(count).unwrap_or(u32::MAX), reset_at - now)
+            }
+            _ => (0, 0),
+        })
+    }
+
+    async fn clear(&self, key: &str) -> Result<(), StoreError> {
+        let _: i64 = ::redis::cmd("DEL")
+            .arg(self.throttle_key(key))
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,890 @@
+//! The embedded [`SessionStore`]: one SQLite file per tier (`<dir>/<tier>.sqlite3`), the
+//! default that needs no setup.
+//!
+//! Owns the schema and its migrations. All SQLite calls run on tokio's blocking pool, never
+//! on the async threads: one writer connection (every write is a `BEGIN IMMEDIATE`
+//! transaction, which is what makes `hit`, revocation and code consumption atomic) and a
+//! few reader connections, which WAL mode lets read while the writer writes. Must not read
+//! the clock or know about any other tier's file.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+
+use super::{
+    LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation, SessionRecord, SessionStore, StoreError,
+    USER_AGENT_MAX_CHARS, UserRecord, check_session_tier, check_tier, check_window, truncate_chars,
+};
+
+/// Schema version this binary writes; older files are migrated on open, newer ones refused.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Reader connections per tier; reads are short, so a few are plenty.
+const READERS: usize = 4;
+
+/// How long a statement waits for another process's write lock (e.g. the CLI) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA_V1: &str = "
+CREATE TABLE sessions (
+    id_hash BLOB PRIMARY KEY NOT NULL,
+    tenant TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    auth_method TEXT NOT NULL,
+    amr TEXT NOT NULL,
+    mfa_at INTEGER,
+    created_at INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    idle_expires_at INTEGER NOT NULL,
+    absolute_expires_at INTEGER NOT NULL,
+    ip TEXT NOT NULL,
+    user_agent TEXT NOT NULL,
+    csrf_token TEXT NOT NULL,
+    sso_sid TEXT,
+    revoked_at INTEGER,
+    revoked_by TEXT,
+    revoked_reason TEXT
+);
+CREATE INDEX sessions_by_user ON sessions (tenant, subject, created_at);
+CREATE INDEX sessions_by_tenant ON sessions (tenant, created_at);
+CREATE INDEX sessions_by_expiry ON sessions (absolute_expires_at);
+CREATE INDEX sessions_by_sso_sid ON sessions (tenant, sso_sid) WHERE sso_sid IS NOT NULL;
+CREATE TABLE users (
+    tenant TEXT NOT NULL,
+    username TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    totp_secret TEXT,
+    totp_enrolled_at INTEGER,
+    recovery_codes BLOB NOT NULL,
+    disabled INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    password_changed_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, username)
+);
+CREATE TABLE login_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    ip TEXT NOT NULL,
+    user_agent TEXT NOT NULL,
+    method TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX login_events_by_user ON login_events (tenant, subject, seq);
+CREATE TABLE totp_steps (
+    tenant TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, subject, step)
+);
+CREATE TABLE throttle (
+    key TEXT PRIMARY KEY NOT NULL,
+    count INTEGER NOT NULL,
+    reset_at INTEGER NOT NULL
+);
+";
+
+const SESSION_COLUMNS: &str = "id_hash, tenant, tier, subject, display_name, roles, auth_method, amr, mfa_at, \
+     created_at, last_seen, idle_expires_at, absolute_expires_at, ip, user_agent, csrf_token, sso_sid, \
+     revoked_at, revoked_by, revoked_reason";
+
+/// Live at `:now`: the SQL twin of [`SessionRecord::is_live`].
+const LIVE: &str = "revoked_at IS NULL AND idle_expires_at > :now AND absolute_expires_at > :now";
+
+const USER_COLUMNS: &str = "tenant, username, display_name, roles, password_hash, totp_secret, totp_enrolled_at, \
+     recovery_codes, disabled, created_at, password_changed_at";
+
+/// SQLite backend for one tier.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The only connection that writes; held only inside blocking tasks.
+    writer: Mutex<Connection>,
+    /// Connections for reads, picked round-robin.
+    readers: Vec<Mutex<Connection>>,
+    /// Round-robin position for when every reader is busy.
+    next_reader: AtomicUsize,
+    /// The tier this file belongs to; sessions of other tiers are refused.
+    tier: String,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("tier", &self.inner.tier).finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating the directory, file and schema if needed) the store of `tier` in `dir`.
+    pub async fn open(dir: &Path, tier: &str) -> Result<Self, StoreError> {
+        check_tier(tier)?;
+        let dir = dir.to_path_buf();
+        let tier = tier.to_string();
+        tokio::task::spawn_blocking(move || open_blocking(dir, tier))
+            .await
+            .map_err(|_| StoreError::Unavailable("sqlite open task failed".into()))?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.reader();
+            f(&conn)
+        })
+        .await
+        .map_err(|_| StoreError::Unavailable("sqlite task failed".into()))?
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = lock(&inner.writer);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(|_| StoreError::Unavailable("sqlite task failed".into()))?
+    }
+}
+
+impl Inner {
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        for r in &self.readers {
+            if let Ok(guard) = r.try_lock() {
+                return guard;
+            }
+        }
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len().max(1);
+        match self.readers.get(i) {
+            Some(r) => lock(r),
+            None => lock(&self.writer),
+        }
+    }
+}
+
+/// A poisoned lock only means a closure panicked; the transaction it held was rolled back on
+/// unwind, so the connection is still usable.
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn open_blocking(dir: PathBuf, tier: String) -> Result<SqliteStore, StoreError> {
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(&dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create data directory: {}", e.kind())))?;
+    }
+    let path = dir.join(format!("{tier}.sqlite3"));
+    let mut writer = connect(&path)?;
+    // The file holds password hashes and TOTP secrets; SQLite gives -wal/-shm the same mode.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError::Unavailable(format!("cannot restrict store file permissions: {}", e.kind())))?;
+    }
+    writer.pragma_update(None, "journal_mode", "WAL")?;
+    migrate(&mut writer)?;
+    let mut readers = Vec::with_capacity(READERS);
+    for _ in 0..READERS {
+        readers.push(Mutex::new(connect(&path)?));
+    }
+    Ok(SqliteStore {
+        inner: Arc::new(Inner {
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            tier,
+        }),
+    })
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // FULL: a revocation must survive a power cut, or a revoked session could come back.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let version: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Invalid(format!(
+            "store schema version {version} (this binary knows up to {SCHEMA_VERSION}; upgrade it)"
+        )));
+    }
+    if version < 1 {
+        tx.execute_batch(SCHEMA_V1)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (1)", [])?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::Error as E;
+        match e {
+            E::SqliteFailure(err, _) => StoreError::Unavailable(format!("sqlite: {:?}", err.code)),
+            E::FromSqlConversionFailure(..) | E::InvalidColumnType(..) | E::IntegralValueOutOfRange(..) => {
+                StoreError::Corrupt("sqlite column")
+            }
+            _ => StoreError::Unavailable("sqlite call failed".into()),
+        }
+    }
+}
+
+fn json_list(v: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|_| StoreError::Corrupt("list encoding"))
+}
+
+fn parse_list(s: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(s).map_err(|_| StoreError::Corrupt("stored list"))
+}
+
+fn hash32(v: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    <[u8; 32]>::try_from(v).map_err(|_| StoreError::Corrupt("stored hash length"))
+}
+
+fn session_from_row(row: &Row<'_>) -> Result<SessionRecord, StoreError> {
+    let revoked_at: Option<i64> = row.get(17)?;
+    let revoked = match revoked_at {
+        Some(at) => Some(Revocation {
+            at,
+            by: row.get::<_, Option<String>>(18)?.unwrap_or_default(),
+            reason: row.get::<_, Option<String>>(19)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(SessionRecord {
+        id_hash: hash32(row.get(0)?)?,
+        tenant: row.get(1)?,
+        tier: row.get(2)?,
+        subject: row.get(3)?,
+        display_name: row.get(4)?,
+        roles: parse_list(&row.get::<_, String>(5)?)?,
+        auth_method: row.get(6)?,
+        amr: parse_list(&row.get::<_, String>(7)?)?,
+        mfa_at: row.get(8)?,
+        created_at: row.get(9)?,
+        last_seen: row.get(10)?,
+        idle_expires_at: row.get(11)?,
+        absolute_expires_at: row.get(12)?,
+        ip: row.get(13)?,
+        user_agent: row.get(14)?,
+        csrf_token: row.get(15)?,
+        sso_sid: row.get(16)?,
+        revoked,
+    })
+}
+
+fn user_from_row(row: &Row<'_>) -> Result<UserRecord, StoreError> {
+    let codes: Vec<u8> = row.get(7)?;
+    if !codes.chunks_exact(32).remainder().is_empty() {
+        return Err(StoreError::Corrupt("stored recovery codes"));
+    }
+    let recovery_code_hashes = codes
+        .chunks_exact(32)
+        .map(|c| hash32(c.to_vec()))
+        .collect::<Result<_, _>>()?;
+    Ok(UserRecord {
+        tenant: row.get(0)?,
+        username: row.get(1)?,
+        display_name: row.get(2)?,
+        roles: parse_list(&row.get::<_, String>(3)?)?,
+        password_hash: row.get(4)?,
+        totp_secret: row.get(5)?,
+        totp_enrolled_at: row.get(6)?,
+        recovery_code_hashes,
+        disabled: row.get(8)?,
+        created_at: row.get(9)?,
+        password_changed_at: row.get(10)?,
+    })
+}
+
+fn event_from_row(row: &Row<'_>) -> Result<LoginEvent, StoreError> {
+    Ok(LoginEvent {
+        seq: row.get(0)?,
+        tenant: row.get(1)?,
+        subject: row.get(2)?,
+        time: row.get(3)?,
+        ip: row.get(4)?,
+        user_agent: row.get(5)?,
+        method: row.get(6)?,
+        outcome: row.get(7)?,
+        reason: row.get(8)?,
+    })
+}
+
+fn sessions_where(
+    conn: &Connection,
+    filter: &str,
+    params: &[(&str, &dyn rusqlite::ToSql)],
+) -> Result<Vec<SessionRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE {filter} ORDER BY created_at DESC, id_hash DESC LIMIT :limit"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(session_from_row(row)?);
+    }
+    Ok(out)
+}
+
+/// Revokes the not yet revoked sessions matching `filter`, returning their id hashes sorted.
+fn revoke_where(
+    tx: &Transaction<'_>,
+    filter: &str,
+    params: &[(&str, &dyn rusqlite::ToSql)],
+) -> Result<Vec<[u8; 32]>, StoreError> {
+    let sql = format!(
+        "UPDATE sessions SET revoked_at = :at, revoked_by = :by, revoked_reason = :reason \
+         WHERE revoked_at IS NULL AND {filter} RETURNING id_hash"
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(hash32(row.get(0)?)?);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn recovery_blob(codes: &[[u8; 32]]) -> Vec<u8> {
+    codes.concat()
+}
+
+fn step_param(step: u64) -> i64 {
+    // A bijection u64 → i64, so every step keeps its own row.
+    i64::from_ne_bytes(step.to_ne_bytes())
+}
+
+#[async_trait::async_trait]
+impl SessionStore for SqliteStore {
+    async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+        check_session_tier(s, &self.inner.tier)?;
+        let s = s.clone();
+        let roles = json_list(&s.roles)?;
+        let amr = json_list(&s.amr)?;
+        self.write(move |tx| {
+            let (rev_at, rev_by, rev_reason) = match &s.revoked {
+                Some(r) => (Some(r.at), Some(r.by.clone()), Some(r.reason.clone())),
+                None => (None, None, None),
+            };
+            let n = tx.execute(
+                &format!(
+                    "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
+                     ON CONFLICT (id_hash) DO NOTHING"
+                ),
+                params![
+                    &s.id_hash[..],
+                    s.tenant,
+                    s.tier,
+                    s.subject,
+                    s.display_name,
+                    roles,
+                    s.auth_method,
+                    amr,
+                    s.mfa_at,
+                    s.created_at,
+                    s.last_seen,
+                    s.idle_expires_at,
+                    s.absolute_expires_at,
+                    s.ip,
+                    s.user_agent,
+                    s.csrf_token,
+                    s.sso_sid,
+                    rev_at,
+                    rev_by,
+                    rev_reason
+                ],
+            )?;
+            if n == 0 {
+                Err(StoreError::Conflict("session"))
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn get_session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError> {
+        let id = *id_hash;
+        self.read(move |conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = ?1"))?;
+            let mut rows = stmt.query([&id[..]])?;
+            match rows.next()? {
+                Some(row) => Ok(Some(session_from_row(row)?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn touch_session(&self, id_hash: &[u8; 32], now: i64, idle_expires_at: i64) -> Result<(), StoreError> {
+        let id = *id_hash;
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE sessions SET last_seen = ?2, idle_expires_at = MIN(?3, absolute_expires_at) \
+                 WHERE id_hash = ?1 AND revoked_at IS NULL AND idle_expires_at > ?2 AND absolute_expires_at > ?2",
+                params![&id[..], now, idle_expires_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, id_hash: &[u8; 32], rev: &Revocation) -> Result<bool, StoreError> {
+        let id = *id_hash;
+        let rev = rev.clone();
+        self.write(move |tx| {
+            let ids = revoke_where(
+                tx,
+                "id_hash = :id",
+                &[
+                    (":id", &&id[..]),
+                    (":at", &rev.at),
+                    (":by", &rev.by),
+                    (":reason", &rev.reason),
+                ],
+            )?;
+            Ok(!ids.is_empty())
+        })
+        .await
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        tenant: &str,
+        subject: &str,
+        keep: Option<&[u8; 32]>,
+        rev: &Revocation,
+    ) -> Result<Vec<[u8; 32]>, StoreError> {
+        let (tenant, subject, rev) = (tenant.to_string(), subject.to_string(), rev.clone());
+        let keep: Vec<u8> = keep.map(|k| k.to_vec()).unwrap_or_default();
+        self.write(move |tx| {
+            revoke_where(
+                tx,
+                "tenant = :tenant AND subject = :subject AND id_hash != :keep",
+                &[
+                    (":tenant", &tenant),
+                    (":subject", &subject),
+                    (":keep", &keep),
+                    (":at", &rev.at),
+                    (":by", &rev.by),
+                    (":reason", &rev.reason),
+                ],
+            )
+        })
+        .await
+    }
+
+    async fn revoke_tenant_sessions(&self, tenant: &str, rev: &Revocation) -> Result<Vec<[u8; 32]>, StoreError> {
+        let (tenant, rev) = (tenant.to_string(), rev.clone());
+        self.write(move |tx| {
+            revoke_where(
+                tx,
+                "tenant = :tenant",
+                &[
+                    (":tenant", &tenant),
+                    (":at", &rev.at),
+                    (":by", &rev.by),
+                    (":reason", &rev.reason),
+                ],
+            )
+        })
+        .await
+    }
+
+    async fn revoke_sso_sessions(
+        &self,
+        tenant: &str,
+        sso_sid: &str,
+        rev: &Revocation,
+    ) -> Result<Vec<[u8; 32]>, StoreError> {
+        let (tenant, sid, rev) = (tenant.to_string(), sso_sid.to_string(), rev.clone());
+        self.write(move |tx| {
+            revoke_where(
+                tx,
+                "tenant = :tenant AND sso_sid = :sid",
+                &[
+                    (":tenant", &tenant),
+                    (":sid", &sid),
+                    (":at", &rev.at),
+                    (":by", &rev.by),
+                    (":reason", &rev.reason),
+                ],
+            )
+        })
+        .await
+    }
+
+    async fn list_user_sessions(
+        &self,
+        tenant: &str,
+        subject: &str,
+        now: i64,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let (tenant, subject) = (tenant.to_string(), subject.to_string());
+        self.read(move |conn| {
+            sessions_where(
+                conn,
+                &format!("tenant = :tenant AND subject = :subject AND {}", LIVE),
+                &[
+                    (":tenant", &tenant),
+                    (":subject", &subject),
+                    (":now", &now),
+                    (":limit", &-1i64),
+                ],
+            )
+        })
+        .await
+    }
+
+    async fn list_tenant_sessions(
+        &self,
+        tenant: &str,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let tenant = tenant.to_string();
+        let limit = limit_param(limit);
+        self.read(move |conn| {
+            sessions_where(
+                conn,
+                &format!("tenant = :tenant AND {}", LIVE),
+                &[(":tenant", &tenant), (":now", &now), (":limit", &limit)],
+            )
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        self.write(move |tx| {
+            let n = tx.execute(
+                "DELETE FROM sessions WHERE absolute_expires_at < ?1",
+                [now.saturating_sub(PURGE_GRACE_SECS)],
+            )?;
+            tx.execute("DELETE FROM totp_steps WHERE expires_at < ?1", [now])?;
+            tx.execute("DELETE FROM throttle WHERE reset_at <= ?1", [now])?;
+            Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+
+    async fn create_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        let u = u.clone();
+        let roles = json_list(&u.roles)?;
+        self.write(move |tx| {
+            let n = tx.execute(
+                &format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                     ON CONFLICT (tenant, username) DO NOTHING"
+                ),
+                params![
+                    u.tenant,
+                    u.username,
+                    u.display_name,
+                    roles,
+                    u.password_hash,
+                    u.totp_secret,
+                    u.totp_enrolled_at,
+                    recovery_blob(&u.recovery_code_hashes),
+                    u.disabled,
+                    u.created_at,
+                    u.password_changed_at
+                ],
+            )?;
+            if n == 0 {
+                Err(StoreError::Conflict("user"))
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn get_user(&self, tenant: &str, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        let (tenant, username) = (tenant.to_string(), username.to_string());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE tenant = ?1 AND username = ?2"
+            ))?;
+            let mut rows = stmt.query([&tenant, &username])?;
+            match rows.next()? {
+                Some(row) => Ok(Some(user_from_row(row)?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn update_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        let u = u.clone();
+        let roles = json_list(&u.roles)?;
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE users SET display_name = ?3, roles = ?4, password_hash = ?5, totp_secret = ?6, \
+                 totp_enrolled_at = ?7, recovery_codes = ?8, disabled = ?9, created_at = ?10, password_changed_at = ?11 \
+                 WHERE tenant = ?1 AND username = ?2",
+                params![
+                    u.tenant,
+                    u.username,
+                    u.display_name,
+                    roles,
+                    u.password_hash,
+                    u.totp_secret,
+                    u.totp_enrolled_at,
+                    recovery_blob(&u.recovery_code_hashes),
+                    u.disabled,
+                    u.created_at,
+                    u.password_changed_at
+                ],
+            )?;
+            if n == 0 { Err(StoreError::NotFound("user")) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn list_users(&self, tenant: &str) -> Result<Vec<UserRecord>, StoreError> {
+        let tenant = tenant.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE tenant = ?1 ORDER BY username"
+            ))?;
+            let mut rows = stmt.query([&tenant])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(user_from_row(row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn consume_recovery_code(
+        &self,
+        tenant: &str,
+        username: &str,
+        code_hash: &[u8; 32],
+    ) -> Result<bool, StoreError> {
+        let (tenant, username, code) = (tenant.to_string(), username.to_string(), *code_hash);
+        self.write(move |tx| {
+            let blob: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT recovery_codes FROM users WHERE tenant = ?1 AND username = ?2",
+                    [&tenant, &username],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(blob) = blob else { return Ok(false) };
+            if !blob.chunks_exact(32).remainder().is_empty() {
+                return Err(StoreError::Corrupt("stored recovery codes"));
+            }
+            let before = blob.chunks_exact(32).count();
+            let kept: Vec<u8> = blob
+                .chunks_exact(32)
+                .filter(|c| *c != code)
+                .flatten()
+                .copied()
+                .collect();
+            if kept.len() / 32 == before {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE users SET recovery_codes = ?3 WHERE tenant = ?1 AND username = ?2",
+                params![tenant, username, kept],
+            )?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn record_login(&self, e: &LoginEvent) -> Result<(), StoreError> {
+        let mut e = e.clone();
+        e.user_agent = truncate_chars(&e.user_agent, USER_AGENT_MAX_CHARS);
+        let cap = limit_param(LOGIN_HISTORY_CAP);
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO login_events (tenant, subject, time, ip, user_agent, method, outcome, reason) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    e.tenant,
+                    e.subject,
+                    e.time,
+                    e.ip,
+                    e.user_agent,
+                    e.method,
+                    e.outcome,
+                    e.reason
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM login_events WHERE tenant = ?1 AND subject = ?2 AND seq <= \
+                 (SELECT seq FROM login_events WHERE tenant = ?1 AND subject = ?2 ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
+                params![e.tenant, e.subject, cap],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn login_history(
+        &self,
+        tenant: &str,
+        subject: &str,
+        limit: usize,
+        before_seq: Option<i64>,
+    ) -> Result<Vec<LoginEvent>, StoreError> {
+        let (tenant, subject) = (tenant.to_string(), subject.to_string());
+        let (limit, before) = (limit_param(limit), before_seq.unwrap_or(i64::MAX));
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, tenant, subject, time, ip, user_agent, method, outcome, reason FROM login_events \
+                 WHERE tenant = ?1 AND subject = ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
+            )?;
+            let mut rows = stmt.query(params![tenant, subject, before, limit])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(event_from_row(row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn use_totp_step(&self, tenant: &str, subject: &str, step: u64, expires_at: i64) -> Result<bool, StoreError> {
+        let (tenant, subject) = (tenant.to_string(), subject.to_string());
+        self.write(move |tx| {
+            let n = tx.execute(
+                "INSERT INTO totp_steps (tenant, subject, step, expires_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT DO NOTHING",
+                params![tenant, subject, step_param(step), expires_at],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn hit(&self, key: &str, now: i64, window_secs: i64) -> Result<(u32, i64), StoreError> {
+        check_window(window_secs)?;
+        let key = key.to_string();
+        self.write(move |tx| {
+            let current: Option<(i64, i64)> = tx
+                .query_row("SELECT count, reset_at FROM throttle WHERE key = ?1", [&key], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let (count, reset_at) = match current {
+                Some((count, reset_at)) if reset_at > now => {
+                    (count.saturating_add(1).min(i64::from(u32::MAX)), reset_at)
+                }
+                _ => (1, now.saturating_add(window_secs)),
+            };
+            tx.execute(
+                "INSERT INTO throttle (key, count, reset_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET count = excluded.count, reset_at = excluded.reset_at",
+                params![key, count, reset_at],
+            )?;
+            Ok((u32::try_from(count).unwrap_or(u32::MAX), reset_at - now))
+        })
+        .await
+    }
+
+    async fn peek(&self, key: &str, now: i64) -> Result<(u32, i64), StoreError> {
+        let key = key.to_string();
+        self.read(move |conn| {
+            let current: Option<(i64, i64)> = conn
+                .query_row("SELECT count, reset_at FROM throttle WHERE key = ?1", [&key], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            Ok(match current {
+                Some((count, reset_at)) if reset_at > now => (u32::try_from(count).unwrap_or(u32::MAX), reset_at - now),
+                _ => (0, 0),
+            })
+        })
+        .await
+    }
+
+    async fn clear(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.write(move |tx| {
+            tx.execute("DELETE FROM throttle WHERE key = ?1", [&key])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store file holds password hashes: other local users must not read it.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn store_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        SqliteStore::open(&dir, "prod").await.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("prod.sqlite3")), 0o600);
+    }
+
+    /// A file written by a newer binary must not be silently misread.
+    #[tokio::test]
+    async fn newer_schema_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        SqliteStore::open(tmp.path(), "prod").await.unwrap();
+        let conn = Connection::open(tmp.path().join("prod.sqlite3")).unwrap();
+        conn.execute("INSERT INTO schema_version (version) VALUES (?1)", [SCHEMA_VERSION + 1])
+            .unwrap();
+        drop(conn);
+        let err = SqliteStore::open(tmp.path(), "prod").await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+        SqliteStore::open(tmp.path(), "staging").await.unwrap();
+    }
+}
