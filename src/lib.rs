@@ -15,6 +15,7 @@
 //! [`Gateway`] wires them: bind listeners, serve until SIGTERM, reload on SIGHUP.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod live;
@@ -23,9 +24,9 @@ pub mod policy;
 pub mod proxy;
 pub mod secret;
 pub mod session;
-pub mod auth;
 pub mod telemetry;
 pub mod tenancy;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +53,12 @@ pub enum StartError {
         /// OS error.
         source: std::io::Error,
     },
+    /// The session store could not be opened.
+    #[error("cannot open the session store: {0}")]
+    Store(#[from] session::StoreError),
+    /// The password hashing pool could not start.
+    #[error("cannot start password hashing: {0}")]
+    Hasher(#[from] auth::password::PasswordError),
     /// A listener failed while serving.
     #[error("listener failed: {0}")]
     Serve(std::io::Error),
@@ -61,6 +68,7 @@ pub enum StartError {
 pub struct Gateway {
     live: Arc<Live>,
     metrics: Arc<Metrics>,
+    portal: ui::Portal,
     public: TcpListener,
     admin: TcpListener,
 }
@@ -70,6 +78,17 @@ impl Gateway {
     pub async fn bind(config: Config, env: Arc<dyn Env>, overrides: Overrides) -> Result<Self, StartError> {
         let public_addr = config.gateway.listen.public;
         let admin_addr = config.gateway.listen.admin;
+        let tiers: Vec<String> = config.tiers.keys().cloned().collect();
+        let stores = session::Stores::open(&config.gateway.store.url, tiers.iter().map(String::as_str)).await?;
+        let sessions = session::manager::Sessions::new(stores);
+        let hasher = auth::password::PasswordHasher::new(auth::password::PasswordHasherConfig::default())?;
+        let portal = ui::Portal {
+            login: auth::login::LocalLogin {
+                sessions: sessions.clone(),
+                hasher,
+            },
+            sessions,
+        };
         let live = Live::new(config, env, overrides).map_err(StartError::Policy)?;
         let public = TcpListener::bind(public_addr)
             .await
@@ -84,9 +103,15 @@ impl Gateway {
         Ok(Gateway {
             live,
             metrics: Metrics::new(),
+            portal,
             public,
             admin,
         })
+    }
+
+    /// Sessions, users and the sign-in flow (the demo seeds users through it).
+    pub fn portal(&self) -> &ui::Portal {
+        &self.portal
     }
 
     /// Address of the public listener (useful when bound to port 0).
@@ -103,7 +128,7 @@ impl Gateway {
     /// the policy.
     pub async fn run(self) -> Result<(), StartError> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let pipeline = Pipeline::new(self.live.clone(), self.metrics.clone());
+        let pipeline = Pipeline::new(self.live.clone(), self.metrics.clone(), self.portal.clone());
         let admin_state = admin::AdminState {
             live: self.live.clone(),
             metrics: self.metrics.clone(),

@@ -6,5 +6,7 @@
 //! clock passed in. Callers (the login and MFA pages) own throttling, the replay guard and
 //! the mapping of these errors to statuses; nothing here logs a secret.
 
+pub mod login;
 pub mod mfa;
 pub mod password;
+pub mod preauth;

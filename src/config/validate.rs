@@ -131,16 +131,16 @@ pub(super) fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<C
         tenants.push(Arc::new(tenant));
     }
 
-    if let Some(g) = &gateway {
-        if !g.listen.plaintext {
-            for tenant in &tenants {
-                for host in &tenant.hosts {
-                    if !g.tls.iter().any(|c| c.hosts.iter().any(|h| h == host)) {
-                        problems.file(
+    if let Some(g) = &gateway
+        && !g.listen.plaintext
+    {
+        for tenant in &tenants {
+            for host in &tenant.hosts {
+                if !g.tls.iter().any(|c| c.hosts.iter().any(|h| h == host)) {
+                    problems.file(
                             &gateway_path,
                             format!("no TLS certificate for host `{host}` of tenant `{}` (add it to a [[tls.certificates]] or set listen.plaintext = true)", tenant.id),
                         );
-                    }
                 }
             }
         }
@@ -729,17 +729,17 @@ fn build_tenant(
         .unwrap_or_else(|| raw.upstream.get_ref().clone());
     let upstream = match parse_upstream(&upstream_text) {
         Ok(u) => {
-            if let Some(tier) = tier {
-                if !tier.upstream_allowlist.iter().any(|e| e.allows(&u.host, u.port)) {
-                    problems.at(
-                        src,
-                        raw.upstream.span(),
-                        format!(
-                            "upstream `{upstream_text}` is outside the allowlist of tier `{}`",
-                            tier.name
-                        ),
-                    );
-                }
+            if let Some(tier) = tier
+                && !tier.upstream_allowlist.iter().any(|e| e.allows(&u.host, u.port))
+            {
+                problems.at(
+                    src,
+                    raw.upstream.span(),
+                    format!(
+                        "upstream `{upstream_text}` is outside the allowlist of tier `{}`",
+                        tier.name
+                    ),
+                );
             }
             Some(u)
         }

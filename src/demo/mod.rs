@@ -38,6 +38,67 @@ const OPERATORS: [(&str, &str, usize); 4] = [
     ("staging", "sam", 1),
 ];
 
+/// Demo users per tenant: (tenant, username, display name, roles). The first of each
+/// tenant is its tenant admin. Passwords and TOTP secrets are derived from the names
+/// (see [`demo_password`], [`demo_totp_secret`]) so every demo process, replicas on one
+/// Redis included, prints the same working credentials.
+const USERS: [(&str, &str, &str, &[&str]); 6] = [
+    ("acme", "alice", "Alice Admin", &["tenant-admin", "admin"]),
+    ("acme", "bob", "Bob User", &[]),
+    ("globex", "gina", "Gina Admin", &["tenant-admin", "admin"]),
+    ("globex", "gus", "Gus User", &[]),
+    ("initech", "ivan", "Ivan Admin", &["tenant-admin", "admin"]),
+    ("initech", "iris", "Iris User", &[]),
+];
+
+/// The demo password of a demo user (demo only: published in demo.json and on stdout).
+fn demo_password(username: &str) -> String {
+    format!("{username}-demo-password")
+}
+
+/// The demo TOTP secret of a demo user: 160 bits derived from the names, base32.
+fn demo_totp_secret(tenant: &str, username: &str) -> String {
+    let digest = Sha256::digest(format!("portcullis demo totp {tenant}/{username}").as_bytes());
+    base32::encode(
+        base32::Alphabet::Rfc4648 { padding: false },
+        digest.get(..20).unwrap_or_default(),
+    )
+}
+
+/// Creates the demo users in an empty store; existing users are kept as they are.
+async fn seed_users(portal: &crate::ui::Portal) -> anyhow::Result<()> {
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    )?;
+    for (tenant, username, display, roles) in USERS {
+        let tier = if tenant == "initech" { "staging" } else { "prod" };
+        let store = portal.sessions.store(tier)?;
+        if store.get_user(tenant, username).await?.is_some() {
+            continue;
+        }
+        let user = crate::session::UserRecord {
+            tenant: tenant.to_string(),
+            username: username.to_string(),
+            display_name: display.to_string(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            password_hash: portal.login.hasher.hash(&demo_password(username)).await?,
+            totp_secret: Some(demo_totp_secret(tenant, username)),
+            totp_enrolled_at: Some(now),
+            recovery_code_hashes: Vec::new(),
+            disabled: false,
+            created_at: now,
+            password_changed_at: now,
+        };
+        match store.create_user(&user).await {
+            Ok(()) | Err(crate::session::StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Generated secrets, kept so a restarted demo (or a replica) reuses them.
 #[derive(Serialize, Deserialize)]
 struct DemoState {
@@ -87,6 +148,16 @@ pub async fn run(overrides: Overrides) -> anyhow::Result<()> {
         .map(|t| serde_json::json!({ "id": t.id, "tier": t.tier, "hosts": t.hosts }))
         .collect();
     let gateway = Gateway::bind(cfg, env, overrides).await?;
+    seed_users(gateway.portal()).await?;
+    let users: Vec<serde_json::Value> = USERS
+        .iter()
+        .map(|(tenant, username, _, roles)| {
+            serde_json::json!({
+                "tenant": tenant, "username": username, "password": demo_password(username),
+                "totp_secret": demo_totp_secret(tenant, username), "roles": roles,
+            })
+        })
+        .collect();
     let public = gateway.public_addr()?;
     let admin = gateway.admin_addr()?;
 
@@ -104,7 +175,7 @@ pub async fn run(overrides: Overrides) -> anyhow::Result<()> {
         "public": public.to_string(),
         "admin": admin.to_string(),
         "tenants": tenants,
-        "users": [],
+        "users": users,
         "operator_tokens": operator_tokens,
         "operators": state.operators.iter().map(|o| serde_json::json!({ "name": o.name, "tier": o.tier, "tokens": o.tokens })).collect::<Vec<_>>(),
     });
@@ -126,6 +197,15 @@ pub async fn run(overrides: Overrides) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    println!("  users (password, TOTP secret for your authenticator app):");
+    for (tenant, username, _, roles) in USERS {
+        println!(
+            "    {tenant:<8} {username:<6} {:<22} {}  {}",
+            demo_password(username),
+            demo_totp_secret(tenant, username),
+            roles.join(",")
+        );
     }
     println!("  admin     http://{admin}/healthz  /readyz  /metrics");
     println!("  operator tokens and more in {}", data.join("demo.json").display());

@@ -109,9 +109,28 @@ impl UpstreamClient {
     }
 }
 
+/// The session behind a tunnel, so the tunnel can close when it is revoked.
+pub struct SessionWatch {
+    /// Sessions, for revocation events and store re-checks.
+    pub sessions: std::sync::Arc<crate::session::manager::Sessions>,
+    /// Tier of the session.
+    pub tier: String,
+    /// Store key of the session.
+    pub id_hash: [u8; 32],
+}
+
+/// WebSocket close frame, server to client, status 1008 (policy violation).
+const CLOSE_POLICY_VIOLATION: [u8; 4] = [0x88, 0x02, 0x03, 0xF0];
+
 /// Joins the client's and the upstream's upgraded connections once the upstream
-/// answered 101, and copies bytes both ways until either side closes.
-pub fn spawn_tunnel(client: hyper::upgrade::OnUpgrade, upstream_resp: &mut Response<Incoming>) {
+/// answered 101, and copies bytes both ways until either side closes. With a session,
+/// the tunnel closes (WebSocket close 1008) within about a second of its revocation:
+/// at once for revocations on this node, by a store re-check every 500 ms otherwise.
+pub fn spawn_tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream_resp: &mut Response<Incoming>,
+    watch: Option<SessionWatch>,
+) {
     if upstream_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
@@ -126,8 +145,44 @@ pub fn spawn_tunnel(client: hyper::upgrade::OnUpgrade, upstream_resp: &mut Respo
         };
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(error = %e, "websocket tunnel closed with an error");
+        let Some(watch) = watch else {
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(error = %e, "websocket tunnel closed with an error");
+            }
+            return;
+        };
+        let mut revocations = watch.sessions.revocations();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let revoked = async {
+            loop {
+                tokio::select! {
+                    event = revocations.recv() => match event {
+                        Ok(id) if id == watch.id_hash => return,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tick.tick() => {
+                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                        if !watch.sessions.still_live(&watch.tier, &watch.id_hash, now).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "websocket tunnel closed with an error");
+                }
+            }
+            _ = revoked => {
+                use tokio::io::AsyncWriteExt;
+                let _ = client.write_all(&CLOSE_POLICY_VIOLATION).await;
+                let _ = client.shutdown().await;
+                tracing::info!(event.kind = "security", event.action = "session_revoked", "closed a WebSocket of a revoked session");
+            }
         }
     });
 }

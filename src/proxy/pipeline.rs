@@ -21,9 +21,11 @@ use super::headers::{self, ClientContext};
 use super::reserved;
 use super::respond::{self, Refusal};
 use crate::live::{Live, Snapshot};
-use crate::policy::{self, Decision, Target};
+use crate::policy::{self, Decision, Identity, Target};
+use crate::session::SessionRecord;
 use crate::telemetry::{Metrics, RequestLabels, TenantLabels};
 use crate::tenancy::{self, TenantEntry};
+use crate::ui::{self, Portal};
 
 /// What the listener knows about a client connection.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +44,8 @@ pub struct Pipeline {
     pub live: Arc<Live>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
+    /// The gateway's own pages and APIs, and the sessions behind them.
+    pub portal: Portal,
     /// Per-process prefix of request ids.
     id_prefix: u32,
     /// Request counter for request ids.
@@ -56,10 +60,11 @@ struct Outcome {
 
 impl Pipeline {
     /// Creates the request path over the live policy.
-    pub fn new(live: Arc<Live>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(live: Arc<Live>, metrics: Arc<Metrics>, portal: Portal) -> Arc<Self> {
         Arc::new(Pipeline {
             live,
             metrics,
+            portal,
             id_prefix: rand::random(),
             next_id: AtomicU64::new(0),
         })
@@ -136,13 +141,28 @@ impl Pipeline {
         outcome.tenant = Some(entry.clone());
         let tenant = &entry.tenant;
 
-        let (path, rule) = match policy::classify(&tenant.routes, req.uri().path()) {
+        let target = match policy::classify(&tenant.routes, req.uri().path()) {
             Err(policy::Refusal::BadRequest(_)) => return Err(Refusal::BadRequest("Ambiguous or malformed path.")),
             Err(policy::Refusal::NotFound) => return Err(Refusal::NotFound),
-            Ok(Target::Reserved(path)) => return reserved::handle(&req, &path, &entry, request_id),
-            Ok(Target::Route { path, rule }) => (path, rule),
+            Ok(target) => target,
         };
-        match policy::decide_path(&tenant.routes, &path, rule, None) {
+        let now = unix_now();
+        let session = self.session(&req, &entry, &conn, now).await;
+        let (path, rule) = match target {
+            Target::Reserved(path) => {
+                let session = session.unwrap_or(None);
+                return self.reserved(req, &entry, &host, &path, conn, session, now).await;
+            }
+            Target::Route { path, rule } => (path, rule),
+        };
+        let public = rule.is_some_and(|r| r.access == policy::Access::Public);
+        let session = match session {
+            Ok(s) => s,
+            Err(()) if public => None,
+            Err(()) => return Err(Refusal::Unavailable("Sign-in state is unavailable right now.")),
+        };
+        let identity = session.as_ref().map(|s| Identity { roles: &s.roles });
+        match policy::decide_path(&tenant.routes, &path, rule, identity.as_ref()) {
             Decision::Allow => {}
             Decision::NeedsSession => {
                 return Err(Refusal::NeedsSession {
@@ -176,6 +196,9 @@ impl Pipeline {
         if let Ok(id) = HeaderValue::from_str(request_id) {
             parts.headers.insert("x-request-id", id);
         }
+        if let Some(s) = session.as_ref().filter(|_| !public) {
+            identity_headers(&mut parts.headers, s);
+        }
         parts.uri = target;
         let upstream_req = Request::from_parts(parts, LimitedBody::new(body, limit));
         let (mut resp, latency) = client.send(upstream_req, &host_value).await?;
@@ -190,7 +213,14 @@ impl Pipeline {
         let switching = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             match client_upgrade {
-                Some(upgrade) => forward::spawn_tunnel(upgrade, &mut resp),
+                Some(upgrade) => {
+                    let watch = session.as_ref().map(|s| forward::SessionWatch {
+                        sessions: self.portal.sessions.clone(),
+                        tier: s.tier.clone(),
+                        id_hash: s.id_hash,
+                    });
+                    forward::spawn_tunnel(upgrade, &mut resp, watch)
+                }
                 None => return Err(Refusal::BadGateway),
             }
         }
@@ -198,6 +228,107 @@ impl Pipeline {
         headers::sanitize_response(&mut parts.headers, switching);
         Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
     }
+}
+
+impl Pipeline {
+    /// The request's session: `Ok(None)` without a (valid) cookie, `Err` when the store
+    /// cannot answer (protected routes then fail closed). A session of another tenant
+    /// counts as none and is logged as a cross-tenant attempt.
+    async fn session(
+        &self,
+        req: &Request<Incoming>,
+        entry: &TenantEntry,
+        conn: &ConnInfo,
+        now: i64,
+    ) -> Result<Option<Arc<SessionRecord>>, ()> {
+        let name = format!("__Host-portcullis-{}", entry.tier.name);
+        let Some(value) = ui::web::single_cookie(req.headers(), &name) else {
+            return Ok(None);
+        };
+        let idle = i64::try_from(entry.tenant.session.idle_timeout.as_secs()).unwrap_or(1800);
+        match self
+            .portal
+            .sessions
+            .authenticate(&entry.tier.name, value, now, idle)
+            .await
+        {
+            Ok(Some(s)) if s.tenant == entry.tenant.id => Ok(Some(s)),
+            Ok(Some(s)) => {
+                tracing::warn!(
+                    event.kind = "security",
+                    event.action = "cross_tenant",
+                    event.outcome = "failure",
+                    event.reason = "session of another tenant",
+                    source.ip = %conn.peer.ip(),
+                    user.id = %s.subject,
+                    organization.id = %entry.tenant.id,
+                    portcullis.tier = %entry.tier.name,
+                    "session cookie presented on another tenant's host"
+                );
+                Ok(None)
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::error!(error = %e, "session store unavailable");
+                Err(())
+            }
+        }
+    }
+
+    /// Serves `/.portcullis/...`: the portal's pages and APIs, else the gateway's own
+    /// fixed endpoints.
+    #[allow(clippy::too_many_arguments)]
+    async fn reserved(
+        &self,
+        req: Request<Incoming>,
+        entry: &TenantEntry,
+        host: &str,
+        path: &str,
+        conn: ConnInfo,
+        session: Option<Arc<SessionRecord>>,
+        now: i64,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        let rest = path.strip_prefix(policy::RESERVED_PREFIX).unwrap_or_default();
+        if rest == "status" {
+            return Ok(reserved::status(entry));
+        }
+        let ctx = ui::Ctx {
+            entry,
+            host,
+            rest,
+            ip: conn.peer.ip().to_string(),
+            session,
+            now,
+        };
+        match self.portal.handle(req, ctx).await {
+            Some(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                respond::security_headers(&mut parts.headers);
+                Ok(Response::from_parts(parts, ProxyBody::local(body)))
+            }
+            None => Err(Refusal::NotFound),
+        }
+    }
+}
+
+/// Identity the gateway vouches for, as plain headers for the upstream's convenience.
+fn identity_headers(headers: &mut http::HeaderMap, s: &SessionRecord) {
+    let pairs = [
+        ("x-portcullis-user", s.subject.as_str().to_string()),
+        ("x-portcullis-tenant", s.tenant.clone()),
+        ("x-portcullis-roles", s.roles.join(",")),
+    ];
+    for (name, value) in pairs {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
 /// The one host the request names: exactly one `Host` header, agreeing with the

@@ -77,19 +77,19 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
 /// Builds the response for a refusal.
 pub fn refusal(refusal: &Refusal, html: bool, request_id: &str) -> Response<ProxyBody> {
     let status = refusal.status();
-    if let Refusal::NeedsSession { login_path } = refusal {
-        if html {
-            let mut resp = page(
-                StatusCode::FOUND,
-                "Sign-in required",
-                "Redirecting to sign-in.",
-                request_id,
-            );
-            if let Ok(loc) = HeaderValue::from_str(login_path) {
-                resp.headers_mut().insert(header::LOCATION, loc);
-            }
-            return resp;
+    if let Refusal::NeedsSession { login_path } = refusal
+        && html
+    {
+        let mut resp = page(
+            StatusCode::FOUND,
+            "Sign-in required",
+            "Redirecting to sign-in.",
+            request_id,
+        );
+        if let Ok(loc) = HeaderValue::from_str(login_path) {
+            resp.headers_mut().insert(header::LOCATION, loc);
         }
+        return resp;
     }
     let (code, message) = refusal.code_and_message();
     let mut resp = if html {

@@ -15,11 +15,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::auth::mfa::recovery_code_hash;
 use super::{
     LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation, SessionRecord, SessionStore, StoreError, Stores,
     USER_AGENT_MAX_CHARS, UserRecord, session_id_hash,
 };
+use crate::auth::mfa::recovery_code_hash;
 
 /// 2096-10-02: later than any real clock, see the module docs.
 const T0: i64 = 4_000_000_000;

@@ -37,7 +37,10 @@ impl std::fmt::Debug for MintedToken {
 /// Creates a new random token.
 pub fn mint_token() -> MintedToken {
     let bytes: [u8; 32] = rand::random();
-    MintedToken { cookie_value: URL_SAFE_NO_PAD.encode(bytes), id_hash: session_id_hash(&bytes) }
+    MintedToken {
+        cookie_value: URL_SAFE_NO_PAD.encode(bytes),
+        id_hash: session_id_hash(&bytes),
+    }
 }
 
 /// The store key for a cookie value, or None when the value is not a well-formed token
@@ -60,7 +63,10 @@ pub struct Sessions {
 impl Sessions {
     /// Wraps opened stores.
     pub fn new(stores: Stores) -> Arc<Self> {
-        let cache = moka::sync::Cache::builder().max_capacity(1_000_000).time_to_live(MAX_STALENESS).build();
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(1_000_000)
+            .time_to_live(MAX_STALENESS)
+            .build();
         let (revoked, _) = broadcast::channel(4096);
         Arc::new(Sessions { stores, cache, revoked })
     }
@@ -86,7 +92,9 @@ impl Sessions {
         now: i64,
         idle_timeout: i64,
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        let Some(id_hash) = id_hash_of_cookie(cookie_value) else { return Ok(None) };
+        let Some(id_hash) = id_hash_of_cookie(cookie_value) else {
+            return Ok(None);
+        };
         let record = match self.cache.get(&id_hash) {
             Some(record) => record,
             None => match self.store(tier)?.get_session(&id_hash).await? {
@@ -138,7 +146,10 @@ impl Sessions {
         keep: Option<&[u8; 32]>,
         rev: &Revocation,
     ) -> Result<Vec<[u8; 32]>, StoreError> {
-        let ids = self.store(tier)?.revoke_user_sessions(tenant, subject, keep, rev).await?;
+        let ids = self
+            .store(tier)?
+            .revoke_user_sessions(tenant, subject, keep, rev)
+            .await?;
         for id in &ids {
             self.evict(id);
         }
@@ -178,7 +189,9 @@ mod tests {
 
     async fn sessions() -> (tempfile::TempDir, Arc<Sessions>) {
         let dir = tempfile::tempdir().unwrap();
-        let stores = Stores::open(&format!("sqlite:{}", dir.path().display()), ["prod"]).await.unwrap();
+        let stores = Stores::open(&format!("sqlite:{}", dir.path().display()), ["prod"])
+            .await
+            .unwrap();
         (dir, Sessions::new(stores))
     }
 
@@ -211,10 +224,26 @@ mod tests {
         let now = 1_000_000;
         let token = mint_token();
         sessions.create(record(token.id_hash, now)).await.unwrap();
-        assert!(sessions.authenticate("prod", &token.cookie_value, now, 1800).await.unwrap().is_some());
-        let rev = Revocation { at: now, by: "alice".into(), reason: "logout".into() };
+        assert!(
+            sessions
+                .authenticate("prod", &token.cookie_value, now, 1800)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let rev = Revocation {
+            at: now,
+            by: "alice".into(),
+            reason: "logout".into(),
+        };
         assert!(sessions.revoke("prod", &token.id_hash, &rev).await.unwrap());
-        assert!(sessions.authenticate("prod", &token.cookie_value, now, 1800).await.unwrap().is_none());
+        assert!(
+            sessions
+                .authenticate("prod", &token.cookie_value, now, 1800)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -223,8 +252,20 @@ mod tests {
         let now = 1_000_000;
         let token = mint_token();
         sessions.create(record(token.id_hash, now)).await.unwrap();
-        assert!(sessions.authenticate("staging", &token.cookie_value, now, 1800).await.unwrap().is_none());
-        assert!(sessions.authenticate("prod", &token.cookie_value, now + 1801, 1800).await.unwrap().is_none());
+        assert!(
+            sessions
+                .authenticate("staging", &token.cookie_value, now, 1800)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            sessions
+                .authenticate("prod", &token.cookie_value, now + 1801, 1800)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -233,8 +274,18 @@ mod tests {
         let now = 1_000_000;
         let token = mint_token();
         sessions.create(record(token.id_hash, now)).await.unwrap();
-        let s = sessions.authenticate("prod", &token.cookie_value, now + 1700, 1800).await.unwrap().unwrap();
+        let s = sessions
+            .authenticate("prod", &token.cookie_value, now + 1700, 1800)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(s.idle_expires_at, now + 1700 + 1800);
-        assert!(sessions.authenticate("prod", &token.cookie_value, now + 3600, 1800).await.unwrap().is_none());
+        assert!(
+            sessions
+                .authenticate("prod", &token.cookie_value, now + 3600, 1800)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

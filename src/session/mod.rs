@@ -419,7 +419,6 @@ pub fn session_id_hash(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
 
-
 fn public_id_of(id_hash: &[u8; 32]) -> String {
     let mut id = hex::encode(id_hash);
     id.truncate(16);

@@ -642,20 +642,19 @@ impl Gateway {
     async fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("gateway exited early with {status}"));
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!("gateway exited early with {status}"));
             }
             if let Ok(resp) = raw_exchange(
                 self.admin,
                 b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
             )
             .await
+                && parse_responses(&resp).first().is_some_and(|r| r.status == 200)
             {
-                if parse_responses(&resp).first().is_some_and(|r| r.status == 200) {
-                    return Ok(());
-                }
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err("gateway /healthz did not answer 200 within 10 s".into());

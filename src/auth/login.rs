@@ -1,0 +1,419 @@
+//! The local-account sign-in flow, shared by the pages and the JSON API: password step,
+//! second factor (TOTP or recovery code), first-login TOTP enrolment, throttling, login
+//! history and session creation. Knows nothing of HTTP; the clock is passed in.
+//!
+//! Throttling counts attempts, not just failures, before checking anything, so
+//! concurrent guesses get no extra tries: at most [`ACCOUNT_ATTEMPTS`] password or code
+//! attempts per account and [`IP_ATTEMPTS`] per client IP in [`WINDOW_SECS`], then
+//! "try again in N s". The lock is time-boxed by the window, never permanent.
+
+use std::sync::Arc;
+
+use super::mfa::{self, TotpSecret};
+use super::password::{PasswordError, PasswordHasher};
+use super::preauth::{PREAUTH_TTL_SECS, PreAuth};
+use crate::session::manager::{MintedToken, Sessions, mint_token};
+use crate::session::{LoginEvent, SessionRecord, SessionStore, StoreError, UserRecord};
+
+/// Attempts (password or code) per account per window.
+pub const ACCOUNT_ATTEMPTS: u32 = 10;
+/// Attempts per client IP per window (credential stuffing).
+pub const IP_ATTEMPTS: u32 = 100;
+/// Throttling window.
+pub const WINDOW_SECS: i64 = 15 * 60;
+
+/// Why a step failed; each maps to one status and message at the HTTP edge.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Wrong user name or password (never says which).
+    #[error("invalid user name or password")]
+    BadCredentials,
+    /// Wrong, reused or malformed code.
+    #[error("invalid code")]
+    BadCode,
+    /// Too many attempts; try again after this many seconds.
+    #[error("too many attempts; try again in {0} s")]
+    Throttled(i64),
+    /// The pre-MFA state is missing, expired or for another step.
+    #[error("sign-in expired; start again")]
+    NoPendingLogin,
+    /// Password hashing is saturated.
+    #[error("busy; try again shortly")]
+    Busy,
+    /// The store failed; nothing was granted.
+    #[error("store unavailable")]
+    Store(#[from] StoreError),
+}
+
+/// Where a tenant's sign-in happens and with what session settings.
+#[derive(Debug, Clone)]
+pub struct LoginContext<'a> {
+    /// Tenant id.
+    pub tenant: &'a str,
+    /// Tier name.
+    pub tier: &'a str,
+    /// Idle timeout of new sessions (seconds).
+    pub idle_timeout: i64,
+    /// Absolute lifetime of new sessions (seconds).
+    pub absolute_timeout: i64,
+    /// Client IP (from the socket or a trusted proxy).
+    pub ip: &'a str,
+    /// Client user agent.
+    pub user_agent: &'a str,
+    /// Now (unix seconds).
+    pub now: i64,
+}
+
+/// A session just created: the cookie value and the record.
+#[derive(Debug)]
+pub struct NewSession {
+    /// Token for the cookie (never stored).
+    pub token: MintedToken,
+    /// The stored record.
+    pub record: SessionRecord,
+}
+
+/// Enrolment material shown once on the enrolment step.
+pub struct Enrolment {
+    /// Base32 secret for manual entry.
+    pub secret: String,
+    /// otpauth:// URI.
+    pub uri: String,
+    /// QR code of the URI as inline SVG.
+    pub qr_svg: String,
+}
+
+/// The sign-in flow over one tier's store.
+#[derive(Clone)]
+pub struct LocalLogin {
+    /// Sessions of every tier.
+    pub sessions: Arc<Sessions>,
+    /// argon2id pool.
+    pub hasher: PasswordHasher,
+}
+
+impl LocalLogin {
+    /// Password step. On success returns the pre-MFA state for the next step.
+    pub async fn password(
+        &self,
+        ctx: &LoginContext<'_>,
+        username: &str,
+        password: &str,
+        rd: &str,
+    ) -> Result<PreAuth, LoginError> {
+        let store = self.sessions.store(ctx.tier)?;
+        self.throttle(&store, ctx, username, "password").await?;
+        let user = store.get_user(ctx.tenant, username).await?.filter(|u| !u.disabled);
+        let ok = match self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await
+        {
+            Ok(ok) => ok,
+            Err(PasswordError::Busy) => return Err(LoginError::Busy),
+            Err(PasswordError::TooLong { .. }) => false,
+            Err(_) => false,
+        };
+        let Some(user) = user.filter(|_| ok) else {
+            let known = store.get_user(ctx.tenant, username).await?.is_some();
+            let reason = if known { "bad_password" } else { "unknown_user" };
+            self.record(&store, ctx, username, "password", Some(reason)).await?;
+            return Err(LoginError::BadCredentials);
+        };
+        let stage = if user.totp_enrolled_at.is_some() {
+            "mfa"
+        } else {
+            "enrol"
+        };
+        Ok(PreAuth {
+            tenant: ctx.tenant.to_string(),
+            tier: ctx.tier.to_string(),
+            username: user.username,
+            stage: stage.to_string(),
+            rd: rd.to_string(),
+            exp: ctx.now + PREAUTH_TTL_SECS,
+        })
+    }
+
+    /// Second step: a TOTP code (once per time step) or a recovery code (once ever).
+    pub async fn second_factor(
+        &self,
+        ctx: &LoginContext<'_>,
+        pre: &PreAuth,
+        input: &str,
+    ) -> Result<NewSession, LoginError> {
+        if pre.stage != "mfa" {
+            return Err(LoginError::NoPendingLogin);
+        }
+        let store = self.sessions.store(ctx.tier)?;
+        self.throttle(&store, ctx, &pre.username, "totp").await?;
+        let user = store
+            .get_user(ctx.tenant, &pre.username)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(LoginError::NoPendingLogin)?;
+        let (method, ok) = if mfa::looks_like_recovery_code(input) {
+            let hash = mfa::recovery_code_hash(input);
+            (
+                "recovery",
+                store.consume_recovery_code(ctx.tenant, &user.username, &hash).await?,
+            )
+        } else {
+            (
+                "totp",
+                self.totp_ok(&store, ctx, &user, user.totp_secret.as_deref(), input)
+                    .await?,
+            )
+        };
+        if !ok {
+            self.record(&store, ctx, &user.username, method, Some("bad_code"))
+                .await?;
+            return Err(LoginError::BadCode);
+        }
+        let amr = vec![
+            "pwd".to_string(),
+            if method == "recovery" { "rec" } else { "otp" }.to_string(),
+        ];
+        self.finish(&store, ctx, &user, method, amr).await
+    }
+
+    /// Re-checks both factors of a signed-in user (password change): throttled and
+    /// recorded like a sign-in, but creates no session.
+    pub async fn verify_factors(
+        &self,
+        ctx: &LoginContext<'_>,
+        username: &str,
+        password: &str,
+        code: &str,
+    ) -> Result<(), LoginError> {
+        let store = self.sessions.store(ctx.tier)?;
+        self.throttle(&store, ctx, username, "password").await?;
+        let user = store
+            .get_user(ctx.tenant, username)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(LoginError::BadCredentials)?;
+        let password_ok = match self.hasher.verify(password, Some(&user.password_hash)).await {
+            Ok(ok) => ok,
+            Err(PasswordError::Busy) => return Err(LoginError::Busy),
+            Err(_) => false,
+        };
+        if !password_ok {
+            self.record(&store, ctx, username, "password", Some("bad_password"))
+                .await?;
+            return Err(LoginError::BadCredentials);
+        }
+        if !self
+            .totp_ok(&store, ctx, &user, user.totp_secret.as_deref(), code)
+            .await?
+        {
+            self.record(&store, ctx, username, "totp", Some("bad_code")).await?;
+            return Err(LoginError::BadCode);
+        }
+        store.clear(&account_key(ctx.tenant, username)).await?;
+        Ok(())
+    }
+
+    /// Starts (or resumes) TOTP enrolment for a user who has none.
+    pub async fn enrol_start(
+        &self,
+        ctx: &LoginContext<'_>,
+        pre: &PreAuth,
+        issuer: &str,
+    ) -> Result<Enrolment, LoginError> {
+        if pre.stage != "enrol" {
+            return Err(LoginError::NoPendingLogin);
+        }
+        let store = self.sessions.store(ctx.tier)?;
+        let mut user = store
+            .get_user(ctx.tenant, &pre.username)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(LoginError::NoPendingLogin)?;
+        if user.totp_enrolled_at.is_some() {
+            return Err(LoginError::NoPendingLogin);
+        }
+        let secret = match user
+            .totp_secret
+            .as_deref()
+            .and_then(|s| TotpSecret::from_base32(s).ok())
+        {
+            Some(s) => s,
+            None => {
+                let s = mfa::new_secret();
+                user.totp_secret = Some(s.expose_base32().to_string());
+                store.update_user(&user).await?;
+                s
+            }
+        };
+        let uri = mfa::otpauth_uri(&secret, issuer, &user.username).to_string();
+        let qr_svg = mfa::qr_svg(&uri).unwrap_or_default();
+        Ok(Enrolment {
+            secret: secret.expose_base32().to_string(),
+            uri,
+            qr_svg,
+        })
+    }
+
+    /// Confirms enrolment with a first code; returns the session and the recovery codes
+    /// (shown once, stored hashed).
+    pub async fn enrol_confirm(
+        &self,
+        ctx: &LoginContext<'_>,
+        pre: &PreAuth,
+        input: &str,
+    ) -> Result<(NewSession, Vec<String>), LoginError> {
+        if pre.stage != "enrol" {
+            return Err(LoginError::NoPendingLogin);
+        }
+        let store = self.sessions.store(ctx.tier)?;
+        self.throttle(&store, ctx, &pre.username, "totp").await?;
+        let mut user = store
+            .get_user(ctx.tenant, &pre.username)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(LoginError::NoPendingLogin)?;
+        if user.totp_enrolled_at.is_some() {
+            return Err(LoginError::NoPendingLogin);
+        }
+        if !self
+            .totp_ok(&store, ctx, &user, user.totp_secret.as_deref(), input)
+            .await?
+        {
+            self.record(&store, ctx, &user.username, "totp", Some("bad_code"))
+                .await?;
+            return Err(LoginError::BadCode);
+        }
+        let codes = mfa::new_recovery_codes();
+        user.recovery_code_hashes = codes.iter().map(|c| mfa::recovery_code_hash(c)).collect();
+        user.totp_enrolled_at = Some(ctx.now);
+        store.update_user(&user).await?;
+        let session = self
+            .finish(&store, ctx, &user, "totp", vec!["pwd".into(), "otp".into()])
+            .await?;
+        Ok((session, codes))
+    }
+
+    /// Checks a TOTP code and claims its time step in the replay guard.
+    async fn totp_ok(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        ctx: &LoginContext<'_>,
+        user: &UserRecord,
+        secret: Option<&str>,
+        input: &str,
+    ) -> Result<bool, LoginError> {
+        let Some(secret) = secret.and_then(|s| TotpSecret::from_base32(s).ok()) else {
+            return Ok(false);
+        };
+        let Ok(code) = mfa::parse_code(input) else {
+            return Ok(false);
+        };
+        let Some(step) = mfa::matching_step(&secret, code, u64::try_from(ctx.now).unwrap_or(0)) else {
+            return Ok(false);
+        };
+        Ok(store
+            .use_totp_step(ctx.tenant, &user.username, step, ctx.now + 180)
+            .await?)
+    }
+
+    async fn finish(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        ctx: &LoginContext<'_>,
+        user: &UserRecord,
+        method: &str,
+        amr: Vec<String>,
+    ) -> Result<NewSession, LoginError> {
+        let token = mint_token();
+        let csrf: [u8; 16] = rand::random();
+        let record = SessionRecord {
+            id_hash: token.id_hash,
+            tenant: ctx.tenant.to_string(),
+            tier: ctx.tier.to_string(),
+            subject: user.username.clone(),
+            display_name: user.display_name.clone(),
+            roles: user.roles.clone(),
+            auth_method: "password".into(),
+            amr,
+            mfa_at: Some(ctx.now),
+            created_at: ctx.now,
+            last_seen: ctx.now,
+            idle_expires_at: ctx.now + ctx.idle_timeout.min(ctx.absolute_timeout),
+            absolute_expires_at: ctx.now + ctx.absolute_timeout,
+            ip: ctx.ip.to_string(),
+            user_agent: ctx.user_agent.chars().take(256).collect(),
+            csrf_token: hex::encode(csrf),
+            sso_sid: None,
+            revoked: None,
+        };
+        self.sessions.create(record.clone()).await?;
+        store.clear(&account_key(ctx.tenant, &user.username)).await?;
+        self.record(store, ctx, &user.username, method, None).await?;
+        Ok(NewSession { token, record })
+    }
+
+    async fn throttle(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        ctx: &LoginContext<'_>,
+        username: &str,
+        method: &str,
+    ) -> Result<(), LoginError> {
+        let (ip_count, ip_reset) = store.hit(&format!("ip:{}", ctx.ip), ctx.now, WINDOW_SECS).await?;
+        let (count, reset) = store
+            .hit(&account_key(ctx.tenant, username), ctx.now, WINDOW_SECS)
+            .await?;
+        if count > ACCOUNT_ATTEMPTS || ip_count > IP_ATTEMPTS {
+            let reason = if count > ACCOUNT_ATTEMPTS {
+                "locked"
+            } else {
+                "throttled"
+            };
+            self.record(store, ctx, username, method, Some(reason)).await?;
+            let wait = if count > ACCOUNT_ATTEMPTS { reset } else { ip_reset };
+            return Err(LoginError::Throttled(wait.max(1)));
+        }
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        ctx: &LoginContext<'_>,
+        subject: &str,
+        method: &str,
+        failure: Option<&str>,
+    ) -> Result<(), LoginError> {
+        let event = LoginEvent {
+            seq: 0,
+            tenant: ctx.tenant.to_string(),
+            subject: LoginEvent::attempted_name(subject),
+            time: ctx.now,
+            ip: ctx.ip.to_string(),
+            user_agent: ctx.user_agent.to_string(),
+            method: method.to_string(),
+            outcome: if failure.is_some() { "failure" } else { "success" }.to_string(),
+            reason: failure.map(str::to_string),
+        };
+        store.record_login(&event).await?;
+        tracing::info!(
+            event.kind = "security",
+            event.action = if method == "password" { "login" } else { "mfa" },
+            event.outcome = %event.outcome,
+            event.reason = failure,
+            source.ip = ctx.ip,
+            user.id = %event.subject,
+            organization.id = ctx.tenant,
+            portcullis.tier = ctx.tier,
+            "sign-in attempt"
+        );
+        Ok(())
+    }
+}
+
+/// Throttle key of an account (user names compare case-insensitively here so case
+/// variants share one budget).
+fn account_key(tenant: &str, username: &str) -> String {
+    format!("acct:{tenant}:{}", username.to_lowercase())
+}
