@@ -304,6 +304,12 @@ impl Pipeline {
             Some(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 respond::security_headers(&mut parts.headers);
+                if conn.tls {
+                    parts.headers.insert(
+                        http::header::STRICT_TRANSPORT_SECURITY,
+                        HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+                    );
+                }
                 Ok(Response::from_parts(parts, ProxyBody::local(body)))
             }
             None => Err(Refusal::NotFound),
