@@ -67,6 +67,12 @@ pub fn normalise(raw: &str) -> Result<NormalisedPath, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
+    if is_plain(raw) {
+        return Ok(NormalisedPath {
+            canonical: raw.to_string(),
+            alternates: Vec::new(),
+        });
+    }
     let decoded = decode_unreserved(raw)?;
     check_full_decoding(raw)?;
     let canonical = resolve(&decoded)?;
@@ -91,6 +97,23 @@ pub fn normalise(raw: &str) -> Result<NormalisedPath, PathError> {
         }
     }
     Ok(NormalisedPath { canonical, alternates })
+}
+
+/// True for the common path that every reading leaves as it is: visible ASCII with no
+/// escape, backslash, parameter, query or fragment character, no empty segment and no
+/// dot segment. Such a path is its own canonical form with no alternates, so the full
+/// algorithm (several allocations per reading) is skipped on the request path.
+fn is_plain(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    let clean = bytes
+        .iter()
+        .all(|&b| b.is_ascii_graphic() && !matches!(b, b'%' | b'\\' | b';' | b'?' | b'#'));
+    clean
+        && raw.split('/').skip(1).enumerate().all(|(i, seg)| match seg {
+            "" => i + 1 == raw.split('/').count() - 1,
+            "." | ".." => false,
+            _ => true,
+        })
 }
 
 /// Validates every byte and escape, decodes escapes of unreserved characters and
@@ -207,6 +230,47 @@ fn hex_value(byte: u8) -> Option<u8> {
 
 fn hex_digit(nibble: u8) -> char {
     char::from_digit(u32::from(nibble), 16).map_or('0', |c| c.to_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    /// The fast path must give exactly what the full algorithm gives.
+    #[test]
+    fn plain_paths_match_the_full_algorithm() {
+        let pieces = ["a", "b.c", "~x", "-", "_", ".", "..", "", "A", "x:y", "@", "!$&'()*+,="];
+        let mut checked = 0;
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    for trailing in ["", "/"] {
+                        let path = format!("/{a}/{b}/{c}{trailing}");
+                        if !is_plain(&path) {
+                            continue;
+                        }
+                        checked += 1;
+                        let fast = normalise(&path).unwrap();
+                        let full = {
+                            let decoded = decode_unreserved(&path).unwrap();
+                            resolve(&decoded).unwrap()
+                        };
+                        assert_eq!(fast.canonical, full, "{path}");
+                        assert_eq!(fast.canonical, path, "{path}");
+                    }
+                }
+            }
+        }
+        assert!(checked > 500, "{checked}");
+        for not_plain in [
+            "/a//b", "/a/./b", "/a/..", "/a%2e", "/a;b", "/a\\b", "//", "/./", "/a?b",
+        ] {
+            assert!(!is_plain(not_plain), "{not_plain}");
+        }
+        assert!(is_plain("/"));
+        assert!(is_plain("/public/x"));
+        assert!(is_plain("/public/"));
+    }
 }
 
 #[cfg(test)]

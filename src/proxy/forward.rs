@@ -16,16 +16,26 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::LimitedBody;
+use super::pool::Http1Pool;
 use super::respond::Refusal;
 use crate::config::{Limits, Upstream};
 
 /// A tenant's upstream with its own connection pool.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, LimitedBody>,
+    transport: Transport,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     response_timeout: Duration,
+}
+
+/// How requests reach the upstream.
+#[derive(Clone)]
+enum Transport {
+    /// Plain HTTP: the gateway's own lean HTTP/1.1 pool (the common, hot case).
+    Plain(std::sync::Arc<Http1Pool>),
+    /// HTTPS: hyper-util's client with rustls.
+    Tls(Client<HttpsConnector<HttpConnector>, LimitedBody>),
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -39,29 +49,44 @@ impl std::fmt::Debug for UpstreamClient {
 impl UpstreamClient {
     /// Builds a pooled client for one upstream.
     pub fn new(upstream: &Upstream, limits: &Limits) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(limits.upstream_connect_timeout));
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let transport = if upstream.scheme == http::uri::Scheme::HTTP {
+            Transport::Plain(std::sync::Arc::new(Http1Pool::new(
+                &upstream.host,
+                upstream.port,
+                limits.upstream_connect_timeout,
+            )))
+        } else {
+            Transport::Tls(tls_client(limits))
+        };
         UpstreamClient {
-            client,
+            transport,
             scheme: upstream.scheme.clone(),
             authority: upstream.authority.clone(),
             response_timeout: limits.upstream_response_timeout,
         }
     }
+}
 
+/// The HTTPS client (rustls, webpki roots, pooled keep-alive).
+fn tls_client(limits: &Limits) -> Client<HttpsConnector<HttpConnector>, LimitedBody> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(limits.upstream_connect_timeout));
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+impl UpstreamClient {
     /// True when this client talks to the same upstream with the same limits, so a
     /// reload can keep its warm pool.
     pub fn same_as(&self, upstream: &Upstream, limits: &Limits) -> bool {
@@ -77,6 +102,9 @@ impl UpstreamClient {
             None => PathAndQuery::try_from(path),
         }
         .map_err(|_| Refusal::BadRequest("Malformed request target."))?;
+        if matches!(self.transport, Transport::Plain(_)) {
+            return Ok(Uri::from(pq));
+        }
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -95,7 +123,13 @@ impl UpstreamClient {
         *req.version_mut() = Version::HTTP_11;
         req.headers_mut().insert(HOST, host.clone());
         let started = Instant::now();
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        let exchange = async {
+            match &self.transport {
+                Transport::Plain(pool) => pool.send(req).await.map_err(|e| e.to_string()),
+                Transport::Tls(client) => client.request(req).await.map_err(|e| e.to_string()),
+            }
+        };
+        match tokio::time::timeout(self.response_timeout, exchange).await {
             Ok(Ok(resp)) => Ok((resp, started.elapsed())),
             Ok(Err(e)) => {
                 tracing::warn!(upstream = %self.authority, error = %e, "upstream request failed");

@@ -8,6 +8,7 @@ pub mod body;
 pub mod forward;
 pub mod headers;
 pub mod pipeline;
+mod pool;
 mod reserved;
 pub mod respond;
 pub mod tls;
