@@ -35,7 +35,7 @@ enum Transport {
     /// Plain HTTP: the gateway's own lean HTTP/1.1 pool (the common, hot case).
     Plain(std::sync::Arc<Http1Pool>),
     /// HTTPS: hyper-util's client with rustls.
-    Tls(Client<HttpsConnector<HttpConnector>, LimitedBody>),
+    Tls(Box<Client<HttpsConnector<HttpConnector>, LimitedBody>>),
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -56,7 +56,7 @@ impl UpstreamClient {
                 limits.upstream_connect_timeout,
             )))
         } else {
-            Transport::Tls(tls_client(limits))
+            Transport::Tls(Box::new(tls_client(limits)))
         };
         UpstreamClient {
             transport,
