@@ -117,7 +117,7 @@ add_contender() {
 }
 
 # Direct upstream: the ceiling, and the reference for "latency added".
-if wanted direct || wanted nginx || wanted gateway; then
+if wanted direct || wanted nginx || wanted gateway || wanted gateway-auth || wanted gateway-redis; then
     UP_PORT=$(free_port)
     start upstream "$TMP/upstream.log" "$UPSTREAM_BIN" --listen "127.0.0.1:$UP_PORT"
     UP_PID=$STARTED_PID
@@ -165,7 +165,7 @@ fi
 
 # The gateway, with a fixture policy set written here: one tier, one tenant, a public
 # route (measured now) and everything else authenticated (for the authenticated rows).
-if wanted gateway; then
+if wanted gateway || wanted gateway-auth || wanted gateway-redis; then
     GW_PORT=$(free_port)
     GW_ADMIN=$(free_port)
     POL="$TMP/policies"
@@ -208,6 +208,36 @@ EOF
     ready gateway "$GW_PID" "http://127.0.0.1:$GW_PORT/public/x"
     add_contender gateway "portcullis, public route (RUST_LOG=$GATEWAY_LOG)" "$GW_PID" \
         "http://127.0.0.1:$GW_PORT/public/x"
+fi
+
+# Authenticated rows: a session cookie on every request to a protected route, with the
+# embedded SQLite store and with Redis. The user is created with the CLI and signs in
+# through the JSON API (password + TOTP enrolment), as a real client would.
+BENCH_PASSWORD="bench-user-password-42"
+signin_cookie() { # ADDR: prints the Cookie header of a fresh session of user "bench"
+    python3 bench/signin.py "$1" "$HOST" bench "$BENCH_PASSWORD" bench
+}
+if wanted gateway-auth; then
+    PORTCULLIS_NEW_PASSWORD="$BENCH_PASSWORD" "$PORTCULLIS_BIN" user add --tenant bench --username bench \
+        --config "$POL" >/dev/null
+    add_contender gateway-auth "portcullis, authenticated, SQLite store" "$GW_PID" \
+        "http://127.0.0.1:$GW_PORT/app/x" "$(signin_cookie "127.0.0.1:$GW_PORT")"
+fi
+if wanted gateway-redis; then
+    command -v redis-server >/dev/null || die "redis-server is not installed"
+    REDIS_PORT=$(free_port)
+    start redis "$TMP/redis.log" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
+    GWR_PORT=$(free_port)
+    GWR_ADMIN=$(free_port)
+    for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    start gateway-redis "$TMP/gateway-redis.log" env RUST_LOG="$GATEWAY_LOG" "$PORTCULLIS_BIN" run --config "$POL" \
+        --listen "127.0.0.1:$GWR_PORT" --admin-listen "127.0.0.1:$GWR_ADMIN" --store "redis://127.0.0.1:$REDIS_PORT"
+    GWR_PID=$STARTED_PID
+    ready gateway-redis "$GWR_PID" "http://127.0.0.1:$GWR_PORT/public/x"
+    PORTCULLIS_NEW_PASSWORD="$BENCH_PASSWORD" "$PORTCULLIS_BIN" user add --tenant bench --username bench \
+        --config "$POL" --store "redis://127.0.0.1:$REDIS_PORT" >/dev/null
+    add_contender gateway-redis "portcullis, authenticated, Redis store" "$GWR_PID" \
+        "http://127.0.0.1:$GWR_PORT/app/x" "$(signin_cookie "127.0.0.1:$GWR_PORT")"
 fi
 
 [ ${#C_KEYS[@]} -gt 0 ] || die "no contender selected (BENCH_ONLY=$ONLY)"

@@ -95,10 +95,10 @@ impl Sessions {
         let Some(id_hash) = id_hash_of_cookie(cookie_value) else {
             return Ok(None);
         };
-        let record = match self.cache.get(&id_hash) {
-            Some(record) => record,
+        let (record, cached) = match self.cache.get(&id_hash) {
+            Some(record) => (record, true),
             None => match self.store(tier)?.get_session(&id_hash).await? {
-                Some(record) => Arc::new(record),
+                Some(record) => (Arc::new(record), false),
                 None => return Ok(None),
             },
         };
@@ -110,14 +110,18 @@ impl Sessions {
         if now - record.last_seen >= touch_every {
             let idle_expires_at = (now + idle_timeout).min(record.absolute_expires_at);
             self.store(tier)?.touch_session(&id_hash, now, idle_expires_at).await?;
+            // The next request reads the store again rather than trusting an edited copy.
+            self.cache.invalidate(&id_hash);
             let mut touched = (*record).clone();
             touched.last_seen = now;
             touched.idle_expires_at = idle_expires_at;
-            let touched = Arc::new(touched);
-            self.cache.insert(id_hash, touched.clone());
-            return Ok(Some(touched));
+            return Ok(Some(Arc::new(touched)));
         }
-        self.cache.insert(id_hash, record.clone());
+        // Only a store read starts a cache entry's life: hits never extend it, so a
+        // revocation made elsewhere is seen within MAX_STALENESS even under steady use.
+        if !cached {
+            self.cache.insert(id_hash, record.clone());
+        }
         Ok(Some(record))
     }
 
@@ -266,6 +270,27 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn revocations_made_elsewhere_are_seen_within_the_staleness_bound() {
+        let (_dir, sessions) = sessions().await;
+        let now = 1_000_000;
+        let token = mint_token();
+        sessions.create(record(token.id_hash, now)).await.unwrap();
+        assert!(sessions.authenticate("prod", &token.cookie_value, now, 1800).await.unwrap().is_some());
+        // Another process revokes directly in the store; this node's cache is not told.
+        let rev = Revocation { at: now, by: "cli".into(), reason: "test".into() };
+        sessions.store("prod").unwrap().revoke_session(&token.id_hash, &rev).await.unwrap();
+        let deadline = std::time::Instant::now() + MAX_STALENESS + Duration::from_millis(500);
+        loop {
+            // Steady use must not keep a stale entry alive.
+            if sessions.authenticate("prod", &token.cookie_value, now, 1800).await.unwrap().is_none() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "revocation not seen within the staleness bound");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[tokio::test]
