@@ -125,11 +125,17 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 async fn run_connection<F: std::future::Future>(conn: F, activity: &Activity, idle_timeout: Duration) {
     tokio::pin!(conn);
     let tick = (idle_timeout / 4).max(Duration::from_millis(250));
+    let mut seen = activity.moves();
+    let mut quiet_since = Instant::now();
     loop {
         tokio::select! {
             _ = &mut conn => return,
             _ = tokio::time::sleep(tick) => {
-                if activity.idle_for() >= idle_timeout {
+                let moves = activity.moves();
+                if moves != seen {
+                    seen = moves;
+                    quiet_since = Instant::now();
+                } else if quiet_since.elapsed() >= idle_timeout {
                     tracing::debug!("closing idle connection");
                     return;
                 }
@@ -138,28 +144,25 @@ async fn run_connection<F: std::future::Future>(conn: F, activity: &Activity, id
     }
 }
 
-/// Time of the last byte read or written on a connection.
+/// Counts reads and writes that moved bytes on a connection. A counter, not a clock:
+/// the watchdog compares it between ticks, so the hot path never reads the time.
 struct Activity {
-    origin: Instant,
-    last_ms: AtomicU64,
+    moves: AtomicU64,
 }
 
 impl Activity {
     fn new() -> Self {
         Activity {
-            origin: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            moves: AtomicU64::new(0),
         }
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.moves.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.origin.elapsed().saturating_sub(last)
+    fn moves(&self) -> u64 {
+        self.moves.load(Ordering::Relaxed)
     }
 }
 
