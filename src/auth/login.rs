@@ -132,6 +132,7 @@ impl LocalLogin {
             stage: stage.to_string(),
             rd: rd.to_string(),
             exp: ctx.now + PREAUTH_TTL_SECS,
+            nonce: hex::encode(rand::random::<[u8; 16]>()),
         })
     }
 
@@ -170,6 +171,7 @@ impl LocalLogin {
                 .await?;
             return Err(LoginError::BadCode);
         }
+        self.claim(&store, ctx, pre).await?;
         let amr = vec![
             "pwd".to_string(),
             if method == "recovery" { "rec" } else { "otp" }.to_string(),
@@ -284,6 +286,7 @@ impl LocalLogin {
                 .await?;
             return Err(LoginError::BadCode);
         }
+        self.claim(&store, ctx, pre).await?;
         let codes = mfa::new_recovery_codes();
         user.recovery_code_hashes = codes.iter().map(|c| mfa::recovery_code_hash(c)).collect();
         user.totp_enrolled_at = Some(ctx.now);
@@ -353,6 +356,25 @@ impl LocalLogin {
         Ok(NewSession { token, record })
     }
 
+    /// Marks a pre-MFA state as used; a second use (a captured cookie) is refused.
+    async fn claim(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        ctx: &LoginContext<'_>,
+        pre: &PreAuth,
+    ) -> Result<(), LoginError> {
+        let (uses, _) = store
+            .hit(&format!("pre:{}", pre.nonce), ctx.now, PREAUTH_TTL_SECS)
+            .await?;
+        if uses > 1 {
+            return Err(LoginError::NoPendingLogin);
+        }
+        Ok(())
+    }
+
+    /// Per account, every attempt counts before anything is checked (concurrent guesses
+    /// get no extra tries); per IP, only failures count (see `record`), so people
+    /// signing in successfully behind one NAT never use up the budget.
     async fn throttle(
         &self,
         store: &Arc<dyn SessionStore>,
@@ -360,11 +382,11 @@ impl LocalLogin {
         username: &str,
         method: &str,
     ) -> Result<(), LoginError> {
-        let (ip_count, ip_reset) = store.hit(&format!("ip:{}", ctx.ip), ctx.now, WINDOW_SECS).await?;
+        let (ip_count, ip_reset) = store.peek(&ip_key(ctx.ip), ctx.now).await?;
         let (count, reset) = store
             .hit(&account_key(ctx.tenant, username), ctx.now, WINDOW_SECS)
             .await?;
-        if count > ACCOUNT_ATTEMPTS || ip_count > IP_ATTEMPTS {
+        if count > ACCOUNT_ATTEMPTS || ip_count >= IP_ATTEMPTS {
             let reason = if count > ACCOUNT_ATTEMPTS {
                 "locked"
             } else {
@@ -385,6 +407,9 @@ impl LocalLogin {
         method: &str,
         failure: Option<&str>,
     ) -> Result<(), LoginError> {
+        if failure.is_some_and(|r| r != "throttled" && r != "locked") {
+            store.hit(&ip_key(ctx.ip), ctx.now, WINDOW_SECS).await?;
+        }
         let event = LoginEvent {
             seq: 0,
             tenant: ctx.tenant.to_string(),
@@ -410,6 +435,11 @@ impl LocalLogin {
         );
         Ok(())
     }
+}
+
+/// Throttle key of a client IP (failures only).
+fn ip_key(ip: &str) -> String {
+    format!("ip:{ip}")
 }
 
 /// Throttle key of an account (user names compare case-insensitively here so case

@@ -27,6 +27,8 @@ pub struct PreAuth {
     pub rd: String,
     /// Expiry (unix seconds).
     pub exp: i64,
+    /// Random id; the second step claims it once, so a captured cookie signs in once.
+    pub nonce: String,
 }
 
 /// Signs a pre-auth state into a cookie value.
@@ -72,6 +74,7 @@ mod tests {
             stage: "mfa".into(),
             rd: "/".into(),
             exp: 100,
+            nonce: "n".into(),
         }
     }
 

@@ -97,10 +97,19 @@ pub fn content_type_is(headers: &HeaderMap, mime: &str) -> bool {
 
 /// State-changing calls: an `Origin`, when sent, must be this host (any scheme, any
 /// port the client used). No CORS is ever granted.
+///
+/// Browsers send `Origin: null` on their own same-origin form posts when the page says
+/// `Referrer-Policy: no-referrer` (as ours do); such a `null` is accepted only together
+/// with `Sec-Fetch-Site: same-origin`, which pages cannot forge.
 pub fn origin_allowed(headers: &HeaderMap, host: &str) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
+    if origin.as_bytes() == b"null" {
+        return headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"same-origin");
+    }
     let Ok(origin) = origin.to_str() else { return false };
     let Ok(uri) = origin.parse::<http::Uri>() else {
         return false;
@@ -283,6 +292,13 @@ mod tests {
         assert!(!origin_allowed(&h, "acme.localhost"));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(!origin_allowed(&h, "acme.localhost"));
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(!origin_allowed(&h, "acme.localhost"));
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(
+            origin_allowed(&h, "acme.localhost"),
+            "a browser's own form post under no-referrer"
+        );
     }
 
     #[test]
