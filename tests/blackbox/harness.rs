@@ -177,7 +177,9 @@ async fn handle(mut req: Request<Incoming>, log: Log) -> Result<Response<RespBod
     let path = req.uri().path().to_string();
     let ms = query_u64(&req, "ms");
     let bytes = query_u64(&req, "bytes");
-    let on_upgrade = (path == "/public/ws" && req.headers().contains_key(http::header::UPGRADE))
+    // WebSocket echo on `/public/ws` and on any other path ending in `/ws` (protected
+    // routes such as `/app/ws` too).
+    let on_upgrade = (path.ends_with("/ws") && req.headers().contains_key(http::header::UPGRADE))
         .then(|| hyper::upgrade::on(&mut req));
     let (parts, mut body) = req.into_parts();
     let push = |rec: &Recorded| log.lock().expect("log").push(rec.clone());
@@ -358,6 +360,8 @@ pub struct TenantSpec {
     pub max_body_bytes: Option<u64>,
     /// The `[[routes]]` tables, verbatim.
     pub routes: String,
+    /// `[session] idle_timeout` and `absolute_timeout` (durations as in the policy).
+    pub session_timeouts: (String, String),
 }
 
 /// A certificate entry of `[[tls.certificates]]`; files are written under `tls/`.
@@ -405,6 +409,7 @@ impl PolicyFixture {
             upstream: upstream.into(),
             max_body_bytes: None,
             routes: DEFAULT_ROUTES.into(),
+            session_timeouts: ("30m".into(), "12h".into()),
         };
         PolicyFixture {
             trusted_proxies: Vec::new(),
@@ -484,12 +489,14 @@ impl PolicyFixture {
     pub fn tenant_toml(t: &TenantSpec) -> String {
         let hosts: Vec<String> = t.hosts.iter().map(|h| format!("\"{h}\"")).collect();
         let mut s = format!(
-            "# Tenant \"{id}\" in tier \"{tier}\".\nid = \"{id}\"\nname = \"{name}\"\ntier = \"{tier}\"\nhosts = [{hosts}]\nupstream = \"{up}\"\n\n[session]\nidle_timeout = \"30m\"\nabsolute_timeout = \"12h\"\n\n",
+            "# Tenant \"{id}\" in tier \"{tier}\".\nid = \"{id}\"\nname = \"{name}\"\ntier = \"{tier}\"\nhosts = [{hosts}]\nupstream = \"{up}\"\n\n[session]\nidle_timeout = \"{idle}\"\nabsolute_timeout = \"{absolute}\"\n\n",
             id = t.id,
             tier = t.tier,
             name = t.name,
             hosts = hosts.join(", "),
-            up = t.upstream
+            up = t.upstream,
+            idle = t.session_timeouts.0,
+            absolute = t.session_timeouts.1
         );
         if let Some(max) = t.max_body_bytes {
             s.push_str(&format!("[limits]\nmax_body_bytes = {max}\n\n"));
@@ -955,4 +962,417 @@ pub async fn start_with(tweak: impl FnOnce(&mut PolicyFixture)) -> (Upstreams, G
 
 pub async fn start() -> (Upstreams, Gateway) {
     start_with(|_| {}).await
+}
+
+// ---------------------------------------------------------------------------------------
+// Local accounts, TOTP codes and a cookie-keeping client (sign-in tests)
+// ---------------------------------------------------------------------------------------
+
+/// Seconds since the epoch, fractional.
+fn unix_now_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// Creates local users directly in a running gateway's embedded store (SQLite in WAL
+/// mode, so the gateway and this handle share the files), as the CLI would.
+pub struct Accounts {
+    stores: portcullis::session::Stores,
+    hasher: portcullis::auth::password::PasswordHasher,
+}
+
+impl Accounts {
+    /// Opens the prod and staging stores under the gateway's data dir.
+    pub async fn open(gw: &Gateway) -> Self {
+        Self::open_dir(&gw.policy_dir.join("data")).await
+    }
+
+    /// Opens the prod and staging stores under `data` (`sqlite:<data>`).
+    pub async fn open_dir(data: &Path) -> Self {
+        let url = format!("sqlite:{}", data.display());
+        let stores = portcullis::session::Stores::open(&url, ["prod", "staging"])
+            .await
+            .expect("open the gateway's store");
+        let hasher =
+            portcullis::auth::password::PasswordHasher::new(portcullis::auth::password::PasswordHasherConfig {
+                max_concurrent: 2,
+                max_queue: 64,
+            })
+            .expect("password hasher");
+        Accounts { stores, hasher }
+    }
+
+    /// The store of a tier.
+    pub fn store(&self, tier: &str) -> std::sync::Arc<dyn portcullis::session::SessionStore> {
+        self.stores.tier(tier).expect("tier store")
+    }
+
+    /// A user of `tenant` (tier looked up from the standard fixture) with `roles`, a
+    /// password derived from the name and, when `enrolled`, a fresh TOTP secret.
+    pub async fn create(&self, tenant: &str, username: &str, roles: &[&str], enrolled: bool) -> TestUser {
+        let tier = if tenant == "initech" { "staging" } else { "prod" };
+        let password = format!("{username}-correct-horse-battery");
+        let now = unix_now_f64() as i64;
+        let secret = enrolled.then(|| portcullis::auth::mfa::new_secret().expose_base32().to_string());
+        let user = portcullis::session::UserRecord {
+            tenant: tenant.to_string(),
+            username: username.to_string(),
+            display_name: format!("{username} (test)"),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            password_hash: self.hasher.hash(&password).await.expect("hash password"),
+            totp_secret: secret.clone(),
+            totp_enrolled_at: enrolled.then_some(now),
+            recovery_code_hashes: Vec::new(),
+            disabled: false,
+            created_at: now,
+            password_changed_at: now,
+        };
+        self.store(tier).create_user(&user).await.expect("create user");
+        TestUser {
+            tenant: tenant.to_string(),
+            tier: tier.to_string(),
+            username: username.to_string(),
+            password,
+            secret: Mutex::new(secret),
+            used_steps: Mutex::default(),
+        }
+    }
+
+    /// Login history of a user straight from the store (newest first).
+    pub async fn history(&self, user: &TestUser) -> Vec<portcullis::session::LoginEvent> {
+        self.store(&user.tier)
+            .login_history(&user.tenant, &user.username, 200, None)
+            .await
+            .expect("login history")
+    }
+}
+
+/// A local user created for a test, with what it takes to sign in.
+pub struct TestUser {
+    pub tenant: String,
+    pub tier: String,
+    pub username: String,
+    pub password: String,
+    /// Base32 TOTP secret (None until enrolled).
+    secret: Mutex<Option<String>>,
+    /// TOTP steps already handed out (each code is accepted once).
+    used_steps: Mutex<std::collections::BTreeSet<u64>>,
+}
+
+impl TestUser {
+    /// A user known only by name and password, with a known secret (e.g. the demo's).
+    pub fn known(tenant: &str, tier: &str, username: &str, password: &str, secret: &str) -> Self {
+        TestUser {
+            tenant: tenant.into(),
+            tier: tier.into(),
+            username: username.into(),
+            password: password.into(),
+            secret: Mutex::new(Some(secret.into())),
+            used_steps: Mutex::default(),
+        }
+    }
+
+    pub fn set_secret(&self, base32: &str) {
+        *self.secret.lock().expect("secret") = Some(base32.to_string());
+    }
+
+    /// The TOTP code of a time step.
+    pub fn code_at(&self, step: u64) -> String {
+        let secret = self
+            .secret
+            .lock()
+            .expect("secret")
+            .clone()
+            .expect("user has a TOTP secret");
+        let secret = portcullis::auth::mfa::TotpSecret::from_base32(&secret).expect("valid secret");
+        format!("{:06}", portcullis::auth::mfa::code_at(&secret, step))
+    }
+
+    /// A code the gateway accepts now and that was not handed out before: the current
+    /// step, then the next, then the previous one (±1 step is accepted). Never within 3 s
+    /// of a step boundary, so the gateway sees the same current step; waits for the next
+    /// step when all three were used.
+    pub async fn fresh_code(&self) -> String {
+        loop {
+            let now = unix_now_f64();
+            let step = (now / 30.0) as u64;
+            let remaining = 30.0 - now % 30.0;
+            if remaining >= 3.0 {
+                let picked = {
+                    let mut used = self.used_steps.lock().expect("steps");
+                    let pick = [step, step + 1, step - 1].into_iter().find(|s| !used.contains(s));
+                    if let Some(s) = pick {
+                        used.insert(s);
+                    }
+                    pick
+                };
+                if let Some(s) = picked {
+                    return self.code_at(s);
+                }
+            }
+            tokio::time::sleep(Duration::from_secs_f64(remaining + 0.2)).await;
+        }
+    }
+
+    /// A code of the current step, at least 3 s before the step ends (for replay tests:
+    /// the same code stays acceptable-but-used for the rest of the test).
+    pub async fn current_step(&self) -> u64 {
+        loop {
+            let now = unix_now_f64();
+            let remaining = 30.0 - now % 30.0;
+            if remaining >= 3.0 {
+                return (now / 30.0) as u64;
+            }
+            tokio::time::sleep(Duration::from_secs_f64(remaining + 0.2)).await;
+        }
+    }
+
+    /// Marks a step as used by the test (so [`TestUser::fresh_code`] skips it).
+    pub fn mark_used(&self, step: u64) {
+        self.used_steps.lock().expect("steps").insert(step);
+    }
+
+    pub fn session_cookie(&self) -> String {
+        format!("__Host-portcullis-{}", self.tier)
+    }
+}
+
+/// One `Set-Cookie` header, split.
+#[derive(Debug, Clone)]
+pub struct SetCookie {
+    pub name: String,
+    pub value: String,
+    /// Attributes as sent (`Path=/`, `Secure`, ...), trimmed.
+    pub attrs: Vec<String>,
+}
+
+impl SetCookie {
+    pub fn parse(line: &str) -> Option<Self> {
+        let mut parts = line.split(';');
+        let (name, value) = parts.next()?.split_once('=')?;
+        Some(SetCookie {
+            name: name.trim().to_string(),
+            value: value.trim().to_string(),
+            attrs: parts.map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect(),
+        })
+    }
+
+    /// The attribute `name` (case-insensitive): `Some("")` for flags, `Some(value)` else.
+    pub fn attr(&self, name: &str) -> Option<String> {
+        self.attrs.iter().find_map(|a| {
+            let (n, v) = a.split_once('=').unwrap_or((a.as_str(), ""));
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    /// A deletion (`Max-Age=0` or an empty value).
+    pub fn is_removal(&self) -> bool {
+        self.value.is_empty() || self.attr("max-age").is_some_and(|v| v == "0")
+    }
+}
+
+/// A response as an [`Agent`] saw it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): status {} body {:?}", self.status, self.body))
+    }
+
+    pub fn set_cookies(&self) -> Vec<SetCookie> {
+        self.headers
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(SetCookie::parse)
+            .collect()
+    }
+
+    /// The one `Set-Cookie` for `name`; panics when it was sent twice.
+    pub fn set_cookie(&self, name: &str) -> Option<SetCookie> {
+        let all: Vec<SetCookie> = self.set_cookies().into_iter().filter(|c| c.name == name).collect();
+        assert!(all.len() <= 1, "Set-Cookie {name} sent {} times: {all:?}", all.len());
+        all.into_iter().next()
+    }
+}
+
+/// A client of one tenant host that keeps its own cookies: `Secure` cookies over plain
+/// HTTP are kept and sent like a browser on `https` would (reqwest's jar would not).
+pub struct Agent {
+    client: reqwest::Client,
+    port: u16,
+    pub host: String,
+    pub cookies: BTreeMap<String, String>,
+    pub user_agent: String,
+}
+
+impl Agent {
+    pub fn new(gw: &Gateway, host: &str) -> Self {
+        let mut b = gw.client_builder();
+        // Extra hosts of the sign-in tests (the demo uses *.localhost names).
+        for h in ["acme.localhost", "globex.localhost", "initech.localhost"] {
+            b = b.resolve(h, gw.public);
+        }
+        Agent {
+            client: b.build().expect("client"),
+            port: gw.public.port(),
+            host: host.to_string(),
+            cookies: BTreeMap::new(),
+            user_agent: "portcullis-blackbox/1.0".into(),
+        }
+    }
+
+    /// `http://<host>:<port>`, also the value a browser sends as `Origin`.
+    pub fn origin(&self) -> String {
+        format!("http://{}:{}", self.host, self.port)
+    }
+
+    /// The `Cookie` header this agent sends (None without cookies).
+    pub fn cookie_header(&self) -> Option<String> {
+        (!self.cookies.is_empty()).then(|| {
+            self.cookies
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+
+    /// Sends a request with this agent's cookies and user agent plus `headers`, and
+    /// applies the `Set-Cookie`s of the answer. A `Cookie` in `headers` replaces the jar's.
+    pub async fn send(
+        &mut self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Reply {
+        let url = format!("{}{path}", self.origin());
+        let mut req = self
+            .client
+            .request(method, &url)
+            .header(reqwest::header::USER_AGENT, &self.user_agent);
+        let custom_cookie = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("cookie"));
+        if !custom_cookie && let Some(c) = self.cookie_header() {
+            req = req.header(reqwest::header::COOKIE, c);
+        }
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        if let Some((ct, bytes)) = body {
+            req = req.header(reqwest::header::CONTENT_TYPE, ct).body(bytes);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.unwrap_or_default();
+        let reply = Reply { status, headers, body };
+        for c in reply.set_cookies() {
+            if c.is_removal() {
+                self.cookies.remove(&c.name);
+            } else {
+                self.cookies.insert(c.name, c.value);
+            }
+        }
+        reply
+    }
+
+    pub async fn get(&mut self, path: &str) -> Reply {
+        self.send(http::Method::GET, path, &[], None).await
+    }
+
+    pub async fn delete(&mut self, path: &str) -> Reply {
+        self.send(http::Method::DELETE, path, &[], None).await
+    }
+
+    pub async fn post_json(&mut self, path: &str, body: &serde_json::Value) -> Reply {
+        self.send(
+            http::Method::POST,
+            path,
+            &[],
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await
+    }
+
+    /// A form post as a browser sends it (same-origin `Origin`, urlencoded body).
+    pub async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let origin = self.origin();
+        self.send(
+            http::Method::POST,
+            path,
+            &[("origin", &origin)],
+            Some(("application/x-www-form-urlencoded", body.into_bytes())),
+        )
+        .await
+    }
+
+    /// Password step of the JSON API; returns the reply (not checked).
+    pub async fn api_password_step(&mut self, user: &TestUser, rd: Option<&str>) -> Reply {
+        let path = match rd {
+            Some(rd) => format!(
+                "/.portcullis/api/login?rd={}",
+                percent_encoding::utf8_percent_encode(rd, percent_encoding::NON_ALPHANUMERIC)
+            ),
+            None => "/.portcullis/api/login".to_string(),
+        };
+        self.post_json(
+            &path,
+            &serde_json::json!({ "username": user.username, "password": user.password }),
+        )
+        .await
+    }
+
+    /// Full JSON sign-in (password, then a fresh TOTP code); panics unless both steps
+    /// succeed. Returns the `api/mfa` reply.
+    pub async fn api_login(&mut self, user: &TestUser) -> Reply {
+        let r = self.api_password_step(user, None).await;
+        assert_eq!(r.status, 200, "password step: {}", r.body);
+        assert_eq!(r.json()["next"], "mfa", "{}", r.body);
+        let code = user.fresh_code().await;
+        let r = self
+            .post_json("/.portcullis/api/mfa", &serde_json::json!({ "code": code }))
+            .await;
+        assert_eq!(r.status, 200, "mfa step: {}", r.body);
+        assert!(
+            self.cookies.contains_key(&user.session_cookie()),
+            "no session cookie after sign-in: {:?}",
+            r.headers
+        );
+        r
+    }
+
+    /// This agent's session cookie value for `tier`.
+    pub fn session(&self, tier: &str) -> Option<String> {
+        self.cookies.get(&format!("__Host-portcullis-{tier}")).cloned()
+    }
+
+    /// The id of this agent's session from `GET /.portcullis/api/sessions`.
+    pub async fn current_session_id(&mut self) -> String {
+        let r = self.get("/.portcullis/api/sessions").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|s| s["current"] == true)
+            .and_then(|s| s["id"].as_str())
+            .expect("a current session")
+            .to_string()
+    }
 }

@@ -4,14 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod browser;
 mod check;
 mod harness;
 mod headers;
 mod http2;
+mod login;
 mod logs;
 mod paths;
 mod reload;
 mod routing;
+mod sessions;
 mod shutdown;
 mod smuggling;
 mod streaming;
