@@ -278,17 +278,40 @@ mod tests {
         let now = 1_000_000;
         let token = mint_token();
         sessions.create(record(token.id_hash, now)).await.unwrap();
-        assert!(sessions.authenticate("prod", &token.cookie_value, now, 1800).await.unwrap().is_some());
+        assert!(
+            sessions
+                .authenticate("prod", &token.cookie_value, now, 1800)
+                .await
+                .unwrap()
+                .is_some()
+        );
         // Another process revokes directly in the store; this node's cache is not told.
-        let rev = Revocation { at: now, by: "cli".into(), reason: "test".into() };
-        sessions.store("prod").unwrap().revoke_session(&token.id_hash, &rev).await.unwrap();
+        let rev = Revocation {
+            at: now,
+            by: "cli".into(),
+            reason: "test".into(),
+        };
+        sessions
+            .store("prod")
+            .unwrap()
+            .revoke_session(&token.id_hash, &rev)
+            .await
+            .unwrap();
         let deadline = std::time::Instant::now() + MAX_STALENESS + Duration::from_millis(500);
         loop {
             // Steady use must not keep a stale entry alive.
-            if sessions.authenticate("prod", &token.cookie_value, now, 1800).await.unwrap().is_none() {
+            if sessions
+                .authenticate("prod", &token.cookie_value, now, 1800)
+                .await
+                .unwrap()
+                .is_none()
+            {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "revocation not seen within the staleness bound");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "revocation not seen within the staleness bound"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
