@@ -2,6 +2,7 @@
 //! stream or a small gateway-made body) and the request body wrapper that enforces the
 //! size limit while streaming (nothing is buffered whole).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -21,8 +22,15 @@ pin_project_lite::pin_project! {
         Upstream { #[pin] body: Incoming },
         /// A response the gateway made itself (errors, pages, JSON).
         Local { #[pin] body: Full<Bytes> },
+        /// An upstream stream of a session: cut off once the session is revoked.
+        Watched { #[pin] body: Incoming, revoked: Pin<Box<dyn Future<Output = ()> + Send>> },
     }
 }
+
+/// The stream of a revoked session was cut off.
+#[derive(Debug, thiserror::Error)]
+#[error("session revoked; stream closed")]
+pub struct StreamRevoked;
 
 impl ProxyBody {
     /// A gateway-made body.
@@ -36,6 +44,15 @@ impl ProxyBody {
     pub fn upstream(body: Incoming) -> Self {
         ProxyBody::Upstream { body }
     }
+
+    /// An upstream body of a session, ended with an error (the connection or stream is
+    /// reset) as soon as `revoked` resolves.
+    pub fn watched(body: Incoming, revoked: impl Future<Output = ()> + Send + 'static) -> Self {
+        ProxyBody::Watched {
+            body,
+            revoked: Box::pin(revoked),
+        }
+    }
 }
 
 impl Body for ProxyBody {
@@ -46,6 +63,12 @@ impl Body for ProxyBody {
         match self.project() {
             ProxyBodyProj::Upstream { body } => body.poll_frame(cx).map_err(Into::into),
             ProxyBodyProj::Local { body } => body.poll_frame(cx).map_err(|never| match never {}),
+            ProxyBodyProj::Watched { body, revoked } => {
+                if revoked.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Box::new(StreamRevoked))));
+                }
+                body.poll_frame(cx).map_err(Into::into)
+            }
         }
     }
 
@@ -53,6 +76,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream { body } => body.is_end_stream(),
             ProxyBody::Local { body } => body.is_end_stream(),
+            ProxyBody::Watched { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -60,6 +84,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream { body } => body.size_hint(),
             ProxyBody::Local { body } => body.size_hint(),
+            ProxyBody::Watched { body, .. } => body.size_hint(),
         }
     }
 }

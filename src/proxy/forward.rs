@@ -153,6 +153,32 @@ pub struct SessionWatch {
     pub id_hash: [u8; 32],
 }
 
+impl SessionWatch {
+    /// Resolves once the session is revoked or no longer live: at once for revocations
+    /// made on this node, within 500 ms (a store re-check) for those made elsewhere.
+    pub async fn until_revoked(self) {
+        let mut revocations = self.sessions.revocations();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                event = revocations.recv() => match event {
+                    Ok(id) if id == self.id_hash => return,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tick.tick() => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+                    if !self.sessions.still_live(&self.tier, &self.id_hash, now).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// WebSocket close frame, server to client, status 1008 (policy violation).
 const CLOSE_POLICY_VIOLATION: [u8; 4] = [0x88, 0x02, 0x03, 0xF0];
 
@@ -185,26 +211,7 @@ pub fn spawn_tunnel(
             }
             return;
         };
-        let mut revocations = watch.sessions.revocations();
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let revoked = async {
-            loop {
-                tokio::select! {
-                    event = revocations.recv() => match event {
-                        Ok(id) if id == watch.id_hash => return,
-                        Ok(_) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    },
-                    _ = tick.tick() => {
-                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-                        if !watch.sessions.still_live(&watch.tier, &watch.id_hash, now).await {
-                            return;
-                        }
-                    }
-                }
-            }
-        };
+        let revoked = watch.until_revoked();
         tokio::select! {
             result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
                 if let Err(e) = result {

@@ -27,6 +27,9 @@ use crate::telemetry::{Metrics, RequestLabels, TenantLabels};
 use crate::tenancy::{self, TenantEntry};
 use crate::ui::{self, Portal};
 
+/// Responses larger than this (or of unknown length) are watched for revocation.
+const STREAM_WATCH_BYTES: u64 = 1024 * 1024;
+
 /// What the listener knows about a client connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnInfo {
@@ -226,7 +229,24 @@ impl Pipeline {
         }
         let (mut parts, body) = resp.into_parts();
         headers::sanitize_response(&mut parts.headers, switching);
-        Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
+        // A long or open-ended stream of a session ends when the session does; short
+        // bodies are done before a revocation could matter and skip the watcher.
+        let streaming = http_body::Body::size_hint(&body)
+            .exact()
+            .is_none_or(|n| n > STREAM_WATCH_BYTES);
+        let body = match session.as_ref().filter(|_| !public && streaming && !switching) {
+            Some(s) => ProxyBody::watched(
+                body,
+                forward::SessionWatch {
+                    sessions: self.portal.sessions.clone(),
+                    tier: s.tier.clone(),
+                    id_hash: s.id_hash,
+                }
+                .until_revoked(),
+            ),
+            None => ProxyBody::upstream(body),
+        };
+        Ok(Response::from_parts(parts, body))
     }
 }
 

@@ -213,6 +213,18 @@ async fn handle(mut req: Request<Incoming>, log: Log) -> Result<Response<RespBod
         );
         return Ok(resp);
     }
+    if path.ends_with("/slowstream") {
+        // An open-ended stream: 1 KiB every 100 ms for up to a minute.
+        push(&record_parts(&parts, 0));
+        let chunks = futures_util::stream::unfold(0u32, |n| async move {
+            if n >= 600 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'y'; 1024]))), n + 1))
+        });
+        return Ok(Response::new(BodyExt::boxed(http_body_util::StreamBody::new(chunks))));
+    }
     match path.as_str() {
         "/public/slow" => {
             let rec = record_parts(&parts, 0);

@@ -306,6 +306,48 @@ async fn the_websocket_of_a_revoked_session_is_closed() {
     }
 }
 
+/// Issue 4: if this broke, a revoked session could keep an open download or event
+/// stream (SSE) running for as long as the upstream keeps sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_of_a_revoked_session_is_cut_off() {
+    let (_ups, gw) = start().await;
+    let accounts = Accounts::open(&gw).await;
+    let sam = accounts.create("acme", "sam", &[], true).await;
+    let mut a = Agent::new(&gw, "acme.test");
+    a.api_login(&sam).await;
+    let mut b = Agent::new(&gw, "acme.test");
+    b.api_login(&sam).await;
+    let a_id = a.current_session_id().await;
+    let cookie = format!("__Host-portcullis-prod={}", a.session("prod").expect("token"));
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(format!("http://{}/app/slowstream", gw.public))
+        .header("host", "acme.test")
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("stream starts");
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a first chunk");
+    assert!(matches!(first, Some(Ok(_))));
+
+    let r = b.delete(&format!("/.portcullis/api/sessions/{a_id}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream kept flowing {:?} after revocation",
+        started.elapsed()
+    );
+}
+
 /// TEN-01/TEN-02: if this broke, a session of one customer (or of staging) would open
 /// another customer's (or prod's) app.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
