@@ -1,5 +1,6 @@
 //! Unit tests of the policy model: each rule with the message and line it reports.
 //! (The `check` command is tested end to end in tests/blackbox.)
+// Test-only module: its parent declares it under #[cfg(test)], so unwrap/expect are fine here.
 
 use std::collections::HashMap;
 use std::fs;

@@ -7,6 +7,7 @@
 //!
 //! Times start at [`T0`], far in the future, so Redis's own key expiry (on the real clock)
 //! never fires during a test: the behaviour under test follows the `now` passed in.
+// Test-only module: its parent declares it under #[cfg(test)], so unwrap/expect are fine here.
 
 use std::collections::BTreeSet;
 use std::net::{TcpListener, TcpStream};
