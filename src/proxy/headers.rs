@@ -43,6 +43,28 @@ pub fn is_trusted_proxy(peer: IpAddr, trusted: &[ipnet::IpNet]) -> bool {
         .any(|net| net.contains(&canonical) || net.contains(&peer))
 }
 
+/// The client's address for login history and throttling: the socket peer, unless the
+/// peer is a trusted proxy, in which case the right-most `X-Forwarded-For` entry that is
+/// not itself a trusted proxy. An unparsable entry stops the walk (the peer is used), so
+/// a client can never choose its own address.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[ipnet::IpNet]) -> IpAddr {
+    if !is_trusted_proxy(peer, trusted) {
+        return peer;
+    }
+    let mut hops: Vec<&str> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(text) = value.to_str() else { return peer };
+        hops.extend(text.split(',').map(str::trim).filter(|h| !h.is_empty()));
+    }
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else { return peer };
+        if !is_trusted_proxy(ip, trusted) {
+            return ip.to_canonical();
+        }
+    }
+    peer
+}
+
 /// Prepares client request headers for the upstream: the upstream must see only what the
 /// gateway vouches for, so that identity, client address, scheme, host and the route it
 /// authorised cannot be forged by the client. `websocket_upgrade` is the result of
@@ -533,6 +555,35 @@ fn host_header_value(headers: &HeaderMap, host: Option<&str>) -> Option<HeaderVa
     match headers.get(header::HOST) {
         Some(sent) if sent.as_bytes() == host.as_bytes() => Some(sent.clone()),
         _ => HeaderValue::from_str(host).ok(),
+    }
+}
+
+#[cfg(test)]
+mod client_ip_tests {
+    use super::*;
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn the_client_address_is_the_peer_unless_a_trusted_proxy_forwarded_it() {
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let stranger: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(client_ip(&xff("8.8.8.8"), stranger, &trusted), stranger);
+        assert_eq!(
+            client_ip(&xff("8.8.8.8"), proxy, &trusted),
+            "8.8.8.8".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(&xff("1.1.1.1, 8.8.8.8, 10.0.0.7"), proxy, &trusted),
+            "8.8.8.8".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(&xff("garbage"), proxy, &trusted), proxy);
+        assert_eq!(client_ip(&HeaderMap::new(), proxy, &trusted), proxy);
     }
 }
 

@@ -154,7 +154,8 @@ impl Pipeline {
         let (path, rule) = match target {
             Target::Reserved(path) => {
                 let session = session.unwrap_or(None);
-                return self.reserved(req, &entry, &host, &path, conn, session, now).await;
+                let ip = headers::client_ip(req.headers(), conn.peer.ip(), &snapshot.config.gateway.trusted_proxies);
+                return self.reserved(req, &entry, &host, &path, conn, ip, session, now).await;
             }
             Target::Route { path, rule } => (path, rule),
         };
@@ -305,6 +306,7 @@ impl Pipeline {
         host: &str,
         path: &str,
         conn: ConnInfo,
+        ip: std::net::IpAddr,
         session: Option<Arc<SessionRecord>>,
         now: i64,
     ) -> Result<Response<ProxyBody>, Refusal> {
@@ -316,7 +318,7 @@ impl Pipeline {
             entry,
             host,
             rest,
-            ip: conn.peer.ip().to_string(),
+            ip: ip.to_string(),
             session,
             now,
         };
