@@ -282,12 +282,6 @@ async fn tenant_store(
     Ok((t.tier.clone(), store))
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
-}
-
 fn actor() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "operator".into()))
 }
@@ -315,7 +309,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             portcullis::auth::password::check_new_password(&password, &username).map_err(|e| anyhow!("{e}"))?;
             let hasher =
                 portcullis::auth::password::PasswordHasher::new(Default::default()).map_err(|e| anyhow!("{e}"))?;
-            let now = unix_now();
+            let now = portcullis::unix_now();
             let user = UserRecord {
                 tenant: tenant.clone(),
                 username: username.clone(),
@@ -360,7 +354,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             u.recovery_code_hashes.clear();
             store.update_user(&u).await?;
             let rev = Revocation {
-                at: unix_now(),
+                at: portcullis::unix_now(),
                 by: actor(),
                 reason: "mfa_reset".into(),
             };
@@ -373,7 +367,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
 
 async fn sessions(action: SessionsAction, args: StoreArgs) -> anyhow::Result<()> {
     use portcullis::session::Revocation;
-    let now = unix_now();
+    let now = portcullis::unix_now();
     match action {
         SessionsAction::List { tenant, user } => {
             let (_, store) = tenant_store(&args, &tenant).await?;

@@ -39,6 +39,14 @@ use crate::live::Live;
 use crate::proxy::pipeline::Pipeline;
 use crate::telemetry::Metrics;
 
+/// Now as unix seconds: read once at the edge (a request, a CLI command) and passed
+/// down, so the modules below never read the clock themselves.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -103,7 +103,9 @@ impl LocalLogin {
     ) -> Result<PreAuth, LoginError> {
         let store = self.sessions.store(ctx.tier)?;
         self.throttle(&store, ctx, username, "password").await?;
-        let user = store.get_user(ctx.tenant, username).await?.filter(|u| !u.disabled);
+        let found = store.get_user(ctx.tenant, username).await?;
+        let known = found.is_some();
+        let user = found.filter(|u| !u.disabled);
         let ok = match self
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
@@ -111,11 +113,9 @@ impl LocalLogin {
         {
             Ok(ok) => ok,
             Err(PasswordError::Busy) => return Err(LoginError::Busy),
-            Err(PasswordError::TooLong { .. }) => false,
             Err(_) => false,
         };
         let Some(user) = user.filter(|_| ok) else {
-            let known = store.get_user(ctx.tenant, username).await?.is_some();
             let reason = if known { "bad_password" } else { "unknown_user" };
             self.record(&store, ctx, username, "password", Some(reason)).await?;
             return Err(LoginError::BadCredentials);

@@ -269,6 +269,18 @@ pub struct SessionPolicy {
     pub absolute_timeout: Duration,
 }
 
+impl SessionPolicy {
+    /// Idle timeout in whole seconds, as sessions store it.
+    pub fn idle_secs(&self) -> i64 {
+        i64::try_from(self.idle_timeout.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// Absolute lifetime in whole seconds, as sessions store it.
+    pub fn absolute_secs(&self) -> i64 {
+        i64::try_from(self.absolute_timeout.as_secs()).unwrap_or(i64::MAX)
+    }
+}
+
 /// MFA policy for SSO logins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MfaPolicy {

@@ -67,11 +67,7 @@ fn demo_totp_secret(tenant: &str, username: &str) -> String {
 
 /// Creates the demo users in an empty store; existing users are kept as they are.
 async fn seed_users(portal: &crate::ui::Portal) -> anyhow::Result<()> {
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs(),
-    )?;
+    let now = crate::unix_now();
     for (tenant, username, display, roles) in USERS {
         let tier = if tenant == "initech" { "staging" } else { "prod" };
         let store = portal.sessions.store(tier)?;

@@ -167,9 +167,7 @@ impl SessionWatch {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tick.tick() => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+                    let now = crate::unix_now();
                     if !self.sessions.still_live(&self.tier, &self.id_hash, now).await {
                         return;
                     }

@@ -149,7 +149,7 @@ impl Pipeline {
             Err(policy::Refusal::NotFound) => return Err(Refusal::NotFound),
             Ok(target) => target,
         };
-        let now = unix_now();
+        let now = crate::unix_now();
         let session = self.session(&req, &entry, &conn, now).await;
         let (path, rule) = match target {
             Target::Reserved(path) => {
@@ -268,7 +268,7 @@ impl Pipeline {
         let Some(value) = ui::web::single_cookie(req.headers(), &name) else {
             return Ok(None);
         };
-        let idle = i64::try_from(entry.tenant.session.idle_timeout.as_secs()).unwrap_or(1800);
+        let idle = entry.tenant.session.idle_secs();
         match self
             .portal
             .sessions
@@ -353,12 +353,6 @@ fn identity_headers(headers: &mut http::HeaderMap, s: &SessionRecord) {
             headers.insert(name, v);
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
 /// The one host the request names: exactly one `Host` header, agreeing with the

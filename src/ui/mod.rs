@@ -72,8 +72,8 @@ impl Ctx<'_> {
         LoginContext {
             tenant: &self.entry.tenant.id,
             tier: &self.entry.tier.name,
-            idle_timeout: i64::try_from(p.idle_timeout.as_secs()).unwrap_or(1800),
-            absolute_timeout: i64::try_from(p.absolute_timeout.as_secs()).unwrap_or(43200),
+            idle_timeout: p.idle_secs(),
+            absolute_timeout: p.absolute_secs(),
             ip: &self.ip,
             user_agent,
             now: self.now,
@@ -306,8 +306,7 @@ impl Portal {
         let Some(session) = ctx.session.clone() else {
             return web::see_other("/.portcullis/login");
         };
-        let ua = user_agent(req.headers());
-        let Ok((_, body, _)) = self.session_form(req, ctx, &session).await else {
+        let Ok((ua, body, _)) = self.session_form(req, ctx, &session).await else {
             return pages::bad_form(ctx.entry);
         };
         let rev = Revocation {
@@ -446,12 +445,9 @@ impl Portal {
     }
 
     async fn api_mfa(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
-        let Some(pre) = self.pending(req.headers(), ctx, "mfa") else {
-            return json_error(
-                StatusCode::UNAUTHORIZED,
-                "no_pending_login",
-                "Sign in with your password first.",
-            );
+        let pre = match self.pending_api(req.headers(), ctx, "mfa") {
+            Ok(pre) => pre,
+            Err(resp) => return resp,
         };
         let ua = user_agent(req.headers());
         let body: CodeBody = match json_body(req).await {
@@ -468,12 +464,9 @@ impl Portal {
     }
 
     async fn api_enrol_start(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
-        let Some(pre) = self.pending(req.headers(), ctx, "enrol") else {
-            return json_error(
-                StatusCode::UNAUTHORIZED,
-                "no_pending_login",
-                "Sign in with your password first.",
-            );
+        let pre = match self.pending_api(req.headers(), ctx, "enrol") {
+            Ok(pre) => pre,
+            Err(resp) => return resp,
         };
         match self
             .login
@@ -486,12 +479,9 @@ impl Portal {
     }
 
     async fn api_enrol(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
-        let Some(pre) = self.pending(req.headers(), ctx, "enrol") else {
-            return json_error(
-                StatusCode::UNAUTHORIZED,
-                "no_pending_login",
-                "Sign in with your password first.",
-            );
+        let pre = match self.pending_api(req.headers(), ctx, "enrol") {
+            Ok(pre) => pre,
+            Err(resp) => return resp,
         };
         let ua = user_agent(req.headers());
         let body: CodeBody = match json_body(req).await {
@@ -790,6 +780,18 @@ impl Portal {
             &preauth::seal(pre, ctx.key()),
             Some(PREAUTH_TTL_SECS),
         )
+    }
+
+    /// The pending login of an API call at `stage`, or the 401 that says to start over.
+    #[allow(clippy::result_large_err)] // the error is the final response, built once on a cold path
+    fn pending_api(&self, headers: &http::HeaderMap, ctx: &Ctx<'_>, stage: &str) -> Result<PreAuth, Response<Bytes>> {
+        self.pending(headers, ctx, stage).ok_or_else(|| {
+            json_error(
+                StatusCode::UNAUTHORIZED,
+                "no_pending_login",
+                "Sign in with your password first.",
+            )
+        })
     }
 
     fn pending(&self, headers: &http::HeaderMap, ctx: &Ctx<'_>, stage: &str) -> Option<PreAuth> {
