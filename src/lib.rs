@@ -15,9 +15,11 @@
 //! [`Gateway`] wires them: bind listeners, serve until SIGTERM, reload on SIGHUP.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod killswitch;
 pub mod live;
 pub mod path;
 pub mod policy;

@@ -143,32 +143,46 @@ impl UpstreamClient {
     }
 }
 
-/// The session behind a tunnel, so the tunnel can close when it is revoked.
+/// The session behind a long-lived connection, so the connection can close when the
+/// session is revoked.
 pub struct SessionWatch {
     /// Sessions, for revocation events and store re-checks.
     pub sessions: std::sync::Arc<crate::session::manager::Sessions>,
-    /// Tier of the session.
-    pub tier: String,
-    /// Store key of the session.
-    pub id_hash: [u8; 32],
+    /// The session's tier, tenant, subject and store key.
+    pub conn: crate::session::manager::OpenConnection,
 }
 
 impl SessionWatch {
+    /// The watch of a session's connection.
+    pub fn of(sessions: &std::sync::Arc<crate::session::manager::Sessions>, s: &crate::session::SessionRecord) -> Self {
+        SessionWatch {
+            sessions: sessions.clone(),
+            conn: crate::session::manager::OpenConnection {
+                tier: s.tier.clone(),
+                tenant: s.tenant.clone(),
+                subject: s.subject.clone(),
+                id_hash: s.id_hash,
+            },
+        }
+    }
+
     /// Resolves once the session is revoked or no longer live: at once for revocations
-    /// made on this node, within 500 ms (a store re-check) for those made elsewhere.
+    /// (and kill switches) made on this node, within 500 ms (a store re-check) for those
+    /// made elsewhere. The connection counts as open (for drills) until then.
     pub async fn until_revoked(self) {
+        let _open = self.sessions.track_open(self.conn.clone());
         let mut revocations = self.sessions.revocations();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 event = revocations.recv() => match event {
-                    Ok(id) if id == self.id_hash => return,
+                    Ok(event) if self.conn.ended_by(&event) => return,
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tick.tick() => {
                     let now = crate::unix_now();
-                    if !self.sessions.still_live(&self.tier, &self.id_hash, now).await {
+                    if !self.sessions.still_live(&self.conn.tier, &self.conn.id_hash, now).await {
                         return;
                     }
                 }

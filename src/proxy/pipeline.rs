@@ -220,11 +220,9 @@ impl Pipeline {
         if switching {
             match client_upgrade {
                 Some(upgrade) => {
-                    let watch = session.as_ref().map(|s| forward::SessionWatch {
-                        sessions: self.portal.sessions.clone(),
-                        tier: s.tier.clone(),
-                        id_hash: s.id_hash,
-                    });
+                    let watch = session
+                        .as_ref()
+                        .map(|s| forward::SessionWatch::of(&self.portal.sessions, s));
                     forward::spawn_tunnel(upgrade, &mut resp, watch)
                 }
                 None => return Err(Refusal::BadGateway),
@@ -240,12 +238,7 @@ impl Pipeline {
         let body = match session.as_ref().filter(|_| !public && streaming && !switching) {
             Some(s) => ProxyBody::watched(
                 body,
-                forward::SessionWatch {
-                    sessions: self.portal.sessions.clone(),
-                    tier: s.tier.clone(),
-                    id_hash: s.id_hash,
-                }
-                .until_revoked(),
+                forward::SessionWatch::of(&self.portal.sessions, s).until_revoked(),
             ),
             None => ProxyBody::upstream(body),
         };

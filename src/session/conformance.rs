@@ -1123,6 +1123,116 @@ async fn redis_outage_is_unavailable() {
     assert!(matches!(store.hit("k", T0, 60).await, Err(StoreError::Unavailable(_))));
 }
 
+fn switch(scope: crate::killswitch::Scope, reason: &str) -> crate::killswitch::KillSwitch {
+    crate::killswitch::KillSwitch {
+        scope,
+        reason: reason.into(),
+        message: "suspended".into(),
+        tripped_at: T0,
+        tripped_by: "operator:olivia".into(),
+        system: "api".into(),
+        expires_at: Some(T0 + 60),
+        idempotency_key: Some("key-1".into()),
+        sessions_ended: 3,
+    }
+}
+
+pub(crate) async fn kill_switches_round_trip(b: &Backend) {
+    use crate::killswitch::Scope;
+    let store = b.store("prod").await;
+    assert!(store.list_kill_switches().await.unwrap().is_empty());
+    let tenant = switch(
+        Scope::Tenant {
+            tier: "prod".into(),
+            tenant: "acme".into(),
+        },
+        "incident",
+    );
+    let account = switch(
+        Scope::Account {
+            tier: "prod".into(),
+            tenant: "acme".into(),
+            subject: "al:ice".into(),
+        },
+        "stolen laptop",
+    );
+    store.put_kill_switch(&tenant).await.unwrap();
+    store.put_kill_switch(&account).await.unwrap();
+    let mut updated = tenant.clone();
+    updated.reason = "incident, updated".into();
+    store.put_kill_switch(&updated).await.unwrap();
+    let listed = store.list_kill_switches().await.unwrap();
+    assert_eq!(listed.len(), 2, "same scope replaces: {listed:?}");
+    assert!(listed.contains(&updated) && listed.contains(&account));
+
+    assert_eq!(store.delete_kill_switch("tenant:acme").await.unwrap(), Some(updated));
+    assert_eq!(
+        store.delete_kill_switch("tenant:acme").await.unwrap(),
+        None,
+        "only one delete wins"
+    );
+    assert_eq!(store.list_kill_switches().await.unwrap(), vec![account]);
+
+    let staging = switch(Scope::Tier { tier: "staging".into() }, "x");
+    assert!(matches!(
+        store.put_kill_switch(&staging).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let other = b.store("staging").await;
+    assert!(
+        other.list_kill_switches().await.unwrap().is_empty(),
+        "tiers are separate"
+    );
+}
+
+fn audit_entry(action: &str) -> crate::audit::AuditEntry {
+    crate::audit::AuditEntry {
+        time: T0,
+        actor: "operator:olivia".into(),
+        source_ip: "127.0.0.1".into(),
+        system: "api".into(),
+        action: action.into(),
+        target: "tenant:acme".into(),
+        tenant: Some("acme".into()),
+        tier: "prod".into(),
+        reason: "why".into(),
+        before: serde_json::Value::Null,
+        after: serde_json::json!({"n": action}),
+    }
+}
+
+pub(crate) async fn audit_log_is_a_chain(b: &Backend) {
+    let store = b.store("prod").await;
+    let first = store.append_audit(&audit_entry("a.one")).await.unwrap();
+    assert_eq!(first.seq, 1);
+    assert_eq!(first.prev_hash, crate::audit::GENESIS_HASH);
+    let second = store.append_audit(&audit_entry("a.two")).await.unwrap();
+    assert_eq!((second.seq, second.prev_hash.as_str()), (2, first.hash.as_str()));
+    let all = store.audit_records(0, 100).await.unwrap();
+    assert_eq!(all, vec![first, second.clone()]);
+    assert_eq!(store.audit_records(1, 100).await.unwrap(), vec![second]);
+    assert!(store.audit_records(0, 0).await.unwrap().is_empty());
+    assert_eq!(crate::audit::verify(&all), Ok(()));
+    assert!(b.store("staging").await.audit_records(0, 10).await.unwrap().is_empty());
+}
+
+pub(crate) async fn concurrent_audit_appends_keep_one_chain(b: &Backend) {
+    let store = b.store("prod").await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.append_audit(&audit_entry(&format!("a.{i}"))).await.unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = store.audit_records(0, 100).await.unwrap();
+    assert_eq!(all.len(), 20);
+    assert_eq!(crate::audit::verify(&all), Ok(()));
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr, [$($test:ident),* $(,)?]) => {
         mod $backend {
@@ -1163,6 +1273,9 @@ macro_rules! every_test {
                 concurrent_hits_count_each_once,
                 tiers_never_see_each_other,
                 stores_of_one_tier_share_state,
+                kill_switches_round_trip,
+                audit_log_is_a_chain,
+                concurrent_audit_appends_keep_one_chain,
             ]
         );
     };

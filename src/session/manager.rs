@@ -8,7 +8,9 @@
 //! which bounds how long a revocation made by another process (CLI, another replica)
 //! can go unseen.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -16,6 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::sync::broadcast;
 
 use super::{Revocation, SessionRecord, SessionStore, StoreError, Stores, session_id_hash};
+use crate::killswitch::Scope;
 
 /// Longest time a cached session is trusted without reading the store again.
 pub const MAX_STALENESS: Duration = Duration::from_secs(1);
@@ -53,11 +56,60 @@ pub fn id_hash_of_cookie(value: &str) -> Option<[u8; 32]> {
     (bytes.len() == 32).then(|| session_id_hash(&bytes))
 }
 
+/// A revocation made on this node, as told to open connections.
+#[derive(Debug, Clone)]
+pub enum Revoked {
+    /// One session.
+    Session([u8; 32]),
+    /// Every session in a kill switch's scope (one event instead of thousands).
+    Scope(Arc<Scope>),
+}
+
+/// An open long-lived connection (stream, WebSocket) of a session.
+#[derive(Debug, Clone)]
+pub struct OpenConnection {
+    /// Tier of the session.
+    pub tier: String,
+    /// Tenant of the session.
+    pub tenant: String,
+    /// Subject of the session.
+    pub subject: String,
+    /// Store key of the session.
+    pub id_hash: [u8; 32],
+}
+
+impl OpenConnection {
+    /// Whether a revocation event ends this connection.
+    pub fn ended_by(&self, event: &Revoked) -> bool {
+        match event {
+            Revoked::Session(id) => *id == self.id_hash,
+            Revoked::Scope(scope) => scope.covers(&self.tier, &self.tenant, &self.subject),
+        }
+    }
+}
+
+/// Keeps an open connection counted until dropped.
+pub struct OpenConnectionGuard {
+    sessions: Arc<Sessions>,
+    key: u64,
+}
+
+impl Drop for OpenConnectionGuard {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.sessions.open.lock() {
+            open.remove(&self.key);
+        }
+    }
+}
+
 /// Sessions of every tier, with the cache in front of them.
 pub struct Sessions {
     stores: Stores,
     cache: moka::sync::Cache<[u8; 32], Arc<SessionRecord>>,
-    revoked: broadcast::Sender<[u8; 32]>,
+    revoked: broadcast::Sender<Revoked>,
+    /// Open streams and WebSockets of sessions, for drills.
+    open: Mutex<HashMap<u64, OpenConnection>>,
+    next_open: AtomicU64,
 }
 
 impl Sessions {
@@ -68,7 +120,13 @@ impl Sessions {
             .time_to_live(MAX_STALENESS)
             .build();
         let (revoked, _) = broadcast::channel(4096);
-        Arc::new(Sessions { stores, cache, revoked })
+        Arc::new(Sessions {
+            stores,
+            cache,
+            revoked,
+            open: Mutex::new(HashMap::new()),
+            next_open: AtomicU64::new(0),
+        })
     }
 
     /// The store of a tier.
@@ -161,13 +219,43 @@ impl Sessions {
     }
 
     /// Subscribes to revocations made on this node (open tunnels close on them).
-    pub fn revocations(&self) -> broadcast::Receiver<[u8; 32]> {
+    pub fn revocations(&self) -> broadcast::Receiver<Revoked> {
         self.revoked.subscribe()
+    }
+
+    /// Counts an open connection of a session until the guard is dropped.
+    pub fn track_open(self: &Arc<Self>, conn: OpenConnection) -> OpenConnectionGuard {
+        let key = self.next_open.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(key, conn);
+        }
+        OpenConnectionGuard {
+            sessions: self.clone(),
+            key,
+        }
+    }
+
+    /// Open connections on this node whose session is in `scope`.
+    pub fn open_connections(&self, scope: &Scope) -> usize {
+        self.open.lock().map_or(0, |open| {
+            open.values()
+                .filter(|c| scope.covers(&c.tier, &c.tenant, &c.subject))
+                .count()
+        })
+    }
+
+    /// After a kill switch revoked `ids` in the store: drops them from the cache and tells
+    /// open connections in `scope` to close.
+    pub fn evicted_in_scope(&self, ids: &[[u8; 32]], scope: &Scope) {
+        for id in ids {
+            self.cache.invalidate(id);
+        }
+        let _ = self.revoked.send(Revoked::Scope(Arc::new(scope.clone())));
     }
 
     fn evict(&self, id_hash: &[u8; 32]) {
         self.cache.invalidate(id_hash);
-        let _ = self.revoked.send(*id_hash);
+        let _ = self.revoked.send(Revoked::Session(*id_hash));
     }
 }
 

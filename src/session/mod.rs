@@ -30,6 +30,8 @@ use sha2::{Digest, Sha256};
 
 pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
+pub use crate::audit::{AuditEntry, AuditRecord};
+pub use crate::killswitch::KillSwitch;
 
 /// How long an expired session stays readable before [`SessionStore::purge_expired`] may
 /// delete it: long enough to tell "expired" or "revoked (by whom, why)" from "unknown" when
@@ -343,6 +345,19 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn peek(&self, key: &str, now: i64) -> Result<(u32, i64), StoreError>;
     /// Forgets the counter (e.g. after a successful login).
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Stores a tripped kill switch of this tier, replacing one of the same scope.
+    async fn put_kill_switch(&self, ks: &KillSwitch) -> Result<(), StoreError>;
+    /// Removes the switch with this scope key, returning it if it was there.
+    async fn delete_kill_switch(&self, scope_key: &str) -> Result<Option<KillSwitch>, StoreError>;
+    /// Every stored switch of this tier (expired ones too, until they are deleted).
+    async fn list_kill_switches(&self) -> Result<Vec<KillSwitch>, StoreError>;
+
+    /// Appends to this tier's audit log: the store numbers the record and chains its hash
+    /// to the last one atomically, so concurrent writers never fork the chain.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError>;
+    /// Audit records with `seq > after_seq`, oldest first, at most `limit`.
+    async fn audit_records(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 /// Where the stores live, parsed from the configured URL.
@@ -451,6 +466,22 @@ fn check_session_tier(s: &SessionRecord, tier: &str) -> Result<(), StoreError> {
     } else {
         Err(StoreError::Invalid("session tier (not this store's tier)".into()))
     }
+}
+
+fn check_switch_tier(ks: &KillSwitch, tier: &str) -> Result<(), StoreError> {
+    if ks.scope.tier() == tier {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid("kill switch tier (not this store's tier)".into()))
+    }
+}
+
+fn encode_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|_| StoreError::Corrupt("record encoding"))
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(s: &str, what: &'static str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|_| StoreError::Corrupt(what))
 }
 
 fn check_window(window_secs: i64) -> Result<(), StoreError> {

@@ -19,6 +19,8 @@
 //!   of hex code hashes (`LREM` removes one for exactly one caller); `users:<t>`: set of names.
 //! - `login_seq`: counter; `logins:<t>:<s>`: sorted set of JSON events by seq, capped.
 //! - `totp:<t>:<s>:<step>`: replay guard; `throttle:<key>`: hash `count`, `reset_at`.
+//! - `kill_switches`: hash of scope key → switch JSON.
+//! - `audit`: list of audit record JSON; index `seq - 1` holds record `seq`.
 //!
 //! Not Redis Cluster ready: scripts touch a session and its index keys, which would need
 //! hash tags to share a slot.
@@ -31,8 +33,9 @@ use ::redis::{Client, RedisError, Script};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation, SessionRecord, SessionStore, StoreError,
-    USER_AGENT_MAX_CHARS, UserRecord, check_session_tier, check_tier, check_window, truncate_chars,
+    AuditEntry, AuditRecord, KillSwitch, LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation, SessionRecord,
+    SessionStore, StoreError, USER_AGENT_MAX_CHARS, UserRecord, check_session_tier, check_switch_tier, check_tier,
+    check_window, decode_json as decode, encode_json as encode, truncate_chars,
 };
 
 /// Extra life of a session key after purge would delete it: purge normally runs first and
@@ -143,6 +146,24 @@ gc_at(KEYS[1], string.format('%d', reset + tonumber(ARGV[3])))
 return {count, reset - now}
 ";
 
+/// KEYS: kill switch hash. ARGV: scope key. Returns the removed JSON or nil.
+const DELETE_KILL_SWITCH: &str = "
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return v
+";
+
+/// KEYS: audit list. ARGV: expected length, record JSON. Appends only if nobody appended
+/// since the caller read the last record (the caller then retries on 0).
+const APPEND_AUDIT: &str = "
+if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[2])
+return 1
+";
+
+/// Attempts at appending an audit record when other writers keep winning the race.
+const AUDIT_APPEND_ATTEMPTS: usize = 50;
+
 /// The scripts, hashed once; `invoke_async` loads a script again after a Redis restart.
 struct Scripts {
     create_session: Script,
@@ -152,6 +173,8 @@ struct Scripts {
     put_user: Script,
     use_totp_step: Script,
     hit: Script,
+    delete_kill_switch: Script,
+    append_audit: Script,
 }
 
 impl Scripts {
@@ -165,6 +188,8 @@ impl Scripts {
             put_user: Script::new(PUT_USER),
             use_totp_step: gc(USE_TOTP_STEP),
             hit: gc(HIT),
+            delete_kill_switch: Script::new(DELETE_KILL_SWITCH),
+            append_audit: Script::new(APPEND_AUDIT),
         }
     }
 }
@@ -291,14 +316,6 @@ fn seg(s: &str) -> Cow<'_, str> {
     }
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|_| StoreError::Corrupt("record encoding"))
-}
-
-fn decode<'a, T: Deserialize<'a>>(s: &'a str, what: &'static str) -> Result<T, StoreError> {
-    serde_json::from_str(s).map_err(|_| StoreError::Corrupt(what))
-}
-
 fn num(s: &str) -> Result<i64, StoreError> {
     s.parse().map_err(|_| StoreError::Corrupt("stored number"))
 }
@@ -418,6 +435,12 @@ impl RedisStore {
     }
     fn throttle_key(&self, key: &str) -> String {
         format!("{}throttle:{key}", self.prefix)
+    }
+    fn kill_switches_key(&self) -> String {
+        format!("{}kill_switches", self.prefix)
+    }
+    fn audit_key(&self) -> String {
+        format!("{}audit", self.prefix)
     }
 
     /// The sso index of a session; sessions without a sid get a key that is never written.
@@ -981,5 +1004,88 @@ impl SessionStore for RedisStore {
             .query_async(&mut self.con())
             .await?;
         Ok(())
+    }
+
+    async fn put_kill_switch(&self, ks: &KillSwitch) -> Result<(), StoreError> {
+        check_switch_tier(ks, &self.tier)?;
+        let _: i64 = ::redis::cmd("HSET")
+            .arg(self.kill_switches_key())
+            .arg(ks.scope.key())
+            .arg(encode(ks)?)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_kill_switch(&self, scope_key: &str) -> Result<Option<KillSwitch>, StoreError> {
+        let removed: Option<String> = self
+            .scripts
+            .delete_kill_switch
+            .key(self.kill_switches_key())
+            .arg(scope_key)
+            .invoke_async(&mut self.con())
+            .await?;
+        removed.map(|d| decode(&d, "stored kill switch")).transpose()
+    }
+
+    async fn list_kill_switches(&self) -> Result<Vec<KillSwitch>, StoreError> {
+        let all: Vec<(String, String)> = ::redis::cmd("HGETALL")
+            .arg(self.kill_switches_key())
+            .query_async(&mut self.con())
+            .await?;
+        let mut out: Vec<KillSwitch> = all
+            .iter()
+            .map(|(_, d)| decode(d, "stored kill switch"))
+            .collect::<Result<_, _>>()?;
+        out.sort_by_key(|k| k.scope.key());
+        Ok(out)
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
+        let key = self.audit_key();
+        for _ in 0..AUDIT_APPEND_ATTEMPTS {
+            let (len, last): (i64, Option<String>) = ::redis::pipe()
+                .cmd("LLEN")
+                .arg(&key)
+                .cmd("LINDEX")
+                .arg(&key)
+                .arg(-1)
+                .query_async(&mut self.con())
+                .await?;
+            let prev: Option<AuditRecord> = last.map(|d| decode(&d, "stored audit record")).transpose()?;
+            if prev.as_ref().map_or(0, |p| p.seq) != u64::try_from(len).unwrap_or(0) {
+                return Err(StoreError::Corrupt("audit log (length and last sequence differ)"));
+            }
+            let record = AuditRecord::chain(prev.as_ref(), entry.clone());
+            let appended: i64 = self
+                .scripts
+                .append_audit
+                .key(&key)
+                .arg(len)
+                .arg(encode(&record)?)
+                .invoke_async(&mut self.con())
+                .await?;
+            if appended == 1 {
+                return Ok(record);
+            }
+        }
+        Err(StoreError::Unavailable(
+            "audit log busy (too many concurrent writers)".into(),
+        ))
+    }
+
+    async fn audit_records(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let start = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX) - 1);
+        let rows: Vec<String> = ::redis::cmd("LRANGE")
+            .arg(self.audit_key())
+            .arg(start)
+            .arg(stop)
+            .query_async(&mut self.con())
+            .await?;
+        rows.iter().map(|d| decode(d, "stored audit record")).collect()
     }
 }

@@ -15,12 +15,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::{
-    LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation, SessionRecord, SessionStore, StoreError,
-    USER_AGENT_MAX_CHARS, UserRecord, check_session_tier, check_tier, check_window, truncate_chars,
+    AuditEntry, AuditRecord, KillSwitch, LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation, SessionRecord,
+    SessionStore, StoreError, USER_AGENT_MAX_CHARS, UserRecord, check_session_tier, check_switch_tier, check_tier,
+    check_window, decode_json, encode_json, truncate_chars,
 };
 
 /// Schema version this binary writes; older files are migrated on open, newer ones refused.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Reader connections per tier; reads are short, so a few are plenty.
 const READERS: usize = 4;
@@ -92,6 +93,19 @@ CREATE TABLE throttle (
     key TEXT PRIMARY KEY NOT NULL,
     count INTEGER NOT NULL,
     reset_at INTEGER NOT NULL
+);
+";
+
+/// Version 2: kill switches and the audit log (whole records as JSON; the audit chain's
+/// hashes cover the JSON's content, so the columns are not queried).
+const SCHEMA_V2: &str = "
+CREATE TABLE kill_switches (
+    scope_key TEXT PRIMARY KEY NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE audit_log (
+    seq INTEGER PRIMARY KEY NOT NULL,
+    data TEXT NOT NULL
 );
 ";
 
@@ -247,6 +261,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if version < 1 {
         tx.execute_batch(SCHEMA_V1)?;
         tx.execute("INSERT INTO schema_version (version) VALUES (1)", [])?;
+    }
+    if version < 2 {
+        tx.execute_batch(SCHEMA_V2)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (2)", [])?;
     }
     tx.commit()?;
     Ok(())
@@ -852,6 +870,80 @@ impl SessionStore for SqliteStore {
         self.write(move |tx| {
             tx.execute("DELETE FROM throttle WHERE key = ?1", [&key])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_kill_switch(&self, ks: &KillSwitch) -> Result<(), StoreError> {
+        check_switch_tier(ks, &self.inner.tier)?;
+        let (key, data) = (ks.scope.key(), encode_json(ks)?);
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO kill_switches (scope_key, data) VALUES (?1, ?2) \
+                 ON CONFLICT (scope_key) DO UPDATE SET data = excluded.data",
+                params![key, data],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_kill_switch(&self, scope_key: &str) -> Result<Option<KillSwitch>, StoreError> {
+        let key = scope_key.to_string();
+        self.write(move |tx| {
+            let data: Option<String> = tx
+                .query_row(
+                    "DELETE FROM kill_switches WHERE scope_key = ?1 RETURNING data",
+                    [&key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            data.map(|d| decode_json(&d, "stored kill switch")).transpose()
+        })
+        .await
+    }
+
+    async fn list_kill_switches(&self) -> Result<Vec<KillSwitch>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT data FROM kill_switches ORDER BY scope_key")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(decode_json(&row?, "stored kill switch")?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
+        let entry = entry.clone();
+        self.write(move |tx| {
+            let last: Option<String> = tx
+                .query_row("SELECT data FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| r.get(0))
+                .optional()?;
+            let prev: Option<AuditRecord> = last.map(|d| decode_json(&d, "stored audit record")).transpose()?;
+            let record = AuditRecord::chain(prev.as_ref(), entry);
+            let seq = i64::try_from(record.seq).map_err(|_| StoreError::Corrupt("audit sequence"))?;
+            tx.execute(
+                "INSERT INTO audit_log (seq, data) VALUES (?1, ?2)",
+                params![seq, encode_json(&record)?],
+            )?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn audit_records(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT data FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let rows = stmt.query_map(params![after, limit_param(limit)], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(decode_json(&row?, "stored audit record")?);
+            }
+            Ok(out)
         })
         .await
     }

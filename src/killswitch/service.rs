@@ -1,0 +1,488 @@
+//! Tripping and resetting kill switches, for every interface alike (admin API, CLI, tenant
+//! admin pages, automation tokens, auto-trip rules): one validation, one order of steps,
+//! one audit trail.
+//!
+//! A trip is in force on this node when [`KillSwitches::trip`] returns: the switch is
+//! stored, put on the [`Board`] the request path reads, every live session in scope is
+//! revoked in the store and evicted from this node's cache, and open streams of those
+//! sessions are told to close. Other processes (replicas, a CLI that wrote the store) are
+//! picked up by [`KillSwitches::refresh`], which runs every second, and their cached
+//! sessions expire within the cache's staleness bound. Authorisation (who may trip what)
+//! is the caller's job; this module trusts the actor it is given.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Board, KillSwitch, Scope};
+use crate::audit::AuditEntry;
+use crate::config::Config;
+use crate::session::manager::Sessions;
+use crate::session::{Revocation, StoreError};
+
+/// Longest reason or user message accepted.
+pub const TEXT_MAX_CHARS: usize = 500;
+
+/// Message users see when the tripper gave none.
+pub const DEFAULT_MESSAGE: &str = "Access to this service is suspended. Contact your administrator.";
+
+/// Longest `Idempotency-Key` accepted.
+const IDEMPOTENCY_KEY_MAX: usize = 200;
+
+/// Why a trip, reset or drill was refused. Messages are safe to show the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum KillSwitchError {
+    /// The tier is not in the policy.
+    #[error("unknown tier")]
+    UnknownTier,
+    /// The tenant is not in the policy, or not in the given tier.
+    #[error("unknown tenant")]
+    UnknownTenant,
+    /// A field is missing or malformed; the text says which.
+    #[error("{0}")]
+    Invalid(String),
+    /// The same `Idempotency-Key` was used for a different trip.
+    #[error("Idempotency-Key was already used for a different request")]
+    IdempotencyConflict,
+    /// The store failed. For a trip, the switch may already be in force on this node.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Who acts, from where and through what; goes into the audit record.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// `operator:<name>`, `automation:<name>`, `user:<subject>`, `rule:<name>`, `cli`.
+    pub name: String,
+    /// Client address, or `-`.
+    pub source_ip: String,
+    /// `api`, `cli`, `console`, `auto-rule`.
+    pub system: String,
+}
+
+/// A request to trip a switch.
+#[derive(Debug, Clone)]
+pub struct TripRequest {
+    /// What to cut off.
+    pub scope: Scope,
+    /// Why (audit log); required.
+    pub reason: String,
+    /// What users are told; [`DEFAULT_MESSAGE`] when absent.
+    pub message: Option<String>,
+    /// Automatic reset time (unix seconds), if any.
+    pub expires_at: Option<i64>,
+    /// The caller's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<String>,
+}
+
+/// The answer to a trip.
+#[derive(Debug, Clone, Serialize)]
+pub struct TripResult {
+    /// The switch in force.
+    #[serde(flatten)]
+    pub switch: KillSwitch,
+    /// True when this was a repeat of an earlier call with the same `Idempotency-Key`.
+    pub repeated: bool,
+}
+
+/// What a trip would do, for drills.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    /// The scope examined.
+    #[serde(flatten)]
+    pub scope: Scope,
+    /// Always true: nothing was changed.
+    pub dry_run: bool,
+    /// Live sessions that would end.
+    pub sessions: usize,
+    /// Distinct accounts with a live session.
+    pub signed_in_users: usize,
+    /// Local accounts whose logins would be refused (SSO accounts are refused too).
+    pub local_accounts: usize,
+    /// Open streams and WebSockets on this node that would close.
+    pub open_connections: usize,
+    /// Tenants whose logins would be refused.
+    pub tenants: Vec<String>,
+}
+
+/// Kill switches of every tier: the authoritative list, the board, and the stores.
+pub struct KillSwitches {
+    sessions: Arc<Sessions>,
+    board: Board,
+    /// Serialises changes on this node; the counter tells `refresh` that the list it read
+    /// from the stores may be older than a change made meanwhile.
+    changes: tokio::sync::Mutex<u64>,
+}
+
+impl KillSwitches {
+    /// An empty set over the stores; call [`KillSwitches::refresh`] to load stored switches.
+    pub fn new(sessions: Arc<Sessions>) -> Arc<Self> {
+        Arc::new(KillSwitches {
+            sessions,
+            board: Board::default(),
+            changes: tokio::sync::Mutex::new(0),
+        })
+    }
+
+    /// The table the request path reads.
+    pub fn board(&self) -> &Board {
+        &self.board
+    }
+
+    /// Checks that the scope names a tier and tenant of the policy.
+    pub fn check_scope(config: &Config, scope: &Scope) -> Result<(), KillSwitchError> {
+        if !config.tiers.contains_key(scope.tier()) {
+            return Err(KillSwitchError::UnknownTier);
+        }
+        if let Some(tenant) = scope.tenant()
+            && !config.tenants.iter().any(|t| t.id == tenant && t.tier == scope.tier())
+        {
+            return Err(KillSwitchError::UnknownTenant);
+        }
+        if let Scope::Account { subject, .. } = scope
+            && (subject.is_empty() || subject.chars().count() > 256 || subject.chars().any(char::is_control))
+        {
+            return Err(KillSwitchError::Invalid(
+                "account subject must be 1 to 256 printable characters".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Trips a switch; returns once it is in force on this node (see the module doc).
+    pub async fn trip(
+        &self,
+        config: &Config,
+        req: TripRequest,
+        actor: &Actor,
+        now: i64,
+    ) -> Result<TripResult, KillSwitchError> {
+        Self::check_scope(config, &req.scope)?;
+        let reason = required_text("reason", &req.reason)?;
+        let message = match &req.message {
+            Some(m) => required_text("message", m)?,
+            None => DEFAULT_MESSAGE.to_string(),
+        };
+        if req.expires_at.is_some_and(|e| e <= now) {
+            return Err(KillSwitchError::Invalid("expiry must be in the future".into()));
+        }
+        if let Some(key) = &req.idempotency_key
+            && (key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX || !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(KillSwitchError::Invalid(format!(
+                "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
+            )));
+        }
+        let store = self.sessions.store(req.scope.tier())?;
+        let mut changes = self.changes.lock().await;
+        let stored = store.list_kill_switches().await?;
+        let before = stored.iter().find(|k| k.scope == req.scope).cloned();
+        if let (Some(key), Some(existing)) = (&req.idempotency_key, &before)
+            && existing.idempotency_key.as_deref() == Some(key)
+        {
+            if existing.reason != reason {
+                return Err(KillSwitchError::IdempotencyConflict);
+            }
+            return Ok(TripResult {
+                switch: existing.clone(),
+                repeated: true,
+            });
+        }
+        let mut switch = KillSwitch {
+            scope: req.scope.clone(),
+            reason: reason.clone(),
+            message,
+            tripped_at: now,
+            tripped_by: actor.name.clone(),
+            system: actor.system.clone(),
+            expires_at: req.expires_at,
+            idempotency_key: req.idempotency_key.clone(),
+            sessions_ended: 0,
+        };
+        // Stored first (so a crash cannot forget it), then on the board: from here on no
+        // request in scope is served on this node.
+        store.put_kill_switch(&switch).await?;
+        *changes += 1;
+        let mut all = self.current_switches(config).await?;
+        all.retain(|k| k.scope != switch.scope);
+        all.push(switch.clone());
+        self.board.replace(&all);
+
+        let ended = self.end_sessions(config, &switch.scope, &actor.name, now).await?;
+        switch.sessions_ended = ended as u64;
+        store.put_kill_switch(&switch).await?;
+        all.retain(|k| k.scope != switch.scope);
+        all.push(switch.clone());
+        self.board.replace(&all);
+        drop(changes);
+
+        self.audit(
+            &switch.scope,
+            actor,
+            "breaker.trip",
+            &reason,
+            before.map(|b| serde_json::to_value(b).unwrap_or_default()),
+            Some(serde_json::to_value(&switch).unwrap_or_default()),
+            now,
+        )
+        .await?;
+        security_event("breaker_trip", &switch.scope, actor, &reason);
+        Ok(TripResult {
+            switch,
+            repeated: false,
+        })
+    }
+
+    /// Resets a switch. `Ok(None)` when none was tripped for the scope.
+    pub async fn reset(
+        &self,
+        config: &Config,
+        scope: &Scope,
+        reason: &str,
+        actor: &Actor,
+        now: i64,
+    ) -> Result<Option<KillSwitch>, KillSwitchError> {
+        Self::check_scope(config, scope)?;
+        let reason = if reason.trim().is_empty() {
+            "reset".to_string()
+        } else {
+            required_text("reason", reason)?
+        };
+        let store = self.sessions.store(scope.tier())?;
+        let mut changes = self.changes.lock().await;
+        let removed = store.delete_kill_switch(&scope.key()).await?;
+        *changes += 1;
+        let all = self.current_switches(config).await?;
+        self.board.replace(&all);
+        drop(changes);
+        let Some(removed) = removed else {
+            return Ok(None);
+        };
+        self.audit(
+            scope,
+            actor,
+            "breaker.reset",
+            &reason,
+            Some(serde_json::to_value(&removed).unwrap_or_default()),
+            None,
+            now,
+        )
+        .await?;
+        security_event("breaker_reset", scope, actor, &reason);
+        Ok(Some(removed))
+    }
+
+    /// What a trip of `scope` would do, without doing it; recorded as a drill.
+    pub async fn dry_run(
+        &self,
+        config: &Config,
+        scope: &Scope,
+        reason: &str,
+        actor: &Actor,
+        now: i64,
+    ) -> Result<DryRun, KillSwitchError> {
+        Self::check_scope(config, scope)?;
+        let store = self.sessions.store(scope.tier())?;
+        let tenants = tenants_in(config, scope);
+        let (mut sessions, mut users, mut local) = (0, BTreeSet::new(), 0);
+        for tenant in &tenants {
+            for s in store.list_tenant_sessions(tenant, now, usize::MAX).await? {
+                if scope.covers(&s.tier, &s.tenant, &s.subject) {
+                    sessions += 1;
+                    users.insert((s.tenant.clone(), s.subject.clone()));
+                }
+            }
+            local += match scope {
+                Scope::Account { subject, .. } => usize::from(store.get_user(tenant, subject).await?.is_some()),
+                _ => store.list_users(tenant).await?.len(),
+            };
+        }
+        let drill = DryRun {
+            scope: scope.clone(),
+            dry_run: true,
+            sessions,
+            signed_in_users: users.len(),
+            local_accounts: local,
+            open_connections: self.sessions.open_connections(scope),
+            tenants,
+        };
+        let reason = if reason.trim().is_empty() { "drill" } else { reason };
+        self.audit(
+            scope,
+            actor,
+            "breaker.drill",
+            reason,
+            None,
+            Some(serde_json::to_value(&drill).unwrap_or_default()),
+            now,
+        )
+        .await?;
+        Ok(drill)
+    }
+
+    /// Every stored switch of the policy's tiers (expired ones included until refresh
+    /// removes them).
+    pub async fn list(&self, config: &Config) -> Result<Vec<KillSwitch>, KillSwitchError> {
+        self.current_switches(config).await
+    }
+
+    /// Reloads the board from the stores and resets expired switches (audited as
+    /// `system: expiry`). A change made on this node while the stores were read wins.
+    pub async fn refresh(&self, config: &Config, now: i64) -> Result<(), KillSwitchError> {
+        let seen = *self.changes.lock().await;
+        let mut all = self.current_switches(config).await?;
+        let expired: Vec<KillSwitch> = all.iter().filter(|k| !k.in_force(now)).cloned().collect();
+        all.retain(|k| k.in_force(now));
+        let changes = self.changes.lock().await;
+        if *changes == seen {
+            self.board.replace(&all);
+        }
+        drop(changes);
+        for ks in expired {
+            let store = self.sessions.store(ks.scope.tier())?;
+            // Only the process whose delete removed it records the reset.
+            if store.delete_kill_switch(&ks.scope.key()).await?.is_some() {
+                let actor = Actor {
+                    name: "expiry".into(),
+                    source_ip: "-".into(),
+                    system: "expiry".into(),
+                };
+                self.audit(
+                    &ks.scope,
+                    &actor,
+                    "breaker.reset",
+                    "expired",
+                    Some(serde_json::to_value(&ks).unwrap_or_default()),
+                    None,
+                    now,
+                )
+                .await?;
+                security_event("breaker_reset", &ks.scope, &actor, "expired");
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the board in step with the stores until `stop` flips: every second.
+    pub async fn keep_fresh(
+        self: Arc<Self>,
+        live: Arc<crate::live::Live>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let config = live.snapshot().config.clone();
+                    if let Err(e) = self.refresh(&config, crate::unix_now()).await {
+                        tracing::warn!(error = %e, "kill switch refresh failed; keeping the last known switches");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn current_switches(&self, config: &Config) -> Result<Vec<KillSwitch>, KillSwitchError> {
+        let mut all = Vec::new();
+        for tier in config.tiers.keys() {
+            all.extend(self.sessions.store(tier)?.list_kill_switches().await?);
+        }
+        Ok(all)
+    }
+
+    /// Revokes every live session in scope (store and cache) and closes their streams.
+    async fn end_sessions(&self, config: &Config, scope: &Scope, by: &str, now: i64) -> Result<usize, KillSwitchError> {
+        let rev = Revocation {
+            at: now,
+            by: by.to_string(),
+            reason: "kill_switch".into(),
+        };
+        let store = self.sessions.store(scope.tier())?;
+        let mut ended = Vec::new();
+        match scope {
+            Scope::Account { tenant, subject, .. } => {
+                ended.extend(store.revoke_user_sessions(tenant, subject, None, &rev).await?);
+            }
+            _ => {
+                for tenant in tenants_in(config, scope) {
+                    ended.extend(store.revoke_tenant_sessions(&tenant, &rev).await?);
+                }
+            }
+        }
+        self.sessions.evicted_in_scope(&ended, scope);
+        Ok(ended.len())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn audit(
+        &self,
+        scope: &Scope,
+        actor: &Actor,
+        action: &str,
+        reason: &str,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+        now: i64,
+    ) -> Result<(), KillSwitchError> {
+        let entry = AuditEntry {
+            time: now,
+            actor: actor.name.clone(),
+            source_ip: actor.source_ip.clone(),
+            system: actor.system.clone(),
+            action: action.to_string(),
+            target: scope.target(),
+            tenant: scope.tenant().map(str::to_string),
+            tier: scope.tier().to_string(),
+            reason: reason.to_string(),
+            before: before.map(|v| crate::audit::redact(&v)).unwrap_or_default(),
+            after: after.map(|v| crate::audit::redact(&v)).unwrap_or_default(),
+        };
+        self.sessions.store(scope.tier())?.append_audit(&entry).await?;
+        Ok(())
+    }
+}
+
+/// Tenants of the policy covered by a scope, in policy order.
+fn tenants_in(config: &Config, scope: &Scope) -> Vec<String> {
+    config
+        .tenants
+        .iter()
+        .filter(|t| t.tier == scope.tier() && scope.tenant().is_none_or(|n| n == t.id))
+        .map(|t| t.id.clone())
+        .collect()
+}
+
+/// A required free-text field: trimmed, non-empty, bounded, without control characters.
+fn required_text(field: &str, value: &str) -> Result<String, KillSwitchError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(KillSwitchError::Invalid(format!("{field} is required")));
+    }
+    if v.chars().count() > TEXT_MAX_CHARS || v.chars().any(char::is_control) {
+        return Err(KillSwitchError::Invalid(format!(
+            "{field} must be at most {TEXT_MAX_CHARS} printable characters"
+        )));
+    }
+    Ok(v.to_string())
+}
+
+/// One ECS security event per trip or reset.
+fn security_event(action: &str, scope: &Scope, actor: &Actor, reason: &str) {
+    tracing::warn!(
+        event.kind = "security",
+        event.action = action,
+        event.outcome = "success",
+        event.reason = reason,
+        source.ip = %actor.source_ip,
+        user.id = %actor.name,
+        organization.id = scope.tenant().unwrap_or("-"),
+        portcullis.tier = scope.tier(),
+        portcullis.target = %scope.target(),
+        portcullis.system = %actor.system,
+        "kill switch {}",
+        if action == "breaker_trip" { "tripped" } else { "reset" }
+    );
+}
