@@ -66,6 +66,9 @@ pub enum StartError {
     /// The session store could not be opened.
     #[error("cannot open the session store: {0}")]
     Store(#[from] session::StoreError),
+    /// The stored kill switches could not be loaded (the gateway never starts without them).
+    #[error("cannot load kill switches: {0}")]
+    KillSwitches(killswitch::KillSwitchError),
     /// The password hashing pool could not start.
     #[error("cannot start password hashing: {0}")]
     Hasher(#[from] auth::password::PasswordError),
@@ -91,13 +94,20 @@ impl Gateway {
         let tiers: Vec<String> = config.tiers.keys().cloned().collect();
         let stores = session::Stores::open(&config.gateway.store.url, tiers.iter().map(String::as_str)).await?;
         let sessions = session::manager::Sessions::new(stores);
+        let switches = killswitch::KillSwitches::new(sessions.clone());
+        switches
+            .refresh(&config, unix_now())
+            .await
+            .map_err(StartError::KillSwitches)?;
         let hasher = auth::password::PasswordHasher::new(auth::password::PasswordHasherConfig::default())?;
         let portal = ui::Portal {
             login: auth::login::LocalLogin {
                 sessions: sessions.clone(),
                 hasher,
+                switches: switches.clone(),
             },
             sessions,
+            switches,
         };
         let live = Live::new(config, env, overrides).map_err(StartError::Policy)?;
         let public = TcpListener::bind(public_addr)
@@ -142,7 +152,14 @@ impl Gateway {
         let admin_state = admin::AdminState {
             live: self.live.clone(),
             metrics: self.metrics.clone(),
+            switches: self.portal.switches.clone(),
         };
+        tokio::spawn(
+            self.portal
+                .switches
+                .clone()
+                .keep_fresh(self.live.clone(), stop_rx.clone()),
+        );
         let admin = tokio::spawn(admin::serve(self.admin, admin_state, stop_rx.clone()));
         let public = tokio::spawn(proxy::serve(self.public, pipeline, stop_rx));
         tracing::info!("gateway serving");

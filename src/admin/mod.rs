@@ -3,6 +3,7 @@
 //!
 //! Only this module and `proxy` know HTTP; it calls into `live` for state.
 
+mod breakers;
 pub mod client;
 
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,6 +29,8 @@ pub struct AdminState {
     pub live: Arc<Live>,
     /// Metrics to expose.
     pub metrics: Arc<Metrics>,
+    /// Kill switches.
+    pub switches: Arc<crate::killswitch::KillSwitches>,
 }
 
 /// The admin router.
@@ -37,6 +40,19 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/reload", post(reload))
+        .route("/v1/breakers", get(breakers::list))
+        .route(
+            "/v1/tiers/{tier}/breaker",
+            put(breakers::put_tier).delete(breakers::delete_tier),
+        )
+        .route(
+            "/v1/tenants/{tenant}/breaker",
+            put(breakers::put_tenant).delete(breakers::delete_tenant),
+        )
+        .route(
+            "/v1/tenants/{tenant}/accounts/{subject}/breaker",
+            put(breakers::put_account).delete(breakers::delete_account),
+        )
         .with_state(state)
 }
 
@@ -90,15 +106,39 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         .into_response()
 }
 
-/// An operator who presented a valid bearer token.
-struct Operator {
-    name: String,
-    tier: String,
+/// Who presented a valid bearer token.
+enum Caller {
+    /// A person operating a tier.
+    Operator { name: String, tier: String },
+    /// A machine (SIEM, SOAR) with scoped rights on named tenants of a tier.
+    Automation {
+        name: String,
+        tier: String,
+        scopes: Vec<String>,
+        tenants: Vec<String>,
+    },
 }
 
-/// Finds the operator whose token hash matches, checking every entry (constant time
-/// per comparison, no early exit on a match position).
-fn authenticate(live: &Live, headers: &HeaderMap) -> Option<Operator> {
+impl Caller {
+    /// How the audit log names the caller.
+    fn actor_name(&self) -> String {
+        match self {
+            Caller::Operator { name, .. } => format!("operator:{name}"),
+            Caller::Automation { name, .. } => format!("automation:{name}"),
+        }
+    }
+
+    /// The tier whose policy lists the token.
+    fn tier(&self) -> &str {
+        match self {
+            Caller::Operator { tier, .. } | Caller::Automation { tier, .. } => tier,
+        }
+    }
+}
+
+/// Finds the operator or automation entry whose token hash matches, checking every entry
+/// (constant time per comparison, no early exit on a match position).
+fn authenticate_caller(live: &Live, headers: &HeaderMap) -> Option<Caller> {
     let token = headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -113,9 +153,19 @@ fn authenticate(live: &Live, headers: &HeaderMap) -> Option<Operator> {
     for tier in snapshot.config.tiers.values() {
         for op in &tier.operators {
             if token_matches_sha256(token.as_bytes(), &op.token_sha256) {
-                found = Some(Operator {
+                found = Some(Caller::Operator {
                     name: op.name.clone(),
                     tier: tier.name.clone(),
+                });
+            }
+        }
+        for auto in &tier.automation {
+            if token_matches_sha256(token.as_bytes(), &auto.token_sha256) {
+                found = Some(Caller::Automation {
+                    name: auto.name.clone(),
+                    tier: tier.name.clone(),
+                    scopes: auto.scopes.clone(),
+                    tenants: auto.tenants.clone(),
                 });
             }
         }
@@ -133,14 +183,14 @@ async fn reload(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(op) = authenticate(&state.live, &headers) else {
+    let Some(Caller::Operator { name, tier }) = authenticate_caller(&state.live, &headers) else {
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
             "A valid operator bearer token is required.",
         );
     };
-    let trigger = format!("api:{}@{} from {}", op.name, op.tier, peer.ip());
+    let trigger = format!("api:{name}@{tier} from {}", peer.ip());
     match state.live.reload(&trigger).await {
         Ok(digest) => (
             StatusCode::OK,

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use super::mfa::{self, TotpSecret};
 use super::password::{PasswordError, PasswordHasher};
 use super::preauth::{PREAUTH_TTL_SECS, PreAuth};
+use crate::killswitch::KillSwitches;
 use crate::session::manager::{MintedToken, Sessions, mint_token};
-use crate::session::{LoginEvent, SessionRecord, SessionStore, StoreError, UserRecord};
+use crate::session::{LoginEvent, Revocation, SessionRecord, SessionStore, StoreError, UserRecord};
 
 /// Attempts (password or code) per account per window.
 pub const ACCOUNT_ATTEMPTS: u32 = 10;
@@ -43,6 +44,9 @@ pub enum LoginError {
     /// The store failed; nothing was granted.
     #[error("store unavailable")]
     Store(#[from] StoreError),
+    /// A kill switch covers the tenant or account; the text is the users' message.
+    #[error("access suspended")]
+    Suspended(String),
 }
 
 /// Where a tenant's sign-in happens and with what session settings.
@@ -90,6 +94,8 @@ pub struct LocalLogin {
     pub sessions: Arc<Sessions>,
     /// argon2id pool.
     pub hasher: PasswordHasher,
+    /// Kill switches: a covered account or tenant cannot sign in.
+    pub switches: Arc<KillSwitches>,
 }
 
 impl LocalLogin {
@@ -120,6 +126,9 @@ impl LocalLogin {
             self.record(&store, ctx, username, "password", Some(reason)).await?;
             return Err(LoginError::BadCredentials);
         };
+        // Checked only after the password, so a switch never tells strangers which
+        // accounts exist.
+        self.not_suspended(&store, ctx, &user.username, "password").await?;
         let stage = if user.totp_enrolled_at.is_some() {
             "mfa"
         } else {
@@ -328,6 +337,7 @@ impl LocalLogin {
         method: &str,
         amr: Vec<String>,
     ) -> Result<NewSession, LoginError> {
+        self.not_suspended(store, ctx, &user.username, method).await?;
         let token = mint_token();
         let csrf: [u8; 16] = rand::random();
         let record = SessionRecord {
@@ -351,9 +361,46 @@ impl LocalLogin {
             revoked: None,
         };
         self.sessions.create(record.clone()).await?;
+        // A switch tripped while this session was being created: its revocation may have
+        // run before the session existed, so end it here.
+        if let Some(ks) = self
+            .switches
+            .board()
+            .account_switch(ctx.tier, ctx.tenant, &user.username, ctx.now)
+        {
+            let rev = Revocation {
+                at: ctx.now,
+                by: ks.tripped_by.clone(),
+                reason: "kill_switch".into(),
+            };
+            self.sessions.revoke(ctx.tier, &record.id_hash, &rev).await?;
+            self.record(store, ctx, &user.username, method, Some("breaker")).await?;
+            return Err(LoginError::Suspended(ks.message.clone()));
+        }
         store.clear(&account_key(ctx.tenant, &user.username)).await?;
         self.record(store, ctx, &user.username, method, None).await?;
         Ok(NewSession { token, record })
+    }
+
+    /// Refuses (and records, with reason `breaker`) a sign-in a kill switch covers.
+    async fn not_suspended(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        ctx: &LoginContext<'_>,
+        username: &str,
+        method: &str,
+    ) -> Result<(), LoginError> {
+        match self
+            .switches
+            .board()
+            .account_switch(ctx.tier, ctx.tenant, username, ctx.now)
+        {
+            None => Ok(()),
+            Some(ks) => {
+                self.record(store, ctx, username, method, Some("breaker")).await?;
+                Err(LoginError::Suspended(ks.message.clone()))
+            }
+        }
     }
 
     /// Marks a pre-MFA state as used; a second use (a captured cookie) is refused.
@@ -407,7 +454,7 @@ impl LocalLogin {
         method: &str,
         failure: Option<&str>,
     ) -> Result<(), LoginError> {
-        if failure.is_some_and(|r| r != "throttled" && r != "locked") {
+        if failure.is_some_and(|r| !matches!(r, "throttled" | "locked" | "breaker")) {
             store.hit(&ip_key(ctx.ip), ctx.now, WINDOW_SECS).await?;
         }
         let event = LoginEvent {

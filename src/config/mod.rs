@@ -169,7 +169,25 @@ pub struct Tier {
     pub keys: Keyring,
     /// Operators (people) and the hashes of their bearer tokens.
     pub operators: Vec<Operator>,
+    /// Automation tokens (SIEM/SOAR systems), each scoped to actions on named tenants.
+    pub automation: Vec<AutomationToken>,
 }
+
+/// A machine credential of a tier: may only do what its scopes say, on its tenants.
+#[derive(Debug, Clone)]
+pub struct AutomationToken {
+    /// System name, for the audit log.
+    pub name: String,
+    /// SHA-256 of the bearer token.
+    pub token_sha256: [u8; 32],
+    /// Allowed actions; only `breaker:trip` exists.
+    pub scopes: Vec<String>,
+    /// Tenants of this tier it may act on.
+    pub tenants: Vec<String>,
+}
+
+/// Scopes an automation token may hold.
+pub const AUTOMATION_SCOPES: [&str; 1] = ["breaker:trip"];
 
 /// A tier's key material, resolved from references.
 #[derive(Debug)]

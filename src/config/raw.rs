@@ -85,6 +85,17 @@ pub struct RawTier {
     pub keys: RawKeys,
     #[serde(default)]
     pub operators: Vec<RawOperator>,
+    #[serde(default)]
+    pub automation: Vec<RawAutomation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutomation {
+    pub name: Spanned<String>,
+    pub token_sha256: Spanned<String>,
+    pub scopes: Spanned<Vec<String>>,
+    pub tenants: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

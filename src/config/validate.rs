@@ -17,8 +17,9 @@ use toml::Spanned;
 
 use super::raw::{RawCertificate, RawGateway, RawLimits, RawRoute, RawTenant, RawTier};
 use super::{
-    AllowEntry, AllowHost, Certificate, Config, ConfigError, GatewayConfig, Keyring, Limits, Listen, MfaPolicy,
-    Operator, Overrides, SessionPolicy, SsoConfig, StoreConfig, Tenant, Tier, Upstream,
+    AUTOMATION_SCOPES, AllowEntry, AllowHost, AutomationToken, Certificate, Config, ConfigError, GatewayConfig,
+    Keyring, Limits, Listen, MfaPolicy, Operator, Overrides, SessionPolicy, SsoConfig, StoreConfig, Tenant, Tier,
+    Upstream,
 };
 use crate::policy::{Access, RouteRule, RouteTable};
 use crate::secret::{Env, SecretBytes, SecretRef};
@@ -34,6 +35,14 @@ impl Source {
         let end = offset.min(self.text.len());
         self.text.as_bytes().iter().take(end).filter(|b| **b == b'\n').count() + 1
     }
+}
+
+/// A tenant named in a tier file, checked once every tenant is loaded.
+struct PendingTenantRef {
+    file: PathBuf,
+    line: usize,
+    tenant: String,
+    tier: String,
 }
 
 /// Collects errors while validation goes on.
@@ -80,12 +89,21 @@ pub(super) fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<C
 
     let mut tiers: BTreeMap<String, Arc<Tier>> = BTreeMap::new();
     let mut fingerprints: HashMap<[u8; 32], String> = HashMap::new();
+    let mut automation_tenants = Vec::new();
     for src in &tier_srcs {
         let Some(raw) = parse::<RawTier>(src, &mut problems) else {
             continue;
         };
         let name_span = raw.name.span();
-        if let Some(tier) = build_tier(dir, src, raw, env, &mut fingerprints, &mut problems) {
+        if let Some(tier) = build_tier(
+            dir,
+            src,
+            raw,
+            env,
+            &mut fingerprints,
+            &mut automation_tenants,
+            &mut problems,
+        ) {
             if tiers.contains_key(&tier.name) {
                 problems.at(src, name_span, format!("tier `{}` is defined twice", tier.name));
             } else {
@@ -129,6 +147,19 @@ pub(super) fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<C
         }
         ids_seen.insert(tenant.id.clone(), src.path.clone());
         tenants.push(Arc::new(tenant));
+    }
+
+    for r in automation_tenants {
+        if !tenants.iter().any(|t| t.id == r.tenant && t.tier == r.tier) {
+            problems.0.push(ConfigError {
+                file: r.file,
+                line: Some(r.line),
+                message: format!(
+                    "automation.tenants: `{}` is not a tenant of tier `{}`",
+                    r.tenant, r.tier
+                ),
+            });
+        }
     }
 
     if let Some(g) = &gateway
@@ -525,6 +556,7 @@ fn build_tier(
     raw: RawTier,
     env: &dyn Env,
     fingerprints: &mut HashMap<[u8; 32], String>,
+    automation_tenants: &mut Vec<PendingTenantRef>,
     problems: &mut Problems,
 ) -> Option<Tier> {
     let name = raw.name.get_ref().clone();
@@ -627,6 +659,62 @@ fn build_tier(
             token_sha256: bytes,
         });
     }
+    let mut automation = Vec::new();
+    for auto in &raw.automation {
+        let mut bytes = [0u8; 32];
+        if hex::decode_to_slice(auto.token_sha256.get_ref(), &mut bytes).is_err() {
+            problems.at(
+                src,
+                auto.token_sha256.span(),
+                "automation.token_sha256: expected 64 hex characters (SHA-256 of the token)",
+            );
+            continue;
+        }
+        if auto.name.get_ref().trim().is_empty() {
+            problems.at(src, auto.name.span(), "automation.name: must not be empty");
+            continue;
+        }
+        if let Some(bad) = auto
+            .scopes
+            .get_ref()
+            .iter()
+            .find(|s| !AUTOMATION_SCOPES.contains(&s.as_str()))
+        {
+            problems.at(
+                src,
+                auto.scopes.span(),
+                format!(
+                    "automation.scopes: unknown scope `{bad}` (known: {})",
+                    AUTOMATION_SCOPES.join(", ")
+                ),
+            );
+            continue;
+        }
+        if fingerprints.insert(bytes, name.clone()).is_some()
+            || operators.iter().any(|o: &Operator| o.token_sha256 == bytes)
+        {
+            problems.at(
+                src,
+                auto.token_sha256.span(),
+                "automation.token_sha256: this token is already used by another operator or automation entry",
+            );
+            continue;
+        }
+        for t in &auto.tenants {
+            automation_tenants.push(PendingTenantRef {
+                file: src.path.clone(),
+                line: src.line_of(t.span().start),
+                tenant: t.get_ref().clone(),
+                tier: name.clone(),
+            });
+        }
+        automation.push(AutomationToken {
+            name: auto.name.get_ref().clone(),
+            token_sha256: bytes,
+            scopes: auto.scopes.get_ref().clone(),
+            tenants: auto.tenants.iter().map(|t| t.get_ref().clone()).collect(),
+        });
+    }
     let cookie = cookie?;
     name_ok.then_some(Tier {
         name,
@@ -638,6 +726,7 @@ fn build_tier(
             upstream_token,
         },
         operators,
+        automation,
     })
 }
 

@@ -150,14 +150,34 @@ impl Pipeline {
             Ok(target) => target,
         };
         let now = crate::unix_now();
+        let board = self.portal.switches.board();
+        let suspended = board.tenant_switch(&entry.tier.name, &tenant.id, now);
+        if let Some(ks) = &suspended {
+            let open = matches!(&target, Target::Reserved(p)
+                if reserved::open_while_suspended(p.strip_prefix(policy::RESERVED_PREFIX).unwrap_or_default(), req.method()));
+            if !open {
+                return Err(locked(ks));
+            }
+        }
         let session = self.session(&req, &entry, &conn, now).await;
+        if let Ok(None) = session
+            && board.has_account_switches(&entry.tier.name, &tenant.id)
+            && let Some(ks) = self.account_locked(&req, &entry, now).await
+        {
+            return Err(locked(&ks));
+        }
+        if let Ok(Some(s)) = &session
+            && let Some(ks) = board.account_switch(&entry.tier.name, &tenant.id, &s.subject, now)
+        {
+            return Err(locked(&ks));
+        }
         let (path, rule) = match target {
             Target::Reserved(path) => {
                 let session = session.unwrap_or(None);
                 let ip = headers::client_ip(req.headers(), conn.peer.ip(), &snapshot.config.gateway.trusted_proxies);
                 // Boxed: the pages' state machines are large, and keeping them out of the
                 // proxy future saves copying kilobytes on every proxied request.
-                return Box::pin(self.reserved(req, &entry, &host, &path, conn, ip, session, now)).await;
+                return Box::pin(self.reserved(req, &entry, &host, &path, conn, ip, session, suspended, now)).await;
             }
             Target::Route { path, rule } => (path, rule),
         };
@@ -291,6 +311,26 @@ impl Pipeline {
         }
     }
 
+    /// The account switch that ended the session of this request's cookie, if it is
+    /// still on: such a session answers 423 while the switch is on and 401 after.
+    async fn account_locked(
+        &self,
+        req: &Request<Incoming>,
+        entry: &TenantEntry,
+        now: i64,
+    ) -> Option<Arc<crate::killswitch::KillSwitch>> {
+        let name = format!("__Host-portcullis-{}", entry.tier.name);
+        let value = ui::web::single_cookie(req.headers(), &name)?;
+        let record = self.portal.sessions.record_of_cookie(&entry.tier.name, value).await?;
+        if record.tenant != entry.tenant.id || record.revoked.as_ref().is_none_or(|r| r.reason != "kill_switch") {
+            return None;
+        }
+        self.portal
+            .switches
+            .board()
+            .account_switch(&entry.tier.name, &entry.tenant.id, &record.subject, now)
+    }
+
     /// Serves `/.portcullis/...`: the portal's pages and APIs, else the gateway's own
     /// fixed endpoints.
     #[allow(clippy::too_many_arguments)]
@@ -303,11 +343,12 @@ impl Pipeline {
         conn: ConnInfo,
         ip: std::net::IpAddr,
         session: Option<Arc<SessionRecord>>,
+        suspended: Option<Arc<crate::killswitch::KillSwitch>>,
         now: i64,
     ) -> Result<Response<ProxyBody>, Refusal> {
         let rest = path.strip_prefix(policy::RESERVED_PREFIX).unwrap_or_default();
         if rest == "status" {
-            return Ok(reserved::status(entry));
+            return Ok(reserved::status(entry, suspended.as_deref()));
         }
         let ctx = ui::Ctx {
             entry,
@@ -315,6 +356,7 @@ impl Pipeline {
             rest,
             ip: ip.to_string(),
             session,
+            suspended,
             now,
         };
         match self.portal.handle(req, ctx).await {
@@ -331,6 +373,13 @@ impl Pipeline {
             }
             None => Err(Refusal::NotFound),
         }
+    }
+}
+
+/// The 423 refusal of a kill switch.
+fn locked(ks: &crate::killswitch::KillSwitch) -> Refusal {
+    Refusal::Locked {
+        message: ks.message.clone(),
     }
 }
 

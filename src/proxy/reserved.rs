@@ -5,12 +5,29 @@ use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
 use super::respond;
+use crate::killswitch::KillSwitch;
 use crate::tenancy::TenantEntry;
 
-/// `/.portcullis/status`: which tenant and tier this host is, and whether access is open.
-pub fn status(entry: &TenantEntry) -> Response<ProxyBody> {
-    respond::json(
-        StatusCode::OK,
-        &serde_json::json!({ "tenant": entry.tenant.id, "tier": entry.tier.name, "status": "ok" }),
-    )
+/// Reserved endpoints that still answer while a kill switch covers the tenant: the
+/// status, the tier's public keys, the stylesheet, and the login page (which says why).
+/// Every other one, sign-in attempts included, answers 423.
+pub fn open_while_suspended(rest: &str, method: &http::Method) -> bool {
+    matches!(rest, "status" | "jwks.json" | "style.css")
+        || (rest == "login" && matches!(*method, http::Method::GET | http::Method::HEAD))
+}
+
+/// `/.portcullis/status`: which tenant and tier this host is, and whether access is open
+/// (with the users' message when a kill switch covers it).
+pub fn status(entry: &TenantEntry, switch: Option<&KillSwitch>) -> Response<ProxyBody> {
+    let body = match switch {
+        None => serde_json::json!({ "tenant": entry.tenant.id, "tier": entry.tier.name, "status": "ok" }),
+        Some(ks) => serde_json::json!({
+            "tenant": entry.tenant.id,
+            "tier": entry.tier.name,
+            "status": "suspended",
+            "message": ks.message,
+            "expires_at": ks.expires_at,
+        }),
+    };
+    respond::json(StatusCode::OK, &body)
 }

@@ -32,6 +32,9 @@ pub enum Refusal {
     GatewayTimeout,
     /// The gateway cannot serve this yet (503).
     Unavailable(&'static str),
+    /// A kill switch covers the tenant or account (423); `message` is the one chosen
+    /// for users when the switch was tripped.
+    Locked { message: String },
 }
 
 impl Refusal {
@@ -47,6 +50,7 @@ impl Refusal {
             Refusal::BadGateway => StatusCode::BAD_GATEWAY,
             Refusal::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Locked { .. } => StatusCode::LOCKED,
         }
     }
 
@@ -62,6 +66,7 @@ impl Refusal {
             Refusal::BadGateway => ("bad_gateway", "The application could not be reached."),
             Refusal::GatewayTimeout => ("gateway_timeout", "The application did not answer in time."),
             Refusal::Unavailable(m) => ("unavailable", m),
+            Refusal::Locked { .. } => ("suspended", "Access is suspended."),
         }
     }
 }
@@ -92,6 +97,10 @@ pub fn refusal(refusal: &Refusal, html: bool, request_id: &str) -> Response<Prox
         return resp;
     }
     let (code, message) = refusal.code_and_message();
+    let message = match refusal {
+        Refusal::Locked { message } => message.as_str(),
+        _ => message,
+    };
     let mut resp = if html {
         page(
             status,

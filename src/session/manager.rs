@@ -183,6 +183,14 @@ impl Sessions {
         Ok(Some(record))
     }
 
+    /// The stored record behind a cookie value, live or not (to tell a session ended by
+    /// a kill switch from an unknown one). None for malformed or unknown tokens and when
+    /// the store cannot answer.
+    pub async fn record_of_cookie(&self, tier: &str, cookie_value: &str) -> Option<SessionRecord> {
+        let id_hash = id_hash_of_cookie(cookie_value)?;
+        self.store(tier).ok()?.get_session(&id_hash).await.ok()?
+    }
+
     /// Whether a session is still live, read from the store (for long-lived connections
     /// that must notice revocations made by other processes).
     pub async fn still_live(&self, tier: &str, id_hash: &[u8; 32], now: i64) -> bool {

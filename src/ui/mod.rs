@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::auth::login::{LocalLogin, LoginContext, LoginError, NewSession};
 use crate::auth::preauth::{self, PREAUTH_TTL_SECS, PreAuth};
+use crate::killswitch::{KillSwitch, KillSwitches};
 use crate::session::manager::Sessions;
 use crate::session::{Revocation, SessionRecord};
 use crate::tenancy::TenantEntry;
@@ -28,6 +29,8 @@ pub struct Portal {
     pub login: LocalLogin,
     /// Sessions of every tier.
     pub sessions: Arc<Sessions>,
+    /// Kill switches: the request path's board and the tenant admin's account switches.
+    pub switches: Arc<KillSwitches>,
 }
 
 /// The request's context as the proxy resolved it.
@@ -42,6 +45,8 @@ pub struct Ctx<'a> {
     pub ip: String,
     /// The valid session of this tenant, if any.
     pub session: Option<Arc<SessionRecord>>,
+    /// The kill switch covering the tenant, if one is on (only the login page is served).
+    pub suspended: Option<Arc<KillSwitch>>,
     /// Now (unix seconds).
     pub now: i64,
 }
@@ -132,6 +137,9 @@ impl Portal {
 
     fn login_page(&self, req: &Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
         let rd = web::safe_redirect(web::query_param(req.uri().query(), "rd").as_deref());
+        if let Some(ks) = &ctx.suspended {
+            return pages::message(ctx.entry, StatusCode::OK, "Access suspended", &ks.message, None);
+        }
         if ctx.session.is_some() {
             return web::see_other(&rd);
         }
@@ -916,6 +924,7 @@ fn login_error_status(e: &LoginError) -> (StatusCode, String) {
             StatusCode::SERVICE_UNAVAILABLE,
             "Sign-in is unavailable right now. Try again shortly.".into(),
         ),
+        LoginError::Suspended(message) => (StatusCode::LOCKED, message.clone()),
     }
 }
 
@@ -938,6 +947,7 @@ fn api_login_error(e: &LoginError) -> Response<Bytes> {
         LoginError::Throttled(_) => "throttled",
         LoginError::NoPendingLogin => "no_pending_login",
         LoginError::Busy | LoginError::Store(_) => "unavailable",
+        LoginError::Suspended(_) => "suspended",
     };
     let mut resp = json_error(status, code, &message);
     retry_after(&mut resp, e);

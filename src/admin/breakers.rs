@@ -1,0 +1,470 @@
+//! Kill switch endpoints of the admin API: `PUT|DELETE /v1/tiers/{tier}/breaker`,
+//! `/v1/tenants/{t}/breaker`, `/v1/tenants/{t}/accounts/{subject}/breaker`, and
+//! `GET /v1/breakers`.
+//!
+//! Owns who may do what: an operator acts on their own tier only; an automation token
+//! may trip (never reset, never list) on the tenants it names. Everything else
+//! (validation, order of steps, audit) is `killswitch::service`, shared with the CLI.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{AdminState, Caller, authenticate_caller, error};
+use crate::config::Config;
+use crate::killswitch::service::Actor;
+use crate::killswitch::{KillSwitchError, KillSwitches, Scope, TripRequest};
+
+/// Largest request body accepted.
+const BODY_MAX: usize = 16 * 1024;
+
+/// `PUT` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TripBody {
+    reason: String,
+    #[serde(default)]
+    message: Option<String>,
+    /// Relative expiry (`90s`, `2h`, `1d`).
+    #[serde(default)]
+    expires_in: Option<String>,
+    /// Absolute expiry (unix seconds).
+    #[serde(default)]
+    expires_at: Option<i64>,
+}
+
+/// `DELETE` body (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    #[serde(default)]
+    reason: String,
+}
+
+/// `?dry_run=true`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct DryRunQuery {
+    #[serde(default)]
+    dry_run: Option<String>,
+}
+
+/// Which switch a path names.
+enum Target {
+    Tier(String),
+    Tenant(String),
+    Account(String, String),
+}
+
+/// `PUT /v1/tiers/{tier}/breaker`.
+pub(super) async fn put_tier(
+    state: State<AdminState>,
+    peer: ConnectInfo<SocketAddr>,
+    Path(tier): Path<String>,
+    query: Query<DryRunQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    trip(state, peer, Target::Tier(tier), query, headers, body).await
+}
+
+/// `PUT /v1/tenants/{t}/breaker`.
+pub(super) async fn put_tenant(
+    state: State<AdminState>,
+    peer: ConnectInfo<SocketAddr>,
+    Path(tenant): Path<String>,
+    query: Query<DryRunQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    trip(state, peer, Target::Tenant(tenant), query, headers, body).await
+}
+
+/// `PUT /v1/tenants/{t}/accounts/{subject}/breaker`.
+pub(super) async fn put_account(
+    state: State<AdminState>,
+    peer: ConnectInfo<SocketAddr>,
+    Path((tenant, subject)): Path<(String, String)>,
+    query: Query<DryRunQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    trip(state, peer, Target::Account(tenant, subject), query, headers, body).await
+}
+
+/// `DELETE /v1/tiers/{tier}/breaker`.
+pub(super) async fn delete_tier(
+    state: State<AdminState>,
+    peer: ConnectInfo<SocketAddr>,
+    Path(tier): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    reset(state, peer, Target::Tier(tier), headers, body).await
+}
+
+/// `DELETE /v1/tenants/{t}/breaker`.
+pub(super) async fn delete_tenant(
+    state: State<AdminState>,
+    peer: ConnectInfo<SocketAddr>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    reset(state, peer, Target::Tenant(tenant), headers, body).await
+}
+
+/// `DELETE /v1/tenants/{t}/accounts/{subject}/breaker`.
+pub(super) async fn delete_account(
+    state: State<AdminState>,
+    peer: ConnectInfo<SocketAddr>,
+    Path((tenant, subject)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    reset(state, peer, Target::Account(tenant, subject), headers, body).await
+}
+
+/// `GET /v1/breakers`: the switches of the operator's tier.
+pub(super) async fn list(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    let config = state.live.snapshot().config.clone();
+    let tier = match authenticate_caller(&state.live, &headers) {
+        Some(Caller::Operator { tier, .. }) => tier,
+        Some(Caller::Automation { .. }) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Automation tokens may only trip breakers.",
+            );
+        }
+        None => return unauthenticated(),
+    };
+    let now = crate::unix_now();
+    match state.switches.list(&config).await {
+        Ok(all) => {
+            let mine: Vec<_> = all
+                .into_iter()
+                .filter(|k| k.scope.tier() == tier && k.in_force(now))
+                .collect();
+            (StatusCode::OK, axum::Json(json!({ "breakers": mine }))).into_response()
+        }
+        Err(e) => switch_error(&e).into_response(),
+    }
+}
+
+async fn trip(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    target: Target,
+    Query(query): Query<DryRunQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let config = state.live.snapshot().config.clone();
+    let Some(caller) = authenticate_caller(&state.live, &headers) else {
+        return unauthenticated();
+    };
+    let scope = match resolve(&config, target) {
+        Ok(scope) => scope,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = authorise(&caller, &scope, Action::Trip, &peer) {
+        return e.into_response();
+    }
+    let body: TripBody = match parse_body(&headers, &body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let actor = actor_of(&caller, &peer);
+    let now = crate::unix_now();
+    if query.dry_run.as_deref() == Some("true") {
+        return match state.switches.dry_run(&config, &scope, &body.reason, &actor, now).await {
+            Ok(report) => (StatusCode::OK, axum::Json(report)).into_response(),
+            Err(e) => switch_error(&e).into_response(),
+        };
+    }
+    let expires_at = match expiry(&body, now) {
+        Ok(e) => e,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", &message),
+    };
+    let idempotency_key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) => Some(k.to_string()),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "Idempotency-Key must be visible ASCII.",
+            );
+        }
+    };
+    let req = TripRequest {
+        scope,
+        reason: body.reason,
+        message: body.message,
+        expires_at,
+        idempotency_key,
+    };
+    match state.switches.trip(&config, req, &actor, now).await {
+        Ok(result) => (StatusCode::OK, axum::Json(result)).into_response(),
+        Err(e) => switch_error(&e).into_response(),
+    }
+}
+
+async fn reset(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    target: Target,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let config = state.live.snapshot().config.clone();
+    let Some(caller) = authenticate_caller(&state.live, &headers) else {
+        return unauthenticated();
+    };
+    let scope = match resolve(&config, target) {
+        Ok(scope) => scope,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = authorise(&caller, &scope, Action::Reset, &peer) {
+        return e.into_response();
+    }
+    let body: ResetBody = if body.is_empty() {
+        ResetBody::default()
+    } else {
+        match parse_body(&headers, &body) {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
+        }
+    };
+    let actor = actor_of(&caller, &peer);
+    match state
+        .switches
+        .reset(&config, &scope, &body.reason, &actor, crate::unix_now())
+        .await
+    {
+        Ok(Some(removed)) => (
+            StatusCode::OK,
+            axum::Json(json!({ "status": "reset", "breaker": removed })),
+        )
+            .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "No breaker is tripped there."),
+        Err(e) => switch_error(&e).into_response(),
+    }
+}
+
+/// The scope a path names; 404 when its tier or tenant does not exist.
+fn resolve(config: &Config, target: Target) -> Result<Scope, ApiError> {
+    let tier_of = |tenant: &str| {
+        config
+            .tenants
+            .iter()
+            .find(|t| t.id == tenant)
+            .map(|t| t.tier.clone())
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "Unknown tenant."))
+    };
+    let scope = match target {
+        Target::Tier(tier) => {
+            if !config.tiers.contains_key(&tier) {
+                return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "Unknown tier."));
+            }
+            Scope::Tier { tier }
+        }
+        Target::Tenant(tenant) => Scope::Tenant {
+            tier: tier_of(&tenant)?,
+            tenant,
+        },
+        Target::Account(tenant, subject) => Scope::Account {
+            tier: tier_of(&tenant)?,
+            tenant,
+            subject,
+        },
+    };
+    KillSwitches::check_scope(config, &scope).map_err(|e| switch_error(&e))?;
+    Ok(scope)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Trip,
+    Reset,
+}
+
+/// Operators act on their own tier; automation tokens trip on their own tenants only.
+/// Every refusal across a tier or tenant is a security event.
+fn authorise(caller: &Caller, scope: &Scope, action: Action, peer: &SocketAddr) -> Result<(), ApiError> {
+    let (tier_ok, tenant_ok, allowed) = match caller {
+        Caller::Operator { tier, .. } => (tier == scope.tier(), true, true),
+        Caller::Automation {
+            tier, tenants, scopes, ..
+        } => (
+            tier == scope.tier(),
+            scope.tenant().is_some_and(|t| tenants.iter().any(|n| n == t)),
+            action == Action::Trip && scopes.iter().any(|s| s == "breaker:trip"),
+        ),
+    };
+    if !tier_ok {
+        cross_event("cross_tier", caller, scope, peer);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "This token belongs to another tier.",
+        ));
+    }
+    if !tenant_ok {
+        cross_event("cross_tenant", caller, scope, peer);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "This token may not act on that tenant.",
+        ));
+    }
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Automation tokens may trip breakers, never reset them.",
+        ));
+    }
+    Ok(())
+}
+
+fn cross_event(action: &str, caller: &Caller, scope: &Scope, peer: &SocketAddr) {
+    tracing::warn!(
+        event.kind = "security",
+        event.action = action,
+        event.outcome = "failure",
+        event.reason = "admin credential used outside its scope",
+        source.ip = %peer.ip(),
+        user.id = %caller.actor_name(),
+        organization.id = scope.tenant().unwrap_or("-"),
+        portcullis.tier = scope.tier(),
+        portcullis.credential_tier = caller.tier(),
+        "admin API call refused"
+    );
+}
+
+fn actor_of(caller: &Caller, peer: &SocketAddr) -> Actor {
+    Actor {
+        name: caller.actor_name(),
+        source_ip: peer.ip().to_string(),
+        system: "api".into(),
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+    if body.len() > BODY_MAX {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "Request body too large.",
+        ));
+    }
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json_type {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send a JSON body with Content-Type: application/json.",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!("Invalid JSON body: {}", json_problem(&e)),
+        )
+    })
+}
+
+/// The serde error's category and position, never the offending input.
+fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => {
+            // Data errors name fields (`unknown field`, `missing field`), not values.
+            let text = e.to_string();
+            text.split(" at line").next().unwrap_or("invalid data").to_string()
+        }
+        Category::Syntax | Category::Eof => format!("malformed JSON at line {} column {}", e.line(), e.column()),
+        Category::Io => "unreadable body".to_string(),
+    }
+}
+
+fn expiry(body: &TripBody, now: i64) -> Result<Option<i64>, String> {
+    match (&body.expires_in, body.expires_at) {
+        (Some(_), Some(_)) => Err("Give expires_in or expires_at, not both.".into()),
+        (Some(text), None) => {
+            let d = humantime::parse_duration(text)
+                .map_err(|_| "expires_in must be a duration such as 90s, 2h or 1d.".to_string())?;
+            let secs = i64::try_from(d.as_secs()).map_err(|_| "expires_in is too long.".to_string())?;
+            if secs == 0 {
+                return Err("expires_in must be at least 1s.".into());
+            }
+            Ok(Some(now.saturating_add(secs)))
+        }
+        (None, at) => Ok(at),
+    }
+}
+
+/// A refusal, answered as `{"error","message"}`.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: &str) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.status, self.code, &self.message)
+    }
+}
+
+fn unauthenticated() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        "A valid operator or automation bearer token is required.",
+    )
+}
+
+fn switch_error(e: &KillSwitchError) -> ApiError {
+    match e {
+        KillSwitchError::UnknownTier | KillSwitchError::UnknownTenant => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", &e.to_string())
+        }
+        KillSwitchError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m),
+        KillSwitchError::IdempotencyConflict => {
+            ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", &e.to_string())
+        }
+        KillSwitchError::Store(err) => {
+            tracing::error!(error = %err, "kill switch store call failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The store is unavailable; try again.",
+            )
+        }
+    }
+}
