@@ -3,6 +3,7 @@
 //!
 //! Only this module and `proxy` know HTTP; it calls into `live` for state.
 
+mod audit;
 mod breakers;
 pub mod client;
 
@@ -41,6 +42,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/reload", post(reload))
         .route("/v1/breakers", get(breakers::list))
+        .route("/v1/audit", get(audit::list))
         .route(
             "/v1/tiers/{tier}/breaker",
             put(breakers::put_tier).delete(breakers::delete_tier),

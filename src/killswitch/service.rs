@@ -125,6 +125,11 @@ impl KillSwitches {
         })
     }
 
+    /// Sessions and stores of every tier.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+
     /// The table the request path reads.
     pub fn board(&self) -> &Board {
         &self.board

@@ -1,0 +1,101 @@
+//! `GET /v1/audit?tenant=&action=&since=&after=&limit=`: the audit log of the caller's
+//! tier, oldest first, as a JSON array (a full page carries `X-Next-After` to continue). An operator token sees its own tier only; automation tokens see
+//! nothing.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{AdminState, Caller, authenticate_caller, error};
+
+/// Records returned per call at most.
+const PAGE_MAX: usize = 1000;
+
+/// Filters; all optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditQuery {
+    tenant: Option<String>,
+    action: Option<String>,
+    /// Unix seconds: records at or after this time.
+    since: Option<i64>,
+    /// Sequence number to continue after (paging).
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Lists audit records matching the filters, scanning forward from `after`.
+pub(super) async fn list(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let tier = match authenticate_caller(&state.live, &headers) {
+        Some(Caller::Operator { tier, .. }) => tier,
+        Some(Caller::Automation { .. }) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Automation tokens cannot read the audit log.",
+            );
+        }
+        None => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "A valid operator bearer token is required.",
+            );
+        }
+    };
+    let Ok(Query(q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Unknown or malformed query parameter (tenant, action, since, after, limit).",
+        );
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, PAGE_MAX);
+    let store = match state.switches.sessions().store(&tier) {
+        Ok(s) => s,
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "No store for this tier.",
+            );
+        }
+    };
+    let mut out = Vec::new();
+    let mut after = q.after.unwrap_or(0);
+    while out.len() < limit {
+        let page = match store.audit_records(after, PAGE_MAX).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "audit log read failed");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "The store is unavailable.",
+                );
+            }
+        };
+        let Some(last) = page.last().map(|r| r.seq).filter(|s| *s > after) else {
+            break;
+        };
+        after = last;
+        out.extend(page.into_iter().filter(|r| {
+            q.tenant.as_ref().is_none_or(|t| r.entry.tenant.as_ref() == Some(t))
+                && q.action.as_ref().is_none_or(|a| &r.entry.action == a)
+                && q.since.is_none_or(|s| r.entry.time >= s)
+        }));
+    }
+    out.truncate(limit);
+    // A full page may have more after it: say where to continue (`?after=`).
+    let next = (out.len() == limit).then(|| out.last().map(|r| r.seq)).flatten();
+    let mut resp = (StatusCode::OK, axum::Json(out)).into_response();
+    if let Some(v) = next.and_then(|n| axum::http::HeaderValue::from_str(&n.to_string()).ok()) {
+        resp.headers_mut().insert("x-next-after", v);
+    }
+    resp
+}
