@@ -12,7 +12,8 @@ use std::sync::Arc;
 use super::mfa::{self, TotpSecret};
 use super::password::{PasswordError, PasswordHasher};
 use super::preauth::{PREAUTH_TTL_SECS, PreAuth};
-use crate::killswitch::KillSwitches;
+use crate::config::{AutoTripKind, AutoTripRule};
+use crate::killswitch::{KillSwitches, Scope};
 use crate::session::manager::{MintedToken, Sessions, mint_token};
 use crate::session::{LoginEvent, Revocation, SessionRecord, SessionStore, StoreError, UserRecord};
 
@@ -66,6 +67,8 @@ pub struct LoginContext<'a> {
     pub user_agent: &'a str,
     /// Now (unix seconds).
     pub now: i64,
+    /// The tenant's auto-trip rules, fed by failures recorded here.
+    pub auto_trip: &'a [AutoTripRule],
 }
 
 /// A session just created: the cookie value and the record.
@@ -469,6 +472,9 @@ impl LocalLogin {
             reason: failure.map(str::to_string),
         };
         store.record_login(&event).await?;
+        if let Some(reason) = failure {
+            self.feed_auto_trip_rules(store, ctx, subject, method, reason).await?;
+        }
         tracing::info!(
             event.kind = "security",
             event.action = if method == "password" { "login" } else { "mfa" },
@@ -480,6 +486,59 @@ impl LocalLogin {
             portcullis.tier = ctx.tier,
             "sign-in attempt"
         );
+        Ok(())
+    }
+}
+
+impl LocalLogin {
+    /// Counts a failure for every auto-trip rule it matches and trips the rule's switch
+    /// once the rule's threshold is reached within its window.
+    async fn feed_auto_trip_rules(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        ctx: &LoginContext<'_>,
+        subject: &str,
+        method: &str,
+        reason: &str,
+    ) -> Result<(), LoginError> {
+        for rule in ctx.auto_trip {
+            let (key, scope) = match rule.kind {
+                AutoTripKind::AccountMfaFailures if reason == "bad_code" => (
+                    format!("auto:{}:{}:{}", rule.name, ctx.tenant, subject.to_lowercase()),
+                    Scope::Account {
+                        tier: ctx.tier.to_string(),
+                        tenant: ctx.tenant.to_string(),
+                        subject: subject.to_string(),
+                    },
+                ),
+                AutoTripKind::TenantLoginFailures if matches!(reason, "bad_password" | "unknown_user") => (
+                    format!("auto:{}:{}", rule.name, ctx.tenant),
+                    Scope::Tenant {
+                        tier: ctx.tier.to_string(),
+                        tenant: ctx.tenant.to_string(),
+                    },
+                ),
+                _ => continue,
+            };
+            let window = i64::try_from(rule.window.as_secs()).unwrap_or(i64::MAX).max(1);
+            let (count, _) = store.hit(&key, ctx.now, window).await?;
+            if count >= rule.threshold {
+                tracing::warn!(
+                    event.kind = "security",
+                    event.action = "auto_trip",
+                    event.outcome = "success",
+                    event.reason = %rule.name,
+                    organization.id = ctx.tenant,
+                    portcullis.tier = ctx.tier,
+                    user.id = %subject,
+                    method,
+                    "auto-trip rule reached its threshold"
+                );
+                if let Err(e) = self.switches.auto_trip(rule, scope, ctx.now).await {
+                    tracing::error!(error = %e, rule = %rule.name, "auto-trip failed");
+                }
+            }
+        }
         Ok(())
     }
 }

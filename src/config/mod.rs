@@ -263,6 +263,37 @@ pub struct Tenant {
     pub routes: RouteTable,
     /// Largest request body for routes that do not set their own.
     pub max_body_bytes: u64,
+    /// Rules that trip a kill switch on their own (credential stuffing, MFA guessing).
+    pub auto_trip: Vec<AutoTripRule>,
+}
+
+/// A rule that trips a kill switch when failures pile up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoTripRule {
+    /// Rule name, recorded as the actor (`rule:<name>`).
+    pub name: String,
+    /// What is counted and what trips.
+    pub kind: AutoTripKind,
+    /// Failures within `window` that trip.
+    pub threshold: u32,
+    /// Counting window.
+    pub window: Duration,
+    /// Automatic reset after this long, if set.
+    pub expires: Option<Duration>,
+}
+
+/// What an auto-trip rule counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoTripKind {
+    /// Wrong second-factor codes of one account → that account's switch.
+    AccountMfaFailures,
+    /// Failed logins across the tenant (credential stuffing) → the tenant's switch.
+    TenantLoginFailures,
+}
+
+impl AutoTripKind {
+    /// Policy spelling.
+    pub const NAMES: [&str; 2] = ["account_mfa_failures", "tenant_login_failures"];
 }
 
 /// Where a tenant's app listens.

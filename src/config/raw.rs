@@ -129,6 +129,18 @@ pub struct RawTenant {
     pub limits: RawTenantLimits,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub auto_trip: Vec<RawAutoTrip>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoTrip {
+    pub name: Spanned<String>,
+    pub kind: Spanned<String>,
+    pub threshold: Spanned<i64>,
+    pub window: Spanned<String>,
+    pub expires: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -15,11 +15,11 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use super::raw::{RawCertificate, RawGateway, RawLimits, RawRoute, RawTenant, RawTier};
+use super::raw::{RawAutoTrip, RawCertificate, RawGateway, RawLimits, RawRoute, RawTenant, RawTier};
 use super::{
-    AUTOMATION_SCOPES, AllowEntry, AllowHost, AutomationToken, Certificate, Config, ConfigError, GatewayConfig,
-    Keyring, Limits, Listen, MfaPolicy, Operator, Overrides, SessionPolicy, SsoConfig, StoreConfig, Tenant, Tier,
-    Upstream,
+    AUTOMATION_SCOPES, AllowEntry, AllowHost, AutoTripKind, AutoTripRule, AutomationToken, Certificate, Config,
+    ConfigError, GatewayConfig, Keyring, Limits, Listen, MfaPolicy, Operator, Overrides, SessionPolicy, SsoConfig,
+    StoreConfig, Tenant, Tier, Upstream,
 };
 use crate::policy::{Access, RouteRule, RouteTable};
 use crate::secret::{Env, SecretBytes, SecretRef};
@@ -922,7 +922,9 @@ fn build_tenant(
     if problems.0.len() != before {
         return None;
     }
+    let auto_trip = build_auto_trip(src, &raw.auto_trip, problems);
     Some(Tenant {
+        auto_trip: auto_trip?,
         name: raw.name.unwrap_or_else(|| id.clone()),
         id,
         tier: raw.tier.into_inner(),
@@ -933,6 +935,67 @@ fn build_tenant(
         routes: routes?,
         max_body_bytes,
     })
+}
+
+fn build_auto_trip(src: &Source, raw: &[RawAutoTrip], problems: &mut Problems) -> Option<Vec<AutoTripRule>> {
+    let mut rules: Vec<AutoTripRule> = Vec::new();
+    let mut ok = true;
+    for r in raw {
+        let name = r.name.get_ref().trim().to_string();
+        if !is_identifier(&name) {
+            problems.at(
+                src,
+                r.name.span(),
+                "auto_trip.name: use lowercase letters, digits and '-'",
+            );
+            ok = false;
+        } else if rules.iter().any(|x| x.name == name) {
+            problems.at(src, r.name.span(), format!("auto_trip.name: `{name}` is used twice"));
+            ok = false;
+        }
+        let kind = match r.kind.get_ref().as_str() {
+            "account_mfa_failures" => Some(AutoTripKind::AccountMfaFailures),
+            "tenant_login_failures" => Some(AutoTripKind::TenantLoginFailures),
+            other => {
+                problems.at(
+                    src,
+                    r.kind.span(),
+                    format!(
+                        "auto_trip.kind: unknown kind `{other}` (known: {})",
+                        AutoTripKind::NAMES.join(", ")
+                    ),
+                );
+                None
+            }
+        };
+        let threshold = match u32::try_from(*r.threshold.get_ref()) {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                problems.at(
+                    src,
+                    r.threshold.span(),
+                    "auto_trip.threshold: must be a whole number from 1",
+                );
+                None
+            }
+        };
+        let window = duration(src, Some(&r.window), "auto_trip.window", problems).filter(|d| !d.is_zero());
+        let expires = match &r.expires {
+            Some(e) => duration(src, Some(e), "auto_trip.expires", problems).map(Some),
+            None => Some(None),
+        };
+        match (kind, threshold, window, expires) {
+            (Some(kind), Some(threshold), Some(window), Some(expires)) => rules.push(AutoTripRule {
+                name,
+                kind,
+                threshold,
+                window,
+                expires,
+            }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(rules)
 }
 
 fn build_routes(src: &Source, raw: &[RawRoute], problems: &mut Problems) -> Option<RouteTable> {

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::{Board, KillSwitch, Scope};
 use crate::audit::AuditEntry;
-use crate::config::Config;
+use crate::config::{AutoTripRule, Config};
 use crate::session::manager::Sessions;
 use crate::session::{Revocation, StoreError};
 
@@ -106,13 +106,30 @@ pub struct DryRun {
     pub tenants: Vec<String>,
 }
 
-/// Kill switches of every tier: the authoritative list, the board, and the stores.
+/// Kill switches of every tier: this node's list, the board, and the stores.
 pub struct KillSwitches {
     sessions: Arc<Sessions>,
     board: Board,
-    /// Serialises changes on this node; the counter tells `refresh` that the list it read
-    /// from the stores may be older than a change made meanwhile.
-    changes: tokio::sync::Mutex<u64>,
+    /// Serialises changes on this node.
+    state: tokio::sync::Mutex<State>,
+}
+
+/// The switches this node knows, and a change counter that tells `refresh` that the list
+/// it read from the stores may be older than a change made meanwhile.
+#[derive(Default)]
+struct State {
+    generation: u64,
+    switches: Vec<KillSwitch>,
+}
+
+impl State {
+    /// Replaces the switch of `ks.scope` (or removes it) and publishes the list.
+    fn set(&mut self, board: &Board, scope: &Scope, ks: Option<KillSwitch>) {
+        self.generation += 1;
+        self.switches.retain(|k| &k.scope != scope);
+        self.switches.extend(ks);
+        board.replace(&self.switches);
+    }
 }
 
 impl KillSwitches {
@@ -121,7 +138,7 @@ impl KillSwitches {
         Arc::new(KillSwitches {
             sessions,
             board: Board::default(),
-            changes: tokio::sync::Mutex::new(0),
+            state: tokio::sync::Mutex::new(State::default()),
         })
     }
 
@@ -164,6 +181,53 @@ impl KillSwitches {
         now: i64,
     ) -> Result<TripResult, KillSwitchError> {
         Self::check_scope(config, &req.scope)?;
+        let tenants = tenants_in(config, &req.scope);
+        self.trip_in(&tenants, req, actor, now).await
+    }
+
+    /// Trips the switch of an auto-trip rule (scope from the live policy, so already
+    /// valid), unless one is already in force for the scope.
+    pub async fn auto_trip(&self, rule: &AutoTripRule, scope: Scope, now: i64) -> Result<(), KillSwitchError> {
+        let covered = match &scope {
+            Scope::Account { tier, tenant, subject } => self.board.account_switch(tier, tenant, subject, now),
+            other => self
+                .board
+                .tenant_switch(other.tier(), other.tenant().unwrap_or_default(), now),
+        };
+        if covered.is_some() {
+            return Ok(());
+        }
+        let tenants: Vec<String> = scope.tenant().map(str::to_string).into_iter().collect();
+        let req = TripRequest {
+            scope,
+            reason: format!(
+                "auto-trip rule `{}`: {} failures within {} s",
+                rule.name,
+                rule.threshold,
+                rule.window.as_secs()
+            ),
+            message: None,
+            expires_at: rule
+                .expires
+                .map(|d| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
+            idempotency_key: None,
+        };
+        let actor = Actor {
+            name: format!("rule:{}", rule.name),
+            source_ip: "-".into(),
+            system: "auto-rule".into(),
+        };
+        self.trip_in(&tenants, req, &actor, now).await.map(|_| ())
+    }
+
+    /// Trips a checked scope whose sessions live in `tenants`.
+    async fn trip_in(
+        &self,
+        tenants: &[String],
+        req: TripRequest,
+        actor: &Actor,
+        now: i64,
+    ) -> Result<TripResult, KillSwitchError> {
         let reason = required_text("reason", &req.reason)?;
         let message = match &req.message {
             Some(m) => required_text("message", m)?,
@@ -180,9 +244,12 @@ impl KillSwitches {
             )));
         }
         let store = self.sessions.store(req.scope.tier())?;
-        let mut changes = self.changes.lock().await;
-        let stored = store.list_kill_switches().await?;
-        let before = stored.iter().find(|k| k.scope == req.scope).cloned();
+        let mut state = self.state.lock().await;
+        let before = store
+            .list_kill_switches()
+            .await?
+            .into_iter()
+            .find(|k| k.scope == req.scope);
         if let (Some(key), Some(existing)) = (&req.idempotency_key, &before)
             && existing.idempotency_key.as_deref() == Some(key)
         {
@@ -208,19 +275,13 @@ impl KillSwitches {
         // Stored first (so a crash cannot forget it), then on the board: from here on no
         // request in scope is served on this node.
         store.put_kill_switch(&switch).await?;
-        *changes += 1;
-        let mut all = self.current_switches(config).await?;
-        all.retain(|k| k.scope != switch.scope);
-        all.push(switch.clone());
-        self.board.replace(&all);
+        state.set(&self.board, &switch.scope, Some(switch.clone()));
 
-        let ended = self.end_sessions(config, &switch.scope, &actor.name, now).await?;
+        let ended = self.end_sessions(tenants, &switch.scope, &actor.name, now).await?;
         switch.sessions_ended = ended as u64;
         store.put_kill_switch(&switch).await?;
-        all.retain(|k| k.scope != switch.scope);
-        all.push(switch.clone());
-        self.board.replace(&all);
-        drop(changes);
+        state.set(&self.board, &switch.scope, Some(switch.clone()));
+        drop(state);
 
         self.audit(
             &switch.scope,
@@ -255,12 +316,10 @@ impl KillSwitches {
             required_text("reason", reason)?
         };
         let store = self.sessions.store(scope.tier())?;
-        let mut changes = self.changes.lock().await;
+        let mut state = self.state.lock().await;
         let removed = store.delete_kill_switch(&scope.key()).await?;
-        *changes += 1;
-        let all = self.current_switches(config).await?;
-        self.board.replace(&all);
-        drop(changes);
+        state.set(&self.board, scope, None);
+        drop(state);
         let Some(removed) = removed else {
             return Ok(None);
         };
@@ -335,15 +394,16 @@ impl KillSwitches {
     /// Reloads the board from the stores and resets expired switches (audited as
     /// `system: expiry`). A change made on this node while the stores were read wins.
     pub async fn refresh(&self, config: &Config, now: i64) -> Result<(), KillSwitchError> {
-        let seen = *self.changes.lock().await;
+        let seen = self.state.lock().await.generation;
         let mut all = self.current_switches(config).await?;
         let expired: Vec<KillSwitch> = all.iter().filter(|k| !k.in_force(now)).cloned().collect();
         all.retain(|k| k.in_force(now));
-        let changes = self.changes.lock().await;
-        if *changes == seen {
-            self.board.replace(&all);
+        let mut state = self.state.lock().await;
+        if state.generation == seen {
+            state.switches = all;
+            self.board.replace(&state.switches);
         }
-        drop(changes);
+        drop(state);
         for ks in expired {
             let store = self.sessions.store(ks.scope.tier())?;
             // Only the process whose delete removed it records the reset.
@@ -399,7 +459,13 @@ impl KillSwitches {
     }
 
     /// Revokes every live session in scope (store and cache) and closes their streams.
-    async fn end_sessions(&self, config: &Config, scope: &Scope, by: &str, now: i64) -> Result<usize, KillSwitchError> {
+    async fn end_sessions(
+        &self,
+        tenants: &[String],
+        scope: &Scope,
+        by: &str,
+        now: i64,
+    ) -> Result<usize, KillSwitchError> {
         let rev = Revocation {
             at: now,
             by: by.to_string(),
@@ -412,8 +478,8 @@ impl KillSwitches {
                 ended.extend(store.revoke_user_sessions(tenant, subject, None, &rev).await?);
             }
             _ => {
-                for tenant in tenants_in(config, scope) {
-                    ended.extend(store.revoke_tenant_sessions(&tenant, &rev).await?);
+                for tenant in tenants {
+                    ended.extend(store.revoke_tenant_sessions(tenant, &rev).await?);
                 }
             }
         }

@@ -82,6 +82,7 @@ impl Ctx<'_> {
             ip: &self.ip,
             user_agent,
             now: self.now,
+            auto_trip: &self.entry.tenant.auto_trip,
         }
     }
 }
