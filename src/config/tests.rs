@@ -291,3 +291,54 @@ fn allowlist_entries_match_hosts_ports_and_ranges() {
     assert!(e("::1").allows("[::1]", 5));
     assert!(!e("app.internal").allows("127.0.0.1", 5));
 }
+
+#[test]
+fn automation_tokens_name_scopes_and_tenants_of_their_tier() {
+    let hash = "8e6a5ee73e2e5b8a4d6f6c16bd1cde8e0e8f2e07a33a6e3a0d1f4f9f3b6a1c01";
+    let ok = format!(
+        "{PROD}\n[[automation]]\nname = \"siem\"\ntoken_sha256 = \"{hash}\"\nscopes = [\"breaker:trip\"]\ntenants = [\"acme\"]\n"
+    );
+    let dir = fixture(&[("tiers/prod.toml", &ok)]);
+    let cfg = load(dir.path(), &env(), &Overrides::default()).unwrap();
+    let auto = &cfg.tiers["prod"].automation[0];
+    assert_eq!(
+        (auto.name.as_str(), auto.tenants.as_slice()),
+        ("siem", &["acme".to_string()][..])
+    );
+
+    let bad_scope = ok.replace("breaker:trip", "breaker:reset");
+    assert_error(
+        &[("tiers/prod.toml", &bad_scope)],
+        "prod.toml:11: automation.scopes: unknown scope `breaker:reset` (known: breaker:trip)",
+    );
+    let other_tier_tenant = ok.replace("[\"acme\"]", "[\"initech\"]");
+    assert_error(
+        &[("tiers/prod.toml", &other_tier_tenant)],
+        "prod.toml:12: automation.tenants: `initech` is not a tenant of tier `prod`",
+    );
+}
+
+#[test]
+fn auto_trip_rules_are_validated() {
+    let rule = "\n[[auto_trip]]\nname = \"mfa-guessing\"\nkind = \"account_mfa_failures\"\nthreshold = 5\nwindow = \"10m\"\nexpires = \"1h\"\n";
+    let good = format!("{ACME}{rule}");
+    let dir = fixture(&[("tenants/acme.toml", &good)]);
+    let cfg = load(dir.path(), &env(), &Overrides::default()).unwrap();
+    let r = &cfg.tenants[0].auto_trip[0];
+    assert_eq!(r.kind, AutoTripKind::AccountMfaFailures);
+    assert_eq!(
+        (r.threshold, r.window.as_secs(), r.expires.map(|d| d.as_secs())),
+        (5, 600, Some(3600))
+    );
+
+    let bad_kind = good.replace("account_mfa_failures", "mfa");
+    assert_error(
+        &[("tenants/acme.toml", &bad_kind)],
+        "acme.toml:12: auto_trip.kind: unknown kind `mfa` (known: account_mfa_failures, tenant_login_failures)",
+    );
+    let zero = good.replace("threshold = 5", "threshold = 0");
+    assert_error(
+        &[("tenants/acme.toml", &zero)],
+        "acme.toml:13: auto_trip.threshold: must be a whole number from 1",
+    );
+}
