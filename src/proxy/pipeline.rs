@@ -177,7 +177,19 @@ impl Pipeline {
                 let ip = headers::client_ip(req.headers(), conn.peer.ip(), &snapshot.config.gateway.trusted_proxies);
                 // Boxed: the pages' state machines are large, and keeping them out of the
                 // proxy future saves copying kilobytes on every proxied request.
-                return Box::pin(self.reserved(req, &entry, &host, &path, conn, ip, session, suspended, now)).await;
+                return Box::pin(self.reserved(
+                    req,
+                    &entry,
+                    &host,
+                    &path,
+                    conn,
+                    ip,
+                    session,
+                    suspended,
+                    &snapshot.config,
+                    now,
+                ))
+                .await;
             }
             Target::Route { path, rule } => (path, rule),
         };
@@ -344,6 +356,7 @@ impl Pipeline {
         ip: std::net::IpAddr,
         session: Option<Arc<SessionRecord>>,
         suspended: Option<Arc<crate::killswitch::KillSwitch>>,
+        config: &crate::config::Config,
         now: i64,
     ) -> Result<Response<ProxyBody>, Refusal> {
         let rest = path.strip_prefix(policy::RESERVED_PREFIX).unwrap_or_default();
@@ -351,6 +364,7 @@ impl Pipeline {
             return Ok(reserved::status(entry, suspended.as_deref()));
         }
         let ctx = ui::Ctx {
+            config,
             entry,
             host,
             rest,

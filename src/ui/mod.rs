@@ -3,6 +3,7 @@
 //! session center (sessions, history, password change). Pages and their JSON twins call
 //! the same flow in `auth::login`; this module only speaks HTTP.
 
+mod admin;
 mod pages;
 pub mod web;
 
@@ -35,6 +36,8 @@ pub struct Portal {
 
 /// The request's context as the proxy resolved it.
 pub struct Ctx<'a> {
+    /// The policy set serving this request.
+    pub config: &'a crate::config::Config,
     /// Tenant and tier of the host.
     pub entry: &'a TenantEntry,
     /// Normalised host (no port).
@@ -427,6 +430,7 @@ impl Portal {
             (Method::DELETE, p) if p.starts_with("sessions/") => self.api_end_one(ctx, &p["sessions/".len()..]).await,
             (Method::GET, "history") => self.api_history(req, ctx).await,
             (Method::POST, "password") => self.api_password(req, ctx).await,
+            (m, p) if p.starts_with("admin/") => self.api_admin(req, ctx, m, &p["admin/".len()..]).await,
             _ => json_error(StatusCode::NOT_FOUND, "not_found", "No such API."),
         }
     }
