@@ -176,11 +176,11 @@ fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapsho
     for tenant in &config.tenants {
         let reuse = previous
             .and_then(|p| p.upstreams.get(&tenant.id))
-            .filter(|c| c.same_as(&tenant.upstream, limits))
+            .filter(|c| c.same_as(&tenant.upstream, limits, &tenant.upstream_guard))
             .cloned();
         upstreams.insert(
             tenant.id.clone(),
-            reuse.unwrap_or_else(|| UpstreamClient::new(&tenant.upstream, limits)),
+            reuse.unwrap_or_else(|| UpstreamClient::new(&tenant.upstream, limits, &tenant.upstream_guard)),
         );
     }
     Ok(Snapshot {

@@ -60,6 +60,14 @@ pub struct Metrics {
     pub upstream_latency: Family<TenantLabels, Histogram>,
     /// Client connections open on the public listener.
     pub open_connections: Gauge<i64, AtomicI64>,
+    /// Upstream breaker state by tenant (0 closed, 1 half-open, 2 open); set at scrape time.
+    pub upstream_breaker_state: Family<TenantLabels, Gauge<i64, AtomicI64>>,
+    /// Requests in flight to each tenant's upstream (bulkhead slots taken).
+    pub upstream_in_flight: Family<TenantLabels, Gauge<i64, AtomicI64>>,
+    /// Requests waiting for a bulkhead slot, by tenant.
+    pub upstream_queued: Family<TenantLabels, Gauge<i64, AtomicI64>>,
+    /// Kill switches in force on this node.
+    pub kill_switches: Gauge<i64, AtomicI64>,
 }
 
 impl Metrics {
@@ -84,11 +92,35 @@ impl Metrics {
             "Open client connections on the public listener",
             open_connections.clone(),
         );
+        let upstream_breaker_state = Family::<TenantLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "upstream_breaker_state",
+            "Upstream breaker state (0 closed, 1 half-open, 2 open)",
+            upstream_breaker_state.clone(),
+        );
+        let upstream_in_flight = Family::<TenantLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "upstream_in_flight",
+            "Requests in flight to the tenant's upstream",
+            upstream_in_flight.clone(),
+        );
+        let upstream_queued = Family::<TenantLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "upstream_queued",
+            "Requests waiting for a slot to the tenant's upstream",
+            upstream_queued.clone(),
+        );
+        let kill_switches = Gauge::<i64, AtomicI64>::default();
+        registry.register("kill_switches", "Kill switches in force", kill_switches.clone());
         Arc::new(Metrics {
             registry,
             requests,
             upstream_latency,
             open_connections,
+            upstream_breaker_state,
+            upstream_in_flight,
+            upstream_queued,
+            kill_switches,
         })
     }
 

@@ -98,6 +98,23 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
+    let snapshot = state.live.snapshot();
+    let m = &state.metrics;
+    for (tenant, client) in &snapshot.upstreams {
+        let labels = crate::telemetry::TenantLabels { tenant: tenant.clone() };
+        let guard = client.guard();
+        m.upstream_breaker_state
+            .get_or_create(&labels)
+            .set(guard.state().gauge_value());
+        m.upstream_in_flight
+            .get_or_create(&labels)
+            .set(i64::try_from(guard.in_flight()).unwrap_or(i64::MAX));
+        m.upstream_queued
+            .get_or_create(&labels)
+            .set(i64::try_from(guard.queued()).unwrap_or(i64::MAX));
+    }
+    m.kill_switches
+        .set(i64::try_from(state.switches.board().len()).unwrap_or(i64::MAX));
     (
         [(
             header::CONTENT_TYPE,

@@ -19,6 +19,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::policy::RouteTable;
+pub use crate::proxy::upstream_guard::GuardSettings;
 use crate::secret::SecretBytes;
 pub use crate::secret::{Env, ProcessEnv};
 pub(crate) use validate::normalise_host;
@@ -265,6 +266,8 @@ pub struct Tenant {
     pub max_body_bytes: u64,
     /// Rules that trip a kill switch on their own (credential stuffing, MFA guessing).
     pub auto_trip: Vec<AutoTripRule>,
+    /// The upstream's breaker and bulkhead limits.
+    pub upstream_guard: GuardSettings,
 }
 
 /// A rule that trips a kill switch when failures pile up.

@@ -154,6 +154,11 @@ pub struct RawSession {
 #[serde(deny_unknown_fields)]
 pub struct RawTenantLimits {
     pub max_body_bytes: Option<Spanned<i64>>,
+    pub max_in_flight: Option<Spanned<i64>>,
+    pub max_queued: Option<Spanned<i64>>,
+    pub queue_wait: Option<Spanned<String>>,
+    pub breaker_failures: Option<Spanned<i64>>,
+    pub breaker_cool_down: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,11 +15,11 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use super::raw::{RawAutoTrip, RawCertificate, RawGateway, RawLimits, RawRoute, RawTenant, RawTier};
+use super::raw::{RawAutoTrip, RawCertificate, RawGateway, RawLimits, RawRoute, RawTenant, RawTenantLimits, RawTier};
 use super::{
     AUTOMATION_SCOPES, AllowEntry, AllowHost, AutoTripKind, AutoTripRule, AutomationToken, Certificate, Config,
-    ConfigError, GatewayConfig, Keyring, Limits, Listen, MfaPolicy, Operator, Overrides, SessionPolicy, SsoConfig,
-    StoreConfig, Tenant, Tier, Upstream,
+    ConfigError, GatewayConfig, GuardSettings, Keyring, Limits, Listen, MfaPolicy, Operator, Overrides, SessionPolicy,
+    SsoConfig, StoreConfig, Tenant, Tier, Upstream,
 };
 use crate::policy::{Access, RouteRule, RouteTable};
 use crate::secret::{Env, SecretBytes, SecretRef};
@@ -918,6 +918,7 @@ fn build_tenant(
     )
     .unwrap_or(default_body);
     let routes = build_routes(src, &raw.routes, problems);
+    let upstream_guard = build_guard(src, &raw.limits, problems);
 
     if problems.0.len() != before {
         return None;
@@ -934,7 +935,44 @@ fn build_tenant(
         sso,
         routes: routes?,
         max_body_bytes,
+        upstream_guard,
     })
+}
+
+/// The tenant's upstream breaker and bulkhead (`[limits]`), defaults where unset.
+fn build_guard(src: &Source, raw: &RawTenantLimits, problems: &mut Problems) -> GuardSettings {
+    let d = GuardSettings::default();
+    let count = |v: &Option<Spanned<i64>>, key: &str, min: u64, problems: &mut Problems| {
+        size(src, v.as_ref(), key, min, problems).and_then(|n| usize::try_from(n).ok())
+    };
+    let settings = GuardSettings {
+        failure_threshold: count(&raw.breaker_failures, "limits.breaker_failures", 1, problems)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(d.failure_threshold),
+        cool_down: duration(
+            src,
+            raw.breaker_cool_down.as_ref(),
+            "limits.breaker_cool_down",
+            problems,
+        )
+        .unwrap_or(d.cool_down),
+        max_in_flight: count(&raw.max_in_flight, "limits.max_in_flight", 1, problems).unwrap_or(d.max_in_flight),
+        max_queued: count(&raw.max_queued, "limits.max_queued", 0, problems).unwrap_or(d.max_queued),
+        max_queue_wait: duration(src, raw.queue_wait.as_ref(), "limits.queue_wait", problems)
+            .unwrap_or(d.max_queue_wait),
+    };
+    if let Err(errors) = settings.validate() {
+        use crate::proxy::upstream_guard::SettingsError;
+        for e in errors {
+            let span = match e {
+                SettingsError::CoolDown(_) => raw.breaker_cool_down.as_ref().map(|v| v.span()),
+                SettingsError::MaxInFlight { .. } => raw.max_in_flight.as_ref().map(|v| v.span()),
+                SettingsError::FailureThreshold => raw.breaker_failures.as_ref().map(|v| v.span()),
+            };
+            problems.at(src, span.unwrap_or(0..0), format!("limits: {e}"));
+        }
+    }
+    settings
 }
 
 fn build_auto_trip(src: &Source, raw: &[RawAutoTrip], problems: &mut Problems) -> Option<Vec<AutoTripRule>> {

@@ -201,6 +201,17 @@ impl Board {
             .cloned()
     }
 
+    /// Switches on the board.
+    pub fn len(&self) -> usize {
+        let t = self.table.load();
+        t.tiers.len() + t.tenants.len() + t.accounts.len()
+    }
+
+    /// Whether no switch is on the board.
+    pub fn is_empty(&self) -> bool {
+        !self.any.load(Ordering::Acquire)
+    }
+
     /// Whether any account of the tenant has a switch (so a dead session cookie is worth
     /// a second look to answer 423 instead of 401).
     pub fn has_account_switches(&self, tier: &str, tenant: &str) -> bool {

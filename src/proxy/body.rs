@@ -11,6 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::upstream_guard::Admission;
+
 /// Error of a body stream.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -18,12 +20,17 @@ pin_project_lite::pin_project! {
     /// What the public listener answers with.
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
-        /// The upstream's response, streamed through.
-        Upstream { #[pin] body: Incoming },
+        /// The upstream's response, streamed through; holds the upstream's bulkhead slot
+        /// until the body is done.
+        Upstream { #[pin] body: Incoming, slot: Option<Admission> },
         /// A response the gateway made itself (errors, pages, JSON).
         Local { #[pin] body: Full<Bytes> },
         /// An upstream stream of a session: cut off once the session is revoked.
-        Watched { #[pin] body: Incoming, revoked: Pin<Box<dyn Future<Output = ()> + Send>> },
+        Watched {
+            #[pin] body: Incoming,
+            revoked: Pin<Box<dyn Future<Output = ()> + Send>>,
+            slot: Option<Admission>,
+        },
     }
 }
 
@@ -40,17 +47,22 @@ impl ProxyBody {
         }
     }
 
-    /// An upstream body, streamed.
-    pub fn upstream(body: Incoming) -> Self {
-        ProxyBody::Upstream { body }
+    /// An upstream body, streamed; `slot` is released when the body is dropped.
+    pub fn upstream(body: Incoming, slot: Option<Admission>) -> Self {
+        ProxyBody::Upstream { body, slot }
     }
 
     /// An upstream body of a session, ended with an error (the connection or stream is
     /// reset) as soon as `revoked` resolves.
-    pub fn watched(body: Incoming, revoked: impl Future<Output = ()> + Send + 'static) -> Self {
+    pub fn watched(
+        body: Incoming,
+        revoked: impl Future<Output = ()> + Send + 'static,
+        slot: Option<Admission>,
+    ) -> Self {
         ProxyBody::Watched {
             body,
             revoked: Box::pin(revoked),
+            slot,
         }
     }
 }
@@ -61,9 +73,9 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { body } => body.poll_frame(cx).map_err(Into::into),
+            ProxyBodyProj::Upstream { body, .. } => body.poll_frame(cx).map_err(Into::into),
             ProxyBodyProj::Local { body } => body.poll_frame(cx).map_err(|never| match never {}),
-            ProxyBodyProj::Watched { body, revoked } => {
+            ProxyBodyProj::Watched { body, revoked, .. } => {
                 if revoked.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Some(Err(Box::new(StreamRevoked))));
                 }
@@ -74,7 +86,7 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream { body } => body.is_end_stream(),
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
             ProxyBody::Local { body } => body.is_end_stream(),
             ProxyBody::Watched { body, .. } => body.is_end_stream(),
         }
@@ -82,7 +94,7 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream { body } => body.size_hint(),
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
             ProxyBody::Local { body } => body.size_hint(),
             ProxyBody::Watched { body, .. } => body.size_hint(),
         }

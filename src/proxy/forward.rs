@@ -18,12 +18,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use super::body::LimitedBody;
 use super::pool::Http1Pool;
 use super::respond::Refusal;
+use super::upstream_guard::{GuardSettings, UpstreamGuard};
 use crate::config::{Limits, Upstream};
 
 /// A tenant's upstream with its own connection pool.
 #[derive(Clone)]
 pub struct UpstreamClient {
     transport: Transport,
+    /// Breaker and bulkhead of this upstream; kept across reloads with the pool.
+    guard: UpstreamGuard,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     response_timeout: Duration,
@@ -48,7 +51,7 @@ impl std::fmt::Debug for UpstreamClient {
 
 impl UpstreamClient {
     /// Builds a pooled client for one upstream.
-    pub fn new(upstream: &Upstream, limits: &Limits) -> Self {
+    pub fn new(upstream: &Upstream, limits: &Limits, guard: &GuardSettings) -> Self {
         let transport = if upstream.scheme == http::uri::Scheme::HTTP {
             Transport::Plain(std::sync::Arc::new(Http1Pool::new(
                 &upstream.host,
@@ -60,6 +63,7 @@ impl UpstreamClient {
         };
         UpstreamClient {
             transport,
+            guard: UpstreamGuard::new(guard.clone()),
             scheme: upstream.scheme.clone(),
             authority: upstream.authority.clone(),
             response_timeout: limits.upstream_response_timeout,
@@ -89,10 +93,16 @@ fn tls_client(limits: &Limits) -> Client<HttpsConnector<HttpConnector>, LimitedB
 impl UpstreamClient {
     /// True when this client talks to the same upstream with the same limits, so a
     /// reload can keep its warm pool.
-    pub fn same_as(&self, upstream: &Upstream, limits: &Limits) -> bool {
+    pub fn same_as(&self, upstream: &Upstream, limits: &Limits, guard: &GuardSettings) -> bool {
         self.scheme == upstream.scheme
             && self.authority == upstream.authority
             && self.response_timeout == limits.upstream_response_timeout
+            && self.guard.settings() == guard
+    }
+
+    /// The upstream's breaker and bulkhead.
+    pub fn guard(&self) -> &UpstreamGuard {
+        &self.guard
     }
 
     /// The upstream URI for an authorised path and the original query.

@@ -12,6 +12,7 @@ mod pool;
 mod reserved;
 pub mod respond;
 pub mod tls;
+pub mod upstream_guard;
 
 use std::pin::Pin;
 use std::sync::Arc;

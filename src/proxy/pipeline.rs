@@ -20,6 +20,7 @@ use super::forward;
 use super::headers::{self, ClientContext};
 use super::reserved;
 use super::respond::{self, Refusal};
+use super::upstream_guard::Rejection;
 use crate::live::{Live, Snapshot};
 use crate::policy::{self, Decision, Identity, Target};
 use crate::session::SessionRecord;
@@ -239,7 +240,24 @@ impl Pipeline {
         }
         parts.uri = target;
         let upstream_req = Request::from_parts(parts, LimitedBody::new(body, limit));
-        let (mut resp, latency) = client.send(upstream_req, &host_value).await?;
+        let mut slot = client.guard().admit().await.map_err(|r| match r {
+            Rejection::BreakerOpen { retry_after_secs } => Refusal::UpstreamUnavailable {
+                retry_after_secs,
+                overloaded: false,
+            },
+            Rejection::Overloaded => Refusal::UpstreamUnavailable {
+                retry_after_secs: 1,
+                overloaded: true,
+            },
+        })?;
+        let (mut resp, latency) = match client.send(upstream_req, &host_value).await {
+            Ok(answer) => answer,
+            Err(refusal) => {
+                slot.failed();
+                return Err(refusal);
+            }
+        };
+        slot.record_status(resp.status().as_u16());
         self.metrics
             .upstream_latency
             .get_or_create(&TenantLabels {
@@ -271,8 +289,12 @@ impl Pipeline {
             Some(s) => ProxyBody::watched(
                 body,
                 forward::SessionWatch::of(&self.portal.sessions, s).until_revoked(),
+                Some(slot),
             ),
-            None => ProxyBody::upstream(body),
+            // A tunnel's slot is released now: WebSockets are long-lived and would use up
+            // the bulkhead; the breaker has had its answer (101).
+            None if switching => ProxyBody::upstream(body, None),
+            None => ProxyBody::upstream(body, Some(slot)),
         };
         Ok(Response::from_parts(parts, body))
     }

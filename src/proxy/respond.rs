@@ -32,6 +32,8 @@ pub enum Refusal {
     GatewayTimeout,
     /// The gateway cannot serve this yet (503).
     Unavailable(&'static str),
+    /// The upstream's breaker is open or its bulkhead is full (503 with Retry-After).
+    UpstreamUnavailable { retry_after_secs: u64, overloaded: bool },
     /// A kill switch covers the tenant or account (423); `message` is the one chosen
     /// for users when the switch was tripped.
     Locked { message: String },
@@ -51,6 +53,7 @@ impl Refusal {
             Refusal::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Locked { .. } => StatusCode::LOCKED,
+            Refusal::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -67,6 +70,13 @@ impl Refusal {
             Refusal::GatewayTimeout => ("gateway_timeout", "The application did not answer in time."),
             Refusal::Unavailable(m) => ("unavailable", m),
             Refusal::Locked { .. } => ("suspended", "Access is suspended."),
+            Refusal::UpstreamUnavailable { overloaded: true, .. } => {
+                ("overloaded", "The application is busy; try again shortly.")
+            }
+            Refusal::UpstreamUnavailable { overloaded: false, .. } => (
+                "upstream_unavailable",
+                "The application is failing; requests are paused briefly.",
+            ),
         }
     }
 }
@@ -111,6 +121,11 @@ pub fn refusal(refusal: &Refusal, html: bool, request_id: &str) -> Response<Prox
     } else {
         json_error(status, code, message, request_id)
     };
+    if let Refusal::UpstreamUnavailable { retry_after_secs, .. } = refusal
+        && let Ok(v) = HeaderValue::from_str(&retry_after_secs.max(&1).to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
     if status == StatusCode::BAD_REQUEST {
         // A malformed request may have left the connection's framing unknown: close it.
         resp.headers_mut()

@@ -376,6 +376,17 @@ pub struct TenantSpec {
     pub session_timeouts: (String, String),
 }
 
+/// An `[[automation]]` table of a tier (a SIEM/SOAR token).
+#[derive(Debug, Clone)]
+pub struct AutomationSpec {
+    pub tier: String,
+    pub name: String,
+    /// Hex SHA-256 of the bearer token.
+    pub token_sha256: String,
+    pub scopes: Vec<String>,
+    pub tenants: Vec<String>,
+}
+
 /// A certificate entry of `[[tls.certificates]]`; files are written under `tls/`.
 #[derive(Debug, Clone)]
 pub struct TlsCert {
@@ -396,6 +407,10 @@ pub struct PolicyFixture {
     pub tenants: Vec<TenantSpec>,
     /// `[[operators]]` of tier prod: (name, hex sha256 of the token).
     pub prod_operators: Vec<(String, String)>,
+    /// `[[operators]]` of tier staging: (name, hex sha256 of the token).
+    pub staging_operators: Vec<(String, String)>,
+    /// `[[automation]]` tables, each written into the tier it names.
+    pub automation: Vec<AutomationSpec>,
     /// The prod tier's cookie key file content.
     pub prod_key: String,
 }
@@ -433,6 +448,8 @@ impl PolicyFixture {
                 tenant("initech", "Initech", "staging", initech),
             ],
             prod_operators: Vec::new(),
+            staging_operators: Vec::new(),
+            automation: Vec::new(),
             prod_key: random_hex(32),
         }
     }
@@ -486,16 +503,33 @@ impl PolicyFixture {
         let mut s = String::from(
             "# Tier \"prod\" (test fixture).\nname = \"prod\"\nproduction = true\nupstream_allowlist = [\"127.0.0.1\", \"::1\", \"localhost\"]\n\n[keys]\ncookie = \"file:secrets/prod.key\"\n",
         );
-        for (name, hash) in &self.prod_operators {
-            s.push_str(&format!(
-                "\n[[operators]]\nname = \"{name}\"\ntoken_sha256 = \"{hash}\"\n"
-            ));
-        }
+        self.push_credentials(&mut s, "prod", &self.prod_operators);
         s
     }
 
     pub fn staging_toml(&self) -> String {
-        "# Tier \"staging\" (test fixture).\nname = \"staging\"\nproduction = false\nupstream_allowlist = [\"127.0.0.1\", \"::1\", \"localhost\"]\n\n[keys]\ncookie = \"inline:staging-test-cookie-key-0123456789-abcdefghij\"\n".to_string()
+        let mut s = "# Tier \"staging\" (test fixture).\nname = \"staging\"\nproduction = false\nupstream_allowlist = [\"127.0.0.1\", \"::1\", \"localhost\"]\n\n[keys]\ncookie = \"inline:staging-test-cookie-key-0123456789-abcdefghij\"\n".to_string();
+        self.push_credentials(&mut s, "staging", &self.staging_operators);
+        s
+    }
+
+    /// Appends the `[[operators]]` and `[[automation]]` tables of `tier`.
+    fn push_credentials(&self, s: &mut String, tier: &str, operators: &[(String, String)]) {
+        for (name, hash) in operators {
+            s.push_str(&format!(
+                "\n[[operators]]\nname = \"{name}\"\ntoken_sha256 = \"{hash}\"\n"
+            ));
+        }
+        for a in self.automation.iter().filter(|a| a.tier == tier) {
+            let quoted = |v: &[String]| v.iter().map(|x| format!("\"{x}\"")).collect::<Vec<_>>().join(", ");
+            s.push_str(&format!(
+                "\n[[automation]]\nname = \"{}\"\ntoken_sha256 = \"{}\"\nscopes = [{}]\ntenants = [{}]\n",
+                a.name,
+                a.token_sha256,
+                quoted(&a.scopes),
+                quoted(&a.tenants)
+            ));
+        }
     }
 
     pub fn tenant_toml(t: &TenantSpec) -> String {
