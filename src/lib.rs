@@ -15,6 +15,7 @@
 //! [`Gateway`] wires them: bind listeners, serve until SIGTERM, reload on SIGHUP.
 
 pub mod admin;
+pub mod assertion;
 pub mod audit;
 pub mod auth;
 pub mod config;

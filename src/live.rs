@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
+use crate::assertion::{Signer, SigningKey, generate_ed25519_pem};
 use crate::config::{self, Config, ConfigError, Env, Overrides};
 use crate::proxy::forward::UpstreamClient;
 use crate::proxy::tls;
@@ -29,6 +30,17 @@ pub struct Snapshot {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Upstream pools by tenant id.
     pub upstreams: HashMap<String, UpstreamClient>,
+    /// Identity assertion signers by tier.
+    pub signers: HashMap<String, Arc<TierSigner>>,
+}
+
+/// A tier's assertion signer and where its key came from.
+#[derive(Debug)]
+pub struct TierSigner {
+    /// Current and still-published retired keys.
+    pub signer: Signer,
+    /// The key was made at start because the policy names none (lost on restart).
+    pub ephemeral: bool,
 }
 
 /// Outcome of the last reload, for `/readyz`.
@@ -183,10 +195,68 @@ fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapsho
             reuse.unwrap_or_else(|| UpstreamClient::new(&tenant.upstream, limits, &tenant.upstream_guard)),
         );
     }
+    let signers = build_signers(&config, previous)?;
     Ok(Snapshot {
         hosts: HostMap::new(&config),
         config: Arc::new(config),
         tls,
         upstreams,
+        signers,
     })
+}
+
+/// One signer per tier. A key named by the policy is used as it is; a changed key rotates
+/// (the old public key stays published until its last assertion expired); a tier without
+/// one keeps the key it was given at start, or gets a fresh one.
+fn build_signers(
+    config: &Config,
+    previous: Option<&Snapshot>,
+) -> Result<HashMap<String, Arc<TierSigner>>, Vec<ConfigError>> {
+    let now = crate::unix_now();
+    let mut out = HashMap::new();
+    for tier in config.tiers.values() {
+        let before = previous.and_then(|p| p.signers.get(&tier.name));
+        let problem = |message: String| {
+            vec![ConfigError {
+                file: config.dir.join("tiers"),
+                line: None,
+                message: format!("tier `{}`: {message}", tier.name),
+            }]
+        };
+        let signer = match (&tier.keys.assertion, before) {
+            (None, Some(b)) if b.ephemeral => b.clone(),
+            (None, _) => {
+                let pem = generate_ed25519_pem().map_err(|e| problem(e.to_string()))?;
+                let key = SigningKey::from_pkcs8_pem(pem.as_bytes()).map_err(|e| problem(e.to_string()))?;
+                tracing::warn!(
+                    tier = %tier.name,
+                    kid = key.kid(),
+                    "no keys.assertion in the tier policy: signing identity assertions with a key made at start (it changes on restart)"
+                );
+                Arc::new(TierSigner {
+                    signer: match before {
+                        Some(b) => b.signer.rotated(key, now),
+                        None => Signer::new(key),
+                    },
+                    ephemeral: true,
+                })
+            }
+            (Some(pem), before) => {
+                let key = SigningKey::from_pkcs8_pem(pem.expose_secret()).map_err(|e| problem(e.to_string()))?;
+                match before {
+                    Some(b) if !b.ephemeral && b.signer.current().kid() == key.kid() => b.clone(),
+                    Some(b) => Arc::new(TierSigner {
+                        signer: b.signer.rotated(key, now),
+                        ephemeral: false,
+                    }),
+                    None => Arc::new(TierSigner {
+                        signer: Signer::new(key),
+                        ephemeral: false,
+                    }),
+                }
+            }
+        };
+        out.insert(tier.name.clone(), signer);
+    }
+    Ok(out)
 }

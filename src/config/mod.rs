@@ -166,6 +166,8 @@ pub struct Tier {
     pub production: bool,
     /// Upstreams tenants of this tier may use.
     pub upstream_allowlist: Vec<AllowEntry>,
+    /// `iss` of the tier's identity assertions.
+    pub assertion_issuer: String,
     /// The tier's keys.
     pub keys: Keyring,
     /// Operators (people) and the hashes of their bearer tokens.
@@ -195,7 +197,8 @@ pub const AUTOMATION_SCOPES: [&str; 1] = ["breaker:trip"];
 pub struct Keyring {
     /// Key for cookies and state the gateway seals or signs.
     pub cookie: SecretBytes,
-    /// Assertion signing key (PEM), when configured.
+    /// Assertion signing key (PKCS#8 PEM, Ed25519 or P-256), when configured; without
+    /// one the gateway signs with a key it makes at start (lost on restart).
     pub assertion: Option<SecretBytes>,
     /// Credential the gateway presents to this tier's upstreams, when configured.
     pub upstream_token: Option<SecretBytes>,

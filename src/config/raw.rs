@@ -82,6 +82,7 @@ pub struct RawTier {
     pub production: bool,
     #[serde(default)]
     pub upstream_allowlist: Vec<Spanned<String>>,
+    pub assertion_issuer: Option<Spanned<String>>,
     pub keys: RawKeys,
     #[serde(default)]
     pub operators: Vec<RawOperator>,

@@ -619,6 +619,23 @@ fn build_tier(
         Some(secret)
     };
     let assertion = optional(&raw.keys.assertion, "keys.assertion", problems);
+    if let (Some(key), Some(at)) = (&assertion, &raw.keys.assertion)
+        && let Err(e) = crate::assertion::SigningKey::from_pkcs8_pem(key.expose_secret())
+    {
+        problems.at(
+            src,
+            at.span(),
+            format!("keys.assertion: {e} (expected a PKCS#8 PEM Ed25519 or P-256 private key)"),
+        );
+    }
+    let assertion_issuer = match &raw.assertion_issuer {
+        Some(iss) if iss.get_ref().trim().is_empty() || iss.get_ref().chars().any(char::is_control) => {
+            problems.at(src, iss.span(), "assertion_issuer: must be a non-empty URL or name");
+            String::new()
+        }
+        Some(iss) => iss.get_ref().clone(),
+        None => format!("urn:portcullis:tier:{name}"),
+    };
     let upstream_token = optional(&raw.keys.upstream_token, "keys.upstream_token", problems);
 
     let mut operators = Vec::new();
@@ -720,6 +737,7 @@ fn build_tier(
         name,
         production: raw.production,
         upstream_allowlist: allowlist,
+        assertion_issuer,
         keys: Keyring {
             cookie,
             assertion,

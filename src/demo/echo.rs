@@ -1,9 +1,13 @@
 //! The demo's built-in upstream app: answers any request with JSON describing what it
-//! received, so a newcomer sees exactly what the gateway forwards.
+//! received, so a newcomer sees exactly what the gateway forwards, and verifies the
+//! `Portcullis-Assertion` header the way a real app should: against the tier's JWKS,
+//! fetched from the gateway (`/.portcullis/jwks.json`) and fetched again on an unknown
+//! key id.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -15,8 +19,85 @@ use hyper_util::server::conn::auto;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::assertion::{AssertionError, Verifier};
+
+/// How the echo app of one tenant checks assertions.
+pub struct AssertionCheck {
+    /// The tenant the app belongs to (the assertion's `aud`).
+    pub tenant: String,
+    /// A host of the tenant, to ask the gateway for the tier's JWKS.
+    pub host: String,
+    /// The gateway's public listener, known once it is bound.
+    pub gateway: OnceLock<SocketAddr>,
+    /// The last JWKS fetched.
+    verifier: Mutex<Option<Arc<Verifier>>>,
+}
+
+impl AssertionCheck {
+    /// A check for `tenant`, fetching keys through `host`.
+    pub fn new(tenant: &str, host: &str) -> Arc<Self> {
+        Arc::new(AssertionCheck {
+            tenant: tenant.to_string(),
+            host: host.to_string(),
+            gateway: OnceLock::new(),
+            verifier: Mutex::new(None),
+        })
+    }
+
+    /// `{"valid", "claims"}` or `{"valid": false, "error"}` for a request's header.
+    async fn check(&self, token: Option<&str>) -> serde_json::Value {
+        let Some(token) = token else {
+            return json!({ "valid": false, "claims": {}, "error": "no Portcullis-Assertion header" });
+        };
+        let now = crate::unix_now();
+        let mut result = Err(AssertionError::UnknownKey);
+        for refresh in [false, true] {
+            let verifier = match self.verifier(refresh).await {
+                Ok(v) => v,
+                Err(e) => return json!({ "valid": false, "claims": {}, "error": e }),
+            };
+            result = verifier.verify(token, None, &self.tenant, now);
+            // An unknown key id may be a key rotated in since the last fetch: fetch once more.
+            if !matches!(result, Err(AssertionError::UnknownKey)) {
+                break;
+            }
+        }
+        match result {
+            Ok(claims) => json!({ "valid": true, "claims": claims }),
+            Err(e) => json!({ "valid": false, "claims": {}, "error": e.to_string() }),
+        }
+    }
+
+    async fn verifier(&self, refresh: bool) -> Result<Arc<Verifier>, String> {
+        if !refresh && let Some(v) = self.verifier.lock().ok().and_then(|g| g.clone()) {
+            return Ok(v);
+        }
+        let gateway = self.gateway.get().ok_or("the gateway is not up yet")?;
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .build_http::<http_body_util::Empty<Bytes>>();
+        let req = Request::get(format!("http://{gateway}/.portcullis/jwks.json"))
+            .header(http::header::HOST, &self.host)
+            .body(http_body_util::Empty::new())
+            .map_err(|e| e.to_string())?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|_| "cannot fetch the JWKS".to_string())?;
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map_err(|_| "cannot read the JWKS".to_string())?
+            .to_bytes();
+        let text = std::str::from_utf8(&body).map_err(|_| "JWKS is not UTF-8".to_string())?;
+        let verifier = Arc::new(Verifier::from_jwks_json(text).map_err(|e| e.to_string())?);
+        if let Ok(mut slot) = self.verifier.lock() {
+            *slot = Some(verifier.clone());
+        }
+        Ok(verifier)
+    }
+}
+
 /// Starts an echo app on an ephemeral 127.0.0.1 port and returns its address.
-pub async fn spawn() -> std::io::Result<SocketAddr> {
+pub async fn spawn(check: Arc<AssertionCheck>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -24,9 +105,14 @@ pub async fn spawn() -> std::io::Result<SocketAddr> {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let check = check.clone();
             tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let check = check.clone();
+                    async move { echo(req, &check).await }
+                });
                 let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service_fn(echo))
+                    .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
         }
@@ -34,7 +120,7 @@ pub async fn spawn() -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn echo(req: Request<Incoming>, check: &AssertionCheck) -> Result<Response<Full<Bytes>>, Infallible> {
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in req.headers() {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -51,11 +137,9 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         "path": req.uri().path(),
         "query": req.uri().query(),
         "headers": headers,
-        "assertion": {
-            "valid": false,
-            "claims": {},
-            "error": "identity assertions are not issued yet by this gateway version",
-        },
+        "assertion": check
+            .check(req.headers().get("portcullis-assertion").and_then(|v| v.to_str().ok()))
+            .await,
     });
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     resp.headers_mut().insert(

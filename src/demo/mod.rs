@@ -121,10 +121,18 @@ pub async fn run(overrides: Overrides) -> anyhow::Result<()> {
     let state = load_or_create_state(&data)?;
 
     let mut upstreams = Vec::new();
+    let mut checks = Vec::new();
     for (id, _) in TENANTS {
         let url = match &overrides.upstream {
             Some(url) => url.clone(),
-            None => format!("http://{}", echo::spawn().await.context("cannot start the echo app")?),
+            None => {
+                let check = echo::AssertionCheck::new(id, &format!("{id}.localhost"));
+                checks.push(check.clone());
+                format!(
+                    "http://{}",
+                    echo::spawn(check).await.context("cannot start the echo app")?
+                )
+            }
         };
         upstreams.push((id, url));
     }
@@ -156,6 +164,9 @@ pub async fn run(overrides: Overrides) -> anyhow::Result<()> {
         .collect();
     let public = gateway.public_addr()?;
     let admin = gateway.admin_addr()?;
+    for check in &checks {
+        let _ = check.gateway.set(public);
+    }
 
     let operator_tokens: serde_json::Map<String, serde_json::Value> = TIERS
         .iter()
@@ -266,8 +277,13 @@ fn write_policies(
         if !key_file.exists() {
             write_private(&key_file, random_token().as_bytes())?;
         }
+        let assertion_file = dir.join("secrets").join(format!("{tier}-assertion.pem"));
+        if !assertion_file.exists() {
+            let pem = crate::assertion::generate_ed25519_pem()?;
+            write_private(&assertion_file, pem.as_bytes())?;
+        }
         let mut text = format!(
-            "# Written by `portcullis demo`.\nname = \"{tier}\"\nproduction = {production}\nupstream_allowlist = [{allow}]\n\n[keys]\ncookie = \"file:secrets/{tier}-cookie.key\"\n"
+            "# Written by `portcullis demo`.\nname = \"{tier}\"\nproduction = {production}\nupstream_allowlist = [{allow}]\n\n[keys]\ncookie = \"file:secrets/{tier}-cookie.key\"\nassertion = \"file:secrets/{tier}-assertion.pem\"\n"
         );
         for op in state.operators.iter().filter(|o| o.tier == tier) {
             for token in &op.tokens {

@@ -21,6 +21,7 @@ use super::headers::{self, ClientContext};
 use super::reserved;
 use super::respond::{self, Refusal};
 use super::upstream_guard::Rejection;
+use crate::assertion::Claims;
 use crate::live::{Live, Snapshot};
 use crate::policy::{self, Decision, Identity, Target};
 use crate::session::SessionRecord;
@@ -30,6 +31,19 @@ use crate::ui::{self, Portal};
 
 /// Responses larger than this (or of unknown length) are watched for revocation.
 const STREAM_WATCH_BYTES: u64 = 1024 * 1024;
+
+/// Header of the signed identity assertion sent upstream.
+const ASSERTION_HEADER: &str = "portcullis-assertion";
+
+/// A cached assertion is reused only while at least this much of its life is left.
+const ASSERTION_REUSE_MIN_SECS: i64 = 30;
+
+/// A signed assertion kept for reuse by later requests of the same session.
+struct CachedAssertion {
+    kid: String,
+    exp: i64,
+    value: HeaderValue,
+}
 
 /// What the listener knows about a client connection.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +68,8 @@ pub struct Pipeline {
     id_prefix: u32,
     /// Request counter for request ids.
     next_id: AtomicU64,
+    /// Signed assertions by session, reused while fresh.
+    assertions: moka::sync::Cache<[u8; 32], Arc<CachedAssertion>>,
 }
 
 /// Facts about one request for the access log.
@@ -71,6 +87,12 @@ impl Pipeline {
             portal,
             id_prefix: rand::random(),
             next_id: AtomicU64::new(0),
+            assertions: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(std::time::Duration::from_secs(
+                    (crate::assertion::MAX_LIFETIME_SECS - ASSERTION_REUSE_MIN_SECS).unsigned_abs(),
+                ))
+                .build(),
         })
     }
 
@@ -178,19 +200,8 @@ impl Pipeline {
                 let ip = headers::client_ip(req.headers(), conn.peer.ip(), &snapshot.config.gateway.trusted_proxies);
                 // Boxed: the pages' state machines are large, and keeping them out of the
                 // proxy future saves copying kilobytes on every proxied request.
-                return Box::pin(self.reserved(
-                    req,
-                    &entry,
-                    &host,
-                    &path,
-                    conn,
-                    ip,
-                    session,
-                    suspended,
-                    &snapshot.config,
-                    now,
-                ))
-                .await;
+                return Box::pin(self.reserved(req, &entry, &host, &path, conn, ip, session, suspended, snapshot, now))
+                    .await;
             }
             Target::Route { path, rule } => (path, rule),
         };
@@ -237,6 +248,8 @@ impl Pipeline {
         }
         if let Some(s) = session.as_ref().filter(|_| !public) {
             identity_headers(&mut parts.headers, s);
+            let assertion = self.assertion(snapshot, &entry, s, now)?;
+            parts.headers.insert(ASSERTION_HEADER, assertion);
         }
         parts.uri = target;
         let upstream_req = Request::from_parts(parts, LimitedBody::new(body, limit));
@@ -301,6 +314,58 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// The signed identity assertion of a session for its tenant's upstream. One token is
+    /// reused while it has at least [`ASSERTION_REUSE_MIN_SECS`] left and the tier's key
+    /// is unchanged: signing costs more than the rest of the request.
+    fn assertion(
+        &self,
+        snapshot: &Snapshot,
+        entry: &TenantEntry,
+        s: &SessionRecord,
+        now: i64,
+    ) -> Result<HeaderValue, Refusal> {
+        let unavailable = Refusal::Unavailable("The identity assertion could not be signed.");
+        let signer = &snapshot
+            .signers
+            .get(&entry.tier.name)
+            .ok_or_else(|| unavailable.clone())?
+            .signer;
+        let kid = signer.current().kid();
+        if let Some(cached) = self.assertions.get(&s.id_hash)
+            && cached.kid == kid
+            && cached.exp - now >= ASSERTION_REUSE_MIN_SECS
+        {
+            return Ok(cached.value.clone());
+        }
+        let claims = Claims {
+            iss: entry.tier.assertion_issuer.clone(),
+            aud: s.tenant.clone(),
+            sub: s.subject.clone(),
+            tenant: s.tenant.clone(),
+            tier: s.tier.clone(),
+            sid: s.public_id(),
+            amr: s.amr.clone(),
+            roles: s.roles.clone(),
+            email: s.subject.contains('@').then(|| s.subject.clone()),
+            iat: now,
+            exp: now + crate::assertion::MAX_LIFETIME_SECS,
+        };
+        let token = signer.sign(&claims).map_err(|e| {
+            tracing::error!(error = %e, tier = %s.tier, "cannot sign an identity assertion");
+            unavailable.clone()
+        })?;
+        let value = HeaderValue::from_str(&token).map_err(|_| unavailable)?;
+        self.assertions.insert(
+            s.id_hash,
+            Arc::new(CachedAssertion {
+                kid: kid.to_string(),
+                exp: claims.exp,
+                value: value.clone(),
+            }),
+        );
+        Ok(value)
+    }
+
     /// The request's session: `Ok(None)` without a (valid) cookie, `Err` when the store
     /// cannot answer (protected routes then fail closed). A session of another tenant
     /// counts as none and is logged as a cross-tenant attempt.
@@ -378,15 +443,22 @@ impl Pipeline {
         ip: std::net::IpAddr,
         session: Option<Arc<SessionRecord>>,
         suspended: Option<Arc<crate::killswitch::KillSwitch>>,
-        config: &crate::config::Config,
+        snapshot: &Snapshot,
         now: i64,
     ) -> Result<Response<ProxyBody>, Refusal> {
         let rest = path.strip_prefix(policy::RESERVED_PREFIX).unwrap_or_default();
         if rest == "status" {
             return Ok(reserved::status(entry, suspended.as_deref()));
         }
+        if rest == "jwks.json" {
+            let signer = snapshot
+                .signers
+                .get(&entry.tier.name)
+                .ok_or(Refusal::Unavailable("No signing key for this tier."))?;
+            return Ok(reserved::jwks(&signer.signer, now));
+        }
         let ctx = ui::Ctx {
-            config,
+            config: &snapshot.config,
             entry,
             host,
             rest,

@@ -31,3 +31,14 @@ pub fn status(entry: &TenantEntry, switch: Option<&KillSwitch>) -> Response<Prox
     };
     respond::json(StatusCode::OK, &body)
 }
+
+/// `/.portcullis/jwks.json`: the tier's public assertion keys (current and recently
+/// retired), cacheable for a minute; verifiers refetch on an unknown `kid`.
+pub fn jwks(signer: &crate::assertion::Signer, now: i64) -> Response<ProxyBody> {
+    let mut resp = respond::json(StatusCode::OK, &signer.jwks(now));
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("public, max-age=60"),
+    );
+    resp
+}
