@@ -70,6 +70,13 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Assertion signing keys of a tier.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// The hash-chained audit log of each tier.
     Audit {
         #[command(subcommand)]
@@ -122,6 +129,18 @@ enum BreakerAction {
     },
     /// List the switches in force.
     List,
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Write a fresh Ed25519 assertion key over the tier's `keys.assertion = "file:..."`.
+    /// A running gateway switches to it at its next reload (SIGHUP, `portcullis reload`)
+    /// and keeps publishing the old public key until its last assertion expired.
+    Rotate {
+        /// Tier whose key to replace.
+        #[arg(long)]
+        tier: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -249,6 +268,7 @@ pub fn main() -> ExitCode {
         Command::User { action, store } => runtime().and_then(|rt| rt.block_on(user(action, store))),
         Command::Sessions { action, store } => runtime().and_then(|rt| rt.block_on(sessions(action, store))),
         Command::Breaker { action, store } => runtime().and_then(|rt| rt.block_on(breaker(action, store))),
+        Command::Keys { action, store } => runtime().and_then(|rt| rt.block_on(keys(action, store))),
         Command::Audit { action, store } => runtime().and_then(|rt| rt.block_on(audit(action, store))),
     };
     match result {
@@ -656,4 +676,87 @@ async fn audit(action: AuditAction, args: StoreArgs) -> anyhow::Result<()> {
             broken.join(", ")
         ))
     }
+}
+
+async fn keys(action: KeysAction, args: StoreArgs) -> anyhow::Result<()> {
+    let KeysAction::Rotate { tier } = action;
+    let (cfg, sessions) = all_stores(&args).await?;
+    let t = cfg
+        .tiers
+        .get(&tier)
+        .ok_or_else(|| anyhow!("no tier `{tier}` in {}", args.config.display()))?;
+    let path = assertion_key_file(&args.config, &tier)?;
+    let old_kid = match &t.keys.assertion {
+        Some(pem) => portcullis::assertion::SigningKey::from_pkcs8_pem(pem.expose_secret())
+            .map(|k| k.kid().to_string())
+            .ok(),
+        None => None,
+    };
+    let pem = portcullis::assertion::generate_ed25519_pem()?;
+    let new_kid = portcullis::assertion::SigningKey::from_pkcs8_pem(pem.as_bytes())?
+        .kid()
+        .to_string();
+    // Written next to the old file and renamed over it, so a reload never reads half a key.
+    let tmp = path.with_extension("pem.new");
+    {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(pem.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))?;
+    let entry = portcullis::audit::AuditEntry {
+        time: portcullis::unix_now(),
+        actor: actor(),
+        source_ip: "-".into(),
+        system: "cli".into(),
+        action: "key.rotate".into(),
+        target: format!("tier:{tier}"),
+        tenant: None,
+        tier: tier.clone(),
+        reason: "assertion key rotation".into(),
+        before: serde_json::json!({ "kid": old_kid }),
+        after: serde_json::json!({ "kid": new_kid }),
+    };
+    sessions.store(&tier)?.append_audit(&entry).await?;
+    println!(
+        "wrote a new assertion key for tier {tier} (kid {new_kid}) to {}; run `portcullis reload` or send SIGHUP to apply it",
+        path.display()
+    );
+    Ok(())
+}
+
+/// The file behind a tier's `keys.assertion = "file:PATH"` (relative to the policy dir).
+fn assertion_key_file(dir: &std::path::Path, tier: &str) -> anyhow::Result<PathBuf> {
+    for entry in std::fs::read_dir(dir.join("tiers")).with_context(|| format!("cannot read {}/tiers", dir.display()))? {
+        let path = entry?.path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let Ok(table) = text.parse::<toml::Table>() else {
+            continue;
+        };
+        if table.get("name").and_then(|n| n.as_str()) != Some(tier) {
+            continue;
+        }
+        let reference = table
+            .get("keys")
+            .and_then(|k| k.get("assertion"))
+            .and_then(|a| a.as_str())
+            .ok_or_else(|| anyhow!("{}: tier `{tier}` has no keys.assertion; add `assertion = \"file:secrets/{tier}-assertion.pem\"` under [keys] first", path.display()))?;
+        return match portcullis::secret::SecretRef::parse(reference) {
+            Ok(portcullis::secret::SecretRef::File(file)) => Ok(dir.join(file)),
+            _ => Err(anyhow!(
+                "{}: keys.assertion is not a file: reference; rotate it where it is kept (environment, secret manager)",
+                path.display()
+            )),
+        };
+    }
+    Err(anyhow!("no tier file names tier `{tier}`"))
 }
