@@ -982,12 +982,12 @@ fn build_guard(src: &Source, raw: &RawTenantLimits, problems: &mut Problems) -> 
     if let Err(errors) = settings.validate() {
         use crate::proxy::upstream_guard::SettingsError;
         for e in errors {
-            let span = match e {
-                SettingsError::CoolDown(_) => raw.breaker_cool_down.as_ref().map(|v| v.span()),
-                SettingsError::MaxInFlight { .. } => raw.max_in_flight.as_ref().map(|v| v.span()),
-                SettingsError::FailureThreshold => raw.breaker_failures.as_ref().map(|v| v.span()),
+            let (key, span) = match e {
+                SettingsError::CoolDown(_) => ("breaker_cool_down", raw.breaker_cool_down.as_ref().map(|v| v.span())),
+                SettingsError::MaxInFlight { .. } => ("max_in_flight", raw.max_in_flight.as_ref().map(|v| v.span())),
+                SettingsError::FailureThreshold => ("breaker_failures", raw.breaker_failures.as_ref().map(|v| v.span())),
             };
-            problems.at(src, span.unwrap_or(0..0), format!("limits: {e}"));
+            problems.at(src, span.unwrap_or(0..0), format!("limits.{key}: {e}"));
         }
     }
     settings
