@@ -985,7 +985,9 @@ fn build_guard(src: &Source, raw: &RawTenantLimits, problems: &mut Problems) -> 
             let (key, span) = match e {
                 SettingsError::CoolDown(_) => ("breaker_cool_down", raw.breaker_cool_down.as_ref().map(|v| v.span())),
                 SettingsError::MaxInFlight { .. } => ("max_in_flight", raw.max_in_flight.as_ref().map(|v| v.span())),
-                SettingsError::FailureThreshold => ("breaker_failures", raw.breaker_failures.as_ref().map(|v| v.span())),
+                SettingsError::FailureThreshold => {
+                    ("breaker_failures", raw.breaker_failures.as_ref().map(|v| v.span()))
+                }
             };
             problems.at(src, span.unwrap_or(0..0), format!("limits.{key}: {e}"));
         }
