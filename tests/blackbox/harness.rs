@@ -370,6 +370,9 @@ pub struct TenantSpec {
     pub upstream: String,
     /// `[limits] max_body_bytes` of the tenant.
     pub max_body_bytes: Option<u64>,
+    /// Extra lines of the tenant's `[limits]` table, verbatim (`key = value` lines, e.g.
+    /// `breaker_failures = 3`); empty for none.
+    pub extra_limits: String,
     /// The `[[routes]]` tables, verbatim.
     pub routes: String,
     /// `[session] idle_timeout` and `absolute_timeout` (durations as in the policy).
@@ -435,6 +438,7 @@ impl PolicyFixture {
             hosts: vec![format!("{id}.test")],
             upstream: upstream.into(),
             max_body_bytes: None,
+            extra_limits: String::new(),
             routes: DEFAULT_ROUTES.into(),
             session_timeouts: ("30m".into(), "12h".into()),
         };
@@ -544,8 +548,17 @@ impl PolicyFixture {
             idle = t.session_timeouts.0,
             absolute = t.session_timeouts.1
         );
-        if let Some(max) = t.max_body_bytes {
-            s.push_str(&format!("[limits]\nmax_body_bytes = {max}\n\n"));
+        if t.max_body_bytes.is_some() || !t.extra_limits.trim().is_empty() {
+            s.push_str("[limits]\n");
+            if let Some(max) = t.max_body_bytes {
+                s.push_str(&format!("max_body_bytes = {max}\n"));
+            }
+            let extra = t.extra_limits.trim();
+            if !extra.is_empty() {
+                s.push_str(extra);
+                s.push('\n');
+            }
+            s.push('\n');
         }
         s.push_str(&t.routes);
         s

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod breakers;
 mod browser;
 mod check;
 mod harness;
@@ -20,4 +21,5 @@ mod smuggling;
 mod streaming;
 mod timeouts;
 mod tls;
+mod upstream_guard;
 mod websocket;
