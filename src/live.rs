@@ -103,6 +103,13 @@ impl Live {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// Loads and validates the policy set in `dir` with this gateway's environment and
+    /// command-line overrides, without applying it: change requests check the policy they
+    /// would produce on a copy before touching the real files. Blocking (reads files).
+    pub fn validate_dir(&self, dir: &std::path::Path) -> Result<Config, Vec<ConfigError>> {
+        config::load(dir, self.env.as_ref(), &self.overrides)
+    }
+
     /// Reads, validates and applies the policy directory again. `trigger` says who or
     /// what asked (`SIGHUP`, `api:<operator>`), for the change log.
     pub async fn reload(self: &Arc<Self>, trigger: &str) -> Result<String, Vec<ConfigError>> {
@@ -186,14 +193,24 @@ fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapsho
     let limits = &config.gateway.limits;
     let mut upstreams = HashMap::new();
     for tenant in &config.tenants {
+        let Some(tier) = config.tiers.get(&tenant.tier) else {
+            continue;
+        };
         let reuse = previous
             .and_then(|p| p.upstreams.get(&tenant.id))
-            .filter(|c| c.same_as(&tenant.upstream, limits, &tenant.upstream_guard))
+            .filter(|c| c.same_as(tenant, tier, limits))
             .cloned();
-        upstreams.insert(
-            tenant.id.clone(),
-            reuse.unwrap_or_else(|| UpstreamClient::new(&tenant.upstream, limits, &tenant.upstream_guard)),
-        );
+        let client = match reuse {
+            Some(c) => c,
+            None => UpstreamClient::new(tenant, tier, limits).map_err(|message| {
+                vec![ConfigError {
+                    file: config.dir.join("tiers"),
+                    line: None,
+                    message: format!("tier `{}`: {message}", tier.name),
+                }]
+            })?,
+        };
+        upstreams.insert(tenant.id.clone(), client);
     }
     let signers = build_signers(&config, previous)?;
     Ok(Snapshot {

@@ -9,6 +9,9 @@
 mod raw;
 mod validate;
 
+#[cfg(test)]
+pub(crate) use validate::parse_allow_entry_for_tests;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -200,8 +203,12 @@ pub struct Keyring {
     /// Assertion signing key (PKCS#8 PEM, Ed25519 or P-256), when configured; without
     /// one the gateway signs with a key it makes at start (lost on restart).
     pub assertion: Option<SecretBytes>,
-    /// Credential the gateway presents to this tier's upstreams, when configured.
+    /// Bearer token the gateway presents to this tier's upstreams
+    /// (`Portcullis-Upstream-Token`), when configured.
     pub upstream_token: Option<SecretBytes>,
+    /// Client certificate chain (PEM) and key for mutual TLS to this tier's `https`
+    /// upstreams, when configured (both or neither).
+    pub upstream_client_cert: Option<(Vec<u8>, SecretBytes)>,
 }
 
 /// An operator of a tier.

@@ -105,6 +105,8 @@ pub struct RawKeys {
     pub cookie: Spanned<String>,
     pub assertion: Option<Spanned<String>>,
     pub upstream_token: Option<Spanned<String>>,
+    pub upstream_client_cert: Option<Spanned<String>>,
+    pub upstream_client_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -637,6 +637,33 @@ fn build_tier(
         None => format!("urn:portcullis:tier:{name}"),
     };
     let upstream_token = optional(&raw.keys.upstream_token, "keys.upstream_token", problems);
+    let client_cert = optional(&raw.keys.upstream_client_cert, "keys.upstream_client_cert", problems);
+    let client_key = optional(&raw.keys.upstream_client_key, "keys.upstream_client_key", problems);
+    let upstream_client_cert = match (
+        client_cert,
+        client_key,
+        &raw.keys.upstream_client_cert,
+        &raw.keys.upstream_client_key,
+    ) {
+        (Some(cert), Some(key), Some(at), _) => {
+            match crate::proxy::forward::client_auth(cert.expose_secret(), key.expose_secret()) {
+                Ok(_) => Some((cert.expose_secret().to_vec(), key)),
+                Err(e) => {
+                    problems.at(src, at.span(), format!("keys.upstream_client_cert: {e}"));
+                    None
+                }
+            }
+        }
+        (_, _, Some(at), None) | (_, _, None, Some(at)) => {
+            problems.at(
+                src,
+                at.span(),
+                "keys.upstream_client_cert and keys.upstream_client_key go together",
+            );
+            None
+        }
+        _ => None,
+    };
 
     let mut operators = Vec::new();
     for op in &raw.operators {
@@ -742,6 +769,7 @@ fn build_tier(
             cookie,
             assertion,
             upstream_token,
+            upstream_client_cert,
         },
         operators,
         automation,
@@ -1215,6 +1243,6 @@ pub(super) fn admin_address(dir: &Path) -> Result<SocketAddr, ConfigError> {
 }
 
 #[cfg(test)]
-pub(super) fn parse_allow_entry_for_tests(text: &str) -> Option<AllowEntry> {
+pub(crate) fn parse_allow_entry_for_tests(text: &str) -> Option<AllowEntry> {
     parse_allow_entry(text)
 }

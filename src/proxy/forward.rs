@@ -4,7 +4,12 @@
 //! Streams bodies both ways; never buffers a whole body. Knows nothing of sessions or
 //! route policy: the pipeline decides, this module only carries the request.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
 
 use http::header::{HOST, HeaderValue};
 use http::uri::PathAndQuery;
@@ -17,9 +22,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::LimitedBody;
 use super::pool::Http1Pool;
+use super::resolve::AllowlistResolver;
 use super::respond::Refusal;
 use super::upstream_guard::{GuardSettings, UpstreamGuard};
-use crate::config::{Limits, Upstream};
+use crate::config::{AllowEntry, Limits, Tenant, Tier};
 
 /// A tenant's upstream with its own connection pool.
 #[derive(Clone)]
@@ -27,6 +33,8 @@ pub struct UpstreamClient {
     transport: Transport,
     /// Breaker and bulkhead of this upstream; kept across reloads with the pool.
     guard: UpstreamGuard,
+    /// What it was built from.
+    settings: ClientSettings,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     response_timeout: Duration,
@@ -38,7 +46,7 @@ enum Transport {
     /// Plain HTTP: the gateway's own lean HTTP/1.1 pool (the common, hot case).
     Plain(std::sync::Arc<Http1Pool>),
     /// HTTPS: hyper-util's client with rustls.
-    Tls(Box<Client<HttpsConnector<HttpConnector>, LimitedBody>>),
+    Tls(Box<Client<HttpsConnector<HttpConnector<AllowlistResolver>>, LimitedBody>>),
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -49,55 +57,127 @@ impl std::fmt::Debug for UpstreamClient {
     }
 }
 
-impl UpstreamClient {
-    /// Builds a pooled client for one upstream.
-    pub fn new(upstream: &Upstream, limits: &Limits, guard: &GuardSettings) -> Self {
-        let transport = if upstream.scheme == http::uri::Scheme::HTTP {
-            Transport::Plain(std::sync::Arc::new(Http1Pool::new(
-                &upstream.host,
-                upstream.port,
-                limits.upstream_connect_timeout,
-            )))
-        } else {
-            Transport::Tls(Box::new(tls_client(limits)))
-        };
-        UpstreamClient {
-            transport,
-            guard: UpstreamGuard::new(guard.clone()),
-            scheme: upstream.scheme.clone(),
-            authority: upstream.authority.clone(),
+/// What a client was built from; a reload keeps the client (and its warm pool and
+/// breaker state) only when this is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ClientSettings {
+    upstream: String,
+    response_timeout: Duration,
+    connect_timeout: Duration,
+    guard: GuardSettings,
+    allow: Vec<AllowEntry>,
+    client_cert: Option<[u8; 32]>,
+}
+
+impl ClientSettings {
+    fn of(tenant: &Tenant, tier: &Tier, limits: &Limits) -> Self {
+        ClientSettings {
+            upstream: format!("{}://{}", tenant.upstream.scheme, tenant.upstream.authority),
             response_timeout: limits.upstream_response_timeout,
+            connect_timeout: limits.upstream_connect_timeout,
+            guard: tenant.upstream_guard.clone(),
+            allow: tier.upstream_allowlist.clone(),
+            client_cert: tier
+                .keys
+                .upstream_client_cert
+                .as_ref()
+                .map(|(cert, key)| Sha256::digest([cert.as_slice(), key.expose_secret()].concat()).into()),
         }
     }
 }
 
-/// The HTTPS client (rustls, webpki roots, pooled keep-alive).
-fn tls_client(limits: &Limits) -> Client<HttpsConnector<HttpConnector>, LimitedBody> {
-    let mut http = HttpConnector::new();
+impl UpstreamClient {
+    /// Builds a pooled client for a tenant's upstream, connecting only to addresses its
+    /// tier's allowlist covers and presenting the tier's client certificate over TLS.
+    pub fn new(tenant: &Tenant, tier: &Tier, limits: &Limits) -> Result<Self, String> {
+        let upstream = &tenant.upstream;
+        let allow = Arc::new(tier.upstream_allowlist.clone());
+        let transport = if upstream.scheme == http::uri::Scheme::HTTP {
+            Transport::Plain(Arc::new(Http1Pool::new(
+                &upstream.host,
+                upstream.port,
+                limits.upstream_connect_timeout,
+                allow,
+                &tier.name,
+            )))
+        } else {
+            let resolver = AllowlistResolver {
+                allow,
+                port: upstream.port,
+                tier: Arc::from(tier.name.as_str()),
+            };
+            Transport::Tls(Box::new(tls_client(limits, resolver, tier)?))
+        };
+        Ok(UpstreamClient {
+            transport,
+            guard: UpstreamGuard::new(tenant.upstream_guard.clone()),
+            settings: ClientSettings::of(tenant, tier, limits),
+            scheme: upstream.scheme.clone(),
+            authority: upstream.authority.clone(),
+            response_timeout: limits.upstream_response_timeout,
+        })
+    }
+}
+
+/// The certificate chain and key of a tier's mutual TLS client certificate.
+pub fn client_auth(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| "the certificate is not valid PEM".to_string())?;
+    if certs.is_empty() {
+        return Err("no certificate in the PEM".into());
+    }
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| "the private key is not a valid PEM key".to_string())?;
+    Ok((certs, key))
+}
+
+/// The HTTPS client (rustls, webpki roots, pooled keep-alive), resolving through the
+/// allowlist and presenting the tier's client certificate when it has one.
+fn tls_client(
+    limits: &Limits,
+    resolver: AllowlistResolver,
+    tier: &Tier,
+) -> Result<Client<HttpsConnector<HttpConnector<AllowlistResolver>>, LimitedBody>, String> {
+    let mut http = HttpConnector::new_with_resolver(resolver);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(limits.upstream_connect_timeout));
     http.enforce_http(false);
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match &tier.keys.upstream_client_cert {
+        Some((cert, key)) => {
+            let (chain, key) = client_auth(cert, key.expose_secret())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("upstream client certificate: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
+        .with_tls_config(config)
+        .https_only()
         .enable_http1()
         .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(connector)
+        .build(connector))
 }
 
 impl UpstreamClient {
     /// True when this client talks to the same upstream with the same limits, so a
     /// reload can keep its warm pool.
-    pub fn same_as(&self, upstream: &Upstream, limits: &Limits, guard: &GuardSettings) -> bool {
-        self.scheme == upstream.scheme
-            && self.authority == upstream.authority
-            && self.response_timeout == limits.upstream_response_timeout
-            && self.guard.settings() == guard
+    pub fn same_as(&self, tenant: &Tenant, tier: &Tier, limits: &Limits) -> bool {
+        self.settings == ClientSettings::of(tenant, tier, limits)
     }
 
     /// The upstream's breaker and bulkhead.

@@ -10,6 +10,7 @@ pub mod headers;
 pub mod pipeline;
 mod pool;
 mod reserved;
+mod resolve;
 pub mod respond;
 pub mod tls;
 pub mod upstream_guard;

@@ -35,6 +35,9 @@ const STREAM_WATCH_BYTES: u64 = 1024 * 1024;
 /// Header of the signed identity assertion sent upstream.
 const ASSERTION_HEADER: &str = "portcullis-assertion";
 
+/// Header carrying the tier's upstream credential to its upstreams.
+const UPSTREAM_TOKEN_HEADER: &str = "portcullis-upstream-token";
+
 /// A cached assertion is reused only while at least this much of its life is left.
 const ASSERTION_REUSE_MIN_SECS: i64 = 30;
 
@@ -242,6 +245,9 @@ impl Pipeline {
             proto: if conn.tls { "https" } else { "http" },
             host: host_str,
         };
+        if let Some(presented) = parts.headers.get(UPSTREAM_TOKEN_HEADER) {
+            report_presented_upstream_token(presented.as_bytes(), snapshot, &entry, &conn);
+        }
         headers::sanitize_request(&mut parts.headers, websocket, &ctx);
         if let Ok(id) = HeaderValue::from_str(request_id) {
             parts.headers.insert("x-request-id", id);
@@ -250,6 +256,12 @@ impl Pipeline {
             identity_headers(&mut parts.headers, s);
             let assertion = self.assertion(snapshot, &entry, s, now)?;
             parts.headers.insert(ASSERTION_HEADER, assertion);
+        }
+        if let Some(token) = &entry.tier.keys.upstream_token
+            && let Ok(mut value) = HeaderValue::from_bytes(token.expose_secret())
+        {
+            value.set_sensitive(true);
+            parts.headers.insert(UPSTREAM_TOKEN_HEADER, value);
         }
         parts.uri = target;
         let upstream_req = Request::from_parts(parts, LimitedBody::new(body, limit));
@@ -482,6 +494,37 @@ impl Pipeline {
             None => Err(Refusal::NotFound),
         }
     }
+}
+
+/// A client presented an upstream credential (it is removed with every other
+/// `Portcullis-*` header): a leaked credential. Logged as a security event, `cross_tier`
+/// when it is another tier's, `cross_tenant` when it is this tier's own.
+fn report_presented_upstream_token(presented: &[u8], snapshot: &Snapshot, entry: &TenantEntry, conn: &ConnInfo) {
+    let owner = snapshot.config.tiers.values().find(|t| {
+        t.keys
+            .upstream_token
+            .as_ref()
+            .is_some_and(|k| subtle::ConstantTimeEq::ct_eq(k.expose_secret(), presented).into())
+    });
+    let Some(owner) = owner else {
+        return;
+    };
+    let action = if owner.name == entry.tier.name {
+        "cross_tenant"
+    } else {
+        "cross_tier"
+    };
+    tracing::warn!(
+        event.kind = "security",
+        event.action = action,
+        event.outcome = "failure",
+        event.reason = "upstream credential presented by a client",
+        source.ip = %conn.peer.ip(),
+        organization.id = %entry.tenant.id,
+        portcullis.tier = %entry.tier.name,
+        portcullis.credential_tier = %owner.name,
+        "a client sent a tier's upstream credential; it was removed"
+    );
 }
 
 /// The 423 refusal of a kill switch.

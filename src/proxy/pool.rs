@@ -5,7 +5,7 @@
 //! response has been read), and closed connections are dropped when seen. No task or
 //! timer per request. WebSocket upgrades work (connections are driven with upgrades).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -15,6 +15,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::body::LimitedBody;
+use super::resolve::allowed_addrs;
+use crate::config::AllowEntry;
 
 /// Most idle connections kept; beyond it a finished connection is closed.
 const MAX_POOLED: usize = 1024;
@@ -38,17 +40,22 @@ pub struct Http1Pool {
     host: String,
     port: u16,
     connect_timeout: Duration,
+    /// The tier's allowlist: DNS answers for a named host must fall inside it.
+    allow: Arc<Vec<AllowEntry>>,
+    tier: String,
     idle: Mutex<Vec<SendRequest<LimitedBody>>>,
 }
 
 impl Http1Pool {
     /// An empty pool for `host:port`.
-    pub fn new(host: &str, port: u16, connect_timeout: Duration) -> Self {
+    pub fn new(host: &str, port: u16, connect_timeout: Duration, allow: Arc<Vec<AllowEntry>>, tier: &str) -> Self {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         Http1Pool {
             host,
             port,
             connect_timeout,
+            allow,
+            tier: tier.to_string(),
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -100,13 +107,14 @@ impl Http1Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<LimitedBody>, PoolError> {
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        .map_err(|_| PoolError::ConnectTimeout)?
-        .map_err(PoolError::Connect)?;
+        let connect = async {
+            let addrs = allowed_addrs(&self.host, self.port, &self.allow, &self.tier).await?;
+            TcpStream::connect(addrs.as_slice()).await
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| PoolError::ConnectTimeout)?
+            .map_err(PoolError::Connect)?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
