@@ -1,8 +1,8 @@
 //! The tenant admin's kill switches on the tenant's own host: a user with the
-//! `tenant-admin` role trips and resets account switches of their own tenant
-//! (`PUT|DELETE /.portcullis/api/admin/accounts/{subject}/breaker`) and lists the
-//! tenant's switches (`GET /.portcullis/api/admin/breakers`). Tenant and tier switches
-//! stay with operators.
+//! `tenant-admin` role trips and resets account switches of their own tenant, on the
+//! page `/.portcullis/admin` (forms posting to `/.portcullis/admin/breaker`) and through
+//! its JSON twins (`PUT|DELETE /.portcullis/api/admin/accounts/{subject}/breaker`,
+//! `GET /.portcullis/api/admin/breakers`). Tenant and tier switches stay with operators.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::web::{self, json_error};
-use super::{Ctx, Portal, json_body, unauthenticated};
+use super::{Ctx, Portal, json_body, pages, unauthenticated};
 use crate::killswitch::service::Actor;
 use crate::killswitch::{KillSwitchError, Scope, TripRequest};
 
@@ -80,38 +80,13 @@ impl Portal {
         };
         match method {
             Method::PUT => {
-                if subject == session.subject {
-                    return json_error(
-                        StatusCode::CONFLICT,
-                        "self_lockout",
-                        "You cannot trip the breaker of your own account.",
-                    );
-                }
                 let body: TripBody = match json_body(req).await {
                     Ok(b) => b,
                     Err(resp) => return resp,
                 };
-                let expires_at = match body.expires_in.as_deref().map(humantime::parse_duration) {
-                    None => None,
-                    Some(Ok(d)) => Some(ctx.now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
-                    Some(Err(_)) => {
-                        return json_error(
-                            StatusCode::BAD_REQUEST,
-                            "bad_request",
-                            "expires_in must be a duration such as 30m or 2h.",
-                        );
-                    }
-                };
-                let req = TripRequest {
-                    scope,
-                    reason: body.reason,
-                    message: body.message,
-                    expires_at,
-                    idempotency_key: None,
-                };
-                match self.switches.trip(ctx.config, req, &actor, ctx.now).await {
+                match self.trip_account(ctx, &session.subject, &actor, scope, body).await {
                     Ok(result) => web::json(StatusCode::OK, &serde_json::to_value(&result).unwrap_or_default()),
-                    Err(e) => switch_error(&e),
+                    Err(e) => e.json(),
                 }
             }
             Method::DELETE => match self.switches.reset(ctx.config, &scope, "", &actor, ctx.now).await {
@@ -125,6 +100,170 @@ impl Portal {
                 "Use PUT or DELETE.",
             ),
         }
+    }
+}
+
+/// Why a tenant admin's trip was refused.
+enum AdminRefusal {
+    SelfLockout,
+    BadExpiry,
+    Switch(KillSwitchError),
+}
+
+impl AdminRefusal {
+    fn message(&self) -> String {
+        match self {
+            AdminRefusal::SelfLockout => "You cannot trip the breaker of your own account.".into(),
+            AdminRefusal::BadExpiry => "Expiry must be a duration such as 30m or 2h.".into(),
+            AdminRefusal::Switch(e) => e.to_string(),
+        }
+    }
+
+    fn json(&self) -> Response<Bytes> {
+        match self {
+            AdminRefusal::SelfLockout => json_error(StatusCode::CONFLICT, "self_lockout", &self.message()),
+            AdminRefusal::BadExpiry => json_error(StatusCode::BAD_REQUEST, "bad_request", &self.message()),
+            AdminRefusal::Switch(e) => switch_error(e),
+        }
+    }
+}
+
+impl Portal {
+    /// Trips an account switch of the admin's tenant (never the admin's own account).
+    async fn trip_account(
+        &self,
+        ctx: &Ctx<'_>,
+        admin_subject: &str,
+        actor: &Actor,
+        scope: Scope,
+        body: TripBody,
+    ) -> Result<crate::killswitch::TripResult, AdminRefusal> {
+        if matches!(&scope, Scope::Account { subject, .. } if subject == admin_subject) {
+            return Err(AdminRefusal::SelfLockout);
+        }
+        let expires_at = match body.expires_in.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+            None => None,
+            Some(text) => {
+                let d = humantime::parse_duration(text).map_err(|_| AdminRefusal::BadExpiry)?;
+                Some(ctx.now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+            }
+        };
+        let req = TripRequest {
+            scope,
+            reason: body.reason,
+            message: body.message.filter(|m| !m.trim().is_empty()),
+            expires_at,
+            idempotency_key: None,
+        };
+        self.switches
+            .trip(ctx.config, req, actor, ctx.now)
+            .await
+            .map_err(AdminRefusal::Switch)
+    }
+
+    /// `GET /.portcullis/admin`: the tenant's local accounts with their switches.
+    pub(super) async fn admin_page(&self, ctx: &Ctx<'_>, notice: Option<&str>) -> Response<Bytes> {
+        let Some(session) = ctx.session.clone() else {
+            return web::see_other("/.portcullis/login?rd=%2F.portcullis%2Fadmin");
+        };
+        if !session.roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
+            return pages::message(
+                ctx.entry,
+                StatusCode::FORBIDDEN,
+                "Tenant admin",
+                "Only tenant admins may open this page.",
+                Some(("/.portcullis/account", "Your account")),
+            );
+        }
+        let (Ok(store), Ok(switches)) = (self.sessions.store(ctx.tier()), self.switches.list(ctx.config).await) else {
+            return pages::unavailable(ctx.entry);
+        };
+        let Ok(users) = store.list_users(&ctx.entry.tenant.id).await else {
+            return pages::unavailable(ctx.entry);
+        };
+        let tenant = ctx.entry.tenant.id.as_str();
+        let switched = |subject: &str| {
+            switches
+                .iter()
+                .find(|k| k.in_force(ctx.now) && matches!(&k.scope, Scope::Account { tenant: t, subject: s, .. } if t == tenant && s == subject))
+                .map(|k| match k.expires_at {
+                    Some(e) => format!("{} (until {})", k.reason, web::time(e)),
+                    None => k.reason.clone(),
+                })
+        };
+        let mut accounts: Vec<pages::AdminAccountRow> = users
+            .iter()
+            .map(|u| pages::AdminAccountRow {
+                subject: u.username.clone(),
+                display_name: u.display_name.clone(),
+                roles: u.roles.join(", "),
+                suspended: switched(&u.username),
+                is_self: u.username == session.subject,
+            })
+            .collect();
+        for k in switches.iter().filter(|k| k.in_force(ctx.now)) {
+            if let Scope::Account { tenant: t, subject, .. } = &k.scope
+                && t == tenant
+                && !accounts.iter().any(|a| &a.subject == subject)
+            {
+                accounts.push(pages::AdminAccountRow {
+                    subject: subject.clone(),
+                    display_name: subject.clone(),
+                    roles: String::new(),
+                    suspended: switched(subject),
+                    is_self: false,
+                });
+            }
+        }
+        pages::admin(ctx.entry, &session.csrf_token, notice, accounts)
+    }
+
+    /// `POST /.portcullis/admin/breaker`: the page's trip and reset forms.
+    pub(super) async fn admin_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
+        let Some(session) = ctx.session.clone() else {
+            return web::see_other("/.portcullis/login?rd=%2F.portcullis%2Fadmin");
+        };
+        if !session.roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
+            return self.admin_page(ctx, None).await;
+        }
+        let Ok((_, body, _)) = self.session_form(req, ctx, &session).await else {
+            return pages::bad_form(ctx.entry);
+        };
+        let field = |name: &str| web::form_field(&body, name).unwrap_or_default();
+        let subject = field("subject").trim().to_string();
+        let scope = Scope::Account {
+            tier: ctx.entry.tier.name.clone(),
+            tenant: ctx.entry.tenant.id.clone(),
+            subject: subject.clone(),
+        };
+        let actor = Actor {
+            name: format!("user:{}", session.subject),
+            source_ip: ctx.ip.clone(),
+            system: "console".into(),
+        };
+        let notice = match field("action").as_str() {
+            "trip" => {
+                let body = TripBody {
+                    reason: field("reason"),
+                    message: Some(field("message")),
+                    expires_in: Some(field("expires_in")),
+                };
+                match self.trip_account(ctx, &session.subject, &actor, scope, body).await {
+                    Ok(r) => format!(
+                        "Breaker tripped for {subject}: {} session(s) ended.",
+                        r.switch.sessions_ended
+                    ),
+                    Err(e) => format!("Not tripped: {}", e.message()),
+                }
+            }
+            "reset" => match self.switches.reset(ctx.config, &scope, "", &actor, ctx.now).await {
+                Ok(Some(_)) => format!("Breaker reset for {subject}."),
+                Ok(None) => format!("No breaker was tripped for {subject}."),
+                Err(e) => format!("Not reset: {e}"),
+            },
+            _ => "Unknown action.".to_string(),
+        };
+        self.admin_page(ctx, Some(&notice)).await
     }
 }
 

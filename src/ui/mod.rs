@@ -128,6 +128,8 @@ impl Portal {
             (Method::GET | Method::HEAD, "logout") => self.logout_page(&ctx),
             (Method::POST, "logout") => self.logout_form(req, &ctx).await,
             (Method::GET | Method::HEAD, "account") => self.account_page(&req, &ctx, None).await,
+            (Method::GET | Method::HEAD, "admin") => self.admin_page(&ctx, None).await,
+            (Method::POST, "admin/breaker") => self.admin_form(req, &ctx).await,
             (Method::POST, p) if p.starts_with("account/") => {
                 self.account_form(req, &ctx, &p["account/".len()..]).await
             }

@@ -239,3 +239,34 @@ pub fn account(
     };
     html(StatusCode::OK, &page)
 }
+
+/// One row of the tenant admin's account table.
+pub struct AdminAccountRow {
+    pub subject: String,
+    pub display_name: String,
+    pub roles: String,
+    /// Reason and expiry when a switch covers the account.
+    pub suspended: Option<String>,
+    pub is_self: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+struct Admin<'a> {
+    tenant_name: &'a str,
+    csrf: &'a str,
+    notice: Option<&'a str>,
+    accounts: Vec<AdminAccountRow>,
+}
+
+pub fn admin(entry: &TenantEntry, csrf: &str, notice: Option<&str>, accounts: Vec<AdminAccountRow>) -> Response<Bytes> {
+    html(
+        StatusCode::OK,
+        &Admin {
+            tenant_name: &entry.tenant.name,
+            csrf,
+            notice,
+            accounts,
+        },
+    )
+}

@@ -1094,3 +1094,92 @@ async fn bad_breaker_calls_are_refused_and_trip_nothing() {
     }
     assert!(env.audit("").await.is_empty(), "refused calls were audited");
 }
+
+/// A tenant admin cuts off an account of their own tenant from the page and the API; if
+/// this broke, a tenant admin could not stop a compromised account without an operator,
+/// could lock themselves or another tenant's account out, or a plain user could trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_admins_trip_and_reset_account_breakers_of_their_own_tenant() {
+    let env = env().await;
+    let accounts = Accounts::open(&env.gw).await;
+    let ada = accounts.create("acme", "ada", &["tenant-admin"], true).await;
+    let bob = accounts.create("acme", "bob", &[], true).await;
+    let gina = accounts.create("globex", "gina", &[], true).await;
+    let admin = signed_in(&env.gw, "acme.test", &ada).await;
+    let mut admin = admin;
+    let mut bob_agent = signed_in(&env.gw, "acme.test", &bob).await;
+    let mut gina_agent = signed_in(&env.gw, "globex.test", &gina).await;
+
+    // The page lists the tenant's accounts; a plain user is refused.
+    let page = admin.get("/.portcullis/admin").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("bob") && !page.body.contains("gina"),
+        "{}",
+        page.body
+    );
+    let mut plain = signed_in(&env.gw, "acme.test", &bob).await;
+    assert_eq!(plain.get("/.portcullis/admin").await.status, 403);
+    let r = plain
+        .send(
+            Method::PUT,
+            "/.portcullis/api/admin/accounts/ada/breaker",
+            &[],
+            Some(("application/json", br#"{"reason":"x"}"#.to_vec())),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // Trip through the page's form (CSRF token from the session).
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf token in the page")
+        .to_string();
+    let r = admin
+        .post_form(
+            "/.portcullis/admin/breaker",
+            &[
+                ("csrf", &csrf),
+                ("action", "trip"),
+                ("subject", "bob"),
+                ("reason", "phished"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Breaker tripped for bob"), "{}", r.body);
+    assert_suspended(&bob_agent.get(PROTECTED).await, "bob after the tenant admin's trip");
+    assert_eq!(gina_agent.get(PROTECTED).await.status, 200, "other tenants unaffected");
+
+    // Without the CSRF token nothing happens.
+    let r = admin
+        .post_form("/.portcullis/admin/breaker", &[("action", "reset"), ("subject", "bob")])
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_suspended(&bob_agent.get(PROTECTED).await, "bob still suspended");
+
+    // Self-lockout is refused; the API resets, audited as the admin through the console.
+    let r = admin
+        .send(
+            Method::PUT,
+            "/.portcullis/api/admin/accounts/ada/breaker",
+            &[],
+            Some(("application/json", br#"{"reason":"oops"}"#.to_vec())),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let listed = admin.get("/.portcullis/api/admin/breakers").await.json();
+    assert_eq!(listed["breakers"].as_array().map(Vec::len), Some(1), "{listed}");
+    let r = admin.delete("/.portcullis/api/admin/accounts/bob/breaker").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(bob_agent.get(PROTECTED).await.status, 401, "ended sessions stay ended");
+    let records = env.audit("tenant=acme").await;
+    let by_admin: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["actor"] == "user:ada" && r["system"] == "console")
+        .collect();
+    assert_eq!(by_admin.len(), 2, "{records:?}");
+}
