@@ -380,6 +380,32 @@ async fn tenant_store(
     Ok((t.tier.clone(), store))
 }
 
+/// Appends an audit record for a change made from the command line.
+async fn record_cli_change(
+    store: &Arc<dyn portcullis::session::SessionStore>,
+    tier: &str,
+    tenant: &str,
+    action: &str,
+    target: &str,
+    after: serde_json::Value,
+) -> anyhow::Result<()> {
+    let entry = portcullis::audit::AuditEntry {
+        time: portcullis::unix_now(),
+        actor: actor(),
+        source_ip: "-".into(),
+        system: "cli".into(),
+        action: action.into(),
+        target: target.into(),
+        tenant: Some(tenant.to_string()),
+        tier: tier.to_string(),
+        reason: String::new(),
+        before: serde_json::Value::Null,
+        after: portcullis::audit::redact(&after),
+    };
+    store.append_audit(&entry).await?;
+    Ok(())
+}
+
 fn actor() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "operator".into()))
 }
@@ -393,7 +419,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             name,
             roles,
         } => {
-            let (_, store) = tenant_store(&args, &tenant).await?;
+            let (tier, store) = tenant_store(&args, &tenant).await?;
             let password = match std::env::var("PORTCULLIS_NEW_PASSWORD") {
                 Ok(p) => p,
                 Err(_) => {
@@ -422,6 +448,15 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
                 password_changed_at: now,
             };
             store.create_user(&user).await?;
+            record_cli_change(
+                &store,
+                &tier,
+                &user.tenant,
+                "user.create",
+                &format!("account:{tenant}:{username}"),
+                serde_json::json!({ "username": user.username, "roles": user.roles }),
+            )
+            .await?;
             println!("created {username} in {tenant}; TOTP is set up at the first sign-in");
         }
         UserAction::List { tenant } => {
@@ -442,7 +477,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             }
         }
         UserAction::ResetMfa { tenant, username } => {
-            let (_, store) = tenant_store(&args, &tenant).await?;
+            let (tier, store) = tenant_store(&args, &tenant).await?;
             let mut u = store
                 .get_user(&tenant, &username)
                 .await?
@@ -451,6 +486,15 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             u.totp_enrolled_at = None;
             u.recovery_code_hashes.clear();
             store.update_user(&u).await?;
+            record_cli_change(
+                &store,
+                &tier,
+                &tenant,
+                "user.mfa_reset",
+                &format!("account:{tenant}:{username}"),
+                serde_json::json!({ "totp": "removed", "recovery_codes": "removed" }),
+            )
+            .await?;
             let rev = Revocation {
                 at: portcullis::unix_now(),
                 by: actor(),
@@ -486,7 +530,7 @@ async fn sessions(action: SessionsAction, args: StoreArgs) -> anyhow::Result<()>
             }
         }
         SessionsAction::Revoke { tenant, user, session } => {
-            let (_, store) = tenant_store(&args, &tenant).await?;
+            let (tier, store) = tenant_store(&args, &tenant).await?;
             let rev = Revocation {
                 at: now,
                 by: actor(),
@@ -511,6 +555,15 @@ async fn sessions(action: SessionsAction, args: StoreArgs) -> anyhow::Result<()>
                 (None, Some(u)) => store.revoke_user_sessions(&tenant, &u, None, &rev).await?.len(),
                 (None, None) => store.revoke_tenant_sessions(&tenant, &rev).await?.len(),
             };
+            record_cli_change(
+                &store,
+                &tier,
+                &tenant,
+                "session.revoke",
+                &format!("tenant:{tenant}"),
+                serde_json::json!({ "sessions_ended": ended }),
+            )
+            .await?;
             println!("ended {ended} session(s); running gateways stop serving them within 1 s");
         }
     }

@@ -171,6 +171,9 @@ pub struct Tier {
     pub upstream_allowlist: Vec<AllowEntry>,
     /// `iss` of the tier's identity assertions.
     pub assertion_issuer: String,
+    /// Redis ACL user and password for this tier's key prefix, when the store is Redis
+    /// and the operator set one up (both or neither).
+    pub redis_auth: Option<(String, SecretBytes)>,
     /// The tier's keys.
     pub keys: Keyring,
     /// Operators (people) and the hashes of their bearer tokens.

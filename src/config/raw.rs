@@ -83,6 +83,8 @@ pub struct RawTier {
     #[serde(default)]
     pub upstream_allowlist: Vec<Spanned<String>>,
     pub assertion_issuer: Option<Spanned<String>>,
+    pub redis_user: Option<Spanned<String>>,
+    pub redis_password: Option<Spanned<String>>,
     pub keys: RawKeys,
     #[serde(default)]
     pub operators: Vec<RawOperator>,

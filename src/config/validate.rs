@@ -628,6 +628,25 @@ fn build_tier(
             format!("keys.assertion: {e} (expected a PKCS#8 PEM Ed25519 or P-256 private key)"),
         );
     }
+    let redis_password = optional(&raw.redis_password, "redis_password", problems);
+    let redis_auth = match (&raw.redis_user, redis_password, &raw.redis_password) {
+        (Some(user), Some(password), _) if !user.get_ref().trim().is_empty() => {
+            Some((user.get_ref().trim().to_string(), password))
+        }
+        (Some(user), _, _) if user.get_ref().trim().is_empty() => {
+            problems.at(src, user.span(), "redis_user: must not be empty");
+            None
+        }
+        (Some(user), None, None) => {
+            problems.at(src, user.span(), "redis_user needs redis_password (a secret reference)");
+            None
+        }
+        (None, _, Some(password)) => {
+            problems.at(src, password.span(), "redis_password needs redis_user");
+            None
+        }
+        _ => None,
+    };
     let assertion_issuer = match &raw.assertion_issuer {
         Some(iss) if iss.get_ref().trim().is_empty() || iss.get_ref().chars().any(char::is_control) => {
             problems.at(src, iss.span(), "assertion_issuer: must be a non-empty URL or name");
@@ -765,6 +784,7 @@ fn build_tier(
         production: raw.production,
         upstream_allowlist: allowlist,
         assertion_issuer,
+        redis_auth,
         keys: Keyring {
             cookie,
             assertion,
