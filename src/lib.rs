@@ -9,6 +9,7 @@
 //! - [`live`]: the live policy snapshot and atomic reloads.
 //! - [`proxy`]: the public listener (hyper, rustls), header hygiene, forwarding.
 //! - [`admin`]: the admin listener (axum): health, readiness, metrics, operator API.
+//! - [`changes`]: four-eyes change requests for isolation controls (policy edits, tier resets).
 //! - [`telemetry`]: JSON logs and Prometheus metrics.
 //! - [`demo`]: `portcullis demo` with built-in echo upstreams.
 //!
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod assertion;
 pub mod audit;
 pub mod auth;
+pub mod changes;
 pub mod config;
 pub mod demo;
 pub mod killswitch;
@@ -150,10 +152,15 @@ impl Gateway {
     pub async fn run(self) -> Result<(), StartError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let pipeline = Pipeline::new(self.live.clone(), self.metrics.clone(), self.portal.clone());
+        let change_ttl = changes::ttl_from(std::env::var(changes::TTL_ENV).ok().as_deref()).unwrap_or_else(|e| {
+            tracing::warn!("{e}; pending changes expire after {} s", changes::DEFAULT_TTL_SECS);
+            changes::DEFAULT_TTL_SECS
+        });
         let admin_state = admin::AdminState {
             live: self.live.clone(),
             metrics: self.metrics.clone(),
             switches: self.portal.switches.clone(),
+            changes: changes::Changes::new(self.live.clone(), self.portal.switches.clone(), change_ttl),
         };
         tokio::spawn(
             self.portal

@@ -96,7 +96,9 @@ pub(super) async fn put_account(
     trip(state, peer, Target::Account(tenant, subject), query, headers, body).await
 }
 
-/// `DELETE /v1/tiers/{tier}/breaker`.
+/// `DELETE /v1/tiers/{tier}/breaker`: a tier reset is an isolation change, so it becomes
+/// a pending `tier.breaker_reset` change request that a second operator approves
+/// (`202 {"id","status":"pending","digest"}`).
 pub(super) async fn delete_tier(
     state: State<AdminState>,
     peer: ConnectInfo<SocketAddr>,
@@ -104,7 +106,7 @@ pub(super) async fn delete_tier(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    reset(state, peer, Target::Tier(tier), headers, body).await
+    super::changes::request_tier_breaker_reset(state, peer, tier, headers, body).await
 }
 
 /// `DELETE /v1/tenants/{t}/breaker`.
@@ -356,7 +358,7 @@ fn actor_of(caller: &Caller, peer: &SocketAddr) -> Actor {
     }
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
     if body.len() > BODY_MAX {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -419,14 +421,14 @@ fn expiry(body: &TripBody, now: i64) -> Result<Option<i64>, String> {
 }
 
 /// A refusal, answered as `{"error","message"}`.
-struct ApiError {
+pub(super) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: &str) -> Self {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: &str) -> Self {
         ApiError {
             status,
             code,

@@ -5,6 +5,7 @@
 
 mod audit;
 mod breakers;
+mod changes;
 pub mod client;
 
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Kill switches.
     pub switches: Arc<crate::killswitch::KillSwitches>,
+    /// Four-eyes change requests (`/v1/changes`).
+    pub changes: Arc<crate::changes::Changes>,
 }
 
 /// The admin router.
@@ -43,6 +46,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/reload", post(reload))
         .route("/v1/breakers", get(breakers::list))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/changes", get(changes::list).post(changes::create))
+        .route("/v1/changes/{id}", get(changes::show).patch(changes::edit))
+        .route("/v1/changes/{id}/approve", post(changes::approve))
+        .route("/v1/changes/{id}/reject", post(changes::reject))
         .route(
             "/v1/tiers/{tier}/breaker",
             put(breakers::put_tier).delete(breakers::delete_tier),

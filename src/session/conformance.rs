@@ -1233,6 +1233,112 @@ pub(crate) async fn concurrent_audit_appends_keep_one_chain(b: &Backend) {
     assert_eq!(crate::audit::verify(&all), Ok(()));
 }
 
+fn change(tier: &str, created_at: i64) -> crate::changes::ChangeRequest {
+    use crate::changes::{ChangeKind, ChangeStatus};
+    let mut change = serde_json::Map::new();
+    change.insert("upstream".into(), serde_json::json!("http://127.0.0.1:1"));
+    crate::changes::ChangeRequest {
+        id: crate::changes::new_change_id(),
+        version: 1,
+        tier: tier.into(),
+        kind: ChangeKind::TenantUpdate,
+        target: "acme".into(),
+        digest: crate::changes::digest(ChangeKind::TenantUpdate, "acme", &change, "ticket 7"),
+        change,
+        reason: "ticket 7".into(),
+        status: ChangeStatus::Pending,
+        proposed_by: "olivia".into(),
+        edited_by: Vec::new(),
+        created_at,
+        updated_at: created_at,
+        expires_at: created_at + 3600,
+        decided_by: None,
+        decided_at: None,
+        errors: Vec::new(),
+    }
+}
+
+pub(crate) async fn change_requests_round_trip(b: &Backend) {
+    let store = b.store("prod").await;
+    assert!(store.list_changes().await.unwrap().is_empty());
+    let older = change("prod", T0);
+    let newer = change("prod", T0 + 5);
+    store.put_change(&older).await.unwrap();
+    store.put_change(&newer).await.unwrap();
+    assert!(
+        matches!(store.put_change(&older).await, Err(StoreError::Conflict(_))),
+        "an existing change was overwritten by put"
+    );
+    assert_eq!(store.get_change(&older.id).await.unwrap(), Some(older.clone()));
+    assert_eq!(store.get_change(&crate::changes::new_change_id()).await.unwrap(), None);
+    assert_eq!(
+        store.list_changes().await.unwrap(),
+        vec![newer.clone(), older.clone()],
+        "newest first"
+    );
+
+    let mut edited = older.clone();
+    edited.version = 2;
+    edited.reason = "ticket 8".into();
+    assert!(store.replace_change_if(&edited, 1).await.unwrap());
+    assert_eq!(store.get_change(&older.id).await.unwrap(), Some(edited.clone()));
+    let mut stale = older.clone();
+    stale.version = 2;
+    stale.status = crate::changes::ChangeStatus::Applied;
+    assert!(
+        !store.replace_change_if(&stale, 1).await.unwrap(),
+        "a replace based on an old version won"
+    );
+    assert_eq!(store.get_change(&older.id).await.unwrap(), Some(edited));
+    assert!(
+        store.replace_change_if(&older, 1).await.is_err(),
+        "the version must move on"
+    );
+    let mut missing = change("prod", T0);
+    missing.version = 2;
+    assert!(
+        !store.replace_change_if(&missing, 1).await.unwrap(),
+        "a missing change was created"
+    );
+    assert_eq!(store.get_change(&missing.id).await.unwrap(), None);
+
+    // Tiers keep their own changes.
+    assert!(matches!(
+        store.put_change(&change("staging", T0)).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let staging = b.store("staging").await;
+    assert!(staging.list_changes().await.unwrap().is_empty());
+    assert_eq!(staging.get_change(&newer.id).await.unwrap(), None);
+    // Another handle on the same tier (a replica) sees them.
+    assert_eq!(b.store("prod").await.list_changes().await.unwrap().len(), 2);
+}
+
+pub(crate) async fn concurrent_change_decisions_have_one_winner(b: &Backend) {
+    let store = b.store("prod").await;
+    let c = change("prod", T0);
+    store.put_change(&c).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (store, mut next) = (store.clone(), c.clone());
+        next.version = 2;
+        next.decided_by = Some(format!("op{i}"));
+        tasks.push(tokio::spawn(
+            async move { store.replace_change_if(&next, 1).await.unwrap() },
+        ));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "two approvals of one change both won");
+    let stored = store.get_change(&c.id).await.unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+    assert!(stored.decided_by.is_some());
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr, [$($test:ident),* $(,)?]) => {
         mod $backend {
@@ -1276,6 +1382,8 @@ macro_rules! every_test {
                 kill_switches_round_trip,
                 audit_log_is_a_chain,
                 concurrent_audit_appends_keep_one_chain,
+                change_requests_round_trip,
+                concurrent_change_decisions_have_one_winner,
             ]
         );
     };

@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
 pub use crate::audit::{AuditEntry, AuditRecord};
+pub use crate::changes::ChangeRequest;
 pub use crate::killswitch::KillSwitch;
 
 /// How long an expired session stays readable before [`SessionStore::purge_expired`] may
@@ -358,6 +359,17 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError>;
     /// Audit records with `seq > after_seq`, oldest first, at most `limit`.
     async fn audit_records(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Stores a new change request of this tier; `Conflict` if its id exists.
+    async fn put_change(&self, c: &ChangeRequest) -> Result<(), StoreError>;
+    /// The change request with this id, if this tier has it.
+    async fn get_change(&self, id: &str) -> Result<Option<ChangeRequest>, StoreError>;
+    /// Every change request of this tier, newest first (by `created_at`, then id).
+    async fn list_changes(&self) -> Result<Vec<ChangeRequest>, StoreError>;
+    /// Replaces the stored change request `c.id` with `c` only if the stored one's version
+    /// is still `expected_version` (and `c.version` is greater); true for the one caller that
+    /// won, so two concurrent approvals can never both apply. False when it does not exist.
+    async fn replace_change_if(&self, c: &ChangeRequest, expected_version: u64) -> Result<bool, StoreError>;
 }
 
 /// Where the stores live, parsed from the configured URL.
@@ -474,6 +486,19 @@ fn check_switch_tier(ks: &KillSwitch, tier: &str) -> Result<(), StoreError> {
     } else {
         Err(StoreError::Invalid("kill switch tier (not this store's tier)".into()))
     }
+}
+
+/// A store only takes change requests of its own tier, with ids the changes module makes.
+fn check_change(c: &ChangeRequest, tier: &str) -> Result<(), StoreError> {
+    if c.tier != tier {
+        return Err(StoreError::Invalid(
+            "change request tier (not this store's tier)".into(),
+        ));
+    }
+    if !crate::changes::is_change_id(&c.id) {
+        return Err(StoreError::Invalid("change request id".into()));
+    }
+    Ok(())
 }
 
 fn encode_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {

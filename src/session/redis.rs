@@ -21,6 +21,8 @@
 //! - `totp:<t>:<s>:<step>`: replay guard; `throttle:<key>`: hash `count`, `reset_at`.
 //! - `kill_switches`: hash of scope key → switch JSON.
 //! - `audit`: list of audit record JSON; index `seq - 1` holds record `seq`.
+//! - `changes`: hash of change request id → change request JSON (its `version` field is
+//!   what `REPLACE_CHANGE_IF` compares).
 //!
 //! Not Redis Cluster ready: scripts touch a session and its index keys, which would need
 //! hash tags to share a slot.
@@ -33,9 +35,9 @@ use ::redis::{Client, RedisError, Script};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AuditEntry, AuditRecord, KillSwitch, LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation, SessionRecord,
-    SessionStore, StoreError, USER_AGENT_MAX_CHARS, UserRecord, check_session_tier, check_switch_tier, check_tier,
-    check_window, decode_json as decode, encode_json as encode, truncate_chars,
+    AuditEntry, AuditRecord, ChangeRequest, KillSwitch, LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation,
+    SessionRecord, SessionStore, StoreError, USER_AGENT_MAX_CHARS, UserRecord, check_change, check_session_tier,
+    check_switch_tier, check_tier, check_window, decode_json as decode, encode_json as encode, truncate_chars,
 };
 
 /// Extra life of a session key after purge would delete it: purge normally runs first and
@@ -161,6 +163,19 @@ redis.call('RPUSH', KEYS[1], ARGV[2])
 return 1
 ";
 
+/// KEYS: changes hash. ARGV: id, expected version, new JSON. Replaces the change only if
+/// its stored version is the expected one: 1 replaced, 0 not there or another version,
+/// -1 the stored record is not JSON with a version.
+const REPLACE_CHANGE_IF: &str = "
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+local ok, rec = pcall(cjson.decode, v)
+if not ok or type(rec) ~= 'table' or type(rec['version']) ~= 'number' then return -1 end
+if rec['version'] ~= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+";
+
 /// Attempts at appending an audit record when other writers keep winning the race.
 const AUDIT_APPEND_ATTEMPTS: usize = 50;
 
@@ -175,6 +190,7 @@ struct Scripts {
     hit: Script,
     delete_kill_switch: Script,
     append_audit: Script,
+    replace_change_if: Script,
 }
 
 impl Scripts {
@@ -190,6 +206,7 @@ impl Scripts {
             hit: gc(HIT),
             delete_kill_switch: Script::new(DELETE_KILL_SWITCH),
             append_audit: Script::new(APPEND_AUDIT),
+            replace_change_if: Script::new(REPLACE_CHANGE_IF),
         }
     }
 }
@@ -441,6 +458,9 @@ impl RedisStore {
     }
     fn audit_key(&self) -> String {
         format!("{}audit", self.prefix)
+    }
+    fn changes_key(&self) -> String {
+        format!("{}changes", self.prefix)
     }
 
     /// The sso index of a session; sessions without a sid get a key that is never written.
@@ -1087,5 +1107,63 @@ impl SessionStore for RedisStore {
             .query_async(&mut self.con())
             .await?;
         rows.iter().map(|d| decode(d, "stored audit record")).collect()
+    }
+
+    async fn put_change(&self, c: &ChangeRequest) -> Result<(), StoreError> {
+        check_change(c, &self.tier)?;
+        let added: i64 = ::redis::cmd("HSETNX")
+            .arg(self.changes_key())
+            .arg(&c.id)
+            .arg(encode(c)?)
+            .query_async(&mut self.con())
+            .await?;
+        if added == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("change request"))
+        }
+    }
+
+    async fn get_change(&self, id: &str) -> Result<Option<ChangeRequest>, StoreError> {
+        let data: Option<String> = ::redis::cmd("HGET")
+            .arg(self.changes_key())
+            .arg(id)
+            .query_async(&mut self.con())
+            .await?;
+        data.map(|d| decode(&d, "stored change request")).transpose()
+    }
+
+    async fn list_changes(&self) -> Result<Vec<ChangeRequest>, StoreError> {
+        let all: Vec<(String, String)> = ::redis::cmd("HGETALL")
+            .arg(self.changes_key())
+            .query_async(&mut self.con())
+            .await?;
+        let mut out: Vec<ChangeRequest> = all
+            .iter()
+            .map(|(_, d)| decode(d, "stored change request"))
+            .collect::<Result<_, _>>()?;
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+        Ok(out)
+    }
+
+    async fn replace_change_if(&self, c: &ChangeRequest, expected_version: u64) -> Result<bool, StoreError> {
+        check_change(c, &self.tier)?;
+        if c.version <= expected_version {
+            return Err(StoreError::Invalid("change request version (must move on)".into()));
+        }
+        let replaced: i64 = self
+            .scripts
+            .replace_change_if
+            .key(self.changes_key())
+            .arg(&c.id)
+            .arg(expected_version)
+            .arg(encode(c)?)
+            .invoke_async(&mut self.con())
+            .await?;
+        match replaced {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(StoreError::Corrupt("stored change request")),
+        }
     }
 }

@@ -15,13 +15,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::{
-    AuditEntry, AuditRecord, KillSwitch, LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation, SessionRecord,
-    SessionStore, StoreError, USER_AGENT_MAX_CHARS, UserRecord, check_session_tier, check_switch_tier, check_tier,
-    check_window, decode_json, encode_json, truncate_chars,
+    AuditEntry, AuditRecord, ChangeRequest, KillSwitch, LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation,
+    SessionRecord, SessionStore, StoreError, USER_AGENT_MAX_CHARS, UserRecord, check_change, check_session_tier,
+    check_switch_tier, check_tier, check_window, decode_json, encode_json, truncate_chars,
 };
 
 /// Schema version this binary writes; older files are migrated on open, newer ones refused.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Reader connections per tier; reads are short, so a few are plenty.
 const READERS: usize = 4;
@@ -107,6 +107,18 @@ CREATE TABLE audit_log (
     seq INTEGER PRIMARY KEY NOT NULL,
     data TEXT NOT NULL
 );
+";
+
+/// Version 3: four-eyes change requests (whole records as JSON; `version` is the
+/// compare-and-swap column of `replace_change_if`, `created_at` the list order).
+const SCHEMA_V3: &str = "
+CREATE TABLE changes (
+    id TEXT PRIMARY KEY NOT NULL,
+    created_at INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX changes_by_time ON changes (created_at);
 ";
 
 const SESSION_COLUMNS: &str = "id_hash, tenant, tier, subject, display_name, roles, auth_method, amr, mfa_at, \
@@ -265,6 +277,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if version < 2 {
         tx.execute_batch(SCHEMA_V2)?;
         tx.execute("INSERT INTO schema_version (version) VALUES (2)", [])?;
+    }
+    if version < 3 {
+        tx.execute_batch(SCHEMA_V3)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (3)", [])?;
     }
     tx.commit()?;
     Ok(())
@@ -947,6 +963,73 @@ impl SessionStore for SqliteStore {
         })
         .await
     }
+
+    async fn put_change(&self, c: &ChangeRequest) -> Result<(), StoreError> {
+        check_change(c, &self.inner.tier)?;
+        let (id, created_at, version, data) = (c.id.clone(), c.created_at, version_param(c.version)?, encode_json(c)?);
+        self.write(move |tx| {
+            let n = tx.execute(
+                "INSERT INTO changes (id, created_at, version, data) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (id) DO NOTHING",
+                params![id, created_at, version, data],
+            )?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict("change request"))
+            }
+        })
+        .await
+    }
+
+    async fn get_change(&self, id: &str) -> Result<Option<ChangeRequest>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let data: Option<String> = conn
+                .query_row("SELECT data FROM changes WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()?;
+            data.map(|d| decode_json(&d, "stored change request")).transpose()
+        })
+        .await
+    }
+
+    async fn list_changes(&self) -> Result<Vec<ChangeRequest>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT data FROM changes ORDER BY created_at DESC, id DESC")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(decode_json(&row?, "stored change request")?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn replace_change_if(&self, c: &ChangeRequest, expected_version: u64) -> Result<bool, StoreError> {
+        check_change(c, &self.inner.tier)?;
+        if c.version <= expected_version {
+            return Err(StoreError::Invalid("change request version (must move on)".into()));
+        }
+        let (id, version, expected, data) = (
+            c.id.clone(),
+            version_param(c.version)?,
+            version_param(expected_version)?,
+            encode_json(c)?,
+        );
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE changes SET version = ?1, data = ?2 WHERE id = ?3 AND version = ?4",
+                params![version, data, id, expected],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+}
+
+fn version_param(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid("change request version".into()))
 }
 
 #[cfg(test)]
@@ -964,6 +1047,34 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("prod.sqlite3")), 0o600);
+    }
+
+    /// A version 2 file (before change requests) gains the changes table and keeps its data.
+    #[tokio::test]
+    async fn a_version_2_file_is_migrated() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(tmp.path().join("prod.sqlite3")).unwrap();
+            conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                .unwrap();
+            conn.execute_batch(SCHEMA_V1).unwrap();
+            conn.execute_batch(SCHEMA_V2).unwrap();
+            conn.execute_batch("INSERT INTO schema_version (version) VALUES (1), (2)")
+                .unwrap();
+            conn.execute("INSERT INTO kill_switches (scope_key, data) VALUES ('x', '{}')", [])
+                .unwrap();
+        }
+        let store = SqliteStore::open(tmp.path(), "prod").await.unwrap();
+        assert!(store.list_changes().await.unwrap().is_empty());
+        let conn = Connection::open(tmp.path().join("prod.sqlite3")).unwrap();
+        let version: i64 = conn
+            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+        let kept: i64 = conn
+            .query_row("SELECT COUNT(*) FROM kill_switches", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 1);
     }
 
     /// A file written by a newer binary must not be silently misread.

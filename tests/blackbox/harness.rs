@@ -416,6 +416,9 @@ pub struct PolicyFixture {
     pub automation: Vec<AutomationSpec>,
     /// The prod tier's cookie key file content.
     pub prod_key: String,
+    /// Extra environment variables of the gateway process (e.g. `PORTCULLIS_CHANGE_TTL_SECS`);
+    /// they do not change the policy files.
+    pub gateway_env: Vec<(String, String)>,
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -455,6 +458,7 @@ impl PolicyFixture {
             staging_operators: Vec::new(),
             automation: Vec::new(),
             prod_key: random_hex(32),
+            gateway_env: Vec::new(),
         }
     }
 
@@ -676,6 +680,7 @@ impl Gateway {
             .arg(admin.to_string())
             .env("RUST_LOG", "info")
             .env_remove("PORTCULLIS_OPERATOR_TOKEN")
+            .envs(fixture.gateway_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

@@ -6,6 +6,7 @@
 
 mod breakers;
 mod browser;
+mod changes;
 mod check;
 mod harness;
 mod headers;

@@ -1,0 +1,387 @@
+//! Four-eyes change request endpoints of the admin API: `POST|GET /v1/changes`,
+//! `GET|PATCH /v1/changes/{id}`, `POST /v1/changes/{id}/approve`,
+//! `POST /v1/changes/{id}/reject`, and the change request that
+//! `DELETE /v1/tiers/{tier}/breaker` opens.
+//!
+//! Owns authentication (operators only; automation tokens are refused), body parsing and
+//! the one mapping from [`ChangeError`] to statuses, including the `cross_tier` security
+//! event. The rules and steps are `changes::service`.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::breakers::{ApiError, parse_body};
+use super::{AdminState, Caller, authenticate_caller, error};
+use crate::changes::{ChangeError, ChangeRequest, Operator};
+use crate::killswitch::Scope;
+
+/// `POST /v1/changes` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProposeBody {
+    kind: String,
+    target: String,
+    #[serde(default = "empty_object")]
+    change: Value,
+    reason: String,
+}
+
+/// `PATCH /v1/changes/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditBody {
+    #[serde(default)]
+    change: Option<Value>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /v1/changes/{id}/approve` body: the digest the approver reviewed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    digest: String,
+}
+
+/// `POST /v1/changes/{id}/reject` and `DELETE /v1/tiers/{tier}/breaker` body (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// `GET /v1/changes`: the changes of the caller's tier, newest first.
+pub(super) async fn list(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let op = match operator(&state, &headers, &peer) {
+        Ok(op) => op,
+        Err(e) => return e.into_response(),
+    };
+    let now = crate::unix_now();
+    match state.changes.list(&op).await {
+        Ok(all) => {
+            let views: Vec<Value> = all.iter().map(|c| c.view(now)).collect();
+            (StatusCode::OK, axum::Json(Value::Array(views))).into_response()
+        }
+        Err(e) => change_error(e, &op),
+    }
+}
+
+/// `POST /v1/changes`: proposes a change → `201` pending, with its digest.
+pub(super) async fn create(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let op = match operator(&state, &headers, &peer) {
+        Ok(op) => op,
+        Err(e) => return e.into_response(),
+    };
+    let body: ProposeBody = match parse_body(&headers, &body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let now = crate::unix_now();
+    match state
+        .changes
+        .propose(&op, &body.kind, &body.target, &body.change, &body.reason, now)
+        .await
+    {
+        Ok(cr) => created(&cr, StatusCode::CREATED, now),
+        Err(e) => change_error(e, &op),
+    }
+}
+
+/// `GET /v1/changes/{id}`.
+pub(super) async fn show(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let op = match operator(&state, &headers, &peer) {
+        Ok(op) => op,
+        Err(e) => return e.into_response(),
+    };
+    let now = crate::unix_now();
+    match state.changes.get(&op, &id).await {
+        Ok(cr) => (StatusCode::OK, axum::Json(cr.view(now))).into_response(),
+        Err(e) => change_error(e, &op),
+    }
+}
+
+/// `PATCH /v1/changes/{id}`: edits a pending change → `200` with its new digest.
+pub(super) async fn edit(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let op = match operator(&state, &headers, &peer) {
+        Ok(op) => op,
+        Err(e) => return e.into_response(),
+    };
+    let body: EditBody = match parse_body(&headers, &body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let now = crate::unix_now();
+    match state
+        .changes
+        .edit(&op, &id, body.change.as_ref(), body.reason.as_deref(), now)
+        .await
+    {
+        Ok(cr) => (StatusCode::OK, axum::Json(cr.view(now))).into_response(),
+        Err(e) => change_error(e, &op),
+    }
+}
+
+/// `POST /v1/changes/{id}/approve`: approves the reviewed digest and applies at once.
+pub(super) async fn approve(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let op = match operator(&state, &headers, &peer) {
+        Ok(op) => op,
+        Err(e) => return e.into_response(),
+    };
+    let body: ApproveBody = match parse_body(&headers, &body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let now = crate::unix_now();
+    match state.changes.approve(&op, &id, &body.digest, now).await {
+        Ok(cr) => (StatusCode::OK, axum::Json(cr.view(now))).into_response(),
+        Err(e) => change_error(e, &op),
+    }
+}
+
+/// `POST /v1/changes/{id}/reject`: rejects (or withdraws) a pending change.
+pub(super) async fn reject(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let op = match operator(&state, &headers, &peer) {
+        Ok(op) => op,
+        Err(e) => return e.into_response(),
+    };
+    let body: ReasonBody = if body.is_empty() {
+        ReasonBody::default()
+    } else {
+        match parse_body(&headers, &body) {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
+        }
+    };
+    let now = crate::unix_now();
+    match state.changes.reject(&op, &id, body.reason.as_deref(), now).await {
+        Ok(cr) => (StatusCode::OK, axum::Json(cr.view(now))).into_response(),
+        Err(e) => change_error(e, &op),
+    }
+}
+
+/// `DELETE /v1/tiers/{tier}/breaker`: opens a `tier.breaker_reset` change request for the
+/// tripped tier switch → `202` pending; `404` when no tier switch is tripped.
+pub(super) async fn request_tier_breaker_reset(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tier: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let config = state.live.snapshot().config.clone();
+    let Some(caller) = authenticate_caller(&state.live, &headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "A valid operator or automation bearer token is required.",
+        );
+    };
+    if !config.tiers.contains_key(&tier) {
+        return error(StatusCode::NOT_FOUND, "not_found", "Unknown tier.");
+    }
+    if caller.tier() != tier {
+        cross_tier_event(&caller.actor_name(), caller.tier(), &tier, None, &peer.ip().to_string());
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "This token belongs to another tier.",
+        );
+    }
+    let Caller::Operator { name, tier: op_tier } = caller else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Automation tokens may trip breakers, never reset them.",
+        );
+    };
+    let op = Operator {
+        name,
+        tier: op_tier,
+        source_ip: peer.ip().to_string(),
+    };
+    let body: ReasonBody = if body.is_empty() {
+        ReasonBody::default()
+    } else {
+        match parse_body(&headers, &body) {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
+        }
+    };
+    let now = crate::unix_now();
+    let scope_key = Scope::Tier { tier: tier.clone() }.key();
+    let tripped = match state.switches.list(&config).await {
+        Ok(all) => all
+            .iter()
+            .any(|k| k.scope.tier() == tier && k.scope.key() == scope_key && k.in_force(now)),
+        Err(e) => {
+            tracing::error!(error = %e, "kill switch store call failed");
+            return unavailable();
+        }
+    };
+    if !tripped {
+        return error(StatusCode::NOT_FOUND, "not_found", "No breaker is tripped there.");
+    }
+    let reason = body
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "reset of the tier breaker".to_string());
+    match state
+        .changes
+        .propose(&op, "tier.breaker_reset", &tier, &empty_object(), &reason, now)
+        .await
+    {
+        Ok(cr) => created(&cr, StatusCode::ACCEPTED, now),
+        Err(e) => change_error(e, &op),
+    }
+}
+
+/// The operator behind the bearer token; 401 without one, 403 for automation tokens.
+fn operator(state: &AdminState, headers: &HeaderMap, peer: &SocketAddr) -> Result<Operator, ApiError> {
+    match authenticate_caller(&state.live, headers) {
+        Some(Caller::Operator { name, tier }) => Ok(Operator {
+            name,
+            tier,
+            source_ip: peer.ip().to_string(),
+        }),
+        Some(Caller::Automation { .. }) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Change requests are proposed and decided by operators, not automation tokens.",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "A valid operator bearer token is required.",
+        )),
+    }
+}
+
+/// A new change request's answer, with its `Location`.
+fn created(cr: &ChangeRequest, status: StatusCode, now: i64) -> Response {
+    (
+        status,
+        [(header::LOCATION, format!("/v1/changes/{}", cr.id))],
+        axum::Json(cr.view(now)),
+    )
+        .into_response()
+}
+
+/// The one mapping from [`ChangeError`] to a response.
+fn change_error(e: ChangeError, op: &Operator) -> Response {
+    match e {
+        ChangeError::Invalid(m) => error(StatusCode::BAD_REQUEST, "bad_request", &m),
+        ChangeError::NotFound(what) => error(StatusCode::NOT_FOUND, "not_found", &format!("Unknown {what}.")),
+        ChangeError::CrossTier { owner, tenant } => {
+            cross_tier_event(
+                &format!("operator:{}", op.name),
+                &op.tier,
+                &owner,
+                tenant.as_deref(),
+                &op.source_ip,
+            );
+            error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "This token belongs to another tier.",
+            )
+        }
+        ChangeError::SamePerson => error(
+            StatusCode::FORBIDDEN,
+            "same_person",
+            &ChangeError::SamePerson.to_string(),
+        ),
+        ChangeError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", &m),
+        ChangeError::InvalidPolicy { change, errors } => {
+            let now = crate::unix_now();
+            let mut body = change.view(now);
+            if let Value::Object(map) = &mut body {
+                map.insert("error".into(), json!("invalid_policy"));
+                map.insert(
+                    "message".into(),
+                    json!("The resulting policy set is invalid; nothing was changed."),
+                );
+                map.insert("errors".into(), json!(errors));
+            }
+            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
+        }
+        ChangeError::Apply(m) => {
+            tracing::error!(error = %m, "applying a change request failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "apply_failed",
+                "Applying the change failed and nothing was changed; the change is marked failed.",
+            )
+        }
+        ChangeError::Store(e) => {
+            tracing::error!(error = %e, "change request store call failed");
+            unavailable()
+        }
+    }
+}
+
+fn unavailable() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "The store is unavailable; try again.",
+    )
+}
+
+/// A credential used on another tier's change: an ECS security event for the SIEM.
+fn cross_tier_event(actor: &str, credential_tier: &str, tier: &str, tenant: Option<&str>, source_ip: &str) {
+    tracing::warn!(
+        event.kind = "security",
+        event.action = "cross_tier",
+        event.outcome = "failure",
+        event.reason = "admin credential used outside its scope",
+        source.ip = %source_ip,
+        user.id = %actor,
+        organization.id = tenant.unwrap_or("-"),
+        portcullis.tier = tier,
+        portcullis.credential_tier = credential_tier,
+        "admin API call refused"
+    );
+}
