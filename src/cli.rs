@@ -373,7 +373,7 @@ async fn tenant_store(
         .iter()
         .find(|t| t.id == tenant)
         .ok_or_else(|| anyhow!("no tenant `{tenant}` in {}", args.config.display()))?;
-    let stores = portcullis::session::Stores::open(&cfg.gateway.store.url, [t.tier.as_str()]).await?;
+    let stores = portcullis::session::Stores::open_for(&cfg.gateway.store.url, &cfg).await?;
     let store = stores
         .tier(&t.tier)
         .ok_or_else(|| anyhow!("no store for tier `{}`", t.tier))?;
@@ -578,8 +578,7 @@ async fn all_stores(args: &StoreArgs) -> anyhow::Result<(config::Config, Arc<por
         ..Overrides::default()
     };
     let cfg = config::load(&args.config, &ProcessEnv, &overrides).map_err(StartError::Policy)?;
-    let stores =
-        portcullis::session::Stores::open(&cfg.gateway.store.url, cfg.tiers.keys().map(String::as_str)).await?;
+    let stores = portcullis::session::Stores::open_for(&cfg.gateway.store.url, &cfg).await?;
     Ok((cfg, portcullis::session::manager::Sessions::new(stores)))
 }
 

@@ -94,8 +94,7 @@ impl Gateway {
     pub async fn bind(config: Config, env: Arc<dyn Env>, overrides: Overrides) -> Result<Self, StartError> {
         let public_addr = config.gateway.listen.public;
         let admin_addr = config.gateway.listen.admin;
-        let tiers: Vec<String> = config.tiers.keys().cloned().collect();
-        let stores = session::Stores::open(&config.gateway.store.url, tiers.iter().map(String::as_str)).await?;
+        let stores = session::Stores::open_for(&config.gateway.store.url, &config).await?;
         let sessions = session::manager::Sessions::new(stores);
         let switches = killswitch::KillSwitches::new(sessions.clone());
         switches

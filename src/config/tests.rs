@@ -342,3 +342,24 @@ fn auto_trip_rules_are_validated() {
         "acme.toml:13: auto_trip.threshold: must be a whole number from 1",
     );
 }
+
+#[test]
+fn a_redis_acl_user_needs_a_password_reference() {
+    let no_password = STAGING.replacen("\n[keys]", "redis_user = \"staging-gw\"\n\n[keys]", 1);
+    assert_error(
+        &[("tiers/staging.toml", &no_password)],
+        "staging.toml:3: redis_user needs redis_password (a secret reference)",
+    );
+    let both = STAGING.replacen(
+        "\n[keys]",
+        "redis_user = \"staging-gw\"\nredis_password = \"inline:staging-redis-password\"\n\n[keys]",
+        1,
+    );
+    let dir = fixture(&[("tiers/staging.toml", &both)]);
+    let cfg = load(dir.path(), &env(), &Overrides::default()).unwrap();
+    let (user, password) = cfg.tiers["staging"].redis_auth.as_ref().unwrap();
+    assert_eq!(
+        (user.as_str(), password.expose_secret()),
+        ("staging-gw", &b"staging-redis-password"[..])
+    );
+}

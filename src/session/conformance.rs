@@ -1097,6 +1097,56 @@ pub(crate) async fn stores_of_one_tier_share_state(b: &Backend) {
     assert!(second.get_user("acme", "alice").await.unwrap().is_some());
 }
 
+/// A tier's Redis ACL user reaches its own key prefix only: if this broke, a leaked
+/// staging credential would read or write production sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_acl_user_cannot_touch_another_tiers_keys() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let admin = ::redis::Client::open(url.as_str()).unwrap();
+    let mut con = admin.get_multiplexed_async_connection().await.unwrap();
+    let _: () = ::redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "prod-gw",
+            "on",
+            ">prod-secret",
+            "~portcullis:prod:*",
+            "+@all",
+        ])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let manager = super::redis::connect_as(&url, Some(("prod-gw", "prod-secret")))
+        .await
+        .unwrap();
+    let prod = super::RedisStore::new(manager.clone(), "prod").unwrap();
+    let s = session("acme", "alice", "t1", T0);
+    prod.create_session(&s).await.unwrap();
+    assert_eq!(
+        prod.get_session(&s.id_hash).await.unwrap().map(|r| r.subject),
+        Some("alice".into())
+    );
+
+    let staging = super::RedisStore::new(manager, "staging").unwrap();
+    let mut other = session("initech", "ivan", "t2", T0);
+    other.tier = "staging".into();
+    assert!(matches!(
+        staging.create_session(&other).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        staging.get_session(&other.id_hash).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(
+        super::redis::connect_as(&url, Some(("prod-gw", "wrong")))
+            .await
+            .is_err(),
+        "a wrong password is refused"
+    );
+}
+
 /// Losing Redis must make calls fail (the gateway answers 503), never look like "no session".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_unavailable() {

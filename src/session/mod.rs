@@ -428,6 +428,37 @@ impl Stores {
     }
 
     /// The store of a tier; `None` for a tier that was not opened.
+    /// Opens the stores of every tier of a policy set: `url` is the store URL (the
+    /// policy's, or an override), and a tier with its own Redis ACL user connects as that
+    /// user, so one tier's credentials cannot read another tier's keys.
+    pub async fn open_for(url: &str, config: &crate::config::Config) -> Result<Self, StoreError> {
+        let location = StoreLocation::parse(url)?;
+        let StoreLocation::Redis(redis_url) = &location else {
+            return Stores::open(url, config.tiers.keys().map(String::as_str)).await;
+        };
+        let mut by_tier: BTreeMap<String, Arc<dyn SessionStore>> = BTreeMap::new();
+        let mut shared = None;
+        for tier in config.tiers.values() {
+            let manager = match &tier.redis_auth {
+                Some((user, password)) => {
+                    let password = std::str::from_utf8(password.expose_secret())
+                        .map_err(|_| StoreError::Invalid("redis_password (not UTF-8)".into()))?;
+                    self::redis::connect_as(redis_url, Some((user, password))).await?
+                }
+                None => match &shared {
+                    Some(m) => Clone::clone(m),
+                    None => {
+                        let m = self::redis::connect(redis_url).await?;
+                        shared = Some(m.clone());
+                        m
+                    }
+                },
+            };
+            by_tier.insert(tier.name.clone(), Arc::new(RedisStore::new(manager, &tier.name)?));
+        }
+        Ok(Stores { by_tier })
+    }
+
     pub fn tier(&self, tier: &str) -> Option<Arc<dyn SessionStore>> {
         self.by_tier.get(tier).cloned()
     }

@@ -231,12 +231,25 @@ impl std::fmt::Debug for RedisStore {
 /// Connects to Redis; one manager can serve every tier's [`RedisStore`]. Short timeouts, so
 /// a lost Redis turns into [`StoreError::Unavailable`] (and a fail-closed 503) quickly.
 pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
+    connect_as(url, None).await
+}
+
+/// Connects as a Redis ACL user (`(user, password)`), or as the URL says when `None`.
+pub async fn connect_as(url: &str, auth: Option<(&str, &str)>) -> Result<ConnectionManager, StoreError> {
+    use ::redis::IntoConnectionInfo;
     if url.starts_with("rediss://") {
         return Err(StoreError::Invalid(
             "redis URL: rediss:// (TLS) is not supported by this build".into(),
         ));
     }
-    let client = Client::open(url).map_err(|_| StoreError::Invalid("redis URL".into()))?;
+    let mut info = url
+        .into_connection_info()
+        .map_err(|_| StoreError::Invalid("redis URL".into()))?;
+    if let Some((user, password)) = auth {
+        let settings = info.redis_settings().clone().set_username(user).set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    let client = Client::open(info).map_err(|_| StoreError::Invalid("redis URL".into()))?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)))
