@@ -9,9 +9,11 @@
 
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+
 use super::mfa::{self, TotpSecret};
 use super::password::{PasswordError, PasswordHasher};
-use super::preauth::{PREAUTH_TTL_SECS, PreAuth};
+use super::preauth::{PREAUTH_TTL_SECS, PreAuth, SsoIdentity};
 use crate::config::{AutoTripKind, AutoTripRule};
 use crate::killswitch::{KillSwitches, Scope};
 use crate::session::manager::{MintedToken, Sessions, mint_token};
@@ -45,6 +47,12 @@ pub enum LoginError {
     /// The store failed; nothing was granted.
     #[error("store unavailable")]
     Store(#[from] StoreError),
+    /// This tenant signs in through its identity provider only.
+    #[error("single sign-on required")]
+    SsoRequired,
+    /// The IdP did not do multi-factor authentication and the tenant requires it there.
+    #[error("multi-factor sign-in at the identity provider required")]
+    IdpMfaRequired,
     /// A kill switch covers the tenant or account; the text is the users' message.
     #[error("access suspended")]
     Suspended(String),
@@ -69,6 +77,8 @@ pub struct LoginContext<'a> {
     pub now: i64,
     /// The tenant's auto-trip rules, fed by failures recorded here.
     pub auto_trip: &'a [AutoTripRule],
+    /// The tenant's single sign-on, when it has one (it may refuse local passwords).
+    pub sso: Option<&'a crate::config::SsoConfig>,
 }
 
 /// A session just created: the cookie value and the record.
@@ -111,6 +121,11 @@ impl LocalLogin {
         rd: &str,
     ) -> Result<PreAuth, LoginError> {
         let store = self.sessions.store(ctx.tier)?;
+        if ctx.sso.is_some_and(|s| !s.allows_password(username)) {
+            self.record(&store, ctx, username, "password", Some("sso_required"))
+                .await?;
+            return Err(LoginError::SsoRequired);
+        }
         self.throttle(&store, ctx, username, "password").await?;
         let found = store.get_user(ctx.tenant, username).await?;
         let known = found.is_some();
@@ -145,7 +160,65 @@ impl LocalLogin {
             rd: rd.to_string(),
             exp: ctx.now + PREAUTH_TTL_SECS,
             nonce: hex::encode(rand::random::<[u8; 16]>()),
+            sso: None,
         })
+    }
+
+    /// After a validated single sign-on: a session at once when the tenant's MFA policy
+    /// is met by the IdP (`step_up == false`), else the pre-MFA state for the gateway's
+    /// own TOTP (enrolment on first use), kept in a TOTP record keyed by issuer and sub.
+    pub async fn sso_signed_in(
+        &self,
+        ctx: &LoginContext<'_>,
+        issuer: &str,
+        identity: SsoIdentity,
+        step_up: bool,
+        rd: &str,
+    ) -> Result<SsoOutcome, LoginError> {
+        let store = self.sessions.store(ctx.tier)?;
+        let key = sso_user_key(issuer, &identity.sub);
+        if !step_up {
+            let user = sso_user_record(ctx, &key, &identity, None);
+            return self
+                .finish(&store, ctx, &user, "oidc", identity.amr.clone(), Some(&identity))
+                .await
+                .map(SsoOutcome::Session);
+        }
+        let user = match store.get_user(ctx.tenant, &key).await? {
+            Some(u) => {
+                let mut u = u;
+                u.roles = identity.roles.clone();
+                u.display_name = identity.name.clone();
+                store.update_user(&u).await?;
+                u
+            }
+            None => {
+                let u = sso_user_record(ctx, &key, &identity, None);
+                match store.create_user(&u).await {
+                    Ok(()) | Err(StoreError::Conflict(_)) => u,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        if user.disabled {
+            return Err(LoginError::BadCredentials);
+        }
+        self.not_suspended(&store, ctx, &identity.sub, "oidc").await?;
+        Ok(SsoOutcome::StepUp(PreAuth {
+            tenant: ctx.tenant.to_string(),
+            tier: ctx.tier.to_string(),
+            username: key,
+            stage: if user.totp_enrolled_at.is_some() {
+                "mfa"
+            } else {
+                "enrol"
+            }
+            .to_string(),
+            rd: rd.to_string(),
+            exp: ctx.now + PREAUTH_TTL_SECS,
+            nonce: hex::encode(rand::random::<[u8; 16]>()),
+            sso: Some(identity),
+        }))
     }
 
     /// Second step: a TOTP code (once per time step) or a recovery code (once ever).
@@ -179,7 +252,7 @@ impl LocalLogin {
             )
         };
         if !ok {
-            self.record(&store, ctx, &user.username, method, Some("bad_code"))
+            self.record(&store, ctx, pre.history_subject(), method, Some("bad_code"))
                 .await?;
             return Err(LoginError::BadCode);
         }
@@ -188,7 +261,11 @@ impl LocalLogin {
             "pwd".to_string(),
             if method == "recovery" { "rec" } else { "otp" }.to_string(),
         ];
-        self.finish(&store, ctx, &user, method, amr).await
+        let amr = match &pre.sso {
+            Some(sso) => merged_amr(&sso.amr, &amr[1..]),
+            None => amr,
+        };
+        self.finish(&store, ctx, &user, method, amr, pre.sso.as_ref()).await
     }
 
     /// Re-checks both factors of a signed-in user (password change): throttled and
@@ -294,7 +371,7 @@ impl LocalLogin {
             .totp_ok(&store, ctx, &user, user.totp_secret.as_deref(), input)
             .await?
         {
-            self.record(&store, ctx, &user.username, "totp", Some("bad_code"))
+            self.record(&store, ctx, pre.history_subject(), "totp", Some("bad_code"))
                 .await?;
             return Err(LoginError::BadCode);
         }
@@ -304,7 +381,17 @@ impl LocalLogin {
         user.totp_enrolled_at = Some(ctx.now);
         store.update_user(&user).await?;
         let session = self
-            .finish(&store, ctx, &user, "totp", vec!["pwd".into(), "otp".into()])
+            .finish(
+                &store,
+                ctx,
+                &user,
+                "totp",
+                match &pre.sso {
+                    Some(sso) => merged_amr(&sso.amr, &["otp".to_string()]),
+                    None => vec!["pwd".into(), "otp".into()],
+                },
+                pre.sso.as_ref(),
+            )
             .await?;
         Ok((session, codes))
     }
@@ -339,18 +426,20 @@ impl LocalLogin {
         user: &UserRecord,
         method: &str,
         amr: Vec<String>,
+        sso: Option<&SsoIdentity>,
     ) -> Result<NewSession, LoginError> {
-        self.not_suspended(store, ctx, &user.username, method).await?;
+        let subject = sso.map_or(user.username.as_str(), |s| s.sub.as_str());
+        self.not_suspended(store, ctx, subject, method).await?;
         let token = mint_token();
         let csrf: [u8; 16] = rand::random();
         let record = SessionRecord {
             id_hash: token.id_hash,
             tenant: ctx.tenant.to_string(),
             tier: ctx.tier.to_string(),
-            subject: user.username.clone(),
+            subject: subject.to_string(),
             display_name: user.display_name.clone(),
-            roles: user.roles.clone(),
-            auth_method: "password".into(),
+            roles: sso.map_or_else(|| user.roles.clone(), |s| s.roles.clone()),
+            auth_method: if sso.is_some() { "oidc" } else { "password" }.into(),
             amr,
             mfa_at: Some(ctx.now),
             created_at: ctx.now,
@@ -360,7 +449,7 @@ impl LocalLogin {
             ip: ctx.ip.to_string(),
             user_agent: ctx.user_agent.chars().take(256).collect(),
             csrf_token: hex::encode(csrf),
-            sso_sid: None,
+            sso_sid: sso.and_then(|s| s.sid.clone()),
             revoked: None,
         };
         self.sessions.create(record.clone()).await?;
@@ -369,7 +458,7 @@ impl LocalLogin {
         if let Some(ks) = self
             .switches
             .board()
-            .account_switch(ctx.tier, ctx.tenant, &user.username, ctx.now)
+            .account_switch(ctx.tier, ctx.tenant, subject, ctx.now)
         {
             let rev = Revocation {
                 at: ctx.now,
@@ -377,11 +466,11 @@ impl LocalLogin {
                 reason: "kill_switch".into(),
             };
             self.sessions.revoke(ctx.tier, &record.id_hash, &rev).await?;
-            self.record(store, ctx, &user.username, method, Some("breaker")).await?;
+            self.record(store, ctx, subject, method, Some("breaker")).await?;
             return Err(LoginError::Suspended(ks.message.clone()));
         }
         store.clear(&account_key(ctx.tenant, &user.username)).await?;
-        self.record(store, ctx, &user.username, method, None).await?;
+        self.record(store, ctx, subject, method, None).await?;
         Ok(NewSession { token, record })
     }
 
@@ -541,6 +630,50 @@ impl LocalLogin {
         }
         Ok(())
     }
+}
+
+/// What a single sign-on leads to.
+#[derive(Debug)]
+pub enum SsoOutcome {
+    /// Signed in.
+    Session(NewSession),
+    /// The gateway's TOTP is due first (`stage` `mfa` or `enrol`).
+    StepUp(PreAuth),
+}
+
+/// The key of an SSO user's TOTP record: per issuer and `sub`, never the email, and
+/// never a valid local user name (local names cannot contain `|`).
+pub fn sso_user_key(issuer: &str, sub: &str) -> String {
+    let issuer_id = hex::encode(&Sha256::digest(issuer.as_bytes())[..6]);
+    format!("sso|{issuer_id}|{sub}")
+}
+
+/// The TOTP record of an SSO user: no usable password (an empty hash never verifies).
+fn sso_user_record(ctx: &LoginContext<'_>, key: &str, identity: &SsoIdentity, secret: Option<String>) -> UserRecord {
+    UserRecord {
+        tenant: ctx.tenant.to_string(),
+        username: key.to_string(),
+        display_name: identity.name.clone(),
+        roles: identity.roles.clone(),
+        password_hash: String::new(),
+        totp_secret: secret,
+        totp_enrolled_at: None,
+        recovery_code_hashes: Vec::new(),
+        disabled: false,
+        created_at: ctx.now,
+        password_changed_at: ctx.now,
+    }
+}
+
+/// The IdP's methods plus the gateway's, each once.
+fn merged_amr(idp: &[String], gateway: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = idp.to_vec();
+    for m in gateway {
+        if !out.contains(m) {
+            out.push(m.clone());
+        }
+    }
+    out
 }
 
 /// Throttle key of a client IP (failures only).

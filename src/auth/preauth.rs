@@ -29,6 +29,35 @@ pub struct PreAuth {
     pub exp: i64,
     /// Random id; the second step claims it once, so a captured cookie signs in once.
     pub nonce: String,
+    /// For a single sign-on user stepping up to the gateway's TOTP: who the IdP said
+    /// they are (`username` is then the key of their TOTP record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<SsoIdentity>,
+}
+
+/// A user as the tenant's identity provider vouched for them in a validated ID token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsoIdentity {
+    /// The IdP's `sub`: the session subject (accounts are keyed by tenant, issuer, sub).
+    pub sub: String,
+    /// Display name (`name`, else `email`, else `sub`).
+    pub name: String,
+    /// `email`, if any.
+    pub email: Option<String>,
+    /// Roles from the tenant's roles claim.
+    pub roles: Vec<String>,
+    /// The IdP's `amr`.
+    pub amr: Vec<String>,
+    /// The IdP session id (`sid`), for back-channel logout.
+    pub sid: Option<String>,
+}
+
+impl PreAuth {
+    /// Whose login history (and account switch) an attempt of this state belongs to:
+    /// the IdP's `sub` for single sign-on, else the local user name.
+    pub fn history_subject(&self) -> &str {
+        self.sso.as_ref().map_or(self.username.as_str(), |s| s.sub.as_str())
+    }
 }
 
 /// Signs a pre-auth state into a cookie value.
@@ -75,6 +104,7 @@ mod tests {
             rd: "/".into(),
             exp: 100,
             nonce: "n".into(),
+            sso: None,
         }
     }
 

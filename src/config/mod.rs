@@ -372,6 +372,17 @@ pub struct SsoConfig {
     pub roles_claim: Option<String>,
     /// MFA policy for SSO users.
     pub mfa: MfaPolicy,
+    /// SSO only: local passwords are refused except for the `break_glass` accounts.
+    pub enforce: bool,
+    /// Local accounts that may still sign in with a password when SSO is enforced.
+    pub break_glass: Vec<String>,
+}
+
+impl SsoConfig {
+    /// Whether the local account `username` may sign in with a password.
+    pub fn allows_password(&self, username: &str) -> bool {
+        !self.enforce || self.break_glass.iter().any(|b| b == username)
+    }
 }
 
 /// Loads and validates the policy set in `dir`, applying command-line overrides.

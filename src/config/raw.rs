@@ -175,6 +175,10 @@ pub struct RawSso {
     pub scopes: Option<Vec<String>>,
     pub roles_claim: Option<String>,
     pub mfa: Option<Spanned<String>>,
+    #[serde(default)]
+    pub enforce: bool,
+    #[serde(default)]
+    pub break_glass: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

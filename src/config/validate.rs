@@ -972,6 +972,8 @@ fn build_tenant(
                 .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]),
             roles_claim: sso.roles_claim,
             mfa,
+            enforce: sso.enforce,
+            break_glass: sso.break_glass,
         })
     });
 

@@ -86,6 +86,7 @@ impl Ctx<'_> {
             user_agent,
             now: self.now,
             auto_trip: &self.entry.tenant.auto_trip,
+            sso: self.entry.tenant.sso.as_ref(),
         }
     }
 }
@@ -932,6 +933,14 @@ fn login_error_status(e: &LoginError) -> (StatusCode, String) {
             "Sign-in is unavailable right now. Try again shortly.".into(),
         ),
         LoginError::Suspended(message) => (StatusCode::LOCKED, message.clone()),
+        LoginError::SsoRequired => (
+            StatusCode::FORBIDDEN,
+            "This organisation signs in through its identity provider. Use \"Sign in with SSO\".".into(),
+        ),
+        LoginError::IdpMfaRequired => (
+            StatusCode::FORBIDDEN,
+            "Your identity provider did not confirm a second factor, which this organisation requires. Sign in again with multi-factor authentication at your identity provider.".into(),
+        ),
     }
 }
 
@@ -955,6 +964,8 @@ fn api_login_error(e: &LoginError) -> Response<Bytes> {
         LoginError::NoPendingLogin => "no_pending_login",
         LoginError::Busy | LoginError::Store(_) => "unavailable",
         LoginError::Suspended(_) => "suspended",
+        LoginError::SsoRequired => "sso_required",
+        LoginError::IdpMfaRequired => "idp_mfa_required",
     };
     let mut resp = json_error(status, code, &message);
     retry_after(&mut resp, e);
