@@ -143,7 +143,7 @@ pub(super) async fn list(State(state): State<AdminState>, headers: HeaderMap) ->
                 "Automation tokens may only trip breakers.",
             );
         }
-        None => return unauthenticated(),
+        None => return unauthenticated().into_response(),
     };
     let now = crate::unix_now();
     match state.switches.list(&config).await {
@@ -166,17 +166,10 @@ async fn trip(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let config = state.live.snapshot().config.clone();
-    let Some(caller) = authenticate_caller(&state.live, &headers) else {
-        return unauthenticated();
-    };
-    let scope = match resolve(&config, target) {
-        Ok(scope) => scope,
+    let (config, caller, scope) = match checked_call(&state, &peer, target, &headers, Action::Trip) {
+        Ok(checked) => checked,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = authorise(&caller, &scope, Action::Trip, &peer) {
-        return e.into_response();
-    }
     let body: TripBody = match parse_body(&headers, &body) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -224,17 +217,10 @@ async fn reset(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let config = state.live.snapshot().config.clone();
-    let Some(caller) = authenticate_caller(&state.live, &headers) else {
-        return unauthenticated();
-    };
-    let scope = match resolve(&config, target) {
-        Ok(scope) => scope,
+    let (config, caller, scope) = match checked_call(&state, &peer, target, &headers, Action::Reset) {
+        Ok(checked) => checked,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = authorise(&caller, &scope, Action::Reset, &peer) {
-        return e.into_response();
-    }
     let body: ResetBody = if body.is_empty() {
         ResetBody::default()
     } else {
@@ -257,6 +243,22 @@ async fn reset(
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "No breaker is tripped there."),
         Err(e) => switch_error(&e).into_response(),
     }
+}
+
+/// The policy, the authenticated caller and the scope of a trip or reset call, once the
+/// caller is allowed to act on it; otherwise the refusal to answer.
+fn checked_call(
+    state: &AdminState,
+    peer: &SocketAddr,
+    target: Target,
+    headers: &HeaderMap,
+    action: Action,
+) -> Result<(std::sync::Arc<Config>, Caller, Scope), ApiError> {
+    let config = state.live.snapshot().config.clone();
+    let caller = authenticate_caller(&state.live, headers).ok_or_else(unauthenticated)?;
+    let scope = resolve(&config, target)?;
+    authorise(&caller, &scope, action, peer)?;
+    Ok((config, caller, scope))
 }
 
 /// The scope a path names; 404 when its tier or tenant does not exist.
@@ -443,8 +445,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn unauthenticated() -> Response {
-    error(
+fn unauthenticated() -> ApiError {
+    ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthenticated",
         "A valid operator or automation bearer token is required.",
