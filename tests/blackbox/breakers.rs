@@ -1183,3 +1183,91 @@ async fn tenant_admins_trip_and_reset_account_breakers_of_their_own_tenant() {
         .collect();
     assert_eq!(by_admin.len(), 2, "{records:?}");
 }
+
+/// Auto-trip rules from the tenant's policy fire on their own: an account guessing MFA
+/// codes is cut off, and a tenant under credential stuffing is cut off, each audited as
+/// the rule. If this broke, the automatic defences the policy promises would not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_trip_rules_cut_off_mfa_guessing_and_credential_stuffing() {
+    let prod = random_hex(24);
+    let (_ups, gw) = start_with(|f| {
+        f.prod_operators = vec![("olivia".into(), sha256_hex(prod.as_bytes()))];
+        f.tenant_mut("acme").routes.push_str(
+            "\n[[auto_trip]]\nname = \"mfa-guessing\"\nkind = \"account_mfa_failures\"\nthreshold = 3\nwindow = \"10m\"\n",
+        );
+        f.tenant_mut("globex").routes.push_str(
+            "\n[[auto_trip]]\nname = \"stuffing\"\nkind = \"tenant_login_failures\"\nthreshold = 5\nwindow = \"1m\"\nexpires = \"1h\"\n",
+        );
+    })
+    .await;
+    let accounts = Accounts::open(&gw).await;
+    let alice = accounts.create("acme", "alice", &[], true).await;
+    let bob = accounts.create("acme", "bob", &[], true).await;
+    let gina = accounts.create("globex", "gina", &[], true).await;
+
+    // Three wrong codes after a right password trip alice's account switch.
+    for _ in 0..3 {
+        let mut a = Agent::new(&gw, "acme.test");
+        assert_eq!(a.api_password_step(&alice, None).await.status, 200);
+        let r = a.post_json("/.portcullis/api/mfa", &json!({"code": "000000"})).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let mut again = Agent::new(&gw, "acme.test");
+    let r = again.api_password_step(&alice, None).await;
+    assert_eq!(r.status, 423, "alice is cut off: {}", r.body);
+    let mut other = Agent::new(&gw, "acme.test");
+    other.api_login(&bob).await;
+    assert_eq!(other.get(PROTECTED).await.status, 200, "bob is not");
+
+    // Five failed logins across globex trip the tenant.
+    for i in 0..5 {
+        let mut a = Agent::new(&gw, "globex.test");
+        let r = a
+            .post_json(
+                "/.portcullis/api/login",
+                &json!({"username": format!("guess{i}"), "password": "wrong-password-123"}),
+            )
+            .await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let mut g = Agent::new(&gw, "globex.test");
+    let r = g.api_password_step(&gina, None).await;
+    assert_eq!(r.status, 423, "globex is cut off: {}", r.body);
+    let mut a = Agent::new(&gw, "acme.test");
+    a.api_login(&bob).await;
+
+    // Both trips are audited as their rules.
+    let client = reqwest::Client::new();
+    let records: Vec<Value> = client
+        .get(gw.admin_url("/v1/audit?action=breaker.trip"))
+        .bearer_auth(&prod)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actors: BTreeSet<String> = records
+        .iter()
+        .filter(|r| r["system"] == "auto-rule")
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["actor"].as_str().unwrap_or(""),
+                r["target"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        actors,
+        BTreeSet::from([
+            "rule:mfa-guessing account:acme:alice".to_string(),
+            "rule:stuffing tenant:globex".to_string()
+        ]),
+        "{records:?}"
+    );
+    assert!(
+        gw.logs().contains("\"event.action\":\"auto_trip\""),
+        "security event logged"
+    );
+}
