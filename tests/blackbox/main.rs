@@ -11,6 +11,7 @@ mod check;
 mod harness;
 mod headers;
 mod http2;
+mod idp;
 mod login;
 mod logs;
 mod paths;
