@@ -6,7 +6,7 @@
 //! (the target is zero), and when the last 200 arrived relative to the return.
 //!
 //! Usage: `cargo run --release --example bench_killswitch -- [--sessions 10000]
-//! [--clients 32] [--bin target/release/portcullis]`.
+//! [--clients 32] [--bin target/release/portcullis] [--store redis://127.0.0.1:6379]`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -46,13 +46,17 @@ async fn main() {
     let sessions: usize = arg("--sessions", "10000").parse().unwrap();
     let clients: usize = arg("--clients", "32").parse().unwrap();
     let bin = arg("--bin", "target/release/portcullis");
+    let store_url = arg("--store", "");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let (public, admin) = (free_port(), free_port());
+    let mut command = Command::new(&bin);
+    command.args(["demo", "--data"]).arg(&data);
+    if !store_url.is_empty() {
+        command.args(["--store", &store_url]);
+    }
     let _gateway = Killed(
-        Command::new(&bin)
-            .args(["demo", "--data"])
-            .arg(&data)
+        command
             .args(["--listen", &format!("127.0.0.1:{public}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
             .env("RUST_LOG", "warn")
@@ -81,9 +85,12 @@ async fn main() {
     let token = demo["operator_tokens"]["prod"].as_str().unwrap().to_string();
 
     eprintln!("writing {sessions} sessions of acme into the store...");
-    let stores = Stores::open(&format!("sqlite:{}", data.display()), ["prod"])
-        .await
-        .unwrap();
+    let url = if store_url.is_empty() {
+        format!("sqlite:{}", data.display())
+    } else {
+        store_url.clone()
+    };
+    let stores = Stores::open(&url, ["prod"]).await.unwrap();
     let store = stores.tier("prod").unwrap();
     let now = portcullis::unix_now();
     let mut cookies = Vec::with_capacity(sessions);
