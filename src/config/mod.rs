@@ -212,6 +212,9 @@ pub struct Keyring {
     /// Client certificate chain (PEM) and key for mutual TLS to this tier's `https`
     /// upstreams, when configured (both or neither).
     pub upstream_client_cert: Option<(Vec<u8>, SecretBytes)>,
+    /// Extra CA certificates (PEM) trusted for this tier's `https` upstreams, besides the
+    /// public web roots (an internal CA).
+    pub upstream_ca: Option<Vec<u8>>,
 }
 
 /// An operator of a tier.

@@ -109,6 +109,7 @@ pub struct RawKeys {
     pub upstream_token: Option<Spanned<String>>,
     pub upstream_client_cert: Option<Spanned<String>>,
     pub upstream_client_key: Option<Spanned<String>>,
+    pub upstream_ca: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

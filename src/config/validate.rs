@@ -628,6 +628,17 @@ fn build_tier(
             format!("keys.assertion: {e} (expected a PKCS#8 PEM Ed25519 or P-256 private key)"),
         );
     }
+    // A CA certificate is public: tiers may share one, so it skips the shared-secret rule.
+    let upstream_ca = raw.keys.upstream_ca.as_ref().and_then(|at| {
+        let pem = resolve(dir, src, at, env, false, "keys.upstream_ca", problems)?;
+        match crate::proxy::forward::ca_certificates(pem.expose_secret()) {
+            Ok(_) => Some(pem.expose_secret().to_vec()),
+            Err(e) => {
+                problems.at(src, at.span(), format!("keys.upstream_ca: {e}"));
+                None
+            }
+        }
+    });
     let redis_password = optional(&raw.redis_password, "redis_password", problems);
     let redis_auth = match (&raw.redis_user, redis_password, &raw.redis_password) {
         (Some(user), Some(password), _) if !user.get_ref().trim().is_empty() => {
@@ -790,6 +801,7 @@ fn build_tier(
             assertion,
             upstream_token,
             upstream_client_cert,
+            upstream_ca,
         },
         operators,
         automation,

@@ -67,6 +67,7 @@ struct ClientSettings {
     guard: GuardSettings,
     allow: Vec<AllowEntry>,
     client_cert: Option<[u8; 32]>,
+    ca: Option<[u8; 32]>,
 }
 
 impl ClientSettings {
@@ -82,6 +83,7 @@ impl ClientSettings {
                 .upstream_client_cert
                 .as_ref()
                 .map(|(cert, key)| Sha256::digest([cert.as_slice(), key.expose_secret()].concat()).into()),
+            ca: tier.keys.upstream_ca.as_ref().map(|pem| Sha256::digest(pem).into()),
         }
     }
 }
@@ -119,6 +121,17 @@ impl UpstreamClient {
     }
 }
 
+/// The certificates of a tier's extra upstream CA bundle.
+pub fn ca_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| "the CA bundle is not valid PEM".to_string())?;
+    if certs.is_empty() {
+        return Err("no certificate in the CA bundle".into());
+    }
+    Ok(certs)
+}
+
 /// The certificate chain and key of a tier's mutual TLS client certificate.
 pub fn client_auth(
     cert_pem: &[u8],
@@ -146,7 +159,12 @@ fn tls_client(
     http.set_nodelay(true);
     http.set_connect_timeout(Some(limits.upstream_connect_timeout));
     http.enforce_http(false);
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = &tier.keys.upstream_ca {
+        for cert in ca_certificates(pem)? {
+            roots.add(cert).map_err(|e| format!("upstream CA certificate: {e}"))?;
+        }
+    }
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

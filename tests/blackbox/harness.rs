@@ -419,6 +419,10 @@ pub struct PolicyFixture {
     /// Extra environment variables of the gateway process (e.g. `PORTCULLIS_CHANGE_TTL_SECS`);
     /// they do not change the policy files.
     pub gateway_env: Vec<(String, String)>,
+    /// Extra `[keys]` lines of the staging tier (`key = "reference"`).
+    pub staging_keys: String,
+    /// Extra files written into the policy directory: (relative path, content).
+    pub extra_files: Vec<(String, String)>,
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -459,6 +463,8 @@ impl PolicyFixture {
             automation: Vec::new(),
             prod_key: random_hex(32),
             gateway_env: Vec::new(),
+            staging_keys: String::new(),
+            extra_files: Vec::new(),
         }
     }
 
@@ -517,6 +523,7 @@ impl PolicyFixture {
 
     pub fn staging_toml(&self) -> String {
         let mut s = "# Tier \"staging\" (test fixture).\nname = \"staging\"\nproduction = false\nupstream_allowlist = [\"127.0.0.1\", \"::1\", \"localhost\"]\n\n[keys]\ncookie = \"inline:staging-test-cookie-key-0123456789-abcdefghij\"\n".to_string();
+        s.push_str(&self.staging_keys);
         self.push_credentials(&mut s, "staging", &self.staging_operators);
         s
     }
@@ -579,6 +586,9 @@ impl PolicyFixture {
         fs::write(dir.join("tiers/staging.toml"), self.staging_toml()).expect("write staging");
         for t in &self.tenants {
             fs::write(dir.join(format!("tenants/{}.toml", t.id)), Self::tenant_toml(t)).expect("write tenant");
+        }
+        for (path, content) in &self.extra_files {
+            fs::write(dir.join(path), content).expect("write extra file");
         }
         for (i, c) in self.tls.iter().enumerate() {
             fs::write(dir.join(format!("tls/cert{i}.pem")), &c.cert_pem).expect("write cert");

@@ -24,4 +24,5 @@ mod streaming;
 mod timeouts;
 mod tls;
 mod upstream_guard;
+mod upstream_tls;
 mod websocket;
