@@ -390,6 +390,7 @@ impl Pipeline {
     ) -> Result<Option<Arc<SessionRecord>>, ()> {
         let name = format!("__Host-portcullis-{}", entry.tier.name);
         let Some(value) = ui::web::single_cookie(req.headers(), &name) else {
+            self.report_foreign_tier_cookie(req, entry, conn);
             return Ok(None);
         };
         let idle = entry.tenant.session.idle_secs();
@@ -419,6 +420,39 @@ impl Pipeline {
                 tracing::error!(error = %e, "session store unavailable");
                 Err(())
             }
+        }
+    }
+
+    /// A session cookie of another tier on this tier's host never counts (each tier's
+    /// cookie has its own name); presenting one is logged as a `cross_tier` attempt.
+    fn report_foreign_tier_cookie(&self, req: &Request<Incoming>, entry: &TenantEntry, conn: &ConnInfo) {
+        let mentions_gateway_cookie = req
+            .headers()
+            .get_all(http::header::COOKIE)
+            .iter()
+            .any(|v| v.as_bytes().windows(18).any(|w| w == b"__Host-portcullis-"));
+        if !mentions_gateway_cookie {
+            return;
+        }
+        let snapshot = self.live.snapshot();
+        let foreign = snapshot
+            .config
+            .tiers
+            .keys()
+            .filter(|t| **t != entry.tier.name)
+            .find(|t| ui::web::single_cookie(req.headers(), &format!("__Host-portcullis-{t}")).is_some());
+        if let Some(other) = foreign {
+            tracing::warn!(
+                event.kind = "security",
+                event.action = "cross_tier",
+                event.outcome = "failure",
+                event.reason = "session cookie of another tier",
+                source.ip = %conn.peer.ip(),
+                organization.id = %entry.tenant.id,
+                portcullis.tier = %entry.tier.name,
+                portcullis.credential_tier = %other,
+                "session cookie of another tier presented; it counts as no session"
+            );
         }
     }
 
