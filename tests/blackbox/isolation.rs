@@ -274,3 +274,97 @@ async fn key_rotation_under_load_fails_no_verification() {
     assert_eq!(failed, 0, "failed verifications");
     assert_eq!(seen_kids.len(), 2, "both keys signed during the run: {seen_kids:?}");
 }
+
+/// If this broke, the demo's echo app (what a newcomer sees first) would not show how
+/// an app verifies the gateway's assertion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_echo_app_verifies_the_assertion() {
+    let data = tempfile::tempdir().unwrap();
+    let (public, admin) = (free_port(), free_port());
+    let _demo = KillOnDrop(
+        std::process::Command::new(BIN)
+            .args(["demo", "--listen", &format!("127.0.0.1:{public}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .arg("--data")
+            .arg(data.path())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let demo_json = data.path().join("demo.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !demo_json.exists() {
+        assert!(Instant::now() < deadline, "demo did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let demo: serde_json::Value = serde_json::from_slice(&std::fs::read(&demo_json).unwrap()).unwrap();
+    let bob = demo["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "bob")
+        .unwrap()
+        .clone();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{public}").parse().unwrap();
+    let client = reqwest::Client::builder()
+        .resolve("acme.localhost", addr)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let base = format!("http://acme.localhost:{public}");
+    let cookies = |r: &reqwest::Response| -> Vec<String> {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_string))
+            .collect()
+    };
+    let r = client
+        .post(format!("{base}/.portcullis/api/login"))
+        .json(&serde_json::json!({"username": "bob", "password": bob["password"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pre = cookies(&r).join("; ");
+    let secret = portcullis::auth::mfa::TotpSecret::from_base32(bob["totp_secret"].as_str().unwrap()).unwrap();
+    let step = u64::try_from(portcullis::unix_now()).unwrap() / 30;
+    let code = format!("{:06}", portcullis::auth::mfa::code_at(&secret, step));
+    let r = client
+        .post(format!("{base}/.portcullis/api/mfa"))
+        .header("cookie", &pre)
+        .json(&serde_json::json!({ "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let session = cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-portcullis-prod="))
+        .unwrap();
+    let echo: serde_json::Value = client
+        .get(format!("{base}/app/x"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["assertion"]["valid"], true, "{echo}");
+    assert_eq!(echo["assertion"]["claims"]["sub"], "bob");
+    assert_eq!(echo["assertion"]["claims"]["aud"], "acme");
+}
+
+/// Stops a child process however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
