@@ -225,6 +225,10 @@ impl Changes {
         let (store, cr) = self.find(op, id).await?;
         open(&cr, now)?;
         if cr.authored_by(&op.name) {
+            // A refused self-approval is a change attempt too: it goes on the record.
+            let attempt = serde_json::json!({ "denied": "self-approval" });
+            self.audit(&store, &cr, op, "change.approve_denied", summary(&cr), attempt, now)
+                .await?;
             return Err(ChangeError::SamePerson);
         }
         if reviewed_digest != cr.digest {

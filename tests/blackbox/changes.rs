@@ -201,6 +201,11 @@ async fn a_second_operator_approves_an_upstream_change_and_it_applies_at_once() 
         assert_eq!(r.status, 403, "{:?}", r.body);
         assert_eq!(r.body["error"], "same_person", "{:?}", r.body);
     }
+    assert_eq!(
+        env.audit("change.approve_denied").await.len(),
+        2,
+        "self-approvals are audited"
+    );
     // Another tier's operator cannot approve, and that is a security event.
     let r = env.approve(&env.sven, &id, &digest).await;
     assert_eq!(r.status, 403, "{:?}", r.body);
