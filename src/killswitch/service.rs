@@ -250,12 +250,16 @@ impl KillSwitches {
             .await?
             .into_iter()
             .find(|k| k.scope == req.scope);
-        if let (Some(key), Some(existing)) = (&req.idempotency_key, &before)
-            && existing.idempotency_key.as_deref() == Some(key)
-        {
-            if existing.reason != reason {
+        if let Some(existing) = before.as_ref().filter(|k| k.in_force(now)) {
+            // Same key, other content: the caller is confused; say so.
+            if req.idempotency_key.is_some()
+                && existing.idempotency_key == req.idempotency_key
+                && existing.reason != reason
+            {
                 return Err(KillSwitchError::IdempotencyConflict);
             }
+            // Already in force: a repeat (or a concurrent trip) changes nothing and is
+            // not audited again. To change the message or expiry, reset and trip again.
             return Ok(TripResult {
                 switch: existing.clone(),
                 repeated: true,

@@ -1276,3 +1276,61 @@ async fn auto_trip_rules_cut_off_mfa_guessing_and_credential_stuffing() {
         "security event logged"
     );
 }
+
+/// Twenty concurrent trips of one breaker make one state change (one audit record), and
+/// the switch still holds after a restart. If this broke, a burst of automated trips
+/// would flood the audit log, or a restart would quietly reopen a cut-off tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_trips_change_state_once_and_the_switch_survives_a_restart() {
+    let mut env = env().await;
+    let replies = futures_util::future::join_all((0..20).map(|i| {
+        env.put(
+            "/v1/tenants/acme/breaker",
+            &env.prod,
+            json!({"reason": format!("burst {i}")}),
+        )
+    }))
+    .await;
+    assert!(replies.iter().all(|r| r.status == 200), "{replies:?}");
+    let first = replies.iter().filter(|r| r.json()["repeated"] == false).count();
+    assert_eq!(first, 1, "exactly one trip changed state: {replies:?}");
+    assert_eq!(env.audit("action=breaker.trip").await.len(), 1);
+
+    env.gw.signal("TERM");
+    assert!(env.gw.wait_exit(Duration::from_secs(15)).await.is_some());
+    let (public, admin) = (free_port(), free_port());
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&env.gw.policy_dir)
+        .args(["--listen", &format!("127.0.0.1:{public}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env_remove("PORTCULLIS_OPERATOR_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("restart the gateway");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{public}").parse().unwrap();
+    let client = reqwest::Client::builder()
+        .resolve("acme.test", addr)
+        .resolve("globex.test", addr)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        match client.get(format!("http://acme.test:{public}{PUBLIC}")).send().await {
+            Ok(r) => break r.status().as_u16(),
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("the restarted gateway did not answer: {e}"),
+        }
+    };
+    assert_eq!(status, 423, "the switch holds after a restart");
+    let other = client
+        .get(format!("http://globex.test:{public}{PUBLIC}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    let _ = child.kill().await;
+}
