@@ -8,5 +8,6 @@
 
 pub mod login;
 pub mod mfa;
+pub mod oidc;
 pub mod password;
 pub mod preauth;

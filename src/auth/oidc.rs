@@ -1,0 +1,531 @@
+//! The relying-party checks of OpenID Connect single sign-on, without any I/O: PKCE,
+//! the authorization request, strict ID token validation, back-channel logout token
+//! validation, and the MFA policy decision on the IdP's `amr`.
+//!
+//! Not wired to the pages yet (issue 5): discovery and JWKS fetching, the pre-login
+//! cookie and the callback handlers come next and will call these functions. Signatures
+//! are jsonwebtoken's; the algorithm allowlist (RS256, PS256, ES256, EdDSA) is enforced
+//! here before any key is used, so `none` and every HMAC algorithm are refused, including
+//! HS256 "signed" with an RSA public key. Time is always an argument (`now`, unix seconds).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::MfaPolicy;
+
+/// Algorithms an ID token or logout token may be signed with.
+pub const ALLOWED_ALGORITHMS: [Algorithm; 4] = [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA];
+
+/// Largest clock difference tolerated for `exp` and for `iat` in the future.
+pub const CLOCK_SKEW_SECS: i64 = 300;
+
+/// The back-channel logout event type (OIDC Back-Channel Logout 1.0, 2.4).
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// `amr` values that mean a multi-factor sign-in at the IdP (RFC 8176).
+const MULTI_FACTOR_AMR: [&str; 12] = [
+    "mfa", "otp", "hwk", "swk", "sms", "tel", "fpt", "face", "iris", "retina", "vbm", "pop",
+];
+
+/// Why a token or a step was refused; the text is safe to show and log (no token content).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OidcError {
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token is signed with an algorithm that is not allowed")]
+    AlgorithmNotAllowed,
+    #[error("the token names a key the identity provider does not publish")]
+    UnknownKey,
+    #[error("the token's signature is not valid")]
+    BadSignature,
+    #[error("the token was not issued by this tenant's identity provider")]
+    WrongIssuer,
+    #[error("the token was not issued for this gateway")]
+    WrongAudience,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token was issued in the future")]
+    IssuedInFuture,
+    #[error("the sign-in does not match this browser's attempt (nonce)")]
+    NonceMismatch,
+    #[error("the token has no subject")]
+    MissingSubject,
+    #[error("the logout token is not a back-channel logout token")]
+    NotALogoutToken,
+}
+
+/// A PKCE pair (RFC 7636, S256).
+pub struct Pkce {
+    /// Kept in the pre-login cookie, sent with the code.
+    pub verifier: String,
+    /// Sent in the authorization request.
+    pub challenge: String,
+}
+
+impl std::fmt::Debug for Pkce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pkce([redacted])")
+    }
+}
+
+impl Pkce {
+    /// A fresh verifier (43 characters of 256 random bits) and its S256 challenge.
+    pub fn new() -> Self {
+        let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        Pkce { verifier, challenge }
+    }
+}
+
+impl Default for Pkce {
+    fn default() -> Self {
+        Pkce::new()
+    }
+}
+
+/// A random value for `state` or `nonce` (256 bits, base64url).
+pub fn random_value() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+/// What the authorization request carries.
+#[derive(Debug, Clone)]
+pub struct AuthorizeRequest<'a> {
+    pub authorization_endpoint: &'a str,
+    pub client_id: &'a str,
+    pub redirect_uri: &'a str,
+    pub scopes: &'a [String],
+    pub state: &'a str,
+    pub nonce: &'a str,
+    pub code_challenge: &'a str,
+}
+
+/// The URL the browser is sent to (code flow, PKCE S256).
+pub fn authorize_url(r: &AuthorizeRequest<'_>) -> String {
+    let mut scopes: Vec<&str> = r.scopes.iter().map(String::as_str).collect();
+    if !scopes.contains(&"openid") {
+        scopes.insert(0, "openid");
+    }
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", r.client_id)
+        .append_pair("redirect_uri", r.redirect_uri)
+        .append_pair("scope", &scopes.join(" "))
+        .append_pair("state", r.state)
+        .append_pair("nonce", r.nonce)
+        .append_pair("code_challenge", r.code_challenge)
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    let sep = if r.authorization_endpoint.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    format!("{}{sep}{query}", r.authorization_endpoint)
+}
+
+/// The claims of a validated ID token that the gateway uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdClaims {
+    pub sub: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub amr: Vec<String>,
+    pub sid: Option<String>,
+    /// Every claim, for the roles claim and the admin's test sign-in.
+    pub raw: Map<String, Value>,
+}
+
+impl IdClaims {
+    /// The values of `claim` (an array of strings or one string) as roles.
+    pub fn roles(&self, claim: &str) -> Vec<String> {
+        match self.raw.get(claim) {
+            Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Some(Value::String(s)) => vec![s.clone()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Verifies a JWT's signature against the IdP's JWKS with an allowed algorithm and the
+/// expected issuer and audience, and returns its claims. Expiry is checked by the callers
+/// (an ID token must have `exp`; a logout token need not).
+fn verified_claims(
+    token: &str,
+    jwks: &JwkSet,
+    issuer: &str,
+    client_id: &str,
+    now: i64,
+) -> Result<Map<String, Value>, OidcError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| OidcError::Malformed)?;
+    if !ALLOWED_ALGORITHMS.contains(&header.alg) {
+        return Err(OidcError::AlgorithmNotAllowed);
+    }
+    let jwk = match header.kid.as_deref() {
+        Some(kid) => jwks.find(kid),
+        // Without a kid, only a single published key is unambiguous.
+        None if jwks.keys.len() == 1 => jwks.keys.first(),
+        None => None,
+    }
+    .ok_or(OidcError::UnknownKey)?;
+    if jwk
+        .common
+        .key_algorithm
+        .is_some_and(|a| a.to_string() != format!("{:?}", header.alg))
+    {
+        return Err(OidcError::AlgorithmNotAllowed);
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| OidcError::UnknownKey)?;
+    let mut v = Validation::new(header.alg);
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &v).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::InvalidSignature => OidcError::BadSignature,
+        jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => OidcError::AlgorithmNotAllowed,
+        _ => OidcError::Malformed,
+    })?;
+    let claims = data.claims;
+    if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+        return Err(OidcError::WrongIssuer);
+    }
+    let audiences: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !audiences.contains(&client_id) {
+        return Err(OidcError::WrongAudience);
+    }
+    // With several audiences the token must say it was issued to this client (azp).
+    if audiences.len() > 1 && claims.get("azp").and_then(Value::as_str) != Some(client_id) {
+        return Err(OidcError::WrongAudience);
+    }
+    match claims.get("iat").and_then(Value::as_i64) {
+        Some(iat) if iat > now + CLOCK_SKEW_SECS => return Err(OidcError::IssuedInFuture),
+        Some(_) => {}
+        None => return Err(OidcError::Malformed),
+    }
+    Ok(claims)
+}
+
+/// Validates an ID token strictly (OIDC Core 3.1.3.7) and returns its claims.
+pub fn validate_id_token(
+    token: &str,
+    jwks: &JwkSet,
+    issuer: &str,
+    client_id: &str,
+    expected_nonce: &str,
+    now: i64,
+) -> Result<IdClaims, OidcError> {
+    let raw = verified_claims(token, jwks, issuer, client_id, now)?;
+    match raw.get("exp").and_then(Value::as_i64) {
+        Some(exp) if exp + CLOCK_SKEW_SECS.min(60) > now => {}
+        Some(_) => return Err(OidcError::Expired),
+        None => return Err(OidcError::Malformed),
+    }
+    let nonce = raw.get("nonce").and_then(Value::as_str).unwrap_or_default();
+    if nonce.is_empty()
+        || !bool::from(subtle::ConstantTimeEq::ct_eq(
+            nonce.as_bytes(),
+            expected_nonce.as_bytes(),
+        ))
+    {
+        return Err(OidcError::NonceMismatch);
+    }
+    let sub = raw.get("sub").and_then(Value::as_str).unwrap_or_default().to_string();
+    if sub.is_empty() {
+        return Err(OidcError::MissingSubject);
+    }
+    let text = |k: &str| raw.get(k).and_then(Value::as_str).map(str::to_string);
+    let amr = match raw.get("amr") {
+        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    };
+    Ok(IdClaims {
+        email: text("email"),
+        name: text("name"),
+        sid: text("sid"),
+        sub,
+        amr,
+        raw,
+    })
+}
+
+/// Who a back-channel logout ends: the IdP session (`sid`) and/or the user (`sub`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutClaims {
+    pub sid: Option<String>,
+    pub sub: Option<String>,
+}
+
+/// Validates a back-channel logout token (OIDC Back-Channel Logout 1.0, 2.6).
+pub fn validate_logout_token(
+    token: &str,
+    jwks: &JwkSet,
+    issuer: &str,
+    client_id: &str,
+    now: i64,
+) -> Result<LogoutClaims, OidcError> {
+    let raw = verified_claims(token, jwks, issuer, client_id, now)?;
+    if let Some(exp) = raw.get("exp").and_then(Value::as_i64)
+        && exp + 60 <= now
+    {
+        return Err(OidcError::Expired);
+    }
+    let is_logout_event = raw
+        .get("events")
+        .and_then(|e| e.get(BACKCHANNEL_LOGOUT_EVENT))
+        .is_some_and(Value::is_object);
+    if !is_logout_event || raw.contains_key("nonce") || raw.get("jti").and_then(Value::as_str).is_none() {
+        return Err(OidcError::NotALogoutToken);
+    }
+    let text = |k: &str| {
+        raw.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let claims = LogoutClaims {
+        sid: text("sid"),
+        sub: text("sub"),
+    };
+    if claims.sid.is_none() && claims.sub.is_none() {
+        return Err(OidcError::NotALogoutToken);
+    }
+    Ok(claims)
+}
+
+/// Whether the IdP's `amr` shows a multi-factor sign-in.
+pub fn idp_did_mfa(amr: &[String]) -> bool {
+    amr.iter().any(|m| MULTI_FACTOR_AMR.contains(&m.as_str()))
+}
+
+/// What the tenant's MFA policy makes of an SSO sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaDecision {
+    /// Signed in with the IdP's factors.
+    Accept,
+    /// The gateway's own TOTP first.
+    StepUp,
+    /// Refused: the tenant requires MFA at the IdP.
+    Refuse,
+}
+
+/// `required`: the IdP's MFA, else the gateway's TOTP; `gateway`: always the gateway's
+/// TOTP; `idp`: the IdP's MFA or nothing.
+pub fn mfa_decision(policy: MfaPolicy, amr: &[String]) -> MfaDecision {
+    match (policy, idp_did_mfa(amr)) {
+        (MfaPolicy::Required, true) | (MfaPolicy::Idp, true) => MfaDecision::Accept,
+        (MfaPolicy::Required, false) | (MfaPolicy::Gateway, _) => MfaDecision::StepUp,
+        (MfaPolicy::Idp, false) => MfaDecision::Refuse,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    use serde_json::json;
+
+    const ISS: &str = "https://idp.example";
+    const CLIENT: &str = "gateway-acme";
+    const NOW: i64 = 1_800_000_000;
+
+    /// A fake IdP's signing key (a real provider never sends the bad tokens below).
+    struct FakeIdp {
+        pkcs8: Vec<u8>,
+        jwks: JwkSet,
+    }
+
+    fn fake_idp(kid: &str) -> FakeIdp {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref().to_vec();
+        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
+        let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        let jwks: JwkSet = serde_json::from_value(json!({"keys": [
+            {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}
+        ]}))
+        .unwrap();
+        FakeIdp { pkcs8, jwks }
+    }
+
+    impl FakeIdp {
+        fn sign(&self, kid: &str, claims: &Value) -> String {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(kid.to_string());
+            jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&self.pkcs8)).unwrap()
+        }
+    }
+
+    fn id_claims() -> Value {
+        json!({"iss": ISS, "aud": CLIENT, "sub": "u-123", "iat": NOW, "exp": NOW + 300,
+               "nonce": "n-1", "email": "ada@example.com", "amr": ["pwd", "otp"], "sid": "s-9",
+               "groups": ["admins", "dev"]})
+    }
+
+    fn with(mut claims: Value, key: &str, value: Value) -> Value {
+        claims[key] = value;
+        claims
+    }
+
+    fn without(mut claims: Value, key: &str) -> Value {
+        claims.as_object_mut().unwrap().remove(key);
+        claims
+    }
+
+    fn check(idp: &FakeIdp, claims: &Value) -> Result<IdClaims, OidcError> {
+        validate_id_token(&idp.sign("k1", claims), &idp.jwks, ISS, CLIENT, "n-1", NOW)
+    }
+
+    #[test]
+    fn a_valid_id_token_gives_its_claims() {
+        let idp = fake_idp("k1");
+        let c = check(&idp, &id_claims()).unwrap();
+        assert_eq!((c.sub.as_str(), c.sid.as_deref()), ("u-123", Some("s-9")));
+        assert_eq!(c.roles("groups"), vec!["admins".to_string(), "dev".to_string()]);
+        assert!(idp_did_mfa(&c.amr));
+    }
+
+    #[test]
+    fn every_forged_or_foreign_id_token_is_refused() {
+        let idp = fake_idp("k1");
+        let c = id_claims();
+        let cases = [
+            (
+                with(c.clone(), "iss", json!("https://evil.example")),
+                OidcError::WrongIssuer,
+            ),
+            (with(c.clone(), "aud", json!("other-client")), OidcError::WrongAudience),
+            (
+                with(c.clone(), "aud", json!([CLIENT, "other"])),
+                OidcError::WrongAudience,
+            ),
+            (with(c.clone(), "exp", json!(NOW - 120)), OidcError::Expired),
+            (with(c.clone(), "iat", json!(NOW + 3600)), OidcError::IssuedInFuture),
+            (without(c.clone(), "nonce"), OidcError::NonceMismatch),
+            (with(c.clone(), "nonce", json!("n-2")), OidcError::NonceMismatch),
+            (without(c.clone(), "sub"), OidcError::MissingSubject),
+        ];
+        for (claims, expected) in cases {
+            assert_eq!(check(&idp, &claims), Err(expected.clone()), "{claims}");
+        }
+        let with_azp = with(with(c.clone(), "aud", json!([CLIENT, "other"])), "azp", json!(CLIENT));
+        assert!(check(&idp, &with_azp).is_ok(), "several audiences with azp = client");
+    }
+
+    #[test]
+    fn signatures_keys_and_algorithms_are_enforced() {
+        let idp = fake_idp("k1");
+        let other = fake_idp("k1");
+        let token = other.sign("k1", &id_claims());
+        assert_eq!(
+            validate_id_token(&token, &idp.jwks, ISS, CLIENT, "n-1", NOW),
+            Err(OidcError::BadSignature),
+            "same kid, another key"
+        );
+        let unknown = idp.sign("k2", &id_claims());
+        assert_eq!(
+            validate_id_token(&unknown, &idp.jwks, ISS, CLIENT, "n-1", NOW),
+            Err(OidcError::UnknownKey)
+        );
+        // Tampered payload: signature no longer matches.
+        let good = idp.sign("k1", &id_claims());
+        let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+        parts[1] = URL_SAFE_NO_PAD.encode(with(id_claims(), "sub", json!("admin")).to_string());
+        assert_eq!(
+            validate_id_token(&parts.join("."), &idp.jwks, ISS, CLIENT, "n-1", NOW),
+            Err(OidcError::BadSignature)
+        );
+        // alg none and HS256 (keyed with the public key's bytes) are never accepted.
+        let payload = URL_SAFE_NO_PAD.encode(id_claims().to_string());
+        let none = format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k1"}"#));
+        assert!(validate_id_token(&none, &idp.jwks, ISS, CLIENT, "n-1", NOW).is_err());
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let x = serde_json::to_value(&idp.jwks).unwrap()["keys"][0]["x"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let hs = jsonwebtoken::encode(&header, &id_claims(), &EncodingKey::from_secret(x.as_bytes())).unwrap();
+        assert_eq!(
+            validate_id_token(&hs, &idp.jwks, ISS, CLIENT, "n-1", NOW),
+            Err(OidcError::AlgorithmNotAllowed)
+        );
+    }
+
+    #[test]
+    fn logout_tokens_need_the_event_a_subject_and_no_nonce() {
+        let idp = fake_idp("k1");
+        let good = json!({"iss": ISS, "aud": CLIENT, "iat": NOW, "jti": "j1", "sid": "s-9",
+                          "events": {BACKCHANNEL_LOGOUT_EVENT: {}}});
+        let ok = validate_logout_token(&idp.sign("k1", &good), &idp.jwks, ISS, CLIENT, NOW).unwrap();
+        assert_eq!(ok.sid.as_deref(), Some("s-9"));
+        for bad in [
+            with(good.clone(), "nonce", json!("n")),
+            without(good.clone(), "events"),
+            without(without(good.clone(), "sid"), "sub"),
+            without(good.clone(), "jti"),
+        ] {
+            assert_eq!(
+                validate_logout_token(&idp.sign("k1", &bad), &idp.jwks, ISS, CLIENT, NOW),
+                Err(OidcError::NotALogoutToken),
+                "{bad}"
+            );
+        }
+        let foreign = with(good, "iss", json!("https://other-idp.example"));
+        assert_eq!(
+            validate_logout_token(&idp.sign("k1", &foreign), &idp.jwks, ISS, CLIENT, NOW),
+            Err(OidcError::WrongIssuer)
+        );
+    }
+
+    #[test]
+    fn the_mfa_policy_matrix() {
+        let mfa = vec!["pwd".to_string(), "otp".to_string()];
+        let pwd = vec!["pwd".to_string()];
+        assert_eq!(mfa_decision(MfaPolicy::Required, &mfa), MfaDecision::Accept);
+        assert_eq!(mfa_decision(MfaPolicy::Required, &pwd), MfaDecision::StepUp);
+        assert_eq!(mfa_decision(MfaPolicy::Gateway, &mfa), MfaDecision::StepUp);
+        assert_eq!(mfa_decision(MfaPolicy::Gateway, &pwd), MfaDecision::StepUp);
+        assert_eq!(mfa_decision(MfaPolicy::Idp, &mfa), MfaDecision::Accept);
+        assert_eq!(mfa_decision(MfaPolicy::Idp, &pwd), MfaDecision::Refuse);
+    }
+
+    #[test]
+    fn the_authorization_request_carries_pkce_state_and_nonce() {
+        let pkce = Pkce::new();
+        assert_eq!(pkce.verifier.len(), 43);
+        assert_eq!(
+            pkce.challenge,
+            URL_SAFE_NO_PAD.encode(Sha256::digest(pkce.verifier.as_bytes()))
+        );
+        let scopes = vec!["email".to_string()];
+        let url = authorize_url(&AuthorizeRequest {
+            authorization_endpoint: "https://idp.example/auth",
+            client_id: CLIENT,
+            redirect_uri: "https://acme.example/.portcullis/callback",
+            scopes: &scopes,
+            state: "st",
+            nonce: "no",
+            code_challenge: &pkce.challenge,
+        });
+        for part in [
+            "response_type=code",
+            "scope=openid+email",
+            "state=st",
+            "nonce=no",
+            "code_challenge_method=S256",
+            "redirect_uri=https%3A%2F%2Facme.example%2F.portcullis%2Fcallback",
+        ] {
+            assert!(url.contains(part), "{url} lacks {part}");
+        }
+        assert!(!format!("{pkce:?}").contains(&pkce.verifier));
+    }
+}
