@@ -110,6 +110,7 @@ impl Gateway {
             },
             sessions,
             switches,
+            oidc: Arc::new(auth::oidc_client::OidcClient::new()),
         };
         let live = Live::new(config, env, overrides).map_err(StartError::Policy)?;
         let public = TcpListener::bind(public_addr)

@@ -474,6 +474,18 @@ impl LocalLogin {
         Ok(NewSession { token, record })
     }
 
+    /// Records a failed single sign-on (IdP error, invalid token, MFA policy) in the
+    /// login history of `subject` (the IdP's `sub` when known).
+    pub async fn record_sso_failure(
+        &self,
+        ctx: &LoginContext<'_>,
+        subject: &str,
+        reason: &str,
+    ) -> Result<(), LoginError> {
+        let store = self.sessions.store(ctx.tier)?;
+        self.record(&store, ctx, subject, "oidc", Some(reason)).await
+    }
+
     /// Refuses (and records, with reason `breaker`) a sign-in a kill switch covers.
     async fn not_suspended(
         &self,

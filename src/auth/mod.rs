@@ -9,5 +9,6 @@
 pub mod login;
 pub mod mfa;
 pub mod oidc;
+pub mod oidc_client;
 pub mod password;
 pub mod preauth;

@@ -62,13 +62,25 @@ impl PreAuth {
 
 /// Signs a pre-auth state into a cookie value.
 pub fn seal(state: &PreAuth, key: &[u8]) -> String {
+    seal_value(state, key)
+}
+
+/// Verifies a cookie value: signature (constant time), expiry, tenant and tier.
+pub fn open(value: &str, key: &[u8], tenant: &str, tier: &str, now: i64) -> Option<PreAuth> {
+    let state: PreAuth = open_value(value, key)?;
+    (state.tenant == tenant && state.tier == tier && now < state.exp).then_some(state)
+}
+
+/// Signs any state into a cookie value (`payload.tag`, HMAC-SHA256 with the tier key).
+pub fn seal_value<T: Serialize>(state: &T, key: &[u8]) -> String {
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(state).unwrap_or_default());
     let tag = URL_SAFE_NO_PAD.encode(mac(key, payload.as_bytes()));
     format!("{payload}.{tag}")
 }
 
-/// Verifies a cookie value: signature (constant time), expiry, tenant and tier.
-pub fn open(value: &str, key: &[u8], tenant: &str, tier: &str, now: i64) -> Option<PreAuth> {
+/// Opens a value of [`seal_value`]: the signature is checked (constant time) before the
+/// payload is parsed. The caller checks what the state is bound to.
+pub fn open_value<T: serde::de::DeserializeOwned>(value: &str, key: &[u8]) -> Option<T> {
     if value.len() > 4096 {
         return None;
     }
@@ -77,8 +89,7 @@ pub fn open(value: &str, key: &[u8], tenant: &str, tier: &str, now: i64) -> Opti
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
     m.update(payload.as_bytes());
     m.verify_slice(&tag).ok()?;
-    let state: PreAuth = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-    (state.tenant == tenant && state.tier == tier && now < state.exp).then_some(state)
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
 }
 
 fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {

@@ -503,10 +503,16 @@ impl Pipeline {
                 .ok_or(Refusal::Unavailable("No signing key for this tier."))?;
             return Ok(reserved::jwks(&signer.signer, now));
         }
+        // The Host header was checked against the tenant's hosts (port aside) in `route`.
+        let authority = request_host(&req)
+            .ok()
+            .and_then(|v| v.to_str().ok().map(str::to_string))
+            .unwrap_or_else(|| host.to_string());
         let ctx = ui::Ctx {
             config: &snapshot.config,
             entry,
             host,
+            origin: format!("{}://{authority}", if conn.tls { "https" } else { "http" }),
             rest,
             ip: ip.to_string(),
             session,

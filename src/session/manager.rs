@@ -226,6 +226,21 @@ impl Sessions {
         Ok(ids)
     }
 
+    /// Ends the sessions of an IdP session (back-channel logout by `sid`).
+    pub async fn revoke_sso(
+        &self,
+        tier: &str,
+        tenant: &str,
+        sso_sid: &str,
+        rev: &Revocation,
+    ) -> Result<Vec<[u8; 32]>, StoreError> {
+        let ids = self.store(tier)?.revoke_sso_sessions(tenant, sso_sid, rev).await?;
+        for id in &ids {
+            self.evict(id);
+        }
+        Ok(ids)
+    }
+
     /// Subscribes to revocations made on this node (open tunnels close on them).
     pub fn revocations(&self) -> broadcast::Receiver<Revoked> {
         self.revoked.subscribe()

@@ -5,6 +5,7 @@
 
 mod admin;
 mod pages;
+mod sso;
 pub mod web;
 
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub struct Portal {
     pub sessions: Arc<Sessions>,
     /// Kill switches: the request path's board and the tenant admin's account switches.
     pub switches: Arc<KillSwitches>,
+    /// Tenants' identity providers (discovery, keys, code exchange).
+    pub oidc: Arc<crate::auth::oidc_client::OidcClient>,
 }
 
 /// The request's context as the proxy resolved it.
@@ -42,6 +45,8 @@ pub struct Ctx<'a> {
     pub entry: &'a TenantEntry,
     /// Normalised host (no port).
     pub host: &'a str,
+    /// `scheme://host[:port]` as the client addressed this host (redirect URIs).
+    pub origin: String,
     /// Path below `/.portcullis/`.
     pub rest: &'a str,
     /// Client IP.
@@ -121,6 +126,9 @@ impl Portal {
         let resp = match (method, rest.as_str()) {
             (Method::GET, "style.css") => web::respond(StatusCode::OK, "text/css; charset=utf-8", pages::STYLE),
             (Method::GET | Method::HEAD, "login") => self.login_page(&req, &ctx),
+            (Method::GET, "login/sso") => self.sso_start(&req, &ctx).await,
+            (Method::GET, "callback") => self.sso_callback(&req, &ctx).await,
+            (Method::POST, "backchannel-logout") => self.backchannel_logout(req, &ctx).await,
             (Method::POST, "login") => self.login_form(req, &ctx).await,
             (Method::GET | Method::HEAD, "mfa") => self.mfa_page(&req, &ctx, None),
             (Method::POST, "mfa") => self.mfa_form(req, &ctx).await,
@@ -149,6 +157,15 @@ impl Portal {
         }
         if ctx.session.is_some() {
             return web::see_other(&rd);
+        }
+        // SSO enforced: straight to the IdP, unless a break-glass admin asks for the form.
+        if ctx.entry.tenant.sso.as_ref().is_some_and(|s| s.enforce)
+            && web::query_param(req.uri().query(), "local").as_deref() != Some("1")
+        {
+            return web::see_other(&format!(
+                "/.portcullis/login/sso?rd={}",
+                percent_encoding::utf8_percent_encode(&rd, percent_encoding::NON_ALPHANUMERIC)
+            ));
         }
         let (csrf, set) = self.csrf_for(req, ctx);
         let mut resp = pages::login(ctx.entry, &csrf, &rd, None, StatusCode::OK);
@@ -295,8 +312,13 @@ impl Portal {
             return pages::bad_form(ctx.entry);
         };
         let _ = body;
-        self.end_current(ctx, &session, "logout", web::see_other("/.portcullis/login"))
-            .await
+        // RP-initiated logout: an SSO user is signed out at the IdP too, when it can.
+        let target = match session.auth_method.as_str() {
+            "oidc" => self.sso_logout_target(ctx).await,
+            _ => None,
+        };
+        let next = target.unwrap_or_else(|| "/.portcullis/login".to_string());
+        self.end_current(ctx, &session, "logout", web::see_other(&next)).await
     }
 
     async fn account_page(&self, req: &Request<Incoming>, ctx: &Ctx<'_>, notice: Option<&str>) -> Response<Bytes> {

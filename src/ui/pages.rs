@@ -19,6 +19,7 @@ struct Login<'a> {
     csrf: &'a str,
     rd: &'a str,
     error: Option<&'a str>,
+    sso_href: Option<String>,
 }
 
 #[derive(Template)]
@@ -115,6 +116,12 @@ pub fn login(entry: &TenantEntry, csrf: &str, rd: &str, error: Option<&str>, sta
             csrf,
             rd,
             error,
+            sso_href: entry.tenant.sso.as_ref().map(|_| {
+                format!(
+                    "/.portcullis/login/sso?rd={}",
+                    percent_encoding::utf8_percent_encode(rd, percent_encoding::NON_ALPHANUMERIC)
+                )
+            }),
         },
     )
 }

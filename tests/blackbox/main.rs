@@ -12,6 +12,7 @@ mod harness;
 mod headers;
 mod http2;
 mod idp;
+mod sso;
 mod isolation;
 mod login;
 mod logs;

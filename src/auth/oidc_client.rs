@@ -1,0 +1,267 @@
+//! Talking to a tenant's identity provider: discovery (cached for an hour), its JWKS
+//! (refetched on an unknown `kid` at most once per 10 s per issuer) and the code exchange.
+//!
+//! URL rules before any connection: in a production tier the issuer and every URL its
+//! discovery names must be `https` and must not resolve to a loopback, link-local or
+//! private address; other tiers also allow `http` and loopback, for testing. Bodies are
+//! capped and every call has a timeout. Token contents and secrets never reach errors.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::jwk::JwkSet;
+use serde::Deserialize;
+
+/// How long discovery is trusted before it is fetched again.
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// Least time between two JWKS fetches of one issuer.
+const JWKS_REFRESH_MIN: Duration = Duration::from_secs(10);
+/// Timeout of every call to an IdP.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest IdP response accepted.
+const BODY_MAX: usize = 512 * 1024;
+
+/// The parts of the discovery document the gateway uses.
+#[derive(Debug, Clone, Deserialize)]
+struct DiscoveryDoc {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    jwks_uri: String,
+    #[serde(default)]
+    end_session_endpoint: Option<String>,
+}
+
+/// A discovered provider and its current keys.
+#[derive(Debug)]
+pub struct Provider {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    pub end_session_endpoint: Option<String>,
+    production: bool,
+    /// The keys and when they were fetched.
+    jwks: Mutex<Option<(Arc<JwkSet>, Instant)>>,
+}
+
+/// The IdP client shared by every tenant.
+pub struct OidcClient {
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    providers: moka::sync::Cache<(String, bool), Arc<Provider>>,
+}
+
+impl Default for OidcClient {
+    fn default() -> Self {
+        OidcClient::new()
+    }
+}
+
+impl OidcClient {
+    /// A client with the public web roots.
+    pub fn new() -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(CALL_TIMEOUT));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        OidcClient {
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            providers: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(DISCOVERY_TTL)
+                .build(),
+        }
+    }
+
+    /// The provider of `issuer`, discovered (and checked) at most once an hour.
+    pub async fn provider(&self, issuer: &str, production: bool) -> Result<Arc<Provider>, String> {
+        let key = (issuer.to_string(), production);
+        if let Some(p) = self.providers.get(&key) {
+            return Ok(p);
+        }
+        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        check_url(&url, production).await?;
+        let doc: DiscoveryDoc = serde_json::from_slice(&self.get(&url).await?)
+            .map_err(|_| "the discovery document is not valid".to_string())?;
+        if doc.issuer != issuer {
+            return Err("the discovery document names another issuer".into());
+        }
+        for u in [&doc.authorization_endpoint, &doc.token_endpoint, &doc.jwks_uri]
+            .into_iter()
+            .chain(doc.end_session_endpoint.as_ref())
+        {
+            check_url(u, production).await?;
+        }
+        let p = Arc::new(Provider {
+            issuer: doc.issuer,
+            authorization_endpoint: doc.authorization_endpoint,
+            token_endpoint: doc.token_endpoint,
+            jwks_uri: doc.jwks_uri,
+            end_session_endpoint: doc.end_session_endpoint,
+            production,
+            jwks: Mutex::new(None),
+        });
+        self.providers.insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// The provider's keys; `refresh` asks for a new fetch (an unknown `kid`), which
+    /// happens at most once per 10 s.
+    pub async fn jwks(&self, p: &Provider, refresh: bool) -> Result<Arc<JwkSet>, String> {
+        let cached = p.jwks.lock().ok().and_then(|g| g.clone());
+        if let Some((set, at)) = &cached
+            && (!refresh || at.elapsed() < JWKS_REFRESH_MIN)
+        {
+            return Ok(set.clone());
+        }
+        check_url(&p.jwks_uri, p.production).await?;
+        let set: JwkSet = serde_json::from_slice(&self.get(&p.jwks_uri).await?)
+            .map_err(|_| "the identity provider's key set is not valid".to_string())?;
+        let set = Arc::new(set);
+        if let Ok(mut g) = p.jwks.lock() {
+            *g = Some((set.clone(), Instant::now()));
+        }
+        Ok(set)
+    }
+
+    /// Exchanges an authorization code (client_secret_basic, PKCE) for the ID token.
+    pub async fn exchange(
+        &self,
+        p: &Provider,
+        client_id: &str,
+        client_secret: &[u8],
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: &str,
+    ) -> Result<String, String> {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "authorization_code")
+            .append_pair("code", code)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("code_verifier", code_verifier)
+            .finish();
+        let enc = |s: &[u8]| form_urlencoded::byte_serialize(s).collect::<String>();
+        let basic = STANDARD.encode(format!("{}:{}", enc(client_id.as_bytes()), enc(client_secret)));
+        let req = http::Request::post(&p.token_endpoint)
+            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(http::header::AUTHORIZATION, format!("Basic {basic}"))
+            .header(http::header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| "bad token endpoint URL".to_string())?;
+        let (status, bytes) = self.call(req).await?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|_| "the token endpoint answered with something that is not JSON".to_string())?;
+        if !status.is_success() {
+            let error = json.get("error").and_then(|e| e.as_str()).unwrap_or("unknown");
+            let safe: String = error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+            return Err(format!("the identity provider refused the code ({safe})"));
+        }
+        json.get("id_token")
+            .and_then(|t| t.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| "the token response has no ID token".to_string())
+    }
+
+    async fn get(&self, url: &str) -> Result<Bytes, String> {
+        let req = http::Request::get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| "bad URL".to_string())?;
+        let (status, bytes) = self.call(req).await?;
+        if !status.is_success() {
+            return Err(format!("the identity provider answered {}", status.as_u16()));
+        }
+        Ok(bytes)
+    }
+
+    async fn call(&self, req: http::Request<Full<Bytes>>) -> Result<(http::StatusCode, Bytes), String> {
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|_| "the identity provider cannot be reached".to_string())?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), BODY_MAX)
+                .collect()
+                .await
+                .map_err(|_| "the identity provider's answer is unreadable or too large".to_string())?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, exchange)
+            .await
+            .map_err(|_| "the identity provider did not answer in time".to_string())?
+    }
+}
+
+/// The URL rules of the module doc, checked before connecting.
+pub async fn check_url(url: &str, production: bool) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| "an identity provider URL is malformed".to_string())?;
+    let host = uri.host().ok_or("an identity provider URL has no host")?;
+    match (uri.scheme_str(), production) {
+        (Some("https"), _) | (Some("http"), false) => {}
+        _ => return Err("identity provider URLs must be https".into()),
+    }
+    if !production {
+        return Ok(());
+    }
+    let port = uri.port_u16().unwrap_or(443);
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<IpAddr> = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|_| "the identity provider's host does not resolve".to_string())?
+        .map(|a| a.ip())
+        .collect();
+    if addrs.iter().any(|ip| !is_public(*ip)) {
+        return Err("the identity provider resolves to a loopback, link-local or private address".into());
+    }
+    Ok(())
+}
+
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast())
+                && v4.octets()[0] != 100
+        }
+        IpAddr::V6(v6) => {
+            let seg = v6.segments()[0];
+            !(v6.is_loopback() || v6.is_unspecified() || (seg & 0xfe00) == 0xfc00 || (seg & 0xffc0) == 0xfe80)
+                && v6.to_ipv4_mapped().is_none_or(|v4| is_public(IpAddr::V4(v4)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn production_tiers_need_https_and_public_addresses() {
+        assert!(check_url("http://idp.example/x", true).await.is_err());
+        assert!(check_url("https://127.0.0.1/x", true).await.is_err());
+        assert!(check_url("https://10.1.2.3/x", true).await.is_err());
+        assert!(check_url("https://[::1]/x", true).await.is_err());
+        assert!(check_url("http://127.0.0.1:8080/x", false).await.is_ok());
+        assert!(check_url("ftp://idp.example/x", false).await.is_err());
+        assert!(is_public("93.184.216.34".parse().unwrap()));
+        assert!(!is_public("169.254.169.254".parse().unwrap()));
+        assert!(!is_public("100.64.0.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,354 @@
+//! Single sign-on pages: `/.portcullis/login/sso` (starts the code flow with PKCE),
+//! `/.portcullis/callback` (checks state, exchanges the code, validates the ID token,
+//! applies the tenant's MFA policy) and `/.portcullis/backchannel-logout` (the IdP ends
+//! sessions by `sid` or `sub`). The checks themselves are `auth::oidc`; talking to the
+//! IdP is `auth::oidc_client`.
+//!
+//! Each login attempt has its own short-lived signed cookie
+//! (`__Host-portcullis-<tier>-sso-<8 chars of state>`), so several tabs can sign in at
+//! once; the state is claimed once in the store, so a replayed callback signs in nothing.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use super::web::{self, json_error};
+use super::{Ctx, Portal, pages, user_agent};
+use crate::auth::login::SsoOutcome;
+use crate::auth::oidc::{self, MfaDecision, OidcError};
+use crate::auth::preauth::{self, SsoIdentity};
+use crate::session::Revocation;
+
+/// How long a login at the IdP may take.
+const PENDING_TTL_SECS: i64 = 600;
+
+/// What the callback needs from the start of the attempt.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    tenant: String,
+    tier: String,
+    state: String,
+    nonce: String,
+    verifier: String,
+    redirect_uri: String,
+    rd: String,
+    exp: i64,
+}
+
+fn pending_cookie(ctx: &Ctx<'_>, state: &str) -> String {
+    format!(
+        "__Host-portcullis-{}-sso-{}",
+        ctx.tier(),
+        state.get(..8).unwrap_or(state)
+    )
+}
+
+impl Portal {
+    /// `GET /.portcullis/login/sso?rd=`: to the IdP's authorization endpoint.
+    pub(super) async fn sso_start(&self, req: &Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
+        let Some(sso) = ctx.entry.tenant.sso.as_ref() else {
+            return pages::message(
+                ctx.entry,
+                StatusCode::NOT_FOUND,
+                "Sign-in",
+                "This organisation has no single sign-on.",
+                None,
+            );
+        };
+        let rd = web::safe_redirect(web::query_param(req.uri().query(), "rd").as_deref());
+        let provider = match self.oidc.provider(&sso.issuer, ctx.entry.tier.production).await {
+            Ok(p) => p,
+            Err(e) => return idp_problem(ctx, &e),
+        };
+        let (state, nonce, pkce) = (oidc::random_value(), oidc::random_value(), oidc::Pkce::new());
+        let redirect_uri = format!("{}/.portcullis/callback", ctx.origin);
+        let url = oidc::authorize_url(&oidc::AuthorizeRequest {
+            authorization_endpoint: &provider.authorization_endpoint,
+            client_id: &sso.client_id,
+            redirect_uri: &redirect_uri,
+            scopes: &sso.scopes,
+            state: &state,
+            nonce: &nonce,
+            code_challenge: &pkce.challenge,
+        });
+        let pending = Pending {
+            tenant: ctx.entry.tenant.id.clone(),
+            tier: ctx.tier().to_string(),
+            state: state.clone(),
+            nonce,
+            verifier: pkce.verifier,
+            redirect_uri,
+            rd,
+            exp: ctx.now + PENDING_TTL_SECS,
+        };
+        let mut resp = web::see_other(&url);
+        resp.headers_mut().append(
+            http::header::SET_COOKIE,
+            web::set_cookie(
+                &pending_cookie(ctx, &state),
+                &preauth::seal_value(&pending, ctx.key()),
+                Some(PENDING_TTL_SECS),
+            ),
+        );
+        resp
+    }
+
+    /// `GET /.portcullis/callback?code&state` (or `?error`): the end of the IdP round trip.
+    pub(super) async fn sso_callback(&self, req: &Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
+        let Some(sso) = ctx.entry.tenant.sso.as_ref() else {
+            return pages::message(
+                ctx.entry,
+                StatusCode::NOT_FOUND,
+                "Sign-in",
+                "This organisation has no single sign-on.",
+                None,
+            );
+        };
+        let ua = user_agent(req.headers());
+        let lctx = ctx.login_ctx(&ua);
+        let query = req.uri().query();
+        let state = web::query_param(query, "state").unwrap_or_default();
+        let cookie_name = pending_cookie(ctx, &state);
+        let pending: Option<Pending> = web::single_cookie(req.headers(), &cookie_name)
+            .and_then(|v| preauth::open_value(v, ctx.key()))
+            .filter(|p: &Pending| p.tenant == ctx.entry.tenant.id && p.tier == ctx.tier() && ctx.now < p.exp);
+        let Some(pending) = pending.filter(|p| {
+            !state.is_empty() && bool::from(subtle::ConstantTimeEq::ct_eq(p.state.as_bytes(), state.as_bytes()))
+        }) else {
+            let _ = self.login.record_sso_failure(&lctx, "-", "state_mismatch").await;
+            return failure(
+                ctx,
+                StatusCode::BAD_REQUEST,
+                "This sign-in did not start in this browser, or it expired. Start again.",
+            );
+        };
+        let clear = |mut resp: Response<Bytes>| {
+            resp.headers_mut()
+                .append(http::header::SET_COOKIE, web::set_cookie(&cookie_name, "", None));
+            resp
+        };
+        // One use per attempt: a replayed callback URL signs in nothing.
+        match self.sessions.store(ctx.tier()) {
+            Ok(store) => match store
+                .hit(&format!("sso:{}", pending.state), ctx.now, PENDING_TTL_SECS)
+                .await
+            {
+                Ok((1, _)) => {}
+                Ok(_) => {
+                    let _ = self.login.record_sso_failure(&lctx, "-", "replayed_callback").await;
+                    return clear(failure(
+                        ctx,
+                        StatusCode::BAD_REQUEST,
+                        "This sign-in was already used. Start again.",
+                    ));
+                }
+                Err(_) => return pages::unavailable(ctx.entry),
+            },
+            Err(_) => return pages::unavailable(ctx.entry),
+        }
+        if let Some(error) = web::query_param(query, "error") {
+            let code: String = error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            let _ = self
+                .login
+                .record_sso_failure(&lctx, "-", &format!("idp_error:{code}"))
+                .await;
+            return clear(failure(
+                ctx,
+                StatusCode::UNAUTHORIZED,
+                &format!("Your identity provider refused the sign-in ({code})."),
+            ));
+        }
+        let Some(code) = web::query_param(query, "code") else {
+            return clear(failure(
+                ctx,
+                StatusCode::BAD_REQUEST,
+                "The identity provider sent no code.",
+            ));
+        };
+        let production = ctx.entry.tier.production;
+        let claims = async {
+            let provider = self.oidc.provider(&sso.issuer, production).await?;
+            let id_token = self
+                .oidc
+                .exchange(
+                    &provider,
+                    &sso.client_id,
+                    sso.client_secret.expose_secret(),
+                    &code,
+                    &pending.redirect_uri,
+                    &pending.verifier,
+                )
+                .await?;
+            let validate = |jwks: &jsonwebtoken::jwk::JwkSet| {
+                oidc::validate_id_token(
+                    &id_token,
+                    jwks,
+                    &provider.issuer,
+                    &sso.client_id,
+                    &pending.nonce,
+                    ctx.now,
+                )
+            };
+            match validate(&*self.oidc.jwks(&provider, false).await?) {
+                Err(OidcError::UnknownKey) => validate(&*self.oidc.jwks(&provider, true).await?),
+                other => other,
+            }
+            .map_err(|e| e.to_string())
+        }
+        .await;
+        let claims = match claims {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.login.record_sso_failure(&lctx, "-", "idp_token_refused").await;
+                tracing::warn!(event.kind = "security", event.action = "login", event.outcome = "failure", event.reason = %e, organization.id = %ctx.entry.tenant.id, portcullis.tier = %ctx.tier(), "single sign-on refused");
+                return clear(failure(
+                    ctx,
+                    StatusCode::UNAUTHORIZED,
+                    &format!("Single sign-on failed: {e}."),
+                ));
+            }
+        };
+        let decision = oidc::mfa_decision(sso.mfa, &claims.amr);
+        if decision == MfaDecision::Refuse {
+            let _ = self
+                .login
+                .record_sso_failure(&lctx, &claims.sub, "idp_mfa_required")
+                .await;
+            let e = crate::auth::login::LoginError::IdpMfaRequired;
+            return clear(failure(ctx, StatusCode::FORBIDDEN, &e_message(&e)));
+        }
+        let identity = SsoIdentity {
+            name: claims
+                .name
+                .clone()
+                .or_else(|| claims.email.clone())
+                .unwrap_or_else(|| claims.sub.clone()),
+            roles: sso.roles_claim.as_deref().map(|c| claims.roles(c)).unwrap_or_default(),
+            email: claims.email.clone(),
+            amr: claims.amr.clone(),
+            sid: claims.sid.clone(),
+            sub: claims.sub.clone(),
+        };
+        let step_up = decision == MfaDecision::StepUp;
+        match self
+            .login
+            .sso_signed_in(&lctx, &sso.issuer, identity, step_up, &pending.rd)
+            .await
+        {
+            Ok(SsoOutcome::Session(session)) => clear(self.signed_in(ctx, web::see_other(&pending.rd), &session)),
+            Ok(SsoOutcome::StepUp(pre)) => {
+                let next = if pre.stage == "mfa" {
+                    "/.portcullis/mfa"
+                } else {
+                    "/.portcullis/enrol"
+                };
+                let mut resp = web::see_other(next);
+                resp.headers_mut()
+                    .append(http::header::SET_COOKIE, self.pre_cookie(ctx, &pre));
+                clear(resp)
+            }
+            Err(e) => {
+                let (status, message) = super::login_error_status(&e);
+                clear(failure(ctx, status, &message))
+            }
+        }
+    }
+
+    /// `POST /.portcullis/backchannel-logout` (form `logout_token`): ends the sessions the
+    /// IdP names. Answers 200 on success, 400 for a token that does not validate.
+    pub(super) async fn backchannel_logout(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
+        let Some(sso) = ctx.entry.tenant.sso.as_ref() else {
+            return json_error(StatusCode::NOT_FOUND, "not_found", "No single sign-on here.");
+        };
+        let (parts, body) = req.into_parts();
+        let Ok(body) = web::read_body(&parts.headers, body).await else {
+            return json_error(StatusCode::BAD_REQUEST, "invalid_request", "Unreadable body.");
+        };
+        let Some(token) = web::form_field(&body, "logout_token") else {
+            return json_error(StatusCode::BAD_REQUEST, "invalid_request", "logout_token is required.");
+        };
+        let production = ctx.entry.tier.production;
+        let claims = async {
+            let provider = self.oidc.provider(&sso.issuer, production).await?;
+            let validate = |jwks: &jsonwebtoken::jwk::JwkSet| {
+                oidc::validate_logout_token(&token, jwks, &provider.issuer, &sso.client_id, ctx.now)
+            };
+            match validate(&*self.oidc.jwks(&provider, false).await?) {
+                Err(OidcError::UnknownKey) => validate(&*self.oidc.jwks(&provider, true).await?),
+                other => other,
+            }
+            .map_err(|e| e.to_string())
+        }
+        .await;
+        let claims = match claims {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(event.kind = "security", event.action = "logout", event.outcome = "failure", event.reason = %e, organization.id = %ctx.entry.tenant.id, "back-channel logout refused");
+                return json_error(StatusCode::BAD_REQUEST, "invalid_request", &e);
+            }
+        };
+        let rev = Revocation {
+            at: ctx.now,
+            by: "idp".into(),
+            reason: "backchannel_logout".into(),
+        };
+        let tenant = &ctx.entry.tenant.id;
+        let ended = match (&claims.sid, &claims.sub) {
+            (Some(sid), _) => self.sessions.revoke_sso(ctx.tier(), tenant, sid, &rev).await,
+            (None, Some(sub)) => self.sessions.revoke_user(ctx.tier(), tenant, sub, None, &rev).await,
+            (None, None) => Ok(Vec::new()),
+        };
+        match ended {
+            Ok(ids) => {
+                tracing::info!(event.kind = "security", event.action = "logout", event.outcome = "success", event.reason = "backchannel", organization.id = %tenant, sessions = ids.len(), "back-channel logout");
+                let mut resp = web::json(StatusCode::OK, &serde_json::json!({ "sessions_ended": ids.len() }));
+                resp.headers_mut()
+                    .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+                resp
+            }
+            Err(_) => json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Try again."),
+        }
+    }
+
+    /// Where RP-initiated logout sends a signed-out SSO user: the IdP's end-session
+    /// endpoint, when it has one.
+    pub(super) async fn sso_logout_target(&self, ctx: &Ctx<'_>) -> Option<String> {
+        let sso = ctx.entry.tenant.sso.as_ref()?;
+        let provider = self.oidc.provider(&sso.issuer, ctx.entry.tier.production).await.ok()?;
+        let end = provider.end_session_endpoint.as_ref()?;
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", &sso.client_id)
+            .append_pair("post_logout_redirect_uri", &format!("{}/.portcullis/login", ctx.origin))
+            .finish();
+        let sep = if end.contains('?') { '&' } else { '?' };
+        Some(format!("{end}{sep}{query}"))
+    }
+}
+
+fn e_message(e: &crate::auth::login::LoginError) -> String {
+    super::login_error_status(e).1
+}
+
+fn failure(ctx: &Ctx<'_>, status: StatusCode, message: &str) -> Response<Bytes> {
+    pages::message(
+        ctx.entry,
+        status,
+        "Single sign-on",
+        message,
+        Some(("/.portcullis/login", "Start again")),
+    )
+}
+
+fn idp_problem(ctx: &Ctx<'_>, problem: &str) -> Response<Bytes> {
+    tracing::warn!(organization.id = %ctx.entry.tenant.id, problem, "identity provider unavailable");
+    failure(
+        ctx,
+        StatusCode::BAD_GATEWAY,
+        &format!("Your organisation's identity provider cannot be used right now: {problem}."),
+    )
+}

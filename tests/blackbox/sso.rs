@@ -1,0 +1,249 @@
+//! Single sign-on through a real OpenID provider (`tests/idp`, oidc-provider): the code
+//! flow with PKCE end to end, the MFA policy, state and replay checks, back-channel
+//! logout and an IdP that is down (SPEC "Authentication"). Forged tokens are covered by
+//! the unit tests of `auth::oidc` (a fake IdP's signing key).
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::idp::{Account, Idp, IdpClient};
+
+const SECRET: &str = "initech-client-secret-1";
+
+/// A gateway whose tenant initech (staging) signs in through `issuer`, on a public port
+/// chosen before start so the IdP can know the redirect URI.
+struct SsoGateway {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for SsoGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redirect_uri(port: u16) -> String {
+    format!("http://initech.test:{port}/.portcullis/callback")
+}
+
+async fn sso_gateway(ups: &Upstreams, port: u16, issuer: &str, mfa: &str) -> SsoGateway {
+    let mut f = PolicyFixture::for_upstreams(ups);
+    let t = f.tenant_mut("initech");
+    t.hosts.push("127.0.0.1".into());
+    t.routes.push_str(&format!(
+        "\n[sso]\nissuer = \"{issuer}\"\nclient_id = \"gw-initech\"\nclient_secret = \"inline:{SECRET}\"\nscopes = [\"openid\", \"email\", \"profile\"]\nroles_claim = \"groups\"\nmfa = \"{mfa}\"\n"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy");
+    f.write(&policy);
+    let child = std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&policy)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let gw = SsoGateway { child, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw
+}
+
+fn start_idp(port: u16, accounts: &[Account]) -> Idp {
+    let client = IdpClient::new("gw-initech", SECRET, &redirect_uri(port))
+        .backchannel_logout_uri(&format!("http://127.0.0.1:{port}/.portcullis/backchannel-logout"));
+    Idp::start(accounts, &[client])
+}
+
+/// A browser-like client: keeps cookies by hand, follows no redirects.
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+    cookies: Vec<(String, String)>,
+}
+
+impl Browser {
+    fn new(port: u16) -> Self {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        Browser {
+            client: reqwest::Client::builder()
+                .resolve("initech.test", addr)
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+                .unwrap(),
+            base: format!("http://initech.test:{port}"),
+            cookies: Vec::new(),
+        }
+    }
+
+    async fn get(&mut self, url: &str) -> (u16, Option<String>, String) {
+        let url = if url.starts_with("http") {
+            url.to_string()
+        } else {
+            format!("{}{url}", self.base)
+        };
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut req = self.client.get(&url).header("accept", "text/html");
+        if !cookie.is_empty() {
+            req = req.header("cookie", cookie);
+        }
+        let r = req.send().await.unwrap();
+        for c in r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()) {
+            let Some((name, value)) = c.split(';').next().and_then(|p| p.split_once('=')) else {
+                continue;
+            };
+            self.cookies.retain(|(n, _)| n != name);
+            if !value.is_empty() {
+                self.cookies.push((name.to_string(), value.to_string()));
+            }
+        }
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        (status, location, r.text().await.unwrap_or_default())
+    }
+
+    fn has_session(&self) -> bool {
+        self.cookies.iter().any(|(n, _)| n == "__Host-portcullis-staging")
+    }
+
+    /// Starts SSO, signs in at the IdP, and returns the callback URL the IdP sent back.
+    async fn through_idp(&mut self, idp: &Idp, user: &str, password: &str) -> String {
+        let (status, location, body) = self.get("/.portcullis/login/sso?rd=%2Fapp%2Fdata").await;
+        assert_eq!(status, 303, "{body}");
+        idp.login(&location.unwrap(), user, password).await.unwrap()
+    }
+}
+
+async fn whoami(b: &mut Browser) -> (u16, Value) {
+    let (status, _, body) = b.get("/.portcullis/api/whoami").await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// If this broke, users of a tenant with SSO could not sign in through their IdP, would
+/// get the wrong subject or roles, or a captured callback URL could sign in twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_through_the_tenants_idp_with_idp_mfa() {
+    let ups = Upstreams::start().await;
+    let port = free_port();
+    let idp = start_idp(
+        port,
+        &[Account::new("ada", "pw-ada").groups(&["admins"]).amr(&["pwd", "otp"])],
+    );
+    let _gw = sso_gateway(&ups, port, &idp.issuer(), "required").await;
+    let mut b = Browser::new(port);
+    let callback = b.through_idp(&idp, "ada", "pw-ada").await;
+    let (status, location, body) = b.get(&callback).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/app/data")), "{body}");
+    assert!(b.has_session());
+    let (status, me) = whoami(&mut b).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["subject"], "ada");
+    assert_eq!(me["roles"], serde_json::json!(["admins"]));
+    assert!(me["amr"].as_array().unwrap().iter().any(|m| m == "otp"), "{me}");
+
+    // The same callback again (a captured URL) signs in nothing.
+    let mut thief = Browser::new(port);
+    thief.cookies = b.cookies.iter().filter(|(n, _)| n.contains("-sso-")).cloned().collect();
+    let (status, _, _) = thief.get(&callback).await;
+    assert_eq!(status, 400);
+    assert!(!thief.has_session());
+}
+
+/// If this broke, the MFA policy would let a password-only IdP sign-in through, or
+/// refuse the gateway's own step-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mfa_policy_steps_up_or_refuses_password_only_sign_ins() {
+    let ups = Upstreams::start().await;
+    for (policy, expected) in [("required", 303), ("gateway", 303), ("idp", 403)] {
+        let port = free_port();
+        let idp = start_idp(port, &[Account::new("bo", "pw-bo").amr(&["pwd"])]);
+        let _gw = sso_gateway(&ups, port, &idp.issuer(), policy).await;
+        let mut b = Browser::new(port);
+        let callback = b.through_idp(&idp, "bo", "pw-bo").await;
+        let (status, location, body) = b.get(&callback).await;
+        assert_eq!(status, expected, "{policy}: {body}");
+        assert!(!b.has_session(), "{policy}: no session before the gateway's TOTP");
+        if expected == 303 {
+            assert_eq!(location.as_deref(), Some("/.portcullis/enrol"), "{policy}");
+        }
+    }
+}
+
+/// If this broke, a forged or stale callback (another browser's state) would sign in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_without_this_browsers_state_is_refused() {
+    let ups = Upstreams::start().await;
+    let port = free_port();
+    let idp = start_idp(port, &[Account::new("cy", "pw-cy").amr(&["pwd", "mfa"])]);
+    let _gw = sso_gateway(&ups, port, &idp.issuer(), "required").await;
+    let mut victim = Browser::new(port);
+    let callback = victim.through_idp(&idp, "cy", "pw-cy").await;
+    let mut attacker = Browser::new(port);
+    let (status, _, _) = attacker.get(&callback).await;
+    assert_eq!(status, 400, "no pending-login cookie");
+    assert!(!attacker.has_session());
+    let tampered = callback.replace("state=", "state=x");
+    let (status, _, _) = victim.get(&tampered).await;
+    assert_eq!(status, 400, "state mismatch");
+}
+
+/// If this broke, ending a user's session at the IdP would leave their gateway session
+/// working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_channel_logout_ends_the_session() {
+    let ups = Upstreams::start().await;
+    let port = free_port();
+    let idp = start_idp(port, &[Account::new("di", "pw-di").amr(&["pwd", "otp"])]);
+    let _gw = sso_gateway(&ups, port, &idp.issuer(), "required").await;
+    let mut b = Browser::new(port);
+    let callback = b.through_idp(&idp, "di", "pw-di").await;
+    assert_eq!(b.get(&callback).await.0, 303);
+    assert_eq!(whoami(&mut b).await.0, 200);
+    let report = idp.backchannel_logout("di").await;
+    assert!(report["errors"].as_array().is_none_or(|e| e.is_empty()), "{report}");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        if whoami(&mut b).await.0 == 401 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "session still alive after back-channel logout: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// If this broke, an unreachable IdP would crash the gateway or show a blank error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idp_that_is_down_gives_a_clear_page() {
+    let ups = Upstreams::start().await;
+    let port = free_port();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let _gw = sso_gateway(&ups, port, &dead, "required").await;
+    let mut b = Browser::new(port);
+    let (status, _, body) = b.get("/.portcullis/login/sso").await;
+    assert_eq!(status, 502);
+    assert!(body.contains("identity provider"), "{body}");
+    assert_eq!(b.get("/public/x").await.0, 200, "the gateway keeps serving");
+}
