@@ -31,11 +31,16 @@ fn redirect_uri(port: u16) -> String {
 }
 
 async fn sso_gateway(ups: &Upstreams, port: u16, issuer: &str, mfa: &str) -> SsoGateway {
+    sso_gateway_with(ups, port, issuer, mfa, "").await
+}
+
+/// Like [`sso_gateway`], with extra `[sso]` lines.
+async fn sso_gateway_with(ups: &Upstreams, port: u16, issuer: &str, mfa: &str, extra: &str) -> SsoGateway {
     let mut f = PolicyFixture::for_upstreams(ups);
     let t = f.tenant_mut("initech");
     t.hosts.push("127.0.0.1".into());
     t.routes.push_str(&format!(
-        "\n[sso]\nissuer = \"{issuer}\"\nclient_id = \"gw-initech\"\nclient_secret = \"inline:{SECRET}\"\nscopes = [\"openid\", \"email\", \"profile\"]\nroles_claim = \"groups\"\nmfa = \"{mfa}\"\n"
+        "\n[sso]\nissuer = \"{issuer}\"\nclient_id = \"gw-initech\"\nclient_secret = \"inline:{SECRET}\"\nscopes = [\"openid\", \"email\", \"profile\"]\nroles_claim = \"groups\"\nmfa = \"{mfa}\"\n{extra}"
     ));
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy");
@@ -246,4 +251,67 @@ async fn an_idp_that_is_down_gives_a_clear_page() {
     assert_eq!(status, 502);
     assert!(body.contains("identity provider"), "{body}");
     assert_eq!(b.get("/public/x").await.0, 200, "the gateway keeps serving");
+}
+
+/// If this broke, a tenant that enforces SSO would still show a password form, or
+/// signing out would leave the user signed in at their IdP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforced_sso_goes_straight_to_the_idp_and_sign_out_goes_there_too() {
+    let ups = Upstreams::start().await;
+    let port = free_port();
+    let idp = start_idp(port, &[Account::new("ed", "pw-ed").amr(&["pwd", "otp"])]);
+    let _gw = sso_gateway_with(
+        &ups,
+        port,
+        &idp.issuer(),
+        "required",
+        "enforce = true\nbreak_glass = [\"root\"]\n",
+    )
+    .await;
+    let mut b = Browser::new(port);
+    let (status, location, _) = b.get("/.portcullis/login?rd=%2Fapp").await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (303, Some("/.portcullis/login/sso?rd=%2Fapp"))
+    );
+    let (status, _, body) = b.get("/.portcullis/login?local=1").await;
+    assert_eq!(status, 200, "break-glass admins can still reach the form: {body}");
+
+    let callback = b.through_idp(&idp, "ed", "pw-ed").await;
+    assert_eq!(b.get(&callback).await.0, 303);
+    let (_, _, page) = b.get("/.portcullis/logout").await;
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("csrf in the sign-out page")
+        .to_string();
+    let cookie = b
+        .cookies
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let r = b
+        .client
+        .post(format!("{}/.portcullis/logout", b.base))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        location.starts_with(&idp.issuer()),
+        "to the IdP's end-session endpoint: {location}"
+    );
+    assert!(location.contains("post_logout_redirect_uri="), "{location}");
+    assert_eq!(whoami(&mut b).await.0, 401, "the gateway session ended");
 }
