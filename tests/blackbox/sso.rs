@@ -315,3 +315,174 @@ async fn enforced_sso_goes_straight_to_the_idp_and_sign_out_goes_there_too() {
     assert!(location.contains("post_logout_redirect_uri="), "{location}");
     assert_eq!(whoami(&mut b).await.0, 401, "the gateway session ended");
 }
+
+/// A fake IdP (named so: a real provider never sends these tokens) whose token endpoint
+/// returns whatever ID token the test put there, signed with its own Ed25519 key.
+struct ForgingIdp {
+    port: u16,
+    pkcs8: Vec<u8>,
+    x: String,
+    next_token: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ForgingIdp {
+    async fn start() -> Self {
+        use base64::Engine;
+        use ring::signature::KeyPair;
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let next_token = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let issuer = format!("http://127.0.0.1:{port}");
+        let jwks = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA"}]});
+        let token = next_token.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (issuer, jwks, token) = (issuer.clone(), jwks.clone(), token.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let body = match req.uri().path() {
+                            "/.well-known/openid-configuration" => serde_json::json!({
+                                "issuer": issuer,
+                                "authorization_endpoint": format!("{issuer}/auth"),
+                                "token_endpoint": format!("{issuer}/token"),
+                                "jwks_uri": format!("{issuer}/jwks"),
+                            }),
+                            "/jwks" => jwks.clone(),
+                            _ => serde_json::json!({"id_token": token.lock().unwrap().clone(), "token_type": "Bearer"}),
+                        };
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(body.to_string()),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        ForgingIdp {
+            port,
+            pkcs8,
+            x,
+            next_token,
+        }
+    }
+
+    fn issuer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn sign(&self, alg: jsonwebtoken::Algorithm, kid: &str, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(alg);
+        header.kid = Some(kid.to_string());
+        let key = match alg {
+            jsonwebtoken::Algorithm::HS256 => jsonwebtoken::EncodingKey::from_secret(self.x.as_bytes()),
+            _ => jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8),
+        };
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+}
+
+/// Every token a forging IdP can hand over is refused with a clear page, no session, and
+/// a failed attempt in the login history. If this broke, a compromised or confused IdP
+/// endpoint (or a man in the middle) could sign anyone in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_id_tokens_are_refused_and_recorded() {
+    use base64::Engine;
+    use jsonwebtoken::Algorithm::{EdDSA, HS256};
+    let ups = Upstreams::start().await;
+    let fake = ForgingIdp::start().await;
+    let port = free_port();
+    let gw = sso_gateway(&ups, port, &fake.issuer(), "required").await;
+    let now = portcullis::unix_now();
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    for case in [
+        "wrong issuer",
+        "wrong audience",
+        "expired",
+        "issued in the future",
+        "missing nonce",
+        "other nonce",
+        "bad signature",
+        "alg none",
+        "HS256 with the public key",
+        "unknown kid",
+        "missing sub",
+    ] {
+        let mut b = Browser::new(port);
+        let (status, location, _) = b.get("/.portcullis/login/sso").await;
+        assert_eq!(status, 303, "{case}");
+        let location = location.unwrap();
+        let param = |name: &str| {
+            location
+                .split(['?', '&'])
+                .find_map(|p| p.strip_prefix(&format!("{name}=")))
+                .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+                .unwrap()
+        };
+        let (state, nonce) = (param("state"), param("nonce"));
+        let mut claims = serde_json::json!({"iss": fake.issuer(), "aud": "gw-initech", "sub": "mallory",
+            "iat": now, "exp": now + 300, "nonce": nonce, "amr": ["pwd", "otp"]});
+        let (alg, kid) = match case {
+            "wrong issuer" => (claims["iss"] = "http://evil.example".into(), (EdDSA, "k1")).1,
+            "wrong audience" => (claims["aud"] = "someone-else".into(), (EdDSA, "k1")).1,
+            "expired" => (claims["exp"] = (now - 600).into(), (EdDSA, "k1")).1,
+            "issued in the future" => (claims["iat"] = (now + 3600).into(), (EdDSA, "k1")).1,
+            "missing nonce" => (claims.as_object_mut().unwrap().remove("nonce"), (EdDSA, "k1")).1,
+            "other nonce" => (claims["nonce"] = "n0t-th1s".into(), (EdDSA, "k1")).1,
+            "HS256 with the public key" => (HS256, "k1"),
+            "unknown kid" => (EdDSA, "k9"),
+            "missing sub" => (claims.as_object_mut().unwrap().remove("sub"), (EdDSA, "k1")).1,
+            _ => (EdDSA, "k1"),
+        };
+        let mut token = fake.sign(alg, kid, &claims);
+        if case == "bad signature" {
+            let parts: Vec<&str> = token.split('.').collect();
+            let forged = b64(
+                &serde_json::json!({"sub": "admin", "iss": fake.issuer(), "aud": "gw-initech",
+                "iat": now, "exp": now + 300, "nonce": nonce}),
+            );
+            token = format!("{}.{forged}.{}", parts[0], parts[2]);
+        }
+        if case == "alg none" {
+            token = format!(
+                "{}.{}.",
+                b64(&serde_json::json!({"alg": "none", "kid": "k1"})),
+                b64(&claims)
+            );
+        }
+        *fake.next_token.lock().unwrap() = token;
+        let callback = format!("/.portcullis/callback?code=fake-code&state={state}");
+        let (status, _, body) = b.get(&callback).await;
+        assert_eq!(status, 401, "{case}: {body}");
+        assert!(body.contains("Single sign-on failed"), "{case}: {body}");
+        assert!(!b.has_session(), "{case}: no session");
+    }
+    // Each attempt is in the login history, and nothing else was stored.
+    let stores = portcullis::session::Stores::open(
+        &format!("sqlite:{}", gw._dir.path().join("policy/data").display()),
+        ["staging"],
+    )
+    .await
+    .unwrap();
+    let store = stores.tier("staging").unwrap();
+    let history = store.login_history("initech", "-", 100, None).await.unwrap();
+    let refused = history
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("idp_token_refused"))
+        .count();
+    assert_eq!(refused, 11, "{history:?}");
+    assert!(store.list_tenant_sessions("initech", now, 10).await.unwrap().is_empty());
+}
