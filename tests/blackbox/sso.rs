@@ -36,12 +36,25 @@ async fn sso_gateway(ups: &Upstreams, port: u16, issuer: &str, mfa: &str) -> Sso
 
 /// Like [`sso_gateway`], with extra `[sso]` lines.
 async fn sso_gateway_with(ups: &Upstreams, port: u16, issuer: &str, mfa: &str, extra: &str) -> SsoGateway {
+    sso_gateway_fixture(ups, port, issuer, mfa, extra, |_| {}).await
+}
+
+/// The SSO gateway with a last change to the fixture.
+async fn sso_gateway_fixture(
+    ups: &Upstreams,
+    port: u16,
+    issuer: &str,
+    mfa: &str,
+    extra: &str,
+    tweak: impl FnOnce(&mut PolicyFixture),
+) -> SsoGateway {
     let mut f = PolicyFixture::for_upstreams(ups);
     let t = f.tenant_mut("initech");
     t.hosts.push("127.0.0.1".into());
     t.routes.push_str(&format!(
         "\n[sso]\nissuer = \"{issuer}\"\nclient_id = \"gw-initech\"\nclient_secret = \"inline:{SECRET}\"\nscopes = [\"openid\", \"email\", \"profile\"]\nroles_claim = \"groups\"\nmfa = \"{mfa}\"\n{extra}"
     ));
+    tweak(&mut f);
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy");
     f.write(&policy);
@@ -79,15 +92,19 @@ struct Browser {
 
 impl Browser {
     fn new(port: u16) -> Self {
+        Browser::for_host(port, "initech.test")
+    }
+
+    fn for_host(port: u16, host: &str) -> Self {
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         Browser {
             client: reqwest::Client::builder()
-                .resolve("initech.test", addr)
+                .resolve(host, addr)
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
                 .build()
                 .unwrap(),
-            base: format!("http://initech.test:{port}"),
+            base: format!("http://{host}:{port}"),
             cookies: Vec::new(),
         }
     }
@@ -485,4 +502,57 @@ async fn forged_id_tokens_are_refused_and_recorded() {
         .count();
     assert_eq!(refused, 11, "{history:?}");
     assert!(store.list_tenant_sessions("initech", now, 10).await.unwrap().is_empty());
+}
+
+/// Two tenants with two IdPs: each signs in through its own, and a code of one IdP
+/// is worthless at the other tenant. If this broke, tenant A's IdP could sign people
+/// into tenant B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tenants_with_two_idps_stay_apart() {
+    let ups = Upstreams::start().await;
+    let port = free_port();
+    let idp1 = start_idp(port, &[Account::new("ada", "pw-ada").amr(&["pwd", "otp"])]);
+    let globex_client = IdpClient::new(
+        "gw-globex",
+        "globex-client-secret-2",
+        &format!("http://globex.test:{port}/.portcullis/callback"),
+    );
+    let idp2 = Idp::start(&[Account::new("bea", "pw-bea").amr(&["pwd", "otp"])], &[globex_client]);
+    let issuer2 = idp2.issuer();
+    let _gw = sso_gateway_fixture(&ups, port, &idp1.issuer(), "required", "", |f| {
+        let g = f.tenant_mut("globex");
+        g.tier = "staging".into();
+        g.routes.push_str(&format!(
+            "\n[sso]\nissuer = \"{issuer2}\"\nclient_id = \"gw-globex\"\nclient_secret = \"inline:globex-client-secret-2\"\nmfa = \"required\"\n"
+        ));
+    })
+    .await;
+
+    let mut a = Browser::new(port);
+    let code_of_idp1 = a.through_idp(&idp1, "ada", "pw-ada").await;
+    let mut g = Browser::for_host(port, "globex.test");
+    let callback2 = g.through_idp(&idp2, "bea", "pw-bea").await;
+    assert_eq!(g.get(&callback2).await.0, 303, "bea signs in at globex");
+    assert_eq!(whoami(&mut g).await.1["subject"], "bea");
+
+    // IdP 1's code, delivered to globex with globex's own pending login.
+    let mut h = Browser::for_host(port, "globex.test");
+    let (_, location, _) = h.get("/.portcullis/login/sso").await;
+    let location = location.unwrap();
+    let state = location
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("state="))
+        .unwrap()
+        .to_string();
+    let code = code_of_idp1
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("code="))
+        .unwrap()
+        .to_string();
+    let (status, _, body) = h.get(&format!("/.portcullis/callback?code={code}&state={state}")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(!h.has_session());
+    // And it still works where it belongs.
+    assert_eq!(a.get(&code_of_idp1).await.0, 303);
+    assert_eq!(whoami(&mut a).await.1["subject"], "ada");
 }
