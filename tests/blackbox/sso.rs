@@ -556,3 +556,42 @@ async fn two_tenants_with_two_idps_stay_apart() {
     assert_eq!(a.get(&code_of_idp1).await.0, 303);
     assert_eq!(whoami(&mut a).await.1["subject"], "ada");
 }
+
+/// If this broke, a person in a real browser could not get from the tenant's login page
+/// through their IdP's pages and back to the app, signed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_through_the_idps_pages() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("tests/browser/node_modules/playwright-core").is_dir(),
+        "run `npm ci` in tests/browser (bash .ci/run does)"
+    );
+    let ups = Upstreams::start().await;
+    let port = free_port();
+    let origin = format!("http://initech.localhost:{port}");
+    let client = IdpClient::new("gw-initech", SECRET, &format!("{origin}/.portcullis/callback"));
+    let idp = Idp::start(&[Account::new("fay", "pw-fay").amr(&["pwd", "otp"])], &[client]);
+    let _gw = sso_gateway_fixture(&ups, port, &idp.issuer(), "required", "", |f| {
+        f.tenant_mut("initech").hosts.push("initech.localhost".into());
+    })
+    .await;
+    let out = root.join("target").join("browser-screenshots");
+    let run = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/sso.mjs"))
+        .args([origin.as_str(), "fay", "pw-fay"])
+        .arg(&out)
+        .current_dir(&root)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the browser script finished in time")
+        .expect("run node");
+    assert!(
+        output.status.success(),
+        "{}{}\nIdP log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        idp.logs()
+    );
+}
