@@ -16,7 +16,7 @@ const SECRET: &str = "initech-client-secret-1";
 /// chosen before start so the IdP can know the redirect URI.
 struct SsoGateway {
     child: std::process::Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for SsoGateway {
@@ -68,7 +68,7 @@ async fn sso_gateway_fixture(
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let gw = SsoGateway { child, _dir: dir };
+    let gw = SsoGateway { child, dir };
     let deadline = Instant::now() + Duration::from_secs(15);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "gateway did not start");
@@ -196,17 +196,35 @@ async fn sign_in_through_the_tenants_idp_with_idp_mfa() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mfa_policy_steps_up_or_refuses_password_only_sign_ins() {
     let ups = Upstreams::start().await;
-    for (policy, expected) in [("required", 303), ("gateway", 303), ("idp", 403)] {
+    // (policy, amr at the IdP, expected redirect: the app, the gateway's TOTP, or 403)
+    let matrix = [
+        ("required", "otp", Some("/app/data")),
+        ("required", "pwd", Some("/.portcullis/enrol")),
+        ("gateway", "otp", Some("/.portcullis/enrol")),
+        ("gateway", "pwd", Some("/.portcullis/enrol")),
+        ("idp", "otp", Some("/app/data")),
+        ("idp", "pwd", None),
+    ];
+    for (policy, amr, expected) in matrix {
         let port = free_port();
-        let idp = start_idp(port, &[Account::new("bo", "pw-bo").amr(&["pwd"])]);
+        let idp = start_idp(port, &[Account::new("bo", "pw-bo").amr(&["pwd", amr])]);
         let _gw = sso_gateway(&ups, port, &idp.issuer(), policy).await;
         let mut b = Browser::new(port);
         let callback = b.through_idp(&idp, "bo", "pw-bo").await;
         let (status, location, body) = b.get(&callback).await;
-        assert_eq!(status, expected, "{policy}: {body}");
-        assert!(!b.has_session(), "{policy}: no session before the gateway's TOTP");
-        if expected == 303 {
-            assert_eq!(location.as_deref(), Some("/.portcullis/enrol"), "{policy}");
+        match expected {
+            Some(target) => {
+                assert_eq!(
+                    (status, location.as_deref()),
+                    (303, Some(target)),
+                    "{policy}/{amr}: {body}"
+                );
+                assert_eq!(b.has_session(), target == "/app/data", "{policy}/{amr}");
+            }
+            None => {
+                assert_eq!(status, 403, "{policy}/{amr}: {body}");
+                assert!(!b.has_session());
+            }
         }
     }
 }
@@ -277,7 +295,7 @@ async fn enforced_sso_goes_straight_to_the_idp_and_sign_out_goes_there_too() {
     let ups = Upstreams::start().await;
     let port = free_port();
     let idp = start_idp(port, &[Account::new("ed", "pw-ed").amr(&["pwd", "otp"])]);
-    let _gw = sso_gateway_with(
+    let gw = sso_gateway_with(
         &ups,
         port,
         &idp.issuer(),
@@ -285,6 +303,22 @@ async fn enforced_sso_goes_straight_to_the_idp_and_sign_out_goes_there_too() {
         "enforce = true\nbreak_glass = [\"root\"]\n",
     )
     .await;
+    // Local passwords: only the break-glass account may use one.
+    let accounts = Accounts::open_dir(&gw.dir.path().join("policy/data")).await;
+    let root = accounts.create("initech", "root", &[], true).await;
+    let ivan = accounts.create("initech", "ivan", &[], true).await;
+    let local = Browser::new(port);
+    for (user, expected) in [(&ivan, 403), (&root, 200)] {
+        let r = local
+            .client
+            .post(format!("{}/.portcullis/api/login", local.base))
+            .json(&serde_json::json!({"username": user.username, "password": user.password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), expected, "{}", user.username);
+    }
+
     let mut b = Browser::new(port);
     let (status, location, _) = b.get("/.portcullis/login?rd=%2Fapp").await;
     assert_eq!(
@@ -489,7 +523,7 @@ async fn forged_id_tokens_are_refused_and_recorded() {
     }
     // Each attempt is in the login history, and nothing else was stored.
     let stores = portcullis::session::Stores::open(
-        &format!("sqlite:{}", gw._dir.path().join("policy/data").display()),
+        &format!("sqlite:{}", gw.dir.path().join("policy/data").display()),
         ["staging"],
     )
     .await
