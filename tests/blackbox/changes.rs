@@ -151,15 +151,6 @@ impl Env {
     fn tenant_file(&self, id: &str) -> String {
         std::fs::read_to_string(self.gw.policy_dir.join(format!("tenants/{id}.toml"))).expect("tenant file")
     }
-
-    fn security_events(&self, action: &str) -> Vec<Value> {
-        self.gw
-            .stdout()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["event.kind"] == "security" && v["event.action"] == action)
-            .collect()
-    }
 }
 
 fn s(v: &Value) -> String {
@@ -209,14 +200,11 @@ async fn a_second_operator_approves_an_upstream_change_and_it_applies_at_once() 
     // Another tier's operator cannot approve, and that is a security event.
     let r = env.approve(&env.sven, &id, &digest).await;
     assert_eq!(r.status, 403, "{:?}", r.body);
-    // Logs go through a non-blocking writer: wait for the line.
-    let event = eventually(Duration::from_secs(5), || async {
-        env.security_events("cross_tier")
-            .into_iter()
-            .find(|e| e["user.id"] == "operator:sven" && e["portcullis.tier"] == "prod")
-    })
-    .await;
-    assert!(event.is_some(), "no cross_tier event:\n{}", env.gw.stdout());
+    env.gw
+        .await_security_event("cross_tier", |e| {
+            e["user.id"] == "operator:sven" && e["portcullis.tier"] == "prod"
+        })
+        .await;
     // An approval of other content is refused.
     let r = env.approve(&env.oscar, &id, &"0".repeat(64)).await;
     assert_eq!(r.status, 409, "{:?}", r.body);

@@ -802,6 +802,33 @@ impl Gateway {
         fs::read_to_string(&self.stdout_path).unwrap_or_default()
     }
 
+    /// The ECS security events with `event.action == action` logged so far.
+    pub fn security_events(&self, action: &str) -> Vec<serde_json::Value> {
+        self.stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event.kind"] == "security" && v["event.action"] == action)
+            .collect()
+    }
+
+    /// Waits (at most 5 s: logs go through a non-blocking writer) for a security event
+    /// with `event.action == action` that `matches` accepts, and panics with the log if
+    /// none comes.
+    pub async fn await_security_event(
+        &self,
+        action: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let found = eventually(Duration::from_secs(5), || async {
+            self.security_events(action).into_iter().find(|e| matches(e))
+        })
+        .await;
+        match found {
+            Some(event) => event,
+            None => panic!("no matching {action} security event:\n{}", self.logs()),
+        }
+    }
+
     pub fn logs(&self) -> String {
         format!(
             "----- gateway stdout ({}) -----\n{}\n----- gateway stderr -----\n{}\n-----",

@@ -32,17 +32,6 @@ async fn jwks(gw: &Gateway, host: &str) -> String {
     r.text().await.unwrap()
 }
 
-fn security_events(gw: &Gateway, action: &str) -> Vec<serde_json::Value> {
-    gw.stdout()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| {
-            let fields = v.get("fields").unwrap_or(v);
-            fields["event.action"] == action
-        })
-        .collect()
-}
-
 /// If this broke, a cookie, a forged assertion or a leaked upstream credential of one
 /// tenant or tier would be honoured (or pass unnoticed) on another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,8 +110,8 @@ async fn credentials_of_one_tenant_or_tier_do_nothing_on_another() {
     // Every refusal above is a security event.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let tenant = security_events(&gw, "cross_tenant");
-        let tier = security_events(&gw, "cross_tier");
+        let tenant = gw.security_events("cross_tenant");
+        let tier = gw.security_events("cross_tier");
         if tenant.len() >= 2 && tier.len() >= 2 {
             break;
         }
