@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use http::header::{CONTENT_LENGTH, HOST, HeaderValue, ORIGIN};
+use http::header::{CONTENT_LENGTH, HOST, HeaderName, HeaderValue, ORIGIN};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
@@ -33,10 +33,13 @@ use crate::ui::{self, Portal};
 const STREAM_WATCH_BYTES: u64 = 1024 * 1024;
 
 /// Header of the signed identity assertion sent upstream.
-const ASSERTION_HEADER: &str = "portcullis-assertion";
+const ASSERTION_HEADER: HeaderName = HeaderName::from_static("portcullis-assertion");
 
 /// Header carrying the tier's upstream credential to its upstreams.
-const UPSTREAM_TOKEN_HEADER: &str = "portcullis-upstream-token";
+const UPSTREAM_TOKEN_HEADER: HeaderName = HeaderName::from_static("portcullis-upstream-token");
+
+/// The request id the upstream sees (the same as in the access log and error pages).
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A cached assertion is reused only while at least this much of its life is left.
 const ASSERTION_REUSE_MIN_SECS: i64 = 30;
@@ -105,23 +108,20 @@ impl Pipeline {
         req: Request<Incoming>,
         conn: ConnInfo,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        let started = Instant::now();
-        let request_id = format!(
-            "{:08x}{:08x}",
-            self.id_prefix,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        );
-        let method = req.method().clone();
-        let path = req.uri().path().to_string();
-        let html = respond::wants_html(req.headers()) && matches!(method, Method::GET | Method::HEAD);
+        // The access log's fields are gathered only when it is on.
+        let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
+            .then(|| (Instant::now(), req.method().clone(), req.uri().path().to_owned()));
+        let request_id = RequestId::new(self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
+        let request_id = request_id.as_str();
+        let html = respond::wants_html(req.headers()) && matches!(*req.method(), Method::GET | Method::HEAD);
         let snapshot = self.live.snapshot();
         let mut outcome = Outcome {
             tenant: None,
             upstream_status: None,
         };
-        let response = match self.route(req, conn, &snapshot, &request_id, &mut outcome).await {
+        let response = match self.route(req, conn, &snapshot, request_id, &mut outcome).await {
             Ok(resp) => resp,
-            Err(refusal) => respond::refusal(&refusal, html, &request_id),
+            Err(refusal) => respond::refusal(&refusal, html, request_id),
         };
         let status = response.status().as_u16();
         let tenant_id = outcome.tenant.as_ref().map_or("-", |t| t.tenant.id.as_str());
@@ -133,18 +133,20 @@ impl Pipeline {
                 status,
             })
             .inc();
-        tracing::info!(
-            target: "access",
-            request_id = %request_id,
-            tenant = tenant_id,
-            tier = tier,
-            method = %method,
-            path = %path,
-            status = status,
-            upstream_status = outcome.upstream_status,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            client_ip = %conn.peer.ip(),
-        );
+        if let Some((started, method, path)) = logged {
+            tracing::info!(
+                target: "access",
+                request_id = request_id,
+                tenant = tenant_id,
+                tier = tier,
+                method = %method,
+                path = %path,
+                status = status,
+                upstream_status = outcome.upstream_status,
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                client_ip = %conn.peer.ip(),
+            );
+        }
         Ok(response)
     }
 
@@ -250,7 +252,7 @@ impl Pipeline {
         }
         headers::sanitize_request(&mut parts.headers, websocket, &ctx);
         if let Ok(id) = HeaderValue::from_str(request_id) {
-            parts.headers.insert("x-request-id", id);
+            parts.headers.insert(REQUEST_ID_HEADER, id);
         }
         if let Some(s) = session.as_ref().filter(|_| !public) {
             identity_headers(&mut parts.headers, s);
@@ -567,6 +569,38 @@ fn report_presented_upstream_token(presented: &[u8], snapshot: &Snapshot, entry:
     );
 }
 
+/// A request id: the process's random prefix and a counter, both in hex (at least 8
+/// digits each), written on the stack: `format!` would allocate on every request.
+struct RequestId {
+    text: [u8; 32],
+    len: usize,
+}
+
+impl RequestId {
+    fn new(prefix: u32, counter: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 32];
+        let mut len = 0;
+        let mut push = |value: u64, digits: usize| {
+            for shift in (0..digits).rev() {
+                let nibble = (value >> (shift * 4)) & 0xf;
+                text[len] = HEX[nibble as usize];
+                len += 1;
+            }
+        };
+        push(u64::from(prefix), 8);
+        // As many digits as the counter needs, never fewer than 8.
+        let digits = (16 - counter.leading_zeros() as usize / 4).max(8);
+        push(counter, digits);
+        RequestId { text, len }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII hex digits were written.
+        std::str::from_utf8(self.text.get(..self.len).unwrap_or_default()).unwrap_or_default()
+    }
+}
+
 /// The 423 refusal of a kill switch.
 fn locked(ks: &crate::killswitch::KillSwitch) -> Refusal {
     Refusal::Locked {
@@ -660,7 +694,21 @@ fn login_path(path: &str, query: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::login_path;
+    use super::{RequestId, login_path};
+
+    #[test]
+    fn request_ids_read_as_prefix_and_counter_in_hex() {
+        for (prefix, counter) in [
+            (0, 0),
+            (0xdead_beef, 1),
+            (7, 0xffff_ffff),
+            (7, 0x1_0000_0000),
+            (u32::MAX, u64::MAX),
+        ] {
+            let id = RequestId::new(prefix, counter);
+            assert_eq!(id.as_str(), format!("{prefix:08x}{counter:08x}"));
+        }
+    }
 
     #[test]
     fn login_path_carries_the_encoded_target() {
