@@ -29,7 +29,7 @@ pub struct Snapshot {
     /// TLS settings for the public listener (None when plaintext).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Upstream pools by tenant id.
-    pub upstreams: HashMap<String, UpstreamClient>,
+    pub upstreams: HashMap<String, UpstreamClient, foldhash::fast::RandomState>,
     /// Identity assertion signers by tier.
     pub signers: HashMap<String, Arc<TierSigner>>,
 }
@@ -191,7 +191,7 @@ fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapsho
         })?)
     };
     let limits = &config.gateway.limits;
-    let mut upstreams = HashMap::new();
+    let mut upstreams = HashMap::default();
     for tenant in &config.tenants {
         let Some(tier) = config.tiers.get(&tenant.tier) else {
             continue;

@@ -83,7 +83,7 @@ pub enum PolicyError {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     /// Rules keyed by prefix without its trailing `/` (`/` itself is keyed by "").
-    rules: HashMap<String, RouteRule>,
+    rules: HashMap<String, RouteRule, foldhash::fast::RandomState>,
 }
 
 impl RouteTable {
@@ -93,7 +93,7 @@ impl RouteTable {
     /// differs) or with alternate readings, prefix under the reserved prefix, duplicate
     /// prefix (`/a` and `/a/` are the same prefix).
     pub fn new(rules: Vec<RouteRule>) -> Result<Self, PolicyError> {
-        let mut table = HashMap::with_capacity(rules.len());
+        let mut table = HashMap::with_capacity_and_hasher(rules.len(), foldhash::fast::RandomState::default());
         for rule in rules {
             let prefix = rule.prefix.clone();
             if !prefix.starts_with('/') {

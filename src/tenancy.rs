@@ -3,6 +3,7 @@
 //! Host matching ignores case, the port and one trailing dot; anything that is not a
 //! valid host name never matches (the caller answers 400 or 421).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -20,13 +21,13 @@ pub struct TenantEntry {
 /// Maps every configured host to its tenant.
 #[derive(Debug, Default)]
 pub struct HostMap {
-    by_host: HashMap<String, TenantEntry>,
+    by_host: HashMap<String, TenantEntry, foldhash::fast::RandomState>,
 }
 
 impl HostMap {
     /// Builds the map; validation already refused duplicate hosts and unknown tiers.
     pub fn new(config: &Config) -> Self {
-        let mut by_host = HashMap::new();
+        let mut by_host = HashMap::default();
         for tenant in &config.tenants {
             let Some(tier) = config.tier_of(tenant) else { continue };
             for host in &tenant.hosts {
@@ -51,14 +52,18 @@ impl HostMap {
 /// Normalises a `Host`/`:authority` value: strips the port and one trailing dot, and
 /// lowercases. None when the value is not a plain DNS host name (IP literals, spaces,
 /// empty labels), which never name a tenant.
-pub fn normalise_request_host(value: &str) -> Option<String> {
+pub fn normalise_request_host(value: &str) -> Option<Cow<'_, str>> {
     let host = match value.rsplit_once(':') {
         Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.len() <= 5 => h,
         Some(_) => return None,
         None => value,
     };
     let host = host.strip_suffix('.').unwrap_or(host);
-    crate::config::normalise_host(host).ok()
+    // Browsers and clients send the canonical form; only other spellings are copied.
+    if crate::config::is_canonical_host(host) {
+        return Some(Cow::Borrowed(host));
+    }
+    crate::config::normalise_host(host).ok().map(Cow::Owned)
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::policy::RouteTable;
 pub use crate::proxy::upstream_guard::GuardSettings;
 use crate::secret::SecretBytes;
 pub use crate::secret::{Env, ProcessEnv};
-pub(crate) use validate::normalise_host;
+pub(crate) use validate::{is_canonical_host, normalise_host};
 
 /// One problem in the policy set, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]

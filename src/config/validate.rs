@@ -1223,18 +1223,24 @@ fn parse_upstream(text: &str) -> Result<Upstream, String> {
 /// Lowercases a host name and checks its syntax (no port, no trailing dot).
 pub(crate) fn normalise_host(text: &str) -> Result<String, String> {
     let host = text.to_ascii_lowercase();
-    let valid_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    };
-    if host.is_empty() || host.len() > 253 || !host.split('.').all(valid_label) {
+    if !is_canonical_host(&host) {
         return Err(format!("`{text}` is not a valid host name (no port, no trailing dot)"));
     }
     Ok(host)
+}
+
+/// A DNS host name already in canonical form: lowercase LDH labels of 1 to 63 bytes,
+/// none starting or ending with '-', 253 bytes at most, no port, no trailing dot.
+pub(crate) fn is_canonical_host(host: &str) -> bool {
+    let valid_label = |l: &[u8]| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with(b"-")
+            && !l.ends_with(b"-")
+            && l.iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    };
+    !host.is_empty() && host.len() <= 253 && host.as_bytes().split(|b| *b == b'.').all(valid_label)
 }
 
 fn is_identifier(s: &str) -> bool {
