@@ -257,7 +257,10 @@ fn checked_call(
     let config = state.live.snapshot().config.clone();
     let caller = authenticate_caller(&state.live, headers).ok_or_else(unauthenticated)?;
     let scope = resolve(&config, target)?;
+    // Scope first: a token learns nothing (not even "bad subject") about what it may
+    // not reach.
     authorise(&caller, &scope, action, peer)?;
+    KillSwitches::check_scope(&config, &scope).map_err(|e| switch_error(&e))?;
     Ok((config, caller, scope))
 }
 
@@ -288,7 +291,6 @@ fn resolve(config: &Config, target: Target) -> Result<Scope, ApiError> {
             subject,
         },
     };
-    KillSwitches::check_scope(config, &scope).map_err(|e| switch_error(&e))?;
     Ok(scope)
 }
 
@@ -299,7 +301,9 @@ enum Action {
 }
 
 /// Operators act on their own tier; automation tokens trip on their own tenants only.
-/// Every refusal across a tier or tenant is a security event.
+/// A tier or tenant outside the token's reach is answered exactly like one that does not
+/// exist (404), so a token never learns what exists beyond it; every such refusal is a
+/// security event. An action the token may not take where it does reach is 403.
 fn authorise(caller: &Caller, scope: &Scope, action: Action, peer: &SocketAddr) -> Result<(), ApiError> {
     let (tier_ok, tenant_ok, allowed) = match caller {
         Caller::Operator { tier, .. } => (tier == scope.tier(), true, true),
@@ -311,21 +315,25 @@ fn authorise(caller: &Caller, scope: &Scope, action: Action, peer: &SocketAddr) 
             action == Action::Trip && scopes.iter().any(|s| s == "breaker:trip"),
         ),
     };
+    let unknown = || match scope.tenant() {
+        Some(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", "Unknown tenant."),
+        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", "Unknown tier."),
+    };
     if !tier_ok {
         cross_event("cross_tier", caller, scope, peer);
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "This token belongs to another tier.",
-        ));
+        return Err(unknown());
     }
     if !tenant_ok {
         cross_event("cross_tenant", caller, scope, peer);
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "This token may not act on that tenant.",
-        ));
+        return Err(match scope.tenant() {
+            Some(_) => unknown(),
+            // Its own tier, which it knows: the whole tier is simply not its to trip.
+            None => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Automation tokens may trip only their named tenants.",
+            ),
+        });
     }
     if !allowed {
         return Err(ApiError::new(

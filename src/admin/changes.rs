@@ -224,11 +224,7 @@ pub(super) async fn request_tier_breaker_reset(
     }
     if caller.tier() != tier {
         cross_tier_event(&caller.actor_name(), caller.tier(), &tier, None, &peer.ip().to_string());
-        return error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "This token belongs to another tier.",
-        );
+        return error(StatusCode::NOT_FOUND, "not_found", "Unknown tier.");
     }
     let Caller::Operator { name, tier: op_tier } = caller else {
         return error(
@@ -314,7 +310,7 @@ fn change_error(e: ChangeError, op: &Operator) -> Response {
     match e {
         ChangeError::Invalid(m) => error(StatusCode::BAD_REQUEST, "bad_request", &m),
         ChangeError::NotFound(what) => error(StatusCode::NOT_FOUND, "not_found", &format!("Unknown {what}.")),
-        ChangeError::CrossTier { owner, tenant } => {
+        ChangeError::CrossTier { owner, tenant, what } => {
             cross_tier_event(
                 &format!("operator:{}", op.name),
                 &op.tier,
@@ -322,11 +318,8 @@ fn change_error(e: ChangeError, op: &Operator) -> Response {
                 tenant.as_deref(),
                 &op.source_ip,
             );
-            error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "This token belongs to another tier.",
-            )
+            // The same answer as for something that does not exist: no existence leak.
+            error(StatusCode::NOT_FOUND, "not_found", &format!("Unknown {what}."))
         }
         ChangeError::SamePerson => error(
             StatusCode::FORBIDDEN,

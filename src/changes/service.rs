@@ -34,13 +34,19 @@ pub enum ChangeError {
     /// The target or the change request does not exist (404).
     #[error("unknown {0}")]
     NotFound(&'static str),
-    /// The caller's tier does not own the change (403, and a `cross_tier` security event).
+    /// The caller's tier does not own the change: answered exactly like [`NotFound`]
+    /// of `what` (404, so a token never learns what exists in another tier), plus a
+    /// `cross_tier` security event.
+    ///
+    /// [`NotFound`]: ChangeError::NotFound
     #[error("this change belongs to another tier")]
     CrossTier {
         /// Tier that owns the target or change.
         owner: String,
         /// Tenant concerned, if any.
         tenant: Option<String>,
+        /// What the caller named, as [`ChangeError::NotFound`] would say it.
+        what: &'static str,
     },
     /// The approver wrote the change (403).
     #[error("a change must be approved by a different operator than the one who proposed or edited it")]
@@ -131,7 +137,8 @@ impl Changes {
         let config = self.live.snapshot().config.clone();
         let (owner, tenant) = owner_of(&config, kind, target)?;
         if owner != op.tier {
-            return Err(ChangeError::CrossTier { owner, tenant });
+            let what = if tenant.is_some() { "tenant" } else { "tier" };
+            return Err(ChangeError::CrossTier { owner, tenant, what });
         }
         if let Some(tier) = change.get("tier").and_then(Value::as_str)
             && !config.tiers.contains_key(tier)
@@ -382,7 +389,11 @@ impl Changes {
             };
             if let Ok(Some(cr)) = other.get_change(id).await {
                 let tenant = (cr.kind == ChangeKind::TenantUpdate).then(|| cr.target.clone());
-                return Err(ChangeError::CrossTier { owner: cr.tier, tenant });
+                return Err(ChangeError::CrossTier {
+                    owner: cr.tier,
+                    tenant,
+                    what: "change request",
+                });
             }
         }
         Err(ChangeError::NotFound("change request"))

@@ -605,7 +605,12 @@ async fn automation_tokens_trip_their_tenants_and_nothing_else() {
     let r = env
         .put("/v1/tenants/globex/breaker", &env.siem, json!({"reason": "x"}))
         .await;
-    assert_eq!(r.status, 403, "another tenant: {}", r.body);
+    // Answered exactly like a tenant that does not exist: no existence leak (TEN-08).
+    let nosuch = env
+        .put("/v1/tenants/nosuch/breaker", &env.siem, json!({"reason": "x"}))
+        .await;
+    assert_eq!(nosuch.status, 404, "{}", nosuch.body);
+    assert_eq!((r.status, &r.body), (404, &nosuch.body), "another tenant");
     env.gw
         .await_security_event("cross_tenant", |e| e["organization.id"] == "globex")
         .await;
@@ -616,7 +621,7 @@ async fn automation_tokens_trip_their_tenants_and_nothing_else() {
             json!({"reason": "x"}),
         )
         .await;
-    assert_eq!(r.status, 403, "an account of another tenant: {}", r.body);
+    assert_eq!((r.status, &r.body), (404, &nosuch.body), "an account of another tenant");
     let r = env
         .put("/v1/tiers/prod/breaker", &env.siem, json!({"reason": "x"}))
         .await;
@@ -624,11 +629,11 @@ async fn automation_tokens_trip_their_tenants_and_nothing_else() {
     let r = env
         .put("/v1/tenants/initech/breaker", &env.siem, json!({"reason": "x"}))
         .await;
-    assert_eq!(r.status, 403, "a tenant of another tier: {}", r.body);
+    assert_eq!((r.status, &r.body), (404, &nosuch.body), "a tenant of another tier");
     let r = env
         .put("/v1/tiers/staging/breaker", &env.siem, json!({"reason": "x"}))
         .await;
-    assert_eq!(r.status, 403, "another tier: {}", r.body);
+    assert_eq!(r.status, 404, "another tier: {}", r.body);
     assert_eq!(env.get("/v1/breakers", &env.siem).await.status, 403);
     assert_eq!(env.get("/v1/audit", &env.siem).await.status, 403);
 
@@ -649,21 +654,22 @@ async fn automation_tokens_trip_their_tenants_and_nothing_else() {
 }
 
 /// If this broke, a staging operator token (shared more widely) could cut off
-/// production customers, and nobody would see the attempt.
+/// production customers, and nobody would see the attempt. Prod's tenants answer 404 to
+/// it, as if they did not exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_of_another_tier_cannot_trip_or_see_prod() {
     let env = env().await;
     let r = env
         .put("/v1/tenants/acme/breaker", &env.staging, json!({"reason": "oops"}))
         .await;
-    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.status, 404, "{}", r.body);
     env.gw
         .await_security_event("cross_tier", |e| e["portcullis.tier"] == "prod")
         .await;
     let r = env
         .put("/v1/tiers/prod/breaker", &env.staging, json!({"reason": "oops"}))
         .await;
-    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.status, 404, "{}", r.body);
     let r = env
         .put(
             "/v1/tenants/acme/accounts/ada/breaker",
@@ -671,14 +677,14 @@ async fn an_operator_of_another_tier_cannot_trip_or_see_prod() {
             json!({"reason": "oops"}),
         )
         .await;
-    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(env.public_status("acme.test").await, 200, "a refused trip applied");
     assert!(env.breakers().await.is_empty());
 
     // A prod trip is neither visible to nor removable by the staging operator.
     env.trip_tenant("acme", json!({"reason": "real incident"})).await;
     let r = env.delete("/v1/tenants/acme/breaker", &env.staging).await;
-    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(env.public_status("acme.test").await, 423);
     let r = env.get("/v1/breakers", &env.staging).await;
     assert_eq!(r.status, 200, "{}", r.body);

@@ -197,9 +197,11 @@ async fn a_second_operator_approves_an_upstream_change_and_it_applies_at_once() 
         2,
         "self-approvals are audited"
     );
-    // Another tier's operator cannot approve, and that is a security event.
+    // Another tier's operator cannot approve, and that is a security event; to it the
+    // change does not exist.
     let r = env.approve(&env.sven, &id, &digest).await;
-    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    assert_eq!(r.body["message"], "Unknown change request.", "{:?}", r.body);
     env.gw
         .await_security_event("cross_tier", |e| {
             e["user.id"] == "operator:sven" && e["portcullis.tier"] == "prod"
@@ -362,13 +364,14 @@ async fn edits_rejections_and_refusals() {
             Some(json!({"kind": "tenant.update", "target": "acme", "change": {"upstream": "http://127.0.0.1:1"}, "reason": "r"})),
         )
         .await;
-    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    assert_eq!(r.body["message"], "Unknown tenant.", "{:?}", r.body);
     let r = env.call(Method::GET, "/v1/changes", &env.sven, None).await;
     assert_eq!((r.status, r.body.clone()), (200, json!([])));
     let r = env
         .call(Method::GET, &format!("/v1/changes/{id}"), &env.sven, None)
         .await;
-    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert_eq!(r.status, 404, "{:?}", r.body);
 
     // Malformed proposals.
     let cases = [
@@ -501,7 +504,7 @@ async fn a_tier_breaker_reset_needs_a_second_operator() {
     let r = env
         .call(Method::DELETE, "/v1/tiers/prod/breaker", &env.sven, None)
         .await;
-    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert_eq!(r.status, 404, "{:?}", r.body);
     let r = env
         .call(
             Method::DELETE,
