@@ -44,12 +44,46 @@ const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// A cached assertion is reused only while at least this much of its life is left.
 const ASSERTION_REUSE_MIN_SECS: i64 = 30;
 
-/// A signed assertion kept for reuse by later requests of the same session.
-struct CachedAssertion {
+/// What the upstream learns of a session: its signed assertion and the convenience
+/// headers, built together and kept for reuse by later requests of the same session.
+struct ForwardedIdentity {
     kid: String,
     exp: i64,
-    value: HeaderValue,
+    /// `(name, value)` of the assertion and of each convenience header whose value is
+    /// a valid header value.
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
+
+impl ForwardedIdentity {
+    fn new(kid: &str, exp: i64, assertion: HeaderValue, s: &SessionRecord) -> Self {
+        let mut headers = vec![(ASSERTION_HEADER, assertion)];
+        for (name, value) in [
+            (X_PORTCULLIS_USER, s.subject.as_str()),
+            (X_PORTCULLIS_TENANT, s.tenant.as_str()),
+            (X_PORTCULLIS_ROLES, &s.roles.join(",")),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.push((name, value));
+            }
+        }
+        ForwardedIdentity {
+            kid: kid.to_string(),
+            exp,
+            headers,
+        }
+    }
+
+    /// Sets the headers, replacing any of the same name (the client's were removed).
+    fn insert_into(&self, target: &mut http::HeaderMap) {
+        for (name, value) in &self.headers {
+            target.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+const X_PORTCULLIS_USER: HeaderName = HeaderName::from_static("x-portcullis-user");
+const X_PORTCULLIS_TENANT: HeaderName = HeaderName::from_static("x-portcullis-tenant");
+const X_PORTCULLIS_ROLES: HeaderName = HeaderName::from_static("x-portcullis-roles");
 
 /// What the listener knows about a client connection.
 #[derive(Debug, Clone, Copy)]
@@ -75,7 +109,7 @@ pub struct Pipeline {
     /// Request counter for request ids.
     next_id: AtomicU64,
     /// Signed assertions by session, reused while fresh.
-    assertions: moka::sync::Cache<[u8; 32], Arc<CachedAssertion>>,
+    assertions: moka::sync::Cache<[u8; 32], Arc<ForwardedIdentity>>,
 }
 
 /// Facts about one request for the access log.
@@ -255,9 +289,8 @@ impl Pipeline {
             parts.headers.insert(REQUEST_ID_HEADER, id);
         }
         if let Some(s) = session.as_ref().filter(|_| !public) {
-            identity_headers(&mut parts.headers, s);
-            let assertion = self.assertion(snapshot, &entry, s, now)?;
-            parts.headers.insert(ASSERTION_HEADER, assertion);
+            self.forwarded_identity(snapshot, &entry, s, now)?
+                .insert_into(&mut parts.headers);
         }
         if let Some(token) = &entry.tier.keys.upstream_token
             && let Ok(mut value) = HeaderValue::from_bytes(token.expose_secret())
@@ -328,16 +361,17 @@ impl Pipeline {
 }
 
 impl Pipeline {
-    /// The signed identity assertion of a session for its tenant's upstream. One token is
-    /// reused while it has at least [`ASSERTION_REUSE_MIN_SECS`] left and the tier's key
-    /// is unchanged: signing costs more than the rest of the request.
-    fn assertion(
+    /// The signed identity assertion of a session for its tenant's upstream, with the
+    /// convenience headers. Reused while the token has at least
+    /// [`ASSERTION_REUSE_MIN_SECS`] left and the tier's key is unchanged: signing costs
+    /// more than the rest of the request.
+    fn forwarded_identity(
         &self,
         snapshot: &Snapshot,
         entry: &TenantEntry,
         s: &SessionRecord,
         now: i64,
-    ) -> Result<HeaderValue, Refusal> {
+    ) -> Result<Arc<ForwardedIdentity>, Refusal> {
         let unavailable = Refusal::Unavailable("The identity assertion could not be signed.");
         let signer = &snapshot
             .signers
@@ -349,7 +383,7 @@ impl Pipeline {
             && cached.kid == kid
             && cached.exp - now >= ASSERTION_REUSE_MIN_SECS
         {
-            return Ok(cached.value.clone());
+            return Ok(cached);
         }
         let claims = Claims {
             iss: entry.tier.assertion_issuer.clone(),
@@ -369,15 +403,9 @@ impl Pipeline {
             unavailable.clone()
         })?;
         let value = HeaderValue::from_str(&token).map_err(|_| unavailable)?;
-        self.assertions.insert(
-            s.id_hash,
-            Arc::new(CachedAssertion {
-                kid: kid.to_string(),
-                exp: claims.exp,
-                value: value.clone(),
-            }),
-        );
-        Ok(value)
+        let identity = Arc::new(ForwardedIdentity::new(kid, claims.exp, value, s));
+        self.assertions.insert(s.id_hash, identity.clone());
+        Ok(identity)
     }
 
     /// The request's session: `Ok(None)` without a (valid) cookie, `Err` when the store
@@ -605,20 +633,6 @@ impl RequestId {
 fn locked(ks: &crate::killswitch::KillSwitch) -> Refusal {
     Refusal::Locked {
         message: ks.message.clone(),
-    }
-}
-
-/// Identity the gateway vouches for, as plain headers for the upstream's convenience.
-fn identity_headers(headers: &mut http::HeaderMap, s: &SessionRecord) {
-    let pairs = [
-        ("x-portcullis-user", s.subject.as_str().to_string()),
-        ("x-portcullis-tenant", s.tenant.clone()),
-        ("x-portcullis-roles", s.roles.join(",")),
-    ];
-    for (name, value) in pairs {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
-        }
     }
 }
 
