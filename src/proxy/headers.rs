@@ -83,7 +83,9 @@ pub fn sanitize_request(headers: &mut HeaderMap, websocket_upgrade: bool, ctx: &
             || (websocket_upgrade && starts_with_ignore_case(token.as_bytes(), b"sec-websocket-"))
     });
     // One scan over the names for both rules: a removal by key hashes the name each time.
-    remove_where(headers, |name| is_hop_by_hop(name, false) || is_forbidden_request_header(name));
+    remove_where(headers, |name| {
+        is_hop_by_hop(name, false) || is_forbidden_request_header(name)
+    });
     strip_gateway_cookies(headers);
     rewrite_forwarding(headers, ctx);
     if websocket_upgrade {
@@ -184,8 +186,15 @@ fn remove_connection_options(headers: &mut HeaderMap, keep: impl Fn(&str) -> boo
 fn is_hop_by_hop(name: &str, keep_upgrade: bool) -> bool {
     match name {
         "connection" | "upgrade" => !keep_upgrade,
-        "te" | "trailer" | "transfer-encoding" | "proxy-authorization" | "proxy-authenticate" | "expect"
-        | "keep-alive" | "proxy-connection" | "http2-settings" => true,
+        "te"
+        | "trailer"
+        | "transfer-encoding"
+        | "proxy-authorization"
+        | "proxy-authenticate"
+        | "expect"
+        | "keep-alive"
+        | "proxy-connection"
+        | "http2-settings" => true,
         _ => false,
     }
 }
@@ -637,13 +646,30 @@ mod tests {
 
     #[test]
     fn ipv4_text_matches_the_standard_formatting() {
-        let samples = [0u32, 1, 9, 10, 99, 100, 255, 0x0a00_0001, 0x7f00_0001, 0xc0a8_6464, 0xffff_ffff, 0x0a09_6314];
+        let samples = [
+            0u32,
+            1,
+            9,
+            10,
+            99,
+            100,
+            255,
+            0x0a00_0001,
+            0x7f00_0001,
+            0xc0a8_6464,
+            0xffff_ffff,
+            0x0a09_6314,
+        ];
         for n in samples.into_iter().chain((0..4096).map(|i| i * 1_048_573)) {
             let ip = IpAddr::V4(Ipv4Addr::from(n));
             let text = PeerText::new(ip, false).unwrap();
             assert_eq!(text.as_bytes(), ip.to_string().as_bytes());
             let text = PeerText::new(ip, true).unwrap();
-            assert_eq!(text.as_bytes(), ip.to_string().as_bytes(), "IPv4 is not quoted in Forwarded");
+            assert_eq!(
+                text.as_bytes(),
+                ip.to_string().as_bytes(),
+                "IPv4 is not quoted in Forwarded"
+            );
         }
     }
 
