@@ -15,7 +15,7 @@
 #                      "info" keeps the access log on)
 #   BENCH_ONLY         comma-separated contender keys to run (default: all), e.g. direct,nginx
 #   BENCH_BUILD        0 skips `cargo build` (use binaries already built)
-#   BENCH_UPSTREAM_BIN / BENCH_PORTCULLIS_BIN   override the binaries
+#   BENCH_UPSTREAM_BIN / BENCH_HYPER_PROXY_BIN / BENCH_PORTCULLIS_BIN   override the binaries
 #   BENCH_KEEP_TMP     1 keeps the temp dir (configs, logs, raw wrk outputs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,7 @@ CONNS=${BENCH_CONNECTIONS:-64}
 GATEWAY_LOG=${BENCH_GATEWAY_LOG:-warn}
 ONLY=${BENCH_ONLY:-}
 UPSTREAM_BIN=${BENCH_UPSTREAM_BIN:-$ROOT/target/release/examples/bench_upstream}
+HYPER_PROXY_BIN=${BENCH_HYPER_PROXY_BIN:-$ROOT/target/release/examples/bench_hyper_proxy}
 PORTCULLIS_BIN=${BENCH_PORTCULLIS_BIN:-$ROOT/target/release/portcullis}
 SERVER_CPU=0
 LOAD_CPU=1
@@ -58,8 +59,8 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ "$(nproc)" -ge 2 ] || say "warning: fewer than 2 CPUs; server and load generator share a core"
 
 if [ "${BENCH_BUILD:-1}" != 0 ]; then
-    say "cargo build --release --example bench_upstream --bin portcullis"
-    cargo build --release --example bench_upstream --bin portcullis
+    say "cargo build --release --example bench_upstream --example bench_hyper_proxy --bin portcullis"
+    cargo build --release --example bench_upstream --example bench_hyper_proxy --bin portcullis
 fi
 
 # --- processes and cleanup ---------------------------------------------------------------
@@ -117,7 +118,7 @@ add_contender() {
 }
 
 # Direct upstream: the ceiling, and the reference for "latency added".
-if wanted direct || wanted nginx || wanted gateway || wanted gateway-auth || wanted gateway-redis; then
+if wanted direct || wanted nginx || wanted hyper || wanted gateway || wanted gateway-auth || wanted gateway-redis; then
     UP_PORT=$(free_port)
     start upstream "$TMP/upstream.log" "$UPSTREAM_BIN" --listen "127.0.0.1:$UP_PORT"
     UP_PID=$STARTED_PID
@@ -161,6 +162,17 @@ EOF
     NGX_PID=$STARTED_PID
     ready nginx "$NGX_PID" "http://127.0.0.1:$NGX_PORT/public/x"
     add_contender nginx "nginx proxy_pass (no auth)" "$NGX_PID" "http://127.0.0.1:$NGX_PORT/public/x"
+fi
+
+# The floor of the stack Portcullis is built on: a bare hyper proxy (examples/
+# bench_hyper_proxy.rs) with none of the gateway's checks. The gap between it and nginx is
+# hyper's; the gap between it and the gateway is the gateway's own.
+if wanted hyper; then
+    HY_PORT=$(free_port)
+    start hyper "$TMP/hyper.log" "$HYPER_PROXY_BIN" --listen "127.0.0.1:$HY_PORT" --upstream "127.0.0.1:$UP_PORT"
+    HY_PID=$STARTED_PID
+    ready hyper "$HY_PID" "http://127.0.0.1:$HY_PORT/public/x"
+    add_contender hyper "bare hyper proxy (reference, no checks)" "$HY_PID" "http://127.0.0.1:$HY_PORT/public/x"
 fi
 
 # The gateway, with a fixture policy set written here: one tier, one tenant, a public

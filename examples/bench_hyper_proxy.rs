@@ -1,0 +1,113 @@
+//! Reference contender for `bench/run.sh`: the least a hyper reverse proxy can do, with
+//! nothing of a gateway (no routing, no header rules, no auth, no limits, no logs).
+//! HTTP/1.1 in, HTTP/1.1 out over a keep-alive pool, on a current-thread tokio runtime.
+//! It shows the ceiling of the stack Portcullis is built on, so the table can tell
+//! "cost of hyper" apart from "cost of the gateway's checks".
+//!
+//! Usage: `bench_hyper_proxy --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT`
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Idle upstream connections, taken when hyper says they are ready.
+struct Pool {
+    upstream: SocketAddr,
+    idle: Mutex<Vec<SendRequest<Incoming>>>,
+}
+
+impl Pool {
+    async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, Error> {
+        let ready = {
+            let mut idle = self.idle.lock().map_err(|_| "pool lock poisoned")?;
+            idle.retain(|s| !s.is_closed());
+            idle.iter().position(|s| s.is_ready()).map(|i| idle.swap_remove(i))
+        };
+        let mut sender = match ready {
+            Some(sender) => sender,
+            None => {
+                let stream = TcpStream::connect(self.upstream).await?;
+                stream.set_nodelay(true)?;
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(conn);
+                sender
+            }
+        };
+        let sent = sender.send_request(req);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(sender);
+        }
+        Ok(sent.await?)
+    }
+}
+
+fn main() -> Result<(), Error> {
+    let (listen, upstream) = parse_args(std::env::args().skip(1))?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(listen, upstream))
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(SocketAddr, SocketAddr), Error> {
+    const USAGE: &str = "usage: bench_hyper_proxy --listen IP:PORT --upstream IP:PORT";
+    let (mut listen, mut upstream) = (None, None);
+    while let Some(arg) = args.next() {
+        let slot = match arg.as_str() {
+            "--listen" => &mut listen,
+            "--upstream" => &mut upstream,
+            other => return Err(format!("unknown argument {other:?} ({USAGE})").into()),
+        };
+        let value = args.next().ok_or(USAGE)?;
+        *slot = Some(
+            value
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("{arg} {value:?}: {e}"))?,
+        );
+    }
+    Ok((listen.ok_or(USAGE)?, upstream.ok_or(USAGE)?))
+}
+
+async fn serve(listen: SocketAddr, upstream: SocketAddr) -> Result<(), Error> {
+    let listener = TcpListener::bind(listen).await?;
+    let pool = Arc::new(Pool {
+        upstream,
+        idle: Mutex::new(Vec::new()),
+    });
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |mut req: Request<Incoming>| {
+                let pool = pool.clone();
+                async move {
+                    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                    if let Ok(uri) = path.parse() {
+                        *req.uri_mut() = uri;
+                    }
+                    match pool.send(req).await {
+                        Ok(resp) => Ok::<_, Infallible>(resp.map(http_body_util::Either::Left)),
+                        Err(_) => {
+                            let mut resp = Response::new(http_body_util::Either::Right(http_body_util::Empty::new()));
+                            *resp.status_mut() = StatusCode::BAD_GATEWAY;
+                            Ok(resp)
+                        }
+                    }
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
