@@ -34,6 +34,9 @@ SERVER_CPU=0
 LOAD_CPU=1
 HOST=bench.localhost
 
+# shellcheck source=bench/fixture.sh
+. bench/fixture.sh
+
 say() { echo "bench: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
@@ -181,40 +184,7 @@ if wanted gateway || wanted gateway-auth || wanted gateway-redis; then
     GW_PORT=$(free_port)
     GW_ADMIN=$(free_port)
     POL="$TMP/policies"
-    mkdir -p "$POL/tiers" "$POL/tenants" "$TMP/data"
-    cat >"$POL/gateway.toml" <<EOF
-# Benchmark fixture (written by bench/run.sh).
-[listen]
-public = "127.0.0.1:$GW_PORT"
-admin = "127.0.0.1:$GW_ADMIN"
-plaintext = true
-
-[store]
-data = "$TMP/data"
-EOF
-    cat >"$POL/tiers/bench.toml" <<EOF
-name = "bench"
-production = false
-upstream_allowlist = ["127.0.0.1"]
-
-[keys]
-cookie = "inline:bench-cookie-key-0123456789abcdef"
-EOF
-    cat >"$POL/tenants/bench.toml" <<EOF
-id = "bench"
-name = "Bench"
-tier = "bench"
-hosts = ["$HOST"]
-upstream = "http://127.0.0.1:$UP_PORT"
-
-[[routes]]
-prefix = "/public/"
-access = "public"
-
-[[routes]]
-prefix = "/"
-access = "authenticated"
-EOF
+    write_fixture "$POL" "$GW_PORT" "$GW_ADMIN" "$UP_PORT" "$TMP/data" "$HOST"
     start gateway "$TMP/gateway.log" env RUST_LOG="$GATEWAY_LOG" "$PORTCULLIS_BIN" run --config "$POL"
     GW_PID=$STARTED_PID
     ready gateway "$GW_PID" "http://127.0.0.1:$GW_PORT/public/x"
