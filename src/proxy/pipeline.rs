@@ -41,6 +41,11 @@ const UPSTREAM_TOKEN_HEADER: HeaderName = HeaderName::from_static("portcullis-up
 /// The request id the upstream sees (the same as in the access log and error pages).
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Convenience headers naming the session's user, tenant and roles.
+const X_PORTCULLIS_USER: HeaderName = HeaderName::from_static("x-portcullis-user");
+const X_PORTCULLIS_TENANT: HeaderName = HeaderName::from_static("x-portcullis-tenant");
+const X_PORTCULLIS_ROLES: HeaderName = HeaderName::from_static("x-portcullis-roles");
+
 /// A cached assertion is reused only while at least this much of its life is left.
 const ASSERTION_REUSE_MIN_SECS: i64 = 30;
 
@@ -80,10 +85,6 @@ impl ForwardedIdentity {
         }
     }
 }
-
-const X_PORTCULLIS_USER: HeaderName = HeaderName::from_static("x-portcullis-user");
-const X_PORTCULLIS_TENANT: HeaderName = HeaderName::from_static("x-portcullis-tenant");
-const X_PORTCULLIS_ROLES: HeaderName = HeaderName::from_static("x-portcullis-roles");
 
 /// What the listener knows about a client connection.
 #[derive(Debug, Clone, Copy)]
