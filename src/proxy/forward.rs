@@ -203,11 +203,14 @@ impl UpstreamClient {
         &self.guard
     }
 
-    /// The upstream URI for an authorised path and the original query.
-    pub fn target(&self, path: &str, query: Option<&str>) -> Result<Uri, Refusal> {
-        let pq = match query {
-            Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
-            None => PathAndQuery::try_from(path),
+    /// The upstream URI for an authorised (canonical) path and the original query of
+    /// `original`. When the client already sent the canonical path, its path and query
+    /// are shared, not copied.
+    pub fn target(&self, path: &str, original: &Uri) -> Result<Uri, Refusal> {
+        let pq = match (original.path_and_query(), original.query()) {
+            (Some(sent), _) if sent.path() == path => Ok(sent.clone()),
+            (_, Some(q)) => PathAndQuery::try_from(format!("{path}?{q}")),
+            (_, None) => PathAndQuery::try_from(path),
         }
         .map_err(|_| Refusal::BadRequest("Malformed request target."))?;
         if matches!(self.transport, Transport::Plain(_)) {

@@ -273,7 +273,7 @@ impl Pipeline {
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 
         let client = snapshot.upstreams.get(&tenant.id).ok_or(Refusal::BadGateway)?;
-        let target = client.target(&path, req.uri().query())?;
+        let target = client.target(&path, req.uri())?;
         let (mut parts, body) = req.into_parts();
         let host_str = host_value.to_str().unwrap_or_default();
         let ctx = ClientContext {
