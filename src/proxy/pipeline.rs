@@ -683,18 +683,9 @@ fn declared_length(req: &Request<Incoming>) -> Result<Option<u64>, Refusal> {
 /// WebSocket upgrades must come from the tenant's own host (or from a non-browser
 /// client that sends no Origin).
 fn same_origin(req: &Request<Incoming>, host: &str) -> bool {
-    let Some(origin) = req.headers().get(ORIGIN) else {
-        return true;
-    };
-    let Ok(origin) = origin.to_str() else { return false };
-    let Ok(uri) = origin.parse::<http::Uri>() else {
-        return false;
-    };
-    let origin_host = uri
-        .authority()
-        .map(|a| a.as_str())
-        .and_then(tenancy::normalise_request_host);
-    origin_host.as_deref() == Some(host)
+    req.headers()
+        .get(ORIGIN)
+        .is_none_or(|origin| ui::web::origin_names_host(origin, host))
 }
 
 /// `/.portcullis/login?rd=<path and query, percent-encoded>`.

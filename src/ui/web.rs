@@ -110,6 +110,12 @@ pub fn origin_allowed(headers: &HeaderMap, host: &str) -> bool {
             .get("sec-fetch-site")
             .is_some_and(|v| v.as_bytes() == b"same-origin");
     }
+    origin_names_host(origin, host)
+}
+
+/// Whether an `Origin` value names `host` (any scheme, any port); `null` and anything
+/// unparsable never do.
+pub fn origin_names_host(origin: &HeaderValue, host: &str) -> bool {
     let Ok(origin) = origin.to_str() else { return false };
     let Ok(uri) = origin.parse::<http::Uri>() else {
         return false;
