@@ -54,7 +54,7 @@ pub(super) struct DryRunQuery {
 }
 
 /// Which switch a path names.
-enum Target {
+pub(super) enum Target {
     Tier(String),
     Tenant(String),
     Account(String, String),
@@ -68,7 +68,7 @@ pub(super) async fn put_tier(
     query: Query<DryRunQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     trip(state, peer, Target::Tier(tier), query, headers, body).await
 }
 
@@ -80,7 +80,7 @@ pub(super) async fn put_tenant(
     query: Query<DryRunQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     trip(state, peer, Target::Tenant(tenant), query, headers, body).await
 }
 
@@ -92,7 +92,7 @@ pub(super) async fn put_account(
     query: Query<DryRunQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     trip(state, peer, Target::Account(tenant, subject), query, headers, body).await
 }
 
@@ -105,7 +105,7 @@ pub(super) async fn delete_tier(
     Path(tier): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     super::changes::request_tier_breaker_reset(state, peer, tier, headers, body).await
 }
 
@@ -116,7 +116,7 @@ pub(super) async fn delete_tenant(
     Path(tenant): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     reset(state, peer, Target::Tenant(tenant), headers, body).await
 }
 
@@ -127,7 +127,7 @@ pub(super) async fn delete_account(
     Path((tenant, subject)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     reset(state, peer, Target::Account(tenant, subject), headers, body).await
 }
 
@@ -165,36 +165,29 @@ async fn trip(
     Query(query): Query<DryRunQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let (config, caller, scope) = match checked_call(&state, &peer, target, &headers, Action::Trip) {
-        Ok(checked) => checked,
-        Err(e) => return e.into_response(),
-    };
-    let body: TripBody = match parse_body(&headers, &body) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let (config, caller, scope) = checked_call(&state, &peer, target, &headers, Action::Trip)?;
+    let body: TripBody = parse_body(&headers, &body)?;
     let actor = actor_of(&caller, &peer);
     let now = crate::unix_now();
     if query.dry_run.as_deref() == Some("true") {
-        return match state.switches.dry_run(&config, &scope, &body.reason, &actor, now).await {
-            Ok(report) => (StatusCode::OK, axum::Json(report)).into_response(),
-            Err(e) => switch_error(&e).into_response(),
-        };
+        let report = state
+            .switches
+            .dry_run(&config, &scope, &body.reason, &actor, now)
+            .await
+            .map_err(|e| switch_error(&e))?;
+        return Ok((StatusCode::OK, axum::Json(report)).into_response());
     }
-    let expires_at = match expiry(&body, now) {
-        Ok(e) => e,
-        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", &message),
-    };
+    let expires_at = expiry(&body, now).map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", &m))?;
     let idempotency_key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) => Some(k.to_string()),
         Some(Err(_)) => {
-            return error(
+            return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 "Idempotency-Key must be visible ASCII.",
-            );
+            ));
         }
     };
     let req = TripRequest {
@@ -204,10 +197,12 @@ async fn trip(
         expires_at,
         idempotency_key,
     };
-    match state.switches.trip(&config, req, &actor, now).await {
-        Ok(result) => (StatusCode::OK, axum::Json(result)).into_response(),
-        Err(e) => switch_error(&e).into_response(),
-    }
+    let result = state
+        .switches
+        .trip(&config, req, &actor, now)
+        .await
+        .map_err(|e| switch_error(&e))?;
+    Ok((StatusCode::OK, axum::Json(result)).into_response())
 }
 
 async fn reset(
@@ -216,38 +211,31 @@ async fn reset(
     target: Target,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let (config, caller, scope) = match checked_call(&state, &peer, target, &headers, Action::Reset) {
-        Ok(checked) => checked,
-        Err(e) => return e.into_response(),
-    };
-    let body: ResetBody = if body.is_empty() {
-        ResetBody::default()
-    } else {
-        match parse_body(&headers, &body) {
-            Ok(b) => b,
-            Err(e) => return e.into_response(),
-        }
-    };
+) -> Result<Response, ApiError> {
+    let (config, caller, scope) = checked_call(&state, &peer, target, &headers, Action::Reset)?;
+    let body: ResetBody = parse_optional_body(&headers, &body)?;
     let actor = actor_of(&caller, &peer);
-    match state
+    let removed = state
         .switches
         .reset(&config, &scope, &body.reason, &actor, crate::unix_now())
         .await
-    {
-        Ok(Some(removed)) => (
-            StatusCode::OK,
-            axum::Json(json!({ "status": "reset", "breaker": removed })),
-        )
-            .into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "No breaker is tripped there."),
-        Err(e) => switch_error(&e).into_response(),
-    }
+        .map_err(|e| switch_error(&e))?
+        .ok_or_else(no_breaker_tripped)?;
+    Ok((
+        StatusCode::OK,
+        axum::Json(json!({ "status": "reset", "breaker": removed })),
+    )
+        .into_response())
+}
+
+/// The 404 of a reset where nothing is tripped.
+pub(super) fn no_breaker_tripped() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "No breaker is tripped there.")
 }
 
 /// The policy, the authenticated caller and the scope of a trip or reset call, once the
 /// caller is allowed to act on it; otherwise the refusal to answer.
-fn checked_call(
+pub(super) fn checked_call(
     state: &AdminState,
     peer: &SocketAddr,
     target: Target,
@@ -295,7 +283,7 @@ fn resolve(config: &Config, target: Target) -> Result<Scope, ApiError> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Action {
+pub(super) enum Action {
     Trip,
     Reset,
 }
@@ -323,7 +311,8 @@ fn authorise(caller: &Caller, scope: &Scope, action: Action, peer: &SocketAddr) 
         cross_event("cross_tier", caller, scope, peer);
         return Err(unknown());
     }
-    if !tenant_ok {
+    // A reset of its own tier is refused below, for what it is: a reset.
+    if !tenant_ok && (scope.tenant().is_some() || allowed) {
         cross_event("cross_tenant", caller, scope, peer);
         return Err(match scope.tenant() {
             Some(_) => unknown(),
@@ -346,17 +335,13 @@ fn authorise(caller: &Caller, scope: &Scope, action: Action, peer: &SocketAddr) 
 }
 
 fn cross_event(action: &str, caller: &Caller, scope: &Scope, peer: &SocketAddr) {
-    tracing::warn!(
-        event.kind = "security",
-        event.action = action,
-        event.outcome = "failure",
-        event.reason = "admin credential used outside its scope",
-        source.ip = %peer.ip(),
-        user.id = %caller.actor_name(),
-        organization.id = scope.tenant().unwrap_or("-"),
-        portcullis.tier = scope.tier(),
-        portcullis.credential_tier = caller.tier(),
-        "admin API call refused"
+    super::scope_refused_event(
+        action,
+        &caller.actor_name(),
+        caller.tier(),
+        scope.tier(),
+        scope.tenant(),
+        &peer.ip().to_string(),
     );
 }
 
@@ -366,6 +351,17 @@ fn actor_of(caller: &Caller, peer: &SocketAddr) -> Actor {
         source_ip: peer.ip().to_string(),
         system: "api".into(),
     }
+}
+
+/// An optional JSON body: the type's default when none was sent.
+pub(super) fn parse_optional_body<T: Default + serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    parse_body(headers, body)
 }
 
 pub(super) fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {

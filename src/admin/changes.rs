@@ -16,10 +16,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::breakers::{ApiError, parse_body};
-use super::{AdminState, Caller, authenticate_caller, error};
+use super::breakers::{Action, ApiError, Target, checked_call, no_breaker_tripped, parse_body, parse_optional_body};
+use super::{AdminState, Caller, authenticate_caller, error, scope_refused_event};
 use crate::changes::{ChangeError, ChangeRequest, Operator};
-use crate::killswitch::Scope;
 
 /// `POST /v1/changes` body.
 #[derive(Debug, Deserialize)]
@@ -66,19 +65,16 @@ pub(super) async fn list(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Response {
-    let op = match operator(&state, &headers, &peer) {
-        Ok(op) => op,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let op = operator(&state, &headers, &peer)?;
     let now = crate::unix_now();
-    match state.changes.list(&op).await {
+    Ok(match state.changes.list(&op).await {
         Ok(all) => {
             let views: Vec<Value> = all.iter().map(|c| c.view(now)).collect();
             (StatusCode::OK, axum::Json(Value::Array(views))).into_response()
         }
         Err(e) => change_error(e, &op),
-    }
+    })
 }
 
 /// `POST /v1/changes`: proposes a change → `201` pending, with its digest.
@@ -87,24 +83,15 @@ pub(super) async fn create(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let op = match operator(&state, &headers, &peer) {
-        Ok(op) => op,
-        Err(e) => return e.into_response(),
-    };
-    let body: ProposeBody = match parse_body(&headers, &body) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let op = operator(&state, &headers, &peer)?;
+    let body: ProposeBody = parse_body(&headers, &body)?;
     let now = crate::unix_now();
-    match state
+    let result = state
         .changes
         .propose(&op, &body.kind, &body.target, &body.change, &body.reason, now)
-        .await
-    {
-        Ok(cr) => created(&cr, StatusCode::CREATED, now),
-        Err(e) => change_error(e, &op),
-    }
+        .await;
+    Ok(created(result, StatusCode::CREATED, &op, now))
 }
 
 /// `GET /v1/changes/{id}`.
@@ -113,16 +100,10 @@ pub(super) async fn show(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let op = match operator(&state, &headers, &peer) {
-        Ok(op) => op,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let op = operator(&state, &headers, &peer)?;
     let now = crate::unix_now();
-    match state.changes.get(&op, &id).await {
-        Ok(cr) => (StatusCode::OK, axum::Json(cr.view(now))).into_response(),
-        Err(e) => change_error(e, &op),
-    }
+    Ok(answer(state.changes.get(&op, &id).await, &op, now))
 }
 
 /// `PATCH /v1/changes/{id}`: edits a pending change → `200` with its new digest.
@@ -132,24 +113,15 @@ pub(super) async fn edit(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let op = match operator(&state, &headers, &peer) {
-        Ok(op) => op,
-        Err(e) => return e.into_response(),
-    };
-    let body: EditBody = match parse_body(&headers, &body) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let op = operator(&state, &headers, &peer)?;
+    let body: EditBody = parse_body(&headers, &body)?;
     let now = crate::unix_now();
-    match state
+    let result = state
         .changes
         .edit(&op, &id, body.change.as_ref(), body.reason.as_deref(), now)
-        .await
-    {
-        Ok(cr) => (StatusCode::OK, axum::Json(cr.view(now))).into_response(),
-        Err(e) => change_error(e, &op),
-    }
+        .await;
+    Ok(answer(result, &op, now))
 }
 
 /// `POST /v1/changes/{id}/approve`: approves the reviewed digest and applies at once.
@@ -159,20 +131,15 @@ pub(super) async fn approve(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let op = match operator(&state, &headers, &peer) {
-        Ok(op) => op,
-        Err(e) => return e.into_response(),
-    };
-    let body: ApproveBody = match parse_body(&headers, &body) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let op = operator(&state, &headers, &peer)?;
+    let body: ApproveBody = parse_body(&headers, &body)?;
     let now = crate::unix_now();
-    match state.changes.approve(&op, &id, &body.digest, now).await {
-        Ok(cr) => (StatusCode::OK, axum::Json(cr.view(now))).into_response(),
-        Err(e) => change_error(e, &op),
-    }
+    Ok(answer(
+        state.changes.approve(&op, &id, &body.digest, now).await,
+        &op,
+        now,
+    ))
 }
 
 /// `POST /v1/changes/{id}/reject`: rejects (or withdraws) a pending change.
@@ -182,96 +149,58 @@ pub(super) async fn reject(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let op = match operator(&state, &headers, &peer) {
-        Ok(op) => op,
-        Err(e) => return e.into_response(),
-    };
-    let body: ReasonBody = if body.is_empty() {
-        ReasonBody::default()
-    } else {
-        match parse_body(&headers, &body) {
-            Ok(b) => b,
-            Err(e) => return e.into_response(),
-        }
-    };
+) -> Result<Response, ApiError> {
+    let op = operator(&state, &headers, &peer)?;
+    let body: ReasonBody = parse_optional_body(&headers, &body)?;
     let now = crate::unix_now();
-    match state.changes.reject(&op, &id, body.reason.as_deref(), now).await {
-        Ok(cr) => (StatusCode::OK, axum::Json(cr.view(now))).into_response(),
-        Err(e) => change_error(e, &op),
-    }
+    let result = state.changes.reject(&op, &id, body.reason.as_deref(), now).await;
+    Ok(answer(result, &op, now))
 }
 
 /// `DELETE /v1/tiers/{tier}/breaker`: opens a `tier.breaker_reset` change request for the
-/// tripped tier switch → `202` pending; `404` when no tier switch is tripped.
+/// tripped tier switch → `202` pending; `404` when no tier switch is tripped. Who may ask
+/// is decided exactly as for any other reset.
 pub(super) async fn request_tier_breaker_reset(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     tier: String,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let config = state.live.snapshot().config.clone();
-    let Some(caller) = authenticate_caller(&state.live, &headers) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "A valid operator or automation bearer token is required.",
-        );
-    };
-    if !config.tiers.contains_key(&tier) {
-        return error(StatusCode::NOT_FOUND, "not_found", "Unknown tier.");
-    }
-    if caller.tier() != tier {
-        cross_tier_event(&caller.actor_name(), caller.tier(), &tier, None, &peer.ip().to_string());
-        return error(StatusCode::NOT_FOUND, "not_found", "Unknown tier.");
-    }
-    let Caller::Operator { name, tier: op_tier } = caller else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Automation tokens may trip breakers, never reset them.",
-        );
+) -> Result<Response, ApiError> {
+    let (config, caller, scope) = checked_call(&state, &peer, Target::Tier(tier), &headers, Action::Reset)?;
+    let Caller::Operator { name, tier } = caller else {
+        // checked_call refuses automation tokens a reset; this only keeps the types honest.
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Operators only."));
     };
     let op = Operator {
         name,
-        tier: op_tier,
+        tier,
         source_ip: peer.ip().to_string(),
     };
-    let body: ReasonBody = if body.is_empty() {
-        ReasonBody::default()
-    } else {
-        match parse_body(&headers, &body) {
-            Ok(b) => b,
-            Err(e) => return e.into_response(),
-        }
-    };
+    let body: ReasonBody = parse_optional_body(&headers, &body)?;
     let now = crate::unix_now();
-    let scope_key = Scope::Tier { tier: tier.clone() }.key();
+    let scope_key = scope.key();
     let tripped = match state.switches.list(&config).await {
         Ok(all) => all
             .iter()
-            .any(|k| k.scope.tier() == tier && k.scope.key() == scope_key && k.in_force(now)),
+            .any(|k| k.scope.tier() == op.tier && k.scope.key() == scope_key && k.in_force(now)),
         Err(e) => {
             tracing::error!(error = %e, "kill switch store call failed");
-            return unavailable();
+            return Ok(unavailable());
         }
     };
     if !tripped {
-        return error(StatusCode::NOT_FOUND, "not_found", "No breaker is tripped there.");
+        return Err(no_breaker_tripped());
     }
     let reason = body
         .reason
         .filter(|r| !r.trim().is_empty())
         .unwrap_or_else(|| "reset of the tier breaker".to_string());
-    match state
+    let result = state
         .changes
-        .propose(&op, "tier.breaker_reset", &tier, &empty_object(), &reason, now)
-        .await
-    {
-        Ok(cr) => created(&cr, StatusCode::ACCEPTED, now),
-        Err(e) => change_error(e, &op),
-    }
+        .propose(&op, "tier.breaker_reset", &op.tier, &empty_object(), &reason, now)
+        .await;
+    Ok(created(result, StatusCode::ACCEPTED, &op, now))
 }
 
 /// The operator behind the bearer token; 401 without one, 403 for automation tokens.
@@ -295,14 +224,26 @@ fn operator(state: &AdminState, headers: &HeaderMap, peer: &SocketAddr) -> Resul
     }
 }
 
-/// A new change request's answer, with its `Location`.
-fn created(cr: &ChangeRequest, status: StatusCode, now: i64) -> Response {
-    (
-        status,
-        [(header::LOCATION, format!("/v1/changes/{}", cr.id))],
-        axum::Json(cr.view(now)),
-    )
-        .into_response()
+/// A change request's current state (`200`), or the refusal.
+fn answer(result: Result<ChangeRequest, ChangeError>, op: &Operator, now: i64) -> Response {
+    match result {
+        Ok(cr) => (StatusCode::OK, axum::Json(cr.view(now))).into_response(),
+        Err(e) => change_error(e, op),
+    }
+}
+
+/// A new change request's answer with its `Location` (`status`: 201, or 202 for a
+/// reset that waits for approval), or the refusal.
+fn created(result: Result<ChangeRequest, ChangeError>, status: StatusCode, op: &Operator, now: i64) -> Response {
+    match result {
+        Ok(cr) => (
+            status,
+            [(header::LOCATION, format!("/v1/changes/{}", cr.id))],
+            axum::Json(cr.view(now)),
+        )
+            .into_response(),
+        Err(e) => change_error(e, op),
+    }
 }
 
 /// The one mapping from [`ChangeError`] to a response.
@@ -311,7 +252,8 @@ fn change_error(e: ChangeError, op: &Operator) -> Response {
         ChangeError::Invalid(m) => error(StatusCode::BAD_REQUEST, "bad_request", &m),
         ChangeError::NotFound(what) => error(StatusCode::NOT_FOUND, "not_found", &format!("Unknown {what}.")),
         ChangeError::CrossTier { owner, tenant, what } => {
-            cross_tier_event(
+            scope_refused_event(
+                "cross_tier",
                 &format!("operator:{}", op.name),
                 &op.tier,
                 &owner,
@@ -361,20 +303,4 @@ fn unavailable() -> Response {
         "unavailable",
         "The store is unavailable; try again.",
     )
-}
-
-/// A credential used on another tier's change: an ECS security event for the SIEM.
-fn cross_tier_event(actor: &str, credential_tier: &str, tier: &str, tenant: Option<&str>, source_ip: &str) {
-    tracing::warn!(
-        event.kind = "security",
-        event.action = "cross_tier",
-        event.outcome = "failure",
-        event.reason = "admin credential used outside its scope",
-        source.ip = %source_ip,
-        user.id = %actor,
-        organization.id = tenant.unwrap_or("-"),
-        portcullis.tier = tier,
-        portcullis.credential_tier = credential_tier,
-        "admin API call refused"
-    );
 }

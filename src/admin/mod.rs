@@ -199,6 +199,30 @@ fn authenticate_caller(live: &Live, headers: &HeaderMap) -> Option<Caller> {
     found
 }
 
+/// The security event of an admin call refused because its token reaches neither the
+/// tier nor the tenant it named (`cross_tier` / `cross_tenant`).
+fn scope_refused_event(
+    action: &str,
+    actor: &str,
+    credential_tier: &str,
+    tier: &str,
+    tenant: Option<&str>,
+    source_ip: &str,
+) {
+    tracing::warn!(
+        event.kind = "security",
+        event.action = action,
+        event.outcome = "failure",
+        event.reason = "admin credential used outside its scope",
+        source.ip = %source_ip,
+        user.id = %actor,
+        organization.id = tenant.unwrap_or("-"),
+        portcullis.tier = tier,
+        portcullis.credential_tier = credential_tier,
+        "admin API call refused"
+    );
+}
+
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, axum::Json(json!({ "error": code, "message": message }))).into_response()
 }
