@@ -21,6 +21,8 @@ use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
+use crate::auth::oidc::OidcError;
+
 /// How long discovery is trusted before it is fetched again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 /// Least time between two JWKS fetches of one issuer.
@@ -116,6 +118,21 @@ impl OidcClient {
         });
         self.providers.insert(key, p.clone());
         Ok(p)
+    }
+
+    /// Checks a token against the provider's keys with `validate`. When the token names a
+    /// key the cached set lacks, the set is refetched (rate-limited, see [`Self::jwks`])
+    /// and the token checked once more.
+    pub async fn validate_with_keys<T>(
+        &self,
+        p: &Provider,
+        validate: impl Fn(&JwkSet) -> Result<T, OidcError>,
+    ) -> Result<T, String> {
+        match validate(&*self.jwks(p, false).await?) {
+            Err(OidcError::UnknownKey) => validate(&*self.jwks(p, true).await?),
+            other => other,
+        }
+        .map_err(|e| e.to_string())
     }
 
     /// The provider's keys; `refresh` asks for a new fetch (an unknown `kid`), which

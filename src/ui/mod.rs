@@ -187,17 +187,7 @@ impl Portal {
             .password(&ctx.login_ctx(&ua), &username, &password, &rd)
             .await
         {
-            Ok(pre) => {
-                let next = if pre.stage == "mfa" {
-                    "/.portcullis/mfa"
-                } else {
-                    "/.portcullis/enrol"
-                };
-                let mut resp = web::see_other(next);
-                resp.headers_mut()
-                    .append(http::header::SET_COOKIE, self.pre_cookie(ctx, &pre));
-                resp
-            }
+            Ok(pre) => self.to_second_factor(ctx, &pre),
             Err(e) => {
                 let (status, message) = login_error_status(&e);
                 let mut resp = pages::login(ctx.entry, &csrf, &rd, Some(&message), status);
@@ -809,6 +799,20 @@ impl Portal {
             web::set_cookie(&ctx.session_cookie(), &session.token.cookie_value, Some(max_age)),
         );
         h.append(http::header::SET_COOKIE, web::set_cookie(&ctx.pre_cookie(), "", None));
+        resp
+    }
+
+    /// The redirect of a first factor passed to the page of the second (the code, or
+    /// enrolment when the account has none yet), carrying the pending login.
+    fn to_second_factor(&self, ctx: &Ctx<'_>, pre: &PreAuth) -> Response<Bytes> {
+        let next = if pre.stage == "mfa" {
+            "/.portcullis/mfa"
+        } else {
+            "/.portcullis/enrol"
+        };
+        let mut resp = web::see_other(next);
+        resp.headers_mut()
+            .append(http::header::SET_COOKIE, self.pre_cookie(ctx, pre));
         resp
     }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::web::{self, json_error};
 use super::{Ctx, Portal, pages, user_agent};
 use crate::auth::login::SsoOutcome;
-use crate::auth::oidc::{self, MfaDecision, OidcError};
+use crate::auth::oidc::{self, MfaDecision};
 use crate::auth::preauth::{self, SsoIdentity};
 use crate::session::Revocation;
 
@@ -194,11 +194,7 @@ impl Portal {
                     ctx.now,
                 )
             };
-            match validate(&*self.oidc.jwks(&provider, false).await?) {
-                Err(OidcError::UnknownKey) => validate(&*self.oidc.jwks(&provider, true).await?),
-                other => other,
-            }
-            .map_err(|e| e.to_string())
+            self.oidc.validate_with_keys(&provider, validate).await
         }
         .await;
         let claims = match claims {
@@ -241,17 +237,7 @@ impl Portal {
             .await
         {
             Ok(SsoOutcome::Session(session)) => clear(self.signed_in(ctx, web::see_other(&pending.rd), &session)),
-            Ok(SsoOutcome::StepUp(pre)) => {
-                let next = if pre.stage == "mfa" {
-                    "/.portcullis/mfa"
-                } else {
-                    "/.portcullis/enrol"
-                };
-                let mut resp = web::see_other(next);
-                resp.headers_mut()
-                    .append(http::header::SET_COOKIE, self.pre_cookie(ctx, &pre));
-                clear(resp)
-            }
+            Ok(SsoOutcome::StepUp(pre)) => clear(self.to_second_factor(ctx, &pre)),
             Err(e) => {
                 let (status, message) = super::login_error_status(&e);
                 clear(failure(ctx, status, &message))
@@ -278,11 +264,7 @@ impl Portal {
             let validate = |jwks: &jsonwebtoken::jwk::JwkSet| {
                 oidc::validate_logout_token(&token, jwks, &provider.issuer, &sso.client_id, ctx.now)
             };
-            match validate(&*self.oidc.jwks(&provider, false).await?) {
-                Err(OidcError::UnknownKey) => validate(&*self.oidc.jwks(&provider, true).await?),
-                other => other,
-            }
-            .map_err(|e| e.to_string())
+            self.oidc.validate_with_keys(&provider, validate).await
         }
         .await;
         let claims = match claims {
