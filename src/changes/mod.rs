@@ -409,12 +409,7 @@ fn check_hosts(hosts: &[String]) -> Result<(), String> {
 }
 
 fn check_tier_name(tier: &str) -> Result<(), String> {
-    let ok = !tier.is_empty()
-        && tier.len() <= 64
-        && tier
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
+    if crate::session::is_tier_name(tier) {
         Ok(())
     } else {
         Err("`change.tier` must be a tier name (a-z, 0-9 and `-`)".into())

@@ -487,14 +487,18 @@ fn is_public_id(s: &str) -> bool {
     s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Tier names become file names and key prefixes: only the characters config allows.
-fn check_tier(tier: &str) -> Result<(), StoreError> {
-    let ok = !tier.is_empty()
+/// Whether `tier` is spelled as a tier name: 1 to 64 of a-z, 0-9 and `-`.
+pub(crate) fn is_tier_name(tier: &str) -> bool {
+    !tier.is_empty()
         && tier.len() <= 64
         && tier
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Tier names become file names and key prefixes: only the characters config allows.
+fn check_tier(tier: &str) -> Result<(), StoreError> {
+    if is_tier_name(tier) {
         Ok(())
     } else {
         Err(StoreError::Invalid("tier name (expected a-z, 0-9 and '-')".into()))
