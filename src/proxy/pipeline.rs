@@ -222,7 +222,7 @@ impl Pipeline {
                 return Err(locked(ks));
             }
         }
-        let session = self.session(&req, &entry, &conn, now).await;
+        let session = self.session(&req, snapshot, &entry, &conn, now).await;
         if let Ok(None) = session
             && board.has_account_switches(&entry.tier.name, &tenant.id)
             && let Some(ks) = self.account_locked(&req, &entry, now).await
@@ -415,13 +415,14 @@ impl Pipeline {
     async fn session(
         &self,
         req: &Request<Incoming>,
+        snapshot: &Snapshot,
         entry: &TenantEntry,
         conn: &ConnInfo,
         now: i64,
     ) -> Result<Option<Arc<SessionRecord>>, ()> {
         let name = format!("__Host-portcullis-{}", entry.tier.name);
         let Some(value) = ui::web::single_cookie(req.headers(), &name) else {
-            self.report_foreign_tier_cookie(req, entry, conn);
+            Self::report_foreign_tier_cookie(req, snapshot, entry, conn);
             return Ok(None);
         };
         let idle = entry.tenant.session.idle_secs();
@@ -456,7 +457,7 @@ impl Pipeline {
 
     /// A session cookie of another tier on this tier's host never counts (each tier's
     /// cookie has its own name); presenting one is logged as a `cross_tier` attempt.
-    fn report_foreign_tier_cookie(&self, req: &Request<Incoming>, entry: &TenantEntry, conn: &ConnInfo) {
+    fn report_foreign_tier_cookie(req: &Request<Incoming>, snapshot: &Snapshot, entry: &TenantEntry, conn: &ConnInfo) {
         let mentions_gateway_cookie = req
             .headers()
             .get_all(http::header::COOKIE)
@@ -465,7 +466,6 @@ impl Pipeline {
         if !mentions_gateway_cookie {
             return;
         }
-        let snapshot = self.live.snapshot();
         let foreign = snapshot
             .config
             .tiers
