@@ -107,6 +107,7 @@ async fn main() {
                 tenant: "acme".into(),
                 tier: "prod".into(),
                 subject: format!("user{}", i % 1000),
+                idp: portcullis::account::LOCAL_IDP.to_string(),
                 display_name: "Bench".into(),
                 roles: vec![],
                 auth_method: "password".into(),

@@ -103,8 +103,12 @@ pub struct Claims {
     pub iss: String,
     /// Tenant id the assertion is for, so one tenant's upstream refuses another's.
     pub aud: String,
-    /// Subject: the user's stable id within the tenant.
+    /// Subject: the user's id at their identity provider (local user name or the IdP's
+    /// `sub`); only the pair (`idp`, `sub`) names a user within the tenant.
     pub sub: String,
+    /// Who vouched for `sub`: `"local"` for a local account, else the IdP's issuer URL,
+    /// so a local `ivan` and an SSO `ivan` are never the same user upstream.
+    pub idp: String,
     /// Tenant id again, for upstreams that read it as data; must equal `aud`.
     pub tenant: String,
     /// Tier name, so an upstream can tell staging identities from production ones.
@@ -508,6 +512,7 @@ mod tests {
             iss: ISS.to_string(),
             aud: "acme".to_string(),
             sub: "alice".to_string(),
+            idp: "local".to_string(),
             tenant: "acme".to_string(),
             tier: "staging".to_string(),
             sid: "3f9a1c2b".to_string(),

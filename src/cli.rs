@@ -98,6 +98,10 @@ struct BreakerScopeArgs {
     /// Account subject (user name or IdP `sub`) within the tenant.
     #[arg(long, requires = "tenant")]
     account: Option<String>,
+    /// Who the account signs in with: `local` (default), `sso` (the tenant's identity
+    /// provider) or an issuer URL; a local and an SSO account of one subject are two users.
+    #[arg(long, requires = "account")]
+    idp: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -430,6 +434,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
                     line.trim_end_matches(['\r', '\n']).to_string()
                 }
             };
+            portcullis::account::check_local_name(&username).map_err(|e| anyhow!("{e}"))?;
             portcullis::auth::password::check_new_password(&password, &username).map_err(|e| anyhow!("{e}"))?;
             let hasher =
                 portcullis::auth::password::PasswordHasher::new(Default::default()).map_err(|e| anyhow!("{e}"))?;
@@ -597,11 +602,20 @@ fn breaker_scope(cfg: &config::Config, args: BreakerScopeArgs) -> anyhow::Result
             tier: tier_of(&tenant)?,
             tenant,
         },
-        (None, Some(tenant), Some(subject)) => Scope::Account {
-            tier: tier_of(&tenant)?,
-            tenant,
-            subject,
-        },
+        (None, Some(tenant), Some(subject)) => {
+            let issuer = cfg
+                .tenants
+                .iter()
+                .find(|t| t.id == tenant)
+                .and_then(|t| t.sso.as_ref())
+                .map(|s| s.issuer.as_str());
+            Scope::Account {
+                tier: tier_of(&tenant)?,
+                subject: portcullis::account::named(args.idp.as_deref(), &subject, issuer)
+                    .map_err(|e| anyhow!("{e}"))?,
+                tenant,
+            }
+        }
         _ => {
             return Err(anyhow!(
                 "name one scope: --tier T, --tenant T, or --tenant T --account SUBJECT"

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: policy files → validated, typed [`config::Config`]; every policy rule.
 //! - [`secret`]: secret references and redacted secret types.
+//! - [`account`]: who a user is: (identity provider, subject) and the account key.
 //! - [`tenancy`]: host → tenant lookup.
 //! - [`path`]: request-path normalisation (what is authorised is what is forwarded).
 //! - [`policy`]: route rules → decision; no I/O.
@@ -15,6 +16,7 @@
 //!
 //! [`Gateway`] wires them: bind listeners, serve until SIGTERM, reload on SIGHUP.
 
+pub mod account;
 pub mod admin;
 pub mod assertion;
 pub mod audit;

@@ -46,18 +46,29 @@ struct ResetBody {
     reason: String,
 }
 
-/// `?dry_run=true`.
+/// `?dry_run=true`, and `?idp=` for account switches.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct DryRunQuery {
     #[serde(default)]
     dry_run: Option<String>,
+    #[serde(default)]
+    idp: Option<String>,
+}
+
+/// `?idp=` of an account switch reset.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct AccountQuery {
+    #[serde(default)]
+    idp: Option<String>,
 }
 
 /// Which switch a path names.
 pub(super) enum Target {
     Tier(String),
     Tenant(String),
-    Account(String, String),
+    /// Tenant, subject and `?idp=` (`local` when absent, `sso`, or an issuer URL): a local
+    /// account and an SSO account of one subject are two accounts (see `crate::account`).
+    Account(String, String, Option<String>),
 }
 
 /// `PUT /v1/tiers/{tier}/breaker`.
@@ -93,7 +104,8 @@ pub(super) async fn put_account(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    trip(state, peer, Target::Account(tenant, subject), query, headers, body).await
+    let idp = query.idp.clone();
+    trip(state, peer, Target::Account(tenant, subject, idp), query, headers, body).await
 }
 
 /// `DELETE /v1/tiers/{tier}/breaker`: a tier reset is an isolation change, so it becomes
@@ -125,10 +137,11 @@ pub(super) async fn delete_account(
     state: State<AdminState>,
     peer: ConnectInfo<SocketAddr>,
     Path((tenant, subject)): Path<(String, String)>,
+    Query(query): Query<AccountQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    reset(state, peer, Target::Account(tenant, subject), headers, body).await
+    reset(state, peer, Target::Account(tenant, subject, query.idp), headers, body).await
 }
 
 /// `GET /v1/breakers`: the switches of the operator's tier.
@@ -244,10 +257,15 @@ pub(super) fn checked_call(
 ) -> Result<(std::sync::Arc<Config>, Caller, Scope), ApiError> {
     let config = state.live.snapshot().config.clone();
     let caller = authenticate_caller(&state.live, headers).ok_or_else(unauthenticated)?;
+    let idp = match &target {
+        Target::Account(_, _, idp) => idp.clone(),
+        Target::Tier(_) | Target::Tenant(_) => None,
+    };
     let scope = resolve(&config, target)?;
     // Scope first: a token learns nothing (not even "bad subject") about what it may
     // not reach.
     authorise(&caller, &scope, action, peer)?;
+    let scope = name_account(&config, scope, idp.as_deref())?;
     KillSwitches::check_scope(&config, &scope).map_err(|e| switch_error(&e))?;
     Ok((config, caller, scope))
 }
@@ -273,13 +291,30 @@ fn resolve(config: &Config, target: Target) -> Result<Scope, ApiError> {
             tier: tier_of(&tenant)?,
             tenant,
         },
-        Target::Account(tenant, subject) => Scope::Account {
+        Target::Account(tenant, subject, _) => Scope::Account {
             tier: tier_of(&tenant)?,
             tenant,
             subject,
         },
     };
     Ok(scope)
+}
+
+/// Turns the subject of an account scope into the account key `idp` names; other
+/// scopes pass through.
+fn name_account(config: &Config, scope: Scope, idp: Option<&str>) -> Result<Scope, ApiError> {
+    let Scope::Account { tier, tenant, subject } = scope else {
+        return Ok(scope);
+    };
+    let issuer = config
+        .tenants
+        .iter()
+        .find(|t| t.id == tenant)
+        .and_then(|t| t.sso.as_ref())
+        .map(|s| s.issuer.as_str());
+    let subject = crate::account::named(idp, &subject, issuer)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()))?;
+    Ok(Scope::Account { tier, tenant, subject })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -9,11 +9,10 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use super::mfa::{self, TotpSecret};
 use super::password::{PasswordError, PasswordHasher};
 use super::preauth::{PREAUTH_TTL_SECS, PreAuth, SsoIdentity};
+use crate::account;
 use crate::config::{AutoTripKind, AutoTripRule};
 use crate::killswitch::{KillSwitches, Scope};
 use crate::session::manager::{MintedToken, Sessions, mint_token};
@@ -127,7 +126,12 @@ impl LocalLogin {
             return Err(LoginError::SsoRequired);
         }
         self.throttle(&store, ctx, username, "password").await?;
-        let found = store.get_user(ctx.tenant, username).await?;
+        // An SSO account's TOTP record is no local account, whatever name is typed.
+        let found = if account::check_local_name(username).is_ok() {
+            store.get_user(ctx.tenant, username).await?
+        } else {
+            None
+        };
         let known = found.is_some();
         let user = found.filter(|u| !u.disabled);
         let ok = match self
@@ -170,13 +174,12 @@ impl LocalLogin {
     pub async fn sso_signed_in(
         &self,
         ctx: &LoginContext<'_>,
-        issuer: &str,
         identity: SsoIdentity,
         step_up: bool,
         rd: &str,
     ) -> Result<SsoOutcome, LoginError> {
         let store = self.sessions.store(ctx.tier)?;
-        let key = sso_user_key(issuer, &identity.sub);
+        let key = account::key(&identity.issuer, &identity.sub);
         if !step_up {
             let user = sso_user_record(ctx, &key, &identity, None);
             return self
@@ -203,7 +206,7 @@ impl LocalLogin {
         if user.disabled {
             return Err(LoginError::BadCredentials);
         }
-        self.not_suspended(&store, ctx, &identity.sub, "oidc").await?;
+        self.not_suspended(&store, ctx, &key, "oidc").await?;
         Ok(SsoOutcome::StepUp(PreAuth {
             tenant: ctx.tenant.to_string(),
             tier: ctx.tier.to_string(),
@@ -428,7 +431,10 @@ impl LocalLogin {
         amr: Vec<String>,
         sso: Option<&SsoIdentity>,
     ) -> Result<NewSession, LoginError> {
-        let subject = sso.map_or(user.username.as_str(), |s| s.sub.as_str());
+        // The account key: the local user name, or issuer and `sub` for single sign-on,
+        // so a local account and an SSO account of one `sub` never share anything.
+        let account = sso.map(|s| account::key(&s.issuer, &s.sub));
+        let subject = account.as_deref().unwrap_or(user.username.as_str());
         self.not_suspended(store, ctx, subject, method).await?;
         let token = mint_token();
         let csrf: [u8; 16] = rand::random();
@@ -437,6 +443,7 @@ impl LocalLogin {
             tenant: ctx.tenant.to_string(),
             tier: ctx.tier.to_string(),
             subject: subject.to_string(),
+            idp: sso.map_or_else(|| account::LOCAL_IDP.to_string(), |s| s.issuer.clone()),
             display_name: user.display_name.clone(),
             roles: sso.map_or_else(|| user.roles.clone(), |s| s.roles.clone()),
             auth_method: if sso.is_some() { "oidc" } else { "password" }.into(),
@@ -651,13 +658,6 @@ pub enum SsoOutcome {
     Session(NewSession),
     /// The gateway's TOTP is due first (`stage` `mfa` or `enrol`).
     StepUp(PreAuth),
-}
-
-/// The key of an SSO user's TOTP record: per issuer and `sub`, never the email, and
-/// never a valid local user name (local names cannot contain `|`).
-pub fn sso_user_key(issuer: &str, sub: &str) -> String {
-    let issuer_id = hex::encode(&Sha256::digest(issuer.as_bytes())[..6]);
-    format!("sso|{issuer_id}|{sub}")
 }
 
 /// The TOTP record of an SSO user: no usable password (an empty hash never verifies).

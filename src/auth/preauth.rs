@@ -38,7 +38,9 @@ pub struct PreAuth {
 /// A user as the tenant's identity provider vouched for them in a validated ID token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SsoIdentity {
-    /// The IdP's `sub`: the session subject (accounts are keyed by tenant, issuer, sub).
+    /// The IdP's issuer URL: with `sub`, names the account (see [`crate::account`]).
+    pub issuer: String,
+    /// The IdP's `sub` (accounts are keyed by tenant, issuer and sub, never by email).
     pub sub: String,
     /// Display name (`name`, else `email`, else `sub`).
     pub name: String,
@@ -54,9 +56,9 @@ pub struct SsoIdentity {
 
 impl PreAuth {
     /// Whose login history (and account switch) an attempt of this state belongs to:
-    /// the IdP's `sub` for single sign-on, else the local user name.
+    /// the account key, which `username` already is for single sign-on.
     pub fn history_subject(&self) -> &str {
-        self.sso.as_ref().map_or(self.username.as_str(), |s| s.sub.as_str())
+        &self.username
     }
 }
 

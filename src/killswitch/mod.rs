@@ -38,13 +38,15 @@ pub enum Scope {
         /// Tenant id.
         tenant: String,
     },
-    /// One account of a tenant (local user name or the IdP's `sub`).
+    /// One account of a tenant.
     Account {
         /// Tier of the tenant.
         tier: String,
         /// Tenant id.
         tenant: String,
-        /// The account's subject.
+        /// The account key (see [`crate::account`]): the local user name, or
+        /// `sso|<issuer id>|<sub>` for an SSO account, so a switch on one never covers
+        /// the other.
         subject: String,
     },
 }

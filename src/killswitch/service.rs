@@ -163,7 +163,7 @@ impl KillSwitches {
             return Err(KillSwitchError::UnknownTenant);
         }
         if let Scope::Account { subject, .. } = scope
-            && (subject.is_empty() || subject.chars().count() > 256 || subject.chars().any(char::is_control))
+            && crate::account::check_subject(crate::account::sub_of(subject)).is_err()
         {
             return Err(KillSwitchError::Invalid(
                 "account subject must be 1 to 256 printable characters".into(),

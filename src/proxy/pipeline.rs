@@ -63,7 +63,7 @@ impl ForwardedIdentity {
     fn new(kid: &str, exp: i64, assertion: HeaderValue, s: &SessionRecord) -> Self {
         let mut headers = vec![(ASSERTION_HEADER, assertion)];
         for (name, value) in [
-            (X_PORTCULLIS_USER, s.subject.as_str()),
+            (X_PORTCULLIS_USER, s.sub()),
             (X_PORTCULLIS_TENANT, s.tenant.as_str()),
             (X_PORTCULLIS_ROLES, &s.roles.join(",")),
         ] {
@@ -389,13 +389,14 @@ impl Pipeline {
         let claims = Claims {
             iss: entry.tier.assertion_issuer.clone(),
             aud: s.tenant.clone(),
-            sub: s.subject.clone(),
+            sub: s.sub().to_string(),
+            idp: s.idp.clone(),
             tenant: s.tenant.clone(),
             tier: s.tier.clone(),
             sid: s.public_id(),
             amr: s.amr.clone(),
             roles: s.roles.clone(),
-            email: s.subject.contains('@').then(|| s.subject.clone()),
+            email: s.sub().contains('@').then(|| s.sub().to_string()),
             iat: now,
             exp: now + crate::assertion::MAX_LIFETIME_SECS,
         };

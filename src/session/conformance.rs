@@ -166,6 +166,7 @@ fn session(tenant: &str, subject: &str, token: &str, created_at: i64) -> Session
         tenant: tenant.into(),
         tier: "prod".into(),
         subject: subject.into(),
+        idp: crate::account::LOCAL_IDP.to_string(),
         display_name: format!("{subject} (display)"),
         roles: vec!["member".into(), "tenant-admin".into()],
         auth_method: "password".into(),
@@ -242,6 +243,19 @@ pub(crate) async fn sessions_round_trip(b: &Backend) {
     assert_eq!(store.get_session(&s.id_hash).await.unwrap(), Some(s.clone()));
     assert_eq!(store.get_session(&session_id_hash(b"nope")).await.unwrap(), None);
     assert!(matches!(store.create_session(&s).await, Err(StoreError::Conflict(_))));
+    // An SSO account of the same `sub`: its identity provider comes back, and it is
+    // another user to every per-user query.
+    let issuer = "https://idp.example";
+    let mut sso = session("acme", &crate::account::key(issuer, "alice"), "t3", T0);
+    sso.idp = issuer.into();
+    store.create_session(&sso).await.unwrap();
+    assert_eq!(store.get_session(&sso.id_hash).await.unwrap(), Some(sso.clone()));
+    assert_eq!(sso.sub(), "alice");
+    let local_only = store.list_user_sessions("acme", "alice", T0).await.unwrap();
+    assert_eq!(
+        local_only.iter().map(|x| x.id_hash).collect::<Vec<_>>(),
+        vec![s.id_hash]
+    );
     let mut other_tier = session("acme", "alice", "t2", T0);
     other_tier.tier = "staging".into();
     assert!(matches!(

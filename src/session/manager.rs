@@ -316,6 +316,7 @@ mod tests {
             tenant: "acme".into(),
             tier: "prod".into(),
             subject: "alice".into(),
+            idp: crate::account::LOCAL_IDP.to_string(),
             display_name: "Alice".into(),
             roles: vec![],
             auth_method: "password".into(),

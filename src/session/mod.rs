@@ -46,8 +46,10 @@ pub const LOGIN_HISTORY_CAP: usize = 1000;
 /// Longest user agent kept in login history; clients choose this header freely.
 pub const USER_AGENT_MAX_CHARS: usize = 256;
 
-/// Longest attempted user name kept for unknown users; attackers choose it freely.
-pub const UNKNOWN_SUBJECT_MAX_CHARS: usize = 64;
+/// Longest subject kept in login history; attackers choose attempted names freely. Long
+/// enough for every account key (an SSO key is 19 characters plus a `sub` of up to 256),
+/// so the history of a real account is never cut off from it.
+pub const UNKNOWN_SUBJECT_MAX_CHARS: usize = 19 + crate::account::SUBJECT_MAX_CHARS;
 
 /// What can go wrong in a store. Messages name the operation and a category, never a
 /// stored value, so they are safe in logs and never leak hashes, secrets or tokens.
@@ -91,8 +93,13 @@ pub struct SessionRecord {
     pub tenant: String,
     /// Tier of the tenant; a session is never accepted in another tier.
     pub tier: String,
-    /// Stable user id: local user name or the IdP's `sub`.
+    /// The account key (see [`crate::account`]): the local user name, or
+    /// `sso|<issuer id>|<sub>` for an SSO account, so that a local account and an SSO
+    /// account with the same `sub` never share sessions, history or kill switches.
     pub subject: String,
+    /// Who vouched for the user: [`crate::account::LOCAL_IDP`] or the IdP's issuer URL;
+    /// asserted to the upstream as `idp`, so (`idp`, `sub`) names the user there too.
+    pub idp: String,
     /// Name shown on pages and in the session list.
     pub display_name: String,
     /// Roles asserted to the upstream and used by policy (`tenant-admin`, ...).
@@ -134,6 +141,12 @@ impl SessionRecord {
     pub fn public_id(&self) -> String {
         public_id_of(&self.id_hash)
     }
+
+    /// The user's id at their identity provider: the local user name or the IdP's `sub`
+    /// (what the upstream and the user see; [`SessionRecord::subject`] is the store's key).
+    pub fn sub(&self) -> &str {
+        crate::account::sub_of(&self.subject)
+    }
 }
 
 impl fmt::Debug for SessionRecord {
@@ -143,6 +156,7 @@ impl fmt::Debug for SessionRecord {
             .field("tenant", &self.tenant)
             .field("tier", &self.tier)
             .field("subject", &self.subject)
+            .field("idp", &self.idp)
             .field("display_name", &self.display_name)
             .field("roles", &self.roles)
             .field("auth_method", &self.auth_method)
@@ -214,7 +228,8 @@ pub struct LoginEvent {
     pub seq: i64,
     /// Tenant the attempt was made on.
     pub tenant: String,
-    /// User name or IdP `sub`; for unknown users the attempted name, see [`LoginEvent::attempted_name`].
+    /// The account key (see [`crate::account`]); for unknown users the attempted name,
+    /// see [`LoginEvent::attempted_name`].
     pub subject: String,
     /// When (unix seconds).
     pub time: i64,
@@ -569,6 +584,7 @@ mod tests {
             tenant: "acme".into(),
             tier: "prod".into(),
             subject: "alice".into(),
+            idp: crate::account::LOCAL_IDP.to_string(),
             display_name: "Alice".into(),
             roles: vec![],
             auth_method: "password".into(),

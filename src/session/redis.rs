@@ -299,6 +299,13 @@ struct SessionWire {
     user_agent: String,
     csrf_token: String,
     sso_sid: Option<String>,
+    /// Absent in sessions written before identity providers were kept apart: `local`.
+    #[serde(default = "local_idp")]
+    idp: String,
+}
+
+fn local_idp() -> String {
+    crate::account::LOCAL_IDP.to_string()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -390,6 +397,7 @@ fn session_from_fields(id_hash: [u8; 32], fields: SessionFields) -> Result<Optio
         user_agent: w.user_agent,
         csrf_token: w.csrf_token,
         sso_sid: w.sso_sid,
+        idp: w.idp,
         revoked,
     }))
 }
@@ -647,6 +655,7 @@ impl SessionStore for RedisStore {
             user_agent: s.user_agent.clone(),
             csrf_token: s.csrf_token.clone(),
             sso_sid: s.sso_sid.clone(),
+            idp: s.idp.clone(),
         };
         let rev = match &s.revoked {
             Some(r) => encode(&RevocationWire {

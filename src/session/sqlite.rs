@@ -21,7 +21,7 @@ use super::{
 };
 
 /// Schema version this binary writes; older files are migrated on open, newer ones refused.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Reader connections per tier; reads are short, so a few are plenty.
 const READERS: usize = 4;
@@ -121,9 +121,16 @@ CREATE TABLE changes (
 CREATE INDEX changes_by_time ON changes (created_at);
 ";
 
+/// Version 4: the identity provider of a session (`local` or the IdP's issuer), so local
+/// and SSO accounts of one `sub` stay two users. Sessions written before it were local or
+/// keyed by the bare `sub`; they keep `local` and expire within the absolute timeout.
+const SCHEMA_V4: &str = "
+ALTER TABLE sessions ADD COLUMN idp TEXT NOT NULL DEFAULT 'local';
+";
+
 const SESSION_COLUMNS: &str = "id_hash, tenant, tier, subject, display_name, roles, auth_method, amr, mfa_at, \
      created_at, last_seen, idle_expires_at, absolute_expires_at, ip, user_agent, csrf_token, sso_sid, \
-     revoked_at, revoked_by, revoked_reason";
+     revoked_at, revoked_by, revoked_reason, idp";
 
 /// Live at `:now`: the SQL twin of [`SessionRecord::is_live`].
 const LIVE: &str = "revoked_at IS NULL AND idle_expires_at > :now AND absolute_expires_at > :now";
@@ -282,6 +289,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch(SCHEMA_V3)?;
         tx.execute("INSERT INTO schema_version (version) VALUES (3)", [])?;
     }
+    if version < 4 {
+        tx.execute_batch(SCHEMA_V4)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (4)", [])?;
+    }
     tx.commit()?;
     Ok(())
 }
@@ -340,6 +351,7 @@ fn session_from_row(row: &Row<'_>) -> Result<SessionRecord, StoreError> {
         csrf_token: row.get(15)?,
         sso_sid: row.get(16)?,
         revoked,
+        idp: row.get(20)?,
     })
 }
 
@@ -446,7 +458,7 @@ impl SessionStore for SqliteStore {
             let n = tx.execute(
                 &format!(
                     "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21) \
                      ON CONFLICT (id_hash) DO NOTHING"
                 ),
                 params![
@@ -469,7 +481,8 @@ impl SessionStore for SqliteStore {
                     s.sso_sid,
                     rev_at,
                     rev_by,
-                    rev_reason
+                    rev_reason,
+                    s.idp
                 ],
             )?;
             if n == 0 {
@@ -1049,7 +1062,8 @@ mod tests {
         assert_eq!(mode(&dir.join("prod.sqlite3")), 0o600);
     }
 
-    /// A version 2 file (before change requests) gains the changes table and keeps its data.
+    /// A version 2 file (before change requests and identity providers) gains the changes
+    /// table and the `idp` column, and keeps its data: its sessions read back as local.
     #[tokio::test]
     async fn a_version_2_file_is_migrated() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1063,14 +1077,23 @@ mod tests {
                 .unwrap();
             conn.execute("INSERT INTO kill_switches (scope_key, data) VALUES ('x', '{}')", [])
                 .unwrap();
+            conn.execute(
+                "INSERT INTO sessions (id_hash, tenant, tier, subject, display_name, roles, auth_method, amr, \
+                 created_at, last_seen, idle_expires_at, absolute_expires_at, ip, user_agent, csrf_token) \
+                 VALUES (?1, 'acme', 'prod', 'alice', 'Alice', '[]', 'password', '[]', 1, 1, 100, 100, '', '', '')",
+                [&[7u8; 32][..]],
+            )
+            .unwrap();
         }
         let store = SqliteStore::open(tmp.path(), "prod").await.unwrap();
         assert!(store.list_changes().await.unwrap().is_empty());
+        let old = store.get_session(&[7u8; 32]).await.unwrap().unwrap();
+        assert_eq!((old.subject.as_str(), old.idp.as_str()), ("alice", "local"));
         let conn = Connection::open(tmp.path().join("prod.sqlite3")).unwrap();
         let version: i64 = conn
             .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, SCHEMA_VERSION);
         let kept: i64 = conn
             .query_row("SELECT COUNT(*) FROM kill_switches", [], |r| r.get(0))
             .unwrap();

@@ -73,10 +73,15 @@ impl Portal {
         else {
             return json_error(StatusCode::NOT_FOUND, "not_found", "No such API.");
         };
+        let idp = web::query_param(req.uri().query(), "idp");
+        let subject = match self.account_key(ctx, idp.as_deref(), &subject) {
+            Ok(key) => key,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
+        };
         let scope = Scope::Account {
             tier: ctx.entry.tier.name.clone(),
             tenant: ctx.entry.tenant.id.clone(),
-            subject: subject.to_string(),
+            subject,
         };
         match method {
             Method::PUT => {
@@ -129,6 +134,18 @@ impl AdminRefusal {
 }
 
 impl Portal {
+    /// The account key a tenant admin names: a local account by default, `idp=sso` for
+    /// the tenant's identity provider (see `crate::account::named`).
+    fn account_key(
+        &self,
+        ctx: &Ctx<'_>,
+        idp: Option<&str>,
+        subject: &str,
+    ) -> Result<String, crate::account::NameError> {
+        let issuer = ctx.entry.tenant.sso.as_ref().map(|s| s.issuer.as_str());
+        crate::account::named(idp, subject, issuer)
+    }
+
     /// Trips an account switch of the admin's tenant (never the admin's own account).
     async fn trip_account(
         &self,
@@ -231,10 +248,19 @@ impl Portal {
         };
         let field = |name: &str| web::form_field(&body, name).unwrap_or_default();
         let subject = field("subject").trim().to_string();
+        let idp = field("idp");
+        let Ok(key) = self.account_key(ctx, Some(idp.as_str()), &subject) else {
+            return self
+                .admin_page(
+                    ctx,
+                    Some("Not done: name the account by 1 to 256 printable characters and its identity provider."),
+                )
+                .await;
+        };
         let scope = Scope::Account {
             tier: ctx.entry.tier.name.clone(),
             tenant: ctx.entry.tenant.id.clone(),
-            subject: subject.clone(),
+            subject: key,
         };
         let actor = Actor {
             name: format!("user:{}", session.subject),

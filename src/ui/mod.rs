@@ -433,7 +433,7 @@ impl Portal {
                 Some(s) => web::json(
                     StatusCode::OK,
                     &json!({
-                        "subject": s.subject, "tenant": s.tenant, "tier": s.tier, "roles": s.roles,
+                        "subject": s.sub(), "idp": s.idp, "tenant": s.tenant, "tier": s.tier, "roles": s.roles,
                         "amr": s.amr, "expires": web::time(s.idle_expires_at.min(s.absolute_expires_at)),
                         "display_name": s.display_name,
                     }),

@@ -217,7 +217,7 @@ pub fn account(
     let page = Account {
         tenant_name: &entry.tenant.name,
         display_name: &session.display_name,
-        subject: &session.subject,
+        subject: session.sub(),
         csrf: &session.csrf_token,
         notice,
         sessions: sessions
@@ -264,6 +264,8 @@ struct Admin<'a> {
     csrf: &'a str,
     notice: Option<&'a str>,
     accounts: Vec<AdminAccountRow>,
+    /// Whether the "any account" form offers the tenant's identity provider.
+    has_sso: bool,
 }
 
 pub fn admin(entry: &TenantEntry, csrf: &str, notice: Option<&str>, accounts: Vec<AdminAccountRow>) -> Response<Bytes> {
@@ -274,6 +276,7 @@ pub fn admin(entry: &TenantEntry, csrf: &str, notice: Option<&str>, accounts: Ve
             csrf,
             notice,
             accounts,
+            has_sso: entry.tenant.sso.is_some(),
         },
     )
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::web::{self, json_error};
 use super::{Ctx, Portal, pages, user_agent};
+use crate::account;
 use crate::auth::login::SsoOutcome;
 use crate::auth::oidc::{self, MfaDecision};
 use crate::auth::preauth::{self, SsoIdentity};
@@ -213,7 +214,7 @@ impl Portal {
         if decision == MfaDecision::Refuse {
             let _ = self
                 .login
-                .record_sso_failure(&lctx, &claims.sub, "idp_mfa_required")
+                .record_sso_failure(&lctx, &account::key(&sso.issuer, &claims.sub), "idp_mfa_required")
                 .await;
             let e = crate::auth::login::LoginError::IdpMfaRequired;
             return clear(failure(ctx, StatusCode::FORBIDDEN, &e_message(&e)));
@@ -228,14 +229,11 @@ impl Portal {
             email: claims.email.clone(),
             amr: claims.amr.clone(),
             sid: claims.sid.clone(),
+            issuer: sso.issuer.clone(),
             sub: claims.sub.clone(),
         };
         let step_up = decision == MfaDecision::StepUp;
-        match self
-            .login
-            .sso_signed_in(&lctx, &sso.issuer, identity, step_up, &pending.rd)
-            .await
-        {
+        match self.login.sso_signed_in(&lctx, identity, step_up, &pending.rd).await {
             Ok(SsoOutcome::Session(session)) => clear(self.signed_in(ctx, web::see_other(&pending.rd), &session)),
             Ok(SsoOutcome::StepUp(pre)) => clear(self.to_second_factor(ctx, &pre)),
             Err(e) => {
@@ -280,9 +278,16 @@ impl Portal {
             reason: "backchannel_logout".into(),
         };
         let tenant = &ctx.entry.tenant.id;
+        // By `sub`: only this IdP's account of that `sub`, never a local account of the
+        // same name.
         let ended = match (&claims.sid, &claims.sub) {
             (Some(sid), _) => self.sessions.revoke_sso(ctx.tier(), tenant, sid, &rev).await,
-            (None, Some(sub)) => self.sessions.revoke_user(ctx.tier(), tenant, sub, None, &rev).await,
+            (None, Some(sub)) => {
+                let account = account::key(&sso.issuer, sub);
+                self.sessions
+                    .revoke_user(ctx.tier(), tenant, &account, None, &rev)
+                    .await
+            }
             (None, None) => Ok(Vec::new()),
         };
         match ended {

@@ -1102,6 +1102,7 @@ impl Accounts {
                 tenant: tenant.to_string(),
                 tier: tier.to_string(),
                 subject: format!("bulk{}", i % 500),
+                idp: portcullis::account::LOCAL_IDP.to_string(),
                 display_name: "Bulk".into(),
                 roles: vec![],
                 auth_method: "password".into(),

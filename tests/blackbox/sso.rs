@@ -144,6 +144,38 @@ impl Browser {
         (status, location, r.text().await.unwrap_or_default())
     }
 
+    /// A JSON call (no `Origin`, like a script); returns status and parsed body.
+    async fn send_json(&mut self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if !cookie.is_empty() {
+            req = req.header("cookie", cookie);
+        }
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body.to_string());
+        }
+        let r = req.send().await.unwrap();
+        for c in r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()) {
+            let Some((name, value)) = c.split(';').next().and_then(|p| p.split_once('=')) else {
+                continue;
+            };
+            self.cookies.retain(|(n, _)| n != name);
+            if !value.is_empty() {
+                self.cookies.push((name.to_string(), value.to_string()));
+            }
+        }
+        let status = r.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or(Value::Null),
+        )
+    }
+
     fn has_session(&self) -> bool {
         self.cookies.iter().any(|(n, _)| n == "__Host-portcullis-staging")
     }
@@ -628,4 +660,133 @@ async fn a_browser_signs_in_through_the_idps_pages() {
         String::from_utf8_lossy(&output.stderr),
         idp.logs()
     );
+}
+
+/// The payload of the assertion the upstream received last for a request whose target
+/// starts with `path`.
+fn assertion_for(ups: &Upstreams, path: &str) -> Value {
+    let seen = ups.initech.requests();
+    let last = seen
+        .iter()
+        .rev()
+        .find(|r| r.target.starts_with(path))
+        .unwrap_or_else(|| panic!("no request to {path} reached the upstream"));
+    crate::idp::jwt_payload(last.header("portcullis-assertion").expect("an assertion"))
+}
+
+/// SECURITY-CASES / audit defect 2: an IdP that issues `sub = "ivan"` on a tenant with a
+/// local `ivan` (a tenant admin). If this broke, the SSO user would list and end the local
+/// admin's sessions, read his login history, reach the upstream as the same user, and
+/// a kill switch on one would cut off (or miss) the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sso_user_and_a_local_account_of_one_name_are_two_users() {
+    let ups = Upstreams::start().await;
+    let port = free_port();
+    let idp = start_idp(
+        port,
+        &[Account::new("ivan", "pw-ivan")
+            .groups(&["tenant-admin"])
+            .amr(&["pwd", "otp"])],
+    );
+    let issuer = idp.issuer();
+    let gw = sso_gateway(&ups, port, &issuer, "required").await;
+    let accounts = Accounts::open_dir(&gw.dir.path().join("policy").join("data")).await;
+    let local_ivan = accounts.create("initech", "ivan", &["tenant-admin"], true).await;
+
+    let mut local = Browser::new(port);
+    let body = serde_json::json!({ "username": "ivan", "password": local_ivan.password });
+    let (status, reply) = local
+        .send_json(reqwest::Method::POST, "/.portcullis/api/login", Some(body))
+        .await;
+    assert_eq!((status, reply["next"].as_str()), (200, Some("mfa")), "{reply}");
+    let code = serde_json::json!({ "code": local_ivan.fresh_code().await });
+    let (status, reply) = local
+        .send_json(reqwest::Method::POST, "/.portcullis/api/mfa", Some(code))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(local.has_session());
+
+    let mut sso = Browser::new(port);
+    let callback = sso.through_idp(&idp, "ivan", "pw-ivan").await;
+    assert_eq!(sso.get(&callback).await.0, 303);
+    assert!(sso.has_session());
+
+    // Each is told who they are, with who vouched for them.
+    let (_, me) = whoami(&mut sso).await;
+    assert_eq!(
+        (me["subject"].as_str(), me["idp"].as_str()),
+        (Some("ivan"), Some(issuer.as_str())),
+        "{me}"
+    );
+    let (_, me) = whoami(&mut local).await;
+    assert_eq!(
+        (me["subject"].as_str(), me["idp"].as_str()),
+        (Some("ivan"), Some("local")),
+        "{me}"
+    );
+
+    // Sessions and history: the SSO user sees only their own.
+    let (status, list) = sso
+        .send_json(reqwest::Method::GET, "/.portcullis/api/sessions", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(1),
+        "SSO ivan sees local ivan's session: {list}"
+    );
+    let (_, history) = sso
+        .send_json(reqwest::Method::GET, "/.portcullis/api/history", None)
+        .await;
+    let methods: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["method"].as_str())
+        .collect();
+    assert!(
+        methods.iter().all(|m| *m == "oidc"),
+        "SSO ivan reads local ivan's history: {history}"
+    );
+    let (status, _) = sso
+        .send_json(reqwest::Method::DELETE, "/.portcullis/api/sessions?others=true", None)
+        .await;
+    assert!(status < 300, "{status}");
+    assert_eq!(whoami(&mut local).await.0, 200, "SSO ivan ended local ivan's session");
+
+    // The upstream tells them apart by (idp, sub).
+    assert_eq!(sso.get("/app/sso").await.0, 200);
+    assert_eq!(local.get("/app/local").await.0, 200);
+    let from_sso = assertion_for(&ups, "/app/sso");
+    let from_local = assertion_for(&ups, "/app/local");
+    assert_eq!(
+        (from_sso["sub"].as_str(), from_sso["idp"].as_str()),
+        (Some("ivan"), Some(issuer.as_str()))
+    );
+    assert_eq!(
+        (from_local["sub"].as_str(), from_local["idp"].as_str()),
+        (Some("ivan"), Some("local"))
+    );
+
+    // A kill switch on the local account (the default `idp`) leaves the SSO user alone,
+    // and the SSO admin cannot be the "self" of the local account (nor the reverse).
+    let trip = serde_json::json!({ "reason": "lost laptop" });
+    let (status, reply) = sso
+        .send_json(
+            reqwest::Method::PUT,
+            "/.portcullis/api/admin/accounts/ivan/breaker",
+            Some(trip.clone()),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(whoami(&mut local).await.0, 423, "local ivan is cut off");
+    assert_eq!(whoami(&mut sso).await.0, 200, "SSO ivan is not");
+    let (status, _) = sso
+        .send_json(
+            reqwest::Method::PUT,
+            "/.portcullis/api/admin/accounts/ivan/breaker?idp=sso",
+            Some(trip),
+        )
+        .await;
+    assert_eq!(status, 409, "idp=sso names the SSO admin's own account");
 }
