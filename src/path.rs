@@ -28,8 +28,8 @@ pub struct NormalisedPath {
     /// byte-identical what was authorised.
     pub canonical: String,
     /// Other readings a backend might apply (encoded slash/backslash as `/`, `;params`
-    /// stripped from segments, both); empty when none differ from `canonical`. Each is
-    /// itself normalised.
+    /// and `%3Bparams` stripped from segments, both); empty when none differ from
+    /// `canonical`. Each is itself normalised.
     pub alternates: Vec<String>,
 }
 
@@ -196,9 +196,15 @@ fn resolve(path: &str) -> Result<String, PathError> {
 /// `..;x`, `.;`, and the same with `%3B`: the part before the first parameter delimiter is
 /// a dot segment. `%3B` counts too because some backends decode before splitting.
 fn is_dot_with_parameter(segment: &str) -> bool {
-    let cut = [segment.find(';'), segment.find("%3B")].into_iter().flatten().min();
-    cut.and_then(|at| segment.get(..at))
+    parameter_start(segment)
+        .and_then(|at| segment.get(..at))
         .is_some_and(|head| head == "." || head == "..")
+}
+
+/// Where a segment's parameters start: the first `;` or `%3B` (hex already upper-case).
+/// One definition for both readings that care, so they cannot drift apart.
+fn parameter_start(segment: &str) -> Option<usize> {
+    [segment.find(';'), segment.find("%3B")].into_iter().flatten().min()
 }
 
 /// The reading of a backend that decodes `%2F`/`%5C` before routing, or treats `\` as `/`.
@@ -208,10 +214,16 @@ fn slashes_as_separators(path: &str) -> String {
 }
 
 /// The reading of a backend that drops `;parameters` from every segment (servlet
-/// containers, some Spring setups).
+/// containers, some Spring setups). An encoded `%3B` starts a parameter too, as in
+/// `is_dot_with_parameter`: a backend that decodes before splitting reads `/admin%3Bx/y`
+/// as `/admin/y`. Input hex is already upper-case.
 fn strip_parameters(path: &str) -> String {
     path.split('/')
-        .map(|segment| segment.split(';').next().unwrap_or_default())
+        .map(|segment| {
+            parameter_start(segment)
+                .and_then(|at| segment.get(..at))
+                .unwrap_or(segment)
+        })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -351,7 +363,11 @@ mod tests {
         ("/admin;jsessionid=1/x", "/admin;jsessionid=1/x", &["/admin/x"]),
         ("/a;x/b;y", "/a;x/b;y", &["/a/b"]),
         ("/a/...;x", "/a/...;x", &["/a/..."]),
-        ("/a%3Bx", "/a%3Bx", &[]),
+        // An encoded `;` is a parameter delimiter too (some backends decode first), as
+        // in the dot-segment check.
+        ("/a%3Bx", "/a%3Bx", &["/a"]),
+        ("/admin%3bx/y", "/admin%3Bx/y", &["/admin/y"]),
+        ("/a%3B;x/b", "/a%3B;x/b", &["/a/b"]),
         // Both at once, in either order.
         ("/a;x%2Fy", "/a;x%2Fy", &["/a/y", "/a", "/a;x/y"]),
     ];

@@ -3,6 +3,15 @@
 //! refusal of paths a backend could read differently from the gateway, and the final
 //! allow / needs-session / forbidden decision.
 //!
+//! # One rule for case and readings
+//! Route prefixes match ignoring ASCII case, on every reading of the path: the canonical
+//! form and each alternate (`;` or `%3B` parameters stripped, `%2F` / `%5C` / `\` read as
+//! `/`), each looked up once as written (a case-sensitive backend) and once lowercased
+//! against the lowercased prefixes (a case-insensitive backend). The strictest decision
+//! wins. `classify` refuses a path with alternates unless every reading, under both
+//! lookups, lands on the same public rule; so `decide_path` only has to weigh the two
+//! lookups of the canonical path. Two prefixes equal ignoring case are refused at load.
+//!
 //! Pure: no I/O, no HTTP types, no sessions. Reading rules from config belongs to
 //! `config`; turning a decision into a status code belongs to `proxy`.
 
@@ -33,6 +42,8 @@ pub struct RouteRule {
 }
 
 /// A route table that was refused; messages are for the operator writing the policy.
+/// Every variant names the offending prefix (see [`PolicyError::prefix`]) so config can
+/// point at its line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     /// Requests always start with `/`, so such a rule could never match.
@@ -70,20 +81,45 @@ pub enum PolicyError {
         /// The prefix as written.
         prefix: String,
     },
-    /// Two rules for one prefix (`/a` and `/a/` count as one) leave the winner undefined.
-    #[error("prefix `{prefix}` is listed twice")]
+    /// Two rules for one prefix (`/a` and `/a/` count as one, and so do `/a` and `/A`,
+    /// since a case-insensitive backend serves both) leave the winner undefined.
+    #[error("prefix `{prefix}` is listed twice (prefixes compare ignoring case)")]
     Duplicate {
         /// The second spelling seen.
         prefix: String,
     },
 }
 
+impl PolicyError {
+    /// The prefix as written, so the caller can point at the rule that was refused.
+    pub fn prefix(&self) -> &str {
+        match self {
+            Self::NotAbsolute { prefix }
+            | Self::Invalid { prefix, .. }
+            | Self::NotCanonical { prefix, .. }
+            | Self::Ambiguous { prefix }
+            | Self::Reserved { prefix }
+            | Self::Duplicate { prefix } => prefix,
+        }
+    }
+}
+
+type Index = HashMap<String, usize, foldhash::fast::RandomState>;
+
 /// A tenant's route rules, validated once per policy load and immutable after; lookups
 /// cost one hash probe per path segment.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
-    /// Rules keyed by prefix without its trailing `/` (`/` itself is keyed by "").
-    rules: HashMap<String, RouteRule, foldhash::fast::RandomState>,
+    /// The rules in policy order; the indexes point into it.
+    rules: Vec<RouteRule>,
+    /// Match key (prefix without its trailing `/`, so `/` is "") as written: what a
+    /// case-sensitive backend routes by.
+    exact: Index,
+    /// Match key ASCII-lowercased: what a case-insensitive backend routes by.
+    folded: Index,
+    /// Some prefix has an upper-case ASCII letter, so `folded` differs from `exact` and a
+    /// lower-case path still needs its own folded lookup.
+    has_upper: bool,
 }
 
 impl RouteTable {
@@ -91,10 +127,11 @@ impl RouteTable {
     ///
     /// Errors: prefix not starting with '/', prefix not already canonical (normalise(prefix)
     /// differs) or with alternate readings, prefix under the reserved prefix, duplicate
-    /// prefix (`/a` and `/a/` are the same prefix).
+    /// prefix (`/a`, `/a/` and `/A` are the same prefix).
     pub fn new(rules: Vec<RouteRule>) -> Result<Self, PolicyError> {
-        let mut table = HashMap::with_capacity_and_hasher(rules.len(), foldhash::fast::RandomState::default());
-        for rule in rules {
+        let index = || Index::with_capacity_and_hasher(rules.len(), foldhash::fast::RandomState::default());
+        let (mut exact, mut folded) = (index(), index());
+        for (at, rule) in rules.iter().enumerate() {
             let prefix = rule.prefix.clone();
             if !prefix.starts_with('/') {
                 return Err(PolicyError::NotAbsolute { prefix });
@@ -112,13 +149,19 @@ impl RouteTable {
             if looks_reserved(&prefix) {
                 return Err(PolicyError::Reserved { prefix });
             }
-            let key = match_key(&prefix).to_owned();
-            if table.contains_key(&key) {
+            let key = match_key(&prefix);
+            if folded.insert(key.to_ascii_lowercase(), at).is_some() {
                 return Err(PolicyError::Duplicate { prefix });
             }
-            table.insert(key, rule);
+            exact.insert(key.to_owned(), at);
         }
-        Ok(Self { rules: table })
+        let has_upper = rules.iter().any(|r| has_upper(&r.prefix));
+        Ok(Self {
+            rules,
+            exact,
+            folded,
+            has_upper,
+        })
     }
 
     /// Longest matching prefix; a prefix (its trailing '/' ignored, except "/" itself)
@@ -126,15 +169,43 @@ impl RouteTable {
     /// match "/admin", "/admin/", "/admin/x", never "/administrator". None when nothing
     /// matches.
     pub fn lookup(&self, canonical_path: &str) -> Option<&RouteRule> {
-        let mut candidate = canonical_path.strip_suffix('/').unwrap_or(canonical_path);
+        self.longest(&self.exact, canonical_path)
+    }
+
+    /// The rule a backend that ignores ASCII case applies to `path`: `lookup` of the
+    /// lowercased path against the lowercased prefixes. Allocates only when `path` has an
+    /// upper-case letter.
+    pub fn lookup_folded(&self, path: &str) -> Option<&RouteRule> {
+        if has_upper(path) {
+            self.longest(&self.folded, &path.to_ascii_lowercase())
+        } else if self.has_upper {
+            self.longest(&self.folded, path)
+        } else {
+            self.lookup(path)
+        }
+    }
+
+    /// `lookup_folded(path)`, or None when it cannot differ from `lookup(path)` (no
+    /// upper-case letter in the path or any prefix), so the common case costs no second
+    /// lookup.
+    fn folded_if_different(&self, path: &str) -> Option<Option<&RouteRule>> {
+        (self.has_upper || has_upper(path)).then(|| self.lookup_folded(path))
+    }
+
+    fn longest(&self, index: &Index, path: &str) -> Option<&RouteRule> {
+        let mut candidate = path.strip_suffix('/').unwrap_or(path);
         loop {
-            if let Some(rule) = self.rules.get(candidate) {
-                return Some(rule);
+            if let Some(&at) = index.get(candidate) {
+                return self.rules.get(at);
             }
             let cut = candidate.rfind('/')?;
             candidate = candidate.get(..cut)?;
         }
     }
+}
+
+fn has_upper(text: &str) -> bool {
+    text.bytes().any(|b| b.is_ascii_uppercase())
 }
 
 /// The key a prefix is stored under: no trailing `/`, so `/` becomes "" and matches all.
@@ -187,14 +258,13 @@ pub fn classify<'a>(table: &'a RouteTable, raw_path: &str) -> Result<Target<'a>,
     }
     let rule = table.lookup(&normalised.canonical);
     if !normalised.alternates.is_empty() {
-        // A path with another reading is only safe when every reading lands on the same
-        // public rule: otherwise the backend could serve a protected path we never checked.
+        // A path with another reading is only safe when every reading, as written and
+        // folded, lands on the same public rule: otherwise the backend could serve a
+        // protected path we never checked.
         let public = rule.filter(|r| r.access == Access::Public);
         let all_same_public = public.is_some_and(|p| {
-            normalised
-                .alternates
-                .iter()
-                .all(|alt| table.lookup(alt).is_some_and(|r| r.prefix == p.prefix))
+            let same = |r: Option<&RouteRule>| r.is_some_and(|r| r.prefix == p.prefix);
+            readings().all(|reading| same(table.lookup(reading)) && table.folded_if_different(reading).is_none_or(same))
         });
         if !all_same_public {
             return Err(Refusal::BadRequest("ambiguous path".to_owned()));
@@ -255,9 +325,11 @@ pub fn decide(rule: Option<&RouteRule>, identity: Option<&Identity<'_>>) -> Deci
     }
 }
 
-/// Decides for a canonical path under its own rule and under the rule its lowercase
-/// reading matches (a backend that ignores case serves `/ADMIN/x` as `/admin/x`); the
-/// stricter decision wins, so case can never dodge a rule.
+/// Decides for a canonical path (from `classify`) under its own rule and under the rule a
+/// backend that ignores case applies (it serves `/ADMIN/x` as `/admin/x`, and `/reports`
+/// under a `/Reports/` rule); the stricter decision wins, so case can never dodge a rule,
+/// and folding can never widen one either. The path's other readings need no look here:
+/// `classify` refuses a path unless all of them land on its one public rule.
 pub fn decide_path(
     table: &RouteTable,
     path: &str,
@@ -265,10 +337,9 @@ pub fn decide_path(
     identity: Option<&Identity<'_>>,
 ) -> Decision {
     let decision = decide(rule, identity);
-    if !path.bytes().any(|b| b.is_ascii_uppercase()) {
+    let Some(folded) = table.folded_if_different(path) else {
         return decision;
-    }
-    let folded = table.lookup(&path.to_ascii_lowercase());
+    };
     if folded.map(|r| &r.prefix) == rule.map(|r| &r.prefix) {
         return decision;
     }
@@ -589,6 +660,10 @@ mod tests {
             "/./.portcullis/api",
             "/x%2F..%2F.portcullis/api",
             "/x;/../.portcullis/api",
+            "/.portcullis%3Bx/api",
+            "/.PORTCULLIS%3bx/api",
+            "/x%3B/../.portcullis/api",
+            "/.Portcullis%2F../api",
         ] {
             assert_eq!(classify(&table, raw).map(|_| ()), Err(Refusal::NotFound), "{raw:?}");
         }
@@ -799,6 +874,197 @@ mod tests {
         assert_eq!((path.as_str(), prefix_of(rule)), ("/a/x%2Fy", Some("/a/")));
         let no_rules = RouteTable::new(vec![]).unwrap();
         assert!(matches!(classify(&no_rules, "/a%2Fb"), Err(Refusal::BadRequest(_))));
+    }
+
+    // --- case and readings together -------------------------------------------------
+
+    /// Rules with an upper-case prefix and a protected rule nested in a public one: the
+    /// shapes the audit used to reach protected paths with another spelling.
+    fn case_table() -> RouteTable {
+        RouteTable::new(vec![
+            rule("/public/", Access::Public),
+            rule("/public/admin/", admin_roles()),
+            rule("/Reports/", admin_roles()),
+            rule("/admin/", admin_roles()),
+            rule("/", Access::Authenticated),
+        ])
+        .unwrap()
+    }
+
+    fn rank(decision: Decision) -> u8 {
+        match decision {
+            Decision::Allow => 0,
+            Decision::NeedsSession => 1,
+            Decision::Forbidden => 2,
+        }
+    }
+
+    /// Every spelling of a protected path built from letter case × `;` / `%3B` parameters
+    /// × encoded or backslash separators × dot segments gets at least the decision of the
+    /// protected path itself, or a refusal. If this failed, a backend that ignores case,
+    /// strips parameters or decodes separators would serve a protected path to someone
+    /// the gateway let through on a weaker rule.
+    #[test]
+    fn no_spelling_of_a_protected_path_gets_a_weaker_decision() {
+        let table = case_table();
+        let none: Vec<String> = vec![];
+        let user = Identity { roles: &none };
+        let cases: [fn(&str) -> String; 4] = [
+            |s| s.to_owned(),
+            |s| s.to_ascii_lowercase(),
+            |s| s.to_ascii_uppercase(),
+            |s| {
+                s.chars()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if i % 2 == 0 {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c.to_ascii_lowercase()
+                        }
+                    })
+                    .collect()
+            },
+        ];
+        let leads = ["", "/public/..", "/PUBLIC/.%2E", "/x/y/../.."];
+        let seps = ["/", "%2F", "%5c", "\\", "/./", "/x/../", "/X/%2E%2e/"];
+        let params = ["", ";x", "%3Bx", "%3b"];
+        let mut checked = 0;
+        for target in ["/public/admin/x", "/Reports/q3", "/admin/x", "/public/admin"] {
+            let segments: Vec<&str> = target.trim_start_matches('/').split('/').collect();
+            let reference = |who: Option<&Identity<'_>>| decide_path(&table, target, table.lookup(target), who);
+            assert_eq!(reference(None), Decision::NeedsSession, "{target}");
+            assert_eq!(reference(Some(&user)), Decision::Forbidden, "{target}");
+            // Each spelling picks a separator (before every segment but the first) and a
+            // parameter (after every segment): the digits of one counter.
+            let choices: Vec<usize> = (0..segments.len())
+                .map(|i| {
+                    if i == 0 {
+                        params.len()
+                    } else {
+                        seps.len() * params.len()
+                    }
+                })
+                .collect();
+            for combo in 0..choices.iter().product::<usize>() {
+                let mut rest = combo;
+                let mut body = String::new();
+                for (segment, n) in segments.iter().zip(&choices) {
+                    let choice = rest % n;
+                    rest /= n;
+                    body.push_str(if *n == params.len() {
+                        "/"
+                    } else {
+                        seps[choice / params.len()]
+                    });
+                    body.push_str(segment);
+                    body.push_str(params[choice % params.len()]);
+                }
+                for case in &cases {
+                    let cased = case(&body);
+                    for lead in leads {
+                        let raw = format!("{lead}{cased}");
+                        checked += 1;
+                        let Ok(routed) = classify(&table, &raw) else {
+                            continue;
+                        };
+                        let Target::Route { path, rule } = routed else {
+                            panic!("{raw:?} reached the reserved prefix")
+                        };
+                        for (who, name) in [(None, "anonymous"), (Some(&user), "role-less user")] {
+                            let got = decide_path(&table, &path, rule, who);
+                            assert!(
+                                rank(got) >= rank(reference(who)),
+                                "{raw:?} (as {path:?}, rule {:?}) gives {name} {got:?}, the target {:?}",
+                                prefix_of(rule),
+                                reference(who)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 50_000, "{checked}");
+    }
+
+    /// The spellings the audit reproduced, one by one, so a failure names the case.
+    #[test]
+    fn audited_spellings_do_not_dodge_their_rule() {
+        let table = case_table();
+        let none: Vec<String> = vec![];
+        let user = Identity { roles: &none };
+        let at = |raw: &str, who: Option<&Identity<'_>>| -> Result<Decision, Refusal> {
+            match classify(&table, raw)? {
+                Target::Route { path, rule } => Ok(decide_path(&table, &path, rule, who)),
+                Target::Reserved(path) => panic!("{raw:?} reached reserved {path:?}"),
+            }
+        };
+        for raw in ["/Reports/q3", "/reports/q3", "/REPORTS/q3", "/rePorts/q3"] {
+            assert_eq!(at(raw, Some(&user)), Ok(Decision::Forbidden), "{raw:?}");
+            assert_eq!(at(raw, None), Ok(Decision::NeedsSession), "{raw:?}");
+        }
+        for raw in [
+            "/public/ADMIN;x/y",
+            "/public/ADMIN%2Fx",
+            "/public/Admin%5Cx",
+            "/public/ADMIN/x",
+        ] {
+            let got = at(raw, None);
+            assert!(
+                matches!(got, Ok(Decision::NeedsSession) | Err(Refusal::BadRequest(_))),
+                "{raw:?}: {got:?}"
+            );
+        }
+        for raw in ["/admin%3Bx/y", "/ADMIN%3bx/y", "/admin%3B/public/x"] {
+            let got = at(raw, Some(&user));
+            assert!(
+                matches!(got, Ok(Decision::Forbidden) | Err(Refusal::BadRequest(_))),
+                "{raw:?}: {got:?}"
+            );
+        }
+    }
+
+    /// A case-sensitive backend serves `/Admin/x` from the `/` rule, a case-insensitive
+    /// one from `/admin/`: the stricter of the two must apply, so folding case can never
+    /// widen access either.
+    #[test]
+    fn the_stricter_of_exact_and_folded_rules_applies() {
+        let table = RouteTable::new(vec![rule("/admin/", Access::Public), rule("/", admin_roles())]).unwrap();
+        let none: Vec<String> = vec![];
+        let admin = vec!["admin".to_owned()];
+        let at = |raw: &str, who: Option<&Identity<'_>>| match classify(&table, raw) {
+            Ok(Target::Route { path, rule }) => decide_path(&table, &path, rule, who),
+            other => panic!("{raw:?}: {other:?}"),
+        };
+        assert_eq!(at("/admin/x", None), Decision::Allow);
+        for raw in ["/Admin/x", "/ADMIN/x", "/aDmIn"] {
+            assert_eq!(at(raw, None), Decision::NeedsSession, "{raw:?}");
+            assert_eq!(
+                at(raw, Some(&Identity { roles: &none })),
+                Decision::Forbidden,
+                "{raw:?}"
+            );
+            assert_eq!(at(raw, Some(&Identity { roles: &admin })), Decision::Allow, "{raw:?}");
+        }
+        // Alternates are only accepted when every reading, folded or not, is that same
+        // public rule.
+        for raw in ["/admin/a%2Fb", "/admin/a;x/b"] {
+            assert!(matches!(classify(&table, raw), Ok(Target::Route { .. })), "{raw:?}");
+        }
+        for raw in ["/Admin/a%2Fb", "/admin;x/b", "/ADMIN/a;x"] {
+            assert!(matches!(classify(&table, raw), Err(Refusal::BadRequest(_))), "{raw:?}");
+        }
+    }
+
+    /// Two prefixes equal ignoring case would leave the winner on a case-insensitive
+    /// backend undefined.
+    #[test]
+    fn table_refuses_prefixes_equal_ignoring_case() {
+        for (a, b) in [("/admin/", "/Admin/"), ("/Reports", "/reports/"), ("/a/B/", "/A/b")] {
+            let got = RouteTable::new(vec![rule(a, Access::Public), rule(b, admin_roles())]).unwrap_err();
+            assert_eq!(got, PolicyError::Duplicate { prefix: b.to_owned() }, "{a:?} + {b:?}");
+            assert!(got.to_string().contains("ignoring case"), "{got}");
+        }
     }
 
     #[test]

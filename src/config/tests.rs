@@ -218,6 +218,20 @@ fn route_rules_need_exactly_one_kind_of_access() {
     assert_error(&[("tenants/acme.toml", &unnormalised)], "must be a normalised path");
 }
 
+/// A case-insensitive backend serves `/Reports/` and `/reports/` alike, so two rules
+/// for them leave the winner undefined; the error names the second rule's line, not the
+/// first rule of the file.
+#[test]
+fn prefixes_equal_ignoring_case_are_reported_at_the_second_rule() {
+    let twice = format!(
+        "{ACME}\n[[routes]]\nprefix = \"/Reports/\"\naccess = \"public\"\n\n[[routes]]\nprefix = \"/reports\"\nroles = [\"admin\"]\n"
+    );
+    assert_error(
+        &[("tenants/acme.toml", &twice)],
+        "acme.toml:15: routes: prefix `/reports` is listed twice (prefixes compare ignoring case)",
+    );
+}
+
 #[test]
 fn plaintext_off_needs_a_certificate_for_every_host() {
     assert_error(

@@ -1176,7 +1176,12 @@ fn build_routes(src: &Source, raw: &[RawRoute], problems: &mut Problems) -> Opti
     match RouteTable::new(rules) {
         Ok(table) => Some(table),
         Err(e) => {
-            let span = raw.first().map_or(0..0, |r| r.prefix.span());
+            // Point at the rule the error names (for a duplicate, its later spelling).
+            let span = raw
+                .iter()
+                .rfind(|r| r.prefix.get_ref() == e.prefix())
+                .or(raw.first())
+                .map_or(0..0, |r| r.prefix.span());
             problems.at(src, span, format!("routes: {e}"));
             None
         }

@@ -219,3 +219,72 @@ async fn reserved_prefix_is_never_forwarded() {
     assert_eq!(r.status, 404);
     assert_eq!(ups.total(), 0);
 }
+
+/// Routes of the case tests: an upper-case prefix and a protected rule nested in a public
+/// one, the shapes the audit reached through other spellings.
+const CASE_ROUTES: &str = r#"[[routes]]
+prefix = "/public/"
+access = "public"
+
+[[routes]]
+prefix = "/public/admin/"
+roles = ["admin"]
+
+[[routes]]
+prefix = "/Reports/"
+roles = ["admin"]
+
+[[routes]]
+prefix = "/admin/"
+roles = ["admin"]
+
+[[routes]]
+prefix = "/"
+access = "authenticated"
+"#;
+
+/// Letter case, `;` / `%3B` parameters and encoded separators must not carry a request
+/// past a route rule: a backend that ignores case or decodes them would serve the
+/// protected path. If this failed, the upstream would record one of these requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_spellings_of_a_protected_prefix_are_not_forwarded() {
+    let (ups, gw) = start_with(|f| f.tenant_mut("acme").routes = CASE_ROUTES.into()).await;
+    let accounts = Accounts::open(&gw).await;
+    let bob = accounts.create("acme", "bob", &[], true).await;
+    let mut agent = Agent::new(&gw, "acme.test");
+    agent.api_login(&bob).await;
+    let cookie = agent.cookie_header().unwrap();
+    let signed_in =
+        |path: &str| format!("GET {path} HTTP/1.1\r\nHost: acme.test\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n");
+
+    // The role-less user: 403 on every spelling of `/Reports/`, 403 or 400 on `%3B`.
+    for path in ["/Reports/q3", "/reports/q3", "/REPORTS/q3", "/rePorts/q3"] {
+        let r = raw(gw.public, signed_in(path).as_bytes()).await.remove(0);
+        assert_eq!(r.status, 403, "{path}");
+    }
+    for path in ["/admin%3Bx/y", "/ADMIN%3bx/y", "/public%3Bx/admin/x"] {
+        let r = raw(gw.public, signed_in(path).as_bytes()).await.remove(0);
+        assert!(matches!(r.status, 400 | 403), "{path}: {}", r.status);
+    }
+    // Anonymous: the nested admin rule in every spelling needs a session or is refused.
+    for path in [
+        "/public/admin/x",
+        "/public/ADMIN/x",
+        "/public/ADMIN;x/y",
+        "/public/ADMIN%2Fx",
+        "/public/Admin%5Cx",
+        "/public/admin%3Bx/y",
+        "/public/./ADMIN/x",
+    ] {
+        let r = raw_get(gw.public, "acme.test", path).await;
+        assert!(matches!(r.status, 400 | 401), "{path}: {}", r.status);
+    }
+    assert_eq!(ups.total(), 0, "forwarded: {:#?}", ups.acme.requests());
+
+    // The rules still let through what they allow, exactly as sent.
+    let r = raw(gw.public, signed_in("/app/x").as_bytes()).await.remove(0);
+    assert_eq!(r.status, 200);
+    assert_eq!(raw_get(gw.public, "acme.test", "/public/x").await.status, 200);
+    let targets: Vec<String> = ups.acme.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, ["/app/x", "/public/x"]);
+}
