@@ -346,6 +346,23 @@ pub fn decide_path(
     stricter(decision, decide(folded, identity))
 }
 
+/// Whether a path is public under every rule [`decide_path`] applies to it: only then
+/// may it be served without a session and forwarded without identity headers.
+pub fn is_public(table: &RouteTable, path: &str, rule: Option<&RouteRule>) -> bool {
+    decide_path(table, path, rule, None) == Decision::Allow
+}
+
+/// The body limit of a path: the smallest one configured on the rules [`decide_path`]
+/// applies to it (`None` when neither sets one, and the tenant's limit applies).
+pub fn body_limit(table: &RouteTable, path: &str, rule: Option<&RouteRule>) -> Option<u64> {
+    let own = rule.and_then(|r| r.max_body_bytes);
+    let folded = table.folded_if_different(path).flatten().and_then(|r| r.max_body_bytes);
+    match (own, folded) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 fn stricter(a: Decision, b: Decision) -> Decision {
     let rank = |d: Decision| match d {
         Decision::Allow => 0,
@@ -358,6 +375,26 @@ fn stricter(a: Decision, b: Decision) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// If this broke, a path public as written but protected in another case would be
+    /// forwarded without the identity the upstream needs, or with the public body limit.
+    #[test]
+    fn public_and_body_limit_follow_every_rule_a_path_meets() {
+        let mut public = rule("/Files/", Access::Public);
+        public.max_body_bytes = Some(1000);
+        let mut admin = rule("/files/admin/", admin_roles());
+        admin.max_body_bytes = Some(10);
+        let table = RouteTable::new(vec![public, admin, rule("/", Access::Authenticated)]).unwrap();
+        let at = |path: &str| {
+            (
+                is_public(&table, path, table.lookup(path)),
+                body_limit(&table, path, table.lookup(path)),
+            )
+        };
+        assert_eq!(at("/Files/x"), (true, Some(1000)));
+        assert_eq!(at("/Files/admin/x"), (false, Some(10)));
+        assert_eq!(at("/other"), (false, None));
+    }
 
     #[test]
     fn case_cannot_dodge_a_rule() {

@@ -245,7 +245,7 @@ impl Pipeline {
             }
             Target::Route { path, rule } => (path, rule),
         };
-        let public = rule.is_some_and(|r| r.access == policy::Access::Public);
+        let public = policy::is_public(&tenant.routes, &path, rule);
         let session = match session {
             Ok(s) => s,
             Err(()) if public => None,
@@ -262,7 +262,7 @@ impl Pipeline {
             Decision::Forbidden => return Err(Refusal::Forbidden("You do not have access to this page.")),
         }
 
-        let limit = rule.and_then(|r| r.max_body_bytes).unwrap_or(tenant.max_body_bytes);
+        let limit = policy::body_limit(&tenant.routes, &path, rule).unwrap_or(tenant.max_body_bytes);
         if declared_length(&req)?.is_some_and(|len| len > limit) {
             return Err(Refusal::PayloadTooLarge);
         }
