@@ -396,7 +396,9 @@ impl LocalLogin {
         Ok((session, codes))
     }
 
-    /// Checks a TOTP code and claims its time step in the replay guard.
+    /// Checks a TOTP code and advances the replay guard to its time step: a code is accepted
+    /// only for a step later than the last accepted one (RFC 6238 §5.2), so neither the same
+    /// code nor an older, unused one still inside the ±1 step window works again.
     async fn totp_ok(
         &self,
         store: &Arc<dyn SessionStore>,
@@ -415,7 +417,7 @@ impl LocalLogin {
             return Ok(false);
         };
         Ok(store
-            .use_totp_step(ctx.tenant, &user.username, step, ctx.now + 180)
+            .accept_totp_step(ctx.tenant, &user.username, step, ctx.now + 180)
             .await?)
     }
 

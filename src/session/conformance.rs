@@ -816,29 +816,78 @@ pub(crate) async fn concurrent_recovery_code_use_has_one_winner(b: &Backend) {
     );
 }
 
-/// An observed TOTP code could be replayed, or one user's code would block another's.
-pub(crate) async fn totp_steps_are_used_once(b: &Backend) {
+/// An observed TOTP code could be replayed, an older unused code would still work after a
+/// later one (RFC 6238 §5.2), or one user's code would block another's.
+pub(crate) async fn totp_steps_only_move_forward(b: &Backend) {
     let store = b.store("prod").await;
-    let step = u64::try_from(T0 / 30).unwrap();
+    let t = u64::try_from(T0 / 30).unwrap();
     let expires = T0 + 120;
-    assert!(store.use_totp_step("acme", "alice", step, expires).await.unwrap());
-    assert!(!store.use_totp_step("acme", "alice", step, expires).await.unwrap());
-    assert!(store.use_totp_step("acme", "alice", step + 1, expires).await.unwrap());
-    assert!(store.use_totp_step("acme", "bob", step, expires).await.unwrap());
-    assert!(store.use_totp_step("globex", "alice", step, expires).await.unwrap());
-    assert!(store.use_totp_step("acme", "alice", u64::MAX, expires).await.unwrap());
-    assert!(!store.use_totp_step("acme", "alice", u64::MAX, expires).await.unwrap());
+    assert!(store.accept_totp_step("acme", "alice", t, expires).await.unwrap());
+    assert!(
+        !store.accept_totp_step("acme", "alice", t, expires).await.unwrap(),
+        "replay of t"
+    );
+    assert!(
+        !store.accept_totp_step("acme", "alice", t - 1, expires).await.unwrap(),
+        "t-1 after t"
+    );
+    assert!(store.accept_totp_step("acme", "alice", t + 1, expires).await.unwrap());
+    assert!(
+        !store.accept_totp_step("acme", "alice", t, expires).await.unwrap(),
+        "t after t+1"
+    );
+    assert!(!store.accept_totp_step("acme", "alice", t + 1, expires).await.unwrap());
+    assert!(
+        store.accept_totp_step("acme", "alice", t + 5, expires).await.unwrap(),
+        "a gap is fine"
+    );
+    assert!(store.accept_totp_step("acme", "bob", t, expires).await.unwrap());
+    assert!(store.accept_totp_step("globex", "alice", t, expires).await.unwrap());
+    // The order holds across the whole u64 range (no sign or float rounding surprises).
+    assert!(
+        store
+            .accept_totp_step("acme", "dan", u64::MAX - 1, expires)
+            .await
+            .unwrap()
+    );
+    assert!(!store.accept_totp_step("acme", "dan", 1 << 63, expires).await.unwrap());
+    assert!(
+        !store
+            .accept_totp_step("acme", "dan", (1 << 53) + 1, expires)
+            .await
+            .unwrap()
+    );
+    assert!(!store.accept_totp_step("acme", "dan", 7, expires).await.unwrap());
+    assert!(store.accept_totp_step("acme", "dan", u64::MAX, expires).await.unwrap());
+    assert!(!store.accept_totp_step("acme", "dan", u64::MAX, expires).await.unwrap());
+    assert!(
+        store
+            .accept_totp_step("acme", "erin", (1 << 53) + 1, expires)
+            .await
+            .unwrap()
+    );
+    assert!(!store.accept_totp_step("acme", "erin", 1 << 53, expires).await.unwrap());
+    assert!(store.accept_totp_step("acme", "erin", 1 << 63, expires).await.unwrap());
+    assert!(
+        !store
+            .accept_totp_step("acme", "erin", (1 << 63) - 1, expires)
+            .await
+            .unwrap()
+    );
+    // Purging before the record's expiry keeps it.
+    store.purge_expired(T0 + 60).await.unwrap();
+    assert!(!store.accept_totp_step("acme", "alice", t + 5, expires).await.unwrap());
 
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.use_totp_step("acme", "carol", step, expires).await
+            store.accept_totp_step("acme", "carol", t, expires).await
         }));
     }
     let mut wins = 0;
-    for t in tasks {
-        wins += usize::from(t.await.unwrap().unwrap());
+    for task in tasks {
+        wins += usize::from(task.await.unwrap().unwrap());
     }
     assert_eq!(wins, 1, "concurrent use of one code: one success");
 }
@@ -1023,7 +1072,7 @@ pub(crate) async fn tiers_never_see_each_other(b: &Backend) {
     prod.record_login(&event("acme", "alice", T0, "success")).await.unwrap();
     prod.hit("login:acme:alice", T0, 900).await.unwrap();
     let step = u64::try_from(T0 / 30).unwrap();
-    assert!(prod.use_totp_step("acme", "alice", step, T0 + 90).await.unwrap());
+    assert!(prod.accept_totp_step("acme", "alice", step, T0 + 90).await.unwrap());
 
     let now = T0 + 1;
     assert_eq!(staging.get_session(&s.id_hash).await.unwrap(), None);
@@ -1060,7 +1109,7 @@ pub(crate) async fn tiers_never_see_each_other(b: &Backend) {
     );
     assert_eq!(staging.peek("login:acme:alice", now).await.unwrap(), (0, 0));
     assert!(
-        staging.use_totp_step("acme", "alice", step, T0 + 90).await.unwrap(),
+        staging.accept_totp_step("acme", "alice", step, T0 + 90).await.unwrap(),
         "own replay guard"
     );
     assert_eq!(
@@ -1422,7 +1471,7 @@ macro_rules! every_test {
                 users_round_trip,
                 recovery_codes_work_once,
                 concurrent_recovery_code_use_has_one_winner,
-                totp_steps_are_used_once,
+                totp_steps_only_move_forward,
                 login_history_pages_newest_first,
                 login_history_is_capped,
                 throttle_counts_in_fixed_windows,

@@ -333,10 +333,19 @@ pub trait SessionStore: Send + Sync + 'static {
         before_seq: Option<i64>,
     ) -> Result<Vec<LoginEvent>, StoreError>;
 
-    /// Atomically records that (tenant, subject) used TOTP time-step `step`; true on first use,
-    /// false if already used, so an observed code cannot be replayed. Entries may be forgotten
-    /// after `expires_at` (pass a time after the step stops being accepted).
-    async fn use_totp_step(&self, tenant: &str, subject: &str, step: u64, expires_at: i64) -> Result<bool, StoreError>;
+    /// Atomically accepts TOTP time-step `step` of (tenant, subject) only if it is later than
+    /// the last step accepted for them, and then remembers it as the last (RFC 6238 §5.2):
+    /// true for the one caller that advanced it, false for the same or an earlier step, so
+    /// neither an observed code nor an unused older one (still within ±1 step) works after a
+    /// later code did. The record may be forgotten after `expires_at`: pass a time after which
+    /// `step` and every earlier step are no longer accepted by the clock check.
+    async fn accept_totp_step(
+        &self,
+        tenant: &str,
+        subject: &str,
+        step: u64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError>;
 
     /// Increments the counter `key` in the fixed window starting at the first hit and lasting
     /// `window_secs`; returns (count after increment, seconds until the window resets).

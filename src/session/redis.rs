@@ -18,7 +18,9 @@
 //! - `user:<t>:<username>`: JSON without recovery codes; `user_codes:<t>:<username>`: list
 //!   of hex code hashes (`LREM` removes one for exactly one caller); `users:<t>`: set of names.
 //! - `login_seq`: counter; `logins:<t>:<s>`: sorted set of JSON events by seq, capped.
-//! - `totp:<t>:<s>:<step>`: replay guard; `throttle:<key>`: hash `count`, `reset_at`.
+//! - `totp_last:<t>:<s>`: replay guard, the last accepted TOTP step in decimal (compared as
+//!   digits, not Lua's doubles, so every `u64` keeps its order); `throttle:<key>`: hash
+//!   `count`, `reset_at`.
 //! - `kill_switches`: hash of scope key → switch JSON.
 //! - `audit`: list of audit record JSON; index `seq - 1` holds record `seq`.
 //! - `changes`: hash of change request id → change request JSON (its `version` field is
@@ -124,10 +126,14 @@ redis.call('SADD', KEYS[3], ARGV[3])
 return 1
 ";
 
-/// KEYS: guard key. ARGV: expires_at.
-const USE_TOTP_STEP: &str = "
-if not redis.call('SET', KEYS[1], '1', 'NX') then return 0 end
-gc_at(KEYS[1], ARGV[1])
+/// KEYS: last-step key. ARGV: step (decimal, no leading zeros), expires_at. Returns 1 when
+/// the step is later than the stored one (which it then replaces), else 0.
+const ACCEPT_TOTP_STEP: &str = "
+local last = redis.call('GET', KEYS[1])
+local step = ARGV[1]
+if last and (#last > #step or (#last == #step and last >= step)) then return 0 end
+redis.call('SET', KEYS[1], step)
+gc_at(KEYS[1], ARGV[2])
 return 1
 ";
 
@@ -186,7 +192,7 @@ struct Scripts {
     revoke_sessions: Script,
     delete_session: Script,
     put_user: Script,
-    use_totp_step: Script,
+    accept_totp_step: Script,
     hit: Script,
     delete_kill_switch: Script,
     append_audit: Script,
@@ -202,7 +208,7 @@ impl Scripts {
             revoke_sessions: Script::new(REVOKE_SESSIONS),
             delete_session: Script::new(DELETE_SESSION),
             put_user: Script::new(PUT_USER),
-            use_totp_step: gc(USE_TOTP_STEP),
+            accept_totp_step: gc(ACCEPT_TOTP_STEP),
             hit: gc(HIT),
             delete_kill_switch: Script::new(DELETE_KILL_SWITCH),
             append_audit: Script::new(APPEND_AUDIT),
@@ -990,16 +996,23 @@ impl SessionStore for RedisStore {
             .collect()
     }
 
-    async fn use_totp_step(&self, tenant: &str, subject: &str, step: u64, expires_at: i64) -> Result<bool, StoreError> {
-        let key = format!("{}totp:{}:{}:{step}", self.prefix, seg(tenant), seg(subject));
-        let first: i64 = self
+    async fn accept_totp_step(
+        &self,
+        tenant: &str,
+        subject: &str,
+        step: u64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let key = format!("{}totp_last:{}:{}", self.prefix, seg(tenant), seg(subject));
+        let advanced: i64 = self
             .scripts
-            .use_totp_step
+            .accept_totp_step
             .key(key)
+            .arg(step.to_string())
             .arg(expires_at.max(1))
             .invoke_async(&mut self.con())
             .await?;
-        Ok(first == 1)
+        Ok(advanced == 1)
     }
 
     async fn hit(&self, key: &str, now: i64, window_secs: i64) -> Result<(u32, i64), StoreError> {

@@ -426,6 +426,10 @@ fn recovery_blob(codes: &[[u8; 32]]) -> Vec<u8> {
     codes.concat()
 }
 
+/// SQL: the row's `step` is at or after `?3`, both written by [`step_param`], in the order
+/// of the original `u64`s (the bit cast puts steps of 2^63 and more below zero).
+const STEP_AT_OR_AFTER: &str = "((step < 0) > (?3 < 0) OR ((step < 0) = (?3 < 0) AND step >= ?3))";
+
 fn step_param(step: u64) -> i64 {
     // A bijection u64 → i64, so every step keeps its own row.
     i64::from_ne_bytes(step.to_ne_bytes())
@@ -827,14 +831,29 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn use_totp_step(&self, tenant: &str, subject: &str, step: u64, expires_at: i64) -> Result<bool, StoreError> {
+    async fn accept_totp_step(
+        &self,
+        tenant: &str,
+        subject: &str,
+        step: u64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
         let (tenant, subject) = (tenant.to_string(), subject.to_string());
         self.write(move |tx| {
+            // One write transaction: no other writer sees the table between the two statements.
             let n = tx.execute(
-                "INSERT INTO totp_steps (tenant, subject, step, expires_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT DO NOTHING",
+                &format!(
+                    "INSERT INTO totp_steps (tenant, subject, step, expires_at) SELECT ?1, ?2, ?3, ?4 \
+                     WHERE NOT EXISTS (SELECT 1 FROM totp_steps WHERE tenant = ?1 AND subject = ?2 AND {STEP_AT_OR_AFTER})"
+                ),
                 params![tenant, subject, step_param(step), expires_at],
             )?;
+            if n == 1 {
+                tx.execute(
+                    "DELETE FROM totp_steps WHERE tenant = ?1 AND subject = ?2 AND step <> ?3",
+                    params![tenant, subject, step_param(step)],
+                )?;
+            }
             Ok(n == 1)
         })
         .await

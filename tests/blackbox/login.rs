@@ -1041,3 +1041,36 @@ async fn successful_sign_ins_do_not_use_up_the_ip_budget() {
         assert_eq!(r.status, 200, "mfa {}: {}", i + 1, r.body);
     }
 }
+
+/// MFA-01 / RFC 6238 §5.2: if this broke, a code observed just before the user signed in
+/// with the next one (still within ±1 step) would open a second session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_totp_code_is_refused_after_a_later_one() {
+    let (_ups, gw) = start().await;
+    let accounts = Accounts::open(&gw).await;
+    let lena = accounts.create("acme", "lena", &[], true).await;
+    let step = lena.current_step().await;
+    lena.mark_used(step);
+
+    let mut first = Agent::new(&gw, "acme.test");
+    assert_eq!(first.api_password_step(&lena, None).await.status, 200);
+    let r = first
+        .post_json("/.portcullis/api/mfa", &json!({ "code": lena.code_at(step) }))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // The previous step's code was never used, and is within the ±1 window.
+    let mut second = Agent::new(&gw, "acme.test");
+    assert_eq!(second.api_password_step(&lena, None).await.status, 200);
+    let r = second
+        .post_json("/.portcullis/api/mfa", &json!({ "code": lena.code_at(step - 1) }))
+        .await;
+    assert_eq!(r.status, 401, "code of step t-1 accepted after step t: {}", r.body);
+    assert!(second.session("prod").is_none());
+
+    // The next step's code still works.
+    let r = second
+        .post_json("/.portcullis/api/mfa", &json!({ "code": lena.code_at(step + 1) }))
+        .await;
+    assert_eq!(r.status, 200, "code of step t+1 refused: {}", r.body);
+}
