@@ -144,9 +144,20 @@ impl LocalLogin {
             self.record(&store, ctx, username, "password", Some(reason)).await?;
             return Err(LoginError::BadCredentials);
         };
-        // Checked only after the password, so a switch never tells strangers which
-        // accounts exist.
-        self.not_suspended(&store, ctx, &user.username, "password").await?;
+        // A switch on the account answers exactly like a wrong password (same error, same
+        // hashing work), so it tells neither strangers which accounts exist nor a guesser
+        // that this password was right; the history says `breaker`. Its message is shown
+        // only to someone who proved both factors (a sign-in begun before the trip).
+        if self
+            .switches
+            .board()
+            .account_switch(ctx.tier, ctx.tenant, &user.username, ctx.now)
+            .is_some()
+        {
+            self.record(&store, ctx, &user.username, "password", Some("breaker"))
+                .await?;
+            return Err(LoginError::BadCredentials);
+        }
         let stage = if user.totp_enrolled_at.is_some() {
             "mfa"
         } else {

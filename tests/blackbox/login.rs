@@ -1074,3 +1074,85 @@ async fn an_earlier_totp_code_is_refused_after_a_later_one() {
         .await;
     assert_eq!(r.status, 200, "code of step t+1 refused: {}", r.body);
 }
+
+/// A gateway whose prod operator `olivia` has the returned token (to trip switches).
+async fn start_with_operator() -> (Upstreams, Gateway, String) {
+    let token = random_hex(24);
+    let (ups, gw) = start_with(|f| {
+        f.prod_operators = vec![("olivia".into(), sha256_hex(token.as_bytes()))];
+    })
+    .await;
+    (ups, gw, token)
+}
+
+/// A wrong password for the account of `user`.
+fn wrong_password(user: &TestUser) -> TestUser {
+    TestUser::known(&user.tenant, &user.tier, &user.username, "not-the-password-at-all", "")
+}
+
+/// If this broke, a kill switch on an account would tell a password guesser which guess
+/// was right (423 for the right password, 401 for a wrong one), on the API and the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_account_answers_right_and_wrong_passwords_alike() {
+    let (_ups, gw, token) = start_with_operator().await;
+    let accounts = Accounts::open(&gw).await;
+    let mona = accounts.create("acme", "mona", &[], true).await;
+    let r = reqwest::Client::new()
+        .put(gw.admin_url("/v1/tenants/acme/accounts/mona/breaker"))
+        .bearer_auth(&token)
+        .json(&json!({"reason": "phished", "message": "Your account is locked"}))
+        .send()
+        .await
+        .expect("trip");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+
+    let mut a = Agent::new(&gw, "acme.test");
+    let right = a.api_password_step(&mona, None).await;
+    let wrong = a.api_password_step(&wrong_password(&mona), None).await;
+    assert_eq!(
+        (right.status, right.body.as_str()),
+        (wrong.status, wrong.body.as_str()),
+        "API: right and wrong password answered differently"
+    );
+    assert_eq!(wrong.status, 401);
+    assert!(right.set_cookie("__Host-portcullis-prod-pre").is_none());
+
+    // The login form: same status and page.
+    let mut b = Agent::new(&gw, "acme.test");
+    let page = b.get("/.portcullis/login").await;
+    assert_eq!(page.status, 200);
+    let csrf = b
+        .cookies
+        .get("__Host-portcullis-prod-csrf")
+        .cloned()
+        .expect("CSRF cookie");
+    let mut answers = Vec::new();
+    for password in [mona.password.as_str(), "not-the-password-at-all"] {
+        let r = b
+            .post_form(
+                "/.portcullis/login",
+                &[
+                    ("csrf", &csrf),
+                    ("username", "mona"),
+                    ("password", password),
+                    ("rd", "/"),
+                ],
+            )
+            .await;
+        answers.push((r.status, r.body));
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "form: right and wrong password answered differently"
+    );
+    assert!(b.session("prod").is_none());
+
+    // An unknown user answers the same as well.
+    let ghost = a
+        .post_json(
+            "/.portcullis/api/login",
+            &json!({"username": "ghost", "password": "not-the-password-at-all"}),
+        )
+        .await;
+    assert_eq!((ghost.status, ghost.body), (wrong.status, wrong.body));
+}
