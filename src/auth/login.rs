@@ -2,10 +2,12 @@
 //! second factor (TOTP or recovery code), first-login TOTP enrolment, throttling, login
 //! history and session creation. Knows nothing of HTTP; the clock is passed in.
 //!
-//! Throttling counts attempts, not just failures, before checking anything, so
+//! Throttling reserves each attempt with an atomic hit before checking anything, so
 //! concurrent guesses get no extra tries: at most [`ACCOUNT_ATTEMPTS`] password or code
-//! attempts per account and [`IP_ATTEMPTS`] per client IP in [`WINDOW_SECS`], then
-//! "try again in N s". The lock is time-boxed by the window, never permanent.
+//! attempts per account and [`IP_ATTEMPTS`] failed ones per client IP in [`WINDOW_SECS`],
+//! then "try again in N s". The IP slot goes back when the attempt succeeds, so people
+//! signing in behind one NAT never use up the budget. The lock is time-boxed by the window,
+//! never permanent.
 
 use std::sync::Arc;
 
@@ -21,7 +23,8 @@ use crate::session::{LoginEvent, Revocation, SessionRecord, SessionStore, StoreE
 
 /// Attempts (password or code) per account per window.
 pub const ACCOUNT_ATTEMPTS: u32 = 10;
-/// Attempts per client IP per window (credential stuffing).
+/// Failed attempts per client IP per window (credential stuffing); successes give their
+/// reserved slot back.
 pub const IP_ATTEMPTS: u32 = 100;
 /// Throttling window.
 pub const WINDOW_SECS: i64 = 15 * 60;
@@ -124,9 +127,10 @@ impl LocalLogin {
         if ctx.sso.is_some_and(|s| !s.allows_password(username)) {
             self.record(&store, ctx, username, "password", Some("sso_required"))
                 .await?;
+            store.hit(&ip_key(ctx.ip), ctx.now, WINDOW_SECS).await?;
             return Err(LoginError::SsoRequired);
         }
-        self.throttle(&store, ctx, username, "password").await?;
+        let ip = self.throttle(&store, ctx, username, "password").await?;
         let found = store.get_user(ctx.tenant, username).await?;
         let known = found.is_some();
         let user = found.filter(|u| !u.disabled);
@@ -136,7 +140,10 @@ impl LocalLogin {
             .await
         {
             Ok(ok) => ok,
-            Err(PasswordError::Busy) => return Err(LoginError::Busy),
+            Err(PasswordError::Busy) => {
+                self.give_back(&store, &ip).await?;
+                return Err(LoginError::Busy);
+            }
             Err(_) => false,
         };
         let Some(user) = user.filter(|_| ok) else {
@@ -158,6 +165,7 @@ impl LocalLogin {
                 .await?;
             return Err(LoginError::BadCredentials);
         }
+        self.give_back(&store, &ip).await?;
         let stage = if user.totp_enrolled_at.is_some() {
             "mfa"
         } else {
@@ -243,7 +251,7 @@ impl LocalLogin {
             return Err(LoginError::NoPendingLogin);
         }
         let store = self.sessions.store(ctx.tier)?;
-        self.throttle(&store, ctx, &pre.username, "totp").await?;
+        let ip = self.throttle(&store, ctx, &pre.username, "totp").await?;
         let user = store
             .get_user(ctx.tenant, &pre.username)
             .await?
@@ -268,6 +276,7 @@ impl LocalLogin {
             return Err(LoginError::BadCode);
         }
         self.claim(&store, ctx, pre).await?;
+        self.give_back(&store, &ip).await?;
         let amr = vec![
             "pwd".to_string(),
             if method == "recovery" { "rec" } else { "otp" }.to_string(),
@@ -289,7 +298,7 @@ impl LocalLogin {
         code: &str,
     ) -> Result<(), LoginError> {
         let store = self.sessions.store(ctx.tier)?;
-        self.throttle(&store, ctx, username, "password").await?;
+        let ip = self.throttle(&store, ctx, username, "password").await?;
         let user = store
             .get_user(ctx.tenant, username)
             .await?
@@ -297,7 +306,10 @@ impl LocalLogin {
             .ok_or(LoginError::BadCredentials)?;
         let password_ok = match self.hasher.verify(password, Some(&user.password_hash)).await {
             Ok(ok) => ok,
-            Err(PasswordError::Busy) => return Err(LoginError::Busy),
+            Err(PasswordError::Busy) => {
+                self.give_back(&store, &ip).await?;
+                return Err(LoginError::Busy);
+            }
             Err(_) => false,
         };
         if !password_ok {
@@ -312,6 +324,7 @@ impl LocalLogin {
             self.record(&store, ctx, username, "totp", Some("bad_code")).await?;
             return Err(LoginError::BadCode);
         }
+        self.give_back(&store, &ip).await?;
         store.clear(&account_key(ctx.tenant, username)).await?;
         Ok(())
     }
@@ -369,7 +382,7 @@ impl LocalLogin {
             return Err(LoginError::NoPendingLogin);
         }
         let store = self.sessions.store(ctx.tier)?;
-        self.throttle(&store, ctx, &pre.username, "totp").await?;
+        let ip = self.throttle(&store, ctx, &pre.username, "totp").await?;
         let mut user = store
             .get_user(ctx.tenant, &pre.username)
             .await?
@@ -387,6 +400,7 @@ impl LocalLogin {
             return Err(LoginError::BadCode);
         }
         self.claim(&store, ctx, pre).await?;
+        self.give_back(&store, &ip).await?;
         let codes = mfa::new_recovery_codes();
         user.recovery_code_hashes = codes.iter().map(|c| mfa::recovery_code_hash(c)).collect();
         user.totp_enrolled_at = Some(ctx.now);
@@ -496,7 +510,9 @@ impl LocalLogin {
         reason: &str,
     ) -> Result<(), LoginError> {
         let store = self.sessions.store(ctx.tier)?;
-        self.record(&store, ctx, subject, "oidc", Some(reason)).await
+        self.record(&store, ctx, subject, "oidc", Some(reason)).await?;
+        store.hit(&ip_key(ctx.ip), ctx.now, WINDOW_SECS).await?;
+        Ok(())
     }
 
     /// Refuses (and records, with reason `breaker`) a sign-in a kill switch covers.
@@ -536,31 +552,43 @@ impl LocalLogin {
         Ok(())
     }
 
-    /// Per account, every attempt counts before anything is checked (concurrent guesses
-    /// get no extra tries); per IP, only failures count (see `record`), so people
-    /// signing in successfully behind one NAT never use up the budget.
+    /// Reserves this attempt before anything is checked, with atomic hits, so concurrent
+    /// guesses get no extra tries: on the account's counter (every attempt counts) and on
+    /// the client's network counter ([`ip_key`]). The caller gives the IP slot back
+    /// ([`LocalLogin::give_back`]) when the attempt succeeds or was never checked, so only
+    /// failures use up the IP budget and people signing in successfully behind one NAT
+    /// never do; a failure, or a refusal that must look like one, keeps it.
     async fn throttle(
         &self,
         store: &Arc<dyn SessionStore>,
         ctx: &LoginContext<'_>,
         username: &str,
         method: &str,
-    ) -> Result<(), LoginError> {
-        let (ip_count, ip_reset) = store.peek(&ip_key(ctx.ip), ctx.now).await?;
+    ) -> Result<IpSlot, LoginError> {
         let (count, reset) = store
             .hit(&account_key(ctx.tenant, username), ctx.now, WINDOW_SECS)
             .await?;
-        if count > ACCOUNT_ATTEMPTS || ip_count >= IP_ATTEMPTS {
-            let reason = if count > ACCOUNT_ATTEMPTS {
-                "locked"
-            } else {
-                "throttled"
-            };
-            self.record(store, ctx, username, method, Some(reason)).await?;
-            let wait = if count > ACCOUNT_ATTEMPTS { reset } else { ip_reset };
-            return Err(LoginError::Throttled(wait.max(1)));
+        if count > ACCOUNT_ATTEMPTS {
+            self.record(store, ctx, username, method, Some("locked")).await?;
+            return Err(LoginError::Throttled(reset.max(1)));
         }
-        Ok(())
+        let key = ip_key(ctx.ip);
+        let (ip_count, ip_reset) = store.hit(&key, ctx.now, WINDOW_SECS).await?;
+        let slot = IpSlot {
+            key,
+            window_end: ctx.now.saturating_add(ip_reset),
+        };
+        if ip_count > IP_ATTEMPTS {
+            self.give_back(store, &slot).await?;
+            self.record(store, ctx, username, method, Some("throttled")).await?;
+            return Err(LoginError::Throttled(ip_reset.max(1)));
+        }
+        Ok(slot)
+    }
+
+    /// Returns a reserved IP slot: the attempt was not a failure.
+    async fn give_back(&self, store: &Arc<dyn SessionStore>, slot: &IpSlot) -> Result<(), LoginError> {
+        Ok(store.give_back(&slot.key, slot.window_end).await?)
     }
 
     async fn record(
@@ -571,9 +599,6 @@ impl LocalLogin {
         method: &str,
         failure: Option<&str>,
     ) -> Result<(), LoginError> {
-        if failure.is_some_and(|r| !matches!(r, "throttled" | "locked" | "breaker")) {
-            store.hit(&ip_key(ctx.ip), ctx.now, WINDOW_SECS).await?;
-        }
         let event = LoginEvent {
             seq: 0,
             tenant: ctx.tenant.to_string(),
@@ -657,6 +682,14 @@ impl LocalLogin {
     }
 }
 
+/// One attempt's reserved slot in its client network's failure budget.
+struct IpSlot {
+    /// The network's throttle key.
+    key: String,
+    /// End of the window the slot was taken in, so giving it back never touches a later one.
+    window_end: i64,
+}
+
 /// What a single sign-on leads to.
 #[derive(Debug)]
 pub enum SsoOutcome {
@@ -701,7 +734,7 @@ fn merged_amr(idp: &[String], gateway: &[String]) -> Vec<String> {
     out
 }
 
-/// Throttle key of a client IP (failures only).
+/// Throttle key of a client IP (failed attempts).
 fn ip_key(ip: &str) -> String {
     format!("ip:{ip}")
 }

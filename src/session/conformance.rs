@@ -1062,6 +1062,56 @@ pub(crate) async fn concurrent_hits_count_each_once(b: &Backend) {
     assert_eq!(store.peek("login:acme:alice", T0).await.unwrap(), (50, 900));
 }
 
+/// A success would use up a failure budget (everyone behind one NAT locked out), a give-back
+/// would lower a later window or go below zero, or concurrent hits and give-backs would
+/// lose updates (extra guesses).
+pub(crate) async fn throttle_hits_can_be_given_back(b: &Backend) {
+    let store = b.store("prod").await;
+    let key = "ip:192.0.2.1";
+    for _ in 0..3 {
+        store.hit(key, T0, 900).await.unwrap();
+    }
+    store.give_back(key, T0 + 900).await.unwrap();
+    assert_eq!(store.peek(key, T0 + 10).await.unwrap(), (2, 890));
+    assert_eq!(store.hit(key, T0 + 10, 900).await.unwrap(), (3, 890));
+    store.give_back(key, T0 + 899).await.unwrap();
+    assert_eq!(
+        store.peek(key, T0 + 10).await.unwrap().0,
+        3,
+        "another window's give-back"
+    );
+    for _ in 0..5 {
+        store.give_back(key, T0 + 900).await.unwrap();
+    }
+    assert_eq!(store.peek(key, T0 + 10).await.unwrap(), (0, 890), "never below zero");
+    assert_eq!(store.hit(key, T0 + 20, 900).await.unwrap(), (1, 880));
+    store.give_back("never-hit", T0 + 900).await.unwrap();
+    assert_eq!(store.peek("never-hit", T0).await.unwrap(), (0, 0));
+
+    // A give-back of the old window after it rolled over leaves the new one alone.
+    assert_eq!(store.hit(key, T0 + 900, 900).await.unwrap(), (1, 900));
+    store.give_back(key, T0 + 900).await.unwrap();
+    assert_eq!(store.peek(key, T0 + 900).await.unwrap(), (1, 900));
+
+    // 40 concurrent hits, of which 20 are given back at once: 20 stay.
+    let key = "ip:192.0.2.2";
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let (count, reset_in) = store.hit(key, T0, 900).await?;
+            if i % 2 == 0 {
+                store.give_back(key, T0 + reset_in).await?;
+            }
+            Ok::<u32, StoreError>(count)
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(store.peek(key, T0).await.unwrap(), (20, 900));
+}
+
 /// A staging credential or counter could be used in prod (tier isolation).
 pub(crate) async fn tiers_never_see_each_other(b: &Backend) {
     let prod = b.store("prod").await;
@@ -1476,6 +1526,7 @@ macro_rules! every_test {
                 login_history_is_capped,
                 throttle_counts_in_fixed_windows,
                 concurrent_hits_count_each_once,
+                throttle_hits_can_be_given_back,
                 tiers_never_see_each_other,
                 stores_of_one_tier_share_state,
                 kill_switches_round_trip,

@@ -351,6 +351,11 @@ pub trait SessionStore: Send + Sync + 'static {
     /// `window_secs`; returns (count after increment, seconds until the window resets).
     /// Atomic: N concurrent hits see the counts 1..=N once each, so guesses get no extra tries.
     async fn hit(&self, key: &str, now: i64, window_secs: i64) -> Result<(u32, i64), StoreError>;
+    /// Undoes one hit of `key` in the window ending at `window_end` (the `now` of the hit plus
+    /// the seconds it returned), never below zero, and does nothing once that window is gone:
+    /// a slot reserved before a check that turned out not to count (e.g. a success) goes back
+    /// to the budget without ever touching a later window. Atomic, like `hit`.
+    async fn give_back(&self, key: &str, window_end: i64) -> Result<(), StoreError>;
     /// Current count and seconds until reset without incrementing ((0, 0) when none/expired).
     async fn peek(&self, key: &str, now: i64) -> Result<(u32, i64), StoreError>;
     /// Forgets the counter (e.g. after a successful login).

@@ -154,6 +154,15 @@ gc_at(KEYS[1], string.format('%d', reset + tonumber(ARGV[3])))
 return {count, reset - now}
 ";
 
+/// KEYS: counter. ARGV: window end. Takes one off the count of that window (never below 0).
+const GIVE_BACK: &str = "
+local v = redis.call('HMGET', KEYS[1], 'count', 'reset_at')
+if v[1] and v[2] and tonumber(v[2]) == tonumber(ARGV[1]) and tonumber(v[1]) > 0 then
+  redis.call('HSET', KEYS[1], 'count', string.format('%d', tonumber(v[1]) - 1))
+end
+return 0
+";
+
 /// KEYS: kill switch hash. ARGV: scope key. Returns the removed JSON or nil.
 const DELETE_KILL_SWITCH: &str = "
 local v = redis.call('HGET', KEYS[1], ARGV[1])
@@ -194,6 +203,7 @@ struct Scripts {
     put_user: Script,
     accept_totp_step: Script,
     hit: Script,
+    give_back: Script,
     delete_kill_switch: Script,
     append_audit: Script,
     replace_change_if: Script,
@@ -210,6 +220,7 @@ impl Scripts {
             put_user: Script::new(PUT_USER),
             accept_totp_step: gc(ACCEPT_TOTP_STEP),
             hit: gc(HIT),
+            give_back: Script::new(GIVE_BACK),
             delete_kill_switch: Script::new(DELETE_KILL_SWITCH),
             append_audit: Script::new(APPEND_AUDIT),
             replace_change_if: Script::new(REPLACE_CHANGE_IF),
@@ -1027,6 +1038,17 @@ impl SessionStore for RedisStore {
             .invoke_async(&mut self.con())
             .await?;
         Ok((u32::try_from(count).unwrap_or(u32::MAX), reset_in))
+    }
+
+    async fn give_back(&self, key: &str, window_end: i64) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .give_back
+            .key(self.throttle_key(key))
+            .arg(window_end)
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(())
     }
 
     async fn peek(&self, key: &str, now: i64) -> Result<(u32, i64), StoreError> {

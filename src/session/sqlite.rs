@@ -884,6 +884,18 @@ impl SessionStore for SqliteStore {
         .await
     }
 
+    async fn give_back(&self, key: &str, window_end: i64) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE throttle SET count = count - 1 WHERE key = ?1 AND reset_at = ?2 AND count > 0",
+                params![key, window_end],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn peek(&self, key: &str, now: i64) -> Result<(u32, i64), StoreError> {
         let key = key.to_string();
         self.read(move |conn| {

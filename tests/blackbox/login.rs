@@ -1156,3 +1156,49 @@ async fn a_suspended_account_answers_right_and_wrong_passwords_alike() {
         .await;
     assert_eq!((ghost.status, ghost.body), (wrong.status, wrong.body));
 }
+
+/// MFA-11: if this broke, concurrent guesses from one client would get more password
+/// checks than the per-IP budget (the audit saw 138 checks from waves of 200).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_from_one_ip_get_no_extra_password_checks() {
+    let (_ups, gw) = start().await;
+    let limit = usize::try_from(portcullis::auth::login::IP_ATTEMPTS).expect("small");
+    let mut a = Agent::new(&gw, "acme.test");
+    let mut checked = 0;
+    // Use up all but five of the budget one by one.
+    for i in 0..limit - 5 {
+        let r = a
+            .post_json(
+                "/.portcullis/api/login",
+                &json!({"username": format!("seq{i}"), "password": "Summer2026!"}),
+            )
+            .await;
+        assert_eq!(r.status, 401, "attempt {i}: {}", r.body);
+        checked += 1;
+    }
+    // Then 30 at once (within the hashing pool's queue), distinct user names.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let mut agent = Agent::new(&gw, "acme.test");
+        tasks.push(tokio::spawn(async move {
+            agent
+                .post_json(
+                    "/.portcullis/api/login",
+                    &json!({"username": format!("par{i}"), "password": "Summer2026!"}),
+                )
+                .await
+                .status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    checked += statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        checked <= limit,
+        "{checked} passwords checked from one IP (budget {limit}): {statuses:?}"
+    );
+    assert!(statuses.contains(&429), "never throttled: {statuses:?}");
+    assert!(statuses.iter().all(|s| matches!(s, 401 | 429 | 503)), "{statuses:?}");
+}
