@@ -9,6 +9,7 @@
 //! signing in behind one NAT never use up the budget. The lock is time-boxed by the window,
 //! never permanent.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -734,13 +735,45 @@ fn merged_amr(idp: &[String], gateway: &[String]) -> Vec<String> {
     out
 }
 
-/// Throttle key of a client IP (failed attempts).
+/// Throttle key of a client's network (failed attempts): an IPv4 address (an IPv4-mapped
+/// IPv6 one counts as its IPv4 address), or an IPv6 client's /64, since one subscriber or
+/// host usually holds a whole /64 and could otherwise rotate addresses for fresh budgets.
 fn ip_key(ip: &str) -> String {
-    format!("ip:{ip}")
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => format!("ip:{v4}"),
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let [a, b, c, d, ..] = v6.segments();
+                format!("ip:{}/64", Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+            }
+        },
+        Err(_) => format!("ip:{ip}"),
+    }
 }
 
 /// Throttle key of an account (user names compare case-insensitively here so case
 /// variants share one budget).
 fn account_key(tenant: &str, username: &str) -> String {
     format!("acct:{tenant}:{}", username.to_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ip_key;
+
+    /// Rotating addresses inside one /64 (or writing an IPv4 client as IPv6) would give
+    /// fresh per-IP budgets.
+    #[test]
+    fn ip_keys_group_ipv6_by_64_and_unmap_ipv4() {
+        assert_eq!(ip_key("2001:db8::1"), ip_key("2001:db8::2"));
+        assert_eq!(ip_key("2001:db8::1"), ip_key("2001:db8:0:0:ffff:ffff:ffff:ffff"));
+        assert_eq!(ip_key("2001:db8::1"), "ip:2001:db8::/64");
+        assert_ne!(ip_key("2001:db8::1"), ip_key("2001:db8:0:1::1"));
+        assert_eq!(ip_key("::ffff:192.0.2.7"), ip_key("192.0.2.7"));
+        assert_eq!(ip_key("192.0.2.7"), "ip:192.0.2.7");
+        assert_ne!(ip_key("192.0.2.7"), ip_key("192.0.2.8"));
+        assert_ne!(ip_key("::ffff:192.0.2.7"), ip_key("::ffff:192.0.2.8"));
+        assert_eq!(ip_key("not an address"), "ip:not an address");
+    }
 }
