@@ -7,7 +7,9 @@
 //! attempts per account and [`IP_ATTEMPTS`] failed ones per client IP in [`WINDOW_SECS`],
 //! then "try again in N s". The IP slot goes back when the attempt succeeds, so people
 //! signing in behind one NAT never use up the budget. The lock is time-boxed by the window,
-//! never permanent.
+//! never permanent. Failed second-factor codes also add up over a day: past
+//! [`MFA_LOCK_FAILURES`] in [`MFA_LOCK_WINDOW_SECS`] the account's second factor is locked
+//! until that window ends or its MFA is reset.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
@@ -29,6 +31,14 @@ pub const ACCOUNT_ATTEMPTS: u32 = 10;
 pub const IP_ATTEMPTS: u32 = 100;
 /// Throttling window.
 pub const WINDOW_SECS: i64 = 15 * 60;
+/// Failed second-factor codes per account in [`MFA_LOCK_WINDOW_SECS`] after which its second
+/// factor is locked until that window ends or an operator resets the user's MFA. The
+/// 15-minute budget alone allowed 960 guesses a day for ever to someone holding the
+/// password; 20 a day (3 valid codes of 10^6 each) stays far below SPEC's "at most 100
+/// consecutive failures before lock-out" and leaves the owner room for typos.
+pub const MFA_LOCK_FAILURES: u32 = 20;
+/// The second-factor lock's fixed window, from the first failed code.
+pub const MFA_LOCK_WINDOW_SECS: i64 = 24 * 3600;
 
 /// Why a step failed; each maps to one status and message at the HTTP edge.
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +268,9 @@ impl LocalLogin {
             .await?
             .filter(|u| !u.disabled)
             .ok_or(LoginError::NoPendingLogin)?;
+        let code_slot = self
+            .second_factor_slot(&store, ctx, &pre.username, pre.history_subject(), &ip)
+            .await?;
         let (method, ok) = if mfa::looks_like_recovery_code(input) {
             let hash = mfa::recovery_code_hash(input);
             (
@@ -278,6 +291,7 @@ impl LocalLogin {
         }
         self.claim(&store, ctx, pre).await?;
         self.give_back(&store, &ip).await?;
+        self.give_back(&store, &code_slot).await?;
         let amr = vec![
             "pwd".to_string(),
             if method == "recovery" { "rec" } else { "otp" }.to_string(),
@@ -318,6 +332,7 @@ impl LocalLogin {
                 .await?;
             return Err(LoginError::BadCredentials);
         }
+        let code_slot = self.second_factor_slot(&store, ctx, username, username, &ip).await?;
         if !self
             .totp_ok(&store, ctx, &user, user.totp_secret.as_deref(), code)
             .await?
@@ -326,6 +341,7 @@ impl LocalLogin {
             return Err(LoginError::BadCode);
         }
         self.give_back(&store, &ip).await?;
+        self.give_back(&store, &code_slot).await?;
         store.clear(&account_key(ctx.tenant, username)).await?;
         Ok(())
     }
@@ -565,7 +581,7 @@ impl LocalLogin {
         ctx: &LoginContext<'_>,
         username: &str,
         method: &str,
-    ) -> Result<IpSlot, LoginError> {
+    ) -> Result<Slot, LoginError> {
         let (count, reset) = store
             .hit(&account_key(ctx.tenant, username), ctx.now, WINDOW_SECS)
             .await?;
@@ -575,7 +591,7 @@ impl LocalLogin {
         }
         let key = ip_key(ctx.ip);
         let (ip_count, ip_reset) = store.hit(&key, ctx.now, WINDOW_SECS).await?;
-        let slot = IpSlot {
+        let slot = Slot {
             key,
             window_end: ctx.now.saturating_add(ip_reset),
         };
@@ -587,8 +603,39 @@ impl LocalLogin {
         Ok(slot)
     }
 
-    /// Returns a reserved IP slot: the attempt was not a failure.
-    async fn give_back(&self, store: &Arc<dyn SessionStore>, slot: &IpSlot) -> Result<(), LoginError> {
+    /// Reserves a code attempt of `username`'s second factor in its day-long failure budget
+    /// (after [`LocalLogin::throttle`] passed), atomically like the other counters: past
+    /// [`MFA_LOCK_FAILURES`] in [`MFA_LOCK_WINDOW_SECS`] the second factor is locked (`429`
+    /// until the window ends; `portcullis user reset-mfa` lifts it) and the IP slot goes
+    /// back, since no code was checked. The caller gives the slot back for a right code, so
+    /// only failed codes add up; successes do not clear it, so an attacker's failures are not
+    /// forgiven by the owner's next sign-in. Only someone who knows the password reaches
+    /// this, so the lock cannot be used by strangers to lock an owner out.
+    async fn second_factor_slot(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        ctx: &LoginContext<'_>,
+        username: &str,
+        history_subject: &str,
+        ip: &Slot,
+    ) -> Result<Slot, LoginError> {
+        let key = second_factor_lock_key(ctx.tenant, username);
+        let (count, reset) = store.hit(&key, ctx.now, MFA_LOCK_WINDOW_SECS).await?;
+        let slot = Slot {
+            key,
+            window_end: ctx.now.saturating_add(reset),
+        };
+        if count > MFA_LOCK_FAILURES {
+            self.give_back(store, &slot).await?;
+            self.give_back(store, ip).await?;
+            self.record(store, ctx, history_subject, "totp", Some("locked")).await?;
+            return Err(LoginError::Throttled(reset.max(1)));
+        }
+        Ok(slot)
+    }
+
+    /// Returns a reserved slot: the attempt was not a failure (or was never checked).
+    async fn give_back(&self, store: &Arc<dyn SessionStore>, slot: &Slot) -> Result<(), LoginError> {
         Ok(store.give_back(&slot.key, slot.window_end).await?)
     }
 
@@ -683,9 +730,10 @@ impl LocalLogin {
     }
 }
 
-/// One attempt's reserved slot in its client network's failure budget.
-struct IpSlot {
-    /// The network's throttle key.
+/// One attempt's reserved slot in a failure budget (the client network's, or the account's
+/// second-factor lock).
+struct Slot {
+    /// The counter's throttle key.
     key: String,
     /// End of the window the slot was taken in, so giving it back never touches a later one.
     window_end: i64,
@@ -750,6 +798,21 @@ fn ip_key(ip: &str) -> String {
         },
         Err(_) => format!("ip:{ip}"),
     }
+}
+
+/// Lifts the second-factor lock of a user (after an operator reset the user's MFA).
+pub async fn clear_second_factor_lock(
+    store: &dyn SessionStore,
+    tenant: &str,
+    username: &str,
+) -> Result<(), StoreError> {
+    store.clear(&second_factor_lock_key(tenant, username)).await
+}
+
+/// Counter key of an account's day-long second-factor failures (case-insensitive, like
+/// [`account_key`]).
+fn second_factor_lock_key(tenant: &str, username: &str) -> String {
+    format!("mfa:{tenant}:{}", username.to_lowercase())
 }
 
 /// Throttle key of an account (user names compare case-insensitively here so case

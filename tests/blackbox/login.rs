@@ -1202,3 +1202,66 @@ async fn concurrent_guesses_from_one_ip_get_no_extra_password_checks() {
     assert!(statuses.contains(&429), "never throttled: {statuses:?}");
     assert!(statuses.iter().all(|s| matches!(s, 401 | 429 | 503)), "{statuses:?}");
 }
+
+/// SPEC "Authentication" (at most 100 consecutive failures before lock-out): if this
+/// broke, someone holding the password could guess TOTP codes for ever at 10 per 15
+/// minutes; failed codes must add up over a day and lock the second factor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_codes_add_up_to_a_day_long_second_factor_lock() {
+    use portcullis::auth::login::{ACCOUNT_ATTEMPTS, MFA_LOCK_FAILURES, WINDOW_SECS};
+    let (_ups, gw) = start().await;
+    let accounts = Accounts::open(&gw).await;
+    let nina = accounts.create("acme", "nina", &[], true).await;
+    // A code of no step near now.
+    let wrong_code = || {
+        let step = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            / 30;
+        let valid: Vec<String> = (step - 2..=step + 2).map(|s| nina.code_at(s)).collect();
+        (0..1_000_000u32)
+            .map(|n| format!("{n:06}"))
+            .find(|g| !valid.contains(g))
+            .expect("a wrong code")
+    };
+    // Per sign-in, at most ACCOUNT_ATTEMPTS - 2 wrong codes: with the password step and
+    // the right code that stays within the 15-minute budget, which a sign-in resets.
+    let per_sign_in = ACCOUNT_ATTEMPTS - 2;
+    let mut failed = 0;
+    let mut a = Agent::new(&gw, "acme.test");
+    loop {
+        assert_eq!(a.api_password_step(&nina, None).await.status, 200);
+        let n = per_sign_in.min(MFA_LOCK_FAILURES - failed);
+        for _ in 0..n {
+            let r = a
+                .post_json("/.portcullis/api/mfa", &json!({ "code": wrong_code() }))
+                .await;
+            assert_eq!(r.status, 401, "after {failed} failed codes: {}", r.body);
+            failed += 1;
+        }
+        if failed == MFA_LOCK_FAILURES {
+            break;
+        }
+        let r = a
+            .post_json("/.portcullis/api/mfa", &json!({ "code": nina.fresh_code().await }))
+            .await;
+        assert_eq!(r.status, 200, "after {failed} failed codes: {}", r.body);
+        a = Agent::new(&gw, "acme.test");
+    }
+    // Now even the right code is refused, for longer than the 15-minute window.
+    let r = a
+        .post_json("/.portcullis/api/mfa", &json!({ "code": nina.fresh_code().await }))
+        .await;
+    assert_eq!(
+        r.status, 429,
+        "right code accepted after {failed} failed codes: {}",
+        r.body
+    );
+    let after: i64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!(after > WINDOW_SECS, "second factor locked for only {after} s");
+    assert!(a.session("prod").is_none());
+}
