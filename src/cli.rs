@@ -491,6 +491,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             u.totp_enrolled_at = None;
             u.recovery_code_hashes.clear();
             store.update_user(&u).await?;
+            portcullis::auth::login::clear_second_factor_lock(store.as_ref(), &tenant, &username).await?;
             record_cli_change(
                 &store,
                 &tier,

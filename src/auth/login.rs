@@ -2,11 +2,16 @@
 //! second factor (TOTP or recovery code), first-login TOTP enrolment, throttling, login
 //! history and session creation. Knows nothing of HTTP; the clock is passed in.
 //!
-//! Throttling counts attempts, not just failures, before checking anything, so
+//! Throttling reserves each attempt with an atomic hit before checking anything, so
 //! concurrent guesses get no extra tries: at most [`ACCOUNT_ATTEMPTS`] password or code
-//! attempts per account and [`IP_ATTEMPTS`] per client IP in [`WINDOW_SECS`], then
-//! "try again in N s". The lock is time-boxed by the window, never permanent.
+//! attempts per account and [`IP_ATTEMPTS`] failed ones per client IP in [`WINDOW_SECS`],
+//! then "try again in N s". The IP slot goes back when the attempt succeeds, so people
+//! signing in behind one NAT never use up the budget. The lock is time-boxed by the window,
+//! never permanent. Failed second-factor codes also add up over a day: past
+//! [`MFA_LOCK_FAILURES`] in [`MFA_LOCK_WINDOW_SECS`] the account's second factor is locked
+//! until that window ends or its MFA is reset.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use super::mfa::{self, TotpSecret};
@@ -20,10 +25,19 @@ use crate::session::{LoginEvent, Revocation, SessionRecord, SessionStore, StoreE
 
 /// Attempts (password or code) per account per window.
 pub const ACCOUNT_ATTEMPTS: u32 = 10;
-/// Attempts per client IP per window (credential stuffing).
+/// Failed attempts per client IP per window (credential stuffing); successes give their
+/// reserved slot back.
 pub const IP_ATTEMPTS: u32 = 100;
 /// Throttling window.
 pub const WINDOW_SECS: i64 = 15 * 60;
+/// Failed second-factor codes per account in [`MFA_LOCK_WINDOW_SECS`] after which its second
+/// factor is locked until that window ends or an operator resets the user's MFA. The
+/// 15-minute budget alone allowed 960 guesses a day for ever to someone holding the
+/// password; 20 a day (3 valid codes of 10^6 each) stays far below SPEC's "at most 100
+/// consecutive failures before lock-out" and leaves the owner room for typos.
+pub const MFA_LOCK_FAILURES: u32 = 20;
+/// The second-factor lock's fixed window, from the first failed code.
+pub const MFA_LOCK_WINDOW_SECS: i64 = 24 * 3600;
 
 /// Why a step failed; each maps to one status and message at the HTTP edge.
 #[derive(Debug, thiserror::Error)]
@@ -123,9 +137,10 @@ impl LocalLogin {
         if ctx.sso.is_some_and(|s| !s.allows_password(username)) {
             self.record(&store, ctx, username, "password", Some("sso_required"))
                 .await?;
+            store.hit(&ip_key(ctx.ip), ctx.now, WINDOW_SECS).await?;
             return Err(LoginError::SsoRequired);
         }
-        self.throttle(&store, ctx, username, "password").await?;
+        let ip = self.throttle(&store, ctx, username, "password").await?;
         // An SSO account's TOTP record is no local account, whatever name is typed.
         let found = if account::check_local_name(username).is_ok() {
             store.get_user(ctx.tenant, username).await?
@@ -140,7 +155,10 @@ impl LocalLogin {
             .await
         {
             Ok(ok) => ok,
-            Err(PasswordError::Busy) => return Err(LoginError::Busy),
+            Err(PasswordError::Busy) => {
+                self.give_back(&store, &ip).await?;
+                return Err(LoginError::Busy);
+            }
             Err(_) => false,
         };
         let Some(user) = user.filter(|_| ok) else {
@@ -148,9 +166,21 @@ impl LocalLogin {
             self.record(&store, ctx, username, "password", Some(reason)).await?;
             return Err(LoginError::BadCredentials);
         };
-        // Checked only after the password, so a switch never tells strangers which
-        // accounts exist.
-        self.not_suspended(&store, ctx, &user.username, "password").await?;
+        // A switch on the account answers exactly like a wrong password (same error, same
+        // hashing work), so it tells neither strangers which accounts exist nor a guesser
+        // that this password was right; the history says `breaker`. Its message is shown
+        // only to someone who proved both factors (a sign-in begun before the trip).
+        if self
+            .switches
+            .board()
+            .account_switch(ctx.tier, ctx.tenant, &user.username, ctx.now)
+            .is_some()
+        {
+            self.record(&store, ctx, &user.username, "password", Some("breaker"))
+                .await?;
+            return Err(LoginError::BadCredentials);
+        }
+        self.give_back(&store, &ip).await?;
         let stage = if user.totp_enrolled_at.is_some() {
             "mfa"
         } else {
@@ -235,12 +265,15 @@ impl LocalLogin {
             return Err(LoginError::NoPendingLogin);
         }
         let store = self.sessions.store(ctx.tier)?;
-        self.throttle(&store, ctx, &pre.username, "totp").await?;
+        let ip = self.throttle(&store, ctx, &pre.username, "totp").await?;
         let user = store
             .get_user(ctx.tenant, &pre.username)
             .await?
             .filter(|u| !u.disabled)
             .ok_or(LoginError::NoPendingLogin)?;
+        let code_slot = self
+            .second_factor_slot(&store, ctx, &pre.username, pre.history_subject(), &ip)
+            .await?;
         let (method, ok) = if mfa::looks_like_recovery_code(input) {
             let hash = mfa::recovery_code_hash(input);
             (
@@ -260,6 +293,8 @@ impl LocalLogin {
             return Err(LoginError::BadCode);
         }
         self.claim(&store, ctx, pre).await?;
+        self.give_back(&store, &ip).await?;
+        self.give_back(&store, &code_slot).await?;
         let amr = vec![
             "pwd".to_string(),
             if method == "recovery" { "rec" } else { "otp" }.to_string(),
@@ -281,7 +316,7 @@ impl LocalLogin {
         code: &str,
     ) -> Result<(), LoginError> {
         let store = self.sessions.store(ctx.tier)?;
-        self.throttle(&store, ctx, username, "password").await?;
+        let ip = self.throttle(&store, ctx, username, "password").await?;
         let user = store
             .get_user(ctx.tenant, username)
             .await?
@@ -289,7 +324,10 @@ impl LocalLogin {
             .ok_or(LoginError::BadCredentials)?;
         let password_ok = match self.hasher.verify(password, Some(&user.password_hash)).await {
             Ok(ok) => ok,
-            Err(PasswordError::Busy) => return Err(LoginError::Busy),
+            Err(PasswordError::Busy) => {
+                self.give_back(&store, &ip).await?;
+                return Err(LoginError::Busy);
+            }
             Err(_) => false,
         };
         if !password_ok {
@@ -297,6 +335,7 @@ impl LocalLogin {
                 .await?;
             return Err(LoginError::BadCredentials);
         }
+        let code_slot = self.second_factor_slot(&store, ctx, username, username, &ip).await?;
         if !self
             .totp_ok(&store, ctx, &user, user.totp_secret.as_deref(), code)
             .await?
@@ -304,6 +343,8 @@ impl LocalLogin {
             self.record(&store, ctx, username, "totp", Some("bad_code")).await?;
             return Err(LoginError::BadCode);
         }
+        self.give_back(&store, &ip).await?;
+        self.give_back(&store, &code_slot).await?;
         store.clear(&account_key(ctx.tenant, username)).await?;
         Ok(())
     }
@@ -361,7 +402,7 @@ impl LocalLogin {
             return Err(LoginError::NoPendingLogin);
         }
         let store = self.sessions.store(ctx.tier)?;
-        self.throttle(&store, ctx, &pre.username, "totp").await?;
+        let ip = self.throttle(&store, ctx, &pre.username, "totp").await?;
         let mut user = store
             .get_user(ctx.tenant, &pre.username)
             .await?
@@ -379,6 +420,7 @@ impl LocalLogin {
             return Err(LoginError::BadCode);
         }
         self.claim(&store, ctx, pre).await?;
+        self.give_back(&store, &ip).await?;
         let codes = mfa::new_recovery_codes();
         user.recovery_code_hashes = codes.iter().map(|c| mfa::recovery_code_hash(c)).collect();
         user.totp_enrolled_at = Some(ctx.now);
@@ -399,7 +441,9 @@ impl LocalLogin {
         Ok((session, codes))
     }
 
-    /// Checks a TOTP code and claims its time step in the replay guard.
+    /// Checks a TOTP code and advances the replay guard to its time step: a code is accepted
+    /// only for a step later than the last accepted one (RFC 6238 §5.2), so neither the same
+    /// code nor an older, unused one still inside the ±1 step window works again.
     async fn totp_ok(
         &self,
         store: &Arc<dyn SessionStore>,
@@ -418,7 +462,7 @@ impl LocalLogin {
             return Ok(false);
         };
         Ok(store
-            .use_totp_step(ctx.tenant, &user.username, step, ctx.now + 180)
+            .accept_totp_step(ctx.tenant, &user.username, step, ctx.now + 180)
             .await?)
     }
 
@@ -490,7 +534,9 @@ impl LocalLogin {
         reason: &str,
     ) -> Result<(), LoginError> {
         let store = self.sessions.store(ctx.tier)?;
-        self.record(&store, ctx, subject, "oidc", Some(reason)).await
+        self.record(&store, ctx, subject, "oidc", Some(reason)).await?;
+        store.hit(&ip_key(ctx.ip), ctx.now, WINDOW_SECS).await?;
+        Ok(())
     }
 
     /// Refuses (and records, with reason `breaker`) a sign-in a kill switch covers.
@@ -530,31 +576,74 @@ impl LocalLogin {
         Ok(())
     }
 
-    /// Per account, every attempt counts before anything is checked (concurrent guesses
-    /// get no extra tries); per IP, only failures count (see `record`), so people
-    /// signing in successfully behind one NAT never use up the budget.
+    /// Reserves this attempt before anything is checked, with atomic hits, so concurrent
+    /// guesses get no extra tries: on the account's counter (every attempt counts) and on
+    /// the client's network counter ([`ip_key`]). The caller gives the IP slot back
+    /// ([`LocalLogin::give_back`]) when the attempt succeeds or was never checked, so only
+    /// failures use up the IP budget and people signing in successfully behind one NAT
+    /// never do; a failure, or a refusal that must look like one, keeps it.
     async fn throttle(
         &self,
         store: &Arc<dyn SessionStore>,
         ctx: &LoginContext<'_>,
         username: &str,
         method: &str,
-    ) -> Result<(), LoginError> {
-        let (ip_count, ip_reset) = store.peek(&ip_key(ctx.ip), ctx.now).await?;
+    ) -> Result<Slot, LoginError> {
         let (count, reset) = store
             .hit(&account_key(ctx.tenant, username), ctx.now, WINDOW_SECS)
             .await?;
-        if count > ACCOUNT_ATTEMPTS || ip_count >= IP_ATTEMPTS {
-            let reason = if count > ACCOUNT_ATTEMPTS {
-                "locked"
-            } else {
-                "throttled"
-            };
-            self.record(store, ctx, username, method, Some(reason)).await?;
-            let wait = if count > ACCOUNT_ATTEMPTS { reset } else { ip_reset };
-            return Err(LoginError::Throttled(wait.max(1)));
+        if count > ACCOUNT_ATTEMPTS {
+            self.record(store, ctx, username, method, Some("locked")).await?;
+            return Err(LoginError::Throttled(reset.max(1)));
         }
-        Ok(())
+        let key = ip_key(ctx.ip);
+        let (ip_count, ip_reset) = store.hit(&key, ctx.now, WINDOW_SECS).await?;
+        let slot = Slot {
+            key,
+            window_end: ctx.now.saturating_add(ip_reset),
+        };
+        if ip_count > IP_ATTEMPTS {
+            self.give_back(store, &slot).await?;
+            self.record(store, ctx, username, method, Some("throttled")).await?;
+            return Err(LoginError::Throttled(ip_reset.max(1)));
+        }
+        Ok(slot)
+    }
+
+    /// Reserves a code attempt of `username`'s second factor in its day-long failure budget
+    /// (after [`LocalLogin::throttle`] passed), atomically like the other counters: past
+    /// [`MFA_LOCK_FAILURES`] in [`MFA_LOCK_WINDOW_SECS`] the second factor is locked (`429`
+    /// until the window ends; `portcullis user reset-mfa` lifts it) and the IP slot goes
+    /// back, since no code was checked. The caller gives the slot back for a right code, so
+    /// only failed codes add up; successes do not clear it, so an attacker's failures are not
+    /// forgiven by the owner's next sign-in. Only someone who knows the password reaches
+    /// this, so the lock cannot be used by strangers to lock an owner out.
+    async fn second_factor_slot(
+        &self,
+        store: &Arc<dyn SessionStore>,
+        ctx: &LoginContext<'_>,
+        username: &str,
+        history_subject: &str,
+        ip: &Slot,
+    ) -> Result<Slot, LoginError> {
+        let key = second_factor_lock_key(ctx.tenant, username);
+        let (count, reset) = store.hit(&key, ctx.now, MFA_LOCK_WINDOW_SECS).await?;
+        let slot = Slot {
+            key,
+            window_end: ctx.now.saturating_add(reset),
+        };
+        if count > MFA_LOCK_FAILURES {
+            self.give_back(store, &slot).await?;
+            self.give_back(store, ip).await?;
+            self.record(store, ctx, history_subject, "totp", Some("locked")).await?;
+            return Err(LoginError::Throttled(reset.max(1)));
+        }
+        Ok(slot)
+    }
+
+    /// Returns a reserved slot: the attempt was not a failure (or was never checked).
+    async fn give_back(&self, store: &Arc<dyn SessionStore>, slot: &Slot) -> Result<(), LoginError> {
+        Ok(store.give_back(&slot.key, slot.window_end).await?)
     }
 
     async fn record(
@@ -565,9 +654,6 @@ impl LocalLogin {
         method: &str,
         failure: Option<&str>,
     ) -> Result<(), LoginError> {
-        if failure.is_some_and(|r| !matches!(r, "throttled" | "locked" | "breaker")) {
-            store.hit(&ip_key(ctx.ip), ctx.now, WINDOW_SECS).await?;
-        }
         let event = LoginEvent {
             seq: 0,
             tenant: ctx.tenant.to_string(),
@@ -651,6 +737,15 @@ impl LocalLogin {
     }
 }
 
+/// One attempt's reserved slot in a failure budget (the client network's, or the account's
+/// second-factor lock).
+struct Slot {
+    /// The counter's throttle key.
+    key: String,
+    /// End of the window the slot was taken in, so giving it back never touches a later one.
+    window_end: i64,
+}
+
 /// What a single sign-on leads to.
 #[derive(Debug)]
 pub enum SsoOutcome {
@@ -688,13 +783,60 @@ fn merged_amr(idp: &[String], gateway: &[String]) -> Vec<String> {
     out
 }
 
-/// Throttle key of a client IP (failures only).
+/// Throttle key of a client's network (failed attempts): an IPv4 address (an IPv4-mapped
+/// IPv6 one counts as its IPv4 address), or an IPv6 client's /64, since one subscriber or
+/// host usually holds a whole /64 and could otherwise rotate addresses for fresh budgets.
 fn ip_key(ip: &str) -> String {
-    format!("ip:{ip}")
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => format!("ip:{v4}"),
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let [a, b, c, d, ..] = v6.segments();
+                format!("ip:{}/64", Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+            }
+        },
+        Err(_) => format!("ip:{ip}"),
+    }
+}
+
+/// Lifts the second-factor lock of a user (after an operator reset the user's MFA).
+pub async fn clear_second_factor_lock(
+    store: &dyn SessionStore,
+    tenant: &str,
+    username: &str,
+) -> Result<(), StoreError> {
+    store.clear(&second_factor_lock_key(tenant, username)).await
+}
+
+/// Counter key of an account's day-long second-factor failures (case-insensitive, like
+/// [`account_key`]).
+fn second_factor_lock_key(tenant: &str, username: &str) -> String {
+    format!("mfa:{tenant}:{}", username.to_lowercase())
 }
 
 /// Throttle key of an account (user names compare case-insensitively here so case
 /// variants share one budget).
 fn account_key(tenant: &str, username: &str) -> String {
     format!("acct:{tenant}:{}", username.to_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ip_key;
+
+    /// Rotating addresses inside one /64 (or writing an IPv4 client as IPv6) would give
+    /// fresh per-IP budgets.
+    #[test]
+    fn ip_keys_group_ipv6_by_64_and_unmap_ipv4() {
+        assert_eq!(ip_key("2001:db8::1"), ip_key("2001:db8::2"));
+        assert_eq!(ip_key("2001:db8::1"), ip_key("2001:db8:0:0:ffff:ffff:ffff:ffff"));
+        assert_eq!(ip_key("2001:db8::1"), "ip:2001:db8::/64");
+        assert_ne!(ip_key("2001:db8::1"), ip_key("2001:db8:0:1::1"));
+        assert_eq!(ip_key("::ffff:192.0.2.7"), ip_key("192.0.2.7"));
+        assert_eq!(ip_key("192.0.2.7"), "ip:192.0.2.7");
+        assert_ne!(ip_key("192.0.2.7"), ip_key("192.0.2.8"));
+        assert_ne!(ip_key("::ffff:192.0.2.7"), ip_key("::ffff:192.0.2.8"));
+        assert_eq!(ip_key("not an address"), "ip:not an address");
+    }
 }

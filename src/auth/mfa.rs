@@ -174,13 +174,13 @@ pub fn parse_code(input: &str) -> Result<u32, MfaError> {
 /// candidates are computed and compared in constant time; steps two or more away never
 /// match (RFC 6238 §5.2 allows one step of network delay).
 ///
-/// This answers "is the code right", not "may it be used": replay protection is per step.
-/// The caller must then record the returned step in the store's replay guard
-/// (`use_totp_step(step)`, first use only) and accept the login only if that succeeds, so
-/// the same code cannot be used twice within its validity (NIST 800-63B §5.1.4.2, RFC 6238
-/// §5.2). The guard must keep a used step for at least 90 s (three steps). When a code
-/// happens to match two steps, the latest is returned, so a replay always maps to a step
-/// already recorded.
+/// This answers "is the code right", not "may it be used". The caller must then advance
+/// the store's replay guard to the returned step (`accept_totp_step(step)`, true only for a
+/// step later than the last accepted one) and accept the login only if that succeeds, so
+/// neither the same code nor an older one still inside the window can be used after it
+/// (NIST 800-63B §5.1.4.2, RFC 6238 §5.2). The guard must keep the last step for at least
+/// 90 s (three steps). When a code happens to match two steps, the latest is returned, so a
+/// replay always maps to a step at or before the one recorded.
 pub fn matching_step(secret: &TotpSecret, code: u32, now: u64) -> Option<u64> {
     let totp = secret.totp();
     let current = now / STEP_SECONDS;

@@ -830,29 +830,78 @@ pub(crate) async fn concurrent_recovery_code_use_has_one_winner(b: &Backend) {
     );
 }
 
-/// An observed TOTP code could be replayed, or one user's code would block another's.
-pub(crate) async fn totp_steps_are_used_once(b: &Backend) {
+/// An observed TOTP code could be replayed, an older unused code would still work after a
+/// later one (RFC 6238 §5.2), or one user's code would block another's.
+pub(crate) async fn totp_steps_only_move_forward(b: &Backend) {
     let store = b.store("prod").await;
-    let step = u64::try_from(T0 / 30).unwrap();
+    let t = u64::try_from(T0 / 30).unwrap();
     let expires = T0 + 120;
-    assert!(store.use_totp_step("acme", "alice", step, expires).await.unwrap());
-    assert!(!store.use_totp_step("acme", "alice", step, expires).await.unwrap());
-    assert!(store.use_totp_step("acme", "alice", step + 1, expires).await.unwrap());
-    assert!(store.use_totp_step("acme", "bob", step, expires).await.unwrap());
-    assert!(store.use_totp_step("globex", "alice", step, expires).await.unwrap());
-    assert!(store.use_totp_step("acme", "alice", u64::MAX, expires).await.unwrap());
-    assert!(!store.use_totp_step("acme", "alice", u64::MAX, expires).await.unwrap());
+    assert!(store.accept_totp_step("acme", "alice", t, expires).await.unwrap());
+    assert!(
+        !store.accept_totp_step("acme", "alice", t, expires).await.unwrap(),
+        "replay of t"
+    );
+    assert!(
+        !store.accept_totp_step("acme", "alice", t - 1, expires).await.unwrap(),
+        "t-1 after t"
+    );
+    assert!(store.accept_totp_step("acme", "alice", t + 1, expires).await.unwrap());
+    assert!(
+        !store.accept_totp_step("acme", "alice", t, expires).await.unwrap(),
+        "t after t+1"
+    );
+    assert!(!store.accept_totp_step("acme", "alice", t + 1, expires).await.unwrap());
+    assert!(
+        store.accept_totp_step("acme", "alice", t + 5, expires).await.unwrap(),
+        "a gap is fine"
+    );
+    assert!(store.accept_totp_step("acme", "bob", t, expires).await.unwrap());
+    assert!(store.accept_totp_step("globex", "alice", t, expires).await.unwrap());
+    // The order holds across the whole u64 range (no sign or float rounding surprises).
+    assert!(
+        store
+            .accept_totp_step("acme", "dan", u64::MAX - 1, expires)
+            .await
+            .unwrap()
+    );
+    assert!(!store.accept_totp_step("acme", "dan", 1 << 63, expires).await.unwrap());
+    assert!(
+        !store
+            .accept_totp_step("acme", "dan", (1 << 53) + 1, expires)
+            .await
+            .unwrap()
+    );
+    assert!(!store.accept_totp_step("acme", "dan", 7, expires).await.unwrap());
+    assert!(store.accept_totp_step("acme", "dan", u64::MAX, expires).await.unwrap());
+    assert!(!store.accept_totp_step("acme", "dan", u64::MAX, expires).await.unwrap());
+    assert!(
+        store
+            .accept_totp_step("acme", "erin", (1 << 53) + 1, expires)
+            .await
+            .unwrap()
+    );
+    assert!(!store.accept_totp_step("acme", "erin", 1 << 53, expires).await.unwrap());
+    assert!(store.accept_totp_step("acme", "erin", 1 << 63, expires).await.unwrap());
+    assert!(
+        !store
+            .accept_totp_step("acme", "erin", (1 << 63) - 1, expires)
+            .await
+            .unwrap()
+    );
+    // Purging before the record's expiry keeps it.
+    store.purge_expired(T0 + 60).await.unwrap();
+    assert!(!store.accept_totp_step("acme", "alice", t + 5, expires).await.unwrap());
 
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.use_totp_step("acme", "carol", step, expires).await
+            store.accept_totp_step("acme", "carol", t, expires).await
         }));
     }
     let mut wins = 0;
-    for t in tasks {
-        wins += usize::from(t.await.unwrap().unwrap());
+    for task in tasks {
+        wins += usize::from(task.await.unwrap().unwrap());
     }
     assert_eq!(wins, 1, "concurrent use of one code: one success");
 }
@@ -1027,6 +1076,56 @@ pub(crate) async fn concurrent_hits_count_each_once(b: &Backend) {
     assert_eq!(store.peek("login:acme:alice", T0).await.unwrap(), (50, 900));
 }
 
+/// A success would use up a failure budget (everyone behind one NAT locked out), a give-back
+/// would lower a later window or go below zero, or concurrent hits and give-backs would
+/// lose updates (extra guesses).
+pub(crate) async fn throttle_hits_can_be_given_back(b: &Backend) {
+    let store = b.store("prod").await;
+    let key = "ip:192.0.2.1";
+    for _ in 0..3 {
+        store.hit(key, T0, 900).await.unwrap();
+    }
+    store.give_back(key, T0 + 900).await.unwrap();
+    assert_eq!(store.peek(key, T0 + 10).await.unwrap(), (2, 890));
+    assert_eq!(store.hit(key, T0 + 10, 900).await.unwrap(), (3, 890));
+    store.give_back(key, T0 + 899).await.unwrap();
+    assert_eq!(
+        store.peek(key, T0 + 10).await.unwrap().0,
+        3,
+        "another window's give-back"
+    );
+    for _ in 0..5 {
+        store.give_back(key, T0 + 900).await.unwrap();
+    }
+    assert_eq!(store.peek(key, T0 + 10).await.unwrap(), (0, 890), "never below zero");
+    assert_eq!(store.hit(key, T0 + 20, 900).await.unwrap(), (1, 880));
+    store.give_back("never-hit", T0 + 900).await.unwrap();
+    assert_eq!(store.peek("never-hit", T0).await.unwrap(), (0, 0));
+
+    // A give-back of the old window after it rolled over leaves the new one alone.
+    assert_eq!(store.hit(key, T0 + 900, 900).await.unwrap(), (1, 900));
+    store.give_back(key, T0 + 900).await.unwrap();
+    assert_eq!(store.peek(key, T0 + 900).await.unwrap(), (1, 900));
+
+    // 40 concurrent hits, of which 20 are given back at once: 20 stay.
+    let key = "ip:192.0.2.2";
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let (count, reset_in) = store.hit(key, T0, 900).await?;
+            if i % 2 == 0 {
+                store.give_back(key, T0 + reset_in).await?;
+            }
+            Ok::<u32, StoreError>(count)
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(store.peek(key, T0).await.unwrap(), (20, 900));
+}
+
 /// A staging credential or counter could be used in prod (tier isolation).
 pub(crate) async fn tiers_never_see_each_other(b: &Backend) {
     let prod = b.store("prod").await;
@@ -1037,7 +1136,7 @@ pub(crate) async fn tiers_never_see_each_other(b: &Backend) {
     prod.record_login(&event("acme", "alice", T0, "success")).await.unwrap();
     prod.hit("login:acme:alice", T0, 900).await.unwrap();
     let step = u64::try_from(T0 / 30).unwrap();
-    assert!(prod.use_totp_step("acme", "alice", step, T0 + 90).await.unwrap());
+    assert!(prod.accept_totp_step("acme", "alice", step, T0 + 90).await.unwrap());
 
     let now = T0 + 1;
     assert_eq!(staging.get_session(&s.id_hash).await.unwrap(), None);
@@ -1074,7 +1173,7 @@ pub(crate) async fn tiers_never_see_each_other(b: &Backend) {
     );
     assert_eq!(staging.peek("login:acme:alice", now).await.unwrap(), (0, 0));
     assert!(
-        staging.use_totp_step("acme", "alice", step, T0 + 90).await.unwrap(),
+        staging.accept_totp_step("acme", "alice", step, T0 + 90).await.unwrap(),
         "own replay guard"
     );
     assert_eq!(
@@ -1436,11 +1535,12 @@ macro_rules! every_test {
                 users_round_trip,
                 recovery_codes_work_once,
                 concurrent_recovery_code_use_has_one_winner,
-                totp_steps_are_used_once,
+                totp_steps_only_move_forward,
                 login_history_pages_newest_first,
                 login_history_is_capped,
                 throttle_counts_in_fixed_windows,
                 concurrent_hits_count_each_once,
+                throttle_hits_can_be_given_back,
                 tiers_never_see_each_other,
                 stores_of_one_tier_share_state,
                 kill_switches_round_trip,

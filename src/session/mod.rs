@@ -348,15 +348,29 @@ pub trait SessionStore: Send + Sync + 'static {
         before_seq: Option<i64>,
     ) -> Result<Vec<LoginEvent>, StoreError>;
 
-    /// Atomically records that (tenant, subject) used TOTP time-step `step`; true on first use,
-    /// false if already used, so an observed code cannot be replayed. Entries may be forgotten
-    /// after `expires_at` (pass a time after the step stops being accepted).
-    async fn use_totp_step(&self, tenant: &str, subject: &str, step: u64, expires_at: i64) -> Result<bool, StoreError>;
+    /// Atomically accepts TOTP time-step `step` of (tenant, subject) only if it is later than
+    /// the last step accepted for them, and then remembers it as the last (RFC 6238 §5.2):
+    /// true for the one caller that advanced it, false for the same or an earlier step, so
+    /// neither an observed code nor an unused older one (still within ±1 step) works after a
+    /// later code did. The record may be forgotten after `expires_at`: pass a time after which
+    /// `step` and every earlier step are no longer accepted by the clock check.
+    async fn accept_totp_step(
+        &self,
+        tenant: &str,
+        subject: &str,
+        step: u64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError>;
 
     /// Increments the counter `key` in the fixed window starting at the first hit and lasting
     /// `window_secs`; returns (count after increment, seconds until the window resets).
     /// Atomic: N concurrent hits see the counts 1..=N once each, so guesses get no extra tries.
     async fn hit(&self, key: &str, now: i64, window_secs: i64) -> Result<(u32, i64), StoreError>;
+    /// Undoes one hit of `key` in the window ending at `window_end` (the `now` of the hit plus
+    /// the seconds it returned), never below zero, and does nothing once that window is gone:
+    /// a slot reserved before a check that turned out not to count (e.g. a success) goes back
+    /// to the budget without ever touching a later window. Atomic, like `hit`.
+    async fn give_back(&self, key: &str, window_end: i64) -> Result<(), StoreError>;
     /// Current count and seconds until reset without incrementing ((0, 0) when none/expired).
     async fn peek(&self, key: &str, now: i64) -> Result<(u32, i64), StoreError>;
     /// Forgets the counter (e.g. after a successful login).

@@ -18,7 +18,9 @@
 //! - `user:<t>:<username>`: JSON without recovery codes; `user_codes:<t>:<username>`: list
 //!   of hex code hashes (`LREM` removes one for exactly one caller); `users:<t>`: set of names.
 //! - `login_seq`: counter; `logins:<t>:<s>`: sorted set of JSON events by seq, capped.
-//! - `totp:<t>:<s>:<step>`: replay guard; `throttle:<key>`: hash `count`, `reset_at`.
+//! - `totp_last:<t>:<s>`: replay guard, the last accepted TOTP step in decimal (compared as
+//!   digits, not Lua's doubles, so every `u64` keeps its order); `throttle:<key>`: hash
+//!   `count`, `reset_at`.
 //! - `kill_switches`: hash of scope key → switch JSON.
 //! - `audit`: list of audit record JSON; index `seq - 1` holds record `seq`.
 //! - `changes`: hash of change request id → change request JSON (its `version` field is
@@ -124,10 +126,14 @@ redis.call('SADD', KEYS[3], ARGV[3])
 return 1
 ";
 
-/// KEYS: guard key. ARGV: expires_at.
-const USE_TOTP_STEP: &str = "
-if not redis.call('SET', KEYS[1], '1', 'NX') then return 0 end
-gc_at(KEYS[1], ARGV[1])
+/// KEYS: last-step key. ARGV: step (decimal, no leading zeros), expires_at. Returns 1 when
+/// the step is later than the stored one (which it then replaces), else 0.
+const ACCEPT_TOTP_STEP: &str = "
+local last = redis.call('GET', KEYS[1])
+local step = ARGV[1]
+if last and (#last > #step or (#last == #step and last >= step)) then return 0 end
+redis.call('SET', KEYS[1], step)
+gc_at(KEYS[1], ARGV[2])
 return 1
 ";
 
@@ -146,6 +152,15 @@ end
 redis.call('HSET', KEYS[1], 'count', string.format('%d', count), 'reset_at', string.format('%d', reset))
 gc_at(KEYS[1], string.format('%d', reset + tonumber(ARGV[3])))
 return {count, reset - now}
+";
+
+/// KEYS: counter. ARGV: window end. Takes one off the count of that window (never below 0).
+const GIVE_BACK: &str = "
+local v = redis.call('HMGET', KEYS[1], 'count', 'reset_at')
+if v[1] and v[2] and tonumber(v[2]) == tonumber(ARGV[1]) and tonumber(v[1]) > 0 then
+  redis.call('HSET', KEYS[1], 'count', string.format('%d', tonumber(v[1]) - 1))
+end
+return 0
 ";
 
 /// KEYS: kill switch hash. ARGV: scope key. Returns the removed JSON or nil.
@@ -186,8 +201,9 @@ struct Scripts {
     revoke_sessions: Script,
     delete_session: Script,
     put_user: Script,
-    use_totp_step: Script,
+    accept_totp_step: Script,
     hit: Script,
+    give_back: Script,
     delete_kill_switch: Script,
     append_audit: Script,
     replace_change_if: Script,
@@ -202,8 +218,9 @@ impl Scripts {
             revoke_sessions: Script::new(REVOKE_SESSIONS),
             delete_session: Script::new(DELETE_SESSION),
             put_user: Script::new(PUT_USER),
-            use_totp_step: gc(USE_TOTP_STEP),
+            accept_totp_step: gc(ACCEPT_TOTP_STEP),
             hit: gc(HIT),
+            give_back: Script::new(GIVE_BACK),
             delete_kill_switch: Script::new(DELETE_KILL_SWITCH),
             append_audit: Script::new(APPEND_AUDIT),
             replace_change_if: Script::new(REPLACE_CHANGE_IF),
@@ -999,16 +1016,23 @@ impl SessionStore for RedisStore {
             .collect()
     }
 
-    async fn use_totp_step(&self, tenant: &str, subject: &str, step: u64, expires_at: i64) -> Result<bool, StoreError> {
-        let key = format!("{}totp:{}:{}:{step}", self.prefix, seg(tenant), seg(subject));
-        let first: i64 = self
+    async fn accept_totp_step(
+        &self,
+        tenant: &str,
+        subject: &str,
+        step: u64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let key = format!("{}totp_last:{}:{}", self.prefix, seg(tenant), seg(subject));
+        let advanced: i64 = self
             .scripts
-            .use_totp_step
+            .accept_totp_step
             .key(key)
+            .arg(step.to_string())
             .arg(expires_at.max(1))
             .invoke_async(&mut self.con())
             .await?;
-        Ok(first == 1)
+        Ok(advanced == 1)
     }
 
     async fn hit(&self, key: &str, now: i64, window_secs: i64) -> Result<(u32, i64), StoreError> {
@@ -1023,6 +1047,17 @@ impl SessionStore for RedisStore {
             .invoke_async(&mut self.con())
             .await?;
         Ok((u32::try_from(count).unwrap_or(u32::MAX), reset_in))
+    }
+
+    async fn give_back(&self, key: &str, window_end: i64) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .give_back
+            .key(self.throttle_key(key))
+            .arg(window_end)
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(())
     }
 
     async fn peek(&self, key: &str, now: i64) -> Result<(u32, i64), StoreError> {

@@ -438,6 +438,10 @@ fn recovery_blob(codes: &[[u8; 32]]) -> Vec<u8> {
     codes.concat()
 }
 
+/// SQL: the row's `step` is at or after `?3`, both written by [`step_param`], in the order
+/// of the original `u64`s (the bit cast puts steps of 2^63 and more below zero).
+const STEP_AT_OR_AFTER: &str = "((step < 0) > (?3 < 0) OR ((step < 0) = (?3 < 0) AND step >= ?3))";
+
 fn step_param(step: u64) -> i64 {
     // A bijection u64 → i64, so every step keeps its own row.
     i64::from_ne_bytes(step.to_ne_bytes())
@@ -840,14 +844,29 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn use_totp_step(&self, tenant: &str, subject: &str, step: u64, expires_at: i64) -> Result<bool, StoreError> {
+    async fn accept_totp_step(
+        &self,
+        tenant: &str,
+        subject: &str,
+        step: u64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
         let (tenant, subject) = (tenant.to_string(), subject.to_string());
         self.write(move |tx| {
+            // One write transaction: no other writer sees the table between the two statements.
             let n = tx.execute(
-                "INSERT INTO totp_steps (tenant, subject, step, expires_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT DO NOTHING",
+                &format!(
+                    "INSERT INTO totp_steps (tenant, subject, step, expires_at) SELECT ?1, ?2, ?3, ?4 \
+                     WHERE NOT EXISTS (SELECT 1 FROM totp_steps WHERE tenant = ?1 AND subject = ?2 AND {STEP_AT_OR_AFTER})"
+                ),
                 params![tenant, subject, step_param(step), expires_at],
             )?;
+            if n == 1 {
+                tx.execute(
+                    "DELETE FROM totp_steps WHERE tenant = ?1 AND subject = ?2 AND step <> ?3",
+                    params![tenant, subject, step_param(step)],
+                )?;
+            }
             Ok(n == 1)
         })
         .await
@@ -874,6 +893,18 @@ impl SessionStore for SqliteStore {
                 params![key, count, reset_at],
             )?;
             Ok((u32::try_from(count).unwrap_or(u32::MAX), reset_at - now))
+        })
+        .await
+    }
+
+    async fn give_back(&self, key: &str, window_end: i64) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE throttle SET count = count - 1 WHERE key = ?1 AND reset_at = ?2 AND count > 0",
+                params![key, window_end],
+            )?;
+            Ok(())
         })
         .await
     }

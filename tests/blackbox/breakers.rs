@@ -379,10 +379,9 @@ async fn account_switch_hits_only_that_account_and_its_sessions_stay_ended() {
     assert_eq!(env.public_status("acme.test").await, 200);
     assert_eq!(env.portal_status("acme.test").await["status"], "ok");
 
-    // Alice's right password: 423; a wrong one: the usual 401.
+    // Alice's right password gets the same 401 as a wrong one (no password oracle).
     let mut login = Agent::new(&env.gw, "acme.test");
-    let r = login.api_password_step(&alice, None).await;
-    assert_suspended(&r, "alice's login with the right password");
+    let right = login.api_password_step(&alice, None).await;
     let r = login
         .post_json(
             "/.portcullis/api/login",
@@ -390,6 +389,11 @@ async fn account_switch_hits_only_that_account_and_its_sessions_stay_ended() {
         )
         .await;
     assert_eq!(r.status, 401, "wrong password while suspended: {}", r.body);
+    assert_eq!(
+        (right.status, right.body),
+        (r.status, r.body),
+        "right password while suspended"
+    );
     assert!(login.session("prod").is_none());
     let code = alice.fresh_code().await;
     let r = half.post_json("/.portcullis/api/mfa", &json!({ "code": code })).await;
@@ -1211,7 +1215,23 @@ async fn auto_trip_rules_cut_off_mfa_guessing_and_credential_stuffing() {
     }
     let mut again = Agent::new(&gw, "acme.test");
     let r = again.api_password_step(&alice, None).await;
-    assert_eq!(r.status, 423, "alice is cut off: {}", r.body);
+    assert_eq!(
+        r.status, 401,
+        "alice is cut off (as if the password were wrong): {}",
+        r.body
+    );
+    assert!(
+        !again.cookies.contains_key("__Host-portcullis-prod-pre"),
+        "alice got a pre-MFA state"
+    );
+    assert!(
+        accounts
+            .history(&alice)
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("breaker")),
+        "the refusal is in alice's history"
+    );
     let mut other = Agent::new(&gw, "acme.test");
     other.api_login(&bob).await;
     assert_eq!(other.get(PROTECTED).await.status, 200, "bob is not");

@@ -1238,10 +1238,11 @@ impl TestUser {
         format!("{:06}", portcullis::auth::mfa::code_at(&secret, step))
     }
 
-    /// A code the gateway accepts now and that was not handed out before: the current
-    /// step, then the next, then the previous one (±1 step is accepted). Never within 3 s
-    /// of a step boundary, so the gateway sees the same current step; waits for the next
-    /// step when all three were used.
+    /// A code the gateway accepts now: of a step later than every step handed out before
+    /// (the gateway accepts only steps after the last one it accepted), the earliest of
+    /// the previous, current and next step (±1 step is accepted). Never within 3 s of a
+    /// step boundary, so the gateway sees the same current step; waits for the next step
+    /// when none is left.
     pub async fn fresh_code(&self) -> String {
         loop {
             let now = unix_now_f64();
@@ -1250,7 +1251,10 @@ impl TestUser {
             if remaining >= 3.0 {
                 let picked = {
                     let mut used = self.used_steps.lock().expect("steps");
-                    let pick = [step, step + 1, step - 1].into_iter().find(|s| !used.contains(s));
+                    let last = used.last().copied();
+                    let pick = [step - 1, step, step + 1]
+                        .into_iter()
+                        .find(|s| last.is_none_or(|l| *s > l));
                     if let Some(s) = pick {
                         used.insert(s);
                     }
@@ -1277,7 +1281,7 @@ impl TestUser {
         }
     }
 
-    /// Marks a step as used by the test (so [`TestUser::fresh_code`] skips it).
+    /// Marks a step as used by the test (so [`TestUser::fresh_code`] hands out only later ones).
     pub fn mark_used(&self, step: u64) {
         self.used_steps.lock().expect("steps").insert(step);
     }

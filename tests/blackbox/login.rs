@@ -1041,3 +1041,227 @@ async fn successful_sign_ins_do_not_use_up_the_ip_budget() {
         assert_eq!(r.status, 200, "mfa {}: {}", i + 1, r.body);
     }
 }
+
+/// MFA-01 / RFC 6238 §5.2: if this broke, a code observed just before the user signed in
+/// with the next one (still within ±1 step) would open a second session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_totp_code_is_refused_after_a_later_one() {
+    let (_ups, gw) = start().await;
+    let accounts = Accounts::open(&gw).await;
+    let lena = accounts.create("acme", "lena", &[], true).await;
+    let step = lena.current_step().await;
+    lena.mark_used(step);
+
+    let mut first = Agent::new(&gw, "acme.test");
+    assert_eq!(first.api_password_step(&lena, None).await.status, 200);
+    let r = first
+        .post_json("/.portcullis/api/mfa", &json!({ "code": lena.code_at(step) }))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // The previous step's code was never used, and is within the ±1 window.
+    let mut second = Agent::new(&gw, "acme.test");
+    assert_eq!(second.api_password_step(&lena, None).await.status, 200);
+    let r = second
+        .post_json("/.portcullis/api/mfa", &json!({ "code": lena.code_at(step - 1) }))
+        .await;
+    assert_eq!(r.status, 401, "code of step t-1 accepted after step t: {}", r.body);
+    assert!(second.session("prod").is_none());
+
+    // The next step's code still works.
+    let r = second
+        .post_json("/.portcullis/api/mfa", &json!({ "code": lena.code_at(step + 1) }))
+        .await;
+    assert_eq!(r.status, 200, "code of step t+1 refused: {}", r.body);
+}
+
+/// A gateway whose prod operator `olivia` has the returned token (to trip switches).
+async fn start_with_operator() -> (Upstreams, Gateway, String) {
+    let token = random_hex(24);
+    let (ups, gw) = start_with(|f| {
+        f.prod_operators = vec![("olivia".into(), sha256_hex(token.as_bytes()))];
+    })
+    .await;
+    (ups, gw, token)
+}
+
+/// A wrong password for the account of `user`.
+fn wrong_password(user: &TestUser) -> TestUser {
+    TestUser::known(&user.tenant, &user.tier, &user.username, "not-the-password-at-all", "")
+}
+
+/// If this broke, a kill switch on an account would tell a password guesser which guess
+/// was right (423 for the right password, 401 for a wrong one), on the API and the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_account_answers_right_and_wrong_passwords_alike() {
+    let (_ups, gw, token) = start_with_operator().await;
+    let accounts = Accounts::open(&gw).await;
+    let mona = accounts.create("acme", "mona", &[], true).await;
+    let r = reqwest::Client::new()
+        .put(gw.admin_url("/v1/tenants/acme/accounts/mona/breaker"))
+        .bearer_auth(&token)
+        .json(&json!({"reason": "phished", "message": "Your account is locked"}))
+        .send()
+        .await
+        .expect("trip");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+
+    let mut a = Agent::new(&gw, "acme.test");
+    let right = a.api_password_step(&mona, None).await;
+    let wrong = a.api_password_step(&wrong_password(&mona), None).await;
+    assert_eq!(
+        (right.status, right.body.as_str()),
+        (wrong.status, wrong.body.as_str()),
+        "API: right and wrong password answered differently"
+    );
+    assert_eq!(wrong.status, 401);
+    assert!(right.set_cookie("__Host-portcullis-prod-pre").is_none());
+
+    // The login form: same status and page.
+    let mut b = Agent::new(&gw, "acme.test");
+    let page = b.get("/.portcullis/login").await;
+    assert_eq!(page.status, 200);
+    let csrf = b
+        .cookies
+        .get("__Host-portcullis-prod-csrf")
+        .cloned()
+        .expect("CSRF cookie");
+    let mut answers = Vec::new();
+    for password in [mona.password.as_str(), "not-the-password-at-all"] {
+        let r = b
+            .post_form(
+                "/.portcullis/login",
+                &[
+                    ("csrf", &csrf),
+                    ("username", "mona"),
+                    ("password", password),
+                    ("rd", "/"),
+                ],
+            )
+            .await;
+        answers.push((r.status, r.body));
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "form: right and wrong password answered differently"
+    );
+    assert!(b.session("prod").is_none());
+
+    // An unknown user answers the same as well.
+    let ghost = a
+        .post_json(
+            "/.portcullis/api/login",
+            &json!({"username": "ghost", "password": "not-the-password-at-all"}),
+        )
+        .await;
+    assert_eq!((ghost.status, ghost.body), (wrong.status, wrong.body));
+}
+
+/// MFA-11: if this broke, concurrent guesses from one client would get more password
+/// checks than the per-IP budget (the audit saw 138 checks from waves of 200).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_from_one_ip_get_no_extra_password_checks() {
+    let (_ups, gw) = start().await;
+    let limit = usize::try_from(portcullis::auth::login::IP_ATTEMPTS).expect("small");
+    let mut a = Agent::new(&gw, "acme.test");
+    let mut checked = 0;
+    // Use up all but five of the budget one by one.
+    for i in 0..limit - 5 {
+        let r = a
+            .post_json(
+                "/.portcullis/api/login",
+                &json!({"username": format!("seq{i}"), "password": "Summer2026!"}),
+            )
+            .await;
+        assert_eq!(r.status, 401, "attempt {i}: {}", r.body);
+        checked += 1;
+    }
+    // Then 30 at once (within the hashing pool's queue), distinct user names.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let mut agent = Agent::new(&gw, "acme.test");
+        tasks.push(tokio::spawn(async move {
+            agent
+                .post_json(
+                    "/.portcullis/api/login",
+                    &json!({"username": format!("par{i}"), "password": "Summer2026!"}),
+                )
+                .await
+                .status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    checked += statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        checked <= limit,
+        "{checked} passwords checked from one IP (budget {limit}): {statuses:?}"
+    );
+    assert!(statuses.contains(&429), "never throttled: {statuses:?}");
+    assert!(statuses.iter().all(|s| matches!(s, 401 | 429 | 503)), "{statuses:?}");
+}
+
+/// SPEC "Authentication" (at most 100 consecutive failures before lock-out): if this
+/// broke, someone holding the password could guess TOTP codes for ever at 10 per 15
+/// minutes; failed codes must add up over a day and lock the second factor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_codes_add_up_to_a_day_long_second_factor_lock() {
+    use portcullis::auth::login::{ACCOUNT_ATTEMPTS, MFA_LOCK_FAILURES, WINDOW_SECS};
+    let (_ups, gw) = start().await;
+    let accounts = Accounts::open(&gw).await;
+    let nina = accounts.create("acme", "nina", &[], true).await;
+    // A code of no step near now.
+    let wrong_code = || {
+        let step = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            / 30;
+        let valid: Vec<String> = (step - 2..=step + 2).map(|s| nina.code_at(s)).collect();
+        (0..1_000_000u32)
+            .map(|n| format!("{n:06}"))
+            .find(|g| !valid.contains(g))
+            .expect("a wrong code")
+    };
+    // Per sign-in, at most ACCOUNT_ATTEMPTS - 2 wrong codes: with the password step and
+    // the right code that stays within the 15-minute budget, which a sign-in resets.
+    let per_sign_in = ACCOUNT_ATTEMPTS - 2;
+    let mut failed = 0;
+    let mut a = Agent::new(&gw, "acme.test");
+    loop {
+        assert_eq!(a.api_password_step(&nina, None).await.status, 200);
+        let n = per_sign_in.min(MFA_LOCK_FAILURES - failed);
+        for _ in 0..n {
+            let r = a
+                .post_json("/.portcullis/api/mfa", &json!({ "code": wrong_code() }))
+                .await;
+            assert_eq!(r.status, 401, "after {failed} failed codes: {}", r.body);
+            failed += 1;
+        }
+        if failed == MFA_LOCK_FAILURES {
+            break;
+        }
+        let r = a
+            .post_json("/.portcullis/api/mfa", &json!({ "code": nina.fresh_code().await }))
+            .await;
+        assert_eq!(r.status, 200, "after {failed} failed codes: {}", r.body);
+        a = Agent::new(&gw, "acme.test");
+    }
+    // Now even the right code is refused, for longer than the 15-minute window.
+    let r = a
+        .post_json("/.portcullis/api/mfa", &json!({ "code": nina.fresh_code().await }))
+        .await;
+    assert_eq!(
+        r.status, 429,
+        "right code accepted after {failed} failed codes: {}",
+        r.body
+    );
+    let after: i64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!(after > WINDOW_SECS, "second factor locked for only {after} s");
+    assert!(a.session("prod").is_none());
+}
