@@ -22,6 +22,17 @@ use serde::{Deserialize, Serialize};
 
 pub use service::{DryRun, KillSwitchError, KillSwitches, TripRequest, TripResult};
 
+/// Longest account subject (in characters) a kill switch can name.
+pub const SUBJECT_MAX_CHARS: usize = 256;
+
+/// The one rule for an account subject: 1 to [`SUBJECT_MAX_CHARS`] characters, none of
+/// them a control character. Every way a subject enters the gateway (a switch's scope, an
+/// IdP's `sub` at sign-in) uses this rule, so no account can sign in that an account
+/// kill switch could not later name and cut off.
+pub fn is_valid_subject(subject: &str) -> bool {
+    !subject.is_empty() && subject.chars().count() <= SUBJECT_MAX_CHARS && !subject.chars().any(char::is_control)
+}
+
 /// What a kill switch covers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "scope", rename_all = "lowercase")]

@@ -163,11 +163,12 @@ impl KillSwitches {
             return Err(KillSwitchError::UnknownTenant);
         }
         if let Scope::Account { subject, .. } = scope
-            && (subject.is_empty() || subject.chars().count() > 256 || subject.chars().any(char::is_control))
+            && !super::is_valid_subject(subject)
         {
-            return Err(KillSwitchError::Invalid(
-                "account subject must be 1 to 256 printable characters".into(),
-            ));
+            return Err(KillSwitchError::Invalid(format!(
+                "account subject must be 1 to {} printable characters",
+                super::SUBJECT_MAX_CHARS
+            )));
         }
         Ok(())
     }

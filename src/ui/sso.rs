@@ -191,6 +191,7 @@ impl Portal {
                     &provider.issuer,
                     &sso.client_id,
                     &pending.nonce,
+                    sso.roles_claim.as_deref(),
                     ctx.now,
                 )
             };
@@ -224,7 +225,7 @@ impl Portal {
                 .clone()
                 .or_else(|| claims.email.clone())
                 .unwrap_or_else(|| claims.sub.clone()),
-            roles: sso.roles_claim.as_deref().map(|c| claims.roles(c)).unwrap_or_default(),
+            roles: claims.roles.clone(),
             email: claims.email.clone(),
             amr: claims.amr.clone(),
             sid: claims.sid.clone(),
