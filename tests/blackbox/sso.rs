@@ -363,7 +363,12 @@ async fn enforced_sso_goes_straight_to_the_idp_and_sign_out_goes_there_too() {
         location.starts_with(&idp.issuer()),
         "to the IdP's end-session endpoint: {location}"
     );
-    assert!(location.contains("post_logout_redirect_uri="), "{location}");
+    let back = format!("http://initech.test:{port}/.portcullis/login");
+    let encoded: String = form_urlencoded::byte_serialize(back.as_bytes()).collect();
+    assert!(
+        location.contains(&format!("post_logout_redirect_uri={encoded}")),
+        "back to the canonical login page: {location}"
+    );
     assert_eq!(whoami(&mut b).await.0, 401, "the gateway session ended");
 }
 
@@ -688,7 +693,8 @@ async fn a_browser_signs_in_through_the_idps_pages() {
     let client = IdpClient::new("gw-initech", SECRET, &format!("{origin}/.portcullis/callback"));
     let idp = Idp::start(&[Account::new("fay", "pw-fay").amr(&["pwd", "otp"])], &[client]);
     let _gw = sso_gateway_fixture(&ups, port, &idp.issuer(), "required", "", |f| {
-        f.tenant_mut("initech").hosts.push("initech.localhost".into());
+        // The canonical callback is on the tenant's first host.
+        f.tenant_mut("initech").hosts.insert(0, "initech.localhost".into());
     })
     .await;
     let out = root.join("target").join("browser-screenshots");
@@ -710,4 +716,55 @@ async fn a_browser_signs_in_through_the_idps_pages() {
         String::from_utf8_lossy(&output.stderr),
         idp.logs()
     );
+}
+
+/// The `redirect_uri` sent to the IdP is the tenant's canonical callback (first
+/// configured host, the listener's scheme and port), whatever `Host` the client sent. If
+/// this broke, a client could make the gateway send a callback address of its choosing
+/// (another port, a spelling the IdP does not know, a host behind a different cache or
+/// proxy), and the code exchange would name it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redirect_uri_is_the_canonical_callback_whatever_the_host_header() {
+    let ups = Upstreams::start().await;
+    let fake = ForgingIdp::start().await;
+    let port = free_port();
+    let _gw = sso_gateway_fixture(&ups, port, &fake.issuer(), "required", "", |f| {
+        f.tenant_mut("initech").hosts.insert(0, "initech.localhost".into());
+    })
+    .await;
+    let canonical = format!("http://initech.localhost:{port}/.portcullis/callback");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for host in [
+        format!("initech.localhost:{port}"),
+        "initech.localhost:6666".to_string(),
+        "INITECH.LOCALHOST.:443".to_string(),
+        "initech.localhost".to_string(),
+    ] {
+        let r = raw_get(addr, &host, "/.portcullis/login/sso?rd=%2Fapp").await;
+        assert_eq!(r.status, 303, "Host: {host}");
+        let location = r.header("location").unwrap_or_default().to_string();
+        let redirect_uri = location
+            .split(['?', '&'])
+            .find_map(|p| p.strip_prefix("redirect_uri="))
+            .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned());
+        assert_eq!(
+            redirect_uri.as_deref(),
+            Some(canonical.as_str()),
+            "Host: {host}: {location}"
+        );
+    }
+    // Started on another host of the tenant, the sign-in first moves to the canonical
+    // host, so its pending-login cookie is where the callback will arrive.
+    let r = raw_get(
+        addr,
+        &format!("initech.test:{port}"),
+        "/.portcullis/login/sso?rd=%2Fapp",
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://initech.localhost:{port}/.portcullis/login/sso?rd=%2Fapp").as_str())
+    );
+    assert!(r.header("set-cookie").is_none(), "no pending login on the other host");
 }
