@@ -18,6 +18,35 @@ pub struct TenantEntry {
     pub tier: Arc<Tier>,
 }
 
+impl TenantEntry {
+    /// The tenant's primary host: the first of its configured hosts (validation keeps
+    /// them lowercase, without port or trailing dot, and refuses an empty list).
+    pub fn primary_host(&self) -> &str {
+        self.tenant.hosts.first().map_or("", String::as_str)
+    }
+
+    /// The tenant's canonical public origin, `scheme://primary-host[:port]`, for every
+    /// absolute URL the gateway hands out (OIDC `redirect_uri`, post-logout redirect).
+    /// It comes from configuration only, never from the request's `Host`: the scheme is
+    /// the public listener's (`https` unless `listen.plaintext`), the port the one it is
+    /// bound to (left out when it is the scheme's default). The policy has no separate
+    /// public URL setting, so a gateway behind a balancer that changes scheme or port
+    /// must listen on the scheme and port its users see.
+    pub fn public_origin(&self, tls: bool, port: u16) -> String {
+        public_origin(self.primary_host(), tls, port)
+    }
+}
+
+/// `scheme://host[:port]`, the port left out when it is the scheme's default.
+pub fn public_origin(host: &str, tls: bool, port: u16) -> String {
+    let (scheme, default_port) = if tls { ("https", 443) } else { ("http", 80) };
+    if port == default_port {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}:{port}")
+    }
+}
+
 /// Maps every configured host to its tenant.
 #[derive(Debug, Default)]
 pub struct HostMap {
@@ -69,6 +98,16 @@ pub fn normalise_request_host(value: &str) -> Option<Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::normalise_request_host as n;
+
+    #[test]
+    fn the_public_origin_leaves_out_only_the_schemes_default_port() {
+        use super::public_origin as o;
+        assert_eq!(o("initech.localhost", false, 8080), "http://initech.localhost:8080");
+        assert_eq!(o("initech.localhost", false, 80), "http://initech.localhost");
+        assert_eq!(o("initech.localhost", false, 443), "http://initech.localhost:443");
+        assert_eq!(o("initech.localhost", true, 443), "https://initech.localhost");
+        assert_eq!(o("initech.localhost", true, 8443), "https://initech.localhost:8443");
+    }
 
     #[test]
     fn host_matching_ignores_case_port_and_one_trailing_dot() {

@@ -7,6 +7,12 @@
 //! are jsonwebtoken's; the algorithm allowlist (RS256, PS256, ES256, EdDSA) is enforced
 //! here before any key is used, so `none` and every HMAC algorithm are refused, including
 //! HS256 "signed" with an RSA public key. Time is always an argument (`now`, unix seconds).
+//!
+//! Claims the gateway keeps or passes on are checked here too, so a sign-in is refused
+//! rather than creating an account the gateway cannot manage: the `sub` follows the
+//! account kill switch's subject rule ([`crate::account::check_subject`]), and
+//! `email`, `name`, `sid` and every role have a length limit and no control characters
+//! (roles also no comma, which separates them in `X-Portcullis-Roles`).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,8 +26,17 @@ use crate::config::MfaPolicy;
 /// Algorithms an ID token or logout token may be signed with.
 pub const ALLOWED_ALGORITHMS: [Algorithm; 4] = [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA];
 
-/// Largest clock difference tolerated for `exp` and for `iat` in the future.
+/// Largest clock difference tolerated for `exp`, and for `iat` and `nbf` in the future.
 pub const CLOCK_SKEW_SECS: i64 = 300;
+
+/// Longest `email` kept (RFC 5321's limit on a forward path).
+pub const EMAIL_MAX_CHARS: usize = 254;
+/// Longest display `name` and IdP session id (`sid`) kept.
+pub const TEXT_CLAIM_MAX_CHARS: usize = 256;
+/// Longest role name taken from the roles claim.
+pub const ROLE_MAX_CHARS: usize = 128;
+/// Most roles taken from the roles claim: they travel in one header and the assertion.
+pub const ROLES_MAX: usize = 256;
 
 /// The back-channel logout event type (OIDC Back-Channel Logout 1.0, 2.4).
 pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
@@ -46,6 +61,10 @@ pub enum OidcError {
     WrongIssuer,
     #[error("the token was not issued for this gateway")]
     WrongAudience,
+    #[error("the token was issued to another client (azp)")]
+    WrongAuthorizedParty,
+    #[error("the token is not valid yet")]
+    NotYetValid,
     #[error("the token has expired")]
     Expired,
     #[error("the token was issued in the future")]
@@ -54,6 +73,10 @@ pub enum OidcError {
     NonceMismatch,
     #[error("the token has no subject")]
     MissingSubject,
+    /// A claim the gateway would keep, show or pass on breaks its length or character
+    /// rule; the payload names the claim, never its value.
+    #[error("the token's {0} claim is too long or contains characters the gateway cannot use")]
+    UnusableClaim(&'static str),
     #[error("the logout token is not a back-channel logout token")]
     NotALogoutToken,
 }
@@ -136,19 +159,41 @@ pub struct IdClaims {
     pub name: Option<String>,
     pub amr: Vec<String>,
     pub sid: Option<String>,
-    /// Every claim, for the roles claim and the admin's test sign-in.
+    /// The values of the tenant's roles claim, checked like the other kept claims.
+    pub roles: Vec<String>,
+    /// Every claim, for the admin's test sign-in.
     pub raw: Map<String, Value>,
 }
 
-impl IdClaims {
-    /// The values of `claim` (an array of strings or one string) as roles.
-    pub fn roles(&self, claim: &str) -> Vec<String> {
-        match self.raw.get(claim) {
-            Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-            Some(Value::String(s)) => vec![s.clone()],
-            _ => Vec::new(),
-        }
+/// Whether `value` may be kept or passed on: at most `max` characters, no control
+/// character (CR and LF would otherwise reach headers, logs and pages).
+fn usable_text(value: &str, max: usize) -> bool {
+    value.chars().count() <= max && !value.chars().any(char::is_control)
+}
+
+/// The string claim `name`, if present, when it is [`usable_text`] and not empty.
+fn text_claim(raw: &Map<String, Value>, name: &'static str, max: usize) -> Result<Option<String>, OidcError> {
+    match raw.get(name).and_then(Value::as_str) {
+        None => Ok(None),
+        Some(v) if !v.is_empty() && usable_text(v, max) => Ok(Some(v.to_string())),
+        Some(_) => Err(OidcError::UnusableClaim(name)),
     }
+}
+
+/// The values of the roles claim `claim` (an array of strings or one string). A role
+/// must be 1 to [`ROLE_MAX_CHARS`] characters without control characters or commas,
+/// and there may be at most [`ROLES_MAX`] of them.
+fn roles_of(raw: &Map<String, Value>, claim: &str) -> Result<Vec<String>, OidcError> {
+    let roles: Vec<String> = match raw.get(claim) {
+        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    };
+    let usable = |r: &String| !r.is_empty() && !r.contains(',') && usable_text(r, ROLE_MAX_CHARS);
+    if roles.len() > ROLES_MAX || !roles.iter().all(usable) {
+        return Err(OidcError::UnusableClaim("roles"));
+    }
+    Ok(roles)
 }
 
 /// Verifies a JWT's signature against the IdP's JWKS with an allowed algorithm and the
@@ -202,25 +247,40 @@ fn verified_claims(
     if !audiences.contains(&client_id) {
         return Err(OidcError::WrongAudience);
     }
-    // With several audiences the token must say it was issued to this client (azp).
-    if audiences.len() > 1 && claims.get("azp").and_then(Value::as_str) != Some(client_id) {
-        return Err(OidcError::WrongAudience);
+    // OIDC Core 3.1.3.7, points 4 and 5: with several audiences the token must name
+    // this client as its authorised party, and an `azp` present must be this client.
+    match claims.get("azp") {
+        None if audiences.len() > 1 => return Err(OidcError::WrongAuthorizedParty),
+        None => {}
+        Some(azp) if azp.as_str() == Some(client_id) => {}
+        Some(_) => return Err(OidcError::WrongAuthorizedParty),
     }
     match claims.get("iat").and_then(Value::as_i64) {
         Some(iat) if iat > now + CLOCK_SKEW_SECS => return Err(OidcError::IssuedInFuture),
         Some(_) => {}
         None => return Err(OidcError::Malformed),
     }
+    // `nbf` (RFC 7519 4.1.5): a token not valid yet is refused beyond the clock skew.
+    match claims.get("nbf") {
+        None => {}
+        Some(nbf) => match nbf.as_i64() {
+            Some(nbf) if nbf <= now + CLOCK_SKEW_SECS => {}
+            Some(_) => return Err(OidcError::NotYetValid),
+            None => return Err(OidcError::Malformed),
+        },
+    }
     Ok(claims)
 }
 
-/// Validates an ID token strictly (OIDC Core 3.1.3.7) and returns its claims.
+/// Validates an ID token strictly (OIDC Core 3.1.3.7) and returns its claims, with the
+/// values of `roles_claim` (the tenant's claim mapping) as roles.
 pub fn validate_id_token(
     token: &str,
     jwks: &JwkSet,
     issuer: &str,
     client_id: &str,
     expected_nonce: &str,
+    roles_claim: Option<&str>,
     now: i64,
 ) -> Result<IdClaims, OidcError> {
     let raw = verified_claims(token, jwks, issuer, client_id, now)?;
@@ -242,15 +302,22 @@ pub fn validate_id_token(
     if sub.is_empty() {
         return Err(OidcError::MissingSubject);
     }
-    let text = |k: &str| raw.get(k).and_then(Value::as_str).map(str::to_string);
+    // An account that signs in must be one an account kill switch can name.
+    if crate::account::check_subject(&sub).is_err() {
+        return Err(OidcError::UnusableClaim("sub"));
+    }
     let amr = match raw.get("amr") {
         Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
         _ => Vec::new(),
     };
+    if !amr.iter().all(|m| usable_text(m, TEXT_CLAIM_MAX_CHARS)) || amr.len() > ROLES_MAX {
+        return Err(OidcError::UnusableClaim("amr"));
+    }
     Ok(IdClaims {
-        email: text("email"),
-        name: text("name"),
-        sid: text("sid"),
+        email: text_claim(&raw, "email", EMAIL_MAX_CHARS)?,
+        name: text_claim(&raw, "name", TEXT_CLAIM_MAX_CHARS)?,
+        sid: text_claim(&raw, "sid", TEXT_CLAIM_MAX_CHARS)?,
+        roles: roles_claim.map(|c| roles_of(&raw, c)).transpose()?.unwrap_or_default(),
         sub,
         amr,
         raw,
@@ -285,15 +352,16 @@ pub fn validate_logout_token(
     if !is_logout_event || raw.contains_key("nonce") || raw.get("jti").and_then(Value::as_str).is_none() {
         return Err(OidcError::NotALogoutToken);
     }
-    let text = |k: &str| {
-        raw.get(k)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
+    // The same rules as at sign-in: a `sub` or `sid` no session could carry is refused
+    // rather than matched against stored values.
+    let sub = match raw.get("sub").and_then(Value::as_str) {
+        None => None,
+        Some(sub) if crate::account::check_subject(sub).is_ok() => Some(sub.to_string()),
+        Some(_) => return Err(OidcError::UnusableClaim("sub")),
     };
     let claims = LogoutClaims {
-        sid: text("sid"),
-        sub: text("sub"),
+        sid: text_claim(&raw, "sid", TEXT_CLAIM_MAX_CHARS)?,
+        sub,
     };
     if claims.sid.is_none() && claims.sub.is_none() {
         return Err(OidcError::NotALogoutToken);
@@ -381,7 +449,15 @@ mod tests {
     }
 
     fn check(idp: &FakeIdp, claims: &Value) -> Result<IdClaims, OidcError> {
-        validate_id_token(&idp.sign("k1", claims), &idp.jwks, ISS, CLIENT, "n-1", NOW)
+        validate_id_token(
+            &idp.sign("k1", claims),
+            &idp.jwks,
+            ISS,
+            CLIENT,
+            "n-1",
+            Some("groups"),
+            NOW,
+        )
     }
 
     #[test]
@@ -389,7 +465,7 @@ mod tests {
         let idp = fake_idp("k1");
         let c = check(&idp, &id_claims()).unwrap();
         assert_eq!((c.sub.as_str(), c.sid.as_deref()), ("u-123", Some("s-9")));
-        assert_eq!(c.roles("groups"), vec!["admins".to_string(), "dev".to_string()]);
+        assert_eq!(c.roles, vec!["admins".to_string(), "dev".to_string()]);
         assert!(idp_did_mfa(&c.amr));
     }
 
@@ -405,8 +481,15 @@ mod tests {
             (with(c.clone(), "aud", json!("other-client")), OidcError::WrongAudience),
             (
                 with(c.clone(), "aud", json!([CLIENT, "other"])),
-                OidcError::WrongAudience,
+                OidcError::WrongAuthorizedParty,
             ),
+            (
+                with(c.clone(), "azp", json!("other-client")),
+                OidcError::WrongAuthorizedParty,
+            ),
+            (with(c.clone(), "azp", json!(42)), OidcError::WrongAuthorizedParty),
+            (with(c.clone(), "nbf", json!(NOW + 3600)), OidcError::NotYetValid),
+            (with(c.clone(), "nbf", json!("soon")), OidcError::Malformed),
             (with(c.clone(), "exp", json!(NOW - 120)), OidcError::Expired),
             (with(c.clone(), "iat", json!(NOW + 3600)), OidcError::IssuedInFuture),
             (without(c.clone(), "nonce"), OidcError::NonceMismatch),
@@ -421,18 +504,84 @@ mod tests {
     }
 
     #[test]
+    fn time_claims_allow_the_clock_skew_and_no_more() {
+        let idp = fake_idp("k1");
+        let c = id_claims();
+        assert!(check(&idp, &with(c.clone(), "nbf", json!(NOW + CLOCK_SKEW_SECS))).is_ok());
+        assert_eq!(
+            check(&idp, &with(c.clone(), "nbf", json!(NOW + CLOCK_SKEW_SECS + 1))),
+            Err(OidcError::NotYetValid)
+        );
+        assert!(check(&idp, &with(c, "azp", json!(CLIENT))).is_ok(), "azp = client");
+    }
+
+    #[test]
+    fn claims_the_gateway_keeps_must_be_usable() {
+        let idp = fake_idp("k1");
+        let c = id_claims();
+        let long = |n: usize| json!("x".repeat(n));
+        let cases = [
+            (with(c.clone(), "sub", long(257)), "sub"),
+            (with(c.clone(), "sub", json!("u-1\r\nX-Portcullis-Roles: admin")), "sub"),
+            (with(c.clone(), "sub", json!("u\u{85}1")), "sub"),
+            (with(c.clone(), "email", long(EMAIL_MAX_CHARS + 1)), "email"),
+            (with(c.clone(), "email", json!("a@b\u{0}")), "email"),
+            (with(c.clone(), "email", json!("")), "email"),
+            (with(c.clone(), "name", long(TEXT_CLAIM_MAX_CHARS + 1)), "name"),
+            (with(c.clone(), "name", json!("Ada\nLovelace")), "name"),
+            (with(c.clone(), "sid", json!("s\t9")), "sid"),
+            (with(c.clone(), "groups", json!(["staff,admins"])), "roles"),
+            (with(c.clone(), "groups", json!(["staff\radmins"])), "roles"),
+            (with(c.clone(), "groups", json!([""])), "roles"),
+            (
+                with(c.clone(), "groups", json!("x".repeat(ROLE_MAX_CHARS + 1))),
+                "roles",
+            ),
+            (with(c.clone(), "groups", json!(vec!["g"; ROLES_MAX + 1])), "roles"),
+            (with(c.clone(), "amr", json!(["pwd\n"])), "amr"),
+        ];
+        for (claims, name) in cases {
+            assert_eq!(check(&idp, &claims), Err(OidcError::UnusableClaim(name)), "{claims}");
+        }
+        // At the limits, and with non-ASCII text, tokens pass.
+        let fine = with(
+            with(
+                with(c.clone(), "sub", json!("é".repeat(256))),
+                "name",
+                json!("Zoë Ångström"),
+            ),
+            "groups",
+            json!(vec!["g".repeat(ROLE_MAX_CHARS); ROLES_MAX]),
+        );
+        let ok = check(&idp, &fine).unwrap();
+        assert_eq!((ok.sub.chars().count(), ok.roles.len()), (256, ROLES_MAX));
+        // Roles are only read from the tenant's mapped claim.
+        let unmapped = validate_id_token(
+            &idp.sign("k1", &with(c, "groups", json!(["a,b"]))),
+            &idp.jwks,
+            ISS,
+            CLIENT,
+            "n-1",
+            None,
+            NOW,
+        )
+        .unwrap();
+        assert!(unmapped.roles.is_empty());
+    }
+
+    #[test]
     fn signatures_keys_and_algorithms_are_enforced() {
         let idp = fake_idp("k1");
         let other = fake_idp("k1");
         let token = other.sign("k1", &id_claims());
         assert_eq!(
-            validate_id_token(&token, &idp.jwks, ISS, CLIENT, "n-1", NOW),
+            validate_id_token(&token, &idp.jwks, ISS, CLIENT, "n-1", Some("groups"), NOW),
             Err(OidcError::BadSignature),
             "same kid, another key"
         );
         let unknown = idp.sign("k2", &id_claims());
         assert_eq!(
-            validate_id_token(&unknown, &idp.jwks, ISS, CLIENT, "n-1", NOW),
+            validate_id_token(&unknown, &idp.jwks, ISS, CLIENT, "n-1", Some("groups"), NOW),
             Err(OidcError::UnknownKey)
         );
         // Tampered payload: signature no longer matches.
@@ -440,13 +589,13 @@ mod tests {
         let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
         parts[1] = URL_SAFE_NO_PAD.encode(with(id_claims(), "sub", json!("admin")).to_string());
         assert_eq!(
-            validate_id_token(&parts.join("."), &idp.jwks, ISS, CLIENT, "n-1", NOW),
+            validate_id_token(&parts.join("."), &idp.jwks, ISS, CLIENT, "n-1", Some("groups"), NOW),
             Err(OidcError::BadSignature)
         );
         // alg none and HS256 (keyed with the public key's bytes) are never accepted.
         let payload = URL_SAFE_NO_PAD.encode(id_claims().to_string());
         let none = format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k1"}"#));
-        assert!(validate_id_token(&none, &idp.jwks, ISS, CLIENT, "n-1", NOW).is_err());
+        assert!(validate_id_token(&none, &idp.jwks, ISS, CLIENT, "n-1", Some("groups"), NOW).is_err());
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("k1".into());
         let x = serde_json::to_value(&idp.jwks).unwrap()["keys"][0]["x"]
@@ -455,7 +604,7 @@ mod tests {
             .to_string();
         let hs = jsonwebtoken::encode(&header, &id_claims(), &EncodingKey::from_secret(x.as_bytes())).unwrap();
         assert_eq!(
-            validate_id_token(&hs, &idp.jwks, ISS, CLIENT, "n-1", NOW),
+            validate_id_token(&hs, &idp.jwks, ISS, CLIENT, "n-1", Some("groups"), NOW),
             Err(OidcError::AlgorithmNotAllowed)
         );
     }
@@ -467,9 +616,18 @@ mod tests {
                           "events": {BACKCHANNEL_LOGOUT_EVENT: {}}});
         let ok = validate_logout_token(&idp.sign("k1", &good), &idp.jwks, ISS, CLIENT, NOW).unwrap();
         assert_eq!(ok.sid.as_deref(), Some("s-9"));
+        let by_sub = with(without(good.clone(), "sid"), "sub", json!("u-123"));
+        let ok = validate_logout_token(&idp.sign("k1", &by_sub), &idp.jwks, ISS, CLIENT, NOW).unwrap();
+        assert_eq!((ok.sid, ok.sub.as_deref()), (None, Some("u-123")));
         for bad in [
             with(good.clone(), "nonce", json!("n")),
             without(good.clone(), "events"),
+            with(
+                good.clone(),
+                "events",
+                json!({"http://schemas.openid.net/event/other": {}}),
+            ),
+            with(good.clone(), "events", json!({BACKCHANNEL_LOGOUT_EVENT: "yes"})),
             without(without(good.clone(), "sid"), "sub"),
             without(good.clone(), "jti"),
         ] {
@@ -479,11 +637,46 @@ mod tests {
                 "{bad}"
             );
         }
-        let foreign = with(good, "iss", json!("https://other-idp.example"));
-        assert_eq!(
-            validate_logout_token(&idp.sign("k1", &foreign), &idp.jwks, ISS, CLIENT, NOW),
-            Err(OidcError::WrongIssuer)
-        );
+        for (bad, expected) in [
+            (
+                with(good.clone(), "iss", json!("https://other-idp.example")),
+                OidcError::WrongIssuer,
+            ),
+            (
+                with(good.clone(), "aud", json!("other-client")),
+                OidcError::WrongAudience,
+            ),
+            (
+                with(good.clone(), "azp", json!("other-client")),
+                OidcError::WrongAuthorizedParty,
+            ),
+            (without(good.clone(), "iat"), OidcError::Malformed),
+            (with(good.clone(), "iat", json!(NOW + 3600)), OidcError::IssuedInFuture),
+            (with(good.clone(), "nbf", json!(NOW + 3600)), OidcError::NotYetValid),
+            (with(good.clone(), "exp", json!(NOW - 120)), OidcError::Expired),
+            (
+                with(good.clone(), "sub", json!("x".repeat(300))),
+                OidcError::UnusableClaim("sub"),
+            ),
+            (
+                with(good.clone(), "sub", json!("u\r\n")),
+                OidcError::UnusableClaim("sub"),
+            ),
+            (
+                with(good.clone(), "sid", json!("s\n9")),
+                OidcError::UnusableClaim("sid"),
+            ),
+            (
+                with(good, "sid", json!("s".repeat(300))),
+                OidcError::UnusableClaim("sid"),
+            ),
+        ] {
+            assert_eq!(
+                validate_logout_token(&idp.sign("k1", &bad), &idp.jwks, ISS, CLIENT, NOW),
+                Err(expected),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

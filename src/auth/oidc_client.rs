@@ -5,9 +5,19 @@
 //! discovery names must be `https` and must not resolve to a loopback, link-local or
 //! private address; other tiers also allow `http` and loopback, for testing. Bodies are
 //! capped and every call has a timeout. Token contents and secrets never reach errors.
+//!
+//! The address rule holds for the connection itself, not only for a look-up before it
+//! (DNS rebinding: a name that answers a public address to the check and a private one
+//! to the connect). Production calls go through a connector whose resolver
+//! ([`PublicOnlyResolver`]) resolves once, refuses the whole answer if any address is
+//! not public, and hands the connector exactly the addresses it checked. IP literals
+//! never reach a resolver; they are checked by the URL check and cannot change.
 
-use std::net::IpAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -17,6 +27,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
@@ -56,9 +67,74 @@ pub struct Provider {
     jwks: Mutex<Option<(Arc<JwkSet>, Instant)>>,
 }
 
+/// Answers a host name with its addresses. The system resolver in service; tests
+/// pass a fake one to play a rebinding DNS server.
+pub trait Lookup: Send + Sync + 'static {
+    /// The addresses of `host` (a DNS name, never an IP literal).
+    fn lookup(&self, host: &str) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
+}
+
+/// The operating system's resolver.
+struct SystemLookup;
+
+impl Lookup for SystemLookup {
+    fn lookup(&self, host: &str) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> {
+        let host = host.to_string();
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .map(|a| a.ip())
+                .collect())
+        })
+    }
+}
+
+/// The resolver of production tiers' connections: one look-up per connection, refused
+/// unless every address is public, and the connector gets exactly the checked
+/// addresses, so a second, different DNS answer can never be the one connected to.
+#[derive(Clone)]
+pub struct PublicOnlyResolver {
+    /// Where names are looked up.
+    lookup: Arc<dyn Lookup>,
+}
+
+impl tower_service::Service<Name> for PublicOnlyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let lookup = self.lookup.clone();
+        Box::pin(async move {
+            let ips = lookup.lookup(name.as_str()).await?;
+            if ips.is_empty() || ips.iter().any(|ip| !is_public(*ip)) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the identity provider resolves to a loopback, link-local or private address",
+                ));
+            }
+            // Port 0: the connector sets the URL's port.
+            Ok(ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect::<Vec<_>>()
+                .into_iter())
+        })
+    }
+}
+
 /// The IdP client shared by every tenant.
 pub struct OidcClient {
+    /// Non-production tiers: any address (loopback IdPs for testing).
     http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Production tiers: connects only to checked public addresses.
+    public_http: Client<HttpsConnector<HttpConnector<PublicOnlyResolver>>, Full<Bytes>>,
+    /// The resolver of the URL checks (the same one the production connector uses).
+    lookup: Arc<dyn Lookup>,
     providers: moka::sync::Cache<(String, bool), Arc<Provider>>,
 }
 
@@ -69,18 +145,27 @@ impl Default for OidcClient {
 }
 
 impl OidcClient {
-    /// A client with the public web roots.
+    /// A client with the public web roots and the system resolver.
     pub fn new() -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CALL_TIMEOUT));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        OidcClient::with_lookup(Arc::new(SystemLookup))
+    }
+
+    /// A client whose URL checks and production connections resolve names with `lookup`.
+    pub fn with_lookup(lookup: Arc<dyn Lookup>) -> Self {
+        fn https<R: Clone>(mut http: HttpConnector<R>) -> HttpsConnector<HttpConnector<R>> {
+            http.enforce_http(false);
+            http.set_connect_timeout(Some(CALL_TIMEOUT));
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_webpki_roots()
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http)
+        }
+        let guarded = HttpConnector::new_with_resolver(PublicOnlyResolver { lookup: lookup.clone() });
         OidcClient {
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http: Client::builder(TokioExecutor::new()).build(https(HttpConnector::new())),
+            public_http: Client::builder(TokioExecutor::new()).build(https(guarded)),
+            lookup,
             providers: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(DISCOVERY_TTL)
@@ -95,8 +180,8 @@ impl OidcClient {
             return Ok(p);
         }
         let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-        check_url(&url, production).await?;
-        let doc: DiscoveryDoc = serde_json::from_slice(&self.get(&url).await?)
+        self.check_url(&url, production).await?;
+        let doc: DiscoveryDoc = serde_json::from_slice(&self.get(&url, production).await?)
             .map_err(|_| "the discovery document is not valid".to_string())?;
         if doc.issuer != issuer {
             return Err("the discovery document names another issuer".into());
@@ -105,7 +190,7 @@ impl OidcClient {
             .into_iter()
             .chain(doc.end_session_endpoint.as_ref())
         {
-            check_url(u, production).await?;
+            self.check_url(u, production).await?;
         }
         let p = Arc::new(Provider {
             issuer: doc.issuer,
@@ -144,8 +229,8 @@ impl OidcClient {
         {
             return Ok(set.clone());
         }
-        check_url(&p.jwks_uri, p.production).await?;
-        let set: JwkSet = serde_json::from_slice(&self.get(&p.jwks_uri).await?)
+        self.check_url(&p.jwks_uri, p.production).await?;
+        let set: JwkSet = serde_json::from_slice(&self.get(&p.jwks_uri, p.production).await?)
             .map_err(|_| "the identity provider's key set is not valid".to_string())?;
         let set = Arc::new(set);
         if let Ok(mut g) = p.jwks.lock() {
@@ -178,7 +263,7 @@ impl OidcClient {
             .header(http::header::ACCEPT, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|_| "bad token endpoint URL".to_string())?;
-        let (status, bytes) = self.call(req).await?;
+        let (status, bytes) = self.call(req, p.production).await?;
         let json: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|_| "the token endpoint answered with something that is not JSON".to_string())?;
         if !status.is_success() {
@@ -192,25 +277,30 @@ impl OidcClient {
             .ok_or_else(|| "the token response has no ID token".to_string())
     }
 
-    async fn get(&self, url: &str) -> Result<Bytes, String> {
+    async fn get(&self, url: &str, production: bool) -> Result<Bytes, String> {
         let req = http::Request::get(url)
             .header(http::header::ACCEPT, "application/json")
             .body(Full::new(Bytes::new()))
             .map_err(|_| "bad URL".to_string())?;
-        let (status, bytes) = self.call(req).await?;
+        let (status, bytes) = self.call(req, production).await?;
         if !status.is_success() {
             return Err(format!("the identity provider answered {}", status.as_u16()));
         }
         Ok(bytes)
     }
 
-    async fn call(&self, req: http::Request<Full<Bytes>>) -> Result<(http::StatusCode, Bytes), String> {
+    async fn call(
+        &self,
+        req: http::Request<Full<Bytes>>,
+        production: bool,
+    ) -> Result<(http::StatusCode, Bytes), String> {
         let exchange = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|_| "the identity provider cannot be reached".to_string())?;
+            let sent = if production {
+                self.public_http.request(req).await
+            } else {
+                self.http.request(req).await
+            };
+            let resp = sent.map_err(|_| "the identity provider cannot be reached".to_string())?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), BODY_MAX)
                 .collect()
@@ -225,30 +315,35 @@ impl OidcClient {
     }
 }
 
-/// The URL rules of the module doc, checked before connecting.
-pub async fn check_url(url: &str, production: bool) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| "an identity provider URL is malformed".to_string())?;
-    let host = uri.host().ok_or("an identity provider URL has no host")?;
-    match (uri.scheme_str(), production) {
-        (Some("https"), _) | (Some("http"), false) => {}
-        _ => return Err("identity provider URLs must be https".into()),
+impl OidcClient {
+    /// The URL rules of the module doc, checked before connecting (for a clear error;
+    /// the production connector checks the addresses it connects to again).
+    async fn check_url(&self, url: &str, production: bool) -> Result<(), String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| "an identity provider URL is malformed".to_string())?;
+        let host = uri.host().ok_or("an identity provider URL has no host")?;
+        match (uri.scheme_str(), production) {
+            (Some("https"), _) | (Some("http"), false) => {}
+            _ => return Err("identity provider URLs must be https".into()),
+        }
+        if !production {
+            return Ok(());
+        }
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<IpAddr> = match bare.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => self
+                .lookup
+                .lookup(bare)
+                .await
+                .map_err(|_| "the identity provider's host does not resolve".to_string())?,
+        };
+        if addrs.is_empty() || addrs.iter().any(|ip| !is_public(*ip)) {
+            return Err("the identity provider resolves to a loopback, link-local or private address".into());
+        }
+        Ok(())
     }
-    if !production {
-        return Ok(());
-    }
-    let port = uri.port_u16().unwrap_or(443);
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<IpAddr> = tokio::net::lookup_host((bare, port))
-        .await
-        .map_err(|_| "the identity provider's host does not resolve".to_string())?
-        .map(|a| a.ip())
-        .collect();
-    if addrs.iter().any(|ip| !is_public(*ip)) {
-        return Err("the identity provider resolves to a loopback, link-local or private address".into());
-    }
-    Ok(())
 }
 
 fn is_public(ip: IpAddr) -> bool {
@@ -268,17 +363,107 @@ fn is_public(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A fake DNS server playing rebinding: the first answer is a public address, every
+    /// later one `127.0.0.1`. `first` may also answer a mix at once.
+    struct RebindingLookup {
+        first: Vec<IpAddr>,
+        calls: AtomicUsize,
+    }
+
+    impl RebindingLookup {
+        fn new(first: &[&str]) -> Arc<Self> {
+            Arc::new(RebindingLookup {
+                first: first.iter().map(|a| a.parse().unwrap()).collect(),
+                calls: AtomicUsize::new(0),
+            })
+        }
+    }
+
+    impl Lookup for RebindingLookup {
+        fn lookup(&self, _host: &str) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> {
+            let answer = if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.first.clone()
+            } else {
+                vec![IpAddr::from([127, 0, 0, 1])]
+            };
+            Box::pin(async move { Ok(answer) })
+        }
+    }
+
+    /// A loopback server that counts the connections it accepts (and answers none).
+    async fn counting_server() -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((_tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        (port, accepted)
+    }
 
     #[tokio::test]
     async fn production_tiers_need_https_and_public_addresses() {
-        assert!(check_url("http://idp.example/x", true).await.is_err());
-        assert!(check_url("https://127.0.0.1/x", true).await.is_err());
-        assert!(check_url("https://10.1.2.3/x", true).await.is_err());
-        assert!(check_url("https://[::1]/x", true).await.is_err());
-        assert!(check_url("http://127.0.0.1:8080/x", false).await.is_ok());
-        assert!(check_url("ftp://idp.example/x", false).await.is_err());
+        let client = OidcClient::with_lookup(RebindingLookup::new(&["10.0.0.7"]));
+        assert!(client.check_url("http://idp.example/x", true).await.is_err());
+        assert!(client.check_url("https://127.0.0.1/x", true).await.is_err());
+        assert!(client.check_url("https://10.1.2.3/x", true).await.is_err());
+        assert!(client.check_url("https://[::1]/x", true).await.is_err());
+        assert!(
+            client.check_url("https://idp.example/x", true).await.is_err(),
+            "private by DNS"
+        );
+        assert!(client.check_url("http://127.0.0.1:8080/x", false).await.is_ok());
+        assert!(client.check_url("ftp://idp.example/x", false).await.is_err());
         assert!(is_public("93.184.216.34".parse().unwrap()));
         assert!(!is_public("169.254.169.254".parse().unwrap()));
         assert!(!is_public("100.64.0.1".parse().unwrap()));
+    }
+
+    /// If this broke, a name that answers a public address to the check and 127.0.0.1
+    /// to the connect would reach the gateway's own loopback services from a production
+    /// tier (DNS rebinding).
+    #[tokio::test]
+    async fn a_rebinding_name_is_never_connected_to_a_private_address() {
+        let (port, accepted) = counting_server().await;
+        let lookup = RebindingLookup::new(&["93.184.216.34"]);
+        let client = OidcClient::with_lookup(lookup.clone());
+        let issuer = format!("https://rebind.test:{port}");
+        let err = client.provider(&issuer, true).await.unwrap_err();
+        assert_eq!(err, "the identity provider cannot be reached");
+        // The check saw the public answer, the connection asked again and was refused.
+        assert_eq!(lookup.calls.load(Ordering::SeqCst), 2);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 0, "nothing connected to 127.0.0.1");
+    }
+
+    /// The resolver refuses an answer with any private address in it, and otherwise
+    /// hands over exactly the addresses it checked.
+    #[tokio::test]
+    async fn the_connector_gets_only_checked_public_addresses() {
+        use tower_service::Service;
+        let name = |h: &str| h.parse::<Name>().unwrap();
+        let mut mixed = PublicOnlyResolver {
+            lookup: RebindingLookup::new(&["93.184.216.34", "127.0.0.1"]),
+        };
+        let err = mixed.call(name("mixed.test")).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        let mut public = PublicOnlyResolver {
+            lookup: RebindingLookup::new(&["93.184.216.34", "2606:2800:220:1::1"]),
+        };
+        let addrs: Vec<SocketAddr> = public.call(name("idp.test")).await.unwrap().collect();
+        assert_eq!(
+            addrs,
+            vec![
+                "93.184.216.34:0".parse::<SocketAddr>().unwrap(),
+                "[2606:2800:220:1::1]:0".parse().unwrap()
+            ]
+        );
+        // A second call is a new look-up and gets checked again (here: 127.0.0.1).
+        assert!(public.call(name("idp.test")).await.is_err());
     }
 }

@@ -165,9 +165,10 @@ impl KillSwitches {
         if let Scope::Account { subject, .. } = scope
             && crate::account::check_subject(crate::account::sub_of(subject)).is_err()
         {
-            return Err(KillSwitchError::Invalid(
-                "account subject must be 1 to 256 printable characters".into(),
-            ));
+            return Err(KillSwitchError::Invalid(format!(
+                "account subject must be 1 to {} printable characters",
+                crate::account::SUBJECT_MAX_CHARS
+            )));
         }
         Ok(())
     }

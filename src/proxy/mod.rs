@@ -36,6 +36,12 @@ use pipeline::{ConnInfo, Pipeline};
 /// waits up to the grace period for open requests to finish.
 pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
+    // The bound port, not the configured one, so `--listen 127.0.0.1:0` still gives
+    // tenants a usable canonical origin.
+    let port = match listener.local_addr() {
+        Ok(addr) => addr.port(),
+        Err(_) => pipeline.live.snapshot().config.gateway.listen.public.port(),
+    };
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -56,6 +62,7 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
             peer,
             tls: snapshot.tls.is_some(),
             peer_trusted: headers::is_trusted_proxy(peer.ip(), &gateway.trusted_proxies),
+            port,
         };
         let tls = snapshot.tls.clone();
         drop(snapshot);

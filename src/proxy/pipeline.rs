@@ -95,6 +95,8 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The peer is a configured trusted proxy.
     pub peer_trusted: bool,
+    /// The port the public listener is bound to (for the tenants' canonical origins).
+    pub port: u16,
 }
 
 /// Shared state of the request path.
@@ -535,16 +537,11 @@ impl Pipeline {
                 .ok_or(Refusal::Unavailable("No signing key for this tier."))?;
             return Ok(reserved::jwks(&signer.signer, now));
         }
-        // The Host header was checked against the tenant's hosts (port aside) in `route`.
-        let authority = request_host(&req)
-            .ok()
-            .and_then(|v| v.to_str().ok().map(str::to_string))
-            .unwrap_or_else(|| host.to_string());
         let ctx = ui::Ctx {
             config: &snapshot.config,
             entry,
             host,
-            origin: format!("{}://{authority}", if conn.tls { "https" } else { "http" }),
+            origin: entry.public_origin(conn.tls, conn.port),
             rest,
             ip: ip.to_string(),
             session,

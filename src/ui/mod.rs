@@ -45,7 +45,9 @@ pub struct Ctx<'a> {
     pub entry: &'a TenantEntry,
     /// Normalised host (no port).
     pub host: &'a str,
-    /// `scheme://host[:port]` as the client addressed this host (redirect URIs).
+    /// The tenant's canonical `scheme://host[:port]` (see
+    /// [`TenantEntry::public_origin`]) for absolute URLs such as redirect URIs; never
+    /// the request's `Host`, which the client chooses.
     pub origin: String,
     /// Path below `/.portcullis/`.
     pub rest: &'a str,

@@ -7,6 +7,11 @@
 //! Each login attempt has its own short-lived signed cookie
 //! (`__Host-portcullis-<tier>-sso-<8 chars of state>`), so several tabs can sign in at
 //! once; the state is claimed once in the store, so a replayed callback signs in nothing.
+//!
+//! The `redirect_uri` and `post_logout_redirect_uri` are built from the tenant's
+//! canonical origin (first configured host, the listener's scheme and port), never from
+//! the request's `Host`; a sign-in started on another host of the tenant is first sent
+//! to the primary host.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -58,11 +63,22 @@ impl Portal {
             );
         };
         let rd = web::safe_redirect(web::query_param(req.uri().query(), "rd").as_deref());
+        // The IdP returns to the canonical callback only; a sign-in started on another
+        // host of the tenant moves there first, so its pending-login cookie (host-only)
+        // is where the callback arrives.
+        if ctx.host != ctx.entry.primary_host() {
+            return web::see_other(&format!(
+                "{}/.portcullis/login/sso?rd={}",
+                ctx.origin,
+                percent_encoding::utf8_percent_encode(&rd, percent_encoding::NON_ALPHANUMERIC)
+            ));
+        }
         let provider = match self.oidc.provider(&sso.issuer, ctx.entry.tier.production).await {
             Ok(p) => p,
             Err(e) => return idp_problem(ctx, &e),
         };
         let (state, nonce, pkce) = (oidc::random_value(), oidc::random_value(), oidc::Pkce::new());
+        // From configuration only: the client chooses the Host header.
         let redirect_uri = format!("{}/.portcullis/callback", ctx.origin);
         let url = oidc::authorize_url(&oidc::AuthorizeRequest {
             authorization_endpoint: &provider.authorization_endpoint,
@@ -192,6 +208,7 @@ impl Portal {
                     &provider.issuer,
                     &sso.client_id,
                     &pending.nonce,
+                    sso.roles_claim.as_deref(),
                     ctx.now,
                 )
             };
@@ -225,7 +242,7 @@ impl Portal {
                 .clone()
                 .or_else(|| claims.email.clone())
                 .unwrap_or_else(|| claims.sub.clone()),
-            roles: sso.roles_claim.as_deref().map(|c| claims.roles(c)).unwrap_or_default(),
+            roles: claims.roles.clone(),
             email: claims.email.clone(),
             amr: claims.amr.clone(),
             sid: claims.sid.clone(),

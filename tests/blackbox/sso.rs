@@ -395,7 +395,12 @@ async fn enforced_sso_goes_straight_to_the_idp_and_sign_out_goes_there_too() {
         location.starts_with(&idp.issuer()),
         "to the IdP's end-session endpoint: {location}"
     );
-    assert!(location.contains("post_logout_redirect_uri="), "{location}");
+    let back = format!("http://initech.test:{port}/.portcullis/login");
+    let encoded: String = form_urlencoded::byte_serialize(back.as_bytes()).collect();
+    assert!(
+        location.contains(&format!("post_logout_redirect_uri={encoded}")),
+        "back to the canonical login page: {location}"
+    );
     assert_eq!(whoami(&mut b).await.0, 401, "the gateway session ended");
 }
 
@@ -505,17 +510,7 @@ async fn forged_id_tokens_are_refused_and_recorded() {
         "missing sub",
     ] {
         let mut b = Browser::new(port);
-        let (status, location, _) = b.get("/.portcullis/login/sso").await;
-        assert_eq!(status, 303, "{case}");
-        let location = location.unwrap();
-        let param = |name: &str| {
-            location
-                .split(['?', '&'])
-                .find_map(|p| p.strip_prefix(&format!("{name}=")))
-                .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
-                .unwrap()
-        };
-        let (state, nonce) = (param("state"), param("nonce"));
+        let (state, nonce) = b.start_sso(case).await;
         let mut claims = serde_json::json!({"iss": fake.issuer(), "aud": "gw-initech", "sub": "mallory",
             "iat": now, "exp": now + 300, "nonce": nonce, "amr": ["pwd", "otp"]});
         let (alg, kid) = match case {
@@ -546,14 +541,106 @@ async fn forged_id_tokens_are_refused_and_recorded() {
                 b64(&claims)
             );
         }
+        b.expect_refused(&fake, case, token, &state).await;
+    }
+    assert_refusals_recorded(&gw, 11, now).await;
+}
+
+/// One change a test makes to an otherwise valid ID token's claims (given `now`).
+type ClaimChange = fn(&mut Value, i64);
+
+/// ID tokens that pass the signature, issuer and audience checks but name another
+/// authorised party, are not valid yet, or carry claims the gateway could not manage or
+/// pass on later (a subject no account kill switch can name, control characters or
+/// over-long values bound for headers and the assertion, a role that would split in
+/// `X-Portcullis-Roles`). If this broke, such a user would get a session that no kill
+/// switch can end, or could inject header content upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_tokens_with_unmanageable_claims_are_refused_and_recorded() {
+    let ups = Upstreams::start().await;
+    let fake = ForgingIdp::start().await;
+    let port = free_port();
+    let gw = sso_gateway(&ups, port, &fake.issuer(), "required").await;
+    let now = portcullis::unix_now();
+    let cases: [(&str, ClaimChange); 9] = [
+        ("azp of another client", |c, _| c["azp"] = "someone-else".into()),
+        ("not valid before an hour from now", |c, now| {
+            c["nbf"] = (now + 3600).into()
+        }),
+        ("300-character sub", |c, _| c["sub"] = "m".repeat(300).into()),
+        ("sub with CR/LF", |c, _| {
+            c["sub"] = "mallory\r\nX-Portcullis-Roles: admin".into()
+        }),
+        ("email with a control character", |c, _| {
+            c["email"] = "m@example.test\u{7}".into()
+        }),
+        ("email of 1,000 characters", |c, _| {
+            c["email"] = format!("{}@example.test", "m".repeat(1000)).into()
+        }),
+        ("name with LF", |c, _| c["name"] = "Mallory\nAdmin".into()),
+        ("group with a comma", |c, _| {
+            c["groups"] = serde_json::json!(["staff,admin"])
+        }),
+        ("group with CR", |c, _| {
+            c["groups"] = serde_json::json!(["staff\radmin"])
+        }),
+    ];
+    for (case, change) in cases {
+        let mut b = Browser::new(port);
+        let (state, nonce) = b.start_sso(case).await;
+        let mut claims = serde_json::json!({"iss": fake.issuer(), "aud": "gw-initech", "sub": "mallory",
+            "iat": now, "exp": now + 300, "nonce": nonce, "amr": ["pwd", "otp"]});
+        change(&mut claims, now);
+        let token = fake.sign(jsonwebtoken::Algorithm::EdDSA, "k1", &claims);
+        b.expect_refused(&fake, case, token, &state).await;
+    }
+    assert_refusals_recorded(&gw, cases.len(), now).await;
+
+    // The checks are not so strict that ordinary tokens fail: azp equal to the client,
+    // nbf now, a 256-character subject, an international name.
+    let mut b = Browser::new(port);
+    let (state, nonce) = b.start_sso("valid").await;
+    let claims = serde_json::json!({"iss": fake.issuer(), "aud": "gw-initech", "azp": "gw-initech",
+        "sub": "é".repeat(256), "nbf": now, "iat": now, "exp": now + 300, "nonce": nonce,
+        "amr": ["pwd", "otp"], "name": "Zoë Ångström", "email": "zoe@example.test", "groups": ["staff"]});
+    *fake.next_token.lock().unwrap() = fake.sign(jsonwebtoken::Algorithm::EdDSA, "k1", &claims);
+    let (status, location, body) = b
+        .get(&format!("/.portcullis/callback?code=fake-code&state={state}"))
+        .await;
+    assert_eq!((status, location.as_deref()), (303, Some("/")), "{body}");
+    assert!(b.has_session());
+}
+
+impl Browser {
+    /// Starts a sign-in at the gateway and returns the `state` and `nonce` it sent to
+    /// the IdP.
+    async fn start_sso(&mut self, case: &str) -> (String, String) {
+        let (status, location, _) = self.get("/.portcullis/login/sso").await;
+        assert_eq!(status, 303, "{case}");
+        let location = location.unwrap();
+        let param = |name: &str| {
+            location
+                .split(['?', '&'])
+                .find_map(|p| p.strip_prefix(&format!("{name}=")))
+                .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+                .unwrap()
+        };
+        (param("state"), param("nonce"))
+    }
+
+    /// Has the fake IdP hand over `token` and checks that the callback refuses it.
+    async fn expect_refused(&mut self, fake: &ForgingIdp, case: &str, token: String, state: &str) {
         *fake.next_token.lock().unwrap() = token;
         let callback = format!("/.portcullis/callback?code=fake-code&state={state}");
-        let (status, _, body) = b.get(&callback).await;
+        let (status, _, body) = self.get(&callback).await;
         assert_eq!(status, 401, "{case}: {body}");
         assert!(body.contains("Single sign-on failed"), "{case}: {body}");
-        assert!(!b.has_session(), "{case}: no session");
+        assert!(!self.has_session(), "{case}: no session");
     }
-    // Each attempt is in the login history, and nothing else was stored.
+}
+
+/// Each refused attempt is in the login history as an IdP error, and no session exists.
+async fn assert_refusals_recorded(gw: &SsoGateway, expected: usize, now: i64) {
     let stores = portcullis::session::Stores::open(
         &format!("sqlite:{}", gw.dir.path().join("policy/data").display()),
         ["staging"],
@@ -566,7 +653,7 @@ async fn forged_id_tokens_are_refused_and_recorded() {
         .iter()
         .filter(|e| e.reason.as_deref() == Some("idp_token_refused"))
         .count();
-    assert_eq!(refused, 11, "{history:?}");
+    assert_eq!(refused, expected, "{history:?}");
     assert!(store.list_tenant_sessions("initech", now, 10).await.unwrap().is_empty());
 }
 
@@ -638,7 +725,8 @@ async fn a_browser_signs_in_through_the_idps_pages() {
     let client = IdpClient::new("gw-initech", SECRET, &format!("{origin}/.portcullis/callback"));
     let idp = Idp::start(&[Account::new("fay", "pw-fay").amr(&["pwd", "otp"])], &[client]);
     let _gw = sso_gateway_fixture(&ups, port, &idp.issuer(), "required", "", |f| {
-        f.tenant_mut("initech").hosts.push("initech.localhost".into());
+        // The canonical callback is on the tenant's first host.
+        f.tenant_mut("initech").hosts.insert(0, "initech.localhost".into());
     })
     .await;
     let out = root.join("target").join("browser-screenshots");
@@ -789,4 +877,55 @@ async fn an_sso_user_and_a_local_account_of_one_name_are_two_users() {
         )
         .await;
     assert_eq!(status, 409, "idp=sso names the SSO admin's own account");
+}
+
+/// The `redirect_uri` sent to the IdP is the tenant's canonical callback (first
+/// configured host, the listener's scheme and port), whatever `Host` the client sent. If
+/// this broke, a client could make the gateway send a callback address of its choosing
+/// (another port, a spelling the IdP does not know, a host behind a different cache or
+/// proxy), and the code exchange would name it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redirect_uri_is_the_canonical_callback_whatever_the_host_header() {
+    let ups = Upstreams::start().await;
+    let fake = ForgingIdp::start().await;
+    let port = free_port();
+    let _gw = sso_gateway_fixture(&ups, port, &fake.issuer(), "required", "", |f| {
+        f.tenant_mut("initech").hosts.insert(0, "initech.localhost".into());
+    })
+    .await;
+    let canonical = format!("http://initech.localhost:{port}/.portcullis/callback");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for host in [
+        format!("initech.localhost:{port}"),
+        "initech.localhost:6666".to_string(),
+        "INITECH.LOCALHOST.:443".to_string(),
+        "initech.localhost".to_string(),
+    ] {
+        let r = raw_get(addr, &host, "/.portcullis/login/sso?rd=%2Fapp").await;
+        assert_eq!(r.status, 303, "Host: {host}");
+        let location = r.header("location").unwrap_or_default().to_string();
+        let redirect_uri = location
+            .split(['?', '&'])
+            .find_map(|p| p.strip_prefix("redirect_uri="))
+            .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned());
+        assert_eq!(
+            redirect_uri.as_deref(),
+            Some(canonical.as_str()),
+            "Host: {host}: {location}"
+        );
+    }
+    // Started on another host of the tenant, the sign-in first moves to the canonical
+    // host, so its pending-login cookie is where the callback will arrive.
+    let r = raw_get(
+        addr,
+        &format!("initech.test:{port}"),
+        "/.portcullis/login/sso?rd=%2Fapp",
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://initech.localhost:{port}/.portcullis/login/sso?rd=%2Fapp").as_str())
+    );
+    assert!(r.header("set-cookie").is_none(), "no pending login on the other host");
 }
