@@ -111,9 +111,19 @@ impl Live {
     }
 
     /// Reads, validates and applies the policy directory again. `trigger` says who or
-    /// what asked (`SIGHUP`, `api:<operator>`), for the change log.
+    /// what asked (`SIGHUP`, `change:<id>`), for the change log. For callers with the
+    /// right to change every tier (the local signal, approved change requests); the admin
+    /// API checks [`PreparedReload::changed_tiers`] before applying.
     pub async fn reload(self: &Arc<Self>, trigger: &str) -> Result<String, Vec<ConfigError>> {
-        let _one_at_a_time = self.reloading.lock().await;
+        Ok(self.prepare_reload(trigger).await?.apply())
+    }
+
+    /// Reads and validates the policy directory and builds the new snapshot without
+    /// serving it; reloads stay one at a time until the result is applied or dropped, so
+    /// what the caller checked is what gets applied. A policy with errors is reported
+    /// (log, `/readyz`) here.
+    pub async fn prepare_reload(self: &Arc<Self>, trigger: &str) -> Result<PreparedReload<'_>, Vec<ConfigError>> {
+        let one_at_a_time = self.reloading.lock().await;
         let this = self.clone();
         let old = self.snapshot();
         let result = tokio::task::spawn_blocking(move || {
@@ -128,34 +138,19 @@ impl Live {
                 message: format!("reload task failed: {e}"),
             }])
         });
-        let at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        status.last_reload_at = Some(at);
-        status.last_reload_trigger = Some(trigger.to_string());
         match result {
-            Ok(snapshot) => {
-                let new_digest = snapshot.config.digest.clone();
-                if snapshot.config.gateway.listen.public != old.config.gateway.listen.public
-                    || snapshot.config.gateway.listen.admin != old.config.gateway.listen.admin
-                {
-                    tracing::warn!("listener addresses changed; they apply at the next restart");
-                }
-                self.current.store(Arc::new(snapshot));
-                status.serving_digest = new_digest.clone();
-                status.last_reload_ok = true;
-                status.last_reload_errors.clear();
-                tracing::info!(
-                    event.kind = "event",
-                    event.action = "config_change",
-                    event.outcome = "success",
-                    trigger = trigger,
-                    old_digest = %old.config.digest,
-                    new_digest = %new_digest,
-                    "policy reloaded"
-                );
-                Ok(new_digest)
-            }
+            Ok(snapshot) => Ok(PreparedReload {
+                changed_tiers: old.config.effective.changed_tiers(&snapshot.config.effective),
+                live: self,
+                _one_at_a_time: one_at_a_time,
+                old,
+                snapshot,
+                trigger: trigger.to_string(),
+            }),
             Err(errors) => {
+                let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                status.last_reload_at = Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+                status.last_reload_trigger = Some(trigger.to_string());
                 status.last_reload_ok = false;
                 status.last_reload_errors = errors.iter().map(ToString::to_string).collect();
                 for e in &errors {
@@ -173,6 +168,67 @@ impl Live {
                 Err(errors)
             }
         }
+    }
+}
+
+/// A validated policy set, built but not yet served. Dropping it changes nothing.
+pub struct PreparedReload<'a> {
+    live: &'a Live,
+    /// Holds off other reloads, so nothing can slip in between the check and the apply.
+    _one_at_a_time: tokio::sync::MutexGuard<'a, ()>,
+    old: Arc<Snapshot>,
+    snapshot: Snapshot,
+    trigger: String,
+    /// Tiers whose effective policy the reload changes (every tier when `gateway.toml`
+    /// changed): who asked must have the right to change each of them.
+    pub changed_tiers: std::collections::BTreeSet<String>,
+}
+
+impl PreparedReload<'_> {
+    /// The policy being served.
+    pub fn old(&self) -> &Config {
+        &self.old.config
+    }
+
+    /// The policy that [`PreparedReload::apply`] would serve.
+    pub fn new_config(&self) -> &Config {
+        &self.snapshot.config
+    }
+
+    /// Serves the new policy to new requests; returns its digest.
+    pub fn apply(self) -> String {
+        let PreparedReload {
+            live,
+            _one_at_a_time,
+            old,
+            snapshot,
+            trigger,
+            ..
+        } = self;
+        let at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let mut status = live.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.last_reload_at = Some(at);
+        status.last_reload_trigger = Some(trigger.clone());
+        let new_digest = snapshot.config.digest.clone();
+        if snapshot.config.gateway.listen.public != old.config.gateway.listen.public
+            || snapshot.config.gateway.listen.admin != old.config.gateway.listen.admin
+        {
+            tracing::warn!("listener addresses changed; they apply at the next restart");
+        }
+        live.current.store(Arc::new(snapshot));
+        status.serving_digest = new_digest.clone();
+        status.last_reload_ok = true;
+        status.last_reload_errors.clear();
+        tracing::info!(
+            event.kind = "event",
+            event.action = "config_change",
+            event.outcome = "success",
+            trigger = %trigger,
+            old_digest = %old.config.digest,
+            new_digest = %new_digest,
+            "policy reloaded"
+        );
+        new_digest
     }
 }
 

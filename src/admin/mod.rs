@@ -165,15 +165,7 @@ impl Caller {
 /// Finds the operator or automation entry whose token hash matches, checking every entry
 /// (constant time per comparison, no early exit on a match position).
 fn authenticate_caller(live: &Live, headers: &HeaderMap) -> Option<Caller> {
-    let token = headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")?
-        .trim();
-    if token.is_empty() {
-        return None;
-    }
+    let token = bearer_token(headers)?;
     let snapshot = live.snapshot();
     let mut found = None;
     for tier in snapshot.config.tiers.values() {
@@ -194,6 +186,30 @@ fn authenticate_caller(live: &Live, headers: &HeaderMap) -> Option<Caller> {
                     tenants: auto.tenants.clone(),
                 });
             }
+        }
+    }
+    found
+}
+
+/// The bearer token of a request: one `Authorization` line, `Bearer <token>`. Two lines
+/// count as none, so no reader of the request can pick another line than this one did.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let mut lines = headers.get_all(header::AUTHORIZATION).iter();
+    let line = lines.next()?;
+    if lines.next().is_some() {
+        return None;
+    }
+    let token = line.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The name of the operator of `tier` holding `token`, checking every entry (constant
+/// time per comparison).
+fn operator_of(tier: &crate::config::Tier, token: &str) -> Option<String> {
+    let mut found = None;
+    for op in &tier.operators {
+        if token_matches_sha256(token.as_bytes(), &op.token_sha256) {
+            found = Some(op.name.clone());
         }
     }
     found
@@ -227,34 +243,118 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, axum::Json(json!({ "error": code, "message": message }))).into_response()
 }
 
-/// `POST /v1/reload`: re-reads the policy directory (same as SIGHUP), attributed to the operator.
+/// `POST /v1/reload`: re-reads the policy directory, attributed to the operator.
+///
+/// The policy set is reloaded as a whole, so the caller must be an operator of every tier
+/// whose effective policy the reload changes (its tier file, its tenants' files, the
+/// secrets they name; every tier when `gateway.toml` changed), as listed by the policy
+/// being served (for a tier the reload adds, by its new file). Otherwise: `403`, nothing
+/// applied. Each changed tier's audit log records the reload before it applies. SIGHUP
+/// needs no token: whoever may signal the process may already edit its files.
 async fn reload(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(Caller::Operator { name, tier }) = authenticate_caller(&state.live, &headers) else {
+    let (Some(Caller::Operator { name, tier }), Some(token)) =
+        (authenticate_caller(&state.live, &headers), bearer_token(&headers))
+    else {
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
             "A valid operator bearer token is required.",
         );
     };
-    let trigger = format!("api:{name}@{tier} from {}", peer.ip());
-    match state.live.reload(&trigger).await {
-        Ok(digest) => (
-            StatusCode::OK,
-            axum::Json(json!({ "status": "applied", "digest": digest })),
-        )
-            .into_response(),
-        Err(errors) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
+    let source_ip = peer.ip().to_string();
+    let trigger = format!("api:{name}@{tier} from {source_ip}");
+    let prepared = match state.live.prepare_reload(&trigger).await {
+        Ok(p) => p,
+        Err(errors) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(json!({
+                    "error": "invalid_policy",
+                    "message": "The policy set has errors; the previous policy keeps serving.",
+                    "errors": errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })),
+            )
+                .into_response();
+        }
+    };
+    let mut operators = Vec::new();
+    let mut refused = Vec::new();
+    for changed in &prepared.changed_tiers {
+        let listed = prepared
+            .old()
+            .tiers
+            .get(changed)
+            .or_else(|| prepared.new_config().tiers.get(changed));
+        match listed.and_then(|t| operator_of(t, token)) {
+            Some(op) => operators.push((changed.clone(), op)),
+            None => refused.push(changed.clone()),
+        }
+    }
+    if !refused.is_empty() {
+        drop(prepared);
+        for other in &refused {
+            scope_refused_event(
+                "cross_tier",
+                &format!("operator:{name}"),
+                &tier,
+                other,
+                None,
+                &source_ip,
+            );
+        }
+        return (
+            StatusCode::FORBIDDEN,
             axum::Json(json!({
-                "error": "invalid_policy",
-                "message": "The policy set has errors; the previous policy keeps serving.",
-                "errors": errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "error": "forbidden",
+                "message": format!(
+                    "The reload changes tiers you do not operate ({}); nothing was applied.",
+                    refused.join(", ")
+                ),
+                "tiers": refused,
             })),
         )
-            .into_response(),
+            .into_response();
     }
+    let (old, new) = (&prepared.old().effective, &prepared.new_config().effective);
+    let digest_of = |d: &crate::config::EffectiveDigests, t: &str| d.tiers.get(t).map(hex::encode);
+    let now = crate::unix_now();
+    for (changed, op) in &operators {
+        let Ok(store) = state.switches.sessions().store(changed) else {
+            // A tier added by this reload has no store (nor log) until the next restart.
+            tracing::warn!(tier = %changed, "no audit log for a tier added by reload");
+            continue;
+        };
+        let entry = crate::audit::AuditEntry {
+            time: now,
+            actor: format!("operator:{op}"),
+            source_ip: source_ip.clone(),
+            system: "api".into(),
+            action: "policy.reload".into(),
+            target: format!("tier:{changed}"),
+            tenant: None,
+            tier: changed.clone(),
+            reason: "policy reload".into(),
+            before: json!({ "tier_digest": digest_of(old, changed), "policy_digest": prepared.old().digest }),
+            after: json!({ "tier_digest": digest_of(new, changed), "policy_digest": prepared.new_config().digest }),
+        };
+        if let Err(e) = store.append_audit(&entry).await {
+            tracing::error!(error = %e, tier = %changed, "cannot audit a reload; not applied");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The audit log is unavailable; nothing was applied.",
+            );
+        }
+    }
+    let changed: Vec<String> = prepared.changed_tiers.iter().cloned().collect();
+    let digest = prepared.apply();
+    (
+        StatusCode::OK,
+        axum::Json(json!({ "status": "applied", "digest": digest, "tiers": changed })),
+    )
+        .into_response()
 }

@@ -76,6 +76,32 @@ pub struct Config {
     pub tenants: Vec<Arc<Tenant>>,
     /// Hex SHA-256 over every policy file, to tell policy versions apart in logs.
     pub digest: String,
+    /// What each part of the policy means, digested, to tell which tiers a reload changes.
+    pub effective: EffectiveDigests,
+}
+
+/// Digests of the policy's effective content by scope: file texts plus the fingerprints
+/// of the secrets their references resolve to. A reload through the admin API needs an
+/// operator of every tier it changes; these say which tiers those are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EffectiveDigests {
+    /// `gateway.toml`: listeners, TLS, store, proxies and limits serve every tier.
+    pub gateway: [u8; 32],
+    /// Per tier: its tier file and the files of its tenants.
+    pub tiers: BTreeMap<String, [u8; 32]>,
+}
+
+impl EffectiveDigests {
+    /// The tiers whose effective policy differs between `self` and `newer`: every tier
+    /// of either when `gateway.toml` changed, else each tier added, removed or changed
+    /// (a tenant moved between tiers changes both).
+    pub fn changed_tiers(&self, newer: &EffectiveDigests) -> std::collections::BTreeSet<String> {
+        let all = self.tiers.keys().chain(newer.tiers.keys()).cloned();
+        if self.gateway != newer.gateway {
+            return all.collect();
+        }
+        all.filter(|t| self.tiers.get(t) != newer.tiers.get(t)).collect()
+    }
 }
 
 /// `gateway.toml`, validated.

@@ -294,6 +294,48 @@ fn the_digest_changes_with_any_policy_byte() {
 }
 
 #[test]
+fn changed_tiers_are_the_tiers_whose_effective_policy_differs() {
+    let load_with = |files: &[(&str, &str)], env: &HashMap<String, String>| {
+        load(fixture(files).path(), env, &Overrides::default())
+            .unwrap()
+            .effective
+    };
+    let base = load_with(&[], &env());
+    let set = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(base.changed_tiers(&load_with(&[], &env())), set(&[]));
+    // A tenant file belongs to its tier.
+    let acme_edit = format!("{ACME}# comment\n");
+    assert_eq!(
+        base.changed_tiers(&load_with(&[("tenants/acme.toml", &acme_edit)], &env())),
+        set(&["prod"])
+    );
+    // A tenant moved between tiers changes both.
+    let moved = ACME.replace("tier = \"prod\"", "tier = \"staging\"");
+    assert_eq!(
+        base.changed_tiers(&load_with(&[("tenants/acme.toml", &moved)], &env())),
+        set(&["prod", "staging"])
+    );
+    // A secret behind an unchanged reference is part of the tier.
+    let mut rotated = env();
+    rotated.insert(
+        "PROD_COOKIE".into(),
+        "prod-cookie-key-rotated-0123456789abcdef-01".into(),
+    );
+    assert_eq!(base.changed_tiers(&load_with(&[], &rotated)), set(&["prod"]));
+    // gateway.toml serves every tier.
+    let gateway = format!("{GATEWAY}# comment\n");
+    assert_eq!(
+        base.changed_tiers(&load_with(&[("gateway.toml", &gateway)], &env())),
+        set(&["prod", "staging"])
+    );
+}
+
+#[test]
 fn allowlist_entries_match_hosts_ports_and_ranges() {
     let e = |s: &str| validate::parse_allow_entry_for_tests(s).unwrap();
     assert!(e("10.0.0.0/8").allows("10.9.9.9", 1));

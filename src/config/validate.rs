@@ -18,8 +18,8 @@ use toml::Spanned;
 use super::raw::{RawAutoTrip, RawCertificate, RawGateway, RawLimits, RawRoute, RawTenant, RawTenantLimits, RawTier};
 use super::{
     AUTOMATION_SCOPES, AllowEntry, AllowHost, AutoTripKind, AutoTripRule, AutomationToken, Certificate, Config,
-    ConfigError, GatewayConfig, GuardSettings, Keyring, Limits, Listen, MfaPolicy, Operator, Overrides, SessionPolicy,
-    SsoConfig, StoreConfig, Tenant, Tier, Upstream,
+    ConfigError, EffectiveDigests, GatewayConfig, GuardSettings, Keyring, Limits, Listen, MfaPolicy, Operator,
+    Overrides, SessionPolicy, SsoConfig, StoreConfig, Tenant, Tier, Upstream,
 };
 use crate::policy::{Access, RouteRule, RouteTable};
 use crate::secret::{Env, SecretBytes, SecretRef};
@@ -28,9 +28,28 @@ use crate::secret::{Env, SecretBytes, SecretRef};
 struct Source {
     path: PathBuf,
     text: String,
+    /// Fingerprints of the secrets this file's references resolved to, in order: part
+    /// of what the file means (a rotated key file changes the tier without a byte of
+    /// policy text changing), so they count in [`Source::effective_digest`].
+    secrets: std::cell::RefCell<Vec<[u8; 32]>>,
 }
 
 impl Source {
+    /// SHA-256 over the file's path, text and resolved secrets' fingerprints (never the
+    /// secrets themselves). Call once every reference of the file is resolved.
+    fn effective_digest(&self, dir: &Path) -> [u8; 32] {
+        let mut d = Sha256::new();
+        let rel = self.path.strip_prefix(dir).unwrap_or(&self.path);
+        d.update(rel.to_string_lossy().as_bytes());
+        d.update([0]);
+        d.update(self.text.as_bytes());
+        d.update([0]);
+        for fp in self.secrets.borrow().iter() {
+            d.update(fp);
+        }
+        d.finalize().into()
+    }
+
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes().iter().take(end).filter(|b| **b == b'\n').count() + 1
@@ -88,6 +107,7 @@ pub(super) fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<C
     });
 
     let mut tiers: BTreeMap<String, Arc<Tier>> = BTreeMap::new();
+    let mut tier_files: BTreeMap<String, [u8; 32]> = BTreeMap::new();
     let mut fingerprints: HashMap<[u8; 32], String> = HashMap::new();
     let mut automation_tenants = Vec::new();
     for src in &tier_srcs {
@@ -107,6 +127,7 @@ pub(super) fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<C
             if tiers.contains_key(&tier.name) {
                 problems.at(src, name_span, format!("tier `{}` is defined twice", tier.name));
             } else {
+                tier_files.insert(tier.name.clone(), src.effective_digest(dir));
                 tiers.insert(tier.name.clone(), Arc::new(tier));
             }
         }
@@ -121,6 +142,7 @@ pub(super) fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<C
     let mut tenants = Vec::new();
     let mut hosts_seen: HashMap<String, String> = HashMap::new();
     let mut ids_seen: HashMap<String, PathBuf> = HashMap::new();
+    let mut tenant_files: BTreeMap<String, (String, [u8; 32])> = BTreeMap::new();
     for src in &tenant_srcs {
         let Some(raw) = parse::<RawTenant>(src, &mut problems) else {
             continue;
@@ -146,6 +168,7 @@ pub(super) fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<C
             continue;
         }
         ids_seen.insert(tenant.id.clone(), src.path.clone());
+        tenant_files.insert(tenant.id.clone(), (tenant.tier.clone(), src.effective_digest(dir)));
         tenants.push(Arc::new(tenant));
     }
 
@@ -177,6 +200,26 @@ pub(super) fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<C
         }
     }
 
+    let effective = EffectiveDigests {
+        gateway: gateway_src
+            .as_ref()
+            .map(|s| s.effective_digest(dir))
+            .unwrap_or_default(),
+        tiers: tier_files
+            .into_iter()
+            .map(|(name, file)| {
+                // The tier file, then its tenants' files by tenant id (BTreeMap order).
+                let mut d = Sha256::new();
+                d.update(file);
+                for (id, (_, digest)) in tenant_files.iter().filter(|(_, (tier, _))| *tier == name) {
+                    d.update(id.as_bytes());
+                    d.update([0]);
+                    d.update(digest);
+                }
+                (name, d.finalize().into())
+            })
+            .collect(),
+    };
     match gateway {
         Some(gateway) if problems.0.is_empty() => Ok(Config {
             dir: dir.to_path_buf(),
@@ -184,6 +227,7 @@ pub(super) fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<C
             tiers,
             tenants,
             digest: hex::encode(digest.finalize()),
+            effective,
         }),
         _ => Err(problems.0),
     }
@@ -194,6 +238,7 @@ fn read_source(path: &Path, problems: &mut Problems) -> Option<Source> {
         Ok(text) => Some(Source {
             path: path.to_path_buf(),
             text,
+            secrets: std::cell::RefCell::new(Vec::new()),
         }),
         Err(e) => {
             problems.file(path, format!("cannot read: {e}"));
@@ -542,7 +587,10 @@ fn resolve(
         return None;
     }
     match reference.resolve(dir, env) {
-        Ok(secret) => Some(secret),
+        Ok(secret) => {
+            src.secrets.borrow_mut().push(secret.fingerprint());
+            Some(secret)
+        }
         Err(msg) => {
             problems.at(src, value.span(), format!("{key}: {msg}"));
             None

@@ -199,6 +199,9 @@ impl Pipeline {
             return Err(Refusal::MethodNotAllowed);
         }
         check_framing(&req)?;
+        if !ui::web::cookie_lines_are_utf8(req.headers()) {
+            return Err(Refusal::BadRequest("Cookie header is not valid UTF-8."));
+        }
         let host_value = request_host(&req)?;
         let host = host_value
             .to_str()
@@ -679,11 +682,13 @@ fn declared_length(req: &Request<Incoming>) -> Result<Option<u64>, Refusal> {
 }
 
 /// WebSocket upgrades must come from the tenant's own host (or from a non-browser
-/// client that sends no Origin).
+/// client that sends no Origin). Every `Origin` line must name it: the upstream, which
+/// receives them all, may read another line than the first.
 fn same_origin(req: &Request<Incoming>, host: &str) -> bool {
     req.headers()
-        .get(ORIGIN)
-        .is_none_or(|origin| ui::web::origin_names_host(origin, host))
+        .get_all(ORIGIN)
+        .iter()
+        .all(|origin| ui::web::origin_names_host(origin, host))
 }
 
 /// `/.portcullis/login?rd=<path and query, percent-encoded>`.

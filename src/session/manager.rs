@@ -4,13 +4,18 @@
 //!
 //! The cache never serves a session revoked on this node: every revocation goes through
 //! [`Sessions`], which evicts the entry before it returns and tells open connections of
-//! that session (WebSocket tunnels) to close. Entries live at most `max_staleness` (1 s),
-//! which bounds how long a revocation made by another process (CLI, another replica)
-//! can go unseen.
+//! that session (WebSocket tunnels) to close. Evicting alone is not enough, because a
+//! store read that began before the revocation can finish after it and put the still-live
+//! record back; so every eviction also advances a revocation generation, and a record
+//! read from the store (or just created) enters the cache only if the generation is the
+//! one seen before the store was asked. Checking and inserting happen under the same lock
+//! as advancing and evicting, so no insert can land after an eviction it did not see.
+//! Entries live at most `max_staleness` (1 s), which bounds how long a revocation made by
+//! another process (CLI, another replica) can go unseen.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine;
@@ -106,6 +111,13 @@ impl Drop for OpenConnectionGuard {
 pub struct Sessions {
     stores: Stores,
     cache: moka::sync::Cache<[u8; 32], Arc<SessionRecord>>,
+    /// Revocation generation: advanced by every eviction, under this lock, together with
+    /// the eviction itself. A record read from the store is cached only if the generation
+    /// is unchanged since before the read, so a read that raced a revocation cannot
+    /// refill the cache with the record the revocation just evicted. One counter for all
+    /// sessions: a revocation elsewhere costs a racing read its cache entry (one more
+    /// store read later), never correctness.
+    generation: Mutex<u64>,
     revoked: broadcast::Sender<Revoked>,
     /// Open streams and WebSockets of sessions, for drills.
     open: Mutex<HashMap<u64, OpenConnection>>,
@@ -123,6 +135,7 @@ impl Sessions {
         Arc::new(Sessions {
             stores,
             cache,
+            generation: Mutex::new(0),
             revoked,
             open: Mutex::new(HashMap::new()),
             next_open: AtomicU64::new(0),
@@ -136,8 +149,11 @@ impl Sessions {
 
     /// Stores a new session.
     pub async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
+        // A revocation of the user (password change, kill switch) can run between the
+        // store write and the cache insert; it must win.
+        let seen = self.generation();
         self.store(&record.tier)?.create_session(&record).await?;
-        self.cache.insert(record.id_hash, Arc::new(record));
+        self.cache_unless_revoked_since(seen, Arc::new(record));
         Ok(())
     }
 
@@ -153,6 +169,7 @@ impl Sessions {
         let Some(id_hash) = id_hash_of_cookie(cookie_value) else {
             return Ok(None);
         };
+        let seen = self.generation();
         let (record, cached) = match self.cache.get(&id_hash) {
             Some(record) => (record, true),
             None => match self.store(tier)?.get_session(&id_hash).await? {
@@ -160,7 +177,13 @@ impl Sessions {
                 None => return Ok(None),
             },
         };
-        if record.tier != tier || !record.is_live(now) {
+        if record.tier != tier {
+            // Another tier's cookie name carrying this token: no session here, but the
+            // entry stays, as it is still right for its own tier (dropping it would let
+            // anyone force store reads of someone else's session at will).
+            return Ok(None);
+        }
+        if !record.is_live(now) {
             self.cache.invalidate(&id_hash);
             return Ok(None);
         }
@@ -178,7 +201,7 @@ impl Sessions {
         // Only a store read starts a cache entry's life: hits never extend it, so a
         // revocation made elsewhere is seen within MAX_STALENESS even under steady use.
         if !cached {
-            self.cache.insert(id_hash, record.clone());
+            self.cache_unless_revoked_since(seen, record.clone());
         }
         Ok(Some(record))
     }
@@ -270,15 +293,38 @@ impl Sessions {
     /// After a kill switch revoked `ids` in the store: drops them from the cache and tells
     /// open connections in `scope` to close.
     pub fn evicted_in_scope(&self, ids: &[[u8; 32]], scope: &Scope) {
-        for id in ids {
-            self.cache.invalidate(id);
-        }
+        self.invalidate(ids);
         let _ = self.revoked.send(Revoked::Scope(Arc::new(scope.clone())));
     }
 
     fn evict(&self, id_hash: &[u8; 32]) {
-        self.cache.invalidate(id_hash);
+        self.invalidate(std::slice::from_ref(id_hash));
         let _ = self.revoked.send(Revoked::Session(*id_hash));
+    }
+
+    /// The revocation generation, read before a store read whose answer may be cached.
+    fn generation(&self) -> u64 {
+        // Nothing panics while holding the lock; should it be poisoned, the counter in it
+        // is still the right one.
+        *self.generation.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Caches `record` only if no eviction happened since the generation `seen` was read.
+    fn cache_unless_revoked_since(&self, seen: u64, record: Arc<SessionRecord>) {
+        let generation = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
+        if *generation == seen {
+            self.cache.insert(record.id_hash, record);
+        }
+    }
+
+    /// Drops revoked sessions from the cache and advances the generation in one step, so
+    /// a racing store read either sees the new generation or inserts before the drop.
+    fn invalidate(&self, ids: &[[u8; 32]]) {
+        let mut generation = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
+        *generation = generation.wrapping_add(1);
+        for id in ids {
+            self.cache.invalidate(id);
+        }
     }
 }
 
@@ -447,5 +493,320 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// A store that, once armed, reads a session and then holds the answer until told to
+    /// go on: the interleaving "store read starts, a revocation runs, the read returns"
+    /// made deterministic.
+    struct PausingStore {
+        inner: Arc<dyn SessionStore>,
+        armed: std::sync::atomic::AtomicBool,
+        armed_create: std::sync::atomic::AtomicBool,
+        reads: AtomicU64,
+        read_done: tokio::sync::Notify,
+        resume: tokio::sync::Notify,
+    }
+
+    impl PausingStore {
+        fn arm(&self) {
+            self.armed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    use super::super::{AuditEntry, AuditRecord, ChangeRequest, KillSwitch, LoginEvent, UserRecord};
+
+    #[async_trait::async_trait]
+    impl SessionStore for PausingStore {
+        async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+            let answer = self.inner.create_session(s).await;
+            if self.armed_create.swap(false, Ordering::SeqCst) {
+                self.read_done.notify_one();
+                self.resume.notified().await;
+            }
+            answer
+        }
+        async fn get_session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            let answer = self.inner.get_session(id_hash).await;
+            if self.armed.swap(false, Ordering::SeqCst) {
+                self.read_done.notify_one();
+                self.resume.notified().await;
+            }
+            answer
+        }
+        async fn touch_session(&self, id_hash: &[u8; 32], now: i64, idle: i64) -> Result<(), StoreError> {
+            self.inner.touch_session(id_hash, now, idle).await
+        }
+        async fn revoke_session(&self, id_hash: &[u8; 32], rev: &Revocation) -> Result<bool, StoreError> {
+            self.inner.revoke_session(id_hash, rev).await
+        }
+        async fn revoke_user_sessions(
+            &self,
+            tenant: &str,
+            subject: &str,
+            keep: Option<&[u8; 32]>,
+            rev: &Revocation,
+        ) -> Result<Vec<[u8; 32]>, StoreError> {
+            self.inner.revoke_user_sessions(tenant, subject, keep, rev).await
+        }
+        async fn revoke_tenant_sessions(&self, tenant: &str, rev: &Revocation) -> Result<Vec<[u8; 32]>, StoreError> {
+            self.inner.revoke_tenant_sessions(tenant, rev).await
+        }
+        async fn revoke_sso_sessions(
+            &self,
+            tenant: &str,
+            sso_sid: &str,
+            rev: &Revocation,
+        ) -> Result<Vec<[u8; 32]>, StoreError> {
+            self.inner.revoke_sso_sessions(tenant, sso_sid, rev).await
+        }
+        async fn list_user_sessions(
+            &self,
+            tenant: &str,
+            subject: &str,
+            now: i64,
+        ) -> Result<Vec<SessionRecord>, StoreError> {
+            self.inner.list_user_sessions(tenant, subject, now).await
+        }
+        async fn list_tenant_sessions(
+            &self,
+            tenant: &str,
+            now: i64,
+            limit: usize,
+        ) -> Result<Vec<SessionRecord>, StoreError> {
+            self.inner.list_tenant_sessions(tenant, now, limit).await
+        }
+        async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+            self.inner.purge_expired(now).await
+        }
+        async fn create_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+            self.inner.create_user(u).await
+        }
+        async fn get_user(&self, tenant: &str, username: &str) -> Result<Option<UserRecord>, StoreError> {
+            self.inner.get_user(tenant, username).await
+        }
+        async fn update_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+            self.inner.update_user(u).await
+        }
+        async fn list_users(&self, tenant: &str) -> Result<Vec<UserRecord>, StoreError> {
+            self.inner.list_users(tenant).await
+        }
+        async fn consume_recovery_code(
+            &self,
+            tenant: &str,
+            username: &str,
+            code_hash: &[u8; 32],
+        ) -> Result<bool, StoreError> {
+            self.inner.consume_recovery_code(tenant, username, code_hash).await
+        }
+        async fn record_login(&self, e: &LoginEvent) -> Result<(), StoreError> {
+            self.inner.record_login(e).await
+        }
+        async fn login_history(
+            &self,
+            tenant: &str,
+            subject: &str,
+            limit: usize,
+            before_seq: Option<i64>,
+        ) -> Result<Vec<LoginEvent>, StoreError> {
+            self.inner.login_history(tenant, subject, limit, before_seq).await
+        }
+        async fn use_totp_step(
+            &self,
+            tenant: &str,
+            subject: &str,
+            step: u64,
+            expires_at: i64,
+        ) -> Result<bool, StoreError> {
+            self.inner.use_totp_step(tenant, subject, step, expires_at).await
+        }
+        async fn hit(&self, key: &str, now: i64, window_secs: i64) -> Result<(u32, i64), StoreError> {
+            self.inner.hit(key, now, window_secs).await
+        }
+        async fn peek(&self, key: &str, now: i64) -> Result<(u32, i64), StoreError> {
+            self.inner.peek(key, now).await
+        }
+        async fn clear(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.clear(key).await
+        }
+        async fn put_kill_switch(&self, ks: &KillSwitch) -> Result<(), StoreError> {
+            self.inner.put_kill_switch(ks).await
+        }
+        async fn delete_kill_switch(&self, scope_key: &str) -> Result<Option<KillSwitch>, StoreError> {
+            self.inner.delete_kill_switch(scope_key).await
+        }
+        async fn list_kill_switches(&self) -> Result<Vec<KillSwitch>, StoreError> {
+            self.inner.list_kill_switches().await
+        }
+        async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
+            self.inner.append_audit(entry).await
+        }
+        async fn audit_records(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+            self.inner.audit_records(after_seq, limit).await
+        }
+        async fn put_change(&self, c: &ChangeRequest) -> Result<(), StoreError> {
+            self.inner.put_change(c).await
+        }
+        async fn get_change(&self, id: &str) -> Result<Option<ChangeRequest>, StoreError> {
+            self.inner.get_change(id).await
+        }
+        async fn list_changes(&self) -> Result<Vec<ChangeRequest>, StoreError> {
+            self.inner.list_changes().await
+        }
+        async fn replace_change_if(&self, c: &ChangeRequest, expected_version: u64) -> Result<bool, StoreError> {
+            self.inner.replace_change_if(c, expected_version).await
+        }
+    }
+
+    async fn pausing_sessions() -> (tempfile::TempDir, Arc<PausingStore>, Arc<Sessions>) {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Stores::open(&format!("sqlite:{}", dir.path().display()), ["prod"])
+            .await
+            .unwrap();
+        let store = Arc::new(PausingStore {
+            inner: sqlite.tier("prod").unwrap(),
+            armed: std::sync::atomic::AtomicBool::new(false),
+            armed_create: std::sync::atomic::AtomicBool::new(false),
+            reads: AtomicU64::new(0),
+            read_done: tokio::sync::Notify::new(),
+            resume: tokio::sync::Notify::new(),
+        });
+        let by_tier = std::collections::BTreeMap::from([("prod".to_string(), store.clone() as Arc<dyn SessionStore>)]);
+        (dir, store, Sessions::new(Stores { by_tier }))
+    }
+
+    /// Runs `revoke` while a lookup of `token` has read the still-live record from the
+    /// store but not yet returned, then asks again: the answer must be "no session".
+    async fn revoked_during_a_store_read<F, Fut>(revoke: F)
+    where
+        F: FnOnce(Arc<Sessions>, [u8; 32]) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (_dir, store, sessions) = pausing_sessions().await;
+        let now = 1_000_000;
+        let token = mint_token();
+        // Straight into the store: the cache is empty, so the next lookup reads the store.
+        store.create_session(&record(token.id_hash, now)).await.unwrap();
+        store.arm();
+        let lookup = tokio::spawn({
+            let sessions = sessions.clone();
+            let cookie = token.cookie_value.clone();
+            async move { sessions.authenticate("prod", &cookie, now, 1800).await }
+        });
+        store.read_done.notified().await;
+        revoke(sessions.clone(), token.id_hash).await;
+        store.resume.notify_one();
+        // The lookup began before the revocation, so either answer is fair for it.
+        lookup.await.unwrap().unwrap();
+        assert!(
+            sessions
+                .authenticate("prod", &token.cookie_value, now, 1800)
+                .await
+                .unwrap()
+                .is_none(),
+            "a session revoked during a store read was served from the cache"
+        );
+    }
+
+    fn revocation(now: i64) -> Revocation {
+        Revocation {
+            at: now,
+            by: "admin".into(),
+            reason: "test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_that_began_before_a_revocation_cannot_refill_the_cache() {
+        revoked_during_a_store_read(|sessions, id| async move {
+            assert!(sessions.revoke("prod", &id, &revocation(1_000_000)).await.unwrap());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_read_that_began_before_a_user_revocation_cannot_refill_the_cache() {
+        revoked_during_a_store_read(|sessions, _| async move {
+            let ended = sessions
+                .revoke_user("prod", "acme", "alice", None, &revocation(1_000_000))
+                .await
+                .unwrap();
+            assert_eq!(ended.len(), 1);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_read_that_began_before_a_kill_switch_cannot_refill_the_cache() {
+        revoked_during_a_store_read(|sessions, _| async move {
+            let ended = sessions
+                .store("prod")
+                .unwrap()
+                .revoke_tenant_sessions("acme", &revocation(1_000_000))
+                .await
+                .unwrap();
+            assert_eq!(ended.len(), 1);
+            let scope = Scope::Tenant {
+                tier: "prod".into(),
+                tenant: "acme".into(),
+            };
+            sessions.evicted_in_scope(&ended, &scope);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_session_revoked_while_it_is_created_is_not_cached_live() {
+        let (_dir, store, sessions) = pausing_sessions().await;
+        let now = 1_000_000;
+        let token = mint_token();
+        store.armed_create.store(true, Ordering::SeqCst);
+        let create = tokio::spawn({
+            let sessions = sessions.clone();
+            let record = record(token.id_hash, now);
+            async move { sessions.create(record).await }
+        });
+        store.read_done.notified().await;
+        // A password change ends every session of the user, the one being created too.
+        let ended = sessions
+            .revoke_user("prod", "acme", "alice", None, &revocation(now))
+            .await
+            .unwrap();
+        assert_eq!(ended, vec![token.id_hash]);
+        store.resume.notify_one();
+        create.await.unwrap().unwrap();
+        assert!(
+            sessions
+                .authenticate("prod", &token.cookie_value, now, 1800)
+                .await
+                .unwrap()
+                .is_none(),
+            "a session revoked while it was created was served from the cache"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_tiers_cookie_name_does_not_empty_the_cache_entry() {
+        let (_dir, store, sessions) = pausing_sessions().await;
+        let now = 1_000_000;
+        let token = mint_token();
+        sessions.create(record(token.id_hash, now)).await.unwrap();
+        assert!(
+            sessions
+                .authenticate("staging", &token.cookie_value, now, 1800)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            sessions
+                .authenticate("prod", &token.cookie_value, now, 1800)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Served from the cache: a foreign cookie name cannot force store reads (each one
+        // is a window for the race above) of someone else's session.
+        assert_eq!(store.reads.load(Ordering::SeqCst), 0);
     }
 }

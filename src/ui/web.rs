@@ -23,10 +23,18 @@ pub enum CookieLookup<'a> {
 }
 
 /// Finds a cookie by exact name across every `Cookie` header.
+///
+/// Every line is read: a line skipped as unreadable could hide a second cookie of the
+/// same name, and two count as none. Lines are UTF-8 (browsers send cookie values set by
+/// scripts as UTF-8, so ASCII-only would skip real traffic); a line that is not UTF-8
+/// makes the lookup [`CookieLookup::Ambiguous`]. The public listener refuses such lines
+/// before any lookup (see [`cookie_lines_are_utf8`]); this is the second line of defence.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> CookieLookup<'a> {
     let mut found = CookieLookup::Missing;
     for value in headers.get_all(header::COOKIE) {
-        let Ok(text) = value.to_str() else { continue };
+        let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+            return CookieLookup::Ambiguous;
+        };
         for pair in text.split(';') {
             let Some((n, v)) = pair.trim().split_once('=') else {
                 continue;
@@ -40,6 +48,17 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> CookieLookup<'a> {
         }
     }
     found
+}
+
+/// Whether every `Cookie` line is UTF-8. The gateway cannot tell which cookies a line it
+/// cannot decode holds, so it cannot tell whether the request carries one session cookie
+/// or two, nor promise the upstream that no gateway cookie is in it: such a request is
+/// refused (400) rather than read one way here and another way upstream.
+pub fn cookie_lines_are_utf8(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .all(|v| std::str::from_utf8(v.as_bytes()).is_ok())
 }
 
 /// The one value of a cookie, or None when missing or sent twice.
@@ -101,10 +120,17 @@ pub fn content_type_is(headers: &HeaderMap, mime: &str) -> bool {
 /// Browsers send `Origin: null` on their own same-origin form posts when the page says
 /// `Referrer-Policy: no-referrer` (as ours do); such a `null` is accepted only together
 /// with `Sec-Fetch-Site: same-origin`, which pages cannot forge.
+///
+/// Two `Origin` lines are refused: the check must not read the first while something
+/// downstream reads the last.
 pub fn origin_allowed(headers: &HeaderMap, host: &str) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    let Some(origin) = origins.next() else {
         return true;
     };
+    if origins.next().is_some() {
+        return false;
+    }
     if origin.as_bytes() == b"null" {
         return headers
             .get("sec-fetch-site")
@@ -286,6 +312,34 @@ mod tests {
         h.append(header::COOKIE, HeaderValue::from_static("s=y"));
         assert_eq!(cookie(&h, "s"), CookieLookup::Ambiguous);
         assert_eq!(cookie(&h, "zz"), CookieLookup::Missing);
+    }
+
+    #[test]
+    fn no_cookie_line_is_skipped() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("s=x"));
+        assert!(cookie_lines_are_utf8(&h));
+        // UTF-8 beyond ASCII is read, so its second `s` is seen.
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes("p=Jos\u{e9}; s=y".as_bytes()).unwrap(),
+        );
+        assert!(cookie_lines_are_utf8(&h));
+        assert_eq!(cookie(&h, "s"), CookieLookup::Ambiguous);
+        // A line that is not UTF-8 may hide anything: no cookie is trusted.
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("s=x"));
+        h.append(header::COOKIE, HeaderValue::from_bytes(b"q=\xff").unwrap());
+        assert!(!cookie_lines_are_utf8(&h));
+        assert_eq!(cookie(&h, "s"), CookieLookup::Ambiguous);
+    }
+
+    #[test]
+    fn two_origins_are_never_this_host() {
+        let mut h = HeaderMap::new();
+        h.append(header::ORIGIN, HeaderValue::from_static("http://acme.localhost"));
+        h.append(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        assert!(!origin_allowed(&h, "acme.localhost"));
     }
 
     #[test]

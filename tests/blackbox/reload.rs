@@ -129,3 +129,71 @@ async fn reload_api_requires_an_operator_token() {
         "{ready}"
     );
 }
+
+/// SPEC "Tiers and isolation": an operator token of one tier is refused on another. If a
+/// reload through the API were not limited to the caller's tiers, a staging operator
+/// could put an unreviewed or half-edited prod policy in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_needs_an_operator_of_every_tier_it_changes() {
+    let (prod_token, staging_token) = (random_hex(24), random_hex(24));
+    let ups = Upstreams::start().await;
+    let mut fixture = PolicyFixture::for_upstreams(&ups);
+    fixture.prod_operators = vec![("olivia".into(), sha256_hex(prod_token.as_bytes()))];
+    fixture.staging_operators = vec![("sam".into(), sha256_hex(staging_token.as_bytes()))];
+    let gw = Gateway::start(&fixture).await;
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = gw.admin_url("/v1/reload");
+    let digest_before = gw.readyz().await["policy"]["digest"].clone();
+
+    // A prod change, reloaded by the staging operator: refused, nothing applied.
+    assert_eq!(status_of(&gw, "/secret/x").await, 401);
+    fixture.tenant_mut("acme").routes = format!("{SECRET_PUBLIC}{DEFAULT_ROUTES}");
+    std::fs::write(
+        gw.policy_dir.join("tenants/acme.toml"),
+        PolicyFixture::tenant_toml(&fixture.tenants[0]),
+    )
+    .unwrap();
+    let r = c.post(&url).bearer_auth(&staging_token).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body.to_string().contains("prod"), "the refusal names the tier: {body}");
+    assert_eq!(status_of(&gw, "/secret/x").await, 401, "the prod change applied");
+    assert_eq!(gw.readyz().await["policy"]["digest"], digest_before);
+
+    // The prod operator may: applied, and in prod's audit log.
+    let r = c.post(&url).bearer_auth(&prod_token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(status_of(&gw, "/secret/x").await, 200);
+    let r = c
+        .get(gw.admin_url("/v1/audit?action=policy.reload"))
+        .bearer_auth(&prod_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let records: serde_json::Value = r.json().await.unwrap();
+    let records = records.as_array().expect("audit array");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["actor"], "operator:olivia");
+    assert_eq!(records[0]["tier"], "prod");
+    // Staging did not change: nothing in its log.
+    let r = c
+        .get(gw.admin_url("/v1/audit?action=policy.reload"))
+        .bearer_auth(&staging_token)
+        .send()
+        .await
+        .unwrap();
+    let records: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(records.as_array().map(Vec::len), Some(0), "{records}");
+
+    // A staging-only change is the staging operator's to reload.
+    fixture.tenant_mut("initech").routes = format!("{SECRET_PUBLIC}{DEFAULT_ROUTES}");
+    std::fs::write(
+        gw.policy_dir.join("tenants/initech.toml"),
+        PolicyFixture::tenant_toml(fixture.tenant_mut("initech")),
+    )
+    .unwrap();
+    let r = c.post(&url).bearer_auth(&staging_token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(raw_get(gw.public, "initech.test", "/secret/x").await.status, 200);
+}

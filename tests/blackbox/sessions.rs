@@ -452,6 +452,57 @@ async fn two_session_cookies_in_one_request_count_as_none() {
     assert_eq!(a.get(PROTECTED).await.status, 200);
 }
 
+/// SPEC "Details": if this broke, a second `Cookie` line that the gateway skipped (not
+/// valid UTF-8, or UTF-8 beyond ASCII) would hide a second session cookie, so an attacker
+/// able to add a cookie could pick the session again, or smuggle a gateway cookie past the
+/// stripping to the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cookie_line_the_gateway_cannot_read_never_picks_a_session() {
+    let (ups, gw) = start().await;
+    let accounts = Accounts::open(&gw).await;
+    let uma = accounts.create("acme", "uma", &[], true).await;
+    let mut a = Agent::new(&gw, "acme.test");
+    a.api_login(&uma).await;
+    let token = a.session("prod").expect("token");
+    let other = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+    let request = |target: &str, second_line: &[u8]| {
+        let mut req =
+            format!("GET {target} HTTP/1.1\r\nHost: acme.test\r\nCookie: __Host-portcullis-prod={token}\r\nCookie: ")
+                .into_bytes();
+        req.extend_from_slice(second_line);
+        req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        req
+    };
+    let invalid = [b"x=\xff; __Host-portcullis-prod=".as_slice(), other.as_bytes()].concat();
+    let invalid_before = [b"__Host-portcullis-prod=".as_slice(), other.as_bytes(), b"; y=\xc3\x28"].concat();
+    // Not UTF-8: refused outright, on protected and public paths alike.
+    for line in [&invalid, &invalid_before] {
+        for target in [PROTECTED, "/public/x"] {
+            let resp = raw(gw.public, &request(target, line)).await.remove(0);
+            assert_eq!(resp.status, 400, "{target} {}", String::from_utf8_lossy(line));
+        }
+    }
+    assert_eq!(
+        ups.acme.count(),
+        0,
+        "the upstream saw a request with an unreadable Cookie line"
+    );
+    // UTF-8 beyond ASCII is read like any other line: two session cookies, no session.
+    let utf8 = format!("pref=Jos\u{e9}; __Host-portcullis-prod={other}");
+    let resp = raw(gw.public, &request(PROTECTED, utf8.as_bytes())).await.remove(0);
+    assert_eq!(resp.status, 401);
+    assert_eq!(ups.acme.count(), 0, "served as a session despite two session cookies");
+    // On a public path it is forwarded, without any gateway cookie.
+    let resp = raw(gw.public, &request("/public/x", utf8.as_bytes())).await.remove(0);
+    assert_eq!(resp.status, 200);
+    let seen = ups.acme.only();
+    let cookies = seen.header_all("cookie").join("; ");
+    assert!(!cookies.to_ascii_lowercase().contains("portcullis"), "{cookies}");
+    assert!(cookies.contains("pref=Jos\u{e9}"), "{cookies}");
+    // One cookie is still fine.
+    assert_eq!(a.get(PROTECTED).await.status, 200);
+}
+
 /// SES-07: if this broke, a session left alone on a shared computer would stay usable
 /// past the idle timeout, or activity could keep a session alive forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
