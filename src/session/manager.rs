@@ -611,17 +611,20 @@ mod tests {
         ) -> Result<Vec<LoginEvent>, StoreError> {
             self.inner.login_history(tenant, subject, limit, before_seq).await
         }
-        async fn use_totp_step(
+        async fn accept_totp_step(
             &self,
             tenant: &str,
             subject: &str,
             step: u64,
             expires_at: i64,
         ) -> Result<bool, StoreError> {
-            self.inner.use_totp_step(tenant, subject, step, expires_at).await
+            self.inner.accept_totp_step(tenant, subject, step, expires_at).await
         }
         async fn hit(&self, key: &str, now: i64, window_secs: i64) -> Result<(u32, i64), StoreError> {
             self.inner.hit(key, now, window_secs).await
+        }
+        async fn give_back(&self, key: &str, window_end: i64) -> Result<(), StoreError> {
+            self.inner.give_back(key, window_end).await
         }
         async fn peek(&self, key: &str, now: i64) -> Result<(u32, i64), StoreError> {
             self.inner.peek(key, now).await
