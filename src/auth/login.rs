@@ -166,15 +166,19 @@ impl LocalLogin {
             self.record(&store, ctx, username, "password", Some(reason)).await?;
             return Err(LoginError::BadCredentials);
         };
-        // A switch on the account answers exactly like a wrong password (same error, same
-        // hashing work), so it tells neither strangers which accounts exist nor a guesser
-        // that this password was right; the history says `breaker`. Its message is shown
-        // only to someone who proved both factors (a sign-in begun before the trip).
-        if self
-            .switches
-            .board()
-            .account_switch(ctx.tier, ctx.tenant, &user.username, ctx.now)
-            .is_some()
+        // A switch on the account changes nothing the password step says: the right
+        // password still leads to the second factor and a wrong one is still refused, so
+        // the switch tells a guesser nothing about the password (nor strangers which
+        // accounts exist). Its message (`423`) comes once both factors are proven, in
+        // `finish`. An account without a second factor yet is refused like a wrong
+        // password: enrolling one while suspended would let a thief who has the password
+        // keep a way in after the reset.
+        if user.totp_enrolled_at.is_none()
+            && self
+                .switches
+                .board()
+                .account_switch(ctx.tier, ctx.tenant, &user.username, ctx.now)
+                .is_some()
         {
             self.record(&store, ctx, &user.username, "password", Some("breaker"))
                 .await?;

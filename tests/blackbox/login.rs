@@ -1091,70 +1091,70 @@ fn wrong_password(user: &TestUser) -> TestUser {
 }
 
 /// If this broke, a kill switch on an account would tell a password guesser which guess
-/// was right (423 for the right password, 401 for a wrong one), on the API and the page.
+/// was right (before: 423 for the right password, 401 for a wrong one), or a thief with
+/// only the password could enrol a second factor while the account is suspended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_suspended_account_answers_right_and_wrong_passwords_alike() {
+async fn a_suspended_account_is_told_so_only_after_both_factors() {
     let (_ups, gw, token) = start_with_operator().await;
     let accounts = Accounts::open(&gw).await;
     let mona = accounts.create("acme", "mona", &[], true).await;
-    let r = reqwest::Client::new()
-        .put(gw.admin_url("/v1/tenants/acme/accounts/mona/breaker"))
-        .bearer_auth(&token)
-        .json(&json!({"reason": "phished", "message": "Your account is locked"}))
-        .send()
-        .await
-        .expect("trip");
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-
-    let mut a = Agent::new(&gw, "acme.test");
-    let right = a.api_password_step(&mona, None).await;
-    let wrong = a.api_password_step(&wrong_password(&mona), None).await;
-    assert_eq!(
-        (right.status, right.body.as_str()),
-        (wrong.status, wrong.body.as_str()),
-        "API: right and wrong password answered differently"
-    );
-    assert_eq!(wrong.status, 401);
-    assert!(right.set_cookie("__Host-portcullis-prod-pre").is_none());
-
-    // The login form: same status and page.
-    let mut b = Agent::new(&gw, "acme.test");
-    let page = b.get("/.portcullis/login").await;
-    assert_eq!(page.status, 200);
-    let csrf = b
-        .cookies
-        .get("__Host-portcullis-prod-csrf")
-        .cloned()
-        .expect("CSRF cookie");
-    let mut answers = Vec::new();
-    for password in [mona.password.as_str(), "not-the-password-at-all"] {
-        let r = b
-            .post_form(
-                "/.portcullis/login",
-                &[
-                    ("csrf", &csrf),
-                    ("username", "mona"),
-                    ("password", password),
-                    ("rd", "/"),
-                ],
-            )
-            .await;
-        answers.push((r.status, r.body));
+    let nell = accounts.create("acme", "nell", &[], false).await;
+    for name in ["mona", "nell"] {
+        let r = reqwest::Client::new()
+            .put(gw.admin_url(&format!("/v1/tenants/acme/accounts/{name}/breaker")))
+            .bearer_auth(&token)
+            .json(&json!({"reason": "phished", "message": "Your account is locked"}))
+            .send()
+            .await
+            .expect("trip");
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     }
-    assert_eq!(
-        answers[0], answers[1],
-        "form: right and wrong password answered differently"
-    );
-    assert!(b.session("prod").is_none());
 
-    // An unknown user answers the same as well.
-    let ghost = a
+    // The password step answers as it would without the switch.
+    let mut wrong_agent = Agent::new(&gw, "acme.test");
+    let wrong = wrong_agent.api_password_step(&wrong_password(&mona), None).await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    let ghost = wrong_agent
         .post_json(
             "/.portcullis/api/login",
             &json!({"username": "ghost", "password": "not-the-password-at-all"}),
         )
         .await;
-    assert_eq!((ghost.status, ghost.body), (wrong.status, wrong.body));
+    assert_eq!((ghost.status, &ghost.body), (wrong.status, &wrong.body), "unknown user");
+    let mut a = Agent::new(&gw, "acme.test");
+    let right = a.api_password_step(&mona, None).await;
+    assert_eq!(
+        (right.status, right.json()["next"].as_str()),
+        (200, Some("mfa")),
+        "{}",
+        right.body
+    );
+
+    // Both factors proven: now, and only now, the switch's message.
+    let code = mona.fresh_code().await;
+    let r = a.post_json("/.portcullis/api/mfa", &json!({ "code": code })).await;
+    assert_eq!(r.status, 423, "{}", r.body);
+    assert_eq!(r.json()["message"], "Your account is locked", "{}", r.body);
+    assert!(
+        a.session("prod").is_none(),
+        "a session was issued to a suspended account"
+    );
+
+    // An account with no second factor yet cannot enrol one while suspended, and its right
+    // password is answered exactly like a wrong one.
+    let mut n = Agent::new(&gw, "acme.test");
+    let right = n.api_password_step(&nell, None).await;
+    let wrong = n.api_password_step(&wrong_password(&nell), None).await;
+    assert_eq!(
+        (right.status, &right.body),
+        (wrong.status, &wrong.body),
+        "nell: right vs wrong"
+    );
+    assert_eq!(wrong.status, 401);
+    assert!(
+        right.set_cookie("__Host-portcullis-prod-pre").is_none(),
+        "nell got a pre-MFA state"
+    );
 }
 
 /// MFA-11: if this broke, concurrent guesses from one client would get more password
