@@ -452,27 +452,60 @@ impl Changes {
         .map_err(|_| ChangeError::Apply("the apply task failed".into()))?;
         let (dir, edit) = edit?;
         let trigger = format!("change:{} approved by {}", cr.id, op.name);
-        match self.live.reload(&trigger).await {
-            Ok(_) => Ok((edit.before, edit.after)),
-            Err(errors) => {
-                let restore = edit.clone();
-                let restored = tokio::task::spawn_blocking(move || {
-                    policy::write(&dir, &restore.rel_path, &restore.after_text, &restore.before_text)
-                })
-                .await;
-                if !matches!(restored, Ok(Ok(()))) {
-                    tracing::error!(
-                        change = %cr.id,
-                        file = %edit.rel_path.display(),
-                        "could not put the policy file back after a refused reload"
-                    );
+        // The reload reads the whole policy folder, but it may apply only this change:
+        // edits on disk to another tier were reviewed by nobody here and must not go live
+        // on this approval (an operator of that tier reloads them first).
+        let outcome = match self.live.prepare_reload(&trigger).await {
+            Ok(prepared) => {
+                let ours = tiers_of(cr);
+                let others: Vec<String> = prepared
+                    .changed_tiers
+                    .iter()
+                    .filter(|t| !ours.contains(t))
+                    .cloned()
+                    .collect();
+                if others.is_empty() {
+                    prepared.apply();
+                    Ok(())
+                } else {
+                    Err(Refused::OtherTiers(others))
                 }
-                let _ = self.live.reload(&format!("change:{} rolled back", cr.id)).await;
-                Err(ChangeError::InvalidPolicy {
-                    change: Box::new(cr.clone()),
-                    errors: errors.iter().map(ToString::to_string).collect(),
-                })
             }
+            Err(errors) => Err(Refused::Invalid(errors)),
+        };
+        let Err(refused) = outcome else {
+            return Ok((edit.before, edit.after));
+        };
+        let restore = edit.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            policy::write(&dir, &restore.rel_path, &restore.after_text, &restore.before_text)
+        })
+        .await;
+        if !matches!(restored, Ok(Ok(()))) {
+            tracing::error!(
+                change = %cr.id,
+                file = %edit.rel_path.display(),
+                "could not put the policy file back after a refused reload"
+            );
+        }
+        // Clear the refused reload from `/readyz` with the folder as it was, unless that
+        // would apply someone else's unreviewed edits.
+        if matches!(refused, Refused::Invalid(_))
+            && let Ok(prepared) = self.live.prepare_reload(&format!("change:{} rolled back", cr.id)).await
+            && prepared.changed_tiers.is_empty()
+        {
+            prepared.apply();
+        }
+        match refused {
+            Refused::Invalid(errors) => Err(ChangeError::InvalidPolicy {
+                change: Box::new(cr.clone()),
+                errors: errors.iter().map(ToString::to_string).collect(),
+            }),
+            Refused::OtherTiers(tiers) => Err(ChangeError::Conflict(format!(
+                "the policy folder also holds unapplied edits to tier {}; an operator of that tier \
+                 reloads them first, then this change can be approved",
+                tiers.join(", ")
+            ))),
         }
     }
 
@@ -581,4 +614,21 @@ async fn current_values(config: &Config, cr: &ChangeRequest) -> Value {
     tokio::task::spawn_blocking(move || policy::current_values(&dir, &cr))
         .await
         .unwrap_or(Value::Null)
+}
+
+/// Why an approved policy edit was not applied.
+enum Refused {
+    /// The resulting policy set does not validate.
+    Invalid(Vec<crate::config::ConfigError>),
+    /// The folder would also change these other tiers.
+    OtherTiers(Vec<String>),
+}
+
+/// The tiers a change request may change: its own, and the tier a tenant moves to.
+fn tiers_of(cr: &ChangeRequest) -> Vec<String> {
+    let mut tiers = vec![cr.tier.clone()];
+    if let Some(to) = cr.change.get("tier").and_then(Value::as_str) {
+        tiers.push(to.to_string());
+    }
+    tiers
 }

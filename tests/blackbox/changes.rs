@@ -712,3 +712,38 @@ async fn tier_credentials_change_by_reference_only_when_they_resolve() {
         "a secret reached the audit log: {text}"
     );
 }
+
+/// Audit sibling of "any operator can reload every tier": an approved change reloads the
+/// whole policy folder. If this broke, a prod approval would also put live an unreviewed
+/// on-disk edit to a staging tenant (here: initech's upstream moved elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_never_applies_another_tiers_edits_on_disk() {
+    let env = env().await;
+    let elsewhere = RecordingUpstream::start().await;
+    let initech = env.gw.policy_dir.join("tenants/initech.toml");
+    let staging_before = std::fs::read_to_string(&initech).expect("initech file");
+    let edited = staging_before.replace(&env.ups.initech.url(), &elsewhere.url());
+    assert_ne!(edited, staging_before, "the fixture names initech's upstream");
+    std::fs::write(&initech, &edited).expect("edit initech");
+
+    let acme_before = env.tenant_file("acme");
+    let moved_to = RecordingUpstream::start().await;
+    let cr = env
+        .propose(
+            &env.olivia,
+            "tenant.update",
+            "acme",
+            json!({"upstream": moved_to.url()}),
+        )
+        .await;
+    let r = env.approve(&env.oscar, &s(&cr["id"]), &s(&cr["digest"])).await;
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert!(r.body.to_string().contains("staging"), "{:?}", r.body);
+    assert_eq!(env.tenant_file("acme"), acme_before, "the prod edit stayed on disk");
+
+    // Neither edit serves.
+    assert_eq!(raw_get(env.gw.public, "initech.test", PUBLIC).await.status, 200);
+    assert_eq!(raw_get(env.gw.public, "acme.test", PUBLIC).await.status, 200);
+    assert_eq!((elsewhere.count(), moved_to.count()), (0, 0));
+    assert_eq!((env.ups.initech.count(), env.ups.acme.count()), (1, 1));
+}
