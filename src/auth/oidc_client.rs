@@ -346,18 +346,50 @@ impl OidcClient {
     }
 }
 
+/// Address blocks an IdP of a production tier must not resolve to: the IANA
+/// special-purpose registries (private, shared, loopback, link-local, documentation,
+/// benchmarking, multicast, reserved), plus the IPv6 blocks that embed or reach IPv4
+/// (NAT64, 6to4, Teredo), which could lead back to a private IPv4 address.
+const NOT_PUBLIC: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::/128",
+    "::1/128",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001::/23",
+    "2001:db8::/32",
+    "2002::/16",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+];
+
 fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            !(v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast())
-                && v4.octets()[0] != 100
-        }
-        IpAddr::V6(v6) => {
-            let seg = v6.segments()[0];
-            !(v6.is_loopback() || v6.is_unspecified() || (seg & 0xfe00) == 0xfc00 || (seg & 0xffc0) == 0xfe80)
-                && v6.to_ipv4_mapped().is_none_or(|v4| is_public(IpAddr::V4(v4)))
-        }
+    if let IpAddr::V6(v6) = ip
+        && let Some(v4) = v6.to_ipv4_mapped()
+    {
+        return is_public(IpAddr::V4(v4));
     }
+    !NOT_PUBLIC
+        .iter()
+        .filter_map(|net| net.parse::<ipnet::IpNet>().ok())
+        .any(|net| net.contains(&ip))
 }
 
 #[cfg(test)]
@@ -422,6 +454,54 @@ mod tests {
         assert!(is_public("93.184.216.34".parse().unwrap()));
         assert!(!is_public("169.254.169.254".parse().unwrap()));
         assert!(!is_public("100.64.0.1".parse().unwrap()));
+    }
+
+    /// If this broke, a production IdP name could resolve to an address that is not on
+    /// the public internet (or leads back to a private one) and be connected to.
+    #[test]
+    fn special_purpose_addresses_are_not_public() {
+        for ip in [
+            "0.1.2.3",
+            "10.1.1.1",
+            "100.127.255.255",
+            "127.0.0.2",
+            "169.254.169.254",
+            "172.31.0.1",
+            "192.0.0.8",
+            "192.0.2.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::7f00:1",
+            "2001::1",
+            "2001:db8::1",
+            "2002:7f00:1::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "93.184.216.34",
+            "100.128.0.1",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:93.184.216.34",
+        ] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     /// If this broke, a name that answers a public address to the check and 127.0.0.1
