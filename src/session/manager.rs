@@ -169,13 +169,17 @@ impl Sessions {
         let Some(id_hash) = id_hash_of_cookie(cookie_value) else {
             return Ok(None);
         };
-        let seen = self.generation();
-        let (record, cached) = match self.cache.get(&id_hash) {
-            Some(record) => (record, true),
-            None => match self.store(tier)?.get_session(&id_hash).await? {
-                Some(record) => (Arc::new(record), false),
-                None => return Ok(None),
-            },
+        // `seen` matters only for a record read from the store (read before the read), so
+        // a cache hit takes no lock.
+        let (record, seen) = match self.cache.get(&id_hash) {
+            Some(record) => (record, None),
+            None => {
+                let seen = self.generation();
+                match self.store(tier)?.get_session(&id_hash).await? {
+                    Some(record) => (Arc::new(record), Some(seen)),
+                    None => return Ok(None),
+                }
+            }
         };
         if record.tier != tier {
             // Another tier's cookie name carrying this token: no session here, but the
@@ -200,7 +204,7 @@ impl Sessions {
         }
         // Only a store read starts a cache entry's life: hits never extend it, so a
         // revocation made elsewhere is seen within MAX_STALENESS even under steady use.
-        if !cached {
+        if let Some(seen) = seen {
             self.cache_unless_revoked_since(seen, record.clone());
         }
         Ok(Some(record))
