@@ -325,42 +325,68 @@ pub fn decide(rule: Option<&RouteRule>, identity: Option<&Identity<'_>>) -> Deci
     }
 }
 
-/// Decides for a canonical path (from `classify`) under its own rule and under the rule a
-/// backend that ignores case applies (it serves `/ADMIN/x` as `/admin/x`, and `/reports`
-/// under a `/Reports/` rule); the stricter decision wins, so case can never dodge a rule,
-/// and folding can never widen one either. The path's other readings need no look here:
-/// `classify` refuses a path unless all of them land on its one public rule.
+/// The rules a canonical path (from `classify`) meets: its own, and the one a backend
+/// that ignores case applies (it serves `/ADMIN/x` as `/admin/x`, and `/reports` under a
+/// `/Reports/` rule). Found once per request; every question about the path weighs both,
+/// so case can never dodge a rule and folding can never widen one. The path's other
+/// readings need no look here: `classify` refuses a path unless all of them land on its
+/// one public rule.
+#[derive(Debug, Clone, Copy)]
+pub struct PathRules<'a> {
+    own: Option<&'a RouteRule>,
+    /// The same as `own` when folding cannot make a difference (the common case).
+    folded: Option<&'a RouteRule>,
+}
+
+impl<'a> PathRules<'a> {
+    /// The rules of `path`, whose own rule (`table.lookup(path)`) is `rule`.
+    pub fn of(table: &'a RouteTable, path: &str, rule: Option<&'a RouteRule>) -> Self {
+        let folded = table.folded_if_different(path).unwrap_or(rule);
+        PathRules { own: rule, folded }
+    }
+
+    fn differ(&self) -> bool {
+        match (self.own, self.folded) {
+            (Some(a), Some(b)) => !std::ptr::eq(a, b),
+            (a, b) => a.is_some() != b.is_some(),
+        }
+    }
+
+    /// The stricter of the two rules' decisions.
+    pub fn decide(&self, identity: Option<&Identity<'_>>) -> Decision {
+        let decision = decide(self.own, identity);
+        if !self.differ() {
+            return decision;
+        }
+        stricter(decision, decide(self.folded, identity))
+    }
+
+    /// Public under both rules: only then may the path be served without a session and
+    /// forwarded without identity headers.
+    pub fn is_public(&self) -> bool {
+        self.decide(None) == Decision::Allow
+    }
+
+    /// The smaller body limit the two rules set (`None` when neither sets one, and the
+    /// tenant's limit applies).
+    pub fn body_limit(&self) -> Option<u64> {
+        let own = self.own.and_then(|r| r.max_body_bytes);
+        let folded = self.folded.and_then(|r| r.max_body_bytes);
+        match (own, folded) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// [`PathRules::decide`] in one call.
 pub fn decide_path(
     table: &RouteTable,
     path: &str,
     rule: Option<&RouteRule>,
     identity: Option<&Identity<'_>>,
 ) -> Decision {
-    let decision = decide(rule, identity);
-    let Some(folded) = table.folded_if_different(path) else {
-        return decision;
-    };
-    if folded.map(|r| &r.prefix) == rule.map(|r| &r.prefix) {
-        return decision;
-    }
-    stricter(decision, decide(folded, identity))
-}
-
-/// Whether a path is public under every rule [`decide_path`] applies to it: only then
-/// may it be served without a session and forwarded without identity headers.
-pub fn is_public(table: &RouteTable, path: &str, rule: Option<&RouteRule>) -> bool {
-    decide_path(table, path, rule, None) == Decision::Allow
-}
-
-/// The body limit of a path: the smallest one configured on the rules [`decide_path`]
-/// applies to it (`None` when neither sets one, and the tenant's limit applies).
-pub fn body_limit(table: &RouteTable, path: &str, rule: Option<&RouteRule>) -> Option<u64> {
-    let own = rule.and_then(|r| r.max_body_bytes);
-    let folded = table.folded_if_different(path).flatten().and_then(|r| r.max_body_bytes);
-    match (own, folded) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    PathRules::of(table, path, rule).decide(identity)
 }
 
 fn stricter(a: Decision, b: Decision) -> Decision {
@@ -386,10 +412,8 @@ mod tests {
         admin.max_body_bytes = Some(10);
         let table = RouteTable::new(vec![public, admin, rule("/", Access::Authenticated)]).unwrap();
         let at = |path: &str| {
-            (
-                is_public(&table, path, table.lookup(path)),
-                body_limit(&table, path, table.lookup(path)),
-            )
+            let rules = PathRules::of(&table, path, table.lookup(path));
+            (rules.is_public(), rules.body_limit())
         };
         assert_eq!(at("/Files/x"), (true, Some(1000)));
         assert_eq!(at("/Files/admin/x"), (false, Some(10)));

@@ -250,14 +250,15 @@ impl Pipeline {
             }
             Target::Route { path, rule } => (path, rule),
         };
-        let public = policy::is_public(&tenant.routes, &path, rule);
+        let rules = policy::PathRules::of(&tenant.routes, &path, rule);
+        let public = rules.is_public();
         let session = match session {
             Ok(s) => s,
             Err(()) if public => None,
             Err(()) => return Err(Refusal::Unavailable("Sign-in state is unavailable right now.")),
         };
         let identity = session.as_ref().map(|s| Identity { roles: &s.roles });
-        match policy::decide_path(&tenant.routes, &path, rule, identity.as_ref()) {
+        match rules.decide(identity.as_ref()) {
             Decision::Allow => {}
             Decision::NeedsSession => {
                 return Err(Refusal::NeedsSession {
@@ -267,7 +268,7 @@ impl Pipeline {
             Decision::Forbidden => return Err(Refusal::Forbidden("You do not have access to this page.")),
         }
 
-        let limit = policy::body_limit(&tenant.routes, &path, rule).unwrap_or(tenant.max_body_bytes);
+        let limit = rules.body_limit().unwrap_or(tenant.max_body_bytes);
         if declared_length(&req)?.is_some_and(|len| len > limit) {
             return Err(Refusal::PayloadTooLarge);
         }
