@@ -603,20 +603,12 @@ fn breaker_scope(cfg: &config::Config, args: BreakerScopeArgs) -> anyhow::Result
             tier: tier_of(&tenant)?,
             tenant,
         },
-        (None, Some(tenant), Some(subject)) => {
-            let issuer = cfg
-                .tenants
-                .iter()
-                .find(|t| t.id == tenant)
-                .and_then(|t| t.sso.as_ref())
-                .map(|s| s.issuer.as_str());
-            Scope::Account {
-                tier: tier_of(&tenant)?,
-                subject: portcullis::account::named(args.idp.as_deref(), &subject, issuer)
-                    .map_err(|e| anyhow!("{e}"))?,
-                tenant,
-            }
-        }
+        (None, Some(tenant), Some(subject)) => Scope::Account {
+            tier: tier_of(&tenant)?,
+            subject: portcullis::account::named(args.idp.as_deref(), &subject, cfg.sso_issuer(&tenant))
+                .map_err(|e| anyhow!("{e}"))?,
+            tenant,
+        },
         _ => {
             return Err(anyhow!(
                 "name one scope: --tier T, --tenant T, or --tenant T --account SUBJECT"

@@ -306,13 +306,7 @@ fn name_account(config: &Config, scope: Scope, idp: Option<&str>) -> Result<Scop
     let Scope::Account { tier, tenant, subject } = scope else {
         return Ok(scope);
     };
-    let issuer = config
-        .tenants
-        .iter()
-        .find(|t| t.id == tenant)
-        .and_then(|t| t.sso.as_ref())
-        .map(|s| s.issuer.as_str());
-    let subject = crate::account::named(idp, &subject, issuer)
+    let subject = crate::account::named(idp, &subject, config.sso_issuer(&tenant))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()))?;
     Ok(Scope::Account { tier, tenant, subject })
 }

@@ -425,6 +425,16 @@ impl Config {
     pub fn tier_of(&self, tenant: &Tenant) -> Option<&Arc<Tier>> {
         self.tiers.get(&tenant.tier)
     }
+
+    /// The issuer of a tenant's single sign-on, if it has one: what `idp=sso` names when
+    /// an account is named (see `crate::account::named`).
+    pub fn sso_issuer(&self, tenant: &str) -> Option<&str> {
+        self.tenants
+            .iter()
+            .find(|t| t.id == tenant)
+            .and_then(|t| t.sso.as_ref())
+            .map(|s| s.issuer.as_str())
+    }
 }
 
 /// Reads only `[listen] admin` from `gateway.toml`, for CLI commands that talk to a

@@ -115,26 +115,9 @@ impl Browser {
         } else {
             format!("{}{url}", self.base)
         };
-        let cookie = self
-            .cookies
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let mut req = self.client.get(&url).header("accept", "text/html");
-        if !cookie.is_empty() {
-            req = req.header("cookie", cookie);
-        }
+        let req = self.with_cookies(self.client.get(&url).header("accept", "text/html"));
         let r = req.send().await.unwrap();
-        for c in r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()) {
-            let Some((name, value)) = c.split(';').next().and_then(|p| p.split_once('=')) else {
-                continue;
-            };
-            self.cookies.retain(|(n, _)| n != name);
-            if !value.is_empty() {
-                self.cookies.push((name.to_string(), value.to_string()));
-            }
-        }
+        self.keep_cookies(&r);
         let status = r.status().as_u16();
         let location = r
             .headers()
@@ -146,20 +129,35 @@ impl Browser {
 
     /// A JSON call (no `Origin`, like a script); returns status and parsed body.
     async fn send_json(&mut self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.with_cookies(self.client.request(method, format!("{}{path}", self.base)));
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body.to_string());
+        }
+        let r = req.send().await.unwrap();
+        self.keep_cookies(&r);
+        let status = r.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or(Value::Null),
+        )
+    }
+
+    /// `req` with this browser's cookies.
+    fn with_cookies(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if self.cookies.is_empty() {
+            return req;
+        }
         let cookie = self
             .cookies
             .iter()
             .map(|(n, v)| format!("{n}={v}"))
             .collect::<Vec<_>>()
             .join("; ");
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
-        if !cookie.is_empty() {
-            req = req.header("cookie", cookie);
-        }
-        if let Some(body) = body {
-            req = req.header("content-type", "application/json").body(body.to_string());
-        }
-        let r = req.send().await.unwrap();
+        req.header("cookie", cookie)
+    }
+
+    /// Applies the answer's `Set-Cookie`s (an empty value removes the cookie).
+    fn keep_cookies(&mut self, r: &reqwest::Response) {
         for c in r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()) {
             let Some((name, value)) = c.split(';').next().and_then(|p| p.split_once('=')) else {
                 continue;
@@ -169,11 +167,6 @@ impl Browser {
                 self.cookies.push((name.to_string(), value.to_string()));
             }
         }
-        let status = r.status().as_u16();
-        (
-            status,
-            serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or(Value::Null),
-        )
     }
 
     fn has_session(&self) -> bool {
