@@ -429,11 +429,7 @@ pub(super) fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, bo
 fn json_problem(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     match e.classify() {
-        Category::Data => {
-            // Data errors name fields (`unknown field`, `missing field`), not values.
-            let text = e.to_string();
-            text.split(" at line").next().unwrap_or("invalid data").to_string()
-        }
+        Category::Data => crate::changes::serde_problem(e),
         Category::Syntax | Category::Eof => format!("malformed JSON at line {} column {}", e.line(), e.column()),
         Category::Io => "unreadable body".to_string(),
     }
@@ -503,5 +499,31 @@ fn switch_error(e: &KillSwitchError) -> ApiError {
                 "The store is unavailable; try again.",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// If this broke, a secret pasted into the wrong field of a trip (here `expires_at`)
+    /// would come back in the error, and so reach logs and terminals.
+    #[test]
+    fn a_wrongly_typed_value_is_never_repeated() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        let body = br#"{"reason": "x", "expires_at": "hunter2-secret"}"#;
+        let Err(err) = parse_body::<TripBody>(&headers, &Bytes::from_static(body)) else {
+            panic!("a string in expires_at was accepted");
+        };
+        let shown = err.message;
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("expected i64"), "{shown}");
+        let body = br#"{"reason": "x", "surprise": 1}"#;
+        let Err(err) = parse_body::<TripBody>(&headers, &Bytes::from_static(body)) else {
+            panic!("an unknown field was accepted");
+        };
+        let shown = err.message;
+        assert!(shown.contains("unknown field `surprise`"), "{shown}");
     }
 }

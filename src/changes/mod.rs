@@ -437,8 +437,9 @@ fn check_reference(name: &str, value: &str) -> Result<(), String> {
 }
 
 /// The serde error's category without the offending input (unknown and missing fields are
-/// named, values never).
-fn serde_problem(e: &serde_json::Error) -> String {
+/// named, values never: serde_json repeats a wrongly typed value, which may be a secret
+/// sent in the wrong field). Every JSON body error of the admin API goes through here.
+pub(crate) fn serde_problem(e: &serde_json::Error) -> String {
     let text = e.to_string();
     if text.starts_with("unknown field") || text.starts_with("missing field") {
         return text.split(" at line").next().unwrap_or("invalid data").to_string();
