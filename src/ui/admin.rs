@@ -120,7 +120,7 @@ impl AdminRefusal {
         match self {
             AdminRefusal::SelfLockout => "You cannot trip the breaker of your own account.".into(),
             AdminRefusal::BadExpiry => "Expiry must be a duration such as 30m or 2h.".into(),
-            AdminRefusal::Switch(e) => e.to_string(),
+            AdminRefusal::Switch(e) => switch_message(e),
         }
     }
 
@@ -285,11 +285,23 @@ impl Portal {
             "reset" => match self.switches.reset(ctx.config, &scope, "", &actor, ctx.now).await {
                 Ok(Some(_)) => format!("Breaker reset for {subject}."),
                 Ok(None) => format!("No breaker was tripped for {subject}."),
-                Err(e) => format!("Not reset: {e}"),
+                Err(e) => format!("Not reset: {}", switch_message(&e)),
             },
             _ => "Unknown action.".to_string(),
         };
         self.admin_page(ctx, Some(&notice)).await
+    }
+}
+
+/// What a tenant admin is told about a failed trip or reset: the refusal itself, but
+/// never a store's internal error (logged instead).
+fn switch_message(e: &KillSwitchError) -> String {
+    match e {
+        KillSwitchError::Store(err) => {
+            tracing::error!(error = %err, "kill switch store call failed");
+            "The breaker store is unavailable. Try again shortly.".to_string()
+        }
+        other => other.to_string(),
     }
 }
 
@@ -306,5 +318,21 @@ fn switch_error(e: &KillSwitchError) -> Response<Bytes> {
             tracing::error!(error = %err, "kill switch store call failed");
             json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Try again shortly.")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::StoreError;
+
+    /// If this broke, a tenant admin would read the store's internal error text.
+    #[test]
+    fn store_errors_are_not_shown_to_tenant_admins() {
+        let e = KillSwitchError::Store(StoreError::Unavailable("sqlite: DatabaseBusy".into()));
+        assert!(!switch_message(&e).contains("sqlite"));
+        assert!(!AdminRefusal::Switch(e).message().contains("sqlite"));
+        let e = KillSwitchError::Invalid("reason is required".into());
+        assert_eq!(switch_message(&e), "reason is required");
     }
 }
