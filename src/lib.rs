@@ -80,6 +80,9 @@ pub enum StartError {
     /// A listener failed while serving.
     #[error("listener failed: {0}")]
     Serve(std::io::Error),
+    /// The SIGTERM/SIGINT/SIGHUP handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 /// A gateway with bound listeners, ready to serve.
@@ -89,6 +92,9 @@ pub struct Gateway {
     portal: ui::Portal,
     public: TcpListener,
     admin: TcpListener,
+    /// Installed before the listeners are bound, so a signal that arrives as soon as a
+    /// client can connect is handled, never the default (fatal) action.
+    signals: Signals,
 }
 
 impl Gateway {
@@ -96,6 +102,7 @@ impl Gateway {
     pub async fn bind(config: Config, env: Arc<dyn Env>, overrides: Overrides) -> Result<Self, StartError> {
         let public_addr = config.gateway.listen.public;
         let admin_addr = config.gateway.listen.admin;
+        let signals = Signals::install().map_err(StartError::Signals)?;
         let stores = session::Stores::open_for(&config.gateway.store.url, &config).await?;
         let sessions = session::manager::Sessions::new(stores);
         let switches = killswitch::KillSwitches::new(sessions.clone());
@@ -131,6 +138,7 @@ impl Gateway {
             portal,
             public,
             admin,
+            signals,
         })
     }
 
@@ -173,7 +181,7 @@ impl Gateway {
         let admin = tokio::spawn(admin::serve(self.admin, admin_state, stop_rx.clone()));
         let public = tokio::spawn(proxy::serve(self.public, pipeline, stop_rx));
         tracing::info!("gateway serving");
-        wait_for_signals(&self.live).await.map_err(StartError::Serve)?;
+        self.signals.wait(&self.live).await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = public.await;
@@ -184,18 +192,32 @@ impl Gateway {
     }
 }
 
-/// Returns on SIGTERM or SIGINT; reloads the policy on every SIGHUP meanwhile.
-async fn wait_for_signals(live: &Arc<Live>) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => {
-                let _ = live.reload("SIGHUP").await;
+/// The signals the gateway answers: SIGTERM and SIGINT stop it, SIGHUP reloads the policy.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Returns on SIGTERM or SIGINT; reloads the policy on every SIGHUP meanwhile.
+    async fn wait(mut self, live: &Arc<Live>) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => {
+                    let _ = live.reload("SIGHUP").await;
+                }
             }
         }
     }

@@ -706,12 +706,7 @@ impl Gateway {
             _tmp: tmp,
         };
         match gw.wait_healthy().await {
-            Ok(()) => {
-                // The signal handlers are installed right after the listeners start: give
-                // the process a moment so an early SIGHUP/SIGTERM is not fatal.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                Ok(gw)
-            }
+            Ok(()) => Ok(gw),
             Err(e) => {
                 let logs = gw.logs();
                 let bind_race = logs.contains("cannot listen");
