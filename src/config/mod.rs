@@ -191,6 +191,9 @@ impl Default for Limits {
 pub struct Tier {
     /// Tier name (`prod`, `staging`, ...); part of the session cookie name.
     pub name: String,
+    /// `__Host-portcullis-<name>`: the session cookie's name, made once here so no request
+    /// formats it again (see [`session_cookie_name`]).
+    pub session_cookie: String,
     /// Production tiers refuse inline secrets.
     pub production: bool,
     /// Upstreams tenants of this tier may use.
@@ -418,6 +421,12 @@ impl SsoConfig {
 /// Returns every problem found, not just the first.
 pub fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<Config, Vec<ConfigError>> {
     validate::load(dir, env, overrides)
+}
+
+/// The name of a tier's session cookie, `__Host-portcullis-<tier>`: the one place it is
+/// spelt (the tier's other cookies add `-<purpose>`).
+pub fn session_cookie_name(tier: &str) -> String {
+    format!("__Host-portcullis-{tier}")
 }
 
 impl Config {

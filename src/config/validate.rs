@@ -839,6 +839,7 @@ fn build_tier(
     }
     let cookie = cookie?;
     name_ok.then_some(Tier {
+        session_cookie: super::session_cookie_name(&name),
         name,
         production: raw.production,
         upstream_allowlist: allowlist,

@@ -427,8 +427,7 @@ impl Pipeline {
         conn: &ConnInfo,
         now: i64,
     ) -> Result<Option<Arc<SessionRecord>>, ()> {
-        let name = format!("__Host-portcullis-{}", entry.tier.name);
-        let Some(value) = ui::web::single_cookie(req.headers(), &name) else {
+        let Some(value) = ui::web::single_cookie(req.headers(), &entry.tier.session_cookie) else {
             Self::report_foreign_tier_cookie(req, snapshot, entry, conn);
             return Ok(None);
         };
@@ -478,7 +477,7 @@ impl Pipeline {
             .tiers
             .keys()
             .filter(|t| **t != entry.tier.name)
-            .find(|t| ui::web::single_cookie(req.headers(), &format!("__Host-portcullis-{t}")).is_some());
+            .find(|t| ui::web::single_cookie(req.headers(), &crate::config::session_cookie_name(t)).is_some());
         if let Some(other) = foreign {
             tracing::warn!(
                 event.kind = "security",
@@ -502,8 +501,7 @@ impl Pipeline {
         entry: &TenantEntry,
         now: i64,
     ) -> Option<Arc<crate::killswitch::KillSwitch>> {
-        let name = format!("__Host-portcullis-{}", entry.tier.name);
-        let value = ui::web::single_cookie(req.headers(), &name)?;
+        let value = ui::web::single_cookie(req.headers(), &entry.tier.session_cookie)?;
         let record = self.portal.sessions.record_of_cookie(&entry.tier.name, value).await?;
         if record.tenant != entry.tenant.id || record.revoked.as_ref().is_none_or(|r| r.reason != "kill_switch") {
             return None;

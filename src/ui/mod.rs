@@ -67,15 +67,15 @@ impl Ctx<'_> {
     }
 
     fn session_cookie(&self) -> String {
-        format!("__Host-portcullis-{}", self.tier())
+        self.entry.tier.session_cookie.clone()
     }
 
     fn pre_cookie(&self) -> String {
-        format!("__Host-portcullis-{}-pre", self.tier())
+        format!("{}-pre", self.entry.tier.session_cookie)
     }
 
     fn csrf_cookie(&self) -> String {
-        format!("__Host-portcullis-{}-csrf", self.tier())
+        format!("{}-csrf", self.entry.tier.session_cookie)
     }
 
     fn key(&self) -> &[u8] {

@@ -44,8 +44,8 @@ struct Pending {
 
 fn pending_cookie(ctx: &Ctx<'_>, state: &str) -> String {
     format!(
-        "__Host-portcullis-{}-sso-{}",
-        ctx.tier(),
+        "{}-sso-{}",
+        ctx.entry.tier.session_cookie,
         state.get(..8).unwrap_or(state)
     )
 }
