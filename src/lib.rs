@@ -1,17 +1,25 @@
 //! Portcullis: a multi-tenant security gateway for SaaS apps.
 //!
 //! # Layout
-//! - [`config`]: policy files → validated, typed [`config::Config`]; every policy rule.
+//! From the bottom up (records and config first, then the store, the services, and the
+//! edges that speak HTTP):
 //! - [`secret`]: secret references and redacted secret types.
 //! - [`account`]: who a user is: (identity provider, subject) and the account key.
+//! - [`config`]: policy files → validated, typed [`config::Config`]; every policy rule.
 //! - [`tenancy`]: host → tenant lookup.
 //! - [`path`]: request-path normalisation (what is authorised is what is forwarded).
 //! - [`policy`]: route rules → decision; no I/O.
+//! - [`audit`]: audit records and their hash chain.
+//! - [`session`]: the state store of every tier (SQLite or Redis) and the session cache.
+//! - [`assertion`]: the signed identity assertion, the tiers' keys and the JWKS.
+//! - [`auth`]: passwords, TOTP, OIDC single sign-on and the sign-in flow.
+//! - [`killswitch`]: kill switches (tier, tenant, account) and the table requests read.
+//! - [`changes`]: four-eyes change requests for isolation controls (policy edits, tier resets).
 //! - [`live`]: the live policy snapshot and atomic reloads.
+//! - [`telemetry`]: JSON logs and Prometheus metrics.
+//! - [`ui`]: the gateway's own pages and JSON API under `/.portcullis/` on tenant hosts.
 //! - [`proxy`]: the public listener (hyper, rustls), header hygiene, forwarding.
 //! - [`admin`]: the admin listener (axum): health, readiness, metrics, operator API.
-//! - [`changes`]: four-eyes change requests for isolation controls (policy edits, tier resets).
-//! - [`telemetry`]: JSON logs and Prometheus metrics.
 //! - [`demo`]: `portcullis demo` with built-in echo upstreams.
 //!
 //! [`Gateway`] wires them: bind listeners, serve until SIGTERM, reload on SIGHUP.
