@@ -1,8 +1,9 @@
 //! Portcullis: a multi-tenant security gateway for SaaS apps.
 //!
 //! # Layout
-//! From the bottom up (records and config first, then the store, the services, and the
-//! edges that speak HTTP):
+//! Roughly bottom up: records and config first, then the store, the services, and the
+//! edges that speak HTTP (a few dependencies still point the other way; issue 12 untangles
+//! them):
 //! - [`secret`]: secret references and redacted secret types.
 //! - [`account`]: who a user is: (identity provider, subject) and the account key.
 //! - [`config`]: policy files → validated, typed [`config::Config`]; every policy rule.
