@@ -644,9 +644,7 @@ async fn breaker(action: BreakerAction, args: StoreArgs) -> anyhow::Result<()> {
             }
             let expires_at = match expires {
                 Some(text) => {
-                    let d = humantime::parse_duration(&text)
-                        .map_err(|_| anyhow!("--expires must be a duration such as 30m or 2h"))?;
-                    Some(now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+                    portcullis::killswitch::service::expiry_after(&text, now).map_err(|e| anyhow!("--expires: {e}"))?
                 }
                 None => None,
             };

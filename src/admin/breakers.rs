@@ -439,13 +439,7 @@ fn expiry(body: &TripBody, now: i64) -> Result<Option<i64>, String> {
     match (&body.expires_in, body.expires_at) {
         (Some(_), Some(_)) => Err("Give expires_in or expires_at, not both.".into()),
         (Some(text), None) => {
-            let d = humantime::parse_duration(text)
-                .map_err(|_| "expires_in must be a duration such as 90s, 2h or 1d.".to_string())?;
-            let secs = i64::try_from(d.as_secs()).map_err(|_| "expires_in is too long.".to_string())?;
-            if secs == 0 {
-                return Err("expires_in must be at least 1s.".into());
-            }
-            Ok(Some(now.saturating_add(secs)))
+            crate::killswitch::service::expiry_after(text, now).map_err(|e| format!("expires_in: {e}."))
         }
         (None, at) => Ok(at),
     }

@@ -76,6 +76,23 @@ pub struct TripRequest {
     pub idempotency_key: Option<String>,
 }
 
+/// The one rule for a relative expiry of a trip, whichever interface it comes through
+/// (admin API `expires_in`, CLI `--expires`, the tenant admin page): a duration such as
+/// `90s`, `30m`, `2h` or `1d`, at least one second. Blank means no expiry.
+pub fn expiry_after(text: &str, now: i64) -> Result<Option<i64>, KillSwitchError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || KillSwitchError::Invalid("expiry must be a duration such as 90s, 2h or 1d, at least 1s".into());
+    let d = humantime::parse_duration(text).map_err(|_| invalid())?;
+    let secs = i64::try_from(d.as_secs()).map_err(|_| invalid())?;
+    if secs == 0 {
+        return Err(invalid());
+    }
+    Ok(Some(now.saturating_add(secs)))
+}
+
 /// The answer to a trip.
 #[derive(Debug, Clone, Serialize)]
 pub struct TripResult {
@@ -561,4 +578,27 @@ fn security_event(action: &str, scope: &Scope, actor: &Actor, reason: &str) {
         "kill switch {}",
         if action == "breaker_trip" { "tripped" } else { "reset" }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// If this broke, the API, the CLI and the tenant admin page would again read the
+    /// same expiry three ways (one took `0s`, one refused it, one overflowed silently).
+    #[test]
+    fn one_expiry_rule_for_every_interface() {
+        let now = 1_000;
+        assert_eq!(expiry_after("", now).ok(), Some(None));
+        assert_eq!(expiry_after("  ", now).ok(), Some(None));
+        assert_eq!(expiry_after("90s", now).ok(), Some(Some(1_090)));
+        assert_eq!(expiry_after(" 2h ", now).ok(), Some(Some(8_200)));
+        assert_eq!(expiry_after("1d", now).ok(), Some(Some(87_400)));
+        for bad in ["0s", "soon", "-5m", "5", "99999999999999999999d"] {
+            assert!(
+                matches!(expiry_after(bad, now), Err(KillSwitchError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
 }

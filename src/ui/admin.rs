@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::web::{self, json_error};
 use super::{Ctx, Portal, json_body, pages, unauthenticated};
-use crate::killswitch::service::Actor;
+use crate::killswitch::service::{Actor, expiry_after};
 use crate::killswitch::{KillSwitchError, Scope, TripRequest};
 
 /// The role that may act here.
@@ -111,7 +111,6 @@ impl Portal {
 /// Why a tenant admin's trip was refused.
 enum AdminRefusal {
     SelfLockout,
-    BadExpiry,
     Switch(KillSwitchError),
 }
 
@@ -119,7 +118,6 @@ impl AdminRefusal {
     fn message(&self) -> String {
         match self {
             AdminRefusal::SelfLockout => "You cannot trip the breaker of your own account.".into(),
-            AdminRefusal::BadExpiry => "Expiry must be a duration such as 30m or 2h.".into(),
             AdminRefusal::Switch(e) => switch_message(e),
         }
     }
@@ -127,7 +125,6 @@ impl AdminRefusal {
     fn json(&self) -> Response<Bytes> {
         match self {
             AdminRefusal::SelfLockout => json_error(StatusCode::CONFLICT, "self_lockout", &self.message()),
-            AdminRefusal::BadExpiry => json_error(StatusCode::BAD_REQUEST, "bad_request", &self.message()),
             AdminRefusal::Switch(e) => switch_error(e),
         }
     }
@@ -158,12 +155,9 @@ impl Portal {
         if matches!(&scope, Scope::Account { subject, .. } if subject == admin_subject) {
             return Err(AdminRefusal::SelfLockout);
         }
-        let expires_at = match body.expires_in.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+        let expires_at = match body.expires_in.as_deref() {
             None => None,
-            Some(text) => {
-                let d = humantime::parse_duration(text).map_err(|_| AdminRefusal::BadExpiry)?;
-                Some(ctx.now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
-            }
+            Some(text) => expiry_after(text, ctx.now).map_err(AdminRefusal::Switch)?,
         };
         let req = TripRequest {
             scope,
