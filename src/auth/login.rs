@@ -600,12 +600,7 @@ impl LocalLogin {
             self.record(store, ctx, username, method, Some("locked")).await?;
             return Err(LoginError::Throttled(reset.max(1)));
         }
-        let key = ip_key(ctx.ip);
-        let (ip_count, ip_reset) = store.hit(&key, ctx.now, WINDOW_SECS).await?;
-        let slot = Slot {
-            key,
-            window_end: ctx.now.saturating_add(ip_reset),
-        };
+        let (slot, ip_count, ip_reset) = Slot::take(store, ip_key(ctx.ip), ctx.now, WINDOW_SECS).await?;
         if ip_count > IP_ATTEMPTS {
             self.give_back(store, &slot).await?;
             self.record(store, ctx, username, method, Some("throttled")).await?;
@@ -631,11 +626,7 @@ impl LocalLogin {
         ip: &Slot,
     ) -> Result<Slot, LoginError> {
         let key = second_factor_lock_key(ctx.tenant, username);
-        let (count, reset) = store.hit(&key, ctx.now, MFA_LOCK_WINDOW_SECS).await?;
-        let slot = Slot {
-            key,
-            window_end: ctx.now.saturating_add(reset),
-        };
+        let (slot, count, reset) = Slot::take(store, key, ctx.now, MFA_LOCK_WINDOW_SECS).await?;
         if count > MFA_LOCK_FAILURES {
             self.give_back(store, &slot).await?;
             self.give_back(store, ip).await?;
@@ -748,6 +739,21 @@ struct Slot {
     key: String,
     /// End of the window the slot was taken in, so giving it back never touches a later one.
     window_end: i64,
+}
+
+impl Slot {
+    /// Reserves one attempt in the counter `key` (atomically, before anything is checked);
+    /// also returns the count after it and the seconds until the window resets.
+    async fn take(
+        store: &Arc<dyn SessionStore>,
+        key: String,
+        now: i64,
+        window_secs: i64,
+    ) -> Result<(Slot, u32, i64), StoreError> {
+        let (count, reset) = store.hit(&key, now, window_secs).await?;
+        let window_end = now.saturating_add(reset);
+        Ok((Slot { key, window_end }, count, reset))
+    }
 }
 
 /// What a single sign-on leads to.
