@@ -25,6 +25,9 @@ pub const TENANT_SSO_IDP: &str = "sso";
 /// Longest subject accepted, in characters (a kill switch must be able to name it).
 pub const SUBJECT_MAX_CHARS: usize = 256;
 
+/// Longest account key: `sso|`, 12 hex digits, `|`, then the subject.
+pub const KEY_MAX_CHARS: usize = 17 + SUBJECT_MAX_CHARS;
+
 /// The account key of (`idp`, `sub`): the user name for [`LOCAL_IDP`], else
 /// `sso|<issuer id>|<sub>`.
 pub fn key(idp: &str, sub: &str) -> String {
@@ -142,6 +145,12 @@ mod tests {
         assert_ne!(local, sso);
         assert_ne!(sso, other_idp);
         assert!(sso.starts_with("sso|") && sso.ends_with("|ivan"), "{sso}");
+    }
+
+    #[test]
+    fn the_longest_key_fits_the_limit() {
+        let longest = key("https://idp.example", &"s".repeat(SUBJECT_MAX_CHARS));
+        assert_eq!(longest.chars().count(), KEY_MAX_CHARS);
     }
 
     #[test]

@@ -47,9 +47,8 @@ pub const LOGIN_HISTORY_CAP: usize = 1000;
 pub const USER_AGENT_MAX_CHARS: usize = 256;
 
 /// Longest subject kept in login history; attackers choose attempted names freely. Long
-/// enough for every account key (an SSO key is 19 characters plus a `sub` of up to 256),
-/// so the history of a real account is never cut off from it.
-pub const UNKNOWN_SUBJECT_MAX_CHARS: usize = 19 + crate::account::SUBJECT_MAX_CHARS;
+/// enough for every account key, so the history of a real account is never cut off from it.
+pub const HISTORY_SUBJECT_MAX_CHARS: usize = crate::account::KEY_MAX_CHARS;
 
 /// What can go wrong in a store. Messages name the operation and a category, never a
 /// stored value, so they are safe in logs and never leak hashes, secrets or tokens.
@@ -248,9 +247,9 @@ pub struct LoginEvent {
 
 impl LoginEvent {
     /// The subject to record for a name that matched no user: cut to
-    /// [`UNKNOWN_SUBJECT_MAX_CHARS`] so an attacker cannot store megabytes per attempt.
+    /// [`HISTORY_SUBJECT_MAX_CHARS`] so an attacker cannot store megabytes per attempt.
     pub fn attempted_name(name: &str) -> String {
-        truncate_chars(name, UNKNOWN_SUBJECT_MAX_CHARS)
+        truncate_chars(name, HISTORY_SUBJECT_MAX_CHARS)
     }
 }
 
@@ -698,7 +697,7 @@ mod tests {
         assert_eq!(truncate_chars("abc", 10), "abc");
         assert_eq!(
             LoginEvent::attempted_name(&"x".repeat(500)).len(),
-            UNKNOWN_SUBJECT_MAX_CHARS
+            HISTORY_SUBJECT_MAX_CHARS
         );
     }
 }
