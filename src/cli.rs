@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use clap::{Args, Parser, Subcommand};
 use portcullis::config::{self, ConfigError, Env, Overrides, ProcessEnv};
+use portcullis::store::{AuditLog, TierStore};
 use portcullis::{Gateway, StartError, demo, telemetry};
 
 #[derive(Parser)]
@@ -362,10 +363,7 @@ async fn reload(dir: PathBuf, admin_listen: Option<String>) -> anyhow::Result<()
 }
 
 /// The store of a tenant's tier, opened like `run` would.
-async fn tenant_store(
-    args: &StoreArgs,
-    tenant: &str,
-) -> anyhow::Result<(String, Arc<dyn portcullis::session::SessionStore>)> {
+async fn tenant_store(args: &StoreArgs, tenant: &str) -> anyhow::Result<(String, Arc<dyn TierStore>)> {
     let overrides = Overrides {
         data: args.data.clone(),
         store: args.store.clone(),
@@ -377,7 +375,7 @@ async fn tenant_store(
         .iter()
         .find(|t| t.id == tenant)
         .ok_or_else(|| anyhow!("no tenant `{tenant}` in {}", args.config.display()))?;
-    let stores = portcullis::session::Stores::open_for(&cfg.gateway.store.url, &cfg).await?;
+    let stores = portcullis::store::Stores::open_for(&cfg.gateway.store.url, &cfg).await?;
     let store = stores
         .tier(&t.tier)
         .ok_or_else(|| anyhow!("no store for tier `{}`", t.tier))?;
@@ -386,7 +384,7 @@ async fn tenant_store(
 
 /// Appends an audit record for a change made from the command line.
 async fn record_cli_change(
-    store: &Arc<dyn portcullis::session::SessionStore>,
+    store: &dyn AuditLog,
     tier: &str,
     tenant: &str,
     action: &str,
@@ -415,7 +413,7 @@ fn actor() -> String {
 }
 
 async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
-    use portcullis::session::{Revocation, UserRecord};
+    use portcullis::records::{Revocation, UserRecord};
     match action {
         UserAction::Add {
             tenant,
@@ -454,7 +452,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             };
             store.create_user(&user).await?;
             record_cli_change(
-                &store,
+                &*store,
                 &tier,
                 &user.tenant,
                 "user.create",
@@ -493,7 +491,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             store.update_user(&u).await?;
             portcullis::auth::login::clear_second_factor_lock(store.as_ref(), &tenant, &username).await?;
             record_cli_change(
-                &store,
+                &*store,
                 &tier,
                 &tenant,
                 "user.mfa_reset",
@@ -514,7 +512,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
 }
 
 async fn sessions(action: SessionsAction, args: StoreArgs) -> anyhow::Result<()> {
-    use portcullis::session::Revocation;
+    use portcullis::records::Revocation;
     let now = portcullis::unix_now();
     match action {
         SessionsAction::List { tenant, user } => {
@@ -562,7 +560,7 @@ async fn sessions(action: SessionsAction, args: StoreArgs) -> anyhow::Result<()>
                 (None, None) => store.revoke_tenant_sessions(&tenant, &rev).await?.len(),
             };
             record_cli_change(
-                &store,
+                &*store,
                 &tier,
                 &tenant,
                 "session.revoke",
@@ -577,15 +575,15 @@ async fn sessions(action: SessionsAction, args: StoreArgs) -> anyhow::Result<()>
 }
 
 /// The policy and the stores of every tier, opened like `run` would.
-async fn all_stores(args: &StoreArgs) -> anyhow::Result<(config::Config, Arc<portcullis::session::manager::Sessions>)> {
+async fn all_stores(args: &StoreArgs) -> anyhow::Result<(config::Config, Arc<portcullis::session::Sessions>)> {
     let overrides = Overrides {
         data: args.data.clone(),
         store: args.store.clone(),
         ..Overrides::default()
     };
     let cfg = config::load(&args.config, &ProcessEnv, &overrides).map_err(StartError::Policy)?;
-    let stores = portcullis::session::Stores::open_for(&cfg.gateway.store.url, &cfg).await?;
-    Ok((cfg, portcullis::session::manager::Sessions::new(stores)))
+    let stores = portcullis::store::Stores::open_for(&cfg.gateway.store.url, &cfg).await?;
+    Ok((cfg, portcullis::session::Sessions::new(stores)))
 }
 
 fn breaker_scope(cfg: &config::Config, args: BreakerScopeArgs) -> anyhow::Result<portcullis::killswitch::Scope> {

@@ -38,8 +38,10 @@ pub mod live;
 pub mod path;
 pub mod policy;
 pub mod proxy;
+pub mod records;
 pub mod secret;
 pub mod session;
+pub mod store;
 pub mod telemetry;
 pub mod tenancy;
 pub mod ui;
@@ -79,7 +81,7 @@ pub enum StartError {
     },
     /// The session store could not be opened.
     #[error("cannot open the session store: {0}")]
-    Store(#[from] session::StoreError),
+    Store(#[from] store::StoreError),
     /// The stored kill switches could not be loaded (the gateway never starts without them).
     #[error("cannot load kill switches: {0}")]
     KillSwitches(killswitch::KillSwitchError),
@@ -112,8 +114,8 @@ impl Gateway {
         let public_addr = config.gateway.listen.public;
         let admin_addr = config.gateway.listen.admin;
         let signals = Signals::install().map_err(StartError::Signals)?;
-        let stores = session::Stores::open_for(&config.gateway.store.url, &config).await?;
-        let sessions = session::manager::Sessions::new(stores);
+        let stores = store::Stores::open_for(&config.gateway.store.url, &config).await?;
+        let sessions = session::Sessions::new(stores);
         let switches = killswitch::KillSwitches::new(sessions.clone());
         switches
             .refresh(&config, unix_now())

@@ -25,7 +25,7 @@ pub struct Snapshot {
     /// The validated policy set.
     pub config: Arc<Config>,
     /// Host → tenant.
-    pub hosts: HostMap,
+    pub hosts: HostMap<config::TenantEntry>,
     /// TLS settings for the public listener (None when plaintext).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Upstream pools by tenant id.
@@ -270,7 +270,7 @@ fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapsho
     }
     let signers = build_signers(&config, previous)?;
     Ok(Snapshot {
-        hosts: HostMap::new(&config),
+        hosts: config.host_map(),
         config: Arc::new(config),
         tls,
         upstreams,

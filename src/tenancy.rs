@@ -1,40 +1,48 @@
-//! Host → tenant lookup. Plain data built once per policy version.
+//! Names and hosts: the one place the spelling rules of tier names, tenant ids and host
+//! names live, and the host → tenant lookup built from them. Plain data, no I/O; depends
+//! on nothing, so config validation, the store and the request path share one rule each.
 //!
 //! Host matching ignores case, the port and one trailing dot; anything that is not a
 //! valid host name never matches (the caller answers 400 or 421).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use crate::config::{Config, Tenant, Tier};
+/// Longest tier name, tenant id or rule name.
+pub const NAME_MAX_CHARS: usize = 32;
 
-/// A tenant together with its tier, as request handling needs both.
-#[derive(Debug, Clone)]
-pub struct TenantEntry {
-    /// The tenant.
-    pub tenant: Arc<Tenant>,
-    /// Its tier.
-    pub tier: Arc<Tier>,
+/// Whether `s` is spelled as a tier name, tenant id or auto-trip rule name: 1 to
+/// [`NAME_MAX_CHARS`] of a-z, 0-9 and `-`, not starting with `-`. Such names become file
+/// names, store key prefixes and URL path segments, so nothing else is allowed.
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= NAME_MAX_CHARS
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
 }
 
-impl TenantEntry {
-    /// The tenant's primary host: the first of its configured hosts (validation keeps
-    /// them lowercase, without port or trailing dot, and refuses an empty list).
-    pub fn primary_host(&self) -> &str {
-        self.tenant.hosts.first().map_or("", String::as_str)
+/// Lowercases a host name and checks its syntax (no port, no trailing dot).
+pub fn normalise_host(text: &str) -> Result<String, String> {
+    let host = text.to_ascii_lowercase();
+    if !is_canonical_host(&host) {
+        return Err(format!("`{text}` is not a valid host name (no port, no trailing dot)"));
     }
+    Ok(host)
+}
 
-    /// The tenant's canonical public origin, `scheme://primary-host[:port]`, for every
-    /// absolute URL the gateway hands out (OIDC `redirect_uri`, post-logout redirect).
-    /// It comes from configuration only, never from the request's `Host`: the scheme is
-    /// the public listener's (`https` unless `listen.plaintext`), the port the one it is
-    /// bound to (left out when it is the scheme's default). The policy has no separate
-    /// public URL setting, so a gateway behind a balancer that changes scheme or port
-    /// must listen on the scheme and port its users see.
-    pub fn public_origin(&self, tls: bool, port: u16) -> String {
-        public_origin(self.primary_host(), tls, port)
-    }
+/// A DNS host name already in canonical form: lowercase LDH labels of 1 to 63 bytes,
+/// none starting or ending with '-', 253 bytes at most, no port, no trailing dot.
+pub fn is_canonical_host(host: &str) -> bool {
+    let valid_label = |l: &[u8]| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with(b"-")
+            && !l.ends_with(b"-")
+            && l.iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    };
+    !host.is_empty() && host.len() <= 253 && host.as_bytes().split(|b| *b == b'.').all(valid_label)
 }
 
 /// `scheme://host[:port]`, the port left out when it is the scheme's default.
@@ -47,33 +55,33 @@ pub fn public_origin(host: &str, tls: bool, port: u16) -> String {
     }
 }
 
-/// Maps every configured host to its tenant.
-#[derive(Debug, Default)]
-pub struct HostMap {
-    by_host: HashMap<String, TenantEntry, foldhash::fast::RandomState>,
+/// Maps every configured host (canonical, see [`is_canonical_host`]) to what it names:
+/// the config's tenant entries; looked up with [`normalise_request_host`]'s output.
+#[derive(Debug)]
+pub struct HostMap<T> {
+    by_host: HashMap<String, T, foldhash::fast::RandomState>,
 }
 
-impl HostMap {
-    /// Builds the map; validation already refused duplicate hosts and unknown tiers.
-    pub fn new(config: &Config) -> Self {
-        let mut by_host = HashMap::default();
-        for tenant in &config.tenants {
-            let Some(tier) = config.tier_of(tenant) else { continue };
-            for host in &tenant.hosts {
-                by_host.insert(
-                    host.clone(),
-                    TenantEntry {
-                        tenant: tenant.clone(),
-                        tier: tier.clone(),
-                    },
-                );
-            }
+impl<T> Default for HostMap<T> {
+    fn default() -> Self {
+        HostMap {
+            by_host: HashMap::default(),
         }
-        HostMap { by_host }
     }
+}
 
-    /// The tenant for a host (already normalised by [`normalise_request_host`]).
-    pub fn get(&self, host: &str) -> Option<&TenantEntry> {
+impl<T> FromIterator<(String, T)> for HostMap<T> {
+    /// Builds the map; validation already refused duplicate hosts.
+    fn from_iter<I: IntoIterator<Item = (String, T)>>(hosts: I) -> Self {
+        HostMap {
+            by_host: hosts.into_iter().collect(),
+        }
+    }
+}
+
+impl<T> HostMap<T> {
+    /// What a host names (the host already normalised by [`normalise_request_host`]).
+    pub fn get(&self, host: &str) -> Option<&T> {
         self.by_host.get(host)
     }
 }
@@ -89,15 +97,36 @@ pub fn normalise_request_host(value: &str) -> Option<Cow<'_, str>> {
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     // Browsers and clients send the canonical form; only other spellings are copied.
-    if crate::config::is_canonical_host(host) {
+    if is_canonical_host(host) {
         return Some(Cow::Borrowed(host));
     }
-    crate::config::normalise_host(host).ok().map(Cow::Owned)
+    normalise_host(host).ok().map(Cow::Owned)
 }
 
 #[cfg(test)]
 mod tests {
     use super::normalise_request_host as n;
+
+    #[test]
+    fn names_are_safe_as_file_names_key_prefixes_and_path_segments() {
+        use super::is_name;
+        for good in ["prod", "staging-2", "a", &"x".repeat(32)] {
+            assert!(is_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "-prod",
+            "../etc",
+            "a:b",
+            "Prod",
+            "a b",
+            "a/b",
+            "a.b",
+            &"x".repeat(33),
+        ] {
+            assert!(!is_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn the_public_origin_leaves_out_only_the_schemes_default_port() {

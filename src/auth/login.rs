@@ -20,8 +20,9 @@ use super::preauth::{PREAUTH_TTL_SECS, PreAuth, SsoIdentity};
 use crate::account;
 use crate::config::{AutoTripKind, AutoTripRule};
 use crate::killswitch::{KillSwitches, Scope};
-use crate::session::manager::{MintedToken, Sessions, mint_token};
-use crate::session::{LoginEvent, Revocation, SessionRecord, SessionStore, StoreError, UserRecord};
+use crate::records::{LoginEvent, Revocation, SessionRecord, UserRecord};
+use crate::session::{MintedToken, Sessions, mint_token};
+use crate::store::{AccountStore, StoreError, ThrottleStore, TierStore};
 
 /// Attempts (password or code) per account per window.
 pub const ACCOUNT_ATTEMPTS: u32 = 10;
@@ -135,12 +136,12 @@ impl LocalLogin {
     ) -> Result<PreAuth, LoginError> {
         let store = self.sessions.store(ctx.tier)?;
         if ctx.sso.is_some_and(|s| !s.allows_password(username)) {
-            self.record(&store, ctx, username, "password", Some("sso_required"))
+            self.record(&*store, ctx, username, "password", Some("sso_required"))
                 .await?;
             store.hit(&ip_key(ctx.ip), ctx.now, WINDOW_SECS).await?;
             return Err(LoginError::SsoRequired);
         }
-        let ip = self.throttle(&store, ctx, username, "password").await?;
+        let ip = self.throttle(&*store, ctx, username, "password").await?;
         // An SSO account's TOTP record is no local account, whatever name is typed.
         let found = if account::check_local_name(username).is_ok() {
             store.get_user(ctx.tenant, username).await?
@@ -156,14 +157,14 @@ impl LocalLogin {
         {
             Ok(ok) => ok,
             Err(PasswordError::Busy) => {
-                self.give_back(&store, &ip).await?;
+                self.give_back(&*store, &ip).await?;
                 return Err(LoginError::Busy);
             }
             Err(_) => false,
         };
         let Some(user) = user.filter(|_| ok) else {
             let reason = if known { "bad_password" } else { "unknown_user" };
-            self.record(&store, ctx, username, "password", Some(reason)).await?;
+            self.record(&*store, ctx, username, "password", Some(reason)).await?;
             return Err(LoginError::BadCredentials);
         };
         // A switch on the account changes nothing the password step says: the right
@@ -180,11 +181,11 @@ impl LocalLogin {
                 .account_switch(ctx.tier, ctx.tenant, &user.username, ctx.now)
                 .is_some()
         {
-            self.record(&store, ctx, &user.username, "password", Some("breaker"))
+            self.record(&*store, ctx, &user.username, "password", Some("breaker"))
                 .await?;
             return Err(LoginError::BadCredentials);
         }
-        self.give_back(&store, &ip).await?;
+        self.give_back(&*store, &ip).await?;
         let stage = if user.totp_enrolled_at.is_some() {
             "mfa"
         } else {
@@ -269,14 +270,14 @@ impl LocalLogin {
             return Err(LoginError::NoPendingLogin);
         }
         let store = self.sessions.store(ctx.tier)?;
-        let ip = self.throttle(&store, ctx, &pre.username, "totp").await?;
+        let ip = self.throttle(&*store, ctx, &pre.username, "totp").await?;
         let user = store
             .get_user(ctx.tenant, &pre.username)
             .await?
             .filter(|u| !u.disabled)
             .ok_or(LoginError::NoPendingLogin)?;
         let code_slot = self
-            .second_factor_slot(&store, ctx, &pre.username, pre.history_subject(), &ip)
+            .second_factor_slot(&*store, ctx, &pre.username, pre.history_subject(), &ip)
             .await?;
         let (method, ok) = if mfa::looks_like_recovery_code(input) {
             let hash = mfa::recovery_code_hash(input);
@@ -287,18 +288,18 @@ impl LocalLogin {
         } else {
             (
                 "totp",
-                self.totp_ok(&store, ctx, &user, user.totp_secret.as_deref(), input)
+                self.totp_ok(&*store, ctx, &user, user.totp_secret.as_deref(), input)
                     .await?,
             )
         };
         if !ok {
-            self.record(&store, ctx, pre.history_subject(), method, Some("bad_code"))
+            self.record(&*store, ctx, pre.history_subject(), method, Some("bad_code"))
                 .await?;
             return Err(LoginError::BadCode);
         }
-        self.claim(&store, ctx, pre).await?;
-        self.give_back(&store, &ip).await?;
-        self.give_back(&store, &code_slot).await?;
+        self.claim(&*store, ctx, pre).await?;
+        self.give_back(&*store, &ip).await?;
+        self.give_back(&*store, &code_slot).await?;
         let amr = vec![
             "pwd".to_string(),
             if method == "recovery" { "rec" } else { "otp" }.to_string(),
@@ -320,7 +321,7 @@ impl LocalLogin {
         code: &str,
     ) -> Result<(), LoginError> {
         let store = self.sessions.store(ctx.tier)?;
-        let ip = self.throttle(&store, ctx, username, "password").await?;
+        let ip = self.throttle(&*store, ctx, username, "password").await?;
         let user = store
             .get_user(ctx.tenant, username)
             .await?
@@ -329,26 +330,26 @@ impl LocalLogin {
         let password_ok = match self.hasher.verify(password, Some(&user.password_hash)).await {
             Ok(ok) => ok,
             Err(PasswordError::Busy) => {
-                self.give_back(&store, &ip).await?;
+                self.give_back(&*store, &ip).await?;
                 return Err(LoginError::Busy);
             }
             Err(_) => false,
         };
         if !password_ok {
-            self.record(&store, ctx, username, "password", Some("bad_password"))
+            self.record(&*store, ctx, username, "password", Some("bad_password"))
                 .await?;
             return Err(LoginError::BadCredentials);
         }
-        let code_slot = self.second_factor_slot(&store, ctx, username, username, &ip).await?;
+        let code_slot = self.second_factor_slot(&*store, ctx, username, username, &ip).await?;
         if !self
-            .totp_ok(&store, ctx, &user, user.totp_secret.as_deref(), code)
+            .totp_ok(&*store, ctx, &user, user.totp_secret.as_deref(), code)
             .await?
         {
-            self.record(&store, ctx, username, "totp", Some("bad_code")).await?;
+            self.record(&*store, ctx, username, "totp", Some("bad_code")).await?;
             return Err(LoginError::BadCode);
         }
-        self.give_back(&store, &ip).await?;
-        self.give_back(&store, &code_slot).await?;
+        self.give_back(&*store, &ip).await?;
+        self.give_back(&*store, &code_slot).await?;
         store.clear(&account_key(ctx.tenant, username)).await?;
         Ok(())
     }
@@ -406,7 +407,7 @@ impl LocalLogin {
             return Err(LoginError::NoPendingLogin);
         }
         let store = self.sessions.store(ctx.tier)?;
-        let ip = self.throttle(&store, ctx, &pre.username, "totp").await?;
+        let ip = self.throttle(&*store, ctx, &pre.username, "totp").await?;
         let mut user = store
             .get_user(ctx.tenant, &pre.username)
             .await?
@@ -416,15 +417,15 @@ impl LocalLogin {
             return Err(LoginError::NoPendingLogin);
         }
         if !self
-            .totp_ok(&store, ctx, &user, user.totp_secret.as_deref(), input)
+            .totp_ok(&*store, ctx, &user, user.totp_secret.as_deref(), input)
             .await?
         {
-            self.record(&store, ctx, pre.history_subject(), "totp", Some("bad_code"))
+            self.record(&*store, ctx, pre.history_subject(), "totp", Some("bad_code"))
                 .await?;
             return Err(LoginError::BadCode);
         }
-        self.claim(&store, ctx, pre).await?;
-        self.give_back(&store, &ip).await?;
+        self.claim(&*store, ctx, pre).await?;
+        self.give_back(&*store, &ip).await?;
         let codes = mfa::new_recovery_codes();
         user.recovery_code_hashes = codes.iter().map(|c| mfa::recovery_code_hash(c)).collect();
         user.totp_enrolled_at = Some(ctx.now);
@@ -450,7 +451,7 @@ impl LocalLogin {
     /// code nor an older, unused one still inside the ±1 step window works again.
     async fn totp_ok(
         &self,
-        store: &Arc<dyn SessionStore>,
+        store: &dyn AccountStore,
         ctx: &LoginContext<'_>,
         user: &UserRecord,
         secret: Option<&str>,
@@ -472,7 +473,7 @@ impl LocalLogin {
 
     async fn finish(
         &self,
-        store: &Arc<dyn SessionStore>,
+        store: &Arc<dyn TierStore>,
         ctx: &LoginContext<'_>,
         user: &UserRecord,
         method: &str,
@@ -521,11 +522,11 @@ impl LocalLogin {
                 reason: "kill_switch".into(),
             };
             self.sessions.revoke(ctx.tier, &record.id_hash, &rev).await?;
-            self.record(store, ctx, subject, method, Some("breaker")).await?;
+            self.record(&**store, ctx, subject, method, Some("breaker")).await?;
             return Err(LoginError::Suspended(ks.message.clone()));
         }
         store.clear(&account_key(ctx.tenant, &user.username)).await?;
-        self.record(store, ctx, subject, method, None).await?;
+        self.record(&**store, ctx, subject, method, None).await?;
         Ok(NewSession { token, record })
     }
 
@@ -538,7 +539,7 @@ impl LocalLogin {
         reason: &str,
     ) -> Result<(), LoginError> {
         let store = self.sessions.store(ctx.tier)?;
-        self.record(&store, ctx, subject, "oidc", Some(reason)).await?;
+        self.record(&*store, ctx, subject, "oidc", Some(reason)).await?;
         store.hit(&ip_key(ctx.ip), ctx.now, WINDOW_SECS).await?;
         Ok(())
     }
@@ -546,7 +547,7 @@ impl LocalLogin {
     /// Refuses (and records, with reason `breaker`) a sign-in a kill switch covers.
     async fn not_suspended(
         &self,
-        store: &Arc<dyn SessionStore>,
+        store: &Arc<dyn TierStore>,
         ctx: &LoginContext<'_>,
         username: &str,
         method: &str,
@@ -558,19 +559,14 @@ impl LocalLogin {
         {
             None => Ok(()),
             Some(ks) => {
-                self.record(store, ctx, username, method, Some("breaker")).await?;
+                self.record(&**store, ctx, username, method, Some("breaker")).await?;
                 Err(LoginError::Suspended(ks.message.clone()))
             }
         }
     }
 
     /// Marks a pre-MFA state as used; a second use (a captured cookie) is refused.
-    async fn claim(
-        &self,
-        store: &Arc<dyn SessionStore>,
-        ctx: &LoginContext<'_>,
-        pre: &PreAuth,
-    ) -> Result<(), LoginError> {
+    async fn claim(&self, store: &dyn ThrottleStore, ctx: &LoginContext<'_>, pre: &PreAuth) -> Result<(), LoginError> {
         let (uses, _) = store
             .hit(&format!("pre:{}", pre.nonce), ctx.now, PREAUTH_TTL_SECS)
             .await?;
@@ -588,7 +584,7 @@ impl LocalLogin {
     /// never do; a failure, or a refusal that must look like one, keeps it.
     async fn throttle(
         &self,
-        store: &Arc<dyn SessionStore>,
+        store: &dyn TierStore,
         ctx: &LoginContext<'_>,
         username: &str,
         method: &str,
@@ -619,7 +615,7 @@ impl LocalLogin {
     /// this, so the lock cannot be used by strangers to lock an owner out.
     async fn second_factor_slot(
         &self,
-        store: &Arc<dyn SessionStore>,
+        store: &dyn TierStore,
         ctx: &LoginContext<'_>,
         username: &str,
         history_subject: &str,
@@ -637,13 +633,13 @@ impl LocalLogin {
     }
 
     /// Returns a reserved slot: the attempt was not a failure (or was never checked).
-    async fn give_back(&self, store: &Arc<dyn SessionStore>, slot: &Slot) -> Result<(), LoginError> {
+    async fn give_back(&self, store: &dyn ThrottleStore, slot: &Slot) -> Result<(), LoginError> {
         Ok(store.give_back(&slot.key, slot.window_end).await?)
     }
 
     async fn record(
         &self,
-        store: &Arc<dyn SessionStore>,
+        store: &dyn TierStore,
         ctx: &LoginContext<'_>,
         subject: &str,
         method: &str,
@@ -684,7 +680,7 @@ impl LocalLogin {
     /// once the rule's threshold is reached within its window.
     async fn feed_auto_trip_rules(
         &self,
-        store: &Arc<dyn SessionStore>,
+        store: &dyn TierStore,
         ctx: &LoginContext<'_>,
         subject: &str,
         method: &str,
@@ -745,7 +741,7 @@ impl Slot {
     /// Reserves one attempt in the counter `key` (atomically, before anything is checked);
     /// also returns the count after it and the seconds until the window resets.
     async fn take(
-        store: &Arc<dyn SessionStore>,
+        store: &dyn ThrottleStore,
         key: String,
         now: i64,
         window_secs: i64,
@@ -812,7 +808,7 @@ fn ip_key(ip: &str) -> String {
 
 /// Lifts the second-factor lock of a user (after an operator reset the user's MFA).
 pub async fn clear_second_factor_lock(
-    store: &dyn SessionStore,
+    store: &dyn ThrottleStore,
     tenant: &str,
     username: &str,
 ) -> Result<(), StoreError> {

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::killswitch::service::Actor;
 use crate::killswitch::{KillSwitchError, KillSwitches, Scope};
 use crate::live::Live;
-use crate::session::{SessionStore, StoreError};
+use crate::store::{AuditLog, ChangeStore, StoreError, TierStore};
 
 /// Why a change request call was refused. Messages are safe to show the caller.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +170,7 @@ impl Changes {
             ChangeKind::TierBreakerReset => Value::Null,
             _ => current_values(&config, &cr).await,
         };
-        self.audit(&store, &cr, op, "change.propose", before, summary(&cr), now)
+        self.audit(&*store, &cr, op, "change.propose", before, summary(&cr), now)
             .await?;
         Ok(cr)
     }
@@ -214,7 +214,7 @@ impl Changes {
                 "the change was edited or decided meanwhile; read it again".into(),
             ));
         }
-        self.audit(&store, &new, op, "change.edit", summary(&old), summary(&new), now)
+        self.audit(&*store, &new, op, "change.edit", summary(&old), summary(&new), now)
             .await?;
         Ok(new)
     }
@@ -234,7 +234,7 @@ impl Changes {
         if cr.authored_by(&op.name) {
             // A refused self-approval is a change attempt too: it goes on the record.
             let attempt = serde_json::json!({ "denied": "self-approval" });
-            self.audit(&store, &cr, op, "change.approve_denied", summary(&cr), attempt, now)
+            self.audit(&*store, &cr, op, "change.approve_denied", summary(&cr), attempt, now)
                 .await?;
             return Err(ChangeError::SamePerson);
         }
@@ -269,7 +269,7 @@ impl Changes {
             ));
         }
         self.audit(
-            &store,
+            &*store,
             &claimed,
             op,
             "change.approve",
@@ -286,8 +286,8 @@ impl Changes {
         match outcome {
             Ok((before, after)) => {
                 done.status = ChangeStatus::Applied;
-                self.finish(&store, &done, claimed.version).await;
-                self.audit(&store, &done, op, "change.apply", before, after, now)
+                self.finish(&*store, &done, claimed.version).await;
+                self.audit(&*store, &done, op, "change.apply", before, after, now)
                     .await?;
                 Ok(done)
             }
@@ -298,9 +298,9 @@ impl Changes {
                 };
                 done.status = ChangeStatus::Failed;
                 done.errors = errors.clone();
-                self.finish(&store, &done, claimed.version).await;
+                self.finish(&*store, &done, claimed.version).await;
                 self.audit(
-                    &store,
+                    &*store,
                     &done,
                     op,
                     "change.failed",
@@ -348,7 +348,7 @@ impl Changes {
             "rejected"
         };
         self.audit(
-            &store,
+            &*store,
             &new,
             op,
             "change.reject",
@@ -374,7 +374,7 @@ impl Changes {
 
     /// The change `id` and its store. A change of another tier is a cross-tier refusal
     /// (so a misused token shows up as a security event), an unknown one is not found.
-    async fn find(&self, op: &Operator, id: &str) -> Result<(Arc<dyn SessionStore>, ChangeRequest), ChangeError> {
+    async fn find(&self, op: &Operator, id: &str) -> Result<(Arc<dyn TierStore>, ChangeRequest), ChangeError> {
         if !is_change_id(id) {
             return Err(ChangeError::NotFound("change request"));
         }
@@ -399,7 +399,7 @@ impl Changes {
         Err(ChangeError::NotFound("change request"))
     }
 
-    fn store(&self, tier: &str) -> Result<Arc<dyn SessionStore>, ChangeError> {
+    fn store(&self, tier: &str) -> Result<Arc<dyn TierStore>, ChangeError> {
         Ok(self.switches.sessions().store(tier)?)
     }
 
@@ -511,7 +511,7 @@ impl Changes {
 
     /// Stores the final state of a decided change. The decision already took effect, so a
     /// store failure here is logged, not reported as the call's failure.
-    async fn finish(&self, store: &Arc<dyn SessionStore>, done: &ChangeRequest, expected: u64) {
+    async fn finish(&self, store: &dyn ChangeStore, done: &ChangeRequest, expected: u64) {
         match store.replace_change_if(done, expected).await {
             Ok(true) => {}
             Ok(false) => tracing::error!(change = %done.id, "change request changed while it was being applied"),
@@ -522,7 +522,7 @@ impl Changes {
     #[allow(clippy::too_many_arguments)]
     async fn audit(
         &self,
-        store: &Arc<dyn SessionStore>,
+        store: &dyn AuditLog,
         cr: &ChangeRequest,
         op: &Operator,
         action: &str,

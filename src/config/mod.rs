@@ -25,7 +25,7 @@ use crate::policy::RouteTable;
 pub use crate::proxy::upstream_guard::GuardSettings;
 use crate::secret::SecretBytes;
 pub use crate::secret::{Env, ProcessEnv};
-pub(crate) use validate::{is_canonical_host, normalise_host};
+use crate::tenancy::HostMap;
 
 /// One problem in the policy set, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -429,7 +429,52 @@ pub fn session_cookie_name(tier: &str) -> String {
     format!("__Host-portcullis-{tier}")
 }
 
+/// A tenant together with its tier, as request handling needs both.
+#[derive(Debug, Clone)]
+pub struct TenantEntry {
+    /// The tenant.
+    pub tenant: Arc<Tenant>,
+    /// Its tier.
+    pub tier: Arc<Tier>,
+}
+
+impl TenantEntry {
+    /// The tenant's primary host: the first of its configured hosts (validation keeps
+    /// them lowercase, without port or trailing dot, and refuses an empty list).
+    pub fn primary_host(&self) -> &str {
+        self.tenant.hosts.first().map_or("", String::as_str)
+    }
+
+    /// The tenant's canonical public origin, `scheme://primary-host[:port]`, for every
+    /// absolute URL the gateway hands out (OIDC `redirect_uri`, post-logout redirect).
+    /// It comes from configuration only, never from the request's `Host`: the scheme is
+    /// the public listener's (`https` unless `listen.plaintext`), the port the one it is
+    /// bound to (left out when it is the scheme's default). The policy has no separate
+    /// public URL setting, so a gateway behind a balancer that changes scheme or port
+    /// must listen on the scheme and port its users see.
+    pub fn public_origin(&self, tls: bool, port: u16) -> String {
+        crate::tenancy::public_origin(self.primary_host(), tls, port)
+    }
+}
+
 impl Config {
+    /// Every configured host mapped to its tenant entry, built once per policy version.
+    pub fn host_map(&self) -> HostMap<TenantEntry> {
+        self.tenants
+            .iter()
+            .filter_map(|tenant| Some((tenant, self.tier_of(tenant)?)))
+            .flat_map(|(tenant, tier)| {
+                tenant.hosts.iter().map(move |host| {
+                    let entry = TenantEntry {
+                        tenant: tenant.clone(),
+                        tier: tier.clone(),
+                    };
+                    (host.clone(), entry)
+                })
+            })
+            .collect()
+    }
+
     /// The tier a tenant belongs to (always present: validation guarantees it).
     pub fn tier_of(&self, tenant: &Tenant) -> Option<&Arc<Tier>> {
         self.tiers.get(&tenant.tier)

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::policy::{Access, RouteRule, RouteTable};
 use crate::secret::{Env, SecretBytes, SecretRef};
+use crate::tenancy::{self, normalise_host};
 
 /// A policy file's text, kept to turn byte spans into line numbers.
 struct Source {
@@ -608,7 +609,7 @@ fn build_tier(
     problems: &mut Problems,
 ) -> Option<Tier> {
     let name = raw.name.get_ref().clone();
-    let name_ok = is_identifier(&name);
+    let name_ok = tenancy::is_name(&name);
     if !name_ok {
         problems.at(
             src,
@@ -901,7 +902,7 @@ fn build_tenant(
 ) -> Option<Tenant> {
     let before = problems.0.len();
     let id = raw.id.get_ref().clone();
-    if !is_identifier(&id) {
+    if !tenancy::is_name(&id) {
         problems.at(
             src,
             raw.id.span(),
@@ -1111,7 +1112,7 @@ fn build_auto_trip(src: &Source, raw: &[RawAutoTrip], problems: &mut Problems) -
     let mut ok = true;
     for r in raw {
         let name = r.name.get_ref().trim().to_string();
-        if !is_identifier(&name) {
+        if !tenancy::is_name(&name) {
             problems.at(
                 src,
                 r.name.span(),
@@ -1272,37 +1273,6 @@ fn parse_upstream(text: &str) -> Result<Upstream, String> {
         host,
         port,
     })
-}
-
-/// Lowercases a host name and checks its syntax (no port, no trailing dot).
-pub(crate) fn normalise_host(text: &str) -> Result<String, String> {
-    let host = text.to_ascii_lowercase();
-    if !is_canonical_host(&host) {
-        return Err(format!("`{text}` is not a valid host name (no port, no trailing dot)"));
-    }
-    Ok(host)
-}
-
-/// A DNS host name already in canonical form: lowercase LDH labels of 1 to 63 bytes,
-/// none starting or ending with '-', 253 bytes at most, no port, no trailing dot.
-pub(crate) fn is_canonical_host(host: &str) -> bool {
-    let valid_label = |l: &[u8]| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with(b"-")
-            && !l.ends_with(b"-")
-            && l.iter()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-    };
-    !host.is_empty() && host.len() <= 253 && host.as_bytes().split(|b| *b == b'.').all(valid_label)
-}
-
-fn is_identifier(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 32
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
 }
 
 pub(super) fn admin_address(dir: &Path) -> Result<SocketAddr, ConfigError> {

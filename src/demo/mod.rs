@@ -74,7 +74,7 @@ async fn seed_users(portal: &crate::ui::Portal) -> anyhow::Result<()> {
         if store.get_user(tenant, username).await?.is_some() {
             continue;
         }
-        let user = crate::session::UserRecord {
+        let user = crate::records::UserRecord {
             tenant: tenant.to_string(),
             username: username.to_string(),
             display_name: display.to_string(),
@@ -88,7 +88,7 @@ async fn seed_users(portal: &crate::ui::Portal) -> anyhow::Result<()> {
             password_changed_at: now,
         };
         match store.create_user(&user).await {
-            Ok(()) | Err(crate::session::StoreError::Conflict(_)) => {}
+            Ok(()) | Err(crate::store::StoreError::Conflict(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -18,8 +18,9 @@ use serde::Serialize;
 use super::{Board, KillSwitch, Scope};
 use crate::audit::AuditEntry;
 use crate::config::{AutoTripRule, Config};
-use crate::session::manager::Sessions;
-use crate::session::{Revocation, StoreError};
+use crate::records::Revocation;
+use crate::session::Sessions;
+use crate::store::StoreError;
 
 /// Longest reason or user message accepted.
 pub const TEXT_MAX_CHARS: usize = 500;

@@ -258,17 +258,17 @@ impl UpstreamClient {
 /// session is revoked.
 pub struct SessionWatch {
     /// Sessions, for revocation events and store re-checks.
-    pub sessions: std::sync::Arc<crate::session::manager::Sessions>,
+    pub sessions: std::sync::Arc<crate::session::Sessions>,
     /// The session's tier, tenant, subject and store key.
-    pub conn: crate::session::manager::OpenConnection,
+    pub conn: crate::session::OpenConnection,
 }
 
 impl SessionWatch {
     /// The watch of a session's connection.
-    pub fn of(sessions: &std::sync::Arc<crate::session::manager::Sessions>, s: &crate::session::SessionRecord) -> Self {
+    pub fn of(sessions: &std::sync::Arc<crate::session::Sessions>, s: &crate::records::SessionRecord) -> Self {
         SessionWatch {
             sessions: sessions.clone(),
-            conn: crate::session::manager::OpenConnection {
+            conn: crate::session::OpenConnection {
                 tier: s.tier.clone(),
                 tenant: s.tenant.clone(),
                 subject: s.subject.clone(),

@@ -22,11 +22,12 @@ use super::reserved;
 use super::respond::{self, Refusal};
 use super::upstream_guard::Rejection;
 use crate::assertion::Claims;
+use crate::config::TenantEntry;
 use crate::live::{Live, Snapshot};
 use crate::policy::{self, Decision, Identity, Target};
-use crate::session::SessionRecord;
+use crate::records::SessionRecord;
 use crate::telemetry::{Metrics, RequestLabels, TenantLabels};
-use crate::tenancy::{self, TenantEntry};
+use crate::tenancy;
 use crate::ui::{self, Portal};
 
 /// Responses larger than this (or of unknown length) are watched for revocation.

@@ -5,8 +5,8 @@ use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
 use super::respond;
+use crate::config::TenantEntry;
 use crate::killswitch::KillSwitch;
-use crate::tenancy::TenantEntry;
 
 /// Reserved endpoints that still answer while a kill switch covers the tenant: the
 /// status, the tier's public keys, the stylesheet, and the login page (which says why).

@@ -318,7 +318,7 @@ fn switch_error(e: &KillSwitchError) -> Response<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::StoreError;
+    use crate::store::StoreError;
 
     /// If this broke, a tenant admin would read the store's internal error text.
     #[test]

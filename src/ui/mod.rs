@@ -18,10 +18,10 @@ use serde_json::json;
 
 use crate::auth::login::{LocalLogin, LoginContext, LoginError, NewSession};
 use crate::auth::preauth::{self, PREAUTH_TTL_SECS, PreAuth};
+use crate::config::TenantEntry;
 use crate::killswitch::{KillSwitch, KillSwitches};
-use crate::session::manager::Sessions;
-use crate::session::{Revocation, SessionRecord};
-use crate::tenancy::TenantEntry;
+use crate::records::{Revocation, SessionRecord};
+use crate::session::Sessions;
 use web::{BodyError, json_error};
 
 /// Everything the reserved endpoints need.

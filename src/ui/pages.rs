@@ -6,8 +6,8 @@ use http::{Response, StatusCode};
 
 use super::web;
 use crate::auth::login::Enrolment;
-use crate::session::{LoginEvent, SessionRecord};
-use crate::tenancy::TenantEntry;
+use crate::config::TenantEntry;
+use crate::records::{LoginEvent, SessionRecord};
 
 /// The pages' stylesheet (CSP allows only same-origin styles).
 pub const STYLE: &str = include_str!("../../templates/style.css");

@@ -24,7 +24,7 @@ use crate::account;
 use crate::auth::login::SsoOutcome;
 use crate::auth::oidc::{self, MfaDecision};
 use crate::auth::preauth::{self, SsoIdentity};
-use crate::session::Revocation;
+use crate::records::Revocation;
 
 /// How long a login at the IdP may take.
 const PENDING_TTL_SECS: i64 = 600;

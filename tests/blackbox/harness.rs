@@ -1075,7 +1075,7 @@ fn unix_now_f64() -> f64 {
 /// Creates local users directly in a running gateway's embedded store (SQLite in WAL
 /// mode, so the gateway and this handle share the files), as the CLI would.
 pub struct Accounts {
-    stores: portcullis::session::Stores,
+    stores: portcullis::store::Stores,
     hasher: portcullis::auth::password::PasswordHasher,
 }
 
@@ -1092,8 +1092,8 @@ impl Accounts {
         for i in 0..n {
             let raw: [u8; 32] = rand::random();
             tokens.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
-            let record = portcullis::session::SessionRecord {
-                id_hash: portcullis::session::session_id_hash(&raw),
+            let record = portcullis::records::SessionRecord {
+                id_hash: portcullis::records::session_id_hash(&raw),
                 tenant: tenant.to_string(),
                 tier: tier.to_string(),
                 subject: format!("bulk{}", i % 500),
@@ -1135,7 +1135,7 @@ impl Accounts {
     /// Opens the prod and staging stores under `data` (`sqlite:<data>`).
     pub async fn open_dir(data: &Path) -> Self {
         let url = format!("sqlite:{}", data.display());
-        let stores = portcullis::session::Stores::open(&url, ["prod", "staging"])
+        let stores = portcullis::store::Stores::open(&url, ["prod", "staging"])
             .await
             .expect("open the gateway's store");
         let hasher =
@@ -1148,7 +1148,7 @@ impl Accounts {
     }
 
     /// The store of a tier.
-    pub fn store(&self, tier: &str) -> std::sync::Arc<dyn portcullis::session::SessionStore> {
+    pub fn store(&self, tier: &str) -> std::sync::Arc<dyn portcullis::store::TierStore> {
         self.stores.tier(tier).expect("tier store")
     }
 
@@ -1159,7 +1159,7 @@ impl Accounts {
         let password = format!("{username}-correct-horse-battery");
         let now = unix_now_f64() as i64;
         let secret = enrolled.then(|| portcullis::auth::mfa::new_secret().expose_base32().to_string());
-        let user = portcullis::session::UserRecord {
+        let user = portcullis::records::UserRecord {
             tenant: tenant.to_string(),
             username: username.to_string(),
             display_name: format!("{username} (test)"),
@@ -1184,7 +1184,7 @@ impl Accounts {
     }
 
     /// Login history of a user straight from the store (newest first).
-    pub async fn history(&self, user: &TestUser) -> Vec<portcullis::session::LoginEvent> {
+    pub async fn history(&self, user: &TestUser) -> Vec<portcullis::records::LoginEvent> {
         self.store(&user.tier)
             .login_history(&user.tenant, &user.username, 200, None)
             .await

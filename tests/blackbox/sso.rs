@@ -634,7 +634,7 @@ impl Browser {
 
 /// Each refused attempt is in the login history as an IdP error, and no session exists.
 async fn assert_refusals_recorded(gw: &SsoGateway, expected: usize, now: i64) {
-    let stores = portcullis::session::Stores::open(
+    let stores = portcullis::store::Stores::open(
         &format!("sqlite:{}", gw.dir.path().join("policy/data").display()),
         ["staging"],
     )

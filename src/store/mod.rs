@@ -1,20 +1,26 @@
-//! The gateway's state store: sessions, local users, login history, the TOTP replay guard
-//! and throttling counters, behind one [`SessionStore`] trait with two backends.
+//! The gateway's state store: everything a tier keeps between requests and across
+//! restarts, behind narrow traits by role, with two backends.
 //!
 //! # Layout
-//! - this file: the records, [`StoreError`], the [`SessionStore`] trait and [`Stores`],
-//!   which opens one store per tier from the configured URL.
+//! - this file: [`StoreError`]; one trait per role: [`SessionStore`] (sessions),
+//!   [`AccountStore`] (local users, sign-in history, the TOTP replay guard),
+//!   [`ThrottleStore`] (throttling counters), [`SwitchStore`] (kill switches),
+//!   [`AuditLog`] (the hash-chained audit log) and [`ChangeStore`] (four-eyes change
+//!   requests); [`TierStore`], all of them together for one tier; and [`Stores`], which
+//!   opens one [`TierStore`] per tier from the configured URL.
 //! - [`sqlite`]: the embedded default, one SQLite file per tier.
 //! - [`redis`]: the shared backend for replicas, one key prefix per tier.
-//! - [`manager`]: tokens, the in-process cache and revocation on top of the stores.
 //! - `conformance.rs` (tests only): one suite that every backend must pass.
+//!
+//! Callers take only the trait of the role they use (`&dyn AuditLog`, ...); the backends
+//! and the conformance suite implement and test them all as [`TierStore`].
 //!
 //! Rules every backend keeps: time is always an argument (`now`, unix seconds), never read
 //! here; a store serves exactly one tier and never sees another tier's data; session
 //! tokens never reach the store (only their SHA-256); errors never carry stored values.
-//! This module knows nothing of HTTP, cookies or caches.
+//! The records are [`crate::records`] and [`crate::audit`]; this module knows nothing of
+//! HTTP, cookies, caches or the rules of the services above it.
 
-pub mod manager;
 pub mod redis;
 pub mod sqlite;
 
@@ -26,15 +32,13 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
-pub use crate::audit::{AuditEntry, AuditRecord};
-pub use crate::changes::ChangeRequest;
-pub use crate::killswitch::KillSwitch;
+use crate::audit::{AuditEntry, AuditRecord};
+use crate::records::session::is_public_id;
+use crate::records::{ChangeRequest, KillSwitch, LoginEvent, Revocation, SessionRecord, UserRecord};
 
-/// How long an expired session stays readable before [`SessionStore::purge_expired`] may
+/// How long an expired session stays readable before [`TierStore::purge_expired`] may
 /// delete it: long enough to tell "expired" or "revoked (by whom, why)" from "unknown" when
 /// an old cookie comes back, short enough that the table does not grow without bound.
 pub const PURGE_GRACE_SECS: i64 = 24 * 3600;
@@ -42,13 +46,6 @@ pub const PURGE_GRACE_SECS: i64 = 24 * 3600;
 /// Login events kept per (tenant, subject); older ones are dropped so a password-spraying
 /// attacker cannot grow the store without bound.
 pub const LOGIN_HISTORY_CAP: usize = 1000;
-
-/// Longest user agent kept in login history; clients choose this header freely.
-pub const USER_AGENT_MAX_CHARS: usize = 256;
-
-/// Longest subject kept in login history; attackers choose attempted names freely. Long
-/// enough for every account key, so the history of a real account is never cut off from it.
-pub const HISTORY_SUBJECT_MAX_CHARS: usize = crate::account::KEY_MAX_CHARS;
 
 /// What can go wrong in a store. Messages name the operation and a category, never a
 /// stored value, so they are safe in logs and never leak hashes, secrets or tokens.
@@ -71,191 +68,7 @@ pub enum StoreError {
     Invalid(String),
 }
 
-/// Why and by whom a session was ended; shown to the user and kept for the audit trail.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Revocation {
-    /// When it was revoked (unix seconds).
-    pub at: i64,
-    /// Who revoked it: a subject, `operator:<name>`, `breaker`, `idp` (back-channel logout), ...
-    pub by: String,
-    /// Why, in a few words (`logout`, `password_changed`, `kill_switch`, ...).
-    pub reason: String,
-}
-
-/// One signed-in session. The token itself is never stored: only `id_hash = SHA-256(token)`,
-/// so a stolen store or backup cannot be replayed as cookies.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SessionRecord {
-    /// SHA-256 of the session token; the store's key.
-    pub id_hash: [u8; 32],
-    /// Tenant the session belongs to; a session is only valid on its tenant's hosts.
-    pub tenant: String,
-    /// Tier of the tenant; a session is never accepted in another tier.
-    pub tier: String,
-    /// The account key (see [`crate::account`]): the local user name, or
-    /// `sso|<issuer id>|<sub>` for an SSO account, so that a local account and an SSO
-    /// account with the same `sub` never share sessions, history or kill switches.
-    pub subject: String,
-    /// Who vouched for the user: [`crate::account::LOCAL_IDP`] or the IdP's issuer URL;
-    /// asserted to the upstream as `idp`, so (`idp`, `sub`) names the user there too.
-    pub idp: String,
-    /// Name shown on pages and in the session list.
-    pub display_name: String,
-    /// Roles asserted to the upstream and used by policy (`tenant-admin`, ...).
-    pub roles: Vec<String>,
-    /// How the user signed in: `password` or `oidc`.
-    pub auth_method: String,
-    /// Authentication methods references (`pwd`, `otp`, ...), asserted to the upstream.
-    pub amr: Vec<String>,
-    /// When MFA last succeeded; step-up and password change ask for a fresh one.
-    pub mfa_at: Option<i64>,
-    /// When the session was created (sorting, display).
-    pub created_at: i64,
-    /// Last request seen (display, idle timeout).
-    pub last_seen: i64,
-    /// The session ends at this time unless it is used again.
-    pub idle_expires_at: i64,
-    /// The session ends at this time whatever happens.
-    pub absolute_expires_at: i64,
-    /// Client IP at sign-in, shown in the session list.
-    pub ip: String,
-    /// Client user agent at sign-in, shown in the session list.
-    pub user_agent: String,
-    /// Per-session random CSRF secret; forms must echo a value derived from it.
-    pub csrf_token: String,
-    /// The IdP's session id (`sid`), so back-channel logout can find the session.
-    pub sso_sid: Option<String>,
-    /// Set once the session was ended; a revoked session is never served again.
-    pub revoked: Option<Revocation>,
-}
-
-impl SessionRecord {
-    /// Whether the session may serve a request at `now`: the single place that rule lives.
-    pub fn is_live(&self, now: i64) -> bool {
-        self.revoked.is_none() && now < self.idle_expires_at && now < self.absolute_expires_at
-    }
-
-    /// The id shown to users and used in URLs (`DELETE /sessions/{id}`): short enough to
-    /// read, and useless as a credential since it is a prefix of a hash of the token.
-    pub fn public_id(&self) -> String {
-        public_id_of(&self.id_hash)
-    }
-
-    /// The user's id at their identity provider: the local user name or the IdP's `sub`
-    /// (what the upstream and the user see; [`SessionRecord::subject`] is the store's key).
-    pub fn sub(&self) -> &str {
-        crate::account::sub_of(&self.subject)
-    }
-}
-
-impl fmt::Debug for SessionRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionRecord")
-            .field("id", &self.public_id())
-            .field("tenant", &self.tenant)
-            .field("tier", &self.tier)
-            .field("subject", &self.subject)
-            .field("idp", &self.idp)
-            .field("display_name", &self.display_name)
-            .field("roles", &self.roles)
-            .field("auth_method", &self.auth_method)
-            .field("amr", &self.amr)
-            .field("mfa_at", &self.mfa_at)
-            .field("created_at", &self.created_at)
-            .field("last_seen", &self.last_seen)
-            .field("idle_expires_at", &self.idle_expires_at)
-            .field("absolute_expires_at", &self.absolute_expires_at)
-            .field("ip", &self.ip)
-            .field("user_agent", &self.user_agent)
-            .field("csrf_token", &"[redacted]")
-            .field("sso_sid", &self.sso_sid)
-            .field("revoked", &self.revoked)
-            .finish()
-    }
-}
-
-/// A local account (tenants without SSO, break-glass admins).
-#[derive(Clone, PartialEq, Eq)]
-pub struct UserRecord {
-    /// Tenant the account belongs to; user names are unique per tenant only.
-    pub tenant: String,
-    /// Login name and session subject.
-    pub username: String,
-    /// Name shown on pages.
-    pub display_name: String,
-    /// Roles given to the user's sessions.
-    pub roles: Vec<String>,
-    /// argon2id PHC string; secret-derived, never logged.
-    pub password_hash: String,
-    /// Base32 TOTP secret once enrolled; secret, never logged.
-    pub totp_secret: Option<String>,
-    /// When TOTP enrolment finished; `None` means the next login must enrol.
-    pub totp_enrolled_at: Option<i64>,
-    /// SHA-256 of each unused recovery code, in issue order; each works once.
-    pub recovery_code_hashes: Vec<[u8; 32]>,
-    /// A disabled account cannot sign in (its sessions are revoked separately).
-    pub disabled: bool,
-    /// When the account was created.
-    pub created_at: i64,
-    /// When the password last changed (sessions older than this are suspect).
-    pub password_changed_at: i64,
-}
-
-impl fmt::Debug for UserRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserRecord")
-            .field("tenant", &self.tenant)
-            .field("username", &self.username)
-            .field("display_name", &self.display_name)
-            .field("roles", &self.roles)
-            .field("password_hash", &"[redacted]")
-            .field("totp_secret", &self.totp_secret.as_ref().map(|_| "[redacted]"))
-            .field("totp_enrolled_at", &self.totp_enrolled_at)
-            .field("recovery_codes_left", &self.recovery_code_hashes.len())
-            .field("disabled", &self.disabled)
-            .field("created_at", &self.created_at)
-            .field("password_changed_at", &self.password_changed_at)
-            .finish()
-    }
-}
-
-/// One sign-in attempt, successful or not, shown to the user in their login history.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoginEvent {
-    /// Assigned by the store on [`SessionStore::record_login`] (the value passed in is
-    /// ignored); increases with every event of the tier, so it pages history stably.
-    pub seq: i64,
-    /// Tenant the attempt was made on.
-    pub tenant: String,
-    /// The account key (see [`crate::account`]); for unknown users the attempted name,
-    /// see [`LoginEvent::attempted_name`].
-    pub subject: String,
-    /// When (unix seconds).
-    pub time: i64,
-    /// Client IP.
-    pub ip: String,
-    /// Client user agent, cut to [`USER_AGENT_MAX_CHARS`] by the store.
-    pub user_agent: String,
-    /// `password`, `totp`, `recovery` or `oidc`.
-    pub method: String,
-    /// `success` or `failure`.
-    pub outcome: String,
-    /// Why it failed (`bad_password`, `bad_code`, `unknown_user`, `locked`, `throttled`,
-    /// `breaker`, `idp_error`, ...); `None` on success.
-    pub reason: Option<String>,
-}
-
-impl LoginEvent {
-    /// The subject to record for a name that matched no user: cut to
-    /// [`HISTORY_SUBJECT_MAX_CHARS`] so an attacker cannot store megabytes per attempt.
-    pub fn attempted_name(name: &str) -> String {
-        truncate_chars(name, HISTORY_SUBJECT_MAX_CHARS)
-    }
-}
-
-/// The store behind sessions, local users, login history, the TOTP replay guard and
-/// throttling. One instance serves one tier. Every backend passes `conformance.rs`, so
-/// callers never need to know which one they have.
+/// Sessions of one tier: create, read, touch, revoke and list them.
 #[async_trait::async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Stores a new session (the id hash is fresh randomness, so it never collides).
@@ -314,10 +127,11 @@ pub trait SessionStore: Send + Sync + 'static {
         let sessions = self.list_user_sessions(tenant, subject, now).await?;
         Ok(sessions.into_iter().find(|s| s.public_id() == public_id))
     }
-    /// Deletes sessions whose absolute expiry passed before `now - PURGE_GRACE_SECS` and
-    /// forgets expired replay-guard and throttle entries; returns how many sessions went.
-    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
+}
 
+/// Local accounts of one tier, their sign-in history and the TOTP replay guard.
+#[async_trait::async_trait]
+pub trait AccountStore: Send + Sync + 'static {
     /// Adds a local user; `Conflict` if (tenant, username) exists.
     async fn create_user(&self, u: &UserRecord) -> Result<(), StoreError>;
     /// The local user, if any.
@@ -360,7 +174,11 @@ pub trait SessionStore: Send + Sync + 'static {
         step: u64,
         expires_at: i64,
     ) -> Result<bool, StoreError>;
+}
 
+/// Throttling counters of one tier: fixed windows, atomic across every node sharing it.
+#[async_trait::async_trait]
+pub trait ThrottleStore: Send + Sync + 'static {
     /// Increments the counter `key` in the fixed window starting at the first hit and lasting
     /// `window_secs`; returns (count after increment, seconds until the window resets).
     /// Atomic: N concurrent hits see the counts 1..=N once each, so guesses get no extra tries.
@@ -374,20 +192,32 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn peek(&self, key: &str, now: i64) -> Result<(u32, i64), StoreError>;
     /// Forgets the counter (e.g. after a successful login).
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
+}
 
+/// The tripped kill switches of one tier; they survive restarts.
+#[async_trait::async_trait]
+pub trait SwitchStore: Send + Sync + 'static {
     /// Stores a tripped kill switch of this tier, replacing one of the same scope.
     async fn put_kill_switch(&self, ks: &KillSwitch) -> Result<(), StoreError>;
     /// Removes the switch with this scope key, returning it if it was there.
     async fn delete_kill_switch(&self, scope_key: &str) -> Result<Option<KillSwitch>, StoreError>;
     /// Every stored switch of this tier (expired ones too, until they are deleted).
     async fn list_kill_switches(&self) -> Result<Vec<KillSwitch>, StoreError>;
+}
 
+/// The audit log of one tier, hash-chained.
+#[async_trait::async_trait]
+pub trait AuditLog: Send + Sync + 'static {
     /// Appends to this tier's audit log: the store numbers the record and chains its hash
     /// to the last one atomically, so concurrent writers never fork the chain.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError>;
     /// Audit records with `seq > after_seq`, oldest first, at most `limit`.
     async fn audit_records(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+}
 
+/// The four-eyes change requests of one tier.
+#[async_trait::async_trait]
+pub trait ChangeStore: Send + Sync + 'static {
     /// Stores a new change request of this tier; `Conflict` if its id exists.
     async fn put_change(&self, c: &ChangeRequest) -> Result<(), StoreError>;
     /// The change request with this id, if this tier has it.
@@ -398,6 +228,16 @@ pub trait SessionStore: Send + Sync + 'static {
     /// is still `expected_version` (and `c.version` is greater); true for the one caller that
     /// won, so two concurrent approvals can never both apply. False when it does not exist.
     async fn replace_change_if(&self, c: &ChangeRequest, expected_version: u64) -> Result<bool, StoreError>;
+}
+
+/// Everything one tier keeps: every role's store, as each backend implements them and
+/// the conformance suite tests them. One instance serves one tier; every backend passes
+/// `conformance.rs`, so callers never need to know which one they have.
+#[async_trait::async_trait]
+pub trait TierStore: SessionStore + AccountStore + ThrottleStore + SwitchStore + AuditLog + ChangeStore {
+    /// Deletes sessions whose absolute expiry passed before `now - PURGE_GRACE_SECS` and
+    /// forgets expired replay-guard and throttle entries; returns how many sessions went.
+    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
 }
 
 /// Where the stores live, parsed from the configured URL.
@@ -429,14 +269,20 @@ impl StoreLocation {
 
 /// One store per tier, opened together at startup from the configured URL.
 pub struct Stores {
-    by_tier: BTreeMap<String, Arc<dyn SessionStore>>,
+    by_tier: BTreeMap<String, Arc<dyn TierStore>>,
 }
 
 impl Stores {
+    /// Stores made elsewhere (tests wrap a real backend to pause or count calls).
+    #[cfg(test)]
+    pub(crate) fn from_tiers(by_tier: BTreeMap<String, Arc<dyn TierStore>>) -> Self {
+        Stores { by_tier }
+    }
+
     /// Opens (and creates if needed) the store of every tier. Redis tiers share one
     /// connection manager; each still sees only its own key prefix.
     pub async fn open<'a>(url: &str, tiers: impl IntoIterator<Item = &'a str>) -> Result<Self, StoreError> {
-        let mut by_tier: BTreeMap<String, Arc<dyn SessionStore>> = BTreeMap::new();
+        let mut by_tier: BTreeMap<String, Arc<dyn TierStore>> = BTreeMap::new();
         match StoreLocation::parse(url)? {
             StoreLocation::Sqlite(dir) => {
                 for tier in tiers {
@@ -464,7 +310,7 @@ impl Stores {
         let StoreLocation::Redis(redis_url) = &location else {
             return Stores::open(url, config.tiers.keys().map(String::as_str)).await;
         };
-        let mut by_tier: BTreeMap<String, Arc<dyn SessionStore>> = BTreeMap::new();
+        let mut by_tier: BTreeMap<String, Arc<dyn TierStore>> = BTreeMap::new();
         let mut shared = None;
         for tier in config.tiers.values() {
             let manager = match &tier.redis_auth {
@@ -487,7 +333,7 @@ impl Stores {
         Ok(Stores { by_tier })
     }
 
-    pub fn tier(&self, tier: &str) -> Option<Arc<dyn SessionStore>> {
+    pub fn tier(&self, tier: &str) -> Option<Arc<dyn TierStore>> {
         self.by_tier.get(tier).cloned()
     }
 }
@@ -500,33 +346,9 @@ impl fmt::Debug for Stores {
     }
 }
 
-/// The store key of a session token: SHA-256 of the token bytes as sent in the cookie.
-pub fn session_id_hash(token: &[u8]) -> [u8; 32] {
-    Sha256::digest(token).into()
-}
-
-fn public_id_of(id_hash: &[u8; 32]) -> String {
-    let mut id = hex::encode(id_hash);
-    id.truncate(16);
-    id
-}
-
-fn is_public_id(s: &str) -> bool {
-    s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Whether `tier` is spelled as a tier name: 1 to 64 of a-z, 0-9 and `-`.
-pub(crate) fn is_tier_name(tier: &str) -> bool {
-    !tier.is_empty()
-        && tier.len() <= 64
-        && tier
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-/// Tier names become file names and key prefixes: only the characters config allows.
+/// Tier names become file names and key prefixes: only the names config allows.
 fn check_tier(tier: &str) -> Result<(), StoreError> {
-    if is_tier_name(tier) {
+    if crate::tenancy::is_name(tier) {
         Ok(())
     } else {
         Err(StoreError::Invalid("tier name (expected a-z, 0-9 and '-')".into()))
@@ -551,14 +373,14 @@ fn check_switch_tier(ks: &KillSwitch, tier: &str) -> Result<(), StoreError> {
     }
 }
 
-/// A store only takes change requests of its own tier, with ids the changes module makes.
+/// A store only takes change requests of its own tier, with well-formed ids.
 fn check_change(c: &ChangeRequest, tier: &str) -> Result<(), StoreError> {
     if c.tier != tier {
         return Err(StoreError::Invalid(
             "change request tier (not this store's tier)".into(),
         ));
     }
-    if !crate::changes::is_change_id(&c.id) {
+    if !crate::records::change::is_change_id(&c.id) {
         return Err(StoreError::Invalid("change request id".into()));
     }
     Ok(())
@@ -580,92 +402,9 @@ fn check_window(window_secs: i64) -> Result<(), StoreError> {
     }
 }
 
-fn truncate_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((cut, _)) => s[..cut].to_string(),
-        None => s.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn session() -> SessionRecord {
-        SessionRecord {
-            id_hash: session_id_hash(b"token"),
-            tenant: "acme".into(),
-            tier: "prod".into(),
-            subject: "alice".into(),
-            idp: crate::account::LOCAL_IDP.to_string(),
-            display_name: "Alice".into(),
-            roles: vec![],
-            auth_method: "password".into(),
-            amr: vec!["pwd".into(), "otp".into()],
-            mfa_at: Some(10),
-            created_at: 10,
-            last_seen: 10,
-            idle_expires_at: 100,
-            absolute_expires_at: 200,
-            ip: "192.0.2.1".into(),
-            user_agent: "ua".into(),
-            csrf_token: "csrf-secret-value".into(),
-            sso_sid: None,
-            revoked: None,
-        }
-    }
-
-    #[test]
-    fn liveness_needs_both_expiries_and_no_revocation() {
-        let mut s = session();
-        assert!(s.is_live(99));
-        assert!(!s.is_live(100), "idle expiry is exclusive");
-        s.idle_expires_at = 300;
-        assert!(!s.is_live(200), "absolute expiry wins over a later idle expiry");
-        s.revoked = Some(Revocation {
-            at: 50,
-            by: "alice".into(),
-            reason: "logout".into(),
-        });
-        assert!(!s.is_live(60));
-    }
-
-    #[test]
-    fn public_id_is_a_16_hex_prefix_of_the_hash() {
-        let s = session();
-        assert_eq!(s.public_id(), hex::encode(s.id_hash)[..16]);
-        assert!(is_public_id(&s.public_id()));
-        assert!(!is_public_id("ABCDEF0123456789"));
-        assert!(!is_public_id("0123"));
-    }
-
-    #[test]
-    fn debug_output_hides_secrets() {
-        let s = format!("{:?}", session());
-        assert!(!s.contains("csrf-secret-value"));
-        assert!(
-            !s.contains(&hex::encode(session().id_hash)),
-            "only the public id prefix is printed"
-        );
-        let u = UserRecord {
-            tenant: "acme".into(),
-            username: "alice".into(),
-            display_name: "Alice".into(),
-            roles: vec![],
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-            totp_secret: Some("JBSWY3DPEHPK3PXP".into()),
-            totp_enrolled_at: Some(1),
-            recovery_code_hashes: vec![[0xab; 32]],
-            disabled: false,
-            created_at: 1,
-            password_changed_at: 1,
-        };
-        let d = format!("{u:?}");
-        assert!(
-            !d.contains("argon2id") && !d.contains("JBSWY3DPEHPK3PXP") && !d.contains("abab"),
-            "{d}"
-        );
-    }
 
     #[test]
     fn store_urls_parse_and_errors_do_not_echo_them() {
@@ -689,15 +428,5 @@ mod tests {
         for bad in ["", "../etc", "a:b", "Prod", "a b", "a/b"] {
             assert!(check_tier(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn truncation_counts_characters_not_bytes() {
-        assert_eq!(truncate_chars("héllo", 2), "hé");
-        assert_eq!(truncate_chars("abc", 10), "abc");
-        assert_eq!(
-            LoginEvent::attempted_name(&"x".repeat(500)).len(),
-            HISTORY_SUBJECT_MAX_CHARS
-        );
     }
 }

@@ -1,4 +1,4 @@
-//! Session lifecycle on top of the per-tier stores: minting tokens (256 random bits,
+//! The session service: the session lifecycle on top of the per-tier stores: minting tokens (256 random bits,
 //! base64url in the cookie, only SHA-256 stored), looking sessions up through an
 //! in-process cache, recording activity, and revoking.
 //!
@@ -22,8 +22,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::sync::broadcast;
 
-use super::{Revocation, SessionRecord, SessionStore, StoreError, Stores, session_id_hash};
-use crate::killswitch::Scope;
+use crate::records::{Revocation, Scope, SessionRecord, session_id_hash};
+use crate::store::{StoreError, Stores, TierStore};
 
 /// Longest time a cached session is trusted without reading the store again.
 pub const MAX_STALENESS: Duration = Duration::from_secs(1);
@@ -143,7 +143,7 @@ impl Sessions {
     }
 
     /// The store of a tier.
-    pub fn store(&self, tier: &str) -> Result<Arc<dyn SessionStore>, StoreError> {
+    pub fn store(&self, tier: &str) -> Result<Arc<dyn TierStore>, StoreError> {
         self.stores.tier(tier).ok_or(StoreError::NotFound("tier store"))
     }
 
@@ -503,7 +503,7 @@ mod tests {
     /// go on: the interleaving "store read starts, a revocation runs, the read returns"
     /// made deterministic.
     struct PausingStore {
-        inner: Arc<dyn SessionStore>,
+        inner: Arc<dyn TierStore>,
         armed: std::sync::atomic::AtomicBool,
         armed_create: std::sync::atomic::AtomicBool,
         reads: AtomicU64,
@@ -517,7 +517,9 @@ mod tests {
         }
     }
 
-    use super::super::{AuditEntry, AuditRecord, ChangeRequest, KillSwitch, LoginEvent, UserRecord};
+    use crate::audit::{AuditEntry, AuditRecord};
+    use crate::records::{ChangeRequest, KillSwitch, LoginEvent, UserRecord};
+    use crate::store::{AccountStore, AuditLog, ChangeStore, SessionStore, SwitchStore, ThrottleStore};
 
     #[async_trait::async_trait]
     impl SessionStore for PausingStore {
@@ -580,9 +582,10 @@ mod tests {
         ) -> Result<Vec<SessionRecord>, StoreError> {
             self.inner.list_tenant_sessions(tenant, now, limit).await
         }
-        async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
-            self.inner.purge_expired(now).await
-        }
+    }
+
+    #[async_trait::async_trait]
+    impl AccountStore for PausingStore {
         async fn create_user(&self, u: &UserRecord) -> Result<(), StoreError> {
             self.inner.create_user(u).await
         }
@@ -624,6 +627,10 @@ mod tests {
         ) -> Result<bool, StoreError> {
             self.inner.accept_totp_step(tenant, subject, step, expires_at).await
         }
+    }
+
+    #[async_trait::async_trait]
+    impl ThrottleStore for PausingStore {
         async fn hit(&self, key: &str, now: i64, window_secs: i64) -> Result<(u32, i64), StoreError> {
             self.inner.hit(key, now, window_secs).await
         }
@@ -636,6 +643,10 @@ mod tests {
         async fn clear(&self, key: &str) -> Result<(), StoreError> {
             self.inner.clear(key).await
         }
+    }
+
+    #[async_trait::async_trait]
+    impl SwitchStore for PausingStore {
         async fn put_kill_switch(&self, ks: &KillSwitch) -> Result<(), StoreError> {
             self.inner.put_kill_switch(ks).await
         }
@@ -645,12 +656,20 @@ mod tests {
         async fn list_kill_switches(&self) -> Result<Vec<KillSwitch>, StoreError> {
             self.inner.list_kill_switches().await
         }
+    }
+
+    #[async_trait::async_trait]
+    impl AuditLog for PausingStore {
         async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
             self.inner.append_audit(entry).await
         }
         async fn audit_records(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
             self.inner.audit_records(after_seq, limit).await
         }
+    }
+
+    #[async_trait::async_trait]
+    impl ChangeStore for PausingStore {
         async fn put_change(&self, c: &ChangeRequest) -> Result<(), StoreError> {
             self.inner.put_change(c).await
         }
@@ -662,6 +681,13 @@ mod tests {
         }
         async fn replace_change_if(&self, c: &ChangeRequest, expected_version: u64) -> Result<bool, StoreError> {
             self.inner.replace_change_if(c, expected_version).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl TierStore for PausingStore {
+        async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+            self.inner.purge_expired(now).await
         }
     }
 
@@ -678,8 +704,8 @@ mod tests {
             read_done: tokio::sync::Notify::new(),
             resume: tokio::sync::Notify::new(),
         });
-        let by_tier = std::collections::BTreeMap::from([("prod".to_string(), store.clone() as Arc<dyn SessionStore>)]);
-        (dir, store, Sessions::new(Stores { by_tier }))
+        let by_tier = std::collections::BTreeMap::from([("prod".to_string(), store.clone() as Arc<dyn TierStore>)]);
+        (dir, store, Sessions::new(Stores::from_tiers(by_tier)))
     }
 
     /// Runs `revoke` while a lookup of `token` has read the still-live record from the

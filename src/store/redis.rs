@@ -37,10 +37,13 @@ use ::redis::{Client, RedisError, Script};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AuditEntry, AuditRecord, ChangeRequest, KillSwitch, LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation,
-    SessionRecord, SessionStore, StoreError, USER_AGENT_MAX_CHARS, UserRecord, check_change, check_session_tier,
-    check_switch_tier, check_tier, check_window, decode_json as decode, encode_json as encode, truncate_chars,
+    AccountStore, AuditLog, ChangeStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, SessionStore, StoreError, SwitchStore,
+    ThrottleStore, TierStore, check_change, check_session_tier, check_switch_tier, check_tier, check_window,
+    decode_json as decode, encode_json as encode,
 };
+use crate::audit::{AuditEntry, AuditRecord};
+use crate::records::user::{USER_AGENT_MAX_CHARS, truncate_chars};
+use crate::records::{ChangeRequest, KillSwitch, LoginEvent, Revocation, SessionRecord, UserRecord};
 
 /// Extra life of a session key after purge would delete it: purge normally runs first and
 /// also cleans the indexes; the key's own expiry is a backstop if purge never runs.
@@ -812,61 +815,10 @@ impl SessionStore for RedisStore {
     ) -> Result<Vec<SessionRecord>, StoreError> {
         self.live_from_index(&self.tenant_index(tenant), now, limit).await
     }
+}
 
-    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
-        let expiry = self.expiry_index();
-        let cutoff = format!("({}", now.saturating_sub(PURGE_GRACE_SECS));
-        let mut purged = 0u64;
-        loop {
-            let ids: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
-                .arg(&expiry)
-                .arg("-inf")
-                .arg(&cutoff)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(BATCH)
-                .query_async(&mut self.con())
-                .await?;
-            if ids.is_empty() {
-                break;
-            }
-            let mut pipe = ::redis::pipe();
-            for id in &ids {
-                pipe.cmd("HGET").arg(self.session_key(id)).arg("rec");
-            }
-            let recs: Vec<Option<String>> = pipe.query_async(&mut self.con()).await?;
-            for (id, rec) in ids.iter().zip(recs) {
-                let deleted: i64 = match rec {
-                    Some(rec) => {
-                        let w: SessionWire = decode(&rec, "stored session")?;
-                        let (sso, has_sid) = self.sso_index_of(&w);
-                        self.scripts
-                            .delete_session
-                            .key(self.session_key(id))
-                            .key(self.user_index(&w.tenant, &w.subject))
-                            .key(self.tenant_index(&w.tenant))
-                            .key(sso)
-                            .key(&expiry)
-                            .arg(id)
-                            .arg(has_sid)
-                            .invoke_async(&mut self.con())
-                            .await?
-                    }
-                    None => {
-                        let _: i64 = ::redis::cmd("ZREM")
-                            .arg(&expiry)
-                            .arg(id)
-                            .query_async(&mut self.con())
-                            .await?;
-                        0
-                    }
-                };
-                purged += u64::try_from(deleted).unwrap_or(0);
-            }
-        }
-        Ok(purged)
-    }
-
+#[async_trait::async_trait]
+impl AccountStore for RedisStore {
     async fn create_user(&self, u: &UserRecord) -> Result<(), StoreError> {
         if self.put_user(u, "create").await? {
             Ok(())
@@ -1034,7 +986,10 @@ impl SessionStore for RedisStore {
             .await?;
         Ok(advanced == 1)
     }
+}
 
+#[async_trait::async_trait]
+impl ThrottleStore for RedisStore {
     async fn hit(&self, key: &str, now: i64, window_secs: i64) -> Result<(u32, i64), StoreError> {
         check_window(window_secs)?;
         let (count, reset_in): (i64, i64) = self
@@ -1082,7 +1037,10 @@ impl SessionStore for RedisStore {
             .await?;
         Ok(())
     }
+}
 
+#[async_trait::async_trait]
+impl SwitchStore for RedisStore {
     async fn put_kill_switch(&self, ks: &KillSwitch) -> Result<(), StoreError> {
         check_switch_tier(ks, &self.tier)?;
         let _: i64 = ::redis::cmd("HSET")
@@ -1117,7 +1075,10 @@ impl SessionStore for RedisStore {
         out.sort_by_key(|k| k.scope.key());
         Ok(out)
     }
+}
 
+#[async_trait::async_trait]
+impl AuditLog for RedisStore {
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
         let key = self.audit_key();
         for _ in 0..AUDIT_APPEND_ATTEMPTS {
@@ -1165,7 +1126,10 @@ impl SessionStore for RedisStore {
             .await?;
         rows.iter().map(|d| decode(d, "stored audit record")).collect()
     }
+}
 
+#[async_trait::async_trait]
+impl ChangeStore for RedisStore {
     async fn put_change(&self, c: &ChangeRequest) -> Result<(), StoreError> {
         check_change(c, &self.tier)?;
         let added: i64 = ::redis::cmd("HSETNX")
@@ -1222,5 +1186,62 @@ impl SessionStore for RedisStore {
             0 => Ok(false),
             _ => Err(StoreError::Corrupt("stored change request")),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl TierStore for RedisStore {
+    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        let expiry = self.expiry_index();
+        let cutoff = format!("({}", now.saturating_sub(PURGE_GRACE_SECS));
+        let mut purged = 0u64;
+        loop {
+            let ids: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
+                .arg(&expiry)
+                .arg("-inf")
+                .arg(&cutoff)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(BATCH)
+                .query_async(&mut self.con())
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut pipe = ::redis::pipe();
+            for id in &ids {
+                pipe.cmd("HGET").arg(self.session_key(id)).arg("rec");
+            }
+            let recs: Vec<Option<String>> = pipe.query_async(&mut self.con()).await?;
+            for (id, rec) in ids.iter().zip(recs) {
+                let deleted: i64 = match rec {
+                    Some(rec) => {
+                        let w: SessionWire = decode(&rec, "stored session")?;
+                        let (sso, has_sid) = self.sso_index_of(&w);
+                        self.scripts
+                            .delete_session
+                            .key(self.session_key(id))
+                            .key(self.user_index(&w.tenant, &w.subject))
+                            .key(self.tenant_index(&w.tenant))
+                            .key(sso)
+                            .key(&expiry)
+                            .arg(id)
+                            .arg(has_sid)
+                            .invoke_async(&mut self.con())
+                            .await?
+                    }
+                    None => {
+                        let _: i64 = ::redis::cmd("ZREM")
+                            .arg(&expiry)
+                            .arg(id)
+                            .query_async(&mut self.con())
+                            .await?;
+                        0
+                    }
+                };
+                purged += u64::try_from(deleted).unwrap_or(0);
+            }
+        }
+        Ok(purged)
     }
 }

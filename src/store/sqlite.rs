@@ -15,10 +15,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::{
-    AuditEntry, AuditRecord, ChangeRequest, KillSwitch, LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation,
-    SessionRecord, SessionStore, StoreError, USER_AGENT_MAX_CHARS, UserRecord, check_change, check_session_tier,
-    check_switch_tier, check_tier, check_window, decode_json, encode_json, truncate_chars,
+    AccountStore, AuditLog, ChangeStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, SessionStore, StoreError, SwitchStore,
+    ThrottleStore, TierStore, check_change, check_session_tier, check_switch_tier, check_tier, check_window,
+    decode_json, encode_json,
 };
+use crate::audit::{AuditEntry, AuditRecord};
+use crate::records::user::{USER_AGENT_MAX_CHARS, truncate_chars};
+use crate::records::{ChangeRequest, KillSwitch, LoginEvent, Revocation, SessionRecord, UserRecord};
 
 /// Schema version this binary writes; older files are migrated on open, newer ones refused.
 const SCHEMA_VERSION: i64 = 4;
@@ -649,20 +652,10 @@ impl SessionStore for SqliteStore {
         })
         .await
     }
+}
 
-    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
-        self.write(move |tx| {
-            let n = tx.execute(
-                "DELETE FROM sessions WHERE absolute_expires_at < ?1",
-                [now.saturating_sub(PURGE_GRACE_SECS)],
-            )?;
-            tx.execute("DELETE FROM totp_steps WHERE expires_at < ?1", [now])?;
-            tx.execute("DELETE FROM throttle WHERE reset_at <= ?1", [now])?;
-            Ok(u64::try_from(n).unwrap_or(u64::MAX))
-        })
-        .await
-    }
-
+#[async_trait::async_trait]
+impl AccountStore for SqliteStore {
     async fn create_user(&self, u: &UserRecord) -> Result<(), StoreError> {
         let u = u.clone();
         let roles = json_list(&u.roles)?;
@@ -871,7 +864,10 @@ impl SessionStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait::async_trait]
+impl ThrottleStore for SqliteStore {
     async fn hit(&self, key: &str, now: i64, window_secs: i64) -> Result<(u32, i64), StoreError> {
         check_window(window_secs)?;
         let key = key.to_string();
@@ -933,7 +929,10 @@ impl SessionStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait::async_trait]
+impl SwitchStore for SqliteStore {
     async fn put_kill_switch(&self, ks: &KillSwitch) -> Result<(), StoreError> {
         check_switch_tier(ks, &self.inner.tier)?;
         let (key, data) = (ks.scope.key(), encode_json(ks)?);
@@ -975,7 +974,10 @@ impl SessionStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait::async_trait]
+impl AuditLog for SqliteStore {
     async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
         let entry = entry.clone();
         self.write(move |tx| {
@@ -1007,7 +1009,10 @@ impl SessionStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait::async_trait]
+impl ChangeStore for SqliteStore {
     async fn put_change(&self, c: &ChangeRequest) -> Result<(), StoreError> {
         check_change(c, &self.inner.tier)?;
         let (id, created_at, version, data) = (c.id.clone(), c.created_at, version_param(c.version)?, encode_json(c)?);
@@ -1067,6 +1072,22 @@ impl SessionStore for SqliteStore {
                 params![version, data, id, expected],
             )?;
             Ok(n == 1)
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl TierStore for SqliteStore {
+    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        self.write(move |tx| {
+            let n = tx.execute(
+                "DELETE FROM sessions WHERE absolute_expires_at < ?1",
+                [now.saturating_sub(PURGE_GRACE_SECS)],
+            )?;
+            tx.execute("DELETE FROM totp_steps WHERE expires_at < ?1", [now])?;
+            tx.execute("DELETE FROM throttle WHERE reset_at <= ?1", [now])?;
+            Ok(u64::try_from(n).unwrap_or(u64::MAX))
         })
         .await
     }

@@ -1,5 +1,5 @@
 //! The one test suite every [`SessionStore`] backend must pass, written against
-//! `&dyn SessionStore` only, and its instantiation for SQLite (a temporary directory) and
+//! `&dyn TierStore` only, and its instantiation for SQLite (a temporary directory) and
 //! Redis (a `redis-server` child process per test, killed when the test ends).
 //!
 //! If these pass for both backends, callers can switch backends without noticing. The Redis
@@ -16,11 +16,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{
-    LOGIN_HISTORY_CAP, LoginEvent, PURGE_GRACE_SECS, Revocation, SessionRecord, SessionStore, StoreError, Stores,
-    USER_AGENT_MAX_CHARS, UserRecord, session_id_hash,
-};
-use crate::auth::mfa::recovery_code_hash;
+use super::{LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, SessionStore, StoreError, Stores, TierStore};
+use crate::records::user::USER_AGENT_MAX_CHARS;
+use crate::records::{LoginEvent, Revocation, SessionRecord, UserRecord, session_id_hash};
+
+/// A recovery code's hash as the store sees it: opaque 32 bytes (the auth service decides
+/// how codes are normalised before hashing; the store only keeps and consumes hashes).
+fn code_hash(code: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(code.as_bytes()).into()
+}
 
 /// 2096-10-02: later than any real clock, see the module docs.
 const T0: i64 = 4_000_000_000;
@@ -54,7 +59,7 @@ impl Backend {
     }
 
     /// A store for `tier`; two calls with the same tier share data, like two replicas.
-    async fn store(&self, tier: &str) -> Arc<dyn SessionStore> {
+    async fn store(&self, tier: &str) -> Arc<dyn TierStore> {
         let stores = Stores::open(&self.url, [tier]).await.expect("open store");
         stores.tier(tier).expect("store of the tier")
     }
@@ -201,7 +206,7 @@ fn user(tenant: &str, username: &str) -> UserRecord {
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
         totp_secret: Some("JBSWY3DPEHPK3PXP".into()),
         totp_enrolled_at: Some(T0),
-        recovery_code_hashes: (0..10).map(|i| recovery_code_hash(&format!("code-{i}"))).collect(),
+        recovery_code_hashes: (0..10).map(|i| code_hash(&format!("code-{i}"))).collect(),
         disabled: false,
         created_at: T0,
         password_changed_at: T0,
@@ -732,7 +737,7 @@ pub(crate) async fn users_round_trip(b: &Backend) {
     changed.roles = vec![];
     changed.totp_secret = None;
     changed.totp_enrolled_at = None;
-    changed.recovery_code_hashes = vec![recovery_code_hash("new-1"), recovery_code_hash("new-0")];
+    changed.recovery_code_hashes = vec![code_hash("new-1"), code_hash("new-0")];
     changed.disabled = true;
     changed.password_changed_at = T0 + 5;
     store.update_user(&changed).await.unwrap();
@@ -770,19 +775,19 @@ pub(crate) async fn recovery_codes_work_once(b: &Backend) {
     let store = b.store("prod").await;
     let alice = user("acme", "alice");
     store.create_user(&alice).await.unwrap();
-    let code = recovery_code_hash("code-3");
+    let code = code_hash("code-3");
     assert!(store.consume_recovery_code("acme", "alice", &code).await.unwrap());
     assert!(!store.consume_recovery_code("acme", "alice", &code).await.unwrap());
     assert!(
         !store
-            .consume_recovery_code("acme", "alice", &recovery_code_hash("bogus"))
+            .consume_recovery_code("acme", "alice", &code_hash("bogus"))
             .await
             .unwrap()
     );
     assert!(!store.consume_recovery_code("acme", "nobody", &code).await.unwrap());
     assert!(
         !store
-            .consume_recovery_code("globex", "alice", &recovery_code_hash("code-4"))
+            .consume_recovery_code("globex", "alice", &code_hash("code-4"))
             .await
             .unwrap()
     );
@@ -805,7 +810,7 @@ pub(crate) async fn recovery_codes_work_once(b: &Backend) {
 pub(crate) async fn concurrent_recovery_code_use_has_one_winner(b: &Backend) {
     let store = b.store("prod").await;
     store.create_user(&user("acme", "alice")).await.unwrap();
-    let code = recovery_code_hash("code-0");
+    let code = code_hash("code-0");
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let store = store.clone();
@@ -1160,7 +1165,7 @@ pub(crate) async fn tiers_never_see_each_other(b: &Backend) {
     assert!(staging.list_users("acme").await.unwrap().is_empty());
     assert!(
         !staging
-            .consume_recovery_code("acme", "alice", &recovery_code_hash("code-0"))
+            .consume_recovery_code("acme", "alice", &code_hash("code-0"))
             .await
             .unwrap()
     );
@@ -1286,8 +1291,8 @@ async fn redis_outage_is_unavailable() {
     assert!(matches!(store.hit("k", T0, 60).await, Err(StoreError::Unavailable(_))));
 }
 
-fn switch(scope: crate::killswitch::Scope, reason: &str) -> crate::killswitch::KillSwitch {
-    crate::killswitch::KillSwitch {
+fn switch(scope: crate::records::kill_switch::Scope, reason: &str) -> crate::records::kill_switch::KillSwitch {
+    crate::records::kill_switch::KillSwitch {
         scope,
         reason: reason.into(),
         message: "suspended".into(),
@@ -1301,7 +1306,7 @@ fn switch(scope: crate::killswitch::Scope, reason: &str) -> crate::killswitch::K
 }
 
 pub(crate) async fn kill_switches_round_trip(b: &Backend) {
-    use crate::killswitch::Scope;
+    use crate::records::kill_switch::Scope;
     let store = b.store("prod").await;
     assert!(store.list_kill_switches().await.unwrap().is_empty());
     let tenant = switch(
@@ -1396,17 +1401,17 @@ pub(crate) async fn concurrent_audit_appends_keep_one_chain(b: &Backend) {
     assert_eq!(crate::audit::verify(&all), Ok(()));
 }
 
-fn change(tier: &str, created_at: i64) -> crate::changes::ChangeRequest {
-    use crate::changes::{ChangeKind, ChangeStatus};
+fn change(tier: &str, created_at: i64) -> crate::records::change::ChangeRequest {
+    use crate::records::change::{ChangeKind, ChangeStatus};
     let mut change = serde_json::Map::new();
     change.insert("upstream".into(), serde_json::json!("http://127.0.0.1:1"));
-    crate::changes::ChangeRequest {
-        id: crate::changes::new_change_id(),
+    crate::records::change::ChangeRequest {
+        id: crate::records::change::new_change_id(),
         version: 1,
         tier: tier.into(),
         kind: ChangeKind::TenantUpdate,
         target: "acme".into(),
-        digest: crate::changes::digest(ChangeKind::TenantUpdate, "acme", &change, "ticket 7"),
+        digest: crate::records::change::digest(ChangeKind::TenantUpdate, "acme", &change, "ticket 7"),
         change,
         reason: "ticket 7".into(),
         status: ChangeStatus::Pending,
@@ -1433,7 +1438,13 @@ pub(crate) async fn change_requests_round_trip(b: &Backend) {
         "an existing change was overwritten by put"
     );
     assert_eq!(store.get_change(&older.id).await.unwrap(), Some(older.clone()));
-    assert_eq!(store.get_change(&crate::changes::new_change_id()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_change(&crate::records::change::new_change_id())
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         store.list_changes().await.unwrap(),
         vec![newer.clone(), older.clone()],
@@ -1447,7 +1458,7 @@ pub(crate) async fn change_requests_round_trip(b: &Backend) {
     assert_eq!(store.get_change(&older.id).await.unwrap(), Some(edited.clone()));
     let mut stale = older.clone();
     stale.version = 2;
-    stale.status = crate::changes::ChangeStatus::Applied;
+    stale.status = crate::records::change::ChangeStatus::Applied;
     assert!(
         !store.replace_change_if(&stale, 1).await.unwrap(),
         "a replace based on an old version won"
