@@ -1,6 +1,6 @@
 //! Logs and metrics: tracing set-up (JSON lines to stdout through a non-blocking
-//! writer, level from `RUST_LOG`), the Prometheus registry, and the helpers that emit
-//! access-log and change events with stable field names.
+//! writer, level from `RUST_LOG`), the Prometheus registry, and [`SecurityEvent`], the
+//! one way a security event (ECS `event.kind = "security"`) is written.
 //!
 //! Owns no request logic; it must never be handed secrets.
 
@@ -32,6 +32,119 @@ pub fn init_logging() -> WorkerGuard {
         .with_writer(writer)
         .try_init();
     guard
+}
+
+/// Whether what a security event reports was done or refused (ECS `event.outcome`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Done (a sign-in, a trip, a logout).
+    Success,
+    /// Refused or failed.
+    Failure,
+}
+
+impl EventOutcome {
+    /// The ECS value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Success => "success",
+            EventOutcome::Failure => "failure",
+        }
+    }
+}
+
+/// One security event, with ECS field names, so SIEM rules see the same fields from every
+/// part of the gateway. Fields left `None` are left out of the log line. Never put a
+/// secret in any field: these lines leave the process.
+#[derive(Clone, Copy, Debug)]
+pub struct SecurityEvent<'a> {
+    /// `event.action`: what happened (`login`, `logout`, `breaker_trip`, `cross_tenant`, ...).
+    pub action: &'a str,
+    /// `event.outcome`.
+    pub outcome: EventOutcome,
+    /// `event.reason`: why, in a few words.
+    pub reason: Option<&'a str>,
+    /// `source.ip`: the client's address.
+    pub source_ip: Option<&'a str>,
+    /// `user.id`: the account key or the operator's name.
+    pub user: Option<&'a str>,
+    /// `organization.id`: the tenant.
+    pub tenant: Option<&'a str>,
+    /// `portcullis.tier`: the tier the event happened in.
+    pub tier: Option<&'a str>,
+    /// `portcullis.credential_tier`: the tier a presented credential belongs to.
+    pub credential_tier: Option<&'a str>,
+    /// `portcullis.target`: what an operator action covered (`tenant:acme`, ...).
+    pub target: Option<&'a str>,
+    /// `portcullis.system`: through what an action came (`api`, `cli`, `auto-rule`, ...).
+    pub system: Option<&'a str>,
+    /// `portcullis.method`: the sign-in method (`password`, `totp`, `oidc`, ...).
+    pub method: Option<&'a str>,
+    /// `upstream.host`: the upstream host name involved.
+    pub upstream_host: Option<&'a str>,
+    /// `upstream.ip`: the upstream address involved.
+    pub upstream_ip: Option<&'a str>,
+    /// `portcullis.sessions`: how many sessions the event ended.
+    pub sessions: Option<u64>,
+}
+
+/// The one place the field names of a security event are spelt.
+macro_rules! security_event {
+    ($e:expr, $level:expr, $message:expr) => {
+        tracing::event!(
+            $level,
+            event.kind = "security",
+            event.action = $e.action,
+            event.outcome = $e.outcome.as_str(),
+            event.reason = $e.reason,
+            source.ip = $e.source_ip,
+            user.id = $e.user,
+            organization.id = $e.tenant,
+            portcullis.tier = $e.tier,
+            portcullis.credential_tier = $e.credential_tier,
+            portcullis.target = $e.target,
+            portcullis.system = $e.system,
+            portcullis.method = $e.method,
+            upstream.host = $e.upstream_host,
+            upstream.ip = $e.upstream_ip,
+            portcullis.sessions = $e.sessions,
+            "{}",
+            $message
+        )
+    };
+}
+use security_event;
+
+impl<'a> SecurityEvent<'a> {
+    /// An event with only its action and outcome set; fill in the rest with struct update.
+    pub fn new(action: &'a str, outcome: EventOutcome) -> Self {
+        SecurityEvent {
+            action,
+            outcome,
+            reason: None,
+            source_ip: None,
+            user: None,
+            tenant: None,
+            tier: None,
+            credential_tier: None,
+            target: None,
+            system: None,
+            method: None,
+            upstream_host: None,
+            upstream_ip: None,
+            sessions: None,
+        }
+    }
+
+    /// Writes the event at `warn`: something an operator should look at.
+    pub fn warn(&self, message: &str) {
+        security_event!(self, tracing::Level::WARN, message);
+    }
+
+    /// Writes the event at `info`: the normal record of a security-relevant action.
+    pub fn info(&self, message: &str) {
+        security_event!(self, tracing::Level::INFO, message);
+    }
 }
 
 /// Labels of the request counter.
@@ -131,5 +244,61 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::{EventOutcome, SecurityEvent};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_security_event_has_the_ecs_fields_and_leaves_out_unset_ones() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            SecurityEvent {
+                reason: Some("session of another tenant"),
+                source_ip: Some("192.0.2.7"),
+                tenant: Some("acme"),
+                sessions: Some(2),
+                ..SecurityEvent::new("cross_tenant", EventOutcome::Failure)
+            }
+            .warn("refused");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["level"], "WARN", "{line}");
+        assert_eq!(line["event.kind"], "security");
+        assert_eq!(line["event.action"], "cross_tenant");
+        assert_eq!(line["event.outcome"], "failure");
+        assert_eq!(line["event.reason"], "session of another tenant");
+        assert_eq!(line["source.ip"], "192.0.2.7");
+        assert_eq!(line["organization.id"], "acme");
+        assert_eq!(line["portcullis.sessions"], 2);
+        assert_eq!(line["message"], "refused");
+        for unset in ["user.id", "portcullis.tier", "upstream.ip", "portcullis.method"] {
+            assert!(line.get(unset).is_none(), "{unset} is not set: {line}");
+        }
     }
 }

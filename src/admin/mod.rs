@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::live::Live;
 use crate::secret::token_matches_sha256;
 use crate::telemetry::Metrics;
+use crate::telemetry::{EventOutcome, SecurityEvent};
 
 /// State shared by admin handlers.
 #[derive(Clone)]
@@ -225,18 +226,16 @@ fn scope_refused_event(
     tenant: Option<&str>,
     source_ip: &str,
 ) {
-    tracing::warn!(
-        event.kind = "security",
-        event.action = action,
-        event.outcome = "failure",
-        event.reason = "admin credential used outside its scope",
-        source.ip = %source_ip,
-        user.id = %actor,
-        organization.id = tenant.unwrap_or("-"),
-        portcullis.tier = tier,
-        portcullis.credential_tier = credential_tier,
-        "admin API call refused"
-    );
+    SecurityEvent {
+        reason: Some("admin credential used outside its scope"),
+        source_ip: Some(source_ip),
+        user: Some(actor),
+        tenant: Some(tenant.unwrap_or("-")),
+        tier: Some(tier),
+        credential_tier: Some(credential_tier),
+        ..SecurityEvent::new(action, EventOutcome::Failure)
+    }
+    .warn("admin API call refused");
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

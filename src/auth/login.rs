@@ -23,6 +23,7 @@ use crate::killswitch::{KillSwitches, Scope};
 use crate::records::{LoginEvent, Revocation, SessionRecord, UserRecord};
 use crate::session::{MintedToken, Sessions, mint_token};
 use crate::store::{AccountStore, StoreError, ThrottleStore, TierStore};
+use crate::telemetry::{EventOutcome, SecurityEvent};
 
 /// Attempts (password or code) per account per window.
 pub const ACCOUNT_ATTEMPTS: u32 = 10;
@@ -660,17 +661,21 @@ impl LocalLogin {
         if let Some(reason) = failure {
             self.feed_auto_trip_rules(store, ctx, subject, method, reason).await?;
         }
-        tracing::info!(
-            event.kind = "security",
-            event.action = if method == "password" { "login" } else { "mfa" },
-            event.outcome = %event.outcome,
-            event.reason = failure,
-            source.ip = ctx.ip,
-            user.id = %event.subject,
-            organization.id = ctx.tenant,
-            portcullis.tier = ctx.tier,
-            "sign-in attempt"
-        );
+        let action = if method == "password" { "login" } else { "mfa" };
+        let outcome = if failure.is_some() {
+            EventOutcome::Failure
+        } else {
+            EventOutcome::Success
+        };
+        SecurityEvent {
+            reason: failure,
+            source_ip: Some(ctx.ip),
+            user: Some(&event.subject),
+            tenant: Some(ctx.tenant),
+            tier: Some(ctx.tier),
+            ..SecurityEvent::new(action, outcome)
+        }
+        .info("sign-in attempt");
         Ok(())
     }
 }
@@ -708,17 +713,15 @@ impl LocalLogin {
             let window = i64::try_from(rule.window.as_secs()).unwrap_or(i64::MAX).max(1);
             let (count, _) = store.hit(&key, ctx.now, window).await?;
             if count >= rule.threshold {
-                tracing::warn!(
-                    event.kind = "security",
-                    event.action = "auto_trip",
-                    event.outcome = "success",
-                    event.reason = %rule.name,
-                    organization.id = ctx.tenant,
-                    portcullis.tier = ctx.tier,
-                    user.id = %subject,
-                    method,
-                    "auto-trip rule reached its threshold"
-                );
+                SecurityEvent {
+                    reason: Some(&rule.name),
+                    tenant: Some(ctx.tenant),
+                    tier: Some(ctx.tier),
+                    user: Some(subject),
+                    method: Some(method),
+                    ..SecurityEvent::new("auto_trip", EventOutcome::Success)
+                }
+                .warn("auto-trip rule reached its threshold");
                 if let Err(e) = self.switches.auto_trip(rule, scope, ctx.now).await {
                     tracing::error!(error = %e, rule = %rule.name, "auto-trip failed");
                 }

@@ -21,6 +21,7 @@ use crate::config::{AutoTripRule, Config};
 use crate::records::Revocation;
 use crate::session::Sessions;
 use crate::store::StoreError;
+use crate::telemetry::{EventOutcome, SecurityEvent};
 
 /// Longest reason or user message accepted.
 pub const TEXT_MAX_CHARS: usize = 500;
@@ -565,20 +566,22 @@ fn required_text(field: &str, value: &str) -> Result<String, KillSwitchError> {
 
 /// One ECS security event per trip or reset.
 fn security_event(action: &str, scope: &Scope, actor: &Actor, reason: &str) {
-    tracing::warn!(
-        event.kind = "security",
-        event.action = action,
-        event.outcome = "success",
-        event.reason = reason,
-        source.ip = %actor.source_ip,
-        user.id = %actor.name,
-        organization.id = scope.tenant().unwrap_or("-"),
-        portcullis.tier = scope.tier(),
-        portcullis.target = %scope.target(),
-        portcullis.system = %actor.system,
-        "kill switch {}",
-        if action == "breaker_trip" { "tripped" } else { "reset" }
-    );
+    let target = scope.target();
+    SecurityEvent {
+        reason: Some(reason),
+        source_ip: Some(&actor.source_ip),
+        user: Some(&actor.name),
+        tenant: Some(scope.tenant().unwrap_or("-")),
+        tier: Some(scope.tier()),
+        target: Some(&target),
+        system: Some(&actor.system),
+        ..SecurityEvent::new(action, EventOutcome::Success)
+    }
+    .warn(if action == "breaker_trip" {
+        "kill switch tripped"
+    } else {
+        "kill switch reset"
+    });
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use super::resolve::AllowlistResolver;
 use super::respond::Refusal;
 use super::upstream_guard::{GuardSettings, UpstreamGuard};
 use crate::config::{AllowEntry, Limits, Tenant, Tier};
+use crate::telemetry::{EventOutcome, SecurityEvent};
 
 /// A tenant's upstream with its own connection pool.
 #[derive(Clone)]
@@ -345,7 +346,7 @@ pub fn spawn_tunnel(
                 use tokio::io::AsyncWriteExt;
                 let _ = client.write_all(&CLOSE_POLICY_VIOLATION).await;
                 let _ = client.shutdown().await;
-                tracing::info!(event.kind = "security", event.action = "session_revoked", "closed a WebSocket of a revoked session");
+                SecurityEvent::new("session_revoked", EventOutcome::Success).info("closed a WebSocket of a revoked session");
             }
         }
     });

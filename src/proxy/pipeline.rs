@@ -26,6 +26,7 @@ use crate::config::TenantEntry;
 use crate::live::{Live, Snapshot};
 use crate::policy::{self, Decision, Identity, Target};
 use crate::records::SessionRecord;
+use crate::telemetry::{EventOutcome, SecurityEvent};
 use crate::telemetry::{Metrics, RequestLabels, TenantLabels};
 use crate::tenancy;
 use crate::ui::{self, Portal};
@@ -441,17 +442,16 @@ impl Pipeline {
         {
             Ok(Some(s)) if s.tenant == entry.tenant.id => Ok(Some(s)),
             Ok(Some(s)) => {
-                tracing::warn!(
-                    event.kind = "security",
-                    event.action = "cross_tenant",
-                    event.outcome = "failure",
-                    event.reason = "session of another tenant",
-                    source.ip = %conn.peer.ip(),
-                    user.id = %s.subject,
-                    organization.id = %entry.tenant.id,
-                    portcullis.tier = %entry.tier.name,
-                    "session cookie presented on another tenant's host"
-                );
+                let ip = conn.peer.ip().to_string();
+                SecurityEvent {
+                    reason: Some("session of another tenant"),
+                    source_ip: Some(&ip),
+                    user: Some(&s.subject),
+                    tenant: Some(&entry.tenant.id),
+                    tier: Some(&entry.tier.name),
+                    ..SecurityEvent::new("cross_tenant", EventOutcome::Failure)
+                }
+                .warn("session cookie presented on another tenant's host");
                 Ok(None)
             }
             Ok(None) => Ok(None),
@@ -480,17 +480,16 @@ impl Pipeline {
             .filter(|t| **t != entry.tier.name)
             .find(|t| ui::web::single_cookie(req.headers(), &crate::config::session_cookie_name(t)).is_some());
         if let Some(other) = foreign {
-            tracing::warn!(
-                event.kind = "security",
-                event.action = "cross_tier",
-                event.outcome = "failure",
-                event.reason = "session cookie of another tier",
-                source.ip = %conn.peer.ip(),
-                organization.id = %entry.tenant.id,
-                portcullis.tier = %entry.tier.name,
-                portcullis.credential_tier = %other,
-                "session cookie of another tier presented; it counts as no session"
-            );
+            let ip = conn.peer.ip().to_string();
+            SecurityEvent {
+                reason: Some("session cookie of another tier"),
+                source_ip: Some(&ip),
+                tenant: Some(&entry.tenant.id),
+                tier: Some(&entry.tier.name),
+                credential_tier: Some(other),
+                ..SecurityEvent::new("cross_tier", EventOutcome::Failure)
+            }
+            .warn("session cookie of another tier presented; it counts as no session");
         }
     }
 
@@ -586,17 +585,16 @@ fn report_presented_upstream_token(presented: &[u8], snapshot: &Snapshot, entry:
     } else {
         "cross_tier"
     };
-    tracing::warn!(
-        event.kind = "security",
-        event.action = action,
-        event.outcome = "failure",
-        event.reason = "upstream credential presented by a client",
-        source.ip = %conn.peer.ip(),
-        organization.id = %entry.tenant.id,
-        portcullis.tier = %entry.tier.name,
-        portcullis.credential_tier = %owner.name,
-        "a client sent a tier's upstream credential; it was removed"
-    );
+    let ip = conn.peer.ip().to_string();
+    SecurityEvent {
+        reason: Some("upstream credential presented by a client"),
+        source_ip: Some(&ip),
+        tenant: Some(&entry.tenant.id),
+        tier: Some(&entry.tier.name),
+        credential_tier: Some(&owner.name),
+        ..SecurityEvent::new(action, EventOutcome::Failure)
+    }
+    .warn("a client sent a tier's upstream credential; it was removed");
 }
 
 /// A request id: the process's random prefix and a counter, both in hex (at least 8

@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use hyper_util::client::legacy::connect::dns::Name;
 
 use crate::config::{AllowEntry, AllowHost};
+use crate::telemetry::{EventOutcome, SecurityEvent};
 
 /// The addresses to connect to for `host:port`, refused (an error) when a DNS answer is
 /// outside the allowlist.
@@ -31,16 +32,15 @@ pub async fn allowed_addrs(
     }
     let answers: Vec<SocketAddr> = tokio::net::lookup_host((bare, port)).await?.collect();
     if let Some(bad) = answers.iter().find(|a| !answer_allowed(a.ip(), port, allow)) {
-        tracing::warn!(
-            event.kind = "security",
-            event.action = "upstream_refused",
-            event.outcome = "failure",
-            event.reason = "DNS answer outside the tier's upstream allowlist",
-            portcullis.tier = tier,
-            upstream.host = bare,
-            upstream.ip = %bad.ip(),
-            "refused to connect to an upstream"
-        );
+        let ip = bad.ip().to_string();
+        SecurityEvent {
+            reason: Some("DNS answer outside the tier's upstream allowlist"),
+            tier: Some(tier),
+            upstream_host: Some(bare),
+            upstream_ip: Some(&ip),
+            ..SecurityEvent::new("upstream_refused", EventOutcome::Failure)
+        }
+        .warn("refused to connect to an upstream");
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             "DNS answer outside the tier's upstream allowlist",

@@ -22,6 +22,7 @@ use crate::config::TenantEntry;
 use crate::killswitch::{KillSwitch, KillSwitches};
 use crate::records::{Revocation, SessionRecord};
 use crate::session::Sessions;
+use crate::telemetry::{EventOutcome, SecurityEvent};
 use web::{BodyError, json_error};
 
 /// Everything the reserved endpoints need.
@@ -744,7 +745,13 @@ impl Portal {
             .revoke_user(ctx.tier(), &session.tenant, &session.subject, None, &rev)
             .await
             .map_err(|_| unavailable())?;
-        tracing::info!(event.kind = "security", event.action = "password_change", event.outcome = "success", user.id = %session.subject, organization.id = %session.tenant, portcullis.tier = %session.tier, "password changed; every session ended");
+        SecurityEvent {
+            user: Some(&session.subject),
+            tenant: Some(&session.tenant),
+            tier: Some(&session.tier),
+            ..SecurityEvent::new("password_change", EventOutcome::Success)
+        }
+        .info("password changed; every session ended");
         Ok(())
     }
 
@@ -784,7 +791,13 @@ impl Portal {
         if self.sessions.revoke(ctx.tier(), &session.id_hash, &rev).await.is_err() {
             return pages::unavailable(ctx.entry);
         }
-        tracing::info!(event.kind = "security", event.action = "logout", event.outcome = "success", user.id = %session.subject, organization.id = %session.tenant, portcullis.tier = %session.tier, "signed out");
+        SecurityEvent {
+            user: Some(&session.subject),
+            tenant: Some(&session.tenant),
+            tier: Some(&session.tier),
+            ..SecurityEvent::new("logout", EventOutcome::Success)
+        }
+        .info("signed out");
         resp.headers_mut().append(
             http::header::SET_COOKIE,
             web::set_cookie(&ctx.session_cookie(), "", None),

@@ -25,6 +25,7 @@ use crate::auth::login::SsoOutcome;
 use crate::auth::oidc::{self, MfaDecision};
 use crate::auth::preauth::{self, SsoIdentity};
 use crate::records::Revocation;
+use crate::telemetry::{EventOutcome, SecurityEvent};
 
 /// How long a login at the IdP may take.
 const PENDING_TTL_SECS: i64 = 600;
@@ -219,7 +220,14 @@ impl Portal {
             Ok(c) => c,
             Err(e) => {
                 let _ = self.login.record_sso_failure(&lctx, "-", "idp_token_refused").await;
-                tracing::warn!(event.kind = "security", event.action = "login", event.outcome = "failure", event.reason = %e, organization.id = %ctx.entry.tenant.id, portcullis.tier = %ctx.tier(), "single sign-on refused");
+                let reason = e.to_string();
+                SecurityEvent {
+                    reason: Some(&reason),
+                    tenant: Some(&ctx.entry.tenant.id),
+                    tier: Some(ctx.tier()),
+                    ..SecurityEvent::new("login", EventOutcome::Failure)
+                }
+                .warn("single sign-on refused");
                 return clear(failure(
                     ctx,
                     StatusCode::UNAUTHORIZED,
@@ -285,7 +293,13 @@ impl Portal {
         let claims = match claims {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(event.kind = "security", event.action = "logout", event.outcome = "failure", event.reason = %e, organization.id = %ctx.entry.tenant.id, "back-channel logout refused");
+                let reason = e.to_string();
+                SecurityEvent {
+                    reason: Some(&reason),
+                    tenant: Some(&ctx.entry.tenant.id),
+                    ..SecurityEvent::new("logout", EventOutcome::Failure)
+                }
+                .warn("back-channel logout refused");
                 return json_error(StatusCode::BAD_REQUEST, "invalid_request", &e);
             }
         };
@@ -309,7 +323,13 @@ impl Portal {
         };
         match ended {
             Ok(ids) => {
-                tracing::info!(event.kind = "security", event.action = "logout", event.outcome = "success", event.reason = "backchannel", organization.id = %tenant, sessions = ids.len(), "back-channel logout");
+                SecurityEvent {
+                    reason: Some("backchannel"),
+                    tenant: Some(tenant),
+                    sessions: Some(ids.len() as u64),
+                    ..SecurityEvent::new("logout", EventOutcome::Success)
+                }
+                .info("back-channel logout");
                 let mut resp = web::json(StatusCode::OK, &serde_json::json!({ "sessions_ended": ids.len() }));
                 resp.headers_mut()
                     .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
