@@ -1,6 +1,8 @@
-//! Command line (clap): `run`, `check`, `demo`, `reload`. Parses arguments, loads the
-//! policy through `config::load`, and reports errors with a non-zero exit code
-//! (2 for an invalid policy set).
+//! Command line (clap): `run`, `check`, `demo`, `reload`, `user`, `sessions`, `breaker`,
+//! `keys` and `audit`. Parses arguments, loads the policy through `config::load`, calls
+//! the services (or the admin API of a running gateway) and renders their answers;
+//! reports errors with a non-zero exit code (2 for an invalid policy set). The only
+//! place besides `main.rs` that uses `anyhow`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,10 +1,18 @@
-//! Authentication of people at the gateway: local passwords and the gateway's own second
-//! factor. OIDC (`oidc.rs`) will join them here.
+//! Authentication of people at the gateway: the sign-in service and what it is built of.
+//! No HTTP: the pages and the JSON API parse requests and render answers; nothing here
+//! logs a secret.
 //!
-//! Plain Rust with no HTTP and no storage: `password` hashes and checks passwords on a
-//! bounded blocking pool, `mfa` generates and checks TOTP codes and recovery codes with the
-//! clock passed in. Callers (the login and MFA pages) own throttling, the replay guard and
-//! the mapping of these errors to statuses; nothing here logs a secret.
+//! # Layout
+//! - [`password`]: argon2id hashing and checking on a bounded blocking pool.
+//! - [`mfa`]: TOTP codes and recovery codes, the clock passed in.
+//! - [`login`]: the sign-in service for local accounts and SSO: throttling and lock-outs,
+//!   the TOTP replay guard, kill switches, auto-trip rules, sign-in history, sessions.
+//! - [`oidc`]: the relying-party checks of OpenID Connect (PKCE, ID and logout tokens,
+//!   the MFA policy on `amr`), without I/O.
+//! - [`oidc_client`]: talking to the tenant's IdP (discovery, JWKS, the code exchange),
+//!   with the address checks of the production tiers.
+//! - [`preauth`]: signed short-lived cookies: who passed the password step (pre-MFA) and
+//!   the state of an SSO sign-in in flight.
 
 pub mod login;
 pub mod mfa;

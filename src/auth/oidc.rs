@@ -2,10 +2,11 @@
 //! the authorization request, strict ID token validation, back-channel logout token
 //! validation, and the MFA policy decision on the IdP's `amr`.
 //!
-//! Not wired to the pages yet (issue 5): discovery and JWKS fetching, the pre-login
-//! cookie and the callback handlers come next and will call these functions. Signatures
-//! are jsonwebtoken's; the algorithm allowlist (RS256, PS256, ES256, EdDSA) is enforced
-//! here before any key is used, so `none` and every HMAC algorithm are refused, including
+//! Discovery and JWKS fetching live in [`super::oidc_client`], the signed pre-login
+//! state in [`super::preauth`], and the callback and back-channel logout handlers in the
+//! tenant pages (`ui::sso`), which call these functions. Signatures are jsonwebtoken's;
+//! the algorithm allowlist (RS256, PS256, ES256, EdDSA) is enforced here before any key
+//! is used, so `none` and every HMAC algorithm are refused, including
 //! HS256 "signed" with an RSA public key. Time is always an argument (`now`, unix seconds).
 //!
 //! Claims the gateway keeps or passes on are checked here too, so a sign-in is refused
