@@ -1,4 +1,4 @@
-//! The one test suite every [`SessionStore`] backend must pass, written against
+//! The one test suite every [`TierStore`] backend must pass (every role), written against
 //! `&dyn TierStore` only, and its instantiation for SQLite (a temporary directory) and
 //! Redis (a `redis-server` child process per test, killed when the test ends).
 //!

@@ -1,4 +1,4 @@
-//! The shared [`SessionStore`] for replicas: Redis (tested with 7.0; the scripts need
+//! The shared [`TierStore`] for replicas: Redis (tested with 7.0; the scripts need
 //! effects replication, Redis ≥ 5), one key prefix per tier
 //! (`portcullis:<tier>:`), through a [`ConnectionManager`] that reconnects on its own.
 //!

@@ -1,4 +1,4 @@
-//! The embedded [`SessionStore`]: one SQLite file per tier (`<dir>/<tier>.sqlite3`), the
+//! The embedded [`TierStore`]: one SQLite file per tier (`<dir>/<tier>.sqlite3`), the
 //! default that needs no setup.
 //!
 //! Owns the schema and its migrations. All SQLite calls run on tokio's blocking pool, never
