@@ -1110,6 +1110,15 @@ pub async fn start() -> (Upstreams, Gateway) {
     start_with(|_| {}).await
 }
 
+/// What `portcullis demo --data <data>` reports in `<data>/demo.json`: the bound `public`
+/// and `admin` addresses (the tests start it on port 0), tenants, users and tokens. None
+/// until the file exists and is complete (it is written after both listeners are bound,
+/// and a partly written JSON object does not parse).
+pub fn demo_json(data: &Path) -> Option<serde_json::Value> {
+    let text = fs::read_to_string(data.join("demo.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 // ---------------------------------------------------------------------------------------
 // Local accounts, TOTP codes and a cookie-keeping client (sign-in tests)
 // ---------------------------------------------------------------------------------------
