@@ -136,6 +136,28 @@ impl Drop for RecordingUpstream {
     }
 }
 
+/// An address on 127.0.0.1 that refuses connections (an app or IdP that is down): its
+/// port is bound, so no other process can take it while this lives, but never listens.
+pub struct ClosedPort {
+    pub addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl ClosedPort {
+    pub fn bind() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind a closed port");
+        let addr = socket.local_addr().expect("closed port addr");
+        ClosedPort { addr, _socket: socket }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
 fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<RespBody> {
     let mut resp = Response::new(Full::new(body.into()).boxed());
     *resp.status_mut() = status;
