@@ -652,12 +652,6 @@ impl Upstreams {
 // The gateway process
 // ---------------------------------------------------------------------------------------
 
-/// A port that was free a moment ago (the listener is dropped before returning).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// A running `portcullis run`; SIGTERM (then SIGKILL) on drop. Its stdout and stderr go
 /// to files in the temp dir and are printed when the test panics.
 pub struct Gateway {

@@ -1,6 +1,7 @@
 //! A real OpenID Connect provider for the SSO tests: `tests/idp/server.mjs` (npm
-//! `oidc-provider`) run by node, one process per [`Idp`], configured with accounts and
-//! clients. [`Idp::login`] scripts the IdP's sign-in over plain HTTP (no browser),
+//! `oidc-provider`) run by node, one process per [`Idp`], started with accounts on a
+//! port of its own ([`Idp::bind`]) and given clients after ([`Idp::register`]).
+//! [`Idp::login`] scripts the IdP's sign-in over plain HTTP (no browser),
 //! [`Idp::backchannel_logout`] ends an account's IdP sessions and makes the IdP POST a
 //! `logout_token` to each client's `backchannel_logout_uri`.
 //!
@@ -9,19 +10,17 @@
 //! `Idp`; the one test here only checks that the fixture starts.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::Url;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
-
-use crate::harness::free_port;
 
 /// An IdP account; it signs in with `username = sub`.
 #[derive(Debug, Clone)]
@@ -89,7 +88,12 @@ impl IdpClient {
 /// One running `oidc-provider` on `http://127.0.0.1:<port>`; killed on drop.
 pub struct Idp {
     child: Child,
+    /// The port the provider bound (it picks it: see [`Idp::bind`]).
     port: u16,
+    /// Where the clients go; taken by [`Idp::register`].
+    stdin: Option<ChildStdin>,
+    /// The provider's stdout, line by line.
+    lines: mpsc::Receiver<String>,
     dir: tempfile::TempDir,
 }
 
@@ -113,27 +117,57 @@ fn check_prerequisites() {
 }
 
 impl Idp {
-    /// Starts a provider with these accounts and clients and waits for `READY`.
-    pub fn start(accounts: &[Account], clients: &[IdpClient]) -> Idp {
+    /// Starts a provider with these accounts on a port the OS picks, and waits for its
+    /// `LISTENING <port>` line. It has no clients yet and answers nothing until
+    /// [`Idp::register`]: a test first configures the gateway with [`Idp::issuer`], then
+    /// registers the gateway's callback on the port the gateway bound.
+    pub fn bind(accounts: &[Account]) -> Idp {
         check_prerequisites();
-        let mut last_error = String::new();
-        for _ in 0..3 {
-            // free_port() can race with another test: retry on a new port.
-            match Self::try_start(free_port(), accounts, clients) {
-                Ok(idp) => return idp,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("the IdP did not start: {last_error}");
-    }
-
-    fn try_start(port: u16, accounts: &[Account], clients: &[IdpClient]) -> Result<Idp, String> {
         let config = json!({
-            "port": port,
             "accounts": accounts.iter().map(|a| json!({
                 "sub": a.sub, "password": a.password, "email": a.email, "name": a.name,
                 "groups": a.groups, "amr": a.amr,
             })).collect::<Vec<_>>(),
+        });
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("idp.json");
+        std::fs::write(&config_path, config.to_string()).expect("write idp.json");
+        let stderr = std::fs::File::create(dir.path().join("idp.stderr")).expect("idp.stderr");
+        let mut child = Command::new("node")
+            .arg(idp_dir().join("server.mjs"))
+            .arg(&config_path)
+            .current_dir(idp_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn node");
+        let stdin = child.stdin.take();
+        // Reads stdout to its end (so node never blocks on a full pipe), passing lines on.
+        let stdout = child.stdout.take().expect("node stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut idp = Idp {
+            child,
+            port: 0,
+            stdin,
+            lines,
+            dir,
+        };
+        let port = idp.wait_for_line("LISTENING ");
+        idp.port = port
+            .parse()
+            .unwrap_or_else(|_| panic!("IdP printed `LISTENING {port}`\n{}", idp.logs()));
+        idp
+    }
+
+    /// Registers the provider's clients (once) and waits until it serves (`READY`).
+    pub fn register(&mut self, clients: &[IdpClient]) {
+        let line = json!({
             "clients": clients.iter().map(|c| json!({
                 "client_id": c.client_id,
                 "client_secret": c.client_secret,
@@ -141,38 +175,28 @@ impl Idp {
                 "backchannel_logout_uri": c.backchannel_logout_uri,
             })).collect::<Vec<_>>(),
         });
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let config_path = dir.path().join("idp.json");
-        std::fs::write(&config_path, config.to_string()).map_err(|e| e.to_string())?;
-        let stderr = std::fs::File::create(dir.path().join("idp.stderr")).map_err(|e| e.to_string())?;
-        let mut child = Command::new("node")
-            .arg(idp_dir().join("server.mjs"))
-            .arg(&config_path)
-            .current_dir(idp_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| format!("spawn node: {e}"))?;
-        // Reads stdout to its end (so node never blocks on a full pipe), reporting READY.
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("READY ") {
-                    let _ = tx.send(());
+        let mut stdin = self.stdin.take().expect("clients are registered once");
+        writeln!(stdin, "{line}").expect("send the clients to the IdP");
+        self.wait_for_line("READY");
+    }
+
+    /// The rest of the first stdout line starting with `prefix`; panics with the IdP's
+    /// log when it exits or 20 s pass first.
+    fn wait_for_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.to_string();
+                    }
                 }
-            }
-        });
-        let mut idp = Idp { child, port, dir };
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(()) => Ok(idp),
-            Err(_) => {
-                let _ = idp.child.kill();
-                let _ = idp.child.wait();
-                Err(idp.logs())
+                Err(_) => break,
             }
         }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!("the IdP did not print `{prefix}`:\n{}", self.logs());
     }
 
     /// `http://127.0.0.1:<port>`, also the base of every endpoint.
@@ -312,15 +336,13 @@ pub fn jwt_payload(jwt: &str) -> Value {
 // The fixture itself
 // ---------------------------------------------------------------------------------------
 
-/// The provider starts with a client and serves discovery for the issuer the tests use.
+/// The provider starts, takes a client and serves discovery for the issuer the tests use.
 /// If this failed, every SSO test would fail on the fixture (node, npm packages, the
 /// provider's configuration), not on the gateway; this test names that cause.
 #[tokio::test]
 async fn the_fixture_serves_discovery_for_its_issuer() {
-    let idp = Idp::start(
-        &[Account::new("alice", "alice-pw")],
-        &[IdpClient::new("gw", "gw-secret", "http://127.0.0.1:9/callback")],
-    );
+    let mut idp = Idp::bind(&[Account::new("alice", "alice-pw")]);
+    idp.register(&[IdpClient::new("gw", "gw-secret", "http://127.0.0.1:9/callback")]);
     let url = format!("{}/.well-known/openid-configuration", idp.issuer());
     let discovery: Value = reqwest::get(&url).await.expect("discovery").json().await.expect("JSON");
     assert_eq!(discovery["issuer"], idp.issuer(), "{discovery:#}\n{}", idp.logs());
