@@ -1299,39 +1299,15 @@ async fn concurrent_trips_change_state_once_and_the_switch_survives_a_restart() 
 
     env.gw.signal("TERM");
     assert!(env.gw.wait_exit(Duration::from_secs(15)).await.is_some());
-    let (public, admin) = (free_port(), free_port());
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&env.gw.policy_dir)
-        .args(["--listen", &format!("127.0.0.1:{public}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .env_remove("PORTCULLIS_OPERATOR_TOKEN")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("restart the gateway");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{public}").parse().unwrap();
-    let client = reqwest::Client::builder()
-        .resolve("acme.test", addr)
-        .resolve("globex.test", addr)
-        .no_proxy()
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        match client.get(format!("http://acme.test:{public}{PUBLIC}")).send().await {
-            Ok(r) => break r.status().as_u16(),
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => panic!("the restarted gateway did not answer: {e}"),
-        }
-    };
-    assert_eq!(status, 423, "the switch holds after a restart");
-    let other = client
-        .get(format!("http://globex.test:{public}{PUBLIC}"))
+    env.gw.restart().await;
+    let client = env.gw.client();
+    let status = client
+        .get(env.gw.host_url("acme.test", PUBLIC))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+        .status();
+    assert_eq!(status, 423, "the switch holds after a restart");
+    let other = client.get(env.gw.host_url("globex.test", PUBLIC)).send().await.unwrap();
     assert_eq!(other.status(), 200);
-    let _ = child.kill().await;
 }

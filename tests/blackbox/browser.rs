@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{BIN, free_port};
+use crate::harness::{BIN, demo_json};
 
 /// The screenshots signin.mjs must leave, in step order.
 const SCREENSHOTS: [&str; 6] = [
@@ -37,16 +37,14 @@ struct Demo {
 }
 
 impl Demo {
-    fn start(public: u16, admin: u16) -> Self {
+    /// Starts the demo on port 0; [`Demo::wait_ready`] reads where it listens.
+    fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let stdout = fs::File::create(dir.path().join("demo.stdout")).expect("stdout file");
         let stderr = fs::File::create(dir.path().join("demo.stderr")).expect("stderr file");
         let child = Command::new(BIN)
             .arg("demo")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{public}"))
-            .arg("--admin-listen")
-            .arg(format!("127.0.0.1:{admin}"))
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .arg("--data")
             .arg(dir.path())
             .current_dir(dir.path())
@@ -70,8 +68,9 @@ impl Demo {
         )
     }
 
-    /// Waits for `GET /healthz` on the admin port to answer 200 and demo.json to exist.
-    fn wait_ready(&mut self, admin: u16) {
+    /// Waits for demo.json (with the bound addresses) and for `GET /healthz` on the admin
+    /// address it names to answer 200; returns demo.json.
+    fn wait_ready(&mut self) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(child) = self.child.as_mut()
@@ -79,8 +78,10 @@ impl Demo {
             {
                 panic!("portcullis demo exited early ({status})\n{}", self.logs());
             }
-            if healthz_ok(admin) && self.dir.path().join("demo.json").is_file() {
-                return;
+            if let Some(info) = demo_json(self.dir.path())
+                && info["admin"].as_str().is_some_and(healthz_ok)
+            {
+                return info;
             }
             assert!(
                 Instant::now() < deadline,
@@ -111,9 +112,9 @@ impl Drop for Demo {
     }
 }
 
-/// A plain HTTP/1.1 `GET /healthz` answered with 200.
-fn healthz_ok(admin: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", admin)) else {
+/// A plain HTTP/1.1 `GET /healthz` to `admin` (`IP:PORT`) answered with 200.
+fn healthz_ok(admin: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(admin) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -156,12 +157,8 @@ fn browser_sign_in_two_sessions_end_one() {
     let _ = fs::remove_dir_all(&out);
     fs::create_dir_all(&out).expect("create screenshot folder");
 
-    let (public, admin) = (free_port(), free_port());
-    let mut demo = Demo::start(public, admin);
-    demo.wait_ready(admin);
-
-    let text = fs::read_to_string(demo.dir.path().join("demo.json")).expect("read demo.json");
-    let info: serde_json::Value = serde_json::from_str(&text).expect("demo.json is JSON");
+    let mut demo = Demo::start();
+    let info = demo.wait_ready();
     // The acme user without roles (the first acme user is its admin).
     let user = info["users"]
         .as_array()
@@ -176,7 +173,10 @@ fn browser_sign_in_two_sessions_end_one() {
             .to_string()
     };
     let public_addr = info["public"].as_str().expect("demo.json public").to_string();
-    assert_eq!(public_addr, format!("127.0.0.1:{public}"));
+    assert!(
+        !public_addr.ends_with(":0"),
+        "demo.json names the bound port, not the configured 0: {public_addr}"
+    );
 
     let log_path = out.join("signin.log");
     let log = fs::File::create(&log_path).expect("create signin.log");

@@ -4,8 +4,7 @@
 //! restarts; invalid results, expired, rejected or other-tier requests change nothing.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -538,67 +537,6 @@ async fn a_tier_breaker_reset_needs_a_second_operator() {
     assert_eq!(env.audit("change.apply").await.len(), 1);
 }
 
-/// A second gateway process on the same policy directory (and so the same store).
-struct Restarted {
-    child: Child,
-    public: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Restarted {
-    async fn start(gw: &Gateway) -> Restarted {
-        let public: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(BIN)
-            .arg("run")
-            .arg("--config")
-            .arg(&gw.policy_dir)
-            .arg("--listen")
-            .arg(public.to_string())
-            .arg("--admin-listen")
-            .arg(admin.to_string())
-            .env_remove("PORTCULLIS_OPERATOR_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn portcullis");
-        let me = Restarted { child, public, admin };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(resp) = raw_exchange(
-                admin,
-                b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-            )
-            .await
-                && parse_responses(&resp).first().is_some_and(|r| r.status == 200)
-            {
-                return me;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the restarted gateway did not become healthy"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Restarted {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// If this broke, a restart would forget pending approvals or undo an applied change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_survive_a_restart() {
@@ -627,9 +565,9 @@ async fn changes_survive_a_restart() {
 
     env.gw.signal("TERM");
     assert!(env.gw.wait_exit(Duration::from_secs(15)).await.is_some(), "no exit");
-    let again = Restarted::start(&env.gw).await;
+    env.gw.restart().await;
 
-    let r = call(&env.client, again.admin, Method::GET, "/v1/changes", &env.paula, None).await;
+    let r = call(&env.client, env.gw.admin, Method::GET, "/v1/changes", &env.paula, None).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let list = r.body.as_array().expect("array").clone();
     assert_eq!(list.len(), 2, "{list:?}");
@@ -638,13 +576,13 @@ async fn changes_survive_a_restart() {
     assert_eq!(by_id(&pending["id"])["digest"], pending["digest"]);
     assert_eq!(by_id(&applied["id"])["status"], "applied");
 
-    assert_eq!(raw_get(again.public, "acme.test", PUBLIC).await.status, 200);
+    assert_eq!(raw_get(env.gw.public, "acme.test", PUBLIC).await.status, 200);
     assert_eq!(moved_to.count(), 1, "the applied change was lost in the restart");
 
     // The pending one can still be approved after the restart.
     let r = call(
         &env.client,
-        again.admin,
+        env.gw.admin,
         Method::POST,
         &format!("/v1/changes/{}/approve", s(&pending["id"])),
         &env.paula,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fs;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -133,6 +133,28 @@ impl RecordingUpstream {
 impl Drop for RecordingUpstream {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// An address on 127.0.0.1 that refuses connections (an app or IdP that is down): its
+/// port is bound, so no other process can take it while this lives, but never listens.
+pub struct ClosedPort {
+    pub addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl ClosedPort {
+    pub fn bind() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind a closed port");
+        let addr = socket.local_addr().expect("closed port addr");
+        ClosedPort { addr, _socket: socket }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 }
 
@@ -630,88 +652,132 @@ impl Upstreams {
 // The gateway process
 // ---------------------------------------------------------------------------------------
 
-/// A port that was free a moment ago (the listener is dropped before returning).
-pub fn free_port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// A running `portcullis run`; SIGTERM (then SIGKILL) on drop. Its stdout and stderr go
 /// to files in the temp dir and are printed when the test panics.
 pub struct Gateway {
     child: Option<Child>,
+    /// Bound public address, as the process reported it.
     pub public: SocketAddr,
+    /// Bound admin address, as the process reported it.
     pub admin: SocketAddr,
     pub policy_dir: PathBuf,
+    /// Extra environment of the process, kept for [`Gateway::restart`].
+    env: Vec<(String, String)>,
     stdout_path: PathBuf,
     stderr_path: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
 impl Gateway {
-    /// Writes the fixture and starts the gateway; waits for `/healthz` to answer 200.
-    /// Retries with new ports when another process took a picked port meanwhile.
+    /// Writes the fixture and starts the gateway on port 0 (public and admin listener),
+    /// then waits for `/healthz` to answer 200 on the admin address it reported.
     pub async fn start(fixture: &PolicyFixture) -> Gateway {
-        let mut last_err = String::new();
-        for _ in 0..4 {
-            match Self::try_start(fixture).await {
-                Ok(gw) => return gw,
-                Err((err, bind_race)) => {
-                    last_err = err;
-                    if !bind_race {
-                        break;
-                    }
-                }
-            }
-        }
-        panic!("gateway did not start: {last_err}");
-    }
-
-    async fn try_start(fixture: &PolicyFixture) -> Result<Gateway, (String, bool)> {
         let tmp = tempfile::Builder::new()
             .prefix("portcullis-bb-")
             .tempdir()
             .expect("tempdir");
         let policy_dir = tmp.path().join("policy");
         fixture.write(&policy_dir);
-        let public: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let stdout_path = tmp.path().join("stdout.log");
-        let stderr_path = tmp.path().join("stderr.log");
-        let stdout = fs::File::create(&stdout_path).expect("log file");
-        let stderr = fs::File::create(&stderr_path).expect("log file");
+        let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut gw = Gateway {
+            child: None,
+            public: unbound,
+            admin: unbound,
+            policy_dir,
+            env: fixture.gateway_env.clone(),
+            stdout_path: tmp.path().join("stdout.log"),
+            stderr_path: tmp.path().join("stderr.log"),
+            _tmp: tmp,
+        };
+        gw.spawn().await;
+        gw
+    }
+
+    /// Starts a new process on the same policy directory (and so the same store) once
+    /// the previous one exited. It binds port 0 again, so `public` and `admin` change:
+    /// no test needs the old ports back, and they may belong to another process by now.
+    pub async fn restart(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            assert!(
+                matches!(child.try_wait(), Ok(Some(_))),
+                "restart only after the gateway exited"
+            );
+        }
+        self.spawn().await;
+    }
+
+    /// Spawns `portcullis run` on port 0 and reads the bound addresses from its
+    /// `listening` log line; panics (printing the logs) if it does not come up.
+    async fn spawn(&mut self) {
+        // Appended: the logs of every process of this gateway stay in one file, and this
+        // process's lines start at `from`.
+        let from = fs::metadata(&self.stdout_path).map_or(0, |m| m.len());
+        let append = |path: &Path| {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("log file")
+        };
         let child = Command::new(BIN)
             .arg("run")
             .arg("--config")
-            .arg(&policy_dir)
-            .arg("--listen")
-            .arg(public.to_string())
-            .arg("--admin-listen")
-            .arg(admin.to_string())
+            .arg(&self.policy_dir)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .env_remove("PORTCULLIS_OPERATOR_TOKEN")
-            .envs(fixture.gateway_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
+            .stdout(append(&self.stdout_path))
+            .stderr(append(&self.stderr_path))
             .spawn()
             .expect("spawn portcullis");
-        let mut gw = Gateway {
-            child: Some(child),
-            public,
-            admin,
-            policy_dir,
-            stdout_path,
-            stderr_path,
-            _tmp: tmp,
-        };
-        match gw.wait_healthy().await {
-            Ok(()) => Ok(gw),
-            Err(e) => {
-                let logs = gw.logs();
-                let bind_race = logs.contains("cannot listen");
-                Err((format!("{e}\n{logs}"), bind_race))
+        self.child = Some(child);
+        let started = match self.wait_listening(from).await {
+            Ok((public, admin)) => {
+                self.public = public;
+                self.admin = admin;
+                self.wait_healthy().await
             }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
+            panic!("gateway did not start: {e}"); // Drop prints the logs.
+        }
+    }
+
+    /// The addresses of the `listening` line (`"public"`, `"admin"`: the bound ones) that
+    /// the process logs once both listeners are bound, found after byte `from` of stdout.
+    async fn wait_listening(&mut self, from: u64) -> Result<(SocketAddr, SocketAddr), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = fs::read(&self.stdout_path).unwrap_or_default();
+            let ours = out
+                .get(usize::try_from(from).unwrap_or(usize::MAX)..)
+                .unwrap_or_default();
+            let listening = ours
+                .split(|b| *b == b'\n')
+                .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+                .find(|v| v["message"] == "listening");
+            if let Some(line) = listening {
+                let addr = |key: &str| {
+                    line[key]
+                        .as_str()
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                        .filter(|a| a.port() != 0)
+                        .ok_or_else(|| format!("no bound `{key}` address in {line}"))
+                };
+                return Ok((addr("public")?, addr("admin")?));
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!("gateway exited early with {status}"));
+            }
+            if Instant::now() > deadline {
+                return Err("gateway logged no `listening` line within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -1058,6 +1124,15 @@ pub async fn start_with(tweak: impl FnOnce(&mut PolicyFixture)) -> (Upstreams, G
 
 pub async fn start() -> (Upstreams, Gateway) {
     start_with(|_| {}).await
+}
+
+/// What `portcullis demo --data <data>` reports in `<data>/demo.json`: the bound `public`
+/// and `admin` addresses (the tests start it on port 0), tenants, users and tokens. None
+/// until the file exists and is complete (it is written after both listeners are bound,
+/// and a partly written JSON object does not parse).
+pub fn demo_json(data: &Path) -> Option<serde_json::Value> {
+    let text = fs::read_to_string(data.join("demo.json")).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -269,11 +269,9 @@ async fn key_rotation_under_load_fails_no_verification() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_echo_app_verifies_the_assertion() {
     let data = tempfile::tempdir().unwrap();
-    let (public, admin) = (free_port(), free_port());
     let _demo = KillOnDrop(
         std::process::Command::new(BIN)
-            .args(["demo", "--listen", &format!("127.0.0.1:{public}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .arg("--data")
             .arg(data.path())
             .env("RUST_LOG", "warn")
@@ -282,14 +280,9 @@ async fn the_demo_echo_app_verifies_the_assertion() {
             .spawn()
             .unwrap(),
     );
-    let demo_json = data.path().join("demo.json");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !demo_json.exists() {
-        assert!(Instant::now() < deadline, "demo did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let demo: serde_json::Value = serde_json::from_slice(&std::fs::read(&demo_json).unwrap()).unwrap();
+    let demo = eventually(Duration::from_secs(30), || async { demo_json(data.path()) })
+        .await
+        .expect("demo did not start");
     let bob = demo["users"]
         .as_array()
         .unwrap()
@@ -297,13 +290,13 @@ async fn the_demo_echo_app_verifies_the_assertion() {
         .find(|u| u["username"] == "bob")
         .unwrap()
         .clone();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{public}").parse().unwrap();
+    let addr: std::net::SocketAddr = demo["public"].as_str().unwrap().parse().unwrap();
     let client = reqwest::Client::builder()
         .resolve("acme.localhost", addr)
         .no_proxy()
         .build()
         .unwrap();
-    let base = format!("http://acme.localhost:{public}");
+    let base = format!("http://acme.localhost:{}", addr.port());
     let cookies = |r: &reqwest::Response| -> Vec<String> {
         r.headers()
             .get_all("set-cookie")

@@ -12,42 +12,25 @@ use crate::idp::{Account, Idp, IdpClient};
 
 const SECRET: &str = "initech-client-secret-1";
 
-/// A gateway whose tenant initech (staging) signs in through `issuer`, on a public port
-/// chosen before start so the IdP can know the redirect URI.
-struct SsoGateway {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for SsoGateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn redirect_uri(port: u16) -> String {
-    format!("http://initech.test:{port}/.portcullis/callback")
-}
-
-async fn sso_gateway(ups: &Upstreams, port: u16, issuer: &str, mfa: &str) -> SsoGateway {
-    sso_gateway_with(ups, port, issuer, mfa, "").await
+/// A gateway whose tenant initech (staging) signs in through `issuer`; also reachable
+/// as host 127.0.0.1 (where the IdP posts back-channel logouts).
+async fn sso_gateway(ups: &Upstreams, issuer: &str, mfa: &str) -> Gateway {
+    sso_gateway_with(ups, issuer, mfa, "").await
 }
 
 /// Like [`sso_gateway`], with extra `[sso]` lines.
-async fn sso_gateway_with(ups: &Upstreams, port: u16, issuer: &str, mfa: &str, extra: &str) -> SsoGateway {
-    sso_gateway_fixture(ups, port, issuer, mfa, extra, |_| {}).await
+async fn sso_gateway_with(ups: &Upstreams, issuer: &str, mfa: &str, extra: &str) -> Gateway {
+    sso_gateway_fixture(ups, issuer, mfa, extra, |_| {}).await
 }
 
 /// The SSO gateway with a last change to the fixture.
 async fn sso_gateway_fixture(
     ups: &Upstreams,
-    port: u16,
     issuer: &str,
     mfa: &str,
     extra: &str,
     tweak: impl FnOnce(&mut PolicyFixture),
-) -> SsoGateway {
+) -> Gateway {
     let mut f = PolicyFixture::for_upstreams(ups);
     let t = f.tenant_mut("initech");
     t.hosts.push("127.0.0.1".into());
@@ -55,32 +38,27 @@ async fn sso_gateway_fixture(
         "\n[sso]\nissuer = \"{issuer}\"\nclient_id = \"gw-initech\"\nclient_secret = \"inline:{SECRET}\"\nscopes = [\"openid\", \"email\", \"profile\"]\nroles_claim = \"groups\"\nmfa = \"{mfa}\"\n{extra}"
     ));
     tweak(&mut f);
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy");
-    f.write(&policy);
-    let child = std::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&policy)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let gw = SsoGateway { child, dir };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    gw
+    Gateway::start(&f).await
 }
 
-fn start_idp(port: u16, accounts: &[Account]) -> Idp {
-    let client = IdpClient::new("gw-initech", SECRET, &redirect_uri(port))
-        .backchannel_logout_uri(&format!("http://127.0.0.1:{port}/.portcullis/backchannel-logout"));
-    Idp::start(accounts, &[client])
+/// initech's client at the IdP, for a gateway whose public listener is on `port`.
+fn initech_client(port: u16) -> IdpClient {
+    IdpClient::new("gw-initech", SECRET, &redirect_uri(port))
+        .backchannel_logout_uri(&format!("http://127.0.0.1:{port}/.portcullis/backchannel-logout"))
+}
+
+fn redirect_uri(port: u16) -> String {
+    format!("http://initech.test:{port}/.portcullis/callback")
+}
+
+/// An IdP with `accounts` and a gateway whose tenant initech signs in through it with
+/// MFA policy `mfa`. The IdP binds first (the gateway's policy names its issuer), the
+/// gateway second, then the IdP learns initech's callback on the gateway's bound port.
+async fn idp_and_gateway(ups: &Upstreams, accounts: &[Account], mfa: &str) -> (Idp, Gateway) {
+    let mut idp = Idp::bind(accounts);
+    let gw = sso_gateway(ups, &idp.issuer(), mfa).await;
+    idp.register(&[initech_client(gw.public.port())]);
+    (idp, gw)
 }
 
 /// A browser-like client: keeps cookies by hand, follows no redirects.
@@ -191,12 +169,13 @@ async fn whoami(b: &mut Browser) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_through_the_tenants_idp_with_idp_mfa() {
     let ups = Upstreams::start().await;
-    let port = free_port();
-    let idp = start_idp(
-        port,
+    let (idp, gw) = idp_and_gateway(
+        &ups,
         &[Account::new("ada", "pw-ada").groups(&["admins"]).amr(&["pwd", "otp"])],
-    );
-    let _gw = sso_gateway(&ups, port, &idp.issuer(), "required").await;
+        "required",
+    )
+    .await;
+    let port = gw.public.port();
     let mut b = Browser::new(port);
     let callback = b.through_idp(&idp, "ada", "pw-ada").await;
     let (status, location, body) = b.get(&callback).await;
@@ -231,10 +210,8 @@ async fn the_mfa_policy_steps_up_or_refuses_password_only_sign_ins() {
         ("idp", "pwd", None),
     ];
     for (policy, amr, expected) in matrix {
-        let port = free_port();
-        let idp = start_idp(port, &[Account::new("bo", "pw-bo").amr(&["pwd", amr])]);
-        let _gw = sso_gateway(&ups, port, &idp.issuer(), policy).await;
-        let mut b = Browser::new(port);
+        let (idp, gw) = idp_and_gateway(&ups, &[Account::new("bo", "pw-bo").amr(&["pwd", amr])], policy).await;
+        let mut b = Browser::new(gw.public.port());
         let callback = b.through_idp(&idp, "bo", "pw-bo").await;
         let (status, location, body) = b.get(&callback).await;
         match expected {
@@ -258,9 +235,8 @@ async fn the_mfa_policy_steps_up_or_refuses_password_only_sign_ins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_without_this_browsers_state_is_refused() {
     let ups = Upstreams::start().await;
-    let port = free_port();
-    let idp = start_idp(port, &[Account::new("cy", "pw-cy").amr(&["pwd", "mfa"])]);
-    let _gw = sso_gateway(&ups, port, &idp.issuer(), "required").await;
+    let (idp, gw) = idp_and_gateway(&ups, &[Account::new("cy", "pw-cy").amr(&["pwd", "mfa"])], "required").await;
+    let port = gw.public.port();
     let mut victim = Browser::new(port);
     let callback = victim.through_idp(&idp, "cy", "pw-cy").await;
     let mut attacker = Browser::new(port);
@@ -277,10 +253,8 @@ async fn a_callback_without_this_browsers_state_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_channel_logout_ends_the_session() {
     let ups = Upstreams::start().await;
-    let port = free_port();
-    let idp = start_idp(port, &[Account::new("di", "pw-di").amr(&["pwd", "otp"])]);
-    let _gw = sso_gateway(&ups, port, &idp.issuer(), "required").await;
-    let mut b = Browser::new(port);
+    let (idp, gw) = idp_and_gateway(&ups, &[Account::new("di", "pw-di").amr(&["pwd", "otp"])], "required").await;
+    let mut b = Browser::new(gw.public.port());
     let callback = b.through_idp(&idp, "di", "pw-di").await;
     assert_eq!(b.get(&callback).await.0, 303);
     assert_eq!(whoami(&mut b).await.0, 200);
@@ -303,10 +277,9 @@ async fn back_channel_logout_ends_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idp_that_is_down_gives_a_clear_page() {
     let ups = Upstreams::start().await;
-    let port = free_port();
-    let dead = format!("http://127.0.0.1:{}", free_port());
-    let _gw = sso_gateway(&ups, port, &dead, "required").await;
-    let mut b = Browser::new(port);
+    let dead = ClosedPort::bind();
+    let gw = sso_gateway(&ups, &dead.url(), "required").await;
+    let mut b = Browser::new(gw.public.port());
     let (status, _, body) = b.get("/.portcullis/login/sso").await;
     assert_eq!(status, 502);
     assert!(body.contains("identity provider"), "{body}");
@@ -318,18 +291,18 @@ async fn an_idp_that_is_down_gives_a_clear_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enforced_sso_goes_straight_to_the_idp_and_sign_out_goes_there_too() {
     let ups = Upstreams::start().await;
-    let port = free_port();
-    let idp = start_idp(port, &[Account::new("ed", "pw-ed").amr(&["pwd", "otp"])]);
+    let mut idp = Idp::bind(&[Account::new("ed", "pw-ed").amr(&["pwd", "otp"])]);
     let gw = sso_gateway_with(
         &ups,
-        port,
         &idp.issuer(),
         "required",
         "enforce = true\nbreak_glass = [\"root\"]\n",
     )
     .await;
+    let port = gw.public.port();
+    idp.register(&[initech_client(port)]);
     // Local passwords: only the break-glass account may use one.
-    let accounts = Accounts::open_dir(&gw.dir.path().join("policy/data")).await;
+    let accounts = Accounts::open(&gw).await;
     let root = accounts.create("initech", "root", &[], true).await;
     let ivan = accounts.create("initech", "ivan", &[], true).await;
     let local = Browser::new(port);
@@ -485,8 +458,8 @@ async fn forged_id_tokens_are_refused_and_recorded() {
     use jsonwebtoken::Algorithm::{EdDSA, HS256};
     let ups = Upstreams::start().await;
     let fake = ForgingIdp::start().await;
-    let port = free_port();
-    let gw = sso_gateway(&ups, port, &fake.issuer(), "required").await;
+    let gw = sso_gateway(&ups, &fake.issuer(), "required").await;
+    let port = gw.public.port();
     let now = portcullis::unix_now();
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
     for case in [
@@ -552,8 +525,8 @@ type ClaimChange = fn(&mut Value, i64);
 async fn id_tokens_with_unmanageable_claims_are_refused_and_recorded() {
     let ups = Upstreams::start().await;
     let fake = ForgingIdp::start().await;
-    let port = free_port();
-    let gw = sso_gateway(&ups, port, &fake.issuer(), "required").await;
+    let gw = sso_gateway(&ups, &fake.issuer(), "required").await;
+    let port = gw.public.port();
     let now = portcullis::unix_now();
     let cases: [(&str, ClaimChange); 9] = [
         ("azp of another client", |c, _| c["azp"] = "someone-else".into()),
@@ -633,13 +606,11 @@ impl Browser {
 }
 
 /// Each refused attempt is in the login history as an IdP error, and no session exists.
-async fn assert_refusals_recorded(gw: &SsoGateway, expected: usize, now: i64) {
-    let stores = portcullis::store::Stores::open(
-        &format!("sqlite:{}", gw.dir.path().join("policy/data").display()),
-        ["staging"],
-    )
-    .await
-    .unwrap();
+async fn assert_refusals_recorded(gw: &Gateway, expected: usize, now: i64) {
+    let stores =
+        portcullis::store::Stores::open(&format!("sqlite:{}", gw.policy_dir.join("data").display()), ["staging"])
+            .await
+            .unwrap();
     let store = stores.tier("staging").unwrap();
     let history = store.login_history("initech", "-", 100, None).await.unwrap();
     let refused = history
@@ -656,16 +627,10 @@ async fn assert_refusals_recorded(gw: &SsoGateway, expected: usize, now: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tenants_with_two_idps_stay_apart() {
     let ups = Upstreams::start().await;
-    let port = free_port();
-    let idp1 = start_idp(port, &[Account::new("ada", "pw-ada").amr(&["pwd", "otp"])]);
-    let globex_client = IdpClient::new(
-        "gw-globex",
-        "globex-client-secret-2",
-        &format!("http://globex.test:{port}/.portcullis/callback"),
-    );
-    let idp2 = Idp::start(&[Account::new("bea", "pw-bea").amr(&["pwd", "otp"])], &[globex_client]);
+    let mut idp1 = Idp::bind(&[Account::new("ada", "pw-ada").amr(&["pwd", "otp"])]);
+    let mut idp2 = Idp::bind(&[Account::new("bea", "pw-bea").amr(&["pwd", "otp"])]);
     let issuer2 = idp2.issuer();
-    let _gw = sso_gateway_fixture(&ups, port, &idp1.issuer(), "required", "", |f| {
+    let gw = sso_gateway_fixture(&ups, &idp1.issuer(), "required", "", |f| {
         let g = f.tenant_mut("globex");
         g.tier = "staging".into();
         g.routes.push_str(&format!(
@@ -673,6 +638,13 @@ async fn two_tenants_with_two_idps_stay_apart() {
         ));
     })
     .await;
+    let port = gw.public.port();
+    idp1.register(&[initech_client(port)]);
+    idp2.register(&[IdpClient::new(
+        "gw-globex",
+        "globex-client-secret-2",
+        &format!("http://globex.test:{port}/.portcullis/callback"),
+    )]);
 
     let mut a = Browser::new(port);
     let code_of_idp1 = a.through_idp(&idp1, "ada", "pw-ada").await;
@@ -713,15 +685,18 @@ async fn a_browser_signs_in_through_the_idps_pages() {
         "run `npm ci` in tests/browser (bash .ci/run does)"
     );
     let ups = Upstreams::start().await;
-    let port = free_port();
-    let origin = format!("http://initech.localhost:{port}");
-    let client = IdpClient::new("gw-initech", SECRET, &format!("{origin}/.portcullis/callback"));
-    let idp = Idp::start(&[Account::new("fay", "pw-fay").amr(&["pwd", "otp"])], &[client]);
-    let _gw = sso_gateway_fixture(&ups, port, &idp.issuer(), "required", "", |f| {
+    let mut idp = Idp::bind(&[Account::new("fay", "pw-fay").amr(&["pwd", "otp"])]);
+    let gw = sso_gateway_fixture(&ups, &idp.issuer(), "required", "", |f| {
         // The canonical callback is on the tenant's first host.
         f.tenant_mut("initech").hosts.insert(0, "initech.localhost".into());
     })
     .await;
+    let origin = format!("http://initech.localhost:{}", gw.public.port());
+    idp.register(&[IdpClient::new(
+        "gw-initech",
+        SECRET,
+        &format!("{origin}/.portcullis/callback"),
+    )]);
     let out = root.join("target").join("browser-screenshots");
     let run = tokio::process::Command::new("node")
         .arg(root.join("tests/browser/sso.mjs"))
@@ -762,16 +737,17 @@ fn assertion_for(ups: &Upstreams, path: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sso_user_and_a_local_account_of_one_name_are_two_users() {
     let ups = Upstreams::start().await;
-    let port = free_port();
-    let idp = start_idp(
-        port,
+    let (idp, gw) = idp_and_gateway(
+        &ups,
         &[Account::new("ivan", "pw-ivan")
             .groups(&["tenant-admin"])
             .amr(&["pwd", "otp"])],
-    );
+        "required",
+    )
+    .await;
+    let port = gw.public.port();
     let issuer = idp.issuer();
-    let gw = sso_gateway(&ups, port, &issuer, "required").await;
-    let accounts = Accounts::open_dir(&gw.dir.path().join("policy").join("data")).await;
+    let accounts = Accounts::open(&gw).await;
     let local_ivan = accounts.create("initech", "ivan", &["tenant-admin"], true).await;
 
     let mut local = Browser::new(port);
@@ -881,13 +857,12 @@ async fn an_sso_user_and_a_local_account_of_one_name_are_two_users() {
 async fn the_redirect_uri_is_the_canonical_callback_whatever_the_host_header() {
     let ups = Upstreams::start().await;
     let fake = ForgingIdp::start().await;
-    let port = free_port();
-    let _gw = sso_gateway_fixture(&ups, port, &fake.issuer(), "required", "", |f| {
+    let gw = sso_gateway_fixture(&ups, &fake.issuer(), "required", "", |f| {
         f.tenant_mut("initech").hosts.insert(0, "initech.localhost".into());
     })
     .await;
+    let (addr, port) = (gw.public, gw.public.port());
     let canonical = format!("http://initech.localhost:{port}/.portcullis/callback");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     for host in [
         format!("initech.localhost:{port}"),
         "initech.localhost:6666".to_string(),

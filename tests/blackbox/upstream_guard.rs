@@ -326,10 +326,10 @@ async fn breaker_opens_on_failures_probes_once_and_recovers() {
 /// (port closed) would never be shed and every request would pay a connect attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_refused_opens_the_breaker() {
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let closed = ClosedPort::bind();
     let (ups, gw) = start_with(|f| {
         let acme = f.tenant_mut("acme");
-        acme.upstream = closed.clone();
+        acme.upstream = closed.url();
         acme.extra_limits = "breaker_failures = 3\nbreaker_cool_down = \"30s\"".into();
     })
     .await;

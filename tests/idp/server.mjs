@@ -5,18 +5,24 @@
 //   node tests/idp/server.mjs <config.json>
 //
 // config.json:
-//   {
-//     "port": 40123,                       // listens on 127.0.0.1:<port>
-//                                          // issuer is http://127.0.0.1:<port>
-//     "accounts": [{ "sub": "alice", "password": "pw", "email": "alice@example.com",
-//                    "name": "Alice", "groups": ["admins"], "amr": ["pwd", "otp"] }],
-//     "clients": [{ "client_id": "gw", "client_secret": "secret",
-//                   "redirect_uris": ["http://.../callback"],
-//                   "post_logout_redirect_uris": ["http://.../"],          // optional
-//                   "backchannel_logout_uri": "http://.../bc-logout",      // optional
-//                   "token_endpoint_auth_method": "client_secret_post" }]  // optional,
-//   }                                      // default client_secret_basic (oidc-provider
+//   { "accounts": [{ "sub": "alice", "password": "pw", "email": "alice@example.com",
+//                    "name": "Alice", "groups": ["admins"], "amr": ["pwd", "otp"] }] }
+//
+// Start-up, in two steps:
+// 1. Listens on 127.0.0.1 on a port the OS picks (never a port picked beforehand, which
+//    another process could take meanwhile) and prints `LISTENING <port>`; the issuer is
+//    http://127.0.0.1:<port>.
+// 2. Reads its clients as one JSON line on stdin, then serves and prints `READY`:
+//      { "clients": [{ "client_id": "gw", "client_secret": "secret",
+//                      "redirect_uris": ["http://.../callback"],
+//                      "post_logout_redirect_uris": ["http://.../"],          // optional
+//                      "backchannel_logout_uri": "http://.../bc-logout",      // optional
+//                      "token_endpoint_auth_method": "client_secret_post" }]  // optional,
+//      }                                   // default client_secret_basic (oidc-provider
 //                                          // accepts exactly the registered method)
+//    The clients come second because a gateway needs the issuer in its policy before it
+//    starts, and the client's redirect URI names the port that gateway then bound.
+//    Requests that arrive before the clients wait for them.
 //
 // Behaviour:
 // - Authorization code flow only, PKCE S256 required, RS256 ID tokens (fresh key per
@@ -31,15 +37,37 @@
 // - Test hooks: GET /test/health -> {"ok":true,"issuer":...};
 //   POST /test/logout/<sub> -> ends every IdP session of <sub>, sends the back-channel
 //   logouts, answers {"sessions":N,"notified":[{"client_id","sid"}...],"errors":[...]}.
-// - Prints `READY <port>` on stdout once listening.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import { createInterface } from 'node:readline';
 import Provider from 'oidc-provider';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
-const issuer = `http://127.0.0.1:${config.port}`;
 const accounts = new Map(config.accounts.map((a) => [a.sub, a]));
+
+// Step 1: the listener (requests wait for `serving`, settled in step 2).
+let serve;
+const serving = new Promise((resolve) => { serve = resolve; });
+const server = http.createServer((req, res) => {
+  serving.then(() => route(req, res)).catch((err) => {
+    console.error(`${req.method} ${req.url}: ${err.stack ?? err}`);
+    if (!res.headersSent) json(res, err.statusCode ?? 500, { error: err.name, message: err.message });
+    else res.end();
+  });
+});
+server.listen(0, '127.0.0.1');
+await once(server, 'listening');
+const issuer = `http://127.0.0.1:${server.address().port}`;
+console.log(`LISTENING ${server.address().port}`);
+for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => process.exit(0));
+
+// Step 2: the clients.
+const lines = createInterface({ input: process.stdin });
+const [clientsLine] = await once(lines, 'line');
+lines.close();
+const { clients } = JSON.parse(clientsLine);
 
 const signingKey = {
   ...generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }),
@@ -49,7 +77,7 @@ const signingKey = {
 };
 
 const provider = new Provider(issuer, {
-  clients: config.clients.map((c) => ({
+  clients: clients.map((c) => ({
     client_id: c.client_id,
     client_secret: c.client_secret,
     redirect_uris: c.redirect_uris,
@@ -210,12 +238,5 @@ async function route(req, res) {
   return oidc(req, res);
 }
 
-const server = http.createServer((req, res) => {
-  route(req, res).catch((err) => {
-    console.error(`${req.method} ${req.url}: ${err.stack ?? err}`);
-    if (!res.headersSent) json(res, err.statusCode ?? 500, { error: err.name, message: err.message });
-    else res.end();
-  });
-});
-server.listen(config.port, '127.0.0.1', () => console.log(`READY ${config.port}`));
-for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => process.exit(0));
+serve();
+console.log('READY');
