@@ -6,6 +6,7 @@
 //! This module reads files and the environment (through [`Env`]) and nothing else; it
 //! never logs secret values.
 
+mod guard;
 mod raw;
 mod validate;
 
@@ -21,8 +22,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use guard::{GuardSettings, GuardSettingsError};
+
 use crate::policy::RouteTable;
-pub use crate::proxy::upstream_guard::GuardSettings;
 use crate::secret::SecretBytes;
 pub use crate::secret::{Env, ProcessEnv};
 pub(crate) use validate::{is_canonical_host, normalise_host};

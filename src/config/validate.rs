@@ -18,8 +18,8 @@ use toml::Spanned;
 use super::raw::{RawAutoTrip, RawCertificate, RawGateway, RawLimits, RawRoute, RawTenant, RawTenantLimits, RawTier};
 use super::{
     AUTOMATION_SCOPES, AllowEntry, AllowHost, AutoTripKind, AutoTripRule, AutomationToken, Certificate, Config,
-    ConfigError, EffectiveDigests, GatewayConfig, GuardSettings, Keyring, Limits, Listen, MfaPolicy, Operator,
-    Overrides, SessionPolicy, SsoConfig, StoreConfig, Tenant, Tier, Upstream,
+    ConfigError, EffectiveDigests, GatewayConfig, GuardSettings, GuardSettingsError, Keyring, Limits, Listen,
+    MfaPolicy, Operator, Overrides, SessionPolicy, SsoConfig, StoreConfig, Tenant, Tier, Upstream,
 };
 use crate::policy::{Access, RouteRule, RouteTable};
 use crate::secret::{Env, SecretBytes, SecretRef};
@@ -1091,12 +1091,15 @@ fn build_guard(src: &Source, raw: &RawTenantLimits, problems: &mut Problems) -> 
             .unwrap_or(d.max_queue_wait),
     };
     if let Err(errors) = settings.validate() {
-        use crate::proxy::upstream_guard::SettingsError;
         for e in errors {
             let (key, span) = match e {
-                SettingsError::CoolDown(_) => ("breaker_cool_down", raw.breaker_cool_down.as_ref().map(|v| v.span())),
-                SettingsError::MaxInFlight { .. } => ("max_in_flight", raw.max_in_flight.as_ref().map(|v| v.span())),
-                SettingsError::FailureThreshold => {
+                GuardSettingsError::CoolDown(_) => {
+                    ("breaker_cool_down", raw.breaker_cool_down.as_ref().map(|v| v.span()))
+                }
+                GuardSettingsError::MaxInFlight { .. } => {
+                    ("max_in_flight", raw.max_in_flight.as_ref().map(|v| v.span()))
+                }
+                GuardSettingsError::FailureThreshold => {
                     ("breaker_failures", raw.breaker_failures.as_ref().map(|v| v.span()))
                 }
             };

@@ -24,8 +24,8 @@ use super::body::LimitedBody;
 use super::pool::Http1Pool;
 use super::resolve::AllowlistResolver;
 use super::respond::Refusal;
-use super::upstream_guard::{GuardSettings, UpstreamGuard};
-use crate::config::{AllowEntry, Limits, Tenant, Tier};
+use super::upstream_guard::UpstreamGuard;
+use crate::config::{AllowEntry, GuardSettings, Limits, Tenant, Tier};
 
 /// A tenant's upstream with its own connection pool.
 #[derive(Clone)]

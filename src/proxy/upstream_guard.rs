@@ -7,8 +7,9 @@
 //!
 //! Plain Rust, no HTTP: the caller answers a [`Rejection`] with `503` (plus `Retry-After`
 //! for an open breaker) and tells each [`Admission`] how the upstream did. This module must
-//! not touch connections, config files or metrics registries. Time comes from a [`Clock`],
-//! so tests never wait out a cool-down.
+//! not touch connections, config files or metrics registries. Its limits are
+//! [`GuardSettings`], which the policy sets and `config` validates. Time comes from a
+//! [`Clock`], so tests never wait out a cool-down.
 //!
 //! What counts as a failure: connect errors, response timeouts and upstream `502`, `503`
 //! and `504` ([`is_failure_status`]). Every other answer, `500` included, is a success:
@@ -21,63 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-/// Limits of one upstream's breaker and bulkhead.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuardSettings {
-    /// Consecutive failures that open the breaker; one success in between starts over.
-    pub failure_threshold: u32,
-    /// How long an open breaker refuses everything before it lets one probe through.
-    pub cool_down: Duration,
-    /// Requests in flight to this upstream at once (a request holds its slot until its
-    /// response body has streamed).
-    pub max_in_flight: usize,
-    /// Requests that may wait for a free slot; beyond it a request is refused at once.
-    pub max_queued: usize,
-    /// Longest a request waits for a slot before it is refused.
-    pub max_queue_wait: Duration,
-}
-
-impl Default for GuardSettings {
-    fn default() -> Self {
-        GuardSettings {
-            failure_threshold: 5,
-            cool_down: Duration::from_secs(10),
-            max_in_flight: 256,
-            max_queued: 512,
-            max_queue_wait: Duration::from_secs(5),
-        }
-    }
-}
-
-/// A setting out of range, worded for the operator who wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SettingsError {
-    #[error("failure_threshold must be at least 1")]
-    FailureThreshold,
-    #[error("cool_down must be at least 1s (got {0:?})")]
-    CoolDown(Duration),
-    #[error("max_in_flight must be between 1 and {max} (got {got})", max = Semaphore::MAX_PERMITS)]
-    MaxInFlight { got: usize },
-}
-
-impl GuardSettings {
-    /// Every problem at once, so `portcullis check` can report them together.
-    pub fn validate(&self) -> Result<(), Vec<SettingsError>> {
-        let mut problems = Vec::new();
-        if self.failure_threshold < 1 {
-            problems.push(SettingsError::FailureThreshold);
-        }
-        if self.cool_down < Duration::from_secs(1) {
-            problems.push(SettingsError::CoolDown(self.cool_down));
-        }
-        if !(1..=Semaphore::MAX_PERMITS).contains(&self.max_in_flight) {
-            problems.push(SettingsError::MaxInFlight {
-                got: self.max_in_flight,
-            });
-        }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
-    }
-}
+use crate::config::GuardSettings;
 
 /// True for the upstream statuses that count against its breaker: it is down or drowning.
 pub fn is_failure_status(status: u16) -> bool {
@@ -714,21 +659,6 @@ mod tests {
         fn owned<T: Send + 'static>() {}
         shared::<UpstreamGuard>();
         owned::<Admission>();
-    }
-
-    #[test]
-    fn settings_validation_reports_every_problem() {
-        assert_eq!(GuardSettings::default().validate(), Ok(()));
-        let bad = GuardSettings {
-            failure_threshold: 0,
-            cool_down: Duration::from_millis(999),
-            max_in_flight: 0,
-            max_queued: 0,
-            max_queue_wait: Duration::ZERO,
-        };
-        let problems = bad.validate().unwrap_err();
-        assert_eq!(problems.len(), 3);
-        assert_eq!(problems[1].to_string(), "cool_down must be at least 1s (got 999ms)");
     }
 
     #[test]
