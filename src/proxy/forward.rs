@@ -7,8 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
 use http::header::{HOST, HeaderValue};
@@ -78,12 +77,17 @@ impl ClientSettings {
             connect_timeout: limits.upstream_connect_timeout,
             guard: tenant.upstream_guard.clone(),
             allow: tier.upstream_allowlist.clone(),
-            client_cert: tier
-                .keys
-                .upstream_client_cert
-                .as_ref()
-                .map(|(cert, key)| Sha256::digest([cert.as_slice(), key.expose_secret()].concat()).into()),
-            ca: tier.keys.upstream_ca.as_ref().map(|pem| Sha256::digest(pem).into()),
+            client_cert: tier.keys.upstream_client_cert.as_ref().map(|auth| {
+                let mut d = Sha256::new();
+                auth.chain.iter().for_each(|c| d.update(c));
+                d.update(auth.key.fingerprint());
+                d.finalize().into()
+            }),
+            ca: tier.keys.upstream_ca.as_ref().map(|certs| {
+                let mut d = Sha256::new();
+                certs.iter().for_each(|c| d.update(c));
+                d.finalize().into()
+            }),
         }
     }
 }
@@ -121,33 +125,6 @@ impl UpstreamClient {
     }
 }
 
-/// The certificates of a tier's extra upstream CA bundle.
-pub fn ca_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .map_err(|_| "the CA bundle is not valid PEM".to_string())?;
-    if certs.is_empty() {
-        return Err("no certificate in the CA bundle".into());
-    }
-    Ok(certs)
-}
-
-/// The certificate chain and key of a tier's mutual TLS client certificate.
-pub fn client_auth(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|_| "the certificate is not valid PEM".to_string())?;
-    if certs.is_empty() {
-        return Err("no certificate in the PEM".into());
-    }
-    let key =
-        PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| "the private key is not a valid PEM key".to_string())?;
-    Ok((certs, key))
-}
-
 /// The HTTPS client (rustls, webpki roots, pooled keep-alive), resolving through the
 /// allowlist and presenting the tier's client certificate when it has one.
 fn tls_client(
@@ -160,22 +137,19 @@ fn tls_client(
     http.set_connect_timeout(Some(limits.upstream_connect_timeout));
     http.enforce_http(false);
     let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(pem) = &tier.keys.upstream_ca {
-        for cert in ca_certificates(pem)? {
-            roots.add(cert).map_err(|e| format!("upstream CA certificate: {e}"))?;
-        }
+    for cert in tier.keys.upstream_ca.iter().flatten() {
+        roots
+            .add(CertificateDer::from(cert.as_ref()))
+            .map_err(|e| format!("upstream CA certificate: {e}"))?;
     }
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
     let config = match &tier.keys.upstream_client_cert {
-        Some((cert, key)) => {
-            let (chain, key) = client_auth(cert, key.expose_secret())?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("upstream client certificate: {e}"))?
-        }
+        Some(auth) => builder
+            .with_client_auth_cert(auth.chain.clone(), auth.key.expose_secret().clone_key())
+            .map_err(|e| format!("upstream client certificate: {e}"))?,
         None => builder.with_no_client_auth(),
     };
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
