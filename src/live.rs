@@ -258,11 +258,11 @@ fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapsho
             .cloned();
         let client = match reuse {
             Some(c) => c,
-            None => UpstreamClient::new(tenant, tier, limits).map_err(|message| {
+            None => UpstreamClient::new(tenant, tier, limits).map_err(|e| {
                 vec![ConfigError {
                     file: config.dir.join("tiers"),
                     line: None,
-                    message: format!("tier `{}`: {message}", tier.name),
+                    message: format!("tier `{}`: {e}", tier.name),
                 }]
             })?,
         };

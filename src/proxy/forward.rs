@@ -22,9 +22,35 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use super::body::LimitedBody;
 use super::pool::Http1Pool;
 use super::resolve::AllowlistResolver;
-use super::respond::Refusal;
-use super::upstream_guard::UpstreamGuard;
+use super::upstream_guard::{Rejection, UpstreamGuard};
 use crate::config::{AllowEntry, GuardSettings, Limits, Tenant, Tier};
+
+/// Why a request did not reach its upstream, or a tier's upstream client could not be
+/// built. The listener turns it into its answer; the inner text is for logs only.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The authorised path and the client's query do not form a request target.
+    #[error("malformed request target")]
+    MalformedTarget,
+    /// The upstream's circuit breaker or bulkhead turned the request away.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// Connecting, sending the request or reading the response head failed.
+    #[error("upstream request failed")]
+    Failed,
+    /// No response head within the response timeout.
+    #[error("upstream response timed out")]
+    TimedOut,
+    /// rustls refused a certificate of the tier's extra CA bundle.
+    #[error("upstream CA certificate: {0}")]
+    CaCertificate(rustls::Error),
+    /// rustls refused the tier's client certificate or its key.
+    #[error("upstream client certificate: {0}")]
+    ClientCertificate(rustls::Error),
+    /// The TLS client could not be set up.
+    #[error(transparent)]
+    Tls(rustls::Error),
+}
 
 /// A tenant's upstream with its own connection pool.
 #[derive(Clone)]
@@ -95,7 +121,7 @@ impl ClientSettings {
 impl UpstreamClient {
     /// Builds a pooled client for a tenant's upstream, connecting only to addresses its
     /// tier's allowlist covers and presenting the tier's client certificate over TLS.
-    pub fn new(tenant: &Tenant, tier: &Tier, limits: &Limits) -> Result<Self, String> {
+    pub fn new(tenant: &Tenant, tier: &Tier, limits: &Limits) -> Result<Self, UpstreamError> {
         let upstream = &tenant.upstream;
         let allow = Arc::new(tier.upstream_allowlist.clone());
         let transport = if upstream.scheme == http::uri::Scheme::HTTP {
@@ -131,7 +157,7 @@ fn tls_client(
     limits: &Limits,
     resolver: AllowlistResolver,
     tier: &Tier,
-) -> Result<Client<HttpsConnector<HttpConnector<AllowlistResolver>>, LimitedBody>, String> {
+) -> Result<Client<HttpsConnector<HttpConnector<AllowlistResolver>>, LimitedBody>, UpstreamError> {
     let mut http = HttpConnector::new_with_resolver(resolver);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(limits.upstream_connect_timeout));
@@ -140,16 +166,16 @@ fn tls_client(
     for cert in tier.keys.upstream_ca.iter().flatten() {
         roots
             .add(CertificateDer::from(cert.as_ref()))
-            .map_err(|e| format!("upstream CA certificate: {e}"))?;
+            .map_err(UpstreamError::CaCertificate)?;
     }
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(UpstreamError::Tls)?
         .with_root_certificates(roots);
     let config = match &tier.keys.upstream_client_cert {
         Some(auth) => builder
             .with_client_auth_cert(auth.chain.clone(), auth.key.expose_secret().clone_key())
-            .map_err(|e| format!("upstream client certificate: {e}"))?,
+            .map_err(UpstreamError::ClientCertificate)?,
         None => builder.with_no_client_auth(),
     };
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -180,13 +206,13 @@ impl UpstreamClient {
     /// The upstream URI for an authorised (canonical) path and the original query of
     /// `original`. When the client already sent the canonical path, its path and query
     /// are shared, not copied.
-    pub fn target(&self, path: &str, original: &Uri) -> Result<Uri, Refusal> {
+    pub fn target(&self, path: &str, original: &Uri) -> Result<Uri, UpstreamError> {
         let pq = match (original.path_and_query(), original.query()) {
             (Some(sent), _) if sent.path() == path => Ok(sent.clone()),
             (_, Some(q)) => PathAndQuery::try_from(format!("{path}?{q}")),
             (_, None) => PathAndQuery::try_from(path),
         }
-        .map_err(|_| Refusal::BadRequest("Malformed request target."))?;
+        .map_err(|_| UpstreamError::MalformedTarget)?;
         if matches!(self.transport, Transport::Plain(_)) {
             return Ok(Uri::from(pq));
         }
@@ -195,7 +221,7 @@ impl UpstreamClient {
             .authority(self.authority.clone())
             .path_and_query(pq)
             .build()
-            .map_err(|_| Refusal::BadRequest("Malformed request target."))
+            .map_err(|_| UpstreamError::MalformedTarget)
     }
 
     /// Sends the request; the response head must arrive within the response timeout.
@@ -204,7 +230,7 @@ impl UpstreamClient {
         &self,
         mut req: Request<LimitedBody>,
         host: &HeaderValue,
-    ) -> Result<(Response<Incoming>, Duration), Refusal> {
+    ) -> Result<(Response<Incoming>, Duration), UpstreamError> {
         *req.version_mut() = Version::HTTP_11;
         req.headers_mut().insert(HOST, host.clone());
         let started = Instant::now();
@@ -218,11 +244,11 @@ impl UpstreamClient {
             Ok(Ok(resp)) => Ok((resp, started.elapsed())),
             Ok(Err(e)) => {
                 tracing::warn!(upstream = %self.authority, error = %e, "upstream request failed");
-                Err(Refusal::BadGateway)
+                Err(UpstreamError::Failed)
             }
             Err(_) => {
                 tracing::warn!(upstream = %self.authority, "upstream response timed out");
-                Err(Refusal::GatewayTimeout)
+                Err(UpstreamError::TimedOut)
             }
         }
     }

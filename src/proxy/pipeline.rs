@@ -16,11 +16,10 @@ use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
 use super::body::{LimitedBody, ProxyBody};
-use super::forward;
+use super::forward::{self, UpstreamError};
 use super::headers::{self, ClientContext};
 use super::reserved;
 use super::respond::{self, Refusal};
-use super::upstream_guard::Rejection;
 use crate::assertion::Claims;
 use crate::live::{Live, Snapshot};
 use crate::policy::{self, Decision, Identity, Target};
@@ -307,21 +306,12 @@ impl Pipeline {
         }
         parts.uri = target;
         let upstream_req = Request::from_parts(parts, LimitedBody::new(body, limit));
-        let mut slot = client.guard().admit().await.map_err(|r| match r {
-            Rejection::BreakerOpen { retry_after_secs } => Refusal::UpstreamUnavailable {
-                retry_after_secs,
-                overloaded: false,
-            },
-            Rejection::Overloaded => Refusal::UpstreamUnavailable {
-                retry_after_secs: 1,
-                overloaded: true,
-            },
-        })?;
+        let mut slot = client.guard().admit().await.map_err(UpstreamError::from)?;
         let (mut resp, latency) = match client.send(upstream_req, &host_value).await {
             Ok(answer) => answer,
-            Err(refusal) => {
+            Err(e) => {
                 slot.failed();
-                return Err(refusal);
+                return Err(e.into());
             }
         };
         slot.record_status(resp.status().as_u16());
