@@ -16,6 +16,7 @@
 //! - [`auth`]: passwords, TOTP, OIDC single sign-on and the sign-in flow.
 //! - [`killswitch`]: kill switches (tier, tenant, account) and the table requests read.
 //! - [`changes`]: four-eyes change requests for isolation controls (policy edits, tier resets).
+//! - [`tls`]: the public listener's TLS settings, built from the certificates in config.
 //! - [`live`]: the live policy snapshot and atomic reloads.
 //! - [`telemetry`]: JSON logs and Prometheus metrics.
 //! - [`ui`]: the gateway's own pages and JSON API under `/.portcullis/` on tenant hosts.
@@ -42,6 +43,7 @@ pub mod secret;
 pub mod session;
 pub mod telemetry;
 pub mod tenancy;
+pub mod tls;
 pub mod ui;
 
 use std::net::SocketAddr;

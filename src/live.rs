@@ -17,8 +17,8 @@ use serde::Serialize;
 use crate::assertion::{Signer, SigningKey, generate_ed25519_pem};
 use crate::config::{self, Config, ConfigError, Env, Overrides};
 use crate::proxy::forward::UpstreamClient;
-use crate::proxy::tls;
 use crate::tenancy::HostMap;
+use crate::tls;
 
 /// One policy version, ready to serve.
 pub struct Snapshot {

@@ -12,7 +12,6 @@ mod pool;
 mod reserved;
 mod resolve;
 pub mod respond;
-pub mod tls;
 pub mod upstream_guard;
 
 use std::pin::Pin;

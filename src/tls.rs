@@ -1,7 +1,11 @@
 //! TLS for the public listener: rustls (TLS 1.2 and 1.3 only), one certificate per host
 //! set picked by SNI, ALPN `h2` and `http/1.1`. A handshake without SNI, or naming a
-//! host without a certificate, fails. Built from the certificates and keys `config`
-//! parsed at load; nothing here reads PEM.
+//! host without a certificate, fails.
+//!
+//! Built from the certificates and keys `config` parsed at load, once per policy version
+//! (`live` keeps the result in its snapshot; the listener only uses it). Nothing here
+//! reads PEM, accepts connections or knows HTTP; TLS towards upstreams is set up with
+//! the upstream client.
 
 use std::sync::Arc;
 
