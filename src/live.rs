@@ -16,9 +16,9 @@ use serde::Serialize;
 
 use crate::assertion::{Signer, SigningKey, generate_ed25519_pem};
 use crate::config::{self, Config, ConfigError, Env, Overrides};
-use crate::proxy::forward::UpstreamClient;
 use crate::tenancy::HostMap;
 use crate::tls;
+use crate::upstream::UpstreamClient;
 
 /// One policy version, ready to serve.
 pub struct Snapshot {

@@ -3,7 +3,7 @@
 //!
 //! Plain settings with their validation; `validate.rs` reads them from the policy and
 //! reports what [`GuardSettings::validate`] finds at the line that set the value. The
-//! circuit breaker and bulkhead that use them are in `crate::proxy::upstream_guard`.
+//! circuit breaker and bulkhead that use them are in `crate::upstream::guard`.
 
 use std::time::Duration;
 

@@ -15,11 +15,10 @@ use http::header::{CONTENT_LENGTH, HOST, HeaderName, HeaderValue, ORIGIN};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
-use super::body::{LimitedBody, ProxyBody};
-use super::forward::{self, UpstreamError};
+use super::body::ProxyBody;
 use super::headers::{self, ClientContext};
-use super::reserved;
 use super::respond::{self, Refusal};
+use super::{reserved, tunnel};
 use crate::assertion::Claims;
 use crate::live::{Live, Snapshot};
 use crate::policy::{self, Decision, Identity, Target};
@@ -27,6 +26,7 @@ use crate::session::SessionRecord;
 use crate::telemetry::{Metrics, RequestLabels, TenantLabels};
 use crate::tenancy::{self, TenantEntry};
 use crate::ui::{self, Portal};
+use crate::upstream::{LimitedBody, UpstreamError};
 
 /// Responses larger than this (or of unknown length) are watched for revocation.
 const STREAM_WATCH_BYTES: u64 = 1024 * 1024;
@@ -329,8 +329,8 @@ impl Pipeline {
                 Some(upgrade) => {
                     let watch = session
                         .as_ref()
-                        .map(|s| forward::SessionWatch::of(&self.portal.sessions, s));
-                    forward::spawn_tunnel(upgrade, &mut resp, watch)
+                        .map(|s| tunnel::SessionWatch::of(&self.portal.sessions, s));
+                    tunnel::spawn_tunnel(upgrade, &mut resp, watch)
                 }
                 None => return Err(Refusal::BadGateway),
             }
@@ -345,7 +345,7 @@ impl Pipeline {
         let body = match session.as_ref().filter(|_| !public && streaming && !switching) {
             Some(s) => ProxyBody::watched(
                 body,
-                forward::SessionWatch::of(&self.portal.sessions, s).until_revoked(),
+                tunnel::SessionWatch::of(&self.portal.sessions, s).until_revoked(),
                 Some(slot),
             ),
             // A tunnel's slot is released now: WebSockets are long-lived and would use up

@@ -9,8 +9,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
-use super::forward::UpstreamError;
-use super::upstream_guard::Rejection;
+use crate::upstream::UpstreamError;
+use crate::upstream::guard::Rejection;
 
 /// Why the gateway answered instead of the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]

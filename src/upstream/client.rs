@@ -1,62 +1,40 @@
-//! Forwarding to a tenant's upstream: one pooled keep-alive client per tenant,
-//! request rewriting (target, headers), timeouts, and WebSocket tunnels.
+//! [`UpstreamClient`]: one per tenant upstream, kept across reloads (with its warm pool
+//! and its guard's state) while what it was built from is unchanged. It builds the
+//! request target, sends the request (plain HTTP through the gateway's own pool, HTTPS
+//! through hyper-util with the tier's TLS settings from `upstream::tls`) and bounds the
+//! wait for the response head; it owns the upstream's circuit breaker and bulkhead.
 //!
-//! Streams bodies both ways; never buffers a whole body. Knows nothing of sessions or
-//! route policy: the pipeline decides, this module only carries the request.
+//! Streams bodies both ways; never buffers a whole body. Knows nothing of sessions, route
+//! policy or the listener's answers: the pipeline decides, this module only carries the
+//! request and says what went wrong as an [`UpstreamError`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
 use http::header::{HOST, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::UpstreamError;
 use super::body::LimitedBody;
+use super::guard::UpstreamGuard;
 use super::pool::Http1Pool;
 use super::resolve::AllowlistResolver;
-use super::upstream_guard::{Rejection, UpstreamGuard};
+use super::tls;
 use crate::config::{AllowEntry, GuardSettings, Limits, Tenant, Tier};
-
-/// Why a request did not reach its upstream, or a tier's upstream client could not be
-/// built. The listener turns it into its answer; the inner text is for logs only.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// The authorised path and the client's query do not form a request target.
-    #[error("malformed request target")]
-    MalformedTarget,
-    /// The upstream's circuit breaker or bulkhead turned the request away.
-    #[error(transparent)]
-    Rejected(#[from] Rejection),
-    /// Connecting, sending the request or reading the response head failed.
-    #[error("upstream request failed")]
-    Failed,
-    /// No response head within the response timeout.
-    #[error("upstream response timed out")]
-    TimedOut,
-    /// rustls refused a certificate of the tier's extra CA bundle.
-    #[error("upstream CA certificate: {0}")]
-    CaCertificate(rustls::Error),
-    /// rustls refused the tier's client certificate or its key.
-    #[error("upstream client certificate: {0}")]
-    ClientCertificate(rustls::Error),
-    /// The TLS client could not be set up.
-    #[error(transparent)]
-    Tls(rustls::Error),
-}
 
 /// A tenant's upstream with its own connection pool.
 #[derive(Clone)]
 pub struct UpstreamClient {
     transport: Transport,
-    /// Breaker and bulkhead of this upstream; kept across reloads with the pool.
+    /// Circuit breaker and bulkhead of this upstream; kept across reloads with the pool.
     guard: UpstreamGuard,
     /// What it was built from.
     settings: ClientSettings,
@@ -83,7 +61,7 @@ impl std::fmt::Debug for UpstreamClient {
 }
 
 /// What a client was built from; a reload keeps the client (and its warm pool and
-/// breaker state) only when this is unchanged.
+/// circuit breaker state) only when this is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ClientSettings {
     upstream: String,
@@ -151,8 +129,8 @@ impl UpstreamClient {
     }
 }
 
-/// The HTTPS client (rustls, webpki roots, pooled keep-alive), resolving through the
-/// allowlist and presenting the tier's client certificate when it has one.
+/// The HTTPS client (rustls, pooled keep-alive), resolving through the allowlist, with
+/// the tier's TLS settings ([`tls::client_config`]).
 fn tls_client(
     limits: &Limits,
     resolver: AllowlistResolver,
@@ -162,22 +140,7 @@ fn tls_client(
     http.set_nodelay(true);
     http.set_connect_timeout(Some(limits.upstream_connect_timeout));
     http.enforce_http(false);
-    let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for cert in tier.keys.upstream_ca.iter().flatten() {
-        roots
-            .add(CertificateDer::from(cert.as_ref()))
-            .map_err(UpstreamError::CaCertificate)?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(UpstreamError::Tls)?
-        .with_root_certificates(roots);
-    let config = match &tier.keys.upstream_client_cert {
-        Some(auth) => builder
-            .with_client_auth_cert(auth.chain.clone(), auth.key.expose_secret().clone_key())
-            .map_err(UpstreamError::ClientCertificate)?,
-        None => builder.with_no_client_auth(),
-    };
+    let config = tls::client_config(&tier.keys)?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only()
@@ -198,7 +161,7 @@ impl UpstreamClient {
         self.settings == ClientSettings::of(tenant, tier, limits)
     }
 
-    /// The upstream's breaker and bulkhead.
+    /// The upstream's circuit breaker and bulkhead.
     pub fn guard(&self) -> &UpstreamGuard {
         &self.guard
     }
@@ -252,101 +215,4 @@ impl UpstreamClient {
             }
         }
     }
-}
-
-/// The session behind a long-lived connection, so the connection can close when the
-/// session is revoked.
-pub struct SessionWatch {
-    /// Sessions, for revocation events and store re-checks.
-    pub sessions: std::sync::Arc<crate::session::manager::Sessions>,
-    /// The session's tier, tenant, subject and store key.
-    pub conn: crate::session::manager::OpenConnection,
-}
-
-impl SessionWatch {
-    /// The watch of a session's connection.
-    pub fn of(sessions: &std::sync::Arc<crate::session::manager::Sessions>, s: &crate::session::SessionRecord) -> Self {
-        SessionWatch {
-            sessions: sessions.clone(),
-            conn: crate::session::manager::OpenConnection {
-                tier: s.tier.clone(),
-                tenant: s.tenant.clone(),
-                subject: s.subject.clone(),
-                id_hash: s.id_hash,
-            },
-        }
-    }
-
-    /// Resolves once the session is revoked or no longer live: at once for revocations
-    /// (and kill switches) made on this node, within 500 ms (a store re-check) for those
-    /// made elsewhere. The connection counts as open (for drills) until then.
-    pub async fn until_revoked(self) {
-        let _open = self.sessions.track_open(self.conn.clone());
-        let mut revocations = self.sessions.revocations();
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                event = revocations.recv() => match event {
-                    Ok(event) if self.conn.ended_by(&event) => return,
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-                _ = tick.tick() => {
-                    let now = crate::unix_now();
-                    if !self.sessions.still_live(&self.conn.tier, &self.conn.id_hash, now).await {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// WebSocket close frame, server to client, status 1008 (policy violation).
-const CLOSE_POLICY_VIOLATION: [u8; 4] = [0x88, 0x02, 0x03, 0xF0];
-
-/// Joins the client's and the upstream's upgraded connections once the upstream
-/// answered 101, and copies bytes both ways until either side closes. With a session,
-/// the tunnel closes (WebSocket close 1008) within about a second of its revocation:
-/// at once for revocations on this node, by a store re-check every 500 ms otherwise.
-pub fn spawn_tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    upstream_resp: &mut Response<Incoming>,
-    watch: Option<SessionWatch>,
-) {
-    if upstream_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return;
-    }
-    let upstream = hyper::upgrade::on(upstream_resp);
-    tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket upgrade did not complete");
-                return;
-            }
-        };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        let Some(watch) = watch else {
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                tracing::debug!(error = %e, "websocket tunnel closed with an error");
-            }
-            return;
-        };
-        let revoked = watch.until_revoked();
-        tokio::select! {
-            result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "websocket tunnel closed with an error");
-                }
-            }
-            _ = revoked => {
-                use tokio::io::AsyncWriteExt;
-                let _ = client.write_all(&CLOSE_POLICY_VIOLATION).await;
-                let _ = client.shutdown().await;
-                tracing::info!(event.kind = "security", event.action = "session_revoked", "closed a WebSocket of a revoked session");
-            }
-        }
-    });
 }
