@@ -326,7 +326,7 @@ pub struct Tenant {
     pub max_body_bytes: u64,
     /// Rules that trip a kill switch on their own (credential stuffing, MFA guessing).
     pub auto_trip: Vec<AutoTripRule>,
-    /// The upstream's breaker and bulkhead limits.
+    /// The upstream's circuit breaker and bulkhead limits.
     pub upstream_guard: GuardSettings,
 }
 

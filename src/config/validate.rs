@@ -1096,7 +1096,7 @@ fn build_tenant(
     })
 }
 
-/// The tenant's upstream breaker and bulkhead (`[limits]`), defaults where unset.
+/// The tenant's upstream circuit breaker and bulkhead (`[limits]`), defaults where unset.
 fn build_guard(src: &Source, raw: &RawTenantLimits, problems: &mut Problems) -> GuardSettings {
     let d = GuardSettings::default();
     let count = |v: &Option<Spanned<i64>>, key: &str, min: u64, problems: &mut Problems| {

@@ -349,7 +349,7 @@ impl Pipeline {
                 Some(slot),
             ),
             // A tunnel's slot is released now: WebSockets are long-lived and would use up
-            // the bulkhead; the breaker has had its answer (101).
+            // the bulkhead; the circuit breaker has had its answer (101).
             None if switching => ProxyBody::upstream(body, None),
             None => ProxyBody::upstream(body, Some(slot)),
         };

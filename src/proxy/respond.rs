@@ -35,7 +35,7 @@ pub enum Refusal {
     GatewayTimeout,
     /// The gateway cannot serve this yet (503).
     Unavailable(&'static str),
-    /// The upstream's breaker is open or its bulkhead is full (503 with Retry-After).
+    /// The upstream's circuit breaker is open or its bulkhead is full (503 with Retry-After).
     UpstreamUnavailable { retry_after_secs: u64, overloaded: bool },
     /// A kill switch covers the tenant or account (423); `message` is the one chosen
     /// for users when the switch was tripped.
@@ -89,7 +89,7 @@ impl From<UpstreamError> for Refusal {
     fn from(e: UpstreamError) -> Self {
         match e {
             UpstreamError::MalformedTarget => Refusal::BadRequest("Malformed request target."),
-            UpstreamError::Rejected(Rejection::BreakerOpen { retry_after_secs }) => Refusal::UpstreamUnavailable {
+            UpstreamError::Rejected(Rejection::CircuitOpen { retry_after_secs }) => Refusal::UpstreamUnavailable {
                 retry_after_secs,
                 overloaded: false,
             },
@@ -260,7 +260,7 @@ mod tests {
             (UpstreamError::Failed, 502, None),
             (UpstreamError::TimedOut, 504, None),
             (
-                UpstreamError::Rejected(Rejection::BreakerOpen { retry_after_secs: 7 }),
+                UpstreamError::Rejected(Rejection::CircuitOpen { retry_after_secs: 7 }),
                 503,
                 Some("7"),
             ),
