@@ -16,10 +16,14 @@
 //! - [`auth`]: passwords, TOTP, OIDC single sign-on and the sign-in flow.
 //! - [`killswitch`]: kill switches (tier, tenant, account) and the table requests read.
 //! - [`changes`]: four-eyes change requests for isolation controls (policy edits, tier resets).
+//! - [`tls`]: the public listener's TLS settings, built from the certificates in config.
+//! - [`upstream`]: the way to tenants' apps: pooled clients, allowlisted resolution, TLS
+//!   to upstreams, and each upstream's circuit breaker and bulkhead.
 //! - [`live`]: the live policy snapshot and atomic reloads.
 //! - [`telemetry`]: JSON logs and Prometheus metrics.
 //! - [`ui`]: the gateway's own pages and JSON API under `/.portcullis/` on tenant hosts.
-//! - [`proxy`]: the public listener (hyper, rustls), header hygiene, forwarding.
+//! - [`proxy`]: the public listener (hyper, rustls): the request pipeline, header hygiene,
+//!   the one refusal → response map, WebSocket tunnels.
 //! - [`admin`]: the admin listener (axum): health, readiness, metrics, operator API.
 //! - [`demo`]: `portcullis demo` with built-in echo upstreams.
 //!
@@ -44,7 +48,9 @@ pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod tenancy;
+pub mod tls;
 pub mod ui;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -16,9 +16,9 @@ use serde::Serialize;
 
 use crate::assertion::{Signer, SigningKey, generate_ed25519_pem};
 use crate::config::{self, Config, ConfigError, Env, Overrides};
-use crate::proxy::forward::UpstreamClient;
-use crate::proxy::tls;
 use crate::tenancy::HostMap;
+use crate::tls;
+use crate::upstream::UpstreamClient;
 
 /// One policy version, ready to serve.
 pub struct Snapshot {
@@ -258,11 +258,11 @@ fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapsho
             .cloned();
         let client = match reuse {
             Some(c) => c,
-            None => UpstreamClient::new(tenant, tier, limits).map_err(|message| {
+            None => UpstreamClient::new(tenant, tier, limits).map_err(|e| {
                 vec![ConfigError {
                     file: config.dir.join("tiers"),
                     line: None,
-                    message: format!("tier `{}`: {message}", tier.name),
+                    message: format!("tier `{}`: {e}", tier.name),
                 }]
             })?,
         };

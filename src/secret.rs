@@ -1,13 +1,15 @@
 //! Secret values and references to them.
 //!
 //! Owns the newtypes that keep key material and tokens out of logs: `Debug` prints
-//! `[redacted]`, nothing here implements `Serialize`, and bytes are zeroized on drop.
+//! `[redacted]`, nothing here implements `Serialize`, and bytes are zeroized on drop
+//! ([`SecretBytes`] for raw material, [`PrivateKey`] for a parsed TLS private key).
 //! Policy files name secrets by reference (`env:NAME`, `file:PATH`, `inline:VALUE`);
 //! this module parses and resolves those references. It must not log anything.
 
 use std::fmt;
 use std::path::Path;
 
+use rustls_pki_types::PrivateKeyDer;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -144,6 +146,33 @@ impl fmt::Debug for SecretBytes {
     }
 }
 
+/// A TLS private key (PKCS#1, SEC1 or PKCS#8 DER), parsed from PEM once when the policy
+/// is loaded. Zeroized on drop; never printed.
+pub struct PrivateKey(Zeroizing<PrivateKeyDer<'static>>);
+
+impl PrivateKey {
+    /// Wraps a parsed key that must stay secret.
+    pub fn new(key: PrivateKeyDer<'static>) -> Self {
+        PrivateKey(Zeroizing::new(key))
+    }
+
+    /// The key, only at the point of use (rustls takes its own copy: `clone_key()`).
+    pub fn expose_secret(&self) -> &PrivateKeyDer<'static> {
+        &self.0
+    }
+
+    /// SHA-256 of the key's DER: tells two keys apart without keeping or printing either.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        Sha256::digest(self.0.secret_der()).into()
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// Compares a presented bearer token with a stored SHA-256 in constant time.
 pub fn token_matches_sha256(token: &[u8], expected_sha256: &[u8; 32]) -> bool {
     let actual: [u8; 32] = Sha256::digest(token).into();
@@ -171,6 +200,8 @@ mod tests {
         assert!(!format!("{inline:?}").contains("topsecretvalue"));
         let bytes = SecretBytes::new(b"topsecretvalue".to_vec());
         assert_eq!(format!("{bytes:?}"), "[redacted]");
+        let key = PrivateKey::new(rustls_pki_types::PrivatePkcs8KeyDer::from(b"topsecretvalue".to_vec()).into());
+        assert_eq!(format!("{key:?}"), "[redacted]");
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! Every policy rule lives here. `portcullis run`, `check`, `reload` and `demo` all go
 //! through [`load`], which reports every problem at once as `file:line: what is wrong`.
 //! This module reads files and the environment (through [`Env`]) and nothing else; it
-//! never logs secret values.
+//! never logs secret values. Key and certificate files are parsed here, once, into typed
+//! values ([`Certificate`], [`ClientAuth`]); the modules that build TLS from them never
+//! see PEM.
 
+mod guard;
 mod raw;
 mod validate;
 
@@ -20,11 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use rustls_pki_types::CertificateDer;
+
+pub use guard::{GuardSettings, GuardSettingsError};
 
 use crate::policy::RouteTable;
-pub use crate::proxy::upstream_guard::GuardSettings;
-use crate::secret::SecretBytes;
 pub use crate::secret::{Env, ProcessEnv};
+use crate::secret::{PrivateKey, SecretBytes};
 use crate::tenancy::HostMap;
 
 /// One problem in the policy set, with where it is.
@@ -130,15 +135,25 @@ pub struct Listen {
     pub plaintext: bool,
 }
 
-/// A certificate and key for a set of hosts.
+/// A certificate and key for a set of hosts, parsed from PEM once, at load.
 #[derive(Debug)]
 pub struct Certificate {
     /// Hosts (lowercase) this certificate serves via SNI.
     pub hosts: Vec<String>,
-    /// PEM chain as read.
-    pub cert_pem: Vec<u8>,
-    /// PEM private key; secret.
-    pub key_pem: SecretBytes,
+    /// The certificate chain, leaf first, as the PEM file lists it.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The chain's private key; secret.
+    pub key: PrivateKey,
+}
+
+/// A client certificate chain and its key, for mutual TLS to a tier's `https` upstreams;
+/// parsed from PEM once, at load.
+#[derive(Debug)]
+pub struct ClientAuth {
+    /// The certificate chain, leaf first, as the PEM file lists it.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The chain's private key; secret.
+    pub key: PrivateKey,
 }
 
 /// Store location.
@@ -238,12 +253,12 @@ pub struct Keyring {
     /// Bearer token the gateway presents to this tier's upstreams
     /// (`Portcullis-Upstream-Token`), when configured.
     pub upstream_token: Option<SecretBytes>,
-    /// Client certificate chain (PEM) and key for mutual TLS to this tier's `https`
-    /// upstreams, when configured (both or neither).
-    pub upstream_client_cert: Option<(Vec<u8>, SecretBytes)>,
-    /// Extra CA certificates (PEM) trusted for this tier's `https` upstreams, besides the
-    /// public web roots (an internal CA).
-    pub upstream_ca: Option<Vec<u8>>,
+    /// Client certificate chain and key for mutual TLS to this tier's `https` upstreams,
+    /// when configured (both or neither).
+    pub upstream_client_cert: Option<ClientAuth>,
+    /// Extra CA certificates trusted for this tier's `https` upstreams, besides the public
+    /// web roots (an internal CA); never empty.
+    pub upstream_ca: Option<Vec<CertificateDer<'static>>>,
 }
 
 /// An operator of a tier.
@@ -311,7 +326,7 @@ pub struct Tenant {
     pub max_body_bytes: u64,
     /// Rules that trip a kill switch on their own (credential stuffing, MFA guessing).
     pub auto_trip: Vec<AutoTripRule>,
-    /// The upstream's breaker and bulkhead limits.
+    /// The upstream's circuit breaker and bulkhead limits.
     pub upstream_guard: GuardSettings,
 }
 

@@ -281,6 +281,73 @@ fn debug_output_of_the_whole_config_holds_no_secret() {
 }
 
 #[test]
+fn tls_keys_are_parsed_once_and_stay_out_of_debug() {
+    let listener = rcgen::generate_simple_self_signed(vec!["acme.test".to_string()]).unwrap();
+    let client = rcgen::generate_simple_self_signed(vec!["client.test".to_string()]).unwrap();
+    let gateway = GATEWAY.replace("plaintext = true", "plaintext = false")
+        + "\n[[tls.certificates]]\nhosts = [\"acme.test\"]\ncert = \"file:tls/cert.pem\"\nkey = \"file:tls/key.pem\"\n";
+    let staging = format!(
+        "{STAGING}upstream_ca = \"file:secrets/ca.pem\"\nupstream_client_cert = \"file:secrets/client.pem\"\nupstream_client_key = \"file:secrets/client.key\"\n"
+    );
+    let dir = fixture(&[
+        ("gateway.toml", &gateway),
+        ("tiers/staging.toml", &staging),
+        ("tls/cert.pem", &listener.cert.pem()),
+        ("tls/key.pem", &listener.key_pair.serialize_pem()),
+        ("secrets/ca.pem", &listener.cert.pem()),
+        ("secrets/client.pem", &client.cert.pem()),
+        ("secrets/client.key", &client.key_pair.serialize_pem()),
+    ]);
+    let cfg = load(dir.path(), &env(), &Overrides::default()).unwrap();
+    let tls = &cfg.gateway.tls[0];
+    assert_eq!(tls.chain, [listener.cert.der().clone()]);
+    assert_eq!(tls.key.expose_secret().secret_der(), listener.key_pair.serialize_der());
+    let keys = &cfg.tiers["staging"].keys;
+    assert_eq!(keys.upstream_ca.as_deref(), Some(&[listener.cert.der().clone()][..]));
+    let auth = keys.upstream_client_cert.as_ref().unwrap();
+    assert_eq!(auth.chain, [client.cert.der().clone()]);
+    assert_eq!(auth.key.expose_secret().secret_der(), client.key_pair.serialize_der());
+    let text = format!("{cfg:?}");
+    for key in [&listener.key_pair, &client.key_pair] {
+        assert!(
+            !text.contains(&hex::encode(key.serialize_der())),
+            "private key leaked in Debug"
+        );
+        assert!(
+            !text.contains(&format!("{:?}", key.serialize_der())),
+            "private key leaked in Debug"
+        );
+    }
+}
+
+#[test]
+fn unusable_tls_files_are_reported_at_the_line_that_names_them() {
+    let client = rcgen::generate_simple_self_signed(vec!["client.test".to_string()]).unwrap();
+    let gateway = GATEWAY.replace("plaintext = true", "plaintext = false")
+        + "\n[[tls.certificates]]\nhosts = [\"acme.test\"]\ncert = \"file:tls/cert.pem\"\nkey = \"file:tls/key.pem\"\n";
+    let staging = format!(
+        "{STAGING}upstream_ca = \"file:secrets/ca.pem\"\nupstream_client_cert = \"file:secrets/client.pem\"\nupstream_client_key = \"file:secrets/client.key\"\n"
+    );
+    let dir = fixture(&[
+        ("gateway.toml", &gateway),
+        ("tiers/staging.toml", &staging),
+        ("tls/cert.pem", "not a certificate"),
+        ("tls/key.pem", &client.key_pair.serialize_pem()),
+        ("secrets/ca.pem", "not a certificate"),
+        ("secrets/client.pem", &client.cert.pem()),
+        ("secrets/client.key", "-----BEGIN PRIVATE KEY-----\nAAAA\n"),
+    ]);
+    let errs = errors(dir.path());
+    for expected in [
+        "gateway.toml:8: tls.certificates.cert: not a PEM certificate chain",
+        "staging.toml:6: keys.upstream_ca: no certificate in the CA bundle",
+        "staging.toml:7: keys.upstream_client_cert: the private key is not a valid PEM key",
+    ] {
+        assert!(errs.iter().any(|e| e == expected), "expected {expected:?} in {errs:#?}");
+    }
+}
+
+#[test]
 fn the_digest_changes_with_any_policy_byte() {
     let a = load(fixture(&[]).path(), &env(), &Overrides::default()).unwrap().digest;
     let b = load(

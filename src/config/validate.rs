@@ -2,6 +2,7 @@
 //!
 //! Owns all cross-file rules: unknown tiers, hosts claimed twice, upstreams outside the
 //! tier's allowlist, key material shared between tiers, inline secrets in production.
+//! Parses certificate and key files (PEM) once, into the typed values TLS is built from.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -11,18 +12,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::raw::{RawAutoTrip, RawCertificate, RawGateway, RawLimits, RawRoute, RawTenant, RawTenantLimits, RawTier};
 use super::{
-    AUTOMATION_SCOPES, AllowEntry, AllowHost, AutoTripKind, AutoTripRule, AutomationToken, Certificate, Config,
-    ConfigError, EffectiveDigests, GatewayConfig, GuardSettings, Keyring, Limits, Listen, MfaPolicy, Operator,
-    Overrides, SessionPolicy, SsoConfig, StoreConfig, Tenant, Tier, Upstream,
+    AUTOMATION_SCOPES, AllowEntry, AllowHost, AutoTripKind, AutoTripRule, AutomationToken, Certificate, ClientAuth,
+    Config, ConfigError, EffectiveDigests, GatewayConfig, GuardSettings, GuardSettingsError, Keyring, Limits, Listen,
+    MfaPolicy, Operator, Overrides, SessionPolicy, SsoConfig, StoreConfig, Tenant, Tier, Upstream,
 };
 use crate::policy::{Access, RouteRule, RouteTable};
-use crate::secret::{Env, SecretBytes, SecretRef};
+use crate::secret::{Env, PrivateKey, SecretBytes, SecretRef};
 use crate::tenancy::{self, normalise_host};
 
 /// A policy file's text, kept to turn byte spans into line numbers.
@@ -541,24 +544,51 @@ fn build_certificate(
     }
     let cert_pem = resolve(dir, src, &raw.cert, env, false, "tls.certificates.cert", problems)?;
     let key_pem = resolve(dir, src, &raw.key, env, false, "tls.certificates.key", problems)?;
-    use rustls_pki_types::pem::PemObject;
-    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.expose_secret()).collect();
-    if certs.is_empty() || certs.iter().any(|c| c.is_err()) {
-        problems.at(
-            src,
-            raw.cert.span(),
-            "tls.certificates.cert: not a PEM certificate chain",
-        );
-        return None;
-    }
-    if rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.expose_secret()).is_err() {
+    let chain = match CertificateDer::pem_slice_iter(cert_pem.expose_secret()).collect::<Result<Vec<_>, _>>() {
+        Ok(chain) if !chain.is_empty() => chain,
+        _ => {
+            problems.at(
+                src,
+                raw.cert.span(),
+                "tls.certificates.cert: not a PEM certificate chain",
+            );
+            return None;
+        }
+    };
+    let Ok(key) = PrivateKeyDer::from_pem_slice(key_pem.expose_secret()) else {
         problems.at(src, raw.key.span(), "tls.certificates.key: not a PEM private key");
         return None;
-    }
+    };
     Some(Certificate {
         hosts,
-        cert_pem: cert_pem.expose_secret().to_vec(),
-        key_pem,
+        chain,
+        key: PrivateKey::new(key),
+    })
+}
+
+/// The certificates of a tier's extra upstream CA bundle.
+fn ca_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, &'static str> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| "the CA bundle is not valid PEM")?;
+    if certs.is_empty() {
+        return Err("no certificate in the CA bundle");
+    }
+    Ok(certs)
+}
+
+/// The certificate chain and key of a tier's mutual TLS client certificate.
+fn client_auth(cert_pem: &[u8], key_pem: &[u8]) -> Result<ClientAuth, &'static str> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| "the certificate is not valid PEM")?;
+    if chain.is_empty() {
+        return Err("no certificate in the PEM");
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| "the private key is not a valid PEM key")?;
+    Ok(ClientAuth {
+        chain,
+        key: PrivateKey::new(key),
     })
 }
 
@@ -680,8 +710,8 @@ fn build_tier(
     // A CA certificate is public: tiers may share one, so it skips the shared-secret rule.
     let upstream_ca = raw.keys.upstream_ca.as_ref().and_then(|at| {
         let pem = resolve(dir, src, at, env, false, "keys.upstream_ca", problems)?;
-        match crate::proxy::forward::ca_certificates(pem.expose_secret()) {
-            Ok(_) => Some(pem.expose_secret().to_vec()),
+        match ca_certificates(pem.expose_secret()) {
+            Ok(certs) => Some(certs),
             Err(e) => {
                 problems.at(src, at.span(), format!("keys.upstream_ca: {e}"));
                 None
@@ -724,15 +754,13 @@ fn build_tier(
         &raw.keys.upstream_client_cert,
         &raw.keys.upstream_client_key,
     ) {
-        (Some(cert), Some(key), Some(at), _) => {
-            match crate::proxy::forward::client_auth(cert.expose_secret(), key.expose_secret()) {
-                Ok(_) => Some((cert.expose_secret().to_vec(), key)),
-                Err(e) => {
-                    problems.at(src, at.span(), format!("keys.upstream_client_cert: {e}"));
-                    None
-                }
+        (Some(cert), Some(key), Some(at), _) => match client_auth(cert.expose_secret(), key.expose_secret()) {
+            Ok(auth) => Some(auth),
+            Err(e) => {
+                problems.at(src, at.span(), format!("keys.upstream_client_cert: {e}"));
+                None
             }
-        }
+        },
         (_, _, Some(at), None) | (_, _, None, Some(at)) => {
             problems.at(
                 src,
@@ -1069,7 +1097,7 @@ fn build_tenant(
     })
 }
 
-/// The tenant's upstream breaker and bulkhead (`[limits]`), defaults where unset.
+/// The tenant's upstream circuit breaker and bulkhead (`[limits]`), defaults where unset.
 fn build_guard(src: &Source, raw: &RawTenantLimits, problems: &mut Problems) -> GuardSettings {
     let d = GuardSettings::default();
     let count = |v: &Option<Spanned<i64>>, key: &str, min: u64, problems: &mut Problems| {
@@ -1092,12 +1120,15 @@ fn build_guard(src: &Source, raw: &RawTenantLimits, problems: &mut Problems) -> 
             .unwrap_or(d.max_queue_wait),
     };
     if let Err(errors) = settings.validate() {
-        use crate::proxy::upstream_guard::SettingsError;
         for e in errors {
             let (key, span) = match e {
-                SettingsError::CoolDown(_) => ("breaker_cool_down", raw.breaker_cool_down.as_ref().map(|v| v.span())),
-                SettingsError::MaxInFlight { .. } => ("max_in_flight", raw.max_in_flight.as_ref().map(|v| v.span())),
-                SettingsError::FailureThreshold => {
+                GuardSettingsError::CoolDown(_) => {
+                    ("breaker_cool_down", raw.breaker_cool_down.as_ref().map(|v| v.span()))
+                }
+                GuardSettingsError::MaxInFlight { .. } => {
+                    ("max_in_flight", raw.max_in_flight.as_ref().map(|v| v.span()))
+                }
+                GuardSettingsError::FailureThreshold => {
                     ("breaker_failures", raw.breaker_failures.as_ref().map(|v| v.span()))
                 }
             };

@@ -8,7 +8,7 @@
 //! - [`service`]: tripping, resetting, dry runs, expiry, auto-trip rules and keeping the
 //!   board in step with the stores.
 //!
-//! Not to be confused with the upstream breakers in `proxy::upstream_guard`, which stop
+//! Not to be confused with the upstream circuit breakers in `upstream::guard`, which stop
 //! traffic to a failing upstream; the two share no code.
 
 pub mod service;

@@ -1,6 +1,6 @@
-//! Body types on the request path: the response body the gateway sends (an upstream
-//! stream or a small gateway-made body) and the request body wrapper that enforces the
-//! size limit while streaming (nothing is buffered whole).
+//! The response body the public listener sends: an upstream's stream (holding its
+//! bulkhead slot until done, cut off when its session is revoked) or a small
+//! gateway-made body. The request body sent upstream is `upstream::body`'s.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,10 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::upstream_guard::Admission;
-
-/// Error of a body stream.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::upstream::BoxError;
+use crate::upstream::guard::Admission;
 
 pin_project_lite::pin_project! {
     /// What the public listener answers with.
@@ -98,65 +96,5 @@ impl Body for ProxyBody {
             ProxyBody::Local { body } => body.size_hint(),
             ProxyBody::Watched { body, .. } => body.size_hint(),
         }
-    }
-}
-
-/// The client's request body exceeded the route's limit.
-#[derive(Debug, thiserror::Error)]
-#[error("request body exceeds the limit of {0} bytes")]
-pub struct BodyTooLarge(pub u64);
-
-pin_project_lite::pin_project! {
-    /// Streams the client's request body upstream and fails the stream once more than
-    /// `limit` bytes went through, so the upstream sees an aborted request, never an
-    /// oversized one.
-    pub struct LimitedBody {
-        #[pin]
-        inner: Incoming,
-        remaining: u64,
-        limit: u64,
-    }
-}
-
-impl LimitedBody {
-    /// Wraps a body with a byte limit.
-    pub fn new(inner: Incoming, limit: u64) -> Self {
-        LimitedBody {
-            inner,
-            remaining: limit,
-            limit,
-        }
-    }
-}
-
-impl Body for LimitedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let len = data.len() as u64;
-                    if len > *this.remaining {
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*this.limit)))));
-                    }
-                    *this.remaining -= len;
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

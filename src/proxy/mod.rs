@@ -2,18 +2,16 @@
 //! HTTP/2 on each with hyper, enforces connection-level limits, and drains in-flight
 //! requests on shutdown.
 //!
-//! Request handling itself is in [`pipeline`]; this module only owns connections.
+//! Request handling itself is in [`pipeline`]; this module only owns connections. The
+//! listener's TLS settings come built in the live snapshot (`crate::tls`); the upstream
+//! side of forwarding is `crate::upstream`.
 
 pub mod body;
-pub mod forward;
 pub mod headers;
 pub mod pipeline;
-mod pool;
 mod reserved;
-mod resolve;
 pub mod respond;
-pub mod tls;
-pub mod upstream_guard;
+pub mod tunnel;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -15,12 +15,10 @@ use http::header::{CONTENT_LENGTH, HOST, HeaderName, HeaderValue, ORIGIN};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
-use super::body::{LimitedBody, ProxyBody};
-use super::forward;
+use super::body::ProxyBody;
 use super::headers::{self, ClientContext};
-use super::reserved;
 use super::respond::{self, Refusal};
-use super::upstream_guard::Rejection;
+use super::{reserved, tunnel};
 use crate::assertion::Claims;
 use crate::config::TenantEntry;
 use crate::live::{Live, Snapshot};
@@ -30,6 +28,7 @@ use crate::telemetry::{EventOutcome, SecurityEvent};
 use crate::telemetry::{Metrics, RequestLabels, TenantLabels};
 use crate::tenancy;
 use crate::ui::{self, Portal};
+use crate::upstream::{LimitedBody, UpstreamError};
 
 /// Responses larger than this (or of unknown length) are watched for revocation.
 const STREAM_WATCH_BYTES: u64 = 1024 * 1024;
@@ -309,21 +308,12 @@ impl Pipeline {
         }
         parts.uri = target;
         let upstream_req = Request::from_parts(parts, LimitedBody::new(body, limit));
-        let mut slot = client.guard().admit().await.map_err(|r| match r {
-            Rejection::BreakerOpen { retry_after_secs } => Refusal::UpstreamUnavailable {
-                retry_after_secs,
-                overloaded: false,
-            },
-            Rejection::Overloaded => Refusal::UpstreamUnavailable {
-                retry_after_secs: 1,
-                overloaded: true,
-            },
-        })?;
+        let mut slot = client.guard().admit().await.map_err(UpstreamError::from)?;
         let (mut resp, latency) = match client.send(upstream_req, &host_value).await {
             Ok(answer) => answer,
-            Err(refusal) => {
+            Err(e) => {
                 slot.failed();
-                return Err(refusal);
+                return Err(e.into());
             }
         };
         slot.record_status(resp.status().as_u16());
@@ -341,8 +331,8 @@ impl Pipeline {
                 Some(upgrade) => {
                     let watch = session
                         .as_ref()
-                        .map(|s| forward::SessionWatch::of(&self.portal.sessions, s));
-                    forward::spawn_tunnel(upgrade, &mut resp, watch)
+                        .map(|s| tunnel::SessionWatch::of(&self.portal.sessions, s));
+                    tunnel::spawn_tunnel(upgrade, &mut resp, watch)
                 }
                 None => return Err(Refusal::BadGateway),
             }
@@ -357,11 +347,11 @@ impl Pipeline {
         let body = match session.as_ref().filter(|_| !public && streaming && !switching) {
             Some(s) => ProxyBody::watched(
                 body,
-                forward::SessionWatch::of(&self.portal.sessions, s).until_revoked(),
+                tunnel::SessionWatch::of(&self.portal.sessions, s).until_revoked(),
                 Some(slot),
             ),
             // A tunnel's slot is released now: WebSockets are long-lived and would use up
-            // the bulkhead; the breaker has had its answer (101).
+            // the bulkhead; the circuit breaker has had its answer (101).
             None if switching => ProxyBody::upstream(body, None),
             None => ProxyBody::upstream(body, Some(slot)),
         };

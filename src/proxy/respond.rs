@@ -1,5 +1,6 @@
-//! The public listener's one mapping from refusal to response, and the security
-//! headers every gateway-made response carries.
+//! The public listener's one mapping from refusal to response (and the one from an
+//! upstream failure to a refusal), and the security headers every gateway-made response
+//! carries.
 //!
 //! Clients see a status, a short message and a request id; never inner error text,
 //! upstream addresses or versions. JSON for API clients, a small HTML page for browsers.
@@ -8,6 +9,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
+use crate::upstream::UpstreamError;
+use crate::upstream::guard::Rejection;
 
 /// Why the gateway answered instead of the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +35,7 @@ pub enum Refusal {
     GatewayTimeout,
     /// The gateway cannot serve this yet (503).
     Unavailable(&'static str),
-    /// The upstream's breaker is open or its bulkhead is full (503 with Retry-After).
+    /// The upstream's circuit breaker is open or its bulkhead is full (503 with Retry-After).
     UpstreamUnavailable { retry_after_secs: u64, overloaded: bool },
     /// A kill switch covers the tenant or account (423); `message` is the one chosen
     /// for users when the switch was tripped.
@@ -77,6 +80,30 @@ impl Refusal {
                 "upstream_unavailable",
                 "The application is failing; requests are paused briefly.",
             ),
+        }
+    }
+}
+
+/// The one mapping from an upstream failure to the listener's answer.
+impl From<UpstreamError> for Refusal {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::MalformedTarget => Refusal::BadRequest("Malformed request target."),
+            UpstreamError::Rejected(Rejection::CircuitOpen { retry_after_secs }) => Refusal::UpstreamUnavailable {
+                retry_after_secs,
+                overloaded: false,
+            },
+            UpstreamError::Rejected(Rejection::Overloaded) => Refusal::UpstreamUnavailable {
+                retry_after_secs: 1,
+                overloaded: true,
+            },
+            UpstreamError::TimedOut => Refusal::GatewayTimeout,
+            // Client set-up errors stop a policy from loading, so they never reach a
+            // request; were one to, the upstream is as unreachable as after a failure.
+            UpstreamError::Failed
+            | UpstreamError::CaCertificate(_)
+            | UpstreamError::ClientCertificate(_)
+            | UpstreamError::Tls(_) => Refusal::BadGateway,
         }
     }
 }
@@ -223,6 +250,29 @@ mod tests {
         ];
         for (r, status) in cases {
             assert_eq!(refusal(&r, false, "id").status().as_u16(), status, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn each_upstream_error_has_its_answer() {
+        let cases = [
+            (UpstreamError::MalformedTarget, 400, None),
+            (UpstreamError::Failed, 502, None),
+            (UpstreamError::TimedOut, 504, None),
+            (
+                UpstreamError::Rejected(Rejection::CircuitOpen { retry_after_secs: 7 }),
+                503,
+                Some("7"),
+            ),
+            (UpstreamError::Rejected(Rejection::Overloaded), 503, Some("1")),
+            (UpstreamError::Tls(rustls::Error::General("x".into())), 502, None),
+        ];
+        for (e, status, retry_after) in cases {
+            let text = e.to_string();
+            let resp = refusal(&Refusal::from(e), false, "id");
+            assert_eq!(resp.status().as_u16(), status, "{text}");
+            let header = resp.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap());
+            assert_eq!(header, retry_after, "{text}");
         }
     }
 

@@ -1,4 +1,4 @@
-//! Upstream breakers and bulkheads (SPEC "Upstream breakers and bulkheads"): one
+//! Upstream circuit breakers and bulkheads (SPEC "Upstream breakers and bulkheads"): one
 //! [`UpstreamGuard`] per tenant upstream owns
 //! - a circuit breaker: closed → open after N consecutive failures → after a cool-down,
 //!   half-open with exactly one probe out → closed on its success, open again on its failure;
@@ -6,14 +6,20 @@
 //!   one tenant's slow upstream cannot starve the others.
 //!
 //! Plain Rust, no HTTP: the caller answers a [`Rejection`] with `503` (plus `Retry-After`
-//! for an open breaker) and tells each [`Admission`] how the upstream did. This module must
-//! not touch connections, config files or metrics registries. Time comes from a [`Clock`],
-//! so tests never wait out a cool-down.
+//! for an open circuit) and tells each [`Admission`] how the upstream did. This module must
+//! not touch connections, config files or metrics registries. Its limits are
+//! [`GuardSettings`], which the policy sets and `config` validates. Time comes from a
+//! [`Clock`], so tests never wait out a cool-down.
 //!
 //! What counts as a failure: connect errors, response timeouts and upstream `502`, `503`
 //! and `504` ([`is_failure_status`]). Every other answer, `500` included, is a success:
 //! the upstream is up and answering, and an application error is not a reason to shed load.
 //! An admission dropped without an outcome (the client went away) counts as neither.
+//!
+//! Not the kill switches (`crate::killswitch`, which the admin API and CLI call
+//! "breakers"): those cut a tier, tenant or account off for security; this sheds load from
+//! a failing upstream. The policy keys (`breaker_failures`, `breaker_cool_down`) and the
+//! `upstream_breaker_state` metric keep their names; in code this one is the circuit.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,70 +27,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-/// Limits of one upstream's breaker and bulkhead.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuardSettings {
-    /// Consecutive failures that open the breaker; one success in between starts over.
-    pub failure_threshold: u32,
-    /// How long an open breaker refuses everything before it lets one probe through.
-    pub cool_down: Duration,
-    /// Requests in flight to this upstream at once (a request holds its slot until its
-    /// response body has streamed).
-    pub max_in_flight: usize,
-    /// Requests that may wait for a free slot; beyond it a request is refused at once.
-    pub max_queued: usize,
-    /// Longest a request waits for a slot before it is refused.
-    pub max_queue_wait: Duration,
-}
+use crate::config::GuardSettings;
 
-impl Default for GuardSettings {
-    fn default() -> Self {
-        GuardSettings {
-            failure_threshold: 5,
-            cool_down: Duration::from_secs(10),
-            max_in_flight: 256,
-            max_queued: 512,
-            max_queue_wait: Duration::from_secs(5),
-        }
-    }
-}
-
-/// A setting out of range, worded for the operator who wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SettingsError {
-    #[error("failure_threshold must be at least 1")]
-    FailureThreshold,
-    #[error("cool_down must be at least 1s (got {0:?})")]
-    CoolDown(Duration),
-    #[error("max_in_flight must be between 1 and {max} (got {got})", max = Semaphore::MAX_PERMITS)]
-    MaxInFlight { got: usize },
-}
-
-impl GuardSettings {
-    /// Every problem at once, so `portcullis check` can report them together.
-    pub fn validate(&self) -> Result<(), Vec<SettingsError>> {
-        let mut problems = Vec::new();
-        if self.failure_threshold < 1 {
-            problems.push(SettingsError::FailureThreshold);
-        }
-        if self.cool_down < Duration::from_secs(1) {
-            problems.push(SettingsError::CoolDown(self.cool_down));
-        }
-        if !(1..=Semaphore::MAX_PERMITS).contains(&self.max_in_flight) {
-            problems.push(SettingsError::MaxInFlight {
-                got: self.max_in_flight,
-            });
-        }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
-    }
-}
-
-/// True for the upstream statuses that count against its breaker: it is down or drowning.
+/// True for the upstream statuses that count against its circuit breaker: it is down or drowning.
 pub fn is_failure_status(status: u16) -> bool {
     matches!(status, 502..=504)
 }
 
-/// Where the breaker's time comes from; a trait so tests can move time by hand.
+/// Where the circuit breaker's time comes from; a trait so tests can move time by hand.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Instant;
 }
@@ -99,22 +49,22 @@ impl Clock for SystemClock {
     }
 }
 
-/// The breaker's state, for metrics and the admin API.
+/// The circuit breaker's state, for metrics and the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
+pub enum CircuitState {
     Closed,
     /// One probe is out; everything else is refused until it answers.
     HalfOpen,
     Open,
 }
 
-impl BreakerState {
-    /// The value of the breaker state gauge: 0 closed, 1 half-open, 2 open.
+impl CircuitState {
+    /// The value of the circuit breaker state gauge (`upstream_breaker_state`): 0 closed, 1 half-open, 2 open.
     pub fn gauge_value(self) -> i64 {
         match self {
-            BreakerState::Closed => 0,
-            BreakerState::HalfOpen => 1,
-            BreakerState::Open => 2,
+            CircuitState::Closed => 0,
+            CircuitState::HalfOpen => 1,
+            CircuitState::Open => 2,
         }
     }
 }
@@ -122,9 +72,9 @@ impl BreakerState {
 /// Why a request was not let through; the caller answers `503` either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
-    /// The breaker is open (or its probe is out): `Retry-After: retry_after_secs` (≥ 1).
-    #[error("upstream breaker open, next probe in {retry_after_secs}s")]
-    BreakerOpen { retry_after_secs: u64 },
+    /// The circuit breaker is open (or its probe is out): `Retry-After: retry_after_secs` (≥ 1).
+    #[error("upstream circuit breaker open, next probe in {retry_after_secs}s")]
+    CircuitOpen { retry_after_secs: u64 },
     /// The bulkhead is full: the queue was full, or the wait for a slot timed out.
     #[error("upstream at its concurrency limit")]
     Overloaded,
@@ -135,7 +85,7 @@ const HALF_OPEN: u8 = 1;
 const OPEN: u8 = 2;
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-/// What an admission is to the breaker: an ordinary request, or the one half-open probe.
+/// What an admission is to the circuit breaker: an ordinary request, or the one half-open probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
     Normal,
@@ -144,7 +94,7 @@ enum Pass {
 
 /// Lock-free on the hot path (one atomic load while closed); the mutex only orders the
 /// transitions out of closed and out of half-open.
-struct Breaker {
+struct CircuitBreaker {
     /// `CLOSED`, `HALF_OPEN` or `OPEN`.
     state: AtomicU8,
     /// Consecutive failures seen while closed.
@@ -158,9 +108,9 @@ struct Breaker {
     transition: Mutex<()>,
 }
 
-impl Breaker {
+impl CircuitBreaker {
     fn new(settings: &GuardSettings, epoch: Instant) -> Self {
-        Breaker {
+        CircuitBreaker {
             state: AtomicU8::new(CLOSED),
             failures: AtomicU32::new(0),
             probe_at: AtomicU64::new(0),
@@ -175,17 +125,17 @@ impl Breaker {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn state(&self) -> BreakerState {
+    fn state(&self) -> CircuitState {
         match self.state.load(Ordering::Acquire) {
-            CLOSED => BreakerState::Closed,
-            HALF_OPEN => BreakerState::HalfOpen,
-            _ => BreakerState::Open,
+            CLOSED => CircuitState::Closed,
+            HALF_OPEN => CircuitState::HalfOpen,
+            _ => CircuitState::Open,
         }
     }
 
     /// Seconds to wait if a request at `now` would be refused, without claiming the probe:
     /// lets the guard refuse before a request queues for a slot.
-    /// `now` is read only when the breaker is open: a closed one (the usual case) costs
+    /// `now` is read only when the circuit breaker is open: a closed one (the usual case) costs
     /// one atomic load per request, no clock read.
     fn refusal(&self, now: impl FnOnce() -> Instant) -> Option<u64> {
         match self.state.load(Ordering::Acquire) {
@@ -199,7 +149,7 @@ impl Breaker {
         }
     }
 
-    /// Lets a request through, claiming the probe when an open breaker's cool-down is over.
+    /// Lets a request through, claiming the probe when an open circuit breaker's cool-down is over.
     fn try_pass(&self, now: impl FnOnce() -> Instant) -> Result<Pass, u64> {
         if let Some(secs) = self.refusal(now) {
             return Err(secs);
@@ -217,7 +167,7 @@ impl Breaker {
     fn succeeded(&self, pass: Pass) {
         match pass {
             Pass::Normal => {
-                // Only a closed breaker counts; avoid the write when there is nothing to reset.
+                // Only a closed circuit breaker counts; avoid the write when there is nothing to reset.
                 if self.state.load(Ordering::Acquire) == CLOSED && self.failures.load(Ordering::Relaxed) != 0 {
                     self.failures.store(0, Ordering::Relaxed);
                 }
@@ -233,7 +183,7 @@ impl Breaker {
     fn failed(&self, pass: Pass, now: Instant) {
         let _transition = match pass {
             Pass::Normal => {
-                // Late answers of requests let through before the breaker opened are ignored.
+                // Late answers of requests let through before the circuit breaker opened are ignored.
                 if self.state.load(Ordering::Acquire) != CLOSED {
                     return;
                 }
@@ -269,7 +219,7 @@ impl Breaker {
 
 /// State shared by the guard and its admissions (which outlive the call that made them).
 struct Shared {
-    breaker: Breaker,
+    circuit: CircuitBreaker,
     /// The bulkhead's slots.
     slots: Arc<Semaphore>,
     /// Requests waiting for a slot now.
@@ -282,7 +232,7 @@ struct Shared {
     settings: GuardSettings,
 }
 
-/// The breaker and bulkhead of one tenant upstream. Cheap to clone (one `Arc`).
+/// The circuit breaker and bulkhead of one tenant upstream. Cheap to clone (one `Arc`).
 #[derive(Clone)]
 pub struct UpstreamGuard {
     shared: Arc<Shared>,
@@ -305,12 +255,12 @@ impl UpstreamGuard {
         Self::with_clock(settings, Arc::new(SystemClock))
     }
 
-    /// A guard whose breaker reads time from `clock` (tests move it by hand).
+    /// A guard whose circuit breaker reads time from `clock` (tests move it by hand).
     pub fn with_clock(settings: GuardSettings, clock: Arc<dyn Clock>) -> Self {
         let max_in_flight = settings.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
         UpstreamGuard {
             shared: Arc::new(Shared {
-                breaker: Breaker::new(&settings, clock.now()),
+                circuit: CircuitBreaker::new(&settings, clock.now()),
                 slots: Arc::new(Semaphore::new(max_in_flight)),
                 queued: AtomicUsize::new(0),
                 max_in_flight,
@@ -322,19 +272,19 @@ impl UpstreamGuard {
         }
     }
 
-    /// Lets a request through to the upstream, or says why not. An open breaker refuses
+    /// Lets a request through to the upstream, or says why not. An open circuit breaker refuses
     /// at once, before the request would queue; a request that gets a slot then claims
     /// its pass (possibly the probe), so the probe is never held while queueing.
     pub async fn admit(&self) -> Result<Admission, Rejection> {
         let shared = &self.shared;
-        if let Some(retry_after_secs) = shared.breaker.refusal(|| shared.clock.now()) {
-            return Err(Rejection::BreakerOpen { retry_after_secs });
+        if let Some(retry_after_secs) = shared.circuit.refusal(|| shared.clock.now()) {
+            return Err(Rejection::CircuitOpen { retry_after_secs });
         }
         let permit = self.slot().await?;
         let pass = shared
-            .breaker
+            .circuit
             .try_pass(|| shared.clock.now())
-            .map_err(|retry_after_secs| Rejection::BreakerOpen { retry_after_secs })?;
+            .map_err(|retry_after_secs| Rejection::CircuitOpen { retry_after_secs })?;
         Ok(Admission {
             shared: Arc::clone(shared),
             pass,
@@ -364,9 +314,9 @@ impl UpstreamGuard {
         &self.shared.settings
     }
 
-    /// The breaker's state now.
-    pub fn state(&self) -> BreakerState {
-        self.shared.breaker.state()
+    /// The circuit breaker's state now.
+    pub fn state(&self) -> CircuitState {
+        self.shared.circuit.state()
     }
 
     /// Requests holding a slot now.
@@ -420,7 +370,7 @@ impl std::fmt::Debug for Admission {
 }
 
 impl Admission {
-    /// True for the half-open probe, whose outcome closes or re-opens the breaker.
+    /// True for the half-open probe, whose outcome closes or re-opens the circuit breaker.
     pub fn is_probe(&self) -> bool {
         self.pass == Pass::Probe
     }
@@ -428,14 +378,14 @@ impl Admission {
     /// The upstream answered (any status but 502, 503, 504).
     pub fn succeeded(&mut self) {
         if !std::mem::replace(&mut self.reported, true) {
-            self.shared.breaker.succeeded(self.pass);
+            self.shared.circuit.succeeded(self.pass);
         }
     }
 
     /// The upstream could not be reached, timed out, or answered 502, 503 or 504.
     pub fn failed(&mut self) {
         if !std::mem::replace(&mut self.reported, true) {
-            self.shared.breaker.failed(self.pass, self.shared.clock.now());
+            self.shared.circuit.failed(self.pass, self.shared.clock.now());
         }
     }
 
@@ -452,7 +402,7 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         if !self.reported {
-            self.shared.breaker.abandoned(self.pass);
+            self.shared.circuit.abandoned(self.pass);
         }
     }
 }
@@ -481,7 +431,7 @@ mod tests {
         (UpstreamGuard::with_clock(settings, clock.clone()), clock)
     }
 
-    fn breaker_guard() -> (UpstreamGuard, Arc<ManualClock>) {
+    fn circuit_guard() -> (UpstreamGuard, Arc<ManualClock>) {
         guard(GuardSettings {
             failure_threshold: 3,
             ..GuardSettings::default()
@@ -498,19 +448,19 @@ mod tests {
 
     fn retry_after(rejection: Result<Admission, Rejection>) -> u64 {
         match rejection {
-            Err(Rejection::BreakerOpen { retry_after_secs }) => retry_after_secs,
-            other => panic!("expected an open breaker, got {other:?}"),
+            Err(Rejection::CircuitOpen { retry_after_secs }) => retry_after_secs,
+            other => panic!("expected an open circuit breaker, got {other:?}"),
         }
     }
 
-    /// Opens the breaker of `breaker_guard`.
+    /// Opens the circuit breaker of `circuit_guard`.
     async fn open(guard: &UpstreamGuard) {
         for _ in 0..3 {
             fail(guard).await;
         }
     }
 
-    /// Opens the breaker of `breaker_guard` and lets its cool-down pass.
+    /// Opens the circuit breaker of `circuit_guard` and lets its cool-down pass.
     async fn due_for_probe(guard: &UpstreamGuard, clock: &ManualClock) {
         open(guard).await;
         clock.advance(Duration::from_secs(10));
@@ -518,46 +468,46 @@ mod tests {
 
     #[tokio::test]
     async fn opens_after_exactly_n_consecutive_failures() {
-        let (guard, _clock) = breaker_guard();
+        let (guard, _clock) = circuit_guard();
         fail(&guard).await;
         fail(&guard).await;
-        assert_eq!(guard.state(), BreakerState::Closed, "N-1 failures must not open it");
+        assert_eq!(guard.state(), CircuitState::Closed, "N-1 failures must not open it");
         fail(&guard).await;
-        assert_eq!(guard.state(), BreakerState::Open);
+        assert_eq!(guard.state(), CircuitState::Open);
         assert_eq!(retry_after(guard.admit().await), 10);
     }
 
     #[tokio::test]
     async fn success_in_between_restarts_the_count() {
-        let (guard, _clock) = breaker_guard();
+        let (guard, _clock) = circuit_guard();
         fail(&guard).await;
         fail(&guard).await;
         succeed(&guard).await;
         fail(&guard).await;
         fail(&guard).await;
-        assert_eq!(guard.state(), BreakerState::Closed);
+        assert_eq!(guard.state(), CircuitState::Closed);
         fail(&guard).await;
-        assert_eq!(guard.state(), BreakerState::Open);
+        assert_eq!(guard.state(), CircuitState::Open);
     }
 
     #[tokio::test]
     async fn statuses_count_as_documented() {
-        let (guard, _clock) = breaker_guard();
+        let (guard, _clock) = circuit_guard();
         for status in [502, 503, 500, 504, 504] {
             guard.admit().await.unwrap().record_status(status);
         }
         assert_eq!(
             guard.state(),
-            BreakerState::Closed,
+            CircuitState::Closed,
             "500 is an answer, so it breaks the run"
         );
         guard.admit().await.unwrap().record_status(503);
-        assert_eq!(guard.state(), BreakerState::Open);
+        assert_eq!(guard.state(), CircuitState::Open);
     }
 
     #[tokio::test]
     async fn open_refuses_with_seconds_until_the_probe() {
-        let (guard, clock) = breaker_guard();
+        let (guard, clock) = circuit_guard();
         open(&guard).await;
         clock.advance(Duration::from_millis(3_500));
         assert_eq!(retry_after(guard.admit().await), 7, "6.5 s left rounds up");
@@ -567,33 +517,33 @@ mod tests {
 
     #[tokio::test]
     async fn half_open_lets_exactly_one_probe_through() {
-        let (guard, clock) = breaker_guard();
+        let (guard, clock) = circuit_guard();
         due_for_probe(&guard, &clock).await;
         let probe = guard.admit().await.unwrap();
         assert!(probe.is_probe());
-        assert_eq!(guard.state(), BreakerState::HalfOpen);
+        assert_eq!(guard.state(), CircuitState::HalfOpen);
         assert_eq!(retry_after(guard.admit().await), 1);
         drop(probe);
     }
 
     #[tokio::test]
     async fn probe_success_closes_and_resets_the_count() {
-        let (guard, clock) = breaker_guard();
+        let (guard, clock) = circuit_guard();
         due_for_probe(&guard, &clock).await;
         guard.admit().await.unwrap().succeeded();
-        assert_eq!(guard.state(), BreakerState::Closed);
+        assert_eq!(guard.state(), CircuitState::Closed);
         fail(&guard).await;
         fail(&guard).await;
-        assert_eq!(guard.state(), BreakerState::Closed);
+        assert_eq!(guard.state(), CircuitState::Closed);
         assert!(!guard.admit().await.unwrap().is_probe());
     }
 
     #[tokio::test]
     async fn probe_failure_reopens_with_a_fresh_cool_down() {
-        let (guard, clock) = breaker_guard();
+        let (guard, clock) = circuit_guard();
         due_for_probe(&guard, &clock).await;
         guard.admit().await.unwrap().failed();
-        assert_eq!(guard.state(), BreakerState::Open);
+        assert_eq!(guard.state(), CircuitState::Open);
         assert_eq!(retry_after(guard.admit().await), 10);
         clock.advance(Duration::from_secs(9));
         assert_eq!(retry_after(guard.admit().await), 1);
@@ -603,10 +553,10 @@ mod tests {
 
     #[tokio::test]
     async fn dropped_probe_frees_the_probe_slot() {
-        let (guard, clock) = breaker_guard();
+        let (guard, clock) = circuit_guard();
         due_for_probe(&guard, &clock).await;
         drop(guard.admit().await.unwrap());
-        assert_eq!(guard.state(), BreakerState::Open);
+        assert_eq!(guard.state(), CircuitState::Open);
         assert!(
             guard.admit().await.unwrap().is_probe(),
             "the next request probes at once"
@@ -615,12 +565,12 @@ mod tests {
 
     #[tokio::test]
     async fn dropped_admission_counts_as_neither() {
-        let (guard, _clock) = breaker_guard();
+        let (guard, _clock) = circuit_guard();
         fail(&guard).await;
         fail(&guard).await;
         drop(guard.admit().await.unwrap());
         fail(&guard).await;
-        assert_eq!(guard.state(), BreakerState::Open, "the drop neither failed nor reset");
+        assert_eq!(guard.state(), CircuitState::Open, "the drop neither failed nor reset");
     }
 
     fn bulkhead(limit: usize, queue: usize) -> UpstreamGuard {
@@ -688,7 +638,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn breaker_refuses_before_queueing() {
+    async fn an_open_circuit_refuses_before_queueing() {
         let settings = GuardSettings {
             failure_threshold: 3,
             max_in_flight: 2,
@@ -717,23 +667,8 @@ mod tests {
     }
 
     #[test]
-    fn settings_validation_reports_every_problem() {
-        assert_eq!(GuardSettings::default().validate(), Ok(()));
-        let bad = GuardSettings {
-            failure_threshold: 0,
-            cool_down: Duration::from_millis(999),
-            max_in_flight: 0,
-            max_queued: 0,
-            max_queue_wait: Duration::ZERO,
-        };
-        let problems = bad.validate().unwrap_err();
-        assert_eq!(problems.len(), 3);
-        assert_eq!(problems[1].to_string(), "cool_down must be at least 1s (got 999ms)");
-    }
-
-    #[test]
     fn gauge_values_are_stable() {
-        let values = [BreakerState::Closed, BreakerState::HalfOpen, BreakerState::Open].map(BreakerState::gauge_value);
+        let values = [CircuitState::Closed, CircuitState::HalfOpen, CircuitState::Open].map(CircuitState::gauge_value);
         assert_eq!(values, [0, 1, 2]);
     }
 }

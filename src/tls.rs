@@ -1,14 +1,17 @@
 //! TLS for the public listener: rustls (TLS 1.2 and 1.3 only), one certificate per host
 //! set picked by SNI, ALPN `h2` and `http/1.1`. A handshake without SNI, or naming a
 //! host without a certificate, fails.
+//!
+//! Built from the certificates and keys `config` parsed at load, once per policy version
+//! (`live` keeps the result in its snapshot; the listener only uses it). Nothing here
+//! reads PEM, accepts connections or knows HTTP; TLS towards upstreams is set up with
+//! the upstream client.
 
 use std::sync::Arc;
 
 use rustls::crypto::ring;
 use rustls::server::ResolvesServerCertUsingSni;
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Certificate;
 
@@ -17,16 +20,11 @@ pub fn server_config(certs: &[Certificate]) -> Result<Arc<rustls::ServerConfig>,
     let provider = Arc::new(ring::default_provider());
     let mut resolver = ResolvesServerCertUsingSni::new();
     for cert in certs {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert.cert_pem)
-            .collect::<Result<_, _>>()
-            .map_err(|_| format!("certificate for {} is not valid PEM", cert.hosts.join(", ")))?;
-        let key = PrivateKeyDer::from_pem_slice(cert.key_pem.expose_secret())
-            .map_err(|_| format!("private key for {} is not valid PEM", cert.hosts.join(", ")))?;
         let signing_key = provider
             .key_provider
-            .load_private_key(key)
+            .load_private_key(cert.key.expose_secret().clone_key())
             .map_err(|e| format!("private key for {} cannot be used: {e}", cert.hosts.join(", ")))?;
-        let certified = Arc::new(CertifiedKey::new(chain, signing_key));
+        let certified = Arc::new(CertifiedKey::new(cert.chain.clone(), signing_key));
         certified
             .keys_match()
             .map_err(|e| format!("certificate and key for {} do not match: {e}", cert.hosts.join(", ")))?;
