@@ -1,0 +1,279 @@
+//! `gateway.toml`: listeners, TLS certificates, the store, trusted proxies and the
+//! gateway-wide limits.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use toml::Spanned;
+
+use super::super::raw::{RawCertificate, RawGateway, RawLimits};
+use super::super::{Certificate, ConfigError, GatewayConfig, Limits, Listen, Overrides, StoreConfig};
+use super::{Problems, Source, duration, parse, read_source, resolve, size};
+use crate::secret::{Env, PrivateKey};
+use crate::tenancy::normalise_host;
+
+pub(super) fn build_gateway(
+    dir: &Path,
+    src: &Source,
+    raw: RawGateway,
+    env: &dyn Env,
+    overrides: &Overrides,
+    problems: &mut Problems,
+) -> GatewayConfig {
+    let public = addr(
+        src,
+        raw.listen.public.as_ref(),
+        overrides.listen.as_deref(),
+        "127.0.0.1:8443",
+        "listen.public",
+        problems,
+    );
+    let admin = addr(
+        src,
+        raw.listen.admin.as_ref(),
+        overrides.admin_listen.as_deref(),
+        "127.0.0.1:9090",
+        "listen.admin",
+        problems,
+    );
+    let plaintext = raw.listen.plaintext.unwrap_or(false);
+
+    let mut tls = Vec::new();
+    for cert in raw.tls.certificates {
+        if let Some(c) = build_certificate(dir, src, cert, env, problems) {
+            tls.push(c);
+        }
+    }
+
+    let data_dir = match (&overrides.data, &raw.store.data) {
+        (Some(cli), _) => cli.clone(),
+        (None, Some(data)) => dir.join(data.get_ref()),
+        (None, None) => PathBuf::from("portcullis-data"),
+    };
+    let url = match (&overrides.store, &raw.store.url) {
+        (Some(cli), _) => match check_store_url(cli) {
+            Ok(()) => cli.clone(),
+            Err(msg) => {
+                problems.file(Path::new("--store"), msg);
+                String::new()
+            }
+        },
+        (None, Some(url)) => {
+            if let Err(msg) = check_store_url(url.get_ref()) {
+                problems.at(src, url.span(), format!("store.url: {msg}"));
+            }
+            url.get_ref().clone()
+        }
+        (None, None) => format!("sqlite:{}", data_dir.display()),
+    };
+
+    let mut trusted_proxies = Vec::new();
+    for entry in &raw.proxy.trusted_proxies {
+        match parse_net(entry.get_ref()) {
+            Some(net) => trusted_proxies.push(net),
+            None => problems.at(
+                src,
+                entry.span(),
+                format!(
+                    "proxy.trusted_proxies: `{}` is not an IP address or CIDR range",
+                    entry.get_ref()
+                ),
+            ),
+        }
+    }
+
+    let limits = build_limits(src, &raw.limits, problems);
+    GatewayConfig {
+        listen: Listen {
+            public,
+            admin,
+            plaintext,
+        },
+        tls,
+        store: StoreConfig { data_dir, url },
+        trusted_proxies,
+        limits,
+    }
+}
+
+fn addr(
+    src: &Source,
+    value: Option<&Spanned<String>>,
+    cli: Option<&str>,
+    default: &str,
+    key: &str,
+    problems: &mut Problems,
+) -> SocketAddr {
+    let fallback = SocketAddr::from(([127, 0, 0, 1], 0));
+    if let Some(cli) = cli {
+        return cli.parse().unwrap_or_else(|_| {
+            problems.file(
+                Path::new("command line"),
+                format!("`{cli}` is not a socket address (expected IP:PORT) for {key}"),
+            );
+            fallback
+        });
+    }
+    match value {
+        Some(v) => v.get_ref().parse().unwrap_or_else(|_| {
+            problems.at(
+                src,
+                v.span(),
+                format!("{key}: `{}` is not a socket address (expected IP:PORT)", v.get_ref()),
+            );
+            fallback
+        }),
+        None => default.parse().unwrap_or(fallback),
+    }
+}
+
+fn check_store_url(url: &str) -> Result<(), String> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        if path.is_empty() {
+            return Err("`sqlite:` needs a path".to_string());
+        }
+        return Ok(());
+    }
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        return url
+            .parse::<http::Uri>()
+            .map(|_| ())
+            .map_err(|_| format!("`{}` is not a valid redis URL", redact_userinfo(url)));
+    }
+    Err(format!(
+        "`{}` is not a store URL (expected sqlite:PATH or redis://HOST:PORT)",
+        redact_userinfo(url)
+    ))
+}
+
+/// Hides a password in `scheme://user:pass@host` before the URL goes into an error.
+fn redact_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://[redacted]@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+fn parse_net(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+fn build_limits(src: &Source, raw: &RawLimits, problems: &mut Problems) -> Limits {
+    let d = Limits::default();
+    Limits {
+        max_header_bytes: size(
+            src,
+            raw.max_header_bytes.as_ref(),
+            "limits.max_header_bytes",
+            1024,
+            problems,
+        )
+        .map_or(d.max_header_bytes, |v| v as usize),
+        max_headers: size(src, raw.max_headers.as_ref(), "limits.max_headers", 1, problems)
+            .map_or(d.max_headers, |v| v as usize),
+        max_body_bytes: size(src, raw.max_body_bytes.as_ref(), "limits.max_body_bytes", 0, problems)
+            .unwrap_or(d.max_body_bytes),
+        header_read_timeout: duration(
+            src,
+            raw.header_read_timeout.as_ref(),
+            "limits.header_read_timeout",
+            problems,
+        )
+        .unwrap_or(d.header_read_timeout),
+        idle_timeout: duration(src, raw.idle_timeout.as_ref(), "limits.idle_timeout", problems)
+            .unwrap_or(d.idle_timeout),
+        upstream_connect_timeout: duration(
+            src,
+            raw.upstream_connect_timeout.as_ref(),
+            "limits.upstream_connect_timeout",
+            problems,
+        )
+        .unwrap_or(d.upstream_connect_timeout),
+        upstream_response_timeout: duration(
+            src,
+            raw.upstream_response_timeout.as_ref(),
+            "limits.upstream_response_timeout",
+            problems,
+        )
+        .unwrap_or(d.upstream_response_timeout),
+        shutdown_grace: duration(src, raw.shutdown_grace.as_ref(), "limits.shutdown_grace", problems)
+            .unwrap_or(d.shutdown_grace),
+    }
+}
+
+fn build_certificate(
+    dir: &Path,
+    src: &Source,
+    raw: RawCertificate,
+    env: &dyn Env,
+    problems: &mut Problems,
+) -> Option<Certificate> {
+    let mut hosts = Vec::new();
+    for h in raw.hosts.get_ref() {
+        match normalise_host(h.get_ref()) {
+            Ok(host) => hosts.push(host),
+            Err(msg) => problems.at(src, h.span(), format!("tls.certificates.hosts: {msg}")),
+        }
+    }
+    if raw.hosts.get_ref().is_empty() {
+        problems.at(src, raw.hosts.span(), "tls.certificates.hosts: list at least one host");
+    }
+    let cert_pem = resolve(dir, src, &raw.cert, env, false, "tls.certificates.cert", problems)?;
+    let key_pem = resolve(dir, src, &raw.key, env, false, "tls.certificates.key", problems)?;
+    let chain = match CertificateDer::pem_slice_iter(cert_pem.expose_secret()).collect::<Result<Vec<_>, _>>() {
+        Ok(chain) if !chain.is_empty() => chain,
+        _ => {
+            problems.at(
+                src,
+                raw.cert.span(),
+                "tls.certificates.cert: not a PEM certificate chain",
+            );
+            return None;
+        }
+    };
+    let Ok(key) = PrivateKeyDer::from_pem_slice(key_pem.expose_secret()) else {
+        problems.at(src, raw.key.span(), "tls.certificates.key: not a PEM private key");
+        return None;
+    };
+    Some(Certificate {
+        hosts,
+        chain,
+        key: PrivateKey::new(key),
+    })
+}
+
+pub(in crate::config) fn admin_address(dir: &Path) -> Result<SocketAddr, ConfigError> {
+    let mut problems = Problems::default();
+    let path = dir.join("gateway.toml");
+    let first = |p: Problems| {
+        p.0.into_iter().next().unwrap_or_else(|| ConfigError {
+            file: path.clone(),
+            line: None,
+            message: "invalid".into(),
+        })
+    };
+    let Some(src) = read_source(&path, &mut problems) else {
+        return Err(first(problems));
+    };
+    let Some(raw) = parse::<RawGateway>(&src, &mut problems) else {
+        return Err(first(problems));
+    };
+    let addr = addr(
+        &src,
+        raw.listen.admin.as_ref(),
+        None,
+        "127.0.0.1:9090",
+        "listen.admin",
+        &mut problems,
+    );
+    if problems.0.is_empty() {
+        Ok(addr)
+    } else {
+        Err(first(problems))
+    }
+}
