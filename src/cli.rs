@@ -394,7 +394,7 @@ async fn record_cli_change(
     after: serde_json::Value,
 ) -> anyhow::Result<()> {
     let entry = portcullis::audit::AuditEntry {
-        time: portcullis::unix_now(),
+        time: portcullis::clock::unix_now(),
         actor: actor(),
         source_ip: "-".into(),
         system: "cli".into(),
@@ -438,7 +438,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             portcullis::auth::password::check_new_password(&password, &username).map_err(|e| anyhow!("{e}"))?;
             let hasher =
                 portcullis::auth::password::PasswordHasher::new(Default::default()).map_err(|e| anyhow!("{e}"))?;
-            let now = portcullis::unix_now();
+            let now = portcullis::clock::unix_now();
             let user = UserRecord {
                 tenant: tenant.clone(),
                 username: username.clone(),
@@ -502,7 +502,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             )
             .await?;
             let rev = Revocation {
-                at: portcullis::unix_now(),
+                at: portcullis::clock::unix_now(),
                 by: actor(),
                 reason: "mfa_reset".into(),
             };
@@ -515,7 +515,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
 
 async fn sessions(action: SessionsAction, args: StoreArgs) -> anyhow::Result<()> {
     use portcullis::records::Revocation;
-    let now = portcullis::unix_now();
+    let now = portcullis::clock::unix_now();
     match action {
         SessionsAction::List { tenant, user } => {
             let (_, store) = tenant_store(&args, &tenant).await?;
@@ -627,7 +627,7 @@ async fn breaker(action: BreakerAction, args: StoreArgs) -> anyhow::Result<()> {
         source_ip: "-".into(),
         system: "cli".into(),
     };
-    let now = portcullis::unix_now();
+    let now = portcullis::clock::unix_now();
     match action {
         BreakerAction::Trip {
             scope,
@@ -769,7 +769,7 @@ async fn keys(action: KeysAction, args: StoreArgs) -> anyhow::Result<()> {
     }
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))?;
     let entry = portcullis::audit::AuditEntry {
-        time: portcullis::unix_now(),
+        time: portcullis::clock::unix_now(),
         actor: actor(),
         source_ip: "-".into(),
         system: "cli".into(),

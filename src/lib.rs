@@ -1,31 +1,45 @@
 //! Portcullis: a multi-tenant security gateway for SaaS apps.
 //!
 //! # Layout
-//! Roughly bottom up: records and config first, then the store, the services, and the
-//! edges that speak HTTP (a few dependencies still point the other way; issue 12 untangles
-//! them):
-//! - [`secret`]: secret references and redacted secret types.
+//! Bottom up: a module uses only modules listed before it, so dependencies point down
+//! (CI checks the graph has no cycle: `python3 .ci/modgraph --check src`).
+//!
+//! Leaves, plain data and rules with no I/O:
+//! - [`clock`]: now as unix seconds, read once at the edge and passed down.
+//! - [`secret`]: secret references, redacted secret types, parsed private keys.
 //! - [`account`]: who a user is: (identity provider, subject) and the account key.
-//! - [`config`]: policy files → validated, typed [`config::Config`]; every policy rule.
-//! - [`tenancy`]: host → tenant lookup.
+//! - [`tenancy`]: the spelling rules of tier names, tenant ids and hosts; host lookup.
 //! - [`path`]: request-path normalisation (what is authorised is what is forwarded).
-//! - [`policy`]: route rules → decision; no I/O.
+//! - [`policy`]: route rules → decision.
 //! - [`audit`]: audit records and their hash chain.
-//! - [`session`]: the state store of every tier (SQLite or Redis) and the session cache.
+//! - [`records`]: what the store keeps: sessions, local users, sign-in history, kill
+//!   switches, change requests.
 //! - [`assertion`]: the signed identity assertion, the tiers' keys and the JWKS.
-//! - [`auth`]: passwords, TOTP, OIDC single sign-on and the sign-in flow.
-//! - [`killswitch`]: kill switches (tier, tenant, account) and the table requests read.
-//! - [`changes`]: four-eyes change requests for isolation controls (policy edits, tier resets).
+//! - [`telemetry`]: JSON logs, security events (ECS) and Prometheus metrics.
+//!
+//! Policy, state and the way to the apps:
+//! - [`config`]: policy files → validated, typed [`config::Config`]; every policy rule.
+//! - [`store`]: each tier's state (SQLite or Redis), one trait per role.
 //! - [`tls`]: the public listener's TLS settings, built from the certificates in config.
 //! - [`upstream`]: the way to tenants' apps: pooled clients, allowlisted resolution, TLS
 //!   to upstreams, and each upstream's circuit breaker and bulkhead.
 //! - [`live`]: the live policy snapshot and atomic reloads.
-//! - [`telemetry`]: JSON logs and Prometheus metrics.
+//!
+//! Services, shared by every interface and free of HTTP:
+//! - [`session`]: sessions: tokens, the cache, revocation, open connections.
+//! - [`killswitch`]: kill switches (tier, tenant, account): trip, reset, expiry, auto-trip
+//!   rules, and the table requests read.
+//! - [`auth`]: passwords, TOTP, OIDC single sign-on, the sign-in flow and local accounts.
+//! - [`changes`]: four-eyes change requests for isolation controls (policy edits, tier
+//!   resets).
+//!
+//! Edges, which parse requests and render answers:
 //! - [`ui`]: the gateway's own pages and JSON API under `/.portcullis/` on tenant hosts.
 //! - [`proxy`]: the public listener (hyper, rustls): the request pipeline, header hygiene,
 //!   the one refusal → response map, WebSocket tunnels.
 //! - [`admin`]: the admin listener (axum): health, readiness, metrics, operator API.
 //! - [`demo`]: `portcullis demo` with built-in echo upstreams.
+//! - the `portcullis` binary's `cli` module: the command line.
 //!
 //! [`Gateway`] wires them: bind listeners, serve until SIGTERM, reload on SIGHUP.
 
@@ -35,6 +49,7 @@ pub mod assertion;
 pub mod audit;
 pub mod auth;
 pub mod changes;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod killswitch;
@@ -62,14 +77,6 @@ use crate::config::{Config, ConfigError, Env, Overrides};
 use crate::live::Live;
 use crate::proxy::pipeline::Pipeline;
 use crate::telemetry::Metrics;
-
-/// Now as unix seconds: read once at the edge (a request, a CLI command) and passed
-/// down, so the modules below never read the clock themselves.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
-}
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +131,7 @@ impl Gateway {
         let sessions = session::Sessions::new(stores);
         let switches = killswitch::KillSwitches::new(sessions.clone());
         switches
-            .refresh(&config, unix_now())
+            .refresh(&config, clock::unix_now())
             .await
             .map_err(StartError::KillSwitches)?;
         let hasher = auth::password::PasswordHasher::new(auth::password::PasswordHasherConfig::default())?;

@@ -285,7 +285,7 @@ fn build_signers(
     config: &Config,
     previous: Option<&Snapshot>,
 ) -> Result<HashMap<String, Arc<TierSigner>>, Vec<ConfigError>> {
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     let mut out = HashMap::new();
     for tier in config.tiers.values() {
         let before = previous.and_then(|p| p.signers.get(&tier.name));

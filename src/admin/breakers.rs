@@ -158,7 +158,7 @@ pub(super) async fn list(State(state): State<AdminState>, headers: HeaderMap) ->
         }
         None => return unauthenticated().into_response(),
     };
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     match state.switches.list(&config).await {
         Ok(all) => {
             let mine: Vec<_> = all
@@ -182,7 +182,7 @@ async fn trip(
     let (config, caller, scope) = checked_call(&state, &peer, target, &headers, Action::Trip)?;
     let body: TripBody = parse_body(&headers, &body)?;
     let actor = actor_of(&caller, &peer);
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     if query.dry_run.as_deref() == Some("true") {
         let report = state
             .switches
@@ -230,7 +230,7 @@ async fn reset(
     let actor = actor_of(&caller, &peer);
     let removed = state
         .switches
-        .reset(&config, &scope, &body.reason, &actor, crate::unix_now())
+        .reset(&config, &scope, &body.reason, &actor, crate::clock::unix_now())
         .await
         .map_err(|e| switch_error(&e))?
         .ok_or_else(no_breaker_tripped)?;

@@ -67,7 +67,7 @@ pub(super) async fn list(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let op = operator(&state, &headers, &peer)?;
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     Ok(match state.changes.list(&op).await {
         Ok(all) => {
             let views: Vec<Value> = all.iter().map(|c| c.view(now)).collect();
@@ -86,7 +86,7 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     let op = operator(&state, &headers, &peer)?;
     let body: ProposeBody = parse_body(&headers, &body)?;
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     let result = state
         .changes
         .propose(&op, &body.kind, &body.target, &body.change, &body.reason, now)
@@ -102,7 +102,7 @@ pub(super) async fn show(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let op = operator(&state, &headers, &peer)?;
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     Ok(answer(state.changes.get(&op, &id).await, &op, now))
 }
 
@@ -116,7 +116,7 @@ pub(super) async fn edit(
 ) -> Result<Response, ApiError> {
     let op = operator(&state, &headers, &peer)?;
     let body: EditBody = parse_body(&headers, &body)?;
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     let result = state
         .changes
         .edit(&op, &id, body.change.as_ref(), body.reason.as_deref(), now)
@@ -134,7 +134,7 @@ pub(super) async fn approve(
 ) -> Result<Response, ApiError> {
     let op = operator(&state, &headers, &peer)?;
     let body: ApproveBody = parse_body(&headers, &body)?;
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     Ok(answer(
         state.changes.approve(&op, &id, &body.digest, now).await,
         &op,
@@ -152,7 +152,7 @@ pub(super) async fn reject(
 ) -> Result<Response, ApiError> {
     let op = operator(&state, &headers, &peer)?;
     let body: ReasonBody = parse_optional_body(&headers, &body)?;
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     let result = state.changes.reject(&op, &id, body.reason.as_deref(), now).await;
     Ok(answer(result, &op, now))
 }
@@ -178,7 +178,7 @@ pub(super) async fn request_tier_breaker_reset(
         source_ip: peer.ip().to_string(),
     };
     let body: ReasonBody = parse_optional_body(&headers, &body)?;
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     let scope_key = scope.key();
     let tripped = match state.switches.list(&config).await {
         Ok(all) => all
@@ -270,7 +270,7 @@ fn change_error(e: ChangeError, op: &Operator) -> Response {
         ),
         ChangeError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", &m),
         ChangeError::InvalidPolicy { change, errors } => {
-            let now = crate::unix_now();
+            let now = crate::clock::unix_now();
             let mut body = change.view(now);
             if let Value::Object(map) = &mut body {
                 map.insert("error".into(), json!("invalid_policy"));

@@ -320,7 +320,7 @@ async fn reload(
     }
     let (old, new) = (&prepared.old().effective, &prepared.new_config().effective);
     let digest_of = |d: &crate::config::EffectiveDigests, t: &str| d.tiers.get(t).map(hex::encode);
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     for (changed, op) in &operators {
         let Ok(store) = state.switches.sessions().store(changed) else {
             // A tier added by this reload has no store (nor log) until the next restart.

@@ -49,7 +49,7 @@ impl AssertionCheck {
         let Some(token) = token else {
             return json!({ "valid": false, "claims": {}, "error": "no Portcullis-Assertion header" });
         };
-        let now = crate::unix_now();
+        let now = crate::clock::unix_now();
         let mut result = Err(AssertionError::UnknownKey);
         for refresh in [false, true] {
             let verifier = match self.verifier(refresh).await {

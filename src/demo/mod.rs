@@ -67,7 +67,7 @@ fn demo_totp_secret(tenant: &str, username: &str) -> String {
 
 /// Creates the demo users in an empty store; existing users are kept as they are.
 async fn seed_users(portal: &crate::ui::Portal) -> anyhow::Result<()> {
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     for (tenant, username, display, roles) in USERS {
         let tier = if tenant == "initech" { "staging" } else { "prod" };
         let store = portal.sessions.store(tier)?;

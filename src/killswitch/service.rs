@@ -465,7 +465,7 @@ impl KillSwitches {
             tokio::select! {
                 _ = tick.tick() => {
                     let config = live.snapshot().config.clone();
-                    if let Err(e) = self.refresh(&config, crate::unix_now()).await {
+                    if let Err(e) = self.refresh(&config, crate::clock::unix_now()).await {
                         tracing::warn!(error = %e, "kill switch refresh failed; keeping the last known switches");
                     }
                 }

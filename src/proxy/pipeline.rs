@@ -218,7 +218,7 @@ impl Pipeline {
             Err(policy::Refusal::NotFound) => return Err(Refusal::NotFound),
             Ok(target) => target,
         };
-        let now = crate::unix_now();
+        let now = crate::clock::unix_now();
         let board = self.portal.switches.board();
         let suspended = board.tenant_switch(&entry.tier.name, &tenant.id, now);
         if let Some(ks) = &suspended {

@@ -51,7 +51,7 @@ impl SessionWatch {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tick.tick() => {
-                    let now = crate::unix_now();
+                    let now = crate::clock::unix_now();
                     if !self.sessions.still_live(&self.conn.tier, &self.conn.id_hash, now).await {
                         return;
                     }

@@ -83,7 +83,7 @@ async fn credentials_of_one_tenant_or_tier_do_nothing_on_another() {
     assert_ne!(forwarded, acme_assertion);
     let prod_keys = Verifier::from_jwks_json(&jwks(&gw, "globex.test").await).unwrap();
     let claims = prod_keys
-        .verify(&forwarded, None, "globex", portcullis::unix_now())
+        .verify(&forwarded, None, "globex", portcullis::clock::unix_now())
         .unwrap();
     assert_eq!(claims.sub, "gina");
 
@@ -141,7 +141,7 @@ async fn assertions_verify_only_with_their_own_tier_and_tenant() {
     let (acme_jwt, initech_jwt) = (last_assertion(&ups.acme), last_assertion(&ups.initech));
     let prod = Verifier::from_jwks_json(&jwks(&gw, "acme.test").await).unwrap();
     let staging = Verifier::from_jwks_json(&jwks(&gw, "initech.test").await).unwrap();
-    let now = portcullis::unix_now();
+    let now = portcullis::clock::unix_now();
 
     let claims = prod
         .verify(&acme_jwt, Some("urn:portcullis:tier:prod"), "acme", now)
@@ -248,7 +248,7 @@ async fn key_rotation_under_load_fails_no_verification() {
     assert_eq!(kids(&after).len(), 2, "old key still published: {after}");
     let cached = Verifier::from_jwks_json(&before).unwrap();
     let refreshed = Verifier::from_jwks_json(&after).unwrap();
-    let now = portcullis::unix_now();
+    let now = portcullis::clock::unix_now();
     let mut seen_kids = std::collections::BTreeSet::new();
     let mut failed = 0;
     for r in ups.initech.requests() {
@@ -313,7 +313,7 @@ async fn the_demo_echo_app_verifies_the_assertion() {
     assert_eq!(r.status(), 200);
     let pre = cookies(&r).join("; ");
     let secret = portcullis::auth::mfa::TotpSecret::from_base32(bob["totp_secret"].as_str().unwrap()).unwrap();
-    let step = u64::try_from(portcullis::unix_now()).unwrap() / 30;
+    let step = u64::try_from(portcullis::clock::unix_now()).unwrap() / 30;
     let code = format!("{:06}", portcullis::auth::mfa::code_at(&secret, step));
     let r = client
         .post(format!("{base}/.portcullis/api/mfa"))

@@ -460,7 +460,7 @@ async fn forged_id_tokens_are_refused_and_recorded() {
     let fake = ForgingIdp::start().await;
     let gw = sso_gateway(&ups, &fake.issuer(), "required").await;
     let port = gw.public.port();
-    let now = portcullis::unix_now();
+    let now = portcullis::clock::unix_now();
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
     for case in [
         "wrong issuer",
@@ -527,7 +527,7 @@ async fn id_tokens_with_unmanageable_claims_are_refused_and_recorded() {
     let fake = ForgingIdp::start().await;
     let gw = sso_gateway(&ups, &fake.issuer(), "required").await;
     let port = gw.public.port();
-    let now = portcullis::unix_now();
+    let now = portcullis::clock::unix_now();
     let cases: [(&str, ClaimChange); 9] = [
         ("azp of another client", |c, _| c["azp"] = "someone-else".into()),
         ("not valid before an hour from now", |c, now| {
