@@ -301,7 +301,6 @@ impl Stores {
         Ok(Stores { by_tier })
     }
 
-    /// The store of a tier; `None` for a tier that was not opened.
     /// Opens the stores of every tier of a policy set: `url` is the store URL (the
     /// policy's, or an override), and a tier with its own Redis ACL user connects as that
     /// user, so one tier's credentials cannot read another tier's keys.
@@ -333,6 +332,7 @@ impl Stores {
         Ok(Stores { by_tier })
     }
 
+    /// The store of a tier; `None` for a tier that was not opened.
     pub fn tier(&self, tier: &str) -> Option<Arc<dyn TierStore>> {
         self.by_tier.get(tier).cloned()
     }
