@@ -7,6 +7,7 @@
 //! side of forwarding is `crate::upstream`.
 
 pub mod body;
+pub mod forward_auth;
 pub mod headers;
 pub mod pipeline;
 mod reserved;

@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use super::body::ProxyBody;
 use super::headers::{self, ClientContext};
 use super::respond::{self, Refusal};
-use super::{reserved, tunnel};
+use super::{forward_auth, reserved, tunnel};
 use crate::assertion::Claims;
 use crate::config::TenantEntry;
 use crate::live::{Live, Snapshot};
@@ -209,37 +209,18 @@ impl Pipeline {
             .ok()
             .and_then(tenancy::normalise_request_host)
             .ok_or(Refusal::BadRequest("Invalid Host header."))?;
+        if req.uri().path() == forward_auth::PATH {
+            return Box::pin(self.forward_auth(req, conn, snapshot, &host, request_id, outcome)).await;
+        }
         let entry = snapshot.hosts.get(&host).ok_or(Refusal::UnknownHost)?.clone();
         outcome.tenant = Some(entry.clone());
         let tenant = &entry.tenant;
 
-        let target = match policy::classify(&tenant.routes, req.uri().path()) {
-            Err(policy::Refusal::BadRequest(_)) => return Err(Refusal::BadRequest("Ambiguous or malformed path.")),
-            Err(policy::Refusal::NotFound) => return Err(Refusal::NotFound),
-            Ok(target) => target,
-        };
+        let target = classify(&tenant.routes, req.uri().path())?;
         let now = crate::clock::unix_now();
-        let board = self.portal.switches.board();
-        let suspended = board.tenant_switch(&entry.tier.name, &tenant.id, now);
-        if let Some(ks) = &suspended {
-            let open = matches!(&target, Target::Reserved(p)
-                if reserved::open_while_suspended(p.strip_prefix(policy::RESERVED_PREFIX).unwrap_or_default(), req.method()));
-            if !open {
-                return Err(locked(ks));
-            }
-        }
-        let session = self.session(&req, snapshot, &entry, &conn, now).await;
-        if let Ok(None) = session
-            && board.has_account_switches(&entry.tier.name, &tenant.id)
-            && let Some(ks) = self.account_locked(&req, &entry, now).await
-        {
-            return Err(locked(&ks));
-        }
-        if let Ok(Some(s)) = &session
-            && let Some(ks) = board.account_switch(&entry.tier.name, &tenant.id, &s.subject, now)
-        {
-            return Err(locked(&ks));
-        }
+        let (session, suspended) = self
+            .admit(&req, &conn, snapshot, &entry, &target, req.method(), now)
+            .await?;
         let (path, rule) = match target {
             Target::Reserved(path) => {
                 let session = session.unwrap_or(None);
@@ -253,21 +234,7 @@ impl Pipeline {
         };
         let rules = policy::PathRules::of(&tenant.routes, &path, rule);
         let public = rules.is_public();
-        let session = match session {
-            Ok(s) => s,
-            Err(()) if public => None,
-            Err(()) => return Err(Refusal::Unavailable("Sign-in state is unavailable right now.")),
-        };
-        let identity = session.as_ref().map(|s| Identity { roles: &s.roles });
-        match rules.decide(identity.as_ref()) {
-            Decision::Allow => {}
-            Decision::NeedsSession => {
-                return Err(Refusal::NeedsSession {
-                    login_path: login_path(&path, req.uri().query()),
-                });
-            }
-            Decision::Forbidden => return Err(Refusal::Forbidden("You do not have access to this page.")),
-        }
+        let session = decide(&rules, session, &path, req.uri().query())?;
 
         let limit = rules.body_limit().unwrap_or(tenant.max_body_bytes);
         if declared_length(&req)?.is_some_and(|len| len > limit) {
@@ -356,6 +323,107 @@ impl Pipeline {
             None => ProxyBody::upstream(body, Some(slot)),
         };
         Ok(Response::from_parts(parts, body))
+    }
+}
+
+impl Pipeline {
+    /// What every request to a tenant gets before its route decides, inline and through
+    /// forward-auth alike: the tenant's kill switch (only a few reserved endpoints stay
+    /// open under it), the session, and the account's kill switch. Returns the session
+    /// (`Err` when the store cannot answer) and the tenant's switch, if any.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit(
+        &self,
+        req: &Request<Incoming>,
+        conn: &ConnInfo,
+        snapshot: &Snapshot,
+        entry: &TenantEntry,
+        target: &Target<'_>,
+        method: &Method,
+        now: i64,
+    ) -> Result<Admitted, Refusal> {
+        let tenant = &entry.tenant;
+        let board = self.portal.switches.board();
+        let suspended = board.tenant_switch(&entry.tier.name, &tenant.id, now);
+        if let Some(ks) = &suspended {
+            let open = matches!(target, Target::Reserved(p)
+                if reserved::open_while_suspended(p.strip_prefix(policy::RESERVED_PREFIX).unwrap_or_default(), method));
+            if !open {
+                return Err(locked(ks));
+            }
+        }
+        let session = self.session(req, snapshot, entry, conn, now).await;
+        if let Ok(None) = session
+            && board.has_account_switches(&entry.tier.name, &tenant.id)
+            && let Some(ks) = self.account_locked(req, entry, now).await
+        {
+            return Err(locked(&ks));
+        }
+        if let Ok(Some(s)) = &session
+            && let Some(ks) = board.account_switch(&entry.tier.name, &tenant.id, &s.subject, now)
+        {
+            return Err(locked(&ks));
+        }
+        Ok((session, suspended))
+    }
+
+    /// `/.portcullis/auth`: whether the request a proxy is holding may pass (see
+    /// [`forward_auth`]). Refusals are answered inline, or as nginx needs them.
+    async fn forward_auth(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        snapshot: &Snapshot,
+        host: &str,
+        request_id: &str,
+        outcome: &mut Outcome,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        let answer = forward_auth::answer_for(req.headers());
+        match self.forward_auth_decision(&req, &conn, snapshot, host, outcome).await {
+            Ok(resp) => Ok(resp),
+            Err(refusal) if answer == forward_auth::Answer::StatusOnly => {
+                Ok(forward_auth::status_only(&refusal, request_id))
+            }
+            Err(refusal) => Err(refusal),
+        }
+    }
+
+    /// The forward-auth decision: the same steps as inline, on the original request.
+    async fn forward_auth_decision(
+        &self,
+        req: &Request<Incoming>,
+        conn: &ConnInfo,
+        snapshot: &Snapshot,
+        host: &str,
+        outcome: &mut Outcome,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        let original = forward_auth::Original::from_headers(req.headers())?;
+        let host = match forward_auth::forwarded_host(req.headers())? {
+            Some(named) if conn.peer_trusted => {
+                tenancy::normalise_request_host(named).ok_or(Refusal::BadRequest("Invalid X-Forwarded-Host header."))?
+            }
+            _ => std::borrow::Cow::Borrowed(host),
+        };
+        let entry = snapshot.hosts.get(&host).ok_or(Refusal::UnknownHost)?.clone();
+        outcome.tenant = Some(entry.clone());
+        let target = classify(&entry.tenant.routes, original.target.path())?;
+        let now = crate::clock::unix_now();
+        let (session, _) = self
+            .admit(req, conn, snapshot, &entry, &target, &original.method, now)
+            .await?;
+        let Target::Route { path, rule } = target else {
+            // The gateway's own pages and APIs check their callers themselves.
+            return Ok(forward_auth::allowed(http::HeaderMap::new()));
+        };
+        let rules = policy::PathRules::of(&entry.tenant.routes, &path, rule);
+        let public = rules.is_public();
+        let session = decide(&rules, session, &path, original.target.query())?;
+        let mut identity = http::HeaderMap::new();
+        if let Some(s) = session.as_ref().filter(|_| !public) {
+            self.forwarded_identity(snapshot, &entry, s, now)?
+                .insert_into(&mut identity);
+        }
+        Ok(forward_auth::allowed(identity))
     }
 }
 
@@ -620,6 +688,46 @@ impl RequestId {
 }
 
 /// The 423 refusal of a kill switch.
+/// A request's session, `Err` when the store could not answer, and the tenant's kill
+/// switch that a reserved endpoint open under it may show.
+type Admitted = (
+    Result<Option<Arc<SessionRecord>>, ()>,
+    Option<Arc<crate::killswitch::KillSwitch>>,
+);
+
+/// The route policy's reading of a raw path, its refusals as the listener answers them.
+fn classify<'a>(routes: &'a policy::RouteTable, raw_path: &str) -> Result<Target<'a>, Refusal> {
+    match policy::classify(routes, raw_path) {
+        Err(policy::Refusal::BadRequest(_)) => Err(Refusal::BadRequest("Ambiguous or malformed path.")),
+        Err(policy::Refusal::NotFound) => Err(Refusal::NotFound),
+        Ok(target) => Ok(target),
+    }
+}
+
+/// The route rules' decision for a request with this session: the session to assert
+/// upstream when allowed (`None` without one), else the refusal. A session the store could
+/// not read passes only on a public route.
+fn decide(
+    rules: &policy::PathRules<'_>,
+    session: Result<Option<Arc<SessionRecord>>, ()>,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Option<Arc<SessionRecord>>, Refusal> {
+    let session = match session {
+        Ok(s) => s,
+        Err(()) if rules.is_public() => None,
+        Err(()) => return Err(Refusal::Unavailable("Sign-in state is unavailable right now.")),
+    };
+    let identity = session.as_ref().map(|s| Identity { roles: &s.roles });
+    match rules.decide(identity.as_ref()) {
+        Decision::Allow => Ok(session),
+        Decision::NeedsSession => Err(Refusal::NeedsSession {
+            login_path: login_path(path, query),
+        }),
+        Decision::Forbidden => Err(Refusal::Forbidden("You do not have access to this page.")),
+    }
+}
+
 fn locked(ks: &crate::killswitch::KillSwitch) -> Refusal {
     Refusal::Locked {
         message: ks.message.clone(),

@@ -60,7 +60,8 @@ impl Refusal {
         }
     }
 
-    fn code_and_message(&self) -> (&'static str, &'static str) {
+    /// The reason code and the message users see.
+    pub(super) fn code_and_message(&self) -> (&'static str, &'static str) {
         match self {
             Refusal::BadRequest(m) => ("bad_request", m),
             Refusal::UnknownHost => ("unknown_host", "This gateway does not serve that host."),

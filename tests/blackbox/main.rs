@@ -8,6 +8,7 @@ mod breakers;
 mod browser;
 mod changes;
 mod check;
+mod forward_auth;
 mod harness;
 mod headers;
 mod http2;
