@@ -14,7 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis::session::{SessionRecord, Stores, session_id_hash};
+use portcullis::records::{SessionRecord, session_id_hash};
+use portcullis::store::Stores;
 
 struct Killed(Child);
 

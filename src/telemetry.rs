@@ -113,7 +113,6 @@ macro_rules! security_event {
         )
     };
 }
-use security_event;
 
 impl<'a> SecurityEvent<'a> {
     /// An event with only its action and outcome set; fill in the rest with struct update.
