@@ -617,7 +617,7 @@ fn breaker_scope(cfg: &config::Config, args: BreakerScopeArgs) -> anyhow::Result
 
 async fn breaker(action: BreakerAction, args: StoreArgs) -> anyhow::Result<()> {
     use portcullis::killswitch::service::Actor;
-    use portcullis::killswitch::{KillSwitches, TripRequest};
+    use portcullis::killswitch::{Expiry, KillSwitchError, KillSwitches, TripRequest};
     let (cfg, sessions) = all_stores(&args).await?;
     let switches = KillSwitches::new(sessions);
     let actor = Actor {
@@ -640,20 +640,17 @@ async fn breaker(action: BreakerAction, args: StoreArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 return Ok(());
             }
-            let expires_at = match expires {
-                Some(text) => {
-                    portcullis::killswitch::service::expiry_after(&text, now).map_err(|e| anyhow!("--expires: {e}"))?
-                }
-                None => None,
-            };
             let req = TripRequest {
                 scope,
                 reason,
                 message,
-                expires_at,
+                expiry: expires.map_or(Expiry::Never, Expiry::After),
                 idempotency_key: None,
             };
-            let result = switches.trip(&cfg, req, &actor, now).await?;
+            let result = switches.trip(&cfg, req, &actor, now).await.map_err(|e| match e {
+                KillSwitchError::Expiry(e) => anyhow!("--expires: {e}"),
+                e => e.into(),
+            })?;
             println!(
                 "tripped {}: ended {} session(s); running gateways apply it within 1 s",
                 result.switch.scope.target(),

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::{AdminState, Caller, authenticate_caller, error};
 use crate::config::Config;
 use crate::killswitch::service::Actor;
-use crate::killswitch::{KillSwitchError, KillSwitches, Scope, TripRequest};
+use crate::killswitch::{Expiry, ExpiryError, KillSwitchError, KillSwitches, Scope, TripRequest};
 
 /// Largest request body accepted.
 const BODY_MAX: usize = 16 * 1024;
@@ -191,7 +191,7 @@ async fn trip(
             .map_err(|e| switch_error(&e))?;
         return Ok((StatusCode::OK, axum::Json(report)).into_response());
     }
-    let expires_at = expiry(&body, now).map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", &m))?;
+    let expiry = expiry(&body)?;
     let idempotency_key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
         Some(Ok(k)) => Some(k.to_string()),
@@ -207,7 +207,7 @@ async fn trip(
         scope,
         reason: body.reason,
         message: body.message,
-        expires_at,
+        expiry,
         idempotency_key,
     };
     let result = state
@@ -435,13 +435,18 @@ fn json_problem(e: &serde_json::Error) -> String {
     }
 }
 
-fn expiry(body: &TripBody, now: i64) -> Result<Option<i64>, String> {
+/// The expiry as the body gives it: `expires_in` (a duration) or `expires_at` (unix
+/// seconds), at most one; the service checks it.
+fn expiry(body: &TripBody) -> Result<Expiry, ApiError> {
     match (&body.expires_in, body.expires_at) {
-        (Some(_), Some(_)) => Err("Give expires_in or expires_at, not both.".into()),
-        (Some(text), None) => {
-            crate::killswitch::service::expiry_after(text, now).map_err(|e| format!("expires_in: {e}."))
-        }
-        (None, at) => Ok(at),
+        (Some(_), Some(_)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Give expires_in or expires_at, not both.",
+        )),
+        (Some(text), None) => Ok(Expiry::After(text.clone())),
+        (None, Some(at)) => Ok(Expiry::At(at)),
+        (None, None) => Ok(Expiry::Never),
     }
 }
 
@@ -482,6 +487,13 @@ fn switch_error(e: &KillSwitchError) -> ApiError {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", &e.to_string())
         }
         KillSwitchError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m),
+        // Only `expires_in` is a duration here: name the field.
+        KillSwitchError::Expiry(ExpiryError::NotADuration) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", &format!("expires_in: {e}."))
+        }
+        KillSwitchError::Expiry(ExpiryError::NotInFuture) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", &e.to_string())
+        }
         KillSwitchError::IdempotencyConflict => {
             ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", &e.to_string())
         }

@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::web::{self, json_error};
 use super::{Ctx, Portal, json_body, pages, unauthenticated};
-use crate::killswitch::service::{Actor, expiry_after};
-use crate::killswitch::{KillSwitchError, Scope, TripRequest};
+use crate::killswitch::service::Actor;
+use crate::killswitch::{Expiry, KillSwitchError, Scope, TripRequest};
 
 /// The role that may act here.
 pub const TENANT_ADMIN_ROLE: &str = "tenant-admin";
@@ -155,15 +155,11 @@ impl Portal {
         if matches!(&scope, Scope::Account { subject, .. } if subject == admin_subject) {
             return Err(AdminRefusal::SelfLockout);
         }
-        let expires_at = match body.expires_in.as_deref() {
-            None => None,
-            Some(text) => expiry_after(text, ctx.now).map_err(AdminRefusal::Switch)?,
-        };
         let req = TripRequest {
             scope,
             reason: body.reason,
             message: body.message.filter(|m| !m.trim().is_empty()),
-            expires_at,
+            expiry: body.expires_in.map_or(Expiry::Never, Expiry::After),
             idempotency_key: None,
         };
         self.switches
@@ -305,6 +301,7 @@ fn switch_error(e: &KillSwitchError) -> Response<Bytes> {
             json_error(StatusCode::NOT_FOUND, "not_found", &e.to_string())
         }
         KillSwitchError::Invalid(m) => json_error(StatusCode::BAD_REQUEST, "bad_request", m),
+        KillSwitchError::Expiry(_) => json_error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
         KillSwitchError::IdempotencyConflict => {
             json_error(StatusCode::CONFLICT, "idempotency_conflict", &e.to_string())
         }
