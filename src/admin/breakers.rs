@@ -167,7 +167,7 @@ pub(super) async fn list(State(state): State<AdminState>, headers: HeaderMap) ->
                 .collect();
             (StatusCode::OK, axum::Json(json!({ "breakers": mine }))).into_response()
         }
-        Err(e) => switch_error(&e).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -187,8 +187,7 @@ async fn trip(
         let report = state
             .switches
             .dry_run(&config, &scope, &body.reason, &actor, now)
-            .await
-            .map_err(|e| switch_error(&e))?;
+            .await?;
         return Ok((StatusCode::OK, axum::Json(report)).into_response());
     }
     let expiry = expiry(&body)?;
@@ -210,11 +209,7 @@ async fn trip(
         expiry,
         idempotency_key,
     };
-    let result = state
-        .switches
-        .trip(&config, req, &actor, now)
-        .await
-        .map_err(|e| switch_error(&e))?;
+    let result = state.switches.trip(&config, req, &actor, now).await?;
     Ok((StatusCode::OK, axum::Json(result)).into_response())
 }
 
@@ -231,8 +226,7 @@ async fn reset(
     let removed = state
         .switches
         .reset(&config, &scope, &body.reason, &actor, crate::unix_now())
-        .await
-        .map_err(|e| switch_error(&e))?
+        .await?
         .ok_or_else(no_breaker_tripped)?;
     Ok((
         StatusCode::OK,
@@ -266,7 +260,7 @@ pub(super) fn checked_call(
     // not reach.
     authorise(&caller, &scope, action, peer)?;
     let scope = name_account(&config, scope, idp.as_deref())?;
-    KillSwitches::check_scope(&config, &scope).map_err(|e| switch_error(&e))?;
+    KillSwitches::check_scope(&config, &scope)?;
     Ok((config, caller, scope))
 }
 
@@ -481,29 +475,32 @@ fn unauthenticated() -> ApiError {
     )
 }
 
-fn switch_error(e: &KillSwitchError) -> ApiError {
-    match e {
-        KillSwitchError::UnknownTier | KillSwitchError::UnknownTenant => {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", &e.to_string())
-        }
-        KillSwitchError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m),
-        // Only `expires_in` is a duration here: name the field.
-        KillSwitchError::Expiry(ExpiryError::NotADuration) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", &format!("expires_in: {e}."))
-        }
-        KillSwitchError::Expiry(ExpiryError::NotInFuture) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", &e.to_string())
-        }
-        KillSwitchError::IdempotencyConflict => {
-            ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", &e.to_string())
-        }
-        KillSwitchError::Store(err) => {
-            tracing::error!(error = %err, "kill switch store call failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "The store is unavailable; try again.",
-            )
+/// The admin API's one answer to each refusal of the kill switch service.
+impl From<KillSwitchError> for ApiError {
+    fn from(e: KillSwitchError) -> Self {
+        match &e {
+            KillSwitchError::UnknownTier | KillSwitchError::UnknownTenant => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", &e.to_string())
+            }
+            KillSwitchError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m),
+            // Only `expires_in` is a duration here: name the field.
+            KillSwitchError::Expiry(ExpiryError::NotADuration) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", &format!("expires_in: {e}."))
+            }
+            KillSwitchError::Expiry(ExpiryError::NotInFuture) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", &e.to_string())
+            }
+            KillSwitchError::IdempotencyConflict => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", &e.to_string())
+            }
+            KillSwitchError::Store(err) => {
+                tracing::error!(error = %err, "kill switch store call failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "The store is unavailable; try again.",
+                )
+            }
         }
     }
 }
@@ -511,6 +508,53 @@ fn switch_error(e: &KillSwitchError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreError;
+
+    /// If this broke, a kill switch refusal would get another status than the API
+    /// documents, or an operator would read a store's internal error.
+    #[test]
+    fn each_kill_switch_refusal_has_its_answer() {
+        let cases = [
+            (KillSwitchError::UnknownTenant, 404, "not_found", "unknown tenant"),
+            (
+                KillSwitchError::Invalid("reason is required".into()),
+                400,
+                "bad_request",
+                "reason is required",
+            ),
+            (
+                KillSwitchError::Expiry(ExpiryError::NotADuration),
+                400,
+                "bad_request",
+                "expires_in: expiry must be a duration such as 90s, 2h or 1d, at least 1s.",
+            ),
+            (
+                KillSwitchError::Expiry(ExpiryError::NotInFuture),
+                400,
+                "bad_request",
+                "expiry must be in the future",
+            ),
+            (
+                KillSwitchError::IdempotencyConflict,
+                409,
+                "idempotency_conflict",
+                "Idempotency-Key was already used for a different request",
+            ),
+            (
+                KillSwitchError::Store(StoreError::Unavailable("sqlite: DatabaseBusy".into())),
+                503,
+                "unavailable",
+                "The store is unavailable; try again.",
+            ),
+        ];
+        for (e, status, code, message) in cases {
+            let answer = ApiError::from(e);
+            assert_eq!(
+                (answer.status.as_u16(), answer.code, answer.message.as_str()),
+                (status, code, message)
+            );
+        }
+    }
 
     /// If this broke, a secret pasted into the wrong field of a trip (here `expires_at`)
     /// would come back in the error, and so reach logs and terminals.

@@ -180,15 +180,12 @@ pub(super) async fn request_tier_breaker_reset(
     let body: ReasonBody = parse_optional_body(&headers, &body)?;
     let now = crate::unix_now();
     let scope_key = scope.key();
-    let tripped = match state.switches.list(&config).await {
-        Ok(all) => all
-            .iter()
-            .any(|k| k.scope.tier() == op.tier && k.scope.key() == scope_key && k.in_force(now)),
-        Err(e) => {
-            tracing::error!(error = %e, "kill switch store call failed");
-            return Ok(unavailable());
-        }
-    };
+    let tripped = state
+        .switches
+        .list(&config)
+        .await?
+        .iter()
+        .any(|k| k.scope.tier() == op.tier && k.scope.key() == scope_key && k.in_force(now));
     if !tripped {
         return Err(no_breaker_tripped());
     }
