@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{Board, KillSwitch, Scope};
+pub use crate::audit::Actor;
 use crate::audit::AuditEntry;
 use crate::config::{AutoTripRule, Config};
 use crate::records::Revocation;
@@ -53,17 +54,6 @@ pub enum KillSwitchError {
     /// The store failed. For a trip, the switch may already be in force on this node.
     #[error("{0}")]
     Store(#[from] StoreError),
-}
-
-/// Who acts, from where and through what; goes into the audit record.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    /// `operator:<name>`, `automation:<name>`, `user:<subject>`, `rule:<name>`, `cli`.
-    pub name: String,
-    /// Client address, or `-`.
-    pub source_ip: String,
-    /// `api`, `cli`, `console`, `auto-rule`.
-    pub system: String,
 }
 
 /// A request to trip a switch.
@@ -563,17 +553,13 @@ impl KillSwitches {
         now: i64,
     ) -> Result<(), KillSwitchError> {
         let entry = AuditEntry {
-            time: now,
-            actor: actor.name.clone(),
-            source_ip: actor.source_ip.clone(),
-            system: actor.system.clone(),
-            action: action.to_string(),
             target: scope.target(),
             tenant: scope.tenant().map(str::to_string),
             tier: scope.tier().to_string(),
             reason: reason.to_string(),
             before: before.map(|v| crate::audit::redact(&v)).unwrap_or_default(),
             after: after.map(|v| crate::audit::redact(&v)).unwrap_or_default(),
+            ..AuditEntry::by(actor, action, now)
         };
         self.sessions.store(scope.tier())?.append_audit(&entry).await?;
         Ok(())

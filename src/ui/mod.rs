@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::accounts::{AccountError, Accounts};
 use crate::auth::login::{LocalLogin, LoginContext, LoginError, NewSession};
 use crate::auth::preauth::{self, PREAUTH_TTL_SECS, PreAuth};
 use crate::config::TenantEntry;
@@ -30,6 +31,9 @@ use web::{BodyError, json_error};
 pub struct Portal {
     /// Local sign-in flow.
     pub login: LocalLogin,
+    /// Local accounts: password change (and, for the CLI and the demo, creation and MFA
+    /// resets).
+    pub accounts: Accounts,
     /// Sessions of every tier.
     pub sessions: Arc<Sessions>,
     /// Kill switches: the request path's board and the tenant admin's account switches.
@@ -377,7 +381,11 @@ impl Portal {
             let current = web::form_field(&body, "current_password").unwrap_or_default();
             let new = web::form_field(&body, "new_password").unwrap_or_default();
             let code = web::form_field(&body, "code").unwrap_or_default();
-            return match self.change_password(ctx, &session, &ua, &current, &new, &code).await {
+            return match self
+                .accounts
+                .change_password(&ctx.login_ctx(&ua), &session, &current, &new, &code)
+                .await
+            {
                 Ok(()) => {
                     let mut resp = pages::message(
                         ctx.entry,
@@ -392,13 +400,16 @@ impl Portal {
                     );
                     resp
                 }
-                Err((status, message)) => pages::message(
-                    ctx.entry,
-                    status,
-                    "Password not changed",
-                    &message,
-                    Some(("/.portcullis/account", "Back")),
-                ),
+                Err(e) => {
+                    let (status, message) = password_refusal(&e);
+                    pages::message(
+                        ctx.entry,
+                        status,
+                        "Password not changed",
+                        &message,
+                        Some(("/.portcullis/account", "Back")),
+                    )
+                }
             };
         }
         pages::message(ctx.entry, StatusCode::NOT_FOUND, "Not found", "Nothing here.", None)
@@ -660,10 +671,10 @@ impl Portal {
             Err(resp) => return resp,
         };
         match self
+            .accounts
             .change_password(
-                ctx,
+                &ctx.login_ctx(&ua),
                 &session,
-                &ua,
                 &body.current_password,
                 &body.new_password,
                 &body.code,
@@ -681,79 +692,14 @@ impl Portal {
                 );
                 resp
             }
-            Err((status, message)) => json_error(status, "password_not_changed", &message),
+            Err(e) => {
+                let (status, message) = password_refusal(&e);
+                json_error(status, "password_not_changed", &message)
+            }
         }
     }
 
     // ---- shared steps --------------------------------------------------------------
-
-    /// Password change: current password and a fresh TOTP code; then every session of the
-    /// user ends, this one too.
-    async fn change_password(
-        &self,
-        ctx: &Ctx<'_>,
-        session: &SessionRecord,
-        ua: &str,
-        current: &str,
-        new: &str,
-        code: &str,
-    ) -> Result<(), (StatusCode, String)> {
-        let unavailable = || (StatusCode::SERVICE_UNAVAILABLE, "Try again shortly.".to_string());
-        if session.auth_method != "password" {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "This account signs in through single sign-on.".into(),
-            ));
-        }
-        crate::auth::password::check_new_password(new, &session.subject)
-            .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
-        match self
-            .login
-            .verify_factors(&ctx.login_ctx(ua), &session.subject, current, code)
-            .await
-        {
-            Ok(()) => {}
-            Err(LoginError::Throttled(secs)) => {
-                return Err((
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("Too many attempts. Try again in {secs} s."),
-                ));
-            }
-            Err(LoginError::Busy | LoginError::Store(_)) => return Err(unavailable()),
-            Err(_) => {
-                return Err((
-                    StatusCode::FORBIDDEN,
-                    "The current password or the code is wrong.".to_string(),
-                ));
-            }
-        }
-        let store = self.sessions.store(ctx.tier()).map_err(|_| unavailable())?;
-        let mut user = store
-            .get_user(&session.tenant, &session.subject)
-            .await
-            .map_err(|_| unavailable())?
-            .ok_or_else(unavailable)?;
-        user.password_hash = self.login.hasher.hash(new).await.map_err(|_| unavailable())?;
-        user.password_changed_at = ctx.now;
-        store.update_user(&user).await.map_err(|_| unavailable())?;
-        let rev = Revocation {
-            at: ctx.now,
-            by: session.subject.clone(),
-            reason: "password_changed".into(),
-        };
-        self.sessions
-            .revoke_user(ctx.tier(), &session.tenant, &session.subject, None, &rev)
-            .await
-            .map_err(|_| unavailable())?;
-        SecurityEvent {
-            user: Some(&session.subject),
-            tenant: Some(&session.tenant),
-            tier: Some(&session.tier),
-            ..SecurityEvent::new("password_change", EventOutcome::Success)
-        }
-        .info("password changed; every session ended");
-        Ok(())
-    }
 
     async fn end_session_by_id(
         &self,
@@ -982,6 +928,29 @@ fn login_error_status(e: &LoginError) -> (StatusCode, String) {
             StatusCode::FORBIDDEN,
             "Your identity provider did not confirm a second factor, which this organisation requires. Sign in again with multi-factor authentication at your identity provider.".into(),
         ),
+    }
+}
+
+/// Status and message of a refused password change (the page and the API say the same).
+fn password_refusal(e: &AccountError) -> (StatusCode, String) {
+    match e {
+        AccountError::SsoAccount => (
+            StatusCode::BAD_REQUEST,
+            "This account signs in through single sign-on.".into(),
+        ),
+        AccountError::Policy(e) => (StatusCode::BAD_REQUEST, e.to_string()),
+        AccountError::Throttled(secs) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many attempts. Try again in {secs} s."),
+        ),
+        AccountError::WrongFactors => (
+            StatusCode::FORBIDDEN,
+            "The current password or the code is wrong.".to_string(),
+        ),
+        // The signed-in account vanished, hashing is saturated, or the store failed.
+        AccountError::Name(_) | AccountError::NotFound | AccountError::Hash(_) | AccountError::Store(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "Try again shortly.".to_string())
+        }
     }
 }
 
