@@ -10,18 +10,16 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AdminState, Caller, authenticate_caller, error};
+use super::error::AdminError;
+use super::{AdminState, Caller, authenticate_caller, parse_body, parse_optional_body};
 use crate::config::Config;
 use crate::killswitch::service::Actor;
-use crate::killswitch::{Expiry, ExpiryError, KillSwitchError, KillSwitches, Scope, TripRequest};
-
-/// Largest request body accepted.
-const BODY_MAX: usize = 16 * 1024;
+use crate::killswitch::{Expiry, KillSwitches, Scope, TripRequest};
 
 /// `PUT` body.
 #[derive(Debug, Default, Deserialize)]
@@ -79,7 +77,7 @@ pub(super) async fn put_tier(
     query: Query<DryRunQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     trip(state, peer, Target::Tier(tier), query, headers, body).await
 }
 
@@ -91,7 +89,7 @@ pub(super) async fn put_tenant(
     query: Query<DryRunQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     trip(state, peer, Target::Tenant(tenant), query, headers, body).await
 }
 
@@ -103,7 +101,7 @@ pub(super) async fn put_account(
     query: Query<DryRunQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     let idp = query.idp.clone();
     trip(state, peer, Target::Account(tenant, subject, idp), query, headers, body).await
 }
@@ -117,7 +115,7 @@ pub(super) async fn delete_tier(
     Path(tier): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     super::changes::request_tier_breaker_reset(state, peer, tier, headers, body).await
 }
 
@@ -128,7 +126,7 @@ pub(super) async fn delete_tenant(
     Path(tenant): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     reset(state, peer, Target::Tenant(tenant), headers, body).await
 }
 
@@ -140,35 +138,29 @@ pub(super) async fn delete_account(
     Query(query): Query<AccountQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     reset(state, peer, Target::Account(tenant, subject, query.idp), headers, body).await
 }
 
 /// `GET /v1/breakers`: the switches of the operator's tier.
-pub(super) async fn list(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+pub(super) async fn list(State(state): State<AdminState>, headers: HeaderMap) -> Result<Response, AdminError> {
     let config = state.live.snapshot().config.clone();
     let tier = match authenticate_caller(&state.live, &headers) {
         Some(Caller::Operator { tier, .. }) => tier,
         Some(Caller::Automation { .. }) => {
-            return error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Automation tokens may only trip breakers.",
-            );
+            return Err(AdminError::Forbidden("Automation tokens may only trip breakers."));
         }
-        None => return unauthenticated().into_response(),
+        None => return Err(AdminError::NoToken),
     };
     let now = crate::unix_now();
-    match state.switches.list(&config).await {
-        Ok(all) => {
-            let mine: Vec<_> = all
-                .into_iter()
-                .filter(|k| k.scope.tier() == tier && k.in_force(now))
-                .collect();
-            (StatusCode::OK, axum::Json(json!({ "breakers": mine }))).into_response()
-        }
-        Err(e) => ApiError::from(e).into_response(),
-    }
+    let mine: Vec<_> = state
+        .switches
+        .list(&config)
+        .await?
+        .into_iter()
+        .filter(|k| k.scope.tier() == tier && k.in_force(now))
+        .collect();
+    Ok((StatusCode::OK, axum::Json(json!({ "breakers": mine }))).into_response())
 }
 
 async fn trip(
@@ -178,7 +170,7 @@ async fn trip(
     Query(query): Query<DryRunQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     let (config, caller, scope) = checked_call(&state, &peer, target, &headers, Action::Trip)?;
     let body: TripBody = parse_body(&headers, &body)?;
     let actor = actor_of(&caller, &peer);
@@ -195,11 +187,7 @@ async fn trip(
         None => None,
         Some(Ok(k)) => Some(k.to_string()),
         Some(Err(_)) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "Idempotency-Key must be visible ASCII.",
-            ));
+            return Err(AdminError::BadRequest("Idempotency-Key must be visible ASCII.".into()));
         }
     };
     let req = TripRequest {
@@ -219,7 +207,7 @@ async fn reset(
     target: Target,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     let (config, caller, scope) = checked_call(&state, &peer, target, &headers, Action::Reset)?;
     let body: ResetBody = parse_optional_body(&headers, &body)?;
     let actor = actor_of(&caller, &peer);
@@ -236,8 +224,8 @@ async fn reset(
 }
 
 /// The 404 of a reset where nothing is tripped.
-pub(super) fn no_breaker_tripped() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "No breaker is tripped there.")
+pub(super) fn no_breaker_tripped() -> AdminError {
+    AdminError::NotFound("No breaker is tripped there.".into())
 }
 
 /// The policy, the authenticated caller and the scope of a trip or reset call, once the
@@ -248,9 +236,9 @@ pub(super) fn checked_call(
     target: Target,
     headers: &HeaderMap,
     action: Action,
-) -> Result<(std::sync::Arc<Config>, Caller, Scope), ApiError> {
+) -> Result<(std::sync::Arc<Config>, Caller, Scope), AdminError> {
     let config = state.live.snapshot().config.clone();
-    let caller = authenticate_caller(&state.live, headers).ok_or_else(unauthenticated)?;
+    let caller = authenticate_caller(&state.live, headers).ok_or(AdminError::NoToken)?;
     let idp = match &target {
         Target::Account(_, _, idp) => idp.clone(),
         Target::Tier(_) | Target::Tenant(_) => None,
@@ -265,19 +253,19 @@ pub(super) fn checked_call(
 }
 
 /// The scope a path names; 404 when its tier or tenant does not exist.
-fn resolve(config: &Config, target: Target) -> Result<Scope, ApiError> {
+fn resolve(config: &Config, target: Target) -> Result<Scope, AdminError> {
     let tier_of = |tenant: &str| {
         config
             .tenants
             .iter()
             .find(|t| t.id == tenant)
             .map(|t| t.tier.clone())
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "Unknown tenant."))
+            .ok_or_else(|| AdminError::NotFound("Unknown tenant.".into()))
     };
     let scope = match target {
         Target::Tier(tier) => {
             if !config.tiers.contains_key(&tier) {
-                return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "Unknown tier."));
+                return Err(AdminError::NotFound("Unknown tier.".into()));
             }
             Scope::Tier { tier }
         }
@@ -296,12 +284,12 @@ fn resolve(config: &Config, target: Target) -> Result<Scope, ApiError> {
 
 /// Turns the subject of an account scope into the account key `idp` names; other
 /// scopes pass through.
-fn name_account(config: &Config, scope: Scope, idp: Option<&str>) -> Result<Scope, ApiError> {
+fn name_account(config: &Config, scope: Scope, idp: Option<&str>) -> Result<Scope, AdminError> {
     let Scope::Account { tier, tenant, subject } = scope else {
         return Ok(scope);
     };
     let subject = crate::account::named(idp, &subject, config.sso_issuer(&tenant))
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()))?;
+        .map_err(|e| AdminError::BadRequest(e.to_string()))?;
     Ok(Scope::Account { tier, tenant, subject })
 }
 
@@ -315,7 +303,7 @@ pub(super) enum Action {
 /// A tier or tenant outside the token's reach is answered exactly like one that does not
 /// exist (404), so a token never learns what exists beyond it; every such refusal is a
 /// security event. An action the token may not take where it does reach is 403.
-fn authorise(caller: &Caller, scope: &Scope, action: Action, peer: &SocketAddr) -> Result<(), ApiError> {
+fn authorise(caller: &Caller, scope: &Scope, action: Action, peer: &SocketAddr) -> Result<(), AdminError> {
     let (tier_ok, tenant_ok, allowed) = match caller {
         Caller::Operator { tier, .. } => (tier == scope.tier(), true, true),
         Caller::Automation {
@@ -327,8 +315,8 @@ fn authorise(caller: &Caller, scope: &Scope, action: Action, peer: &SocketAddr) 
         ),
     };
     let unknown = || match scope.tenant() {
-        Some(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", "Unknown tenant."),
-        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", "Unknown tier."),
+        Some(_) => AdminError::NotFound("Unknown tenant.".into()),
+        None => AdminError::NotFound("Unknown tier.".into()),
     };
     if !tier_ok {
         cross_event("cross_tier", caller, scope, peer);
@@ -340,17 +328,11 @@ fn authorise(caller: &Caller, scope: &Scope, action: Action, peer: &SocketAddr) 
         return Err(match scope.tenant() {
             Some(_) => unknown(),
             // Its own tier, which it knows: the whole tier is simply not its to trip.
-            None => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Automation tokens may trip only their named tenants.",
-            ),
+            None => AdminError::Forbidden("Automation tokens may trip only their named tenants."),
         });
     }
     if !allowed {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        return Err(AdminError::Forbidden(
             "Automation tokens may trip breakers, never reset them.",
         ));
     }
@@ -376,204 +358,15 @@ fn actor_of(caller: &Caller, peer: &SocketAddr) -> Actor {
     }
 }
 
-/// An optional JSON body: the type's default when none was sent.
-pub(super) fn parse_optional_body<T: Default + serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<T, ApiError> {
-    if body.is_empty() {
-        return Ok(T::default());
-    }
-    parse_body(headers, body)
-}
-
-pub(super) fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
-    if body.len() > BODY_MAX {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "Request body too large.",
-        ));
-    }
-    let json_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !json_type {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Send a JSON body with Content-Type: application/json.",
-        ));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            &format!("Invalid JSON body: {}", json_problem(&e)),
-        )
-    })
-}
-
-/// The serde error's category and position, never the offending input.
-fn json_problem(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    match e.classify() {
-        Category::Data => crate::changes::serde_problem(e),
-        Category::Syntax | Category::Eof => format!("malformed JSON at line {} column {}", e.line(), e.column()),
-        Category::Io => "unreadable body".to_string(),
-    }
-}
-
 /// The expiry as the body gives it: `expires_in` (a duration) or `expires_at` (unix
 /// seconds), at most one; the service checks it.
-fn expiry(body: &TripBody) -> Result<Expiry, ApiError> {
+fn expiry(body: &TripBody) -> Result<Expiry, AdminError> {
     match (&body.expires_in, body.expires_at) {
-        (Some(_), Some(_)) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "Give expires_in or expires_at, not both.",
+        (Some(_), Some(_)) => Err(AdminError::BadRequest(
+            "Give expires_in or expires_at, not both.".into(),
         )),
         (Some(text), None) => Ok(Expiry::After(text.clone())),
         (None, Some(at)) => Ok(Expiry::At(at)),
         (None, None) => Ok(Expiry::Never),
-    }
-}
-
-/// A refusal, answered as `{"error","message"}`.
-pub(super) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    pub(super) fn new(status: StatusCode, code: &'static str, message: &str) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.to_string(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        error(self.status, self.code, &self.message)
-    }
-}
-
-fn unauthenticated() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-        "A valid operator or automation bearer token is required.",
-    )
-}
-
-/// The admin API's one answer to each refusal of the kill switch service.
-impl From<KillSwitchError> for ApiError {
-    fn from(e: KillSwitchError) -> Self {
-        match &e {
-            KillSwitchError::UnknownTier | KillSwitchError::UnknownTenant => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", &e.to_string())
-            }
-            KillSwitchError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m),
-            // Only `expires_in` is a duration here: name the field.
-            KillSwitchError::Expiry(ExpiryError::NotADuration) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", &format!("expires_in: {e}."))
-            }
-            KillSwitchError::Expiry(ExpiryError::NotInFuture) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", &e.to_string())
-            }
-            KillSwitchError::IdempotencyConflict => {
-                ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", &e.to_string())
-            }
-            KillSwitchError::Store(err) => {
-                tracing::error!(error = %err, "kill switch store call failed");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "The store is unavailable; try again.",
-                )
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::StoreError;
-
-    /// If this broke, a kill switch refusal would get another status than the API
-    /// documents, or an operator would read a store's internal error.
-    #[test]
-    fn each_kill_switch_refusal_has_its_answer() {
-        let cases = [
-            (KillSwitchError::UnknownTenant, 404, "not_found", "unknown tenant"),
-            (
-                KillSwitchError::Invalid("reason is required".into()),
-                400,
-                "bad_request",
-                "reason is required",
-            ),
-            (
-                KillSwitchError::Expiry(ExpiryError::NotADuration),
-                400,
-                "bad_request",
-                "expires_in: expiry must be a duration such as 90s, 2h or 1d, at least 1s.",
-            ),
-            (
-                KillSwitchError::Expiry(ExpiryError::NotInFuture),
-                400,
-                "bad_request",
-                "expiry must be in the future",
-            ),
-            (
-                KillSwitchError::IdempotencyConflict,
-                409,
-                "idempotency_conflict",
-                "Idempotency-Key was already used for a different request",
-            ),
-            (
-                KillSwitchError::Store(StoreError::Unavailable("sqlite: DatabaseBusy".into())),
-                503,
-                "unavailable",
-                "The store is unavailable; try again.",
-            ),
-        ];
-        for (e, status, code, message) in cases {
-            let answer = ApiError::from(e);
-            assert_eq!(
-                (answer.status.as_u16(), answer.code, answer.message.as_str()),
-                (status, code, message)
-            );
-        }
-    }
-
-    /// If this broke, a secret pasted into the wrong field of a trip (here `expires_at`)
-    /// would come back in the error, and so reach logs and terminals.
-    #[test]
-    fn a_wrongly_typed_value_is_never_repeated() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
-        let body = br#"{"reason": "x", "expires_at": "hunter2-secret"}"#;
-        let Err(err) = parse_body::<TripBody>(&headers, &Bytes::from_static(body)) else {
-            panic!("a string in expires_at was accepted");
-        };
-        let shown = err.message;
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("expected i64"), "{shown}");
-        let body = br#"{"reason": "x", "surprise": 1}"#;
-        let Err(err) = parse_body::<TripBody>(&headers, &Bytes::from_static(body)) else {
-            panic!("an unknown field was accepted");
-        };
-        let shown = err.message;
-        assert!(shown.contains("unknown field `surprise`"), "{shown}");
     }
 }

@@ -2,8 +2,14 @@
 //! sign-in (password, second factor, first-login enrolment), sign-out, and the user's
 //! session center (sessions, history, password change). Pages and their JSON twins call
 //! the same flow in `auth::login`; this module only speaks HTTP.
+//!
+//! Page handlers answer `Result<_, PageError>` and JSON API handlers `Result<_, ApiError>`;
+//! [`Portal::handle`] turns each refusal into its response in one place per edge
+//! (`error.rs` for the pages, `api/error.rs` for the JSON API), with the request id.
 
 mod admin;
+mod api;
+mod error;
 mod pages;
 mod sso;
 pub mod web;
@@ -16,15 +22,16 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::accounts::{AccountError, Accounts};
-use crate::auth::login::{LocalLogin, LoginContext, LoginError, NewSession};
+use crate::auth::accounts::Accounts;
+use crate::auth::login::{LocalLogin, LoginContext, NewSession};
 use crate::auth::preauth::{self, PREAUTH_TTL_SECS, PreAuth};
 use crate::config::TenantEntry;
 use crate::killswitch::{KillSwitch, KillSwitches};
 use crate::records::{Revocation, SessionRecord};
 use crate::session::Sessions;
 use crate::telemetry::{EventOutcome, SecurityEvent};
-use web::{BodyError, json_error};
+use api::ApiError;
+use error::PageError;
 
 /// Everything the reserved endpoints need.
 #[derive(Clone)]
@@ -64,6 +71,8 @@ pub struct Ctx<'a> {
     pub suspended: Option<Arc<KillSwitch>>,
     /// Now (unix seconds).
     pub now: i64,
+    /// The request's id (as in the access log); every refusal carries it (`x-request-id`).
+    pub request_id: &'a str,
 }
 
 impl Ctx<'_> {
@@ -130,18 +139,25 @@ impl Portal {
     pub async fn handle(&self, req: Request<Incoming>, ctx: Ctx<'_>) -> Option<Response<Bytes>> {
         let method = req.method().clone();
         let rest = ctx.rest.to_string();
-        let resp = match (method, rest.as_str()) {
-            (Method::GET, "style.css") => web::respond(StatusCode::OK, "text/css; charset=utf-8", pages::STYLE),
-            (Method::GET | Method::HEAD, "login") => self.login_page(&req, &ctx),
+        let page = match (method, rest.as_str()) {
+            (m, p) if p.starts_with("api/") => {
+                let answer = self.api(req, &ctx, m, &p["api/".len()..]).await;
+                return Some(answer.unwrap_or_else(|e| e.into_response(ctx.request_id)));
+            }
+            (Method::POST, "backchannel-logout") => {
+                let answer = self.backchannel_logout(req, &ctx).await;
+                return Some(answer.unwrap_or_else(|e| e.into_response(ctx.request_id)));
+            }
+            (Method::GET, "style.css") => Ok(web::respond(StatusCode::OK, "text/css; charset=utf-8", pages::STYLE)),
+            (Method::GET | Method::HEAD, "login") => Ok(self.login_page(&req, &ctx)),
             (Method::GET, "login/sso") => self.sso_start(&req, &ctx).await,
             (Method::GET, "callback") => self.sso_callback(&req, &ctx).await,
-            (Method::POST, "backchannel-logout") => self.backchannel_logout(req, &ctx).await,
             (Method::POST, "login") => self.login_form(req, &ctx).await,
-            (Method::GET | Method::HEAD, "mfa") => self.mfa_page(&req, &ctx, None),
+            (Method::GET | Method::HEAD, "mfa") => Ok(self.mfa_page(&req, &ctx, None)),
             (Method::POST, "mfa") => self.mfa_form(req, &ctx).await,
             (Method::GET | Method::HEAD, "enrol") => self.enrol_page(&req, &ctx, None).await,
             (Method::POST, "enrol") => self.enrol_form(req, &ctx).await,
-            (Method::GET | Method::HEAD, "logout") => self.logout_page(&ctx),
+            (Method::GET | Method::HEAD, "logout") => Ok(self.logout_page(&ctx)),
             (Method::POST, "logout") => self.logout_form(req, &ctx).await,
             (Method::GET | Method::HEAD, "account") => self.account_page(&req, &ctx, None).await,
             (Method::GET | Method::HEAD, "admin") => self.admin_page(&ctx, None).await,
@@ -149,10 +165,9 @@ impl Portal {
             (Method::POST, p) if p.starts_with("account/") => {
                 self.account_form(req, &ctx, &p["account/".len()..]).await
             }
-            (m, p) if p.starts_with("api/") => self.api(req, &ctx, m, &p["api/".len()..]).await,
             _ => return None,
         };
-        Some(resp)
+        Some(page.unwrap_or_else(|e| e.into_response(ctx.entry, ctx.request_id)))
     }
 
     // ---- pages -------------------------------------------------------------------
@@ -175,17 +190,15 @@ impl Portal {
             ));
         }
         let (csrf, set) = self.csrf_for(req, ctx);
-        let mut resp = pages::login(ctx.entry, &csrf, &rd, None, StatusCode::OK);
+        let mut resp = pages::login(ctx.entry, &csrf, &rd, None);
         if let Some(c) = set {
             resp.headers_mut().append(http::header::SET_COOKIE, c);
         }
         resp
     }
 
-    async fn login_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
-        let Ok((ua, body, csrf)) = self.form(req, ctx).await else {
-            return pages::bad_form(ctx.entry);
-        };
+    async fn login_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, PageError> {
+        let (ua, body, csrf) = self.form(req, ctx).await?;
         let rd = web::safe_redirect(web::form_field(&body, "rd").as_deref());
         let username = web::form_field(&body, "username").unwrap_or_default();
         let password = web::form_field(&body, "password").unwrap_or_default();
@@ -194,12 +207,10 @@ impl Portal {
             .password(&ctx.login_ctx(&ua), &username, &password, &rd)
             .await
         {
-            Ok(pre) => self.to_second_factor(ctx, &pre),
+            Ok(pre) => Ok(self.to_second_factor(ctx, &pre)),
             Err(e) => {
-                let (status, message) = login_error_status(&e);
-                let mut resp = pages::login(ctx.entry, &csrf, &rd, Some(&message), status);
-                retry_after(&mut resp, &e);
-                resp
+                let e = PageError::SignIn(e);
+                Ok(e.form(pages::login(ctx.entry, &csrf, &rd, Some(&e.message())), ctx.request_id))
             }
         }
     }
@@ -209,35 +220,36 @@ impl Portal {
             return web::see_other("/.portcullis/login");
         }
         let (csrf, set) = self.csrf_for(req, ctx);
-        let mut resp = pages::mfa(ctx.entry, &csrf, error, StatusCode::OK);
+        let mut resp = pages::mfa(ctx.entry, &csrf, error);
         if let Some(c) = set {
             resp.headers_mut().append(http::header::SET_COOKIE, c);
         }
         resp
     }
 
-    async fn mfa_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
+    async fn mfa_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, PageError> {
         let Some(pre) = self.pending(req.headers(), ctx, "mfa") else {
-            return web::see_other("/.portcullis/login");
+            return Ok(web::see_other("/.portcullis/login"));
         };
-        let Ok((ua, body, csrf)) = self.form(req, ctx).await else {
-            return pages::bad_form(ctx.entry);
-        };
+        let (ua, body, csrf) = self.form(req, ctx).await?;
         let code = web::form_field(&body, "code").unwrap_or_default();
         match self.login.second_factor(&ctx.login_ctx(&ua), &pre, &code).await {
-            Ok(session) => self.signed_in(ctx, web::see_other(&pre.rd), &session),
+            Ok(session) => Ok(self.signed_in(ctx, web::see_other(&pre.rd), &session)),
             Err(e) => {
-                let (status, message) = login_error_status(&e);
-                let mut resp = pages::mfa(ctx.entry, &csrf, Some(&message), status);
-                retry_after(&mut resp, &e);
-                resp
+                let e = PageError::SignIn(e);
+                Ok(e.form(pages::mfa(ctx.entry, &csrf, Some(&e.message())), ctx.request_id))
             }
         }
     }
 
-    async fn enrol_page(&self, req: &Request<Incoming>, ctx: &Ctx<'_>, error: Option<&str>) -> Response<Bytes> {
+    async fn enrol_page(
+        &self,
+        req: &Request<Incoming>,
+        ctx: &Ctx<'_>,
+        error: Option<&str>,
+    ) -> Result<Response<Bytes>, PageError> {
         let Some(pre) = self.pending(req.headers(), ctx, "enrol") else {
-            return web::see_other("/.portcullis/login");
+            return Ok(web::see_other("/.portcullis/login"));
         };
         match self
             .login
@@ -250,45 +262,32 @@ impl Portal {
                 if let Some(c) = set {
                     resp.headers_mut().append(http::header::SET_COOKIE, c);
                 }
-                resp
+                Ok(resp)
             }
-            Err(e) => {
-                let (status, message) = login_error_status(&e);
-                pages::message(
-                    ctx.entry,
-                    status,
-                    "Sign-in",
-                    &message,
-                    Some(("/.portcullis/login", "Start again")),
-                )
-            }
+            Err(e) => Err(PageError::SignIn(e)),
         }
     }
 
-    async fn enrol_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
+    async fn enrol_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, PageError> {
         let Some(pre) = self.pending(req.headers(), ctx, "enrol") else {
-            return web::see_other("/.portcullis/login");
+            return Ok(web::see_other("/.portcullis/login"));
         };
-        let Ok((ua, body, csrf)) = self.form(req, ctx).await else {
-            return pages::bad_form(ctx.entry);
-        };
+        let (ua, body, csrf) = self.form(req, ctx).await?;
         let code = web::form_field(&body, "code").unwrap_or_default();
         match self.login.enrol_confirm(&ctx.login_ctx(&ua), &pre, &code).await {
-            Ok((session, codes)) => self.signed_in(ctx, pages::codes(ctx.entry, &codes, &pre.rd), &session),
+            Ok((session, codes)) => Ok(self.signed_in(ctx, pages::codes(ctx.entry, &codes, &pre.rd), &session)),
             Err(e) => {
-                let (status, message) = login_error_status(&e);
+                let e = PageError::SignIn(e);
                 match self
                     .login
                     .enrol_start(&ctx.login_ctx(""), &pre, &ctx.entry.tenant.name)
                     .await
                 {
-                    Ok(enrolment) => {
-                        let mut resp = pages::enrol(ctx.entry, &csrf, &enrolment, Some(&message));
-                        *resp.status_mut() = status;
-                        retry_after(&mut resp, &e);
-                        resp
-                    }
-                    Err(_) => web::see_other("/.portcullis/login"),
+                    Ok(enrolment) => Ok(e.form(
+                        pages::enrol(ctx.entry, &csrf, &enrolment, Some(&e.message())),
+                        ctx.request_id,
+                    )),
+                    Err(_) => Ok(web::see_other("/.portcullis/login")),
                 }
             }
         }
@@ -301,56 +300,60 @@ impl Portal {
         }
     }
 
-    async fn logout_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
+    async fn logout_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, PageError> {
         let Some(session) = ctx.session.clone() else {
-            return web::see_other("/.portcullis/login");
+            return Ok(web::see_other("/.portcullis/login"));
         };
-        let Ok((_, body, _)) = self.session_form(req, ctx, &session).await else {
-            return pages::bad_form(ctx.entry);
-        };
-        let _ = body;
+        self.session_form(req, ctx, &session).await?;
         // RP-initiated logout: an SSO user is signed out at the IdP too, when it can.
         let target = match session.auth_method.as_str() {
             "oidc" => self.sso_logout_target(ctx).await,
             _ => None,
         };
         let next = target.unwrap_or_else(|| "/.portcullis/login".to_string());
-        self.end_current(ctx, &session, "logout", web::see_other(&next)).await
+        self.end_current(ctx, &session, "logout", web::see_other(&next))
+            .await
+            .map_err(|()| PageError::Unavailable)
     }
 
-    async fn account_page(&self, req: &Request<Incoming>, ctx: &Ctx<'_>, notice: Option<&str>) -> Response<Bytes> {
+    async fn account_page(
+        &self,
+        req: &Request<Incoming>,
+        ctx: &Ctx<'_>,
+        notice: Option<&str>,
+    ) -> Result<Response<Bytes>, PageError> {
         let Some(session) = ctx.session.clone() else {
-            return web::see_other("/.portcullis/login?rd=%2F.portcullis%2Faccount");
+            return Ok(web::see_other("/.portcullis/login?rd=%2F.portcullis%2Faccount"));
         };
         let before = web::query_param(req.uri().query(), "before").and_then(|b| b.parse::<i64>().ok());
-        let Ok(store) = self.sessions.store(ctx.tier()) else {
-            return pages::unavailable(ctx.entry);
-        };
+        let store = self.sessions.store(ctx.tier()).map_err(|_| PageError::Unavailable)?;
         let sessions = store
             .list_user_sessions(&session.tenant, &session.subject, ctx.now)
             .await;
         let history = store.login_history(&session.tenant, &session.subject, 20, before).await;
         match (sessions, history) {
-            (Ok(sessions), Ok(history)) => pages::account(ctx.entry, &session, &sessions, &history, notice),
-            _ => pages::unavailable(ctx.entry),
+            (Ok(sessions), Ok(history)) => Ok(pages::account(ctx.entry, &session, &sessions, &history, notice)),
+            _ => Err(PageError::Unavailable),
         }
     }
 
-    async fn account_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>, action: &str) -> Response<Bytes> {
+    async fn account_form(
+        &self,
+        req: Request<Incoming>,
+        ctx: &Ctx<'_>,
+        action: &str,
+    ) -> Result<Response<Bytes>, PageError> {
         let Some(session) = ctx.session.clone() else {
-            return web::see_other("/.portcullis/login");
+            return Ok(web::see_other("/.portcullis/login"));
         };
-        let Ok((ua, body, _)) = self.session_form(req, ctx, &session).await else {
-            return pages::bad_form(ctx.entry);
-        };
+        let (ua, body, _) = self.session_form(req, ctx, &session).await?;
         let rev = Revocation {
             at: ctx.now,
             by: session.subject.clone(),
             reason: "ended_by_user".into(),
         };
         if action == "sessions/end-others" {
-            return match self
-                .sessions
+            self.sessions
                 .revoke_user(
                     ctx.tier(),
                     &session.tenant,
@@ -359,72 +362,52 @@ impl Portal {
                     &rev,
                 )
                 .await
-            {
-                Ok(_) => web::see_other("/.portcullis/account"),
-                Err(_) => pages::unavailable(ctx.entry),
-            };
+                .map_err(|_| PageError::Unavailable)?;
+            return Ok(web::see_other("/.portcullis/account"));
         }
         if let Some(id) = action.strip_prefix("sessions/").and_then(|p| p.strip_suffix("/end")) {
             return match self.end_session_by_id(ctx, &session, id, &rev).await {
-                Ok(true) => web::see_other("/.portcullis/account"),
-                Ok(false) => pages::message(
-                    ctx.entry,
-                    StatusCode::NOT_FOUND,
-                    "Not found",
-                    "No such session.",
-                    Some(("/.portcullis/account", "Back")),
-                ),
-                Err(_) => pages::unavailable(ctx.entry),
+                Ok(true) => Ok(web::see_other("/.portcullis/account")),
+                Ok(false) => Err(PageError::NoSuchSession),
+                Err(_) => Err(PageError::Unavailable),
             };
         }
         if action == "password" {
             let current = web::form_field(&body, "current_password").unwrap_or_default();
             let new = web::form_field(&body, "new_password").unwrap_or_default();
             let code = web::form_field(&body, "code").unwrap_or_default();
-            return match self
-                .accounts
+            self.accounts
                 .change_password(&ctx.login_ctx(&ua), &session, &current, &new, &code)
                 .await
-            {
-                Ok(()) => {
-                    let mut resp = pages::message(
-                        ctx.entry,
-                        StatusCode::OK,
-                        "Password changed",
-                        "Your password was changed and every session ended. Sign in again.",
-                        Some(("/.portcullis/login", "Sign in")),
-                    );
-                    resp.headers_mut().append(
-                        http::header::SET_COOKIE,
-                        web::set_cookie(&ctx.session_cookie(), "", None),
-                    );
-                    resp
-                }
-                Err(e) => {
-                    let (status, message) = password_refusal(&e);
-                    pages::message(
-                        ctx.entry,
-                        status,
-                        "Password not changed",
-                        &message,
-                        Some(("/.portcullis/account", "Back")),
-                    )
-                }
-            };
+                .map_err(PageError::Password)?;
+            let mut resp = pages::message(
+                ctx.entry,
+                StatusCode::OK,
+                "Password changed",
+                "Your password was changed and every session ended. Sign in again.",
+                Some(("/.portcullis/login", "Sign in")),
+            );
+            resp.headers_mut().append(
+                http::header::SET_COOKIE,
+                web::set_cookie(&ctx.session_cookie(), "", None),
+            );
+            return Ok(resp);
         }
-        pages::message(ctx.entry, StatusCode::NOT_FOUND, "Not found", "Nothing here.", None)
+        Err(PageError::NotFound)
     }
 
     // ---- JSON API ----------------------------------------------------------------
 
-    async fn api(&self, req: Request<Incoming>, ctx: &Ctx<'_>, method: Method, path: &str) -> Response<Bytes> {
+    async fn api(
+        &self,
+        req: Request<Incoming>,
+        ctx: &Ctx<'_>,
+        method: Method,
+        path: &str,
+    ) -> Result<Response<Bytes>, ApiError> {
         let state_changing = !matches!(method, Method::GET | Method::HEAD);
         if state_changing && !web::origin_allowed(req.headers(), ctx.host) {
-            return json_error(
-                StatusCode::FORBIDDEN,
-                "cross_origin",
-                "Cross-origin requests are not allowed.",
-            );
+            return Err(ApiError::CrossOrigin);
         }
         match (method, path) {
             (Method::POST, "login") => self.api_login(req, ctx).await,
@@ -432,27 +415,27 @@ impl Portal {
             (Method::GET, "enrol") => self.api_enrol_start(req, ctx).await,
             (Method::POST, "enrol") => self.api_enrol(req, ctx).await,
             (Method::POST, "logout") => match ctx.session.clone() {
-                Some(s) => {
-                    self.end_current(
+                Some(s) => self
+                    .end_current(
                         ctx,
                         &s,
                         "logout",
                         web::json(StatusCode::OK, &json!({"status": "signed_out"})),
                     )
                     .await
-                }
-                None => unauthenticated(),
+                    .map_err(|()| ApiError::Unavailable),
+                None => Err(ApiError::Unauthenticated),
             },
             (Method::GET, "whoami") => match &ctx.session {
-                Some(s) => web::json(
+                Some(s) => Ok(web::json(
                     StatusCode::OK,
                     &json!({
                         "subject": s.sub(), "idp": s.idp, "tenant": s.tenant, "tier": s.tier, "roles": s.roles,
                         "amr": s.amr, "expires": web::time(s.idle_expires_at.min(s.absolute_expires_at)),
                         "display_name": s.display_name,
                     }),
-                ),
-                None => unauthenticated(),
+                )),
+                None => Err(ApiError::Unauthenticated),
             },
             (Method::GET, "sessions") => self.api_sessions(ctx).await,
             (Method::DELETE, "sessions") => self.api_end_others(req, ctx).await,
@@ -460,95 +443,70 @@ impl Portal {
             (Method::GET, "history") => self.api_history(req, ctx).await,
             (Method::POST, "password") => self.api_password(req, ctx).await,
             (m, p) if p.starts_with("admin/") => self.api_admin(req, ctx, m, &p["admin/".len()..]).await,
-            _ => json_error(StatusCode::NOT_FOUND, "not_found", "No such API."),
+            _ => Err(ApiError::NotFound("No such API.")),
         }
     }
 
-    async fn api_login(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
+    async fn api_login(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, ApiError> {
         let rd = web::safe_redirect(web::query_param(req.uri().query(), "rd").as_deref());
         let ua = user_agent(req.headers());
-        let body: LoginBody = match json_body(req).await {
-            Ok(b) => b,
-            Err(resp) => return resp,
-        };
-        match self
+        let body: LoginBody = json_body(req).await?;
+        let pre = self
             .login
             .password(&ctx.login_ctx(&ua), &body.username, &body.password, &rd)
             .await
-        {
-            Ok(pre) => {
-                let mut resp = web::json(StatusCode::OK, &json!({ "next": pre.stage }));
-                resp.headers_mut()
-                    .append(http::header::SET_COOKIE, self.pre_cookie(ctx, &pre));
-                resp
-            }
-            Err(e) => api_login_error(&e),
-        }
+            .map_err(ApiError::Login)?;
+        let mut resp = web::json(StatusCode::OK, &json!({ "next": pre.stage }));
+        resp.headers_mut()
+            .append(http::header::SET_COOKIE, self.pre_cookie(ctx, &pre));
+        Ok(resp)
     }
 
-    async fn api_mfa(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
-        let pre = match self.pending_api(req.headers(), ctx, "mfa") {
-            Ok(pre) => pre,
-            Err(resp) => return resp,
-        };
+    async fn api_mfa(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, ApiError> {
+        let pre = self.pending_api(req.headers(), ctx, "mfa")?;
         let ua = user_agent(req.headers());
-        let body: CodeBody = match json_body(req).await {
-            Ok(b) => b,
-            Err(resp) => return resp,
-        };
-        match self.login.second_factor(&ctx.login_ctx(&ua), &pre, &body.code).await {
-            Ok(session) => {
-                let resp = web::json(StatusCode::OK, &json!({ "status": "signed_in", "redirect": pre.rd }));
-                self.signed_in(ctx, resp, &session)
-            }
-            Err(e) => api_login_error(&e),
-        }
+        let body: CodeBody = json_body(req).await?;
+        let session = self
+            .login
+            .second_factor(&ctx.login_ctx(&ua), &pre, &body.code)
+            .await
+            .map_err(ApiError::Login)?;
+        let resp = web::json(StatusCode::OK, &json!({ "status": "signed_in", "redirect": pre.rd }));
+        Ok(self.signed_in(ctx, resp, &session))
     }
 
-    async fn api_enrol_start(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
-        let pre = match self.pending_api(req.headers(), ctx, "enrol") {
-            Ok(pre) => pre,
-            Err(resp) => return resp,
-        };
-        match self
+    async fn api_enrol_start(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, ApiError> {
+        let pre = self.pending_api(req.headers(), ctx, "enrol")?;
+        let e = self
             .login
             .enrol_start(&ctx.login_ctx(""), &pre, &ctx.entry.tenant.name)
             .await
-        {
-            Ok(e) => web::json(StatusCode::OK, &json!({ "secret": e.secret, "otpauth_uri": e.uri })),
-            Err(e) => api_login_error(&e),
-        }
+            .map_err(ApiError::Login)?;
+        Ok(web::json(
+            StatusCode::OK,
+            &json!({ "secret": e.secret, "otpauth_uri": e.uri }),
+        ))
     }
 
-    async fn api_enrol(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
-        let pre = match self.pending_api(req.headers(), ctx, "enrol") {
-            Ok(pre) => pre,
-            Err(resp) => return resp,
-        };
+    async fn api_enrol(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, ApiError> {
+        let pre = self.pending_api(req.headers(), ctx, "enrol")?;
         let ua = user_agent(req.headers());
-        let body: CodeBody = match json_body(req).await {
-            Ok(b) => b,
-            Err(resp) => return resp,
-        };
-        match self.login.enrol_confirm(&ctx.login_ctx(&ua), &pre, &body.code).await {
-            Ok((session, codes)) => {
-                let resp = web::json(
-                    StatusCode::OK,
-                    &json!({ "status": "signed_in", "redirect": pre.rd, "recovery_codes": codes }),
-                );
-                self.signed_in(ctx, resp, &session)
-            }
-            Err(e) => api_login_error(&e),
-        }
+        let body: CodeBody = json_body(req).await?;
+        let (session, codes) = self
+            .login
+            .enrol_confirm(&ctx.login_ctx(&ua), &pre, &body.code)
+            .await
+            .map_err(ApiError::Login)?;
+        let resp = web::json(
+            StatusCode::OK,
+            &json!({ "status": "signed_in", "redirect": pre.rd, "recovery_codes": codes }),
+        );
+        Ok(self.signed_in(ctx, resp, &session))
     }
 
-    async fn api_sessions(&self, ctx: &Ctx<'_>) -> Response<Bytes> {
-        let Some(session) = &ctx.session else {
-            return unauthenticated();
-        };
-        let Ok(store) = self.sessions.store(ctx.tier()) else {
-            return api_unavailable();
-        };
+    async fn api_sessions(&self, ctx: &Ctx<'_>) -> Result<Response<Bytes>, ApiError> {
+        let session = ctx.session.as_ref().ok_or(ApiError::Unauthenticated)?;
+        let store = self.sessions.store(ctx.tier()).map_err(|_| ApiError::Unavailable)?;
         match store
             .list_user_sessions(&session.tenant, &session.subject, ctx.now)
             .await
@@ -565,22 +523,18 @@ impl Portal {
                         })
                     })
                     .collect();
-                web::json(StatusCode::OK, &serde_json::Value::Array(items))
+                Ok(web::json(StatusCode::OK, &serde_json::Value::Array(items)))
             }
-            Err(_) => api_unavailable(),
+            Err(_) => Err(ApiError::Unavailable),
         }
     }
 
-    async fn api_end_others(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
-        let Some(session) = ctx.session.clone() else {
-            return unauthenticated();
-        };
+    async fn api_end_others(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, ApiError> {
+        let session = ctx.session.clone().ok_or(ApiError::Unauthenticated)?;
         if web::query_param(req.uri().query(), "others").as_deref() != Some("true") {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "Use ?others=true to end every other session.",
-            );
+            return Err(ApiError::BadRequest(
+                "Use ?others=true to end every other session.".into(),
+            ));
         }
         let rev = Revocation {
             at: ctx.now,
@@ -598,15 +552,13 @@ impl Portal {
             )
             .await
         {
-            Ok(ids) => web::json(StatusCode::OK, &json!({ "ended": ids.len() })),
-            Err(_) => api_unavailable(),
+            Ok(ids) => Ok(web::json(StatusCode::OK, &json!({ "ended": ids.len() }))),
+            Err(_) => Err(ApiError::Unavailable),
         }
     }
 
-    async fn api_end_one(&self, ctx: &Ctx<'_>, id: &str) -> Response<Bytes> {
-        let Some(session) = ctx.session.clone() else {
-            return unauthenticated();
-        };
+    async fn api_end_one(&self, ctx: &Ctx<'_>, id: &str) -> Result<Response<Bytes>, ApiError> {
+        let session = ctx.session.clone().ok_or(ApiError::Unauthenticated)?;
         let rev = Revocation {
             at: ctx.now,
             by: session.subject.clone(),
@@ -622,25 +574,21 @@ impl Portal {
                         web::set_cookie(&ctx.session_cookie(), "", None),
                     );
                 }
-                resp
+                Ok(resp)
             }
-            Ok(false) => json_error(StatusCode::NOT_FOUND, "not_found", "No such session."),
-            Err(_) => api_unavailable(),
+            Ok(false) => Err(ApiError::NotFound("No such session.")),
+            Err(_) => Err(ApiError::Unavailable),
         }
     }
 
-    async fn api_history(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
-        let Some(session) = &ctx.session else {
-            return unauthenticated();
-        };
+    async fn api_history(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, ApiError> {
+        let session = ctx.session.as_ref().ok_or(ApiError::Unauthenticated)?;
         let before = web::query_param(req.uri().query(), "before").and_then(|b| b.parse::<i64>().ok());
         let limit = web::query_param(req.uri().query(), "limit")
             .and_then(|b| b.parse::<usize>().ok())
             .unwrap_or(50)
             .clamp(1, 200);
-        let Ok(store) = self.sessions.store(ctx.tier()) else {
-            return api_unavailable();
-        };
+        let store = self.sessions.store(ctx.tier()).map_err(|_| ApiError::Unavailable)?;
         match store
             .login_history(&session.tenant, &session.subject, limit, before)
             .await
@@ -655,23 +603,17 @@ impl Portal {
                         })
                     })
                     .collect();
-                web::json(StatusCode::OK, &serde_json::Value::Array(items))
+                Ok(web::json(StatusCode::OK, &serde_json::Value::Array(items)))
             }
-            Err(_) => api_unavailable(),
+            Err(_) => Err(ApiError::Unavailable),
         }
     }
 
-    async fn api_password(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
-        let Some(session) = ctx.session.clone() else {
-            return unauthenticated();
-        };
+    async fn api_password(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, ApiError> {
+        let session = ctx.session.clone().ok_or(ApiError::Unauthenticated)?;
         let ua = user_agent(req.headers());
-        let body: PasswordBody = match json_body(req).await {
-            Ok(b) => b,
-            Err(resp) => return resp,
-        };
-        match self
-            .accounts
+        let body: PasswordBody = json_body(req).await?;
+        self.accounts
             .change_password(
                 &ctx.login_ctx(&ua),
                 &session,
@@ -680,23 +622,16 @@ impl Portal {
                 &body.code,
             )
             .await
-        {
-            Ok(()) => {
-                let mut resp = web::json(
-                    StatusCode::OK,
-                    &json!({ "status": "password_changed", "next": "login" }),
-                );
-                resp.headers_mut().append(
-                    http::header::SET_COOKIE,
-                    web::set_cookie(&ctx.session_cookie(), "", None),
-                );
-                resp
-            }
-            Err(e) => {
-                let (status, message) = password_refusal(&e);
-                json_error(status, "password_not_changed", &message)
-            }
-        }
+            .map_err(ApiError::Password)?;
+        let mut resp = web::json(
+            StatusCode::OK,
+            &json!({ "status": "password_changed", "next": "login" }),
+        );
+        resp.headers_mut().append(
+            http::header::SET_COOKIE,
+            web::set_cookie(&ctx.session_cookie(), "", None),
+        );
+        Ok(resp)
     }
 
     // ---- shared steps --------------------------------------------------------------
@@ -722,20 +657,22 @@ impl Portal {
             .map_err(|_| ())
     }
 
+    /// Ends the current session and clears its cookie on `resp`; `Err` when the store
+    /// failed (nothing changed then).
     async fn end_current(
         &self,
         ctx: &Ctx<'_>,
         session: &SessionRecord,
         reason: &str,
         mut resp: Response<Bytes>,
-    ) -> Response<Bytes> {
+    ) -> Result<Response<Bytes>, ()> {
         let rev = Revocation {
             at: ctx.now,
             by: session.subject.clone(),
             reason: reason.into(),
         };
         if self.sessions.revoke(ctx.tier(), &session.id_hash, &rev).await.is_err() {
-            return pages::unavailable(ctx.entry);
+            return Err(());
         }
         SecurityEvent {
             user: Some(&session.subject),
@@ -748,7 +685,7 @@ impl Portal {
             http::header::SET_COOKIE,
             web::set_cookie(&ctx.session_cookie(), "", None),
         );
-        resp
+        Ok(resp)
     }
 
     /// Sets the new session cookie and clears the pre-MFA cookie (new token at login: no fixation).
@@ -786,15 +723,8 @@ impl Portal {
     }
 
     /// The pending login of an API call at `stage`, or the 401 that says to start over.
-    #[allow(clippy::result_large_err)] // the error is the final response, built once on a cold path
-    fn pending_api(&self, headers: &http::HeaderMap, ctx: &Ctx<'_>, stage: &str) -> Result<PreAuth, Response<Bytes>> {
-        self.pending(headers, ctx, stage).ok_or_else(|| {
-            json_error(
-                StatusCode::UNAUTHORIZED,
-                "no_pending_login",
-                "Sign in with your password first.",
-            )
-        })
+    fn pending_api(&self, headers: &http::HeaderMap, ctx: &Ctx<'_>, stage: &str) -> Result<PreAuth, ApiError> {
+        self.pending(headers, ctx, stage).ok_or(ApiError::NoPendingLogin)
     }
 
     fn pending(&self, headers: &http::HeaderMap, ctx: &Ctx<'_>, stage: &str) -> Option<PreAuth> {
@@ -815,18 +745,20 @@ impl Portal {
     }
 
     /// Reads an anonymous form: urlencoded, same origin, CSRF field equal to the cookie.
-    async fn form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<(String, Bytes, String), ()> {
+    async fn form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<(String, Bytes, String), PageError> {
         let (parts, body) = req.into_parts();
         if !web::origin_allowed(&parts.headers, ctx.host)
             || !web::content_type_is(&parts.headers, "application/x-www-form-urlencoded")
         {
-            return Err(());
+            return Err(PageError::BadForm);
         }
-        let body = web::read_body(&parts.headers, body).await.map_err(|_| ())?;
+        let body = web::read_body(&parts.headers, body)
+            .await
+            .map_err(|_| PageError::BadForm)?;
         let cookie = web::single_cookie(&parts.headers, &ctx.csrf_cookie()).unwrap_or_default();
         let field = web::form_field(&body, "csrf").unwrap_or_default();
         if !web::tokens_match(cookie, &field) {
-            return Err(());
+            return Err(PageError::BadForm);
         }
         Ok((user_agent(&parts.headers), body, cookie.to_string()))
     }
@@ -837,17 +769,19 @@ impl Portal {
         req: Request<Incoming>,
         ctx: &Ctx<'_>,
         session: &SessionRecord,
-    ) -> Result<(String, Bytes, String), ()> {
+    ) -> Result<(String, Bytes, String), PageError> {
         let (parts, body) = req.into_parts();
         if !web::origin_allowed(&parts.headers, ctx.host)
             || !web::content_type_is(&parts.headers, "application/x-www-form-urlencoded")
         {
-            return Err(());
+            return Err(PageError::BadForm);
         }
-        let body = web::read_body(&parts.headers, body).await.map_err(|_| ())?;
+        let body = web::read_body(&parts.headers, body)
+            .await
+            .map_err(|_| PageError::BadForm)?;
         let field = web::form_field(&body, "csrf").unwrap_or_default();
         if !web::tokens_match(&session.csrf_token, &field) {
-            return Err(());
+            return Err(PageError::BadForm);
         }
         Ok((user_agent(&parts.headers), body, field))
     }
@@ -864,128 +798,11 @@ fn user_agent(headers: &http::HeaderMap) -> String {
 }
 
 /// Reads a JSON API body: `application/json`, at most 64 KiB, known fields only.
-async fn json_body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Bytes>> {
+async fn json_body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
     let (parts, body) = req.into_parts();
     if !web::content_type_is(&parts.headers, "application/json") {
-        return Err(json_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Send Content-Type: application/json.",
-        ));
+        return Err(ApiError::UnsupportedMediaType);
     }
-    let bytes = match web::read_body(&parts.headers, body).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            return Err(json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "Request body too large.",
-            ));
-        }
-        Err(BodyError::Invalid) => {
-            return Err(json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "Unreadable request body.",
-            ));
-        }
-    };
-    serde_json::from_slice(&bytes).map_err(|_| {
-        json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "The JSON body is malformed or has unexpected fields.",
-        )
-    })
-}
-
-fn login_error_status(e: &LoginError) -> (StatusCode, String) {
-    match e {
-        LoginError::BadCredentials => (StatusCode::UNAUTHORIZED, "Wrong user name or password.".into()),
-        LoginError::BadCode => (
-            StatusCode::UNAUTHORIZED,
-            "That code is not valid. Codes work once; wait for the next one.".into(),
-        ),
-        LoginError::Throttled(secs) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many attempts. Try again in {secs} s."),
-        ),
-        LoginError::NoPendingLogin => (StatusCode::UNAUTHORIZED, "Your sign-in expired. Start again.".into()),
-        LoginError::Busy => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The service is busy. Try again in a moment.".into(),
-        ),
-        LoginError::Store(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Sign-in is unavailable right now. Try again shortly.".into(),
-        ),
-        LoginError::Suspended(message) => (StatusCode::LOCKED, message.clone()),
-        LoginError::SsoRequired => (
-            StatusCode::FORBIDDEN,
-            "This organisation signs in through its identity provider. Use \"Sign in with SSO\".".into(),
-        ),
-        LoginError::IdpMfaRequired => (
-            StatusCode::FORBIDDEN,
-            "Your identity provider did not confirm a second factor, which this organisation requires. Sign in again with multi-factor authentication at your identity provider.".into(),
-        ),
-    }
-}
-
-/// Status and message of a refused password change (the page and the API say the same).
-fn password_refusal(e: &AccountError) -> (StatusCode, String) {
-    match e {
-        AccountError::SsoAccount => (
-            StatusCode::BAD_REQUEST,
-            "This account signs in through single sign-on.".into(),
-        ),
-        AccountError::Policy(e) => (StatusCode::BAD_REQUEST, e.to_string()),
-        AccountError::Throttled(secs) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many attempts. Try again in {secs} s."),
-        ),
-        AccountError::WrongFactors => (
-            StatusCode::FORBIDDEN,
-            "The current password or the code is wrong.".to_string(),
-        ),
-        // The signed-in account vanished, hashing is saturated, or the store failed.
-        AccountError::Name(_) | AccountError::NotFound | AccountError::Hash(_) | AccountError::Store(_) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "Try again shortly.".to_string())
-        }
-    }
-}
-
-fn retry_after(resp: &mut Response<Bytes>, e: &LoginError) {
-    let secs = match e {
-        LoginError::Throttled(secs) => *secs,
-        LoginError::Busy => 1,
-        _ => return,
-    };
-    if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
-        resp.headers_mut().insert(http::header::RETRY_AFTER, v);
-    }
-}
-
-fn api_login_error(e: &LoginError) -> Response<Bytes> {
-    let (status, message) = login_error_status(e);
-    let code = match e {
-        LoginError::BadCredentials => "invalid_credentials",
-        LoginError::BadCode => "invalid_code",
-        LoginError::Throttled(_) => "throttled",
-        LoginError::NoPendingLogin => "no_pending_login",
-        LoginError::Busy | LoginError::Store(_) => "unavailable",
-        LoginError::Suspended(_) => "suspended",
-        LoginError::SsoRequired => "sso_required",
-        LoginError::IdpMfaRequired => "idp_mfa_required",
-    };
-    let mut resp = json_error(status, code, &message);
-    retry_after(&mut resp, e);
-    resp
-}
-
-fn unauthenticated() -> Response<Bytes> {
-    json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "Sign-in required.")
-}
-
-fn api_unavailable() -> Response<Bytes> {
-    json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Try again shortly.")
+    let bytes = web::read_body(&parts.headers, body).await?;
+    serde_json::from_slice(&bytes).map_err(|_| ApiError::MalformedJson)
 }
