@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::breakers::{Action, Target, checked_call, no_breaker_tripped};
 use super::error::AdminError;
+use super::scope::{Action, Target, checked_call};
 use super::{AdminState, Caller, authenticate_caller, parse_body, parse_optional_body};
 use crate::changes::{ChangeError, ChangeRequest, Operator};
 
@@ -156,7 +156,7 @@ pub(super) async fn reject(
 pub(super) async fn request_tier_breaker_reset(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    tier: String,
+    Path(tier): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AdminError> {
@@ -180,7 +180,7 @@ pub(super) async fn request_tier_breaker_reset(
         .iter()
         .any(|k| k.scope.tier() == op.tier && k.scope.key() == scope_key && k.in_force(now));
     if !tripped {
-        return Err(no_breaker_tripped());
+        return Err(AdminError::NotTripped);
     }
     let reason = body
         .reason

@@ -31,9 +31,10 @@ pub(super) enum AdminError {
     NoOperatorToken,
     /// The caller's token may not do this (403).
     Forbidden(&'static str),
-    /// No such tier, tenant, change or tripped breaker, or one beyond the caller's
-    /// reach (404).
+    /// No such tier, tenant or change, or one beyond the caller's reach (404).
     NotFound(String),
+    /// A reset where no breaker is tripped (404).
+    NotTripped,
     /// The request is malformed; the text says what (400).
     BadRequest(String),
     /// The body is larger than the API takes (413).
@@ -148,6 +149,11 @@ impl AdminError {
             ),
             AdminError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.to_string()),
             AdminError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
+            AdminError::NotTripped => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No breaker is tripped there.".into(),
+            ),
             AdminError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
             AdminError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -284,6 +290,7 @@ mod tests {
             (AdminError::NoOperatorToken, 401, "unauthenticated"),
             (AdminError::Forbidden("no"), 403, "forbidden"),
             (AdminError::NotFound("Unknown tier.".into()), 404, "not_found"),
+            (AdminError::NotTripped, 404, "not_found"),
             (AdminError::BadRequest("x".into()), 400, "bad_request"),
             (AdminError::PayloadTooLarge, 413, "payload_too_large"),
             (AdminError::UnsupportedMediaType, 415, "unsupported_media_type"),

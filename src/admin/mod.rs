@@ -7,8 +7,9 @@
 //! - this file: the router, who the caller is (bearer tokens), JSON body reading,
 //!   health, readiness, metrics and `POST /v1/reload`.
 //! - `error.rs`: the one mapping from refusal to response, with the request id.
-//! - `breakers.rs`: kill switch endpoints; `changes.rs`: four-eyes change requests;
-//!   `audit.rs`: the audit log.
+//! - `breakers.rs`: kill switch endpoints; `changes.rs`: four-eyes change requests (the
+//!   reset of a tier breaker among them); `scope.rs`: which switch a path names and who
+//!   may act on it, for both; `audit.rs`: the audit log.
 //! - `client.rs`: the CLI's client of this API.
 
 mod audit;
@@ -16,6 +17,7 @@ mod breakers;
 mod changes;
 pub mod client;
 mod error;
+mod scope;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,7 +66,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/changes/{id}/reject", post(changes::reject))
         .route(
             "/v1/tiers/{tier}/breaker",
-            put(breakers::put_tier).delete(breakers::delete_tier),
+            put(breakers::put_tier).delete(changes::request_tier_breaker_reset),
         )
         .route(
             "/v1/tenants/{tenant}/breaker",
