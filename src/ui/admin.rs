@@ -10,10 +10,10 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::ApiError;
+use super::api::{ApiError, json_body};
 use super::error::PageError;
 use super::web;
-use super::{Ctx, Portal, json_body, pages};
+use super::{Ctx, Portal, pages};
 use crate::killswitch::service::Actor;
 use crate::killswitch::{Expiry, KillSwitchError, Scope, TripRequest};
 
