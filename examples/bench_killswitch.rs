@@ -14,7 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis::session::{SessionRecord, Stores, session_id_hash};
+use portcullis::records::{SessionRecord, session_id_hash};
+use portcullis::store::Stores;
 
 struct Killed(Child);
 
@@ -92,7 +93,7 @@ async fn main() {
     };
     let stores = Stores::open(&url, ["prod"]).await.unwrap();
     let store = stores.tier("prod").unwrap();
-    let now = portcullis::unix_now();
+    let now = portcullis::clock::unix_now();
     let mut cookies = Vec::with_capacity(sessions);
     for i in 0..sessions {
         let raw: [u8; 32] = rand::random();

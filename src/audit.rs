@@ -40,6 +40,38 @@ pub struct AuditEntry {
     pub after: serde_json::Value,
 }
 
+/// Who acts, from where and through what: the first three fields of every
+/// [`AuditEntry`] a service writes.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// `operator:<name>`, `automation:<name>`, `user:<subject>`, `rule:<name>`, `cli:<user>`.
+    pub name: String,
+    /// Client address, or `-`.
+    pub source_ip: String,
+    /// `api`, `cli`, `console`, `auto-rule`.
+    pub system: String,
+}
+
+impl AuditEntry {
+    /// An entry of `action` by `actor` at `now`, with no target, tenant, tier, reason or
+    /// states yet: fill those in with struct update.
+    pub fn by(actor: &Actor, action: &str, now: i64) -> Self {
+        AuditEntry {
+            time: now,
+            actor: actor.name.clone(),
+            source_ip: actor.source_ip.clone(),
+            system: actor.system.clone(),
+            action: action.to_string(),
+            target: String::new(),
+            tenant: None,
+            tier: String::new(),
+            reason: String::new(),
+            before: serde_json::Value::Null,
+            after: serde_json::Value::Null,
+        }
+    }
+}
+
 /// A stored record: the entry plus its place in the chain.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use clap::{Args, Parser, Subcommand};
+use portcullis::audit::Actor;
+use portcullis::auth::accounts::Accounts;
 use portcullis::config::{self, ConfigError, Env, Overrides, ProcessEnv};
 use portcullis::store::{AuditLog, TierStore};
 use portcullis::{Gateway, StartError, demo, telemetry};
@@ -372,16 +374,21 @@ async fn tenant_store(args: &StoreArgs, tenant: &str) -> anyhow::Result<(String,
         ..Overrides::default()
     };
     let cfg = config::load(&args.config, &ProcessEnv, &overrides).map_err(StartError::Policy)?;
-    let t = cfg
-        .tenants
-        .iter()
-        .find(|t| t.id == tenant)
-        .ok_or_else(|| anyhow!("no tenant `{tenant}` in {}", args.config.display()))?;
+    let tier = tenant_tier(&cfg, args, tenant)?;
     let stores = portcullis::store::Stores::open_for(&cfg.gateway.store.url, &cfg).await?;
     let store = stores
-        .tier(&t.tier)
-        .ok_or_else(|| anyhow!("no store for tier `{}`", t.tier))?;
-    Ok((t.tier.clone(), store))
+        .tier(&tier)
+        .ok_or_else(|| anyhow!("no store for tier `{tier}`"))?;
+    Ok((tier, store))
+}
+
+/// The tier of a tenant of the policy.
+fn tenant_tier(cfg: &config::Config, args: &StoreArgs, tenant: &str) -> anyhow::Result<String> {
+    cfg.tenants
+        .iter()
+        .find(|t| t.id == tenant)
+        .map(|t| t.tier.clone())
+        .ok_or_else(|| anyhow!("no tenant `{tenant}` in {}", args.config.display()))
 }
 
 /// Appends an audit record for a change made from the command line.
@@ -414,8 +421,31 @@ fn actor() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "operator".into()))
 }
 
+/// The accounts service over the stores a running gateway uses, and the tenant's tier.
+async fn tenant_accounts(args: &StoreArgs, tenant: &str) -> anyhow::Result<(String, Accounts)> {
+    use portcullis::auth::login::LocalLogin;
+    use portcullis::auth::password::PasswordHasher;
+    let (cfg, sessions) = all_stores(args).await?;
+    let tier = tenant_tier(&cfg, args, tenant)?;
+    let login = LocalLogin {
+        hasher: PasswordHasher::new(Default::default()).map_err(|e| anyhow!("{e}"))?,
+        switches: portcullis::killswitch::KillSwitches::new(sessions.clone()),
+        sessions,
+    };
+    Ok((tier, Accounts::new(login)))
+}
+
+/// The audit actor of a change made from the command line.
+fn cli_actor() -> Actor {
+    Actor {
+        name: actor(),
+        source_ip: "-".into(),
+        system: "cli".into(),
+    }
+}
+
 async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
-    use portcullis::records::{Revocation, UserRecord};
+    use portcullis::auth::accounts::{AccountError, NewAccount};
     match action {
         UserAction::Add {
             tenant,
@@ -423,7 +453,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             name,
             roles,
         } => {
-            let (tier, store) = tenant_store(&args, &tenant).await?;
+            let (tier, accounts) = tenant_accounts(&args, &tenant).await?;
             let password = match std::env::var("PORTCULLIS_NEW_PASSWORD") {
                 Ok(p) => p,
                 Err(_) => {
@@ -434,34 +464,16 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
                     line.trim_end_matches(['\r', '\n']).to_string()
                 }
             };
-            portcullis::account::check_local_name(&username).map_err(|e| anyhow!("{e}"))?;
-            portcullis::auth::password::check_new_password(&password, &username).map_err(|e| anyhow!("{e}"))?;
-            let hasher =
-                portcullis::auth::password::PasswordHasher::new(Default::default()).map_err(|e| anyhow!("{e}"))?;
-            let now = portcullis::clock::unix_now();
-            let user = UserRecord {
-                tenant: tenant.clone(),
-                username: username.clone(),
-                display_name: name.unwrap_or_else(|| username.clone()),
+            let new = NewAccount {
+                tenant: &tenant,
+                username: &username,
+                display_name: name.as_deref(),
                 roles,
-                password_hash: hasher.hash(&password).await.map_err(|e| anyhow!("{e}"))?,
-                totp_secret: None,
-                totp_enrolled_at: None,
-                recovery_code_hashes: Vec::new(),
-                disabled: false,
-                created_at: now,
-                password_changed_at: now,
             };
-            store.create_user(&user).await?;
-            record_cli_change(
-                &*store,
-                &tier,
-                &user.tenant,
-                "user.create",
-                &format!("account:{tenant}:{username}"),
-                serde_json::json!({ "username": user.username, "roles": user.roles }),
-            )
-            .await?;
+            accounts
+                .create(&tier, new, &password, &cli_actor(), portcullis::clock::unix_now())
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
             println!("created {username} in {tenant}; TOTP is set up at the first sign-in");
         }
         UserAction::List { tenant } => {
@@ -482,32 +494,15 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             }
         }
         UserAction::ResetMfa { tenant, username } => {
-            let (tier, store) = tenant_store(&args, &tenant).await?;
-            let mut u = store
-                .get_user(&tenant, &username)
-                .await?
-                .ok_or_else(|| anyhow!("no user `{username}` in {tenant}"))?;
-            u.totp_secret = None;
-            u.totp_enrolled_at = None;
-            u.recovery_code_hashes.clear();
-            store.update_user(&u).await?;
-            portcullis::auth::login::clear_second_factor_lock(store.as_ref(), &tenant, &username).await?;
-            record_cli_change(
-                &*store,
-                &tier,
-                &tenant,
-                "user.mfa_reset",
-                &format!("account:{tenant}:{username}"),
-                serde_json::json!({ "totp": "removed", "recovery_codes": "removed" }),
-            )
-            .await?;
-            let rev = Revocation {
-                at: portcullis::clock::unix_now(),
-                by: actor(),
-                reason: "mfa_reset".into(),
-            };
-            let ended = store.revoke_user_sessions(&tenant, &username, None, &rev).await?;
-            println!("reset MFA of {username} in {tenant}; ended {} sessions", ended.len());
+            let (tier, accounts) = tenant_accounts(&args, &tenant).await?;
+            let ended = accounts
+                .reset_mfa(&tier, &tenant, &username, &cli_actor(), portcullis::clock::unix_now())
+                .await
+                .map_err(|e| match e {
+                    AccountError::NotFound => anyhow!("no user `{username}` in {tenant}"),
+                    e => anyhow!("{e}"),
+                })?;
+            println!("reset MFA of {username} in {tenant}; ended {ended} sessions");
         }
     }
     Ok(())
@@ -618,15 +613,10 @@ fn breaker_scope(cfg: &config::Config, args: BreakerScopeArgs) -> anyhow::Result
 }
 
 async fn breaker(action: BreakerAction, args: StoreArgs) -> anyhow::Result<()> {
-    use portcullis::killswitch::service::Actor;
-    use portcullis::killswitch::{KillSwitches, TripRequest};
+    use portcullis::killswitch::{Expiry, KillSwitchError, KillSwitches, TripRequest};
     let (cfg, sessions) = all_stores(&args).await?;
     let switches = KillSwitches::new(sessions);
-    let actor = Actor {
-        name: actor(),
-        source_ip: "-".into(),
-        system: "cli".into(),
-    };
+    let actor = cli_actor();
     let now = portcullis::clock::unix_now();
     match action {
         BreakerAction::Trip {
@@ -642,20 +632,17 @@ async fn breaker(action: BreakerAction, args: StoreArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 return Ok(());
             }
-            let expires_at = match expires {
-                Some(text) => {
-                    portcullis::killswitch::service::expiry_after(&text, now).map_err(|e| anyhow!("--expires: {e}"))?
-                }
-                None => None,
-            };
             let req = TripRequest {
                 scope,
                 reason,
                 message,
-                expires_at,
+                expiry: expires.map_or(Expiry::Never, Expiry::After),
                 idempotency_key: None,
             };
-            let result = switches.trip(&cfg, req, &actor, now).await?;
+            let result = switches.trip(&cfg, req, &actor, now).await.map_err(|e| match e {
+                KillSwitchError::Expiry(e) => anyhow!("--expires: {e}"),
+                e => e.into(),
+            })?;
             println!(
                 "tripped {}: ended {} session(s); running gateways apply it within 1 s",
                 result.switch.scope.target(),

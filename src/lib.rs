@@ -135,12 +135,14 @@ impl Gateway {
             .await
             .map_err(StartError::KillSwitches)?;
         let hasher = auth::password::PasswordHasher::new(auth::password::PasswordHasherConfig::default())?;
+        let login = auth::login::LocalLogin {
+            sessions: sessions.clone(),
+            hasher,
+            switches: switches.clone(),
+        };
         let portal = ui::Portal {
-            login: auth::login::LocalLogin {
-                sessions: sessions.clone(),
-                hasher,
-                switches: switches.clone(),
-            },
+            accounts: auth::accounts::Accounts::new(login.clone()),
+            login,
             sessions,
             switches,
             oidc: Arc::new(auth::oidc_client::OidcClient::new()),

@@ -16,6 +16,11 @@ use prometheus_client::registry::Registry;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
+/// The header that carries a request's id: to the upstream on forwarded requests, and to
+/// the client on the gateway's own refusals of the tenant pages, the tenant JSON API and
+/// the admin API. The same id is in the access log and in log lines about the request.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 /// Installs the global tracing subscriber. Keep the guard alive for the life of the
 /// process: dropping it flushes buffered log lines.
 pub fn init_logging() -> WorkerGuard {

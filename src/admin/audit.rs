@@ -7,7 +7,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{AdminState, Caller, authenticate_caller, error};
+use super::error::{AdminError, Cause};
+use super::{AdminState, Caller, authenticate_caller};
 
 /// Records returned per call at most.
 const PAGE_MAX: usize = 1000;
@@ -30,56 +31,38 @@ pub(super) async fn list(
     State(state): State<AdminState>,
     headers: HeaderMap,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+) -> Result<Response, AdminError> {
     let tier = match authenticate_caller(&state.live, &headers) {
         Some(Caller::Operator { tier, .. }) => tier,
         Some(Caller::Automation { .. }) => {
-            return error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Automation tokens cannot read the audit log.",
-            );
+            return Err(AdminError::Forbidden("Automation tokens cannot read the audit log."));
         }
-        None => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "A valid operator bearer token is required.",
-            );
-        }
+        None => return Err(AdminError::NoOperatorToken),
     };
     let Ok(Query(q)) = query else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "Unknown or malformed query parameter (tenant, action, since, after, limit).",
-        );
+        return Err(AdminError::BadRequest(
+            "Unknown or malformed query parameter (tenant, action, since, after, limit).".into(),
+        ));
     };
     let limit = q.limit.unwrap_or(100).clamp(1, PAGE_MAX);
-    let store = match state.switches.sessions().store(&tier) {
-        Ok(s) => s,
-        Err(_) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "No store for this tier.",
-            );
-        }
-    };
+    let store = state
+        .switches
+        .sessions()
+        .store(&tier)
+        .map_err(|_| AdminError::Unavailable {
+            message: "No store for this tier.",
+            cause: None,
+        })?;
     let mut out = Vec::new();
     let mut after = q.after.unwrap_or(0);
     while out.len() < limit {
-        let page = match store.audit_records(after, PAGE_MAX).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "audit log read failed");
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "The store is unavailable.",
-                );
-            }
-        };
+        let page = store
+            .audit_records(after, PAGE_MAX)
+            .await
+            .map_err(|e| AdminError::Unavailable {
+                message: "The store is unavailable.",
+                cause: Some(Cause::new("audit log read failed", e)),
+            })?;
         let Some(last) = page.last().map(|r| r.seq).filter(|s| *s > after) else {
             break;
         };
@@ -97,5 +80,5 @@ pub(super) async fn list(
     if let Some(v) = next.and_then(|n| axum::http::HeaderValue::from_str(&n.to_string()).ok()) {
         resp.headers_mut().insert("x-next-after", v);
     }
-    resp
+    Ok(resp)
 }

@@ -3,9 +3,9 @@
 //! `POST /v1/changes/{id}/reject`, and the change request that
 //! `DELETE /v1/tiers/{tier}/breaker` opens.
 //!
-//! Owns authentication (operators only; automation tokens are refused), body parsing and
-//! the one mapping from [`ChangeError`] to statuses, including the `cross_tier` security
-//! event. The rules and steps are `changes::service`.
+//! Owns authentication (operators only; automation tokens are refused) and body parsing;
+//! [`ChangeError`] becomes a response in `error.rs` (with the `cross_tier` security
+//! event). The rules and steps are `changes::service`.
 
 use std::net::SocketAddr;
 
@@ -14,10 +14,11 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::breakers::{Action, ApiError, Target, checked_call, no_breaker_tripped, parse_body, parse_optional_body};
-use super::{AdminState, Caller, authenticate_caller, error, scope_refused_event};
+use super::error::AdminError;
+use super::scope::{Action, Target, checked_call};
+use super::{AdminState, Caller, authenticate_caller, parse_body, parse_optional_body};
 use crate::changes::{ChangeError, ChangeRequest, Operator};
 
 /// `POST /v1/changes` body.
@@ -65,16 +66,12 @@ pub(super) async fn list(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     let op = operator(&state, &headers, &peer)?;
     let now = crate::clock::unix_now();
-    Ok(match state.changes.list(&op).await {
-        Ok(all) => {
-            let views: Vec<Value> = all.iter().map(|c| c.view(now)).collect();
-            (StatusCode::OK, axum::Json(Value::Array(views))).into_response()
-        }
-        Err(e) => change_error(e, &op),
-    })
+    let all = state.changes.list(&op).await.map_err(|e| AdminError::change(e, &op))?;
+    let views: Vec<Value> = all.iter().map(|c| c.view(now)).collect();
+    Ok((StatusCode::OK, axum::Json(Value::Array(views))).into_response())
 }
 
 /// `POST /v1/changes`: proposes a change → `201` pending, with its digest.
@@ -83,7 +80,7 @@ pub(super) async fn create(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     let op = operator(&state, &headers, &peer)?;
     let body: ProposeBody = parse_body(&headers, &body)?;
     let now = crate::clock::unix_now();
@@ -91,7 +88,7 @@ pub(super) async fn create(
         .changes
         .propose(&op, &body.kind, &body.target, &body.change, &body.reason, now)
         .await;
-    Ok(created(result, StatusCode::CREATED, &op, now))
+    created(result, StatusCode::CREATED, &op, now)
 }
 
 /// `GET /v1/changes/{id}`.
@@ -100,10 +97,10 @@ pub(super) async fn show(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     let op = operator(&state, &headers, &peer)?;
     let now = crate::clock::unix_now();
-    Ok(answer(state.changes.get(&op, &id).await, &op, now))
+    answer(state.changes.get(&op, &id).await, &op, now)
 }
 
 /// `PATCH /v1/changes/{id}`: edits a pending change → `200` with its new digest.
@@ -113,7 +110,7 @@ pub(super) async fn edit(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     let op = operator(&state, &headers, &peer)?;
     let body: EditBody = parse_body(&headers, &body)?;
     let now = crate::clock::unix_now();
@@ -121,7 +118,7 @@ pub(super) async fn edit(
         .changes
         .edit(&op, &id, body.change.as_ref(), body.reason.as_deref(), now)
         .await;
-    Ok(answer(result, &op, now))
+    answer(result, &op, now)
 }
 
 /// `POST /v1/changes/{id}/approve`: approves the reviewed digest and applies at once.
@@ -131,15 +128,11 @@ pub(super) async fn approve(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     let op = operator(&state, &headers, &peer)?;
     let body: ApproveBody = parse_body(&headers, &body)?;
     let now = crate::clock::unix_now();
-    Ok(answer(
-        state.changes.approve(&op, &id, &body.digest, now).await,
-        &op,
-        now,
-    ))
+    answer(state.changes.approve(&op, &id, &body.digest, now).await, &op, now)
 }
 
 /// `POST /v1/changes/{id}/reject`: rejects (or withdraws) a pending change.
@@ -149,12 +142,12 @@ pub(super) async fn reject(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     let op = operator(&state, &headers, &peer)?;
     let body: ReasonBody = parse_optional_body(&headers, &body)?;
     let now = crate::clock::unix_now();
     let result = state.changes.reject(&op, &id, body.reason.as_deref(), now).await;
-    Ok(answer(result, &op, now))
+    answer(result, &op, now)
 }
 
 /// `DELETE /v1/tiers/{tier}/breaker`: opens a `tier.breaker_reset` change request for the
@@ -163,14 +156,14 @@ pub(super) async fn reject(
 pub(super) async fn request_tier_breaker_reset(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    tier: String,
+    Path(tier): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AdminError> {
     let (config, caller, scope) = checked_call(&state, &peer, Target::Tier(tier), &headers, Action::Reset)?;
     let Caller::Operator { name, tier } = caller else {
         // checked_call refuses automation tokens a reset; this only keeps the types honest.
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Operators only."));
+        return Err(AdminError::Forbidden("Operators only."));
     };
     let op = Operator {
         name,
@@ -180,17 +173,14 @@ pub(super) async fn request_tier_breaker_reset(
     let body: ReasonBody = parse_optional_body(&headers, &body)?;
     let now = crate::clock::unix_now();
     let scope_key = scope.key();
-    let tripped = match state.switches.list(&config).await {
-        Ok(all) => all
-            .iter()
-            .any(|k| k.scope.tier() == op.tier && k.scope.key() == scope_key && k.in_force(now)),
-        Err(e) => {
-            tracing::error!(error = %e, "kill switch store call failed");
-            return Ok(unavailable());
-        }
-    };
+    let tripped = state
+        .switches
+        .list(&config)
+        .await?
+        .iter()
+        .any(|k| k.scope.tier() == op.tier && k.scope.key() == scope_key && k.in_force(now));
     if !tripped {
-        return Err(no_breaker_tripped());
+        return Err(AdminError::NotTripped);
     }
     let reason = body
         .reason
@@ -200,107 +190,43 @@ pub(super) async fn request_tier_breaker_reset(
         .changes
         .propose(&op, "tier.breaker_reset", &op.tier, &empty_object(), &reason, now)
         .await;
-    Ok(created(result, StatusCode::ACCEPTED, &op, now))
+    created(result, StatusCode::ACCEPTED, &op, now)
 }
 
 /// The operator behind the bearer token; 401 without one, 403 for automation tokens.
-fn operator(state: &AdminState, headers: &HeaderMap, peer: &SocketAddr) -> Result<Operator, ApiError> {
+fn operator(state: &AdminState, headers: &HeaderMap, peer: &SocketAddr) -> Result<Operator, AdminError> {
     match authenticate_caller(&state.live, headers) {
         Some(Caller::Operator { name, tier }) => Ok(Operator {
             name,
             tier,
             source_ip: peer.ip().to_string(),
         }),
-        Some(Caller::Automation { .. }) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        Some(Caller::Automation { .. }) => Err(AdminError::Forbidden(
             "Change requests are proposed and decided by operators, not automation tokens.",
         )),
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "A valid operator bearer token is required.",
-        )),
+        None => Err(AdminError::NoOperatorToken),
     }
 }
 
 /// A change request's current state (`200`), or the refusal.
-fn answer(result: Result<ChangeRequest, ChangeError>, op: &Operator, now: i64) -> Response {
-    match result {
-        Ok(cr) => (StatusCode::OK, axum::Json(cr.view(now))).into_response(),
-        Err(e) => change_error(e, op),
-    }
+fn answer(result: Result<ChangeRequest, ChangeError>, op: &Operator, now: i64) -> Result<Response, AdminError> {
+    let cr = result.map_err(|e| AdminError::change(e, op))?;
+    Ok((StatusCode::OK, axum::Json(cr.view(now))).into_response())
 }
 
 /// A new change request's answer with its `Location` (`status`: 201, or 202 for a
 /// reset that waits for approval), or the refusal.
-fn created(result: Result<ChangeRequest, ChangeError>, status: StatusCode, op: &Operator, now: i64) -> Response {
-    match result {
-        Ok(cr) => (
-            status,
-            [(header::LOCATION, format!("/v1/changes/{}", cr.id))],
-            axum::Json(cr.view(now)),
-        )
-            .into_response(),
-        Err(e) => change_error(e, op),
-    }
-}
-
-/// The one mapping from [`ChangeError`] to a response.
-fn change_error(e: ChangeError, op: &Operator) -> Response {
-    match e {
-        ChangeError::Invalid(m) => error(StatusCode::BAD_REQUEST, "bad_request", &m),
-        ChangeError::NotFound(what) => error(StatusCode::NOT_FOUND, "not_found", &format!("Unknown {what}.")),
-        ChangeError::CrossTier { owner, tenant, what } => {
-            scope_refused_event(
-                "cross_tier",
-                &format!("operator:{}", op.name),
-                &op.tier,
-                &owner,
-                tenant.as_deref(),
-                &op.source_ip,
-            );
-            // The same answer as for something that does not exist: no existence leak.
-            error(StatusCode::NOT_FOUND, "not_found", &format!("Unknown {what}."))
-        }
-        ChangeError::SamePerson => error(
-            StatusCode::FORBIDDEN,
-            "same_person",
-            &ChangeError::SamePerson.to_string(),
-        ),
-        ChangeError::Conflict(m) => error(StatusCode::CONFLICT, "conflict", &m),
-        ChangeError::InvalidPolicy { change, errors } => {
-            let now = crate::clock::unix_now();
-            let mut body = change.view(now);
-            if let Value::Object(map) = &mut body {
-                map.insert("error".into(), json!("invalid_policy"));
-                map.insert(
-                    "message".into(),
-                    json!("The resulting policy set is invalid; nothing was changed."),
-                );
-                map.insert("errors".into(), json!(errors));
-            }
-            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
-        }
-        ChangeError::Apply(m) => {
-            tracing::error!(error = %m, "applying a change request failed");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "apply_failed",
-                "Applying the change failed and nothing was changed; the change is marked failed.",
-            )
-        }
-        ChangeError::Store(e) => {
-            tracing::error!(error = %e, "change request store call failed");
-            unavailable()
-        }
-    }
-}
-
-fn unavailable() -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "The store is unavailable; try again.",
+fn created(
+    result: Result<ChangeRequest, ChangeError>,
+    status: StatusCode,
+    op: &Operator,
+    now: i64,
+) -> Result<Response, AdminError> {
+    let cr = result.map_err(|e| AdminError::change(e, op))?;
+    Ok((
+        status,
+        [(header::LOCATION, format!("/v1/changes/{}", cr.id))],
+        axum::Json(cr.view(now)),
     )
+        .into_response())
 }

@@ -2,16 +2,28 @@
 //! API. Operators authenticate with bearer tokens listed (hashed) in their tier's policy.
 //!
 //! Only this module and `proxy` know HTTP; it calls into `live` for state.
+//!
+//! # Layout
+//! - this file: the router, who the caller is (bearer tokens), JSON body reading,
+//!   health, readiness, metrics and `POST /v1/reload`.
+//! - `error.rs`: the one mapping from refusal to response, with the request id.
+//! - `breakers.rs`: kill switch endpoints; `changes.rs`: four-eyes change requests (the
+//!   reset of a tier breaker among them); `scope.rs`: which switch a path names and who
+//!   may act on it, for both; `audit.rs`: the audit log.
+//! - `client.rs`: the CLI's client of this API.
 
 mod audit;
 mod breakers;
 mod changes;
 pub mod client;
+mod error;
+mod scope;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +32,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use self::error::AdminError;
 use crate::live::Live;
 use crate::secret::token_matches_sha256;
 use crate::telemetry::Metrics;
@@ -53,7 +66,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/changes/{id}/reject", post(changes::reject))
         .route(
             "/v1/tiers/{tier}/breaker",
-            put(breakers::put_tier).delete(breakers::delete_tier),
+            put(breakers::put_tier).delete(changes::request_tier_breaker_reset),
         )
         .route(
             "/v1/tenants/{tenant}/breaker",
@@ -63,6 +76,7 @@ pub fn router(state: AdminState) -> Router {
             "/v1/tenants/{tenant}/accounts/{subject}/breaker",
             put(breakers::put_account).delete(breakers::delete_account),
         )
+        .layer(axum::middleware::from_fn(error::with_request_id))
         .with_state(state)
 }
 
@@ -238,8 +252,38 @@ fn scope_refused_event(
     .warn("admin API call refused");
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, axum::Json(json!({ "error": code, "message": message }))).into_response()
+/// Largest request body accepted.
+const BODY_MAX: usize = 16 * 1024;
+
+/// An optional JSON body: the type's default when none was sent.
+fn parse_optional_body<T: Default + serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, AdminError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    parse_body(headers, body)
+}
+
+/// A JSON body (`Content-Type: application/json`, at most [`BODY_MAX`] bytes); its errors
+/// never repeat a value (see [`AdminError::json_body`]).
+fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, AdminError> {
+    if body.len() > BODY_MAX {
+        return Err(AdminError::PayloadTooLarge);
+    }
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json_type {
+        return Err(AdminError::UnsupportedMediaType);
+    }
+    serde_json::from_slice(body).map_err(|e| AdminError::json_body(&e))
 }
 
 /// `POST /v1/reload`: re-reads the policy directory, attributed to the operator.
@@ -254,30 +298,22 @@ async fn reload(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, AdminError> {
     let (Some(Caller::Operator { name, tier }), Some(token)) =
         (authenticate_caller(&state.live, &headers), bearer_token(&headers))
     else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "A valid operator bearer token is required.",
-        );
+        return Err(AdminError::NoOperatorToken);
     };
     let source_ip = peer.ip().to_string();
     let trigger = format!("api:{name}@{tier} from {source_ip}");
     let prepared = match state.live.prepare_reload(&trigger).await {
         Ok(p) => p,
         Err(errors) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                axum::Json(json!({
-                    "error": "invalid_policy",
-                    "message": "The policy set has errors; the previous policy keeps serving.",
-                    "errors": errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                })),
-            )
-                .into_response();
+            return Err(AdminError::InvalidPolicy {
+                message: "The policy set has errors; the previous policy keeps serving.",
+                errors: errors.iter().map(ToString::to_string).collect(),
+                change: None,
+            });
         }
     };
     let mut operators = Vec::new();
@@ -305,18 +341,7 @@ async fn reload(
                 &source_ip,
             );
         }
-        return (
-            StatusCode::FORBIDDEN,
-            axum::Json(json!({
-                "error": "forbidden",
-                "message": format!(
-                    "The reload changes tiers you do not operate ({}); nothing was applied.",
-                    refused.join(", ")
-                ),
-                "tiers": refused,
-            })),
-        )
-            .into_response();
+        return Err(AdminError::ReloadRefused { tiers: refused });
     }
     let (old, new) = (&prepared.old().effective, &prepared.new_config().effective);
     let digest_of = |d: &crate::config::EffectiveDigests, t: &str| d.tiers.get(t).map(hex::encode);
@@ -341,19 +366,49 @@ async fn reload(
             after: json!({ "tier_digest": digest_of(new, changed), "policy_digest": prepared.new_config().digest }),
         };
         if let Err(e) = store.append_audit(&entry).await {
-            tracing::error!(error = %e, tier = %changed, "cannot audit a reload; not applied");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "The audit log is unavailable; nothing was applied.",
-            );
+            return Err(AdminError::Unavailable {
+                message: "The audit log is unavailable; nothing was applied.",
+                cause: Some(error::Cause::new(
+                    "cannot audit a reload; not applied",
+                    format!("tier {changed}: {e}"),
+                )),
+            });
         }
     }
     let changed: Vec<String> = prepared.changed_tiers.iter().cloned().collect();
     let digest = prepared.apply();
-    (
+    Ok((
         StatusCode::OK,
         axum::Json(json!({ "status": "applied", "digest": digest, "tiers": changed })),
     )
-        .into_response()
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// If this broke, a secret pasted into the wrong field of a trip (here `expires_at`)
+    /// would come back in the error, and so reach logs and terminals.
+    #[test]
+    fn a_wrongly_typed_value_is_never_repeated() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct TripBody {
+            reason: String,
+            expires_at: Option<i64>,
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        let shown = |body: &'static [u8]| match parse_body::<TripBody>(&headers, &Bytes::from_static(body)) {
+            Err(AdminError::BadRequest(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let m = shown(br#"{"reason": "x", "expires_at": "hunter2-secret"}"#);
+        assert!(!m.contains("hunter2"), "{m}");
+        assert!(m.contains("expected i64"), "{m}");
+        let m = shown(br#"{"reason": "x", "surprise": 1}"#);
+        assert!(m.contains("unknown field `surprise`"), "{m}");
+    }
 }

@@ -7,6 +7,8 @@
 //! - [`mfa`]: TOTP codes and recovery codes, the clock passed in.
 //! - [`login`]: the sign-in service for local accounts and SSO: throttling and lock-outs,
 //!   the TOTP replay guard, kill switches, auto-trip rules, sign-in history, sessions.
+//! - [`accounts`]: the local accounts service every interface uses: create an account,
+//!   change its password, reset its second factor, each audited.
 //! - [`oidc`]: the relying-party checks of OpenID Connect (PKCE, ID and logout tokens,
 //!   the MFA policy on `amr`), without I/O.
 //! - [`oidc_client`]: talking to the tenant's IdP (discovery, JWKS, the code exchange),
@@ -14,6 +16,7 @@
 //! - [`preauth`]: signed short-lived cookies: who passed the password step (pre-MFA) and
 //!   the state of an SSO sign-in in flight.
 
+pub mod accounts;
 pub mod login;
 pub mod mfa;
 pub mod oidc;

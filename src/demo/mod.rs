@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::Gateway;
+use crate::auth::accounts::NewAccount;
 use crate::config::{self, Env, Overrides, ProcessEnv};
 
 /// Tenant policy templates: the repo's example set.
@@ -70,27 +71,17 @@ async fn seed_users(portal: &crate::ui::Portal) -> anyhow::Result<()> {
     let now = crate::clock::unix_now();
     for (tenant, username, display, roles) in USERS {
         let tier = if tenant == "initech" { "staging" } else { "prod" };
-        let store = portal.sessions.store(tier)?;
-        if store.get_user(tenant, username).await?.is_some() {
-            continue;
-        }
-        let user = crate::records::UserRecord {
-            tenant: tenant.to_string(),
-            username: username.to_string(),
-            display_name: display.to_string(),
+        let new = NewAccount {
+            tenant,
+            username,
+            display_name: Some(display),
             roles: roles.iter().map(|r| r.to_string()).collect(),
-            password_hash: portal.login.hasher.hash(&demo_password(username)).await?,
-            totp_secret: Some(demo_totp_secret(tenant, username)),
-            totp_enrolled_at: Some(now),
-            recovery_code_hashes: Vec::new(),
-            disabled: false,
-            created_at: now,
-            password_changed_at: now,
         };
-        match store.create_user(&user).await {
-            Ok(()) | Err(crate::store::StoreError::Conflict(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        let totp_secret = demo_totp_secret(tenant, username);
+        portal
+            .accounts
+            .seed(tier, new, &demo_password(username), &totp_secret, now)
+            .await?;
     }
     Ok(())
 }

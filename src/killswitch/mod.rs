@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 
 pub use crate::records::kill_switch::{KillSwitch, Scope};
-pub use service::{DryRun, KillSwitchError, KillSwitches, TripRequest, TripResult};
+pub use service::{DryRun, Expiry, ExpiryError, KillSwitchError, KillSwitches, TripRequest, TripResult};
 
 /// The switches in force on this node, indexed for the request path.
 #[derive(Default)]

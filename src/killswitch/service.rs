@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{Board, KillSwitch, Scope};
+pub use crate::audit::Actor;
 use crate::audit::AuditEntry;
 use crate::config::{AutoTripRule, Config};
 use crate::records::Revocation;
@@ -44,23 +45,15 @@ pub enum KillSwitchError {
     /// A field is missing or malformed; the text says which.
     #[error("{0}")]
     Invalid(String),
+    /// The expiry of a trip is malformed or not in the future.
+    #[error("{0}")]
+    Expiry(#[from] ExpiryError),
     /// The same `Idempotency-Key` was used for a different trip.
     #[error("Idempotency-Key was already used for a different request")]
     IdempotencyConflict,
     /// The store failed. For a trip, the switch may already be in force on this node.
     #[error("{0}")]
     Store(#[from] StoreError),
-}
-
-/// Who acts, from where and through what; goes into the audit record.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    /// `operator:<name>`, `automation:<name>`, `user:<subject>`, `rule:<name>`, `cli`.
-    pub name: String,
-    /// Client address, or `-`.
-    pub source_ip: String,
-    /// `api`, `cli`, `console`, `auto-rule`.
-    pub system: String,
 }
 
 /// A request to trip a switch.
@@ -72,27 +65,63 @@ pub struct TripRequest {
     pub reason: String,
     /// What users are told; [`DEFAULT_MESSAGE`] when absent.
     pub message: Option<String>,
-    /// Automatic reset time (unix seconds), if any.
-    pub expires_at: Option<i64>,
+    /// When the switch resets by itself, as the caller gave it; checked by the service.
+    pub expiry: Expiry,
     /// The caller's `Idempotency-Key`, if any.
     pub idempotency_key: Option<String>,
 }
 
-/// The one rule for a relative expiry of a trip, whichever interface it comes through
-/// (admin API `expires_in`, CLI `--expires`, the tenant admin page): a duration such as
-/// `90s`, `30m`, `2h` or `1d`, at least one second. Blank means no expiry.
-pub fn expiry_after(text: &str, now: i64) -> Result<Option<i64>, KillSwitchError> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(None);
+/// When a trip resets by itself, as an interface received it. Each interface passes
+/// only the spellings its transport accepts (admin API `expires_in` or `expires_at`, CLI
+/// `--expires`, the tenant admin page and API `expires_in`); [`Expiry::resolve`] is the
+/// one rule for all of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Expiry {
+    /// No automatic reset.
+    #[default]
+    Never,
+    /// A duration from now, as typed: `90s`, `30m`, `2h`, `1d`; blank means no expiry.
+    After(String),
+    /// An absolute time (unix seconds).
+    At(i64),
+}
+
+/// Why an expiry was refused; the text is safe to show the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExpiryError {
+    /// [`Expiry::After`] is not a duration of at least one second.
+    #[error("expiry must be a duration such as 90s, 2h or 1d, at least 1s")]
+    NotADuration,
+    /// The reset time is not after now.
+    #[error("expiry must be in the future")]
+    NotInFuture,
+}
+
+impl Expiry {
+    /// The reset time (unix seconds), `None` for no expiry: a duration of at least one
+    /// second after `now`, or an absolute time after `now`.
+    pub fn resolve(&self, now: i64) -> Result<Option<i64>, ExpiryError> {
+        let at = match self {
+            Expiry::Never => return Ok(None),
+            Expiry::After(text) => {
+                let text = text.trim();
+                if text.is_empty() {
+                    return Ok(None);
+                }
+                let d = humantime::parse_duration(text).map_err(|_| ExpiryError::NotADuration)?;
+                let secs = i64::try_from(d.as_secs()).map_err(|_| ExpiryError::NotADuration)?;
+                if secs == 0 {
+                    return Err(ExpiryError::NotADuration);
+                }
+                now.saturating_add(secs)
+            }
+            Expiry::At(at) => *at,
+        };
+        if at <= now {
+            return Err(ExpiryError::NotInFuture);
+        }
+        Ok(Some(at))
     }
-    let invalid = || KillSwitchError::Invalid("expiry must be a duration such as 90s, 2h or 1d, at least 1s".into());
-    let d = humantime::parse_duration(text).map_err(|_| invalid())?;
-    let secs = i64::try_from(d.as_secs()).map_err(|_| invalid())?;
-    if secs == 0 {
-        return Err(invalid());
-    }
-    Ok(Some(now.saturating_add(secs)))
 }
 
 /// The answer to a trip.
@@ -200,9 +229,10 @@ impl KillSwitches {
         actor: &Actor,
         now: i64,
     ) -> Result<TripResult, KillSwitchError> {
+        let expires_at = req.expiry.resolve(now)?;
         Self::check_scope(config, &req.scope)?;
         let tenants = tenants_in(config, &req.scope);
-        self.trip_in(&tenants, req, actor, now).await
+        self.trip_in(&tenants, req, expires_at, actor, now).await
     }
 
     /// Trips the switch of an auto-trip rule (scope from the live policy, so already
@@ -227,9 +257,9 @@ impl KillSwitches {
                 rule.window.as_secs()
             ),
             message: None,
-            expires_at: rule
-                .expires
-                .map(|d| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
+            expiry: rule.expires.map_or(Expiry::Never, |d| {
+                Expiry::At(now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+            }),
             idempotency_key: None,
         };
         let actor = Actor {
@@ -237,14 +267,17 @@ impl KillSwitches {
             source_ip: "-".into(),
             system: "auto-rule".into(),
         };
-        self.trip_in(&tenants, req, &actor, now).await.map(|_| ())
+        let expires_at = req.expiry.resolve(now)?;
+        self.trip_in(&tenants, req, expires_at, &actor, now).await.map(|_| ())
     }
 
-    /// Trips a checked scope whose sessions live in `tenants`.
+    /// Trips a checked scope whose sessions live in `tenants`, resetting by itself at
+    /// `expires_at` (the request's expiry, resolved).
     async fn trip_in(
         &self,
         tenants: &[String],
         req: TripRequest,
+        expires_at: Option<i64>,
         actor: &Actor,
         now: i64,
     ) -> Result<TripResult, KillSwitchError> {
@@ -253,9 +286,6 @@ impl KillSwitches {
             Some(m) => required_text("message", m)?,
             None => DEFAULT_MESSAGE.to_string(),
         };
-        if req.expires_at.is_some_and(|e| e <= now) {
-            return Err(KillSwitchError::Invalid("expiry must be in the future".into()));
-        }
         if let Some(key) = &req.idempotency_key
             && (key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX || !key.bytes().all(|b| b.is_ascii_graphic()))
         {
@@ -292,7 +322,7 @@ impl KillSwitches {
             tripped_at: now,
             tripped_by: actor.name.clone(),
             system: actor.system.clone(),
-            expires_at: req.expires_at,
+            expires_at,
             idempotency_key: req.idempotency_key.clone(),
             sessions_ended: 0,
         };
@@ -523,17 +553,13 @@ impl KillSwitches {
         now: i64,
     ) -> Result<(), KillSwitchError> {
         let entry = AuditEntry {
-            time: now,
-            actor: actor.name.clone(),
-            source_ip: actor.source_ip.clone(),
-            system: actor.system.clone(),
-            action: action.to_string(),
             target: scope.target(),
             tenant: scope.tenant().map(str::to_string),
             tier: scope.tier().to_string(),
             reason: reason.to_string(),
             before: before.map(|v| crate::audit::redact(&v)).unwrap_or_default(),
             after: after.map(|v| crate::audit::redact(&v)).unwrap_or_default(),
+            ..AuditEntry::by(actor, action, now)
         };
         self.sessions.store(scope.tier())?.append_audit(&entry).await?;
         Ok(())
@@ -593,16 +619,18 @@ mod tests {
     #[test]
     fn one_expiry_rule_for_every_interface() {
         let now = 1_000;
-        assert_eq!(expiry_after("", now).ok(), Some(None));
-        assert_eq!(expiry_after("  ", now).ok(), Some(None));
-        assert_eq!(expiry_after("90s", now).ok(), Some(Some(1_090)));
-        assert_eq!(expiry_after(" 2h ", now).ok(), Some(Some(8_200)));
-        assert_eq!(expiry_after("1d", now).ok(), Some(Some(87_400)));
+        let after = |text: &str| Expiry::After(text.into()).resolve(now);
+        assert_eq!(Expiry::Never.resolve(now), Ok(None));
+        assert_eq!(after(""), Ok(None));
+        assert_eq!(after("  "), Ok(None));
+        assert_eq!(after("90s"), Ok(Some(1_090)));
+        assert_eq!(after(" 2h "), Ok(Some(8_200)));
+        assert_eq!(after("1d"), Ok(Some(87_400)));
         for bad in ["0s", "soon", "-5m", "5", "99999999999999999999d"] {
-            assert!(
-                matches!(expiry_after(bad, now), Err(KillSwitchError::Invalid(_))),
-                "{bad}"
-            );
+            assert_eq!(after(bad), Err(ExpiryError::NotADuration), "{bad}");
         }
+        assert_eq!(Expiry::At(1_001).resolve(now), Ok(Some(1_001)));
+        assert_eq!(Expiry::At(1_000).resolve(now), Err(ExpiryError::NotInFuture));
+        assert_eq!(Expiry::At(-5).resolve(now), Err(ExpiryError::NotInFuture));
     }
 }

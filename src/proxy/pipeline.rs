@@ -40,7 +40,7 @@ const ASSERTION_HEADER: HeaderName = HeaderName::from_static("portcullis-asserti
 const UPSTREAM_TOKEN_HEADER: HeaderName = HeaderName::from_static("portcullis-upstream-token");
 
 /// The request id the upstream sees (the same as in the access log and error pages).
-const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(crate::telemetry::REQUEST_ID_HEADER);
 
 /// Convenience headers naming the session's user, tenant and roles.
 const X_PORTCULLIS_USER: HeaderName = HeaderName::from_static("x-portcullis-user");
@@ -227,8 +227,10 @@ impl Pipeline {
                 let ip = headers::client_ip(req.headers(), conn.peer.ip(), &snapshot.config.gateway.trusted_proxies);
                 // Boxed: the pages' state machines are large, and keeping them out of the
                 // proxy future saves copying kilobytes on every proxied request.
-                return Box::pin(self.reserved(req, &entry, &host, &path, conn, ip, session, suspended, snapshot, now))
-                    .await;
+                return Box::pin(self.reserved(
+                    req, &entry, &host, &path, conn, ip, session, suspended, snapshot, now, request_id,
+                ))
+                .await;
             }
             Target::Route { path, rule } => (path, rule),
         };
@@ -585,6 +587,7 @@ impl Pipeline {
         suspended: Option<Arc<crate::killswitch::KillSwitch>>,
         snapshot: &Snapshot,
         now: i64,
+        request_id: &str,
     ) -> Result<Response<ProxyBody>, Refusal> {
         let rest = path.strip_prefix(policy::RESERVED_PREFIX).unwrap_or_default();
         if rest == "status" {
@@ -607,6 +610,7 @@ impl Pipeline {
             session,
             suspended,
             now,
+            request_id,
         };
         match self.portal.handle(req, ctx).await {
             Some(resp) => {

@@ -10,10 +10,12 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::web::{self, json_error};
-use super::{Ctx, Portal, json_body, pages, unauthenticated};
-use crate::killswitch::service::{Actor, expiry_after};
-use crate::killswitch::{KillSwitchError, Scope, TripRequest};
+use super::api::{ApiError, json_body};
+use super::error::PageError;
+use super::web;
+use super::{Ctx, Portal, pages};
+use crate::killswitch::service::Actor;
+use crate::killswitch::{Expiry, KillSwitchError, Scope, TripRequest};
 
 /// The role that may act here.
 pub const TENANT_ADMIN_ROLE: &str = "tenant-admin";
@@ -38,16 +40,10 @@ impl Portal {
         ctx: &Ctx<'_>,
         method: Method,
         path: &str,
-    ) -> Response<Bytes> {
-        let Some(session) = ctx.session.clone() else {
-            return unauthenticated();
-        };
+    ) -> Result<Response<Bytes>, ApiError> {
+        let session = ctx.session.clone().ok_or(ApiError::Unauthenticated)?;
         if !session.roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
-            return json_error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Only tenant admins may manage breakers.",
-            );
+            return Err(ApiError::NotTenantAdmin);
         }
         let actor = Actor {
             name: format!("user:{}", session.subject),
@@ -55,29 +51,28 @@ impl Portal {
             system: "console".into(),
         };
         if method == Method::GET && path == "breakers" {
-            return match self.switches.list(ctx.config).await {
-                Ok(all) => {
-                    let mine: Vec<_> = all
-                        .into_iter()
-                        .filter(|k| k.scope.tenant() == Some(ctx.entry.tenant.id.as_str()) && k.in_force(ctx.now))
-                        .collect();
-                    web::json(StatusCode::OK, &json!({ "breakers": mine }))
-                }
-                Err(e) => switch_error(&e),
-            };
+            let all = self
+                .switches
+                .list(ctx.config)
+                .await
+                .map_err(|e| ApiError::Trip(TripRefusal::Switch(e)))?;
+            let mine: Vec<_> = all
+                .into_iter()
+                .filter(|k| k.scope.tenant() == Some(ctx.entry.tenant.id.as_str()) && k.in_force(ctx.now))
+                .collect();
+            return Ok(web::json(StatusCode::OK, &json!({ "breakers": mine })));
         }
         let Some(subject) = path
             .strip_prefix("accounts/")
             .and_then(|p| p.strip_suffix("/breaker"))
             .and_then(|s| percent_encoding::percent_decode_str(s).decode_utf8().ok())
         else {
-            return json_error(StatusCode::NOT_FOUND, "not_found", "No such API.");
+            return Err(ApiError::NotFound("No such API."));
         };
         let idp = web::query_param(req.uri().query(), "idp");
-        let subject = match self.account_key(ctx, idp.as_deref(), &subject) {
-            Ok(key) => key,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
-        };
+        let subject = self
+            .account_key(ctx, idp.as_deref(), &subject)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let scope = Scope::Account {
             tier: ctx.entry.tier.name.clone(),
             tenant: ctx.entry.tenant.id.clone(),
@@ -85,49 +80,34 @@ impl Portal {
         };
         match method {
             Method::PUT => {
-                let body: TripBody = match json_body(req).await {
-                    Ok(b) => b,
-                    Err(resp) => return resp,
-                };
-                match self.trip_account(ctx, &session.subject, &actor, scope, body).await {
-                    Ok(result) => web::json(StatusCode::OK, &serde_json::to_value(&result).unwrap_or_default()),
-                    Err(e) => e.json(),
-                }
+                let body: TripBody = json_body(req).await?;
+                let result = self
+                    .trip_account(ctx, &session.subject, &actor, scope, body)
+                    .await
+                    .map_err(ApiError::Trip)?;
+                Ok(web::json(
+                    StatusCode::OK,
+                    &serde_json::to_value(&result).unwrap_or_default(),
+                ))
             }
             Method::DELETE => match self.switches.reset(ctx.config, &scope, "", &actor, ctx.now).await {
-                Ok(Some(_)) => web::json(StatusCode::OK, &json!({ "status": "reset" })),
-                Ok(None) => json_error(StatusCode::NOT_FOUND, "not_found", "No breaker is tripped there."),
-                Err(e) => switch_error(&e),
+                Ok(Some(_)) => Ok(web::json(StatusCode::OK, &json!({ "status": "reset" }))),
+                Ok(None) => Err(ApiError::NotFound("No breaker is tripped there.")),
+                Err(e) => Err(ApiError::Trip(TripRefusal::Switch(e))),
             },
-            _ => json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "Use PUT or DELETE.",
-            ),
+            _ => Err(ApiError::MethodNotAllowed),
         }
     }
 }
 
-/// Why a tenant admin's trip was refused.
-enum AdminRefusal {
+/// Why a tenant admin's trip or reset was refused; the page and the JSON API each
+/// answer it in their `error.rs`.
+#[derive(Debug)]
+pub(super) enum TripRefusal {
+    /// A tenant admin may not cut off their own account.
     SelfLockout,
+    /// The kill switch service refused.
     Switch(KillSwitchError),
-}
-
-impl AdminRefusal {
-    fn message(&self) -> String {
-        match self {
-            AdminRefusal::SelfLockout => "You cannot trip the breaker of your own account.".into(),
-            AdminRefusal::Switch(e) => switch_message(e),
-        }
-    }
-
-    fn json(&self) -> Response<Bytes> {
-        match self {
-            AdminRefusal::SelfLockout => json_error(StatusCode::CONFLICT, "self_lockout", &self.message()),
-            AdminRefusal::Switch(e) => switch_error(e),
-        }
-    }
 }
 
 impl Portal {
@@ -151,46 +131,37 @@ impl Portal {
         actor: &Actor,
         scope: Scope,
         body: TripBody,
-    ) -> Result<crate::killswitch::TripResult, AdminRefusal> {
+    ) -> Result<crate::killswitch::TripResult, TripRefusal> {
         if matches!(&scope, Scope::Account { subject, .. } if subject == admin_subject) {
-            return Err(AdminRefusal::SelfLockout);
+            return Err(TripRefusal::SelfLockout);
         }
-        let expires_at = match body.expires_in.as_deref() {
-            None => None,
-            Some(text) => expiry_after(text, ctx.now).map_err(AdminRefusal::Switch)?,
-        };
         let req = TripRequest {
             scope,
             reason: body.reason,
             message: body.message.filter(|m| !m.trim().is_empty()),
-            expires_at,
+            expiry: body.expires_in.map_or(Expiry::Never, Expiry::After),
             idempotency_key: None,
         };
         self.switches
             .trip(ctx.config, req, actor, ctx.now)
             .await
-            .map_err(AdminRefusal::Switch)
+            .map_err(TripRefusal::Switch)
     }
 
     /// `GET /.portcullis/admin`: the tenant's local accounts with their switches.
-    pub(super) async fn admin_page(&self, ctx: &Ctx<'_>, notice: Option<&str>) -> Response<Bytes> {
+    pub(super) async fn admin_page(&self, ctx: &Ctx<'_>, notice: Option<&str>) -> Result<Response<Bytes>, PageError> {
         let Some(session) = ctx.session.clone() else {
-            return web::see_other("/.portcullis/login?rd=%2F.portcullis%2Fadmin");
+            return Ok(web::see_other("/.portcullis/login?rd=%2F.portcullis%2Fadmin"));
         };
         if !session.roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
-            return pages::message(
-                ctx.entry,
-                StatusCode::FORBIDDEN,
-                "Tenant admin",
-                "Only tenant admins may open this page.",
-                Some(("/.portcullis/account", "Your account")),
-            );
+            return Err(PageError::NotTenantAdmin);
         }
+        // Store failures show as "unavailable", never with the store's text.
         let (Ok(store), Ok(switches)) = (self.sessions.store(ctx.tier()), self.switches.list(ctx.config).await) else {
-            return pages::unavailable(ctx.entry);
+            return Err(PageError::Unavailable);
         };
         let Ok(users) = store.list_users(&ctx.entry.tenant.id).await else {
-            return pages::unavailable(ctx.entry);
+            return Err(PageError::Unavailable);
         };
         let tenant = ctx.entry.tenant.id.as_str();
         let switched = |subject: &str| {
@@ -226,20 +197,18 @@ impl Portal {
                 });
             }
         }
-        pages::admin(ctx.entry, &session.csrf_token, notice, accounts)
+        Ok(pages::admin(ctx.entry, &session.csrf_token, notice, accounts))
     }
 
     /// `POST /.portcullis/admin/breaker`: the page's trip and reset forms.
-    pub(super) async fn admin_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
+    pub(super) async fn admin_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, PageError> {
         let Some(session) = ctx.session.clone() else {
-            return web::see_other("/.portcullis/login?rd=%2F.portcullis%2Fadmin");
+            return Ok(web::see_other("/.portcullis/login?rd=%2F.portcullis%2Fadmin"));
         };
         if !session.roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
             return self.admin_page(ctx, None).await;
         }
-        let Ok((_, body, _)) = self.session_form(req, ctx, &session).await else {
-            return pages::bad_form(ctx.entry);
-        };
+        let (_, body, _) = self.session_form(req, ctx, &session).await?;
         let field = |name: &str| web::form_field(&body, name).unwrap_or_default();
         let subject = field("subject").trim().to_string();
         let idp = field("idp");
@@ -273,60 +242,19 @@ impl Portal {
                         "Breaker tripped for {subject}: {} session(s) ended.",
                         r.switch.sessions_ended
                     ),
-                    Err(e) => format!("Not tripped: {}", e.message()),
+                    Err(e) => format!("Not tripped: {}", PageError::Trip(e).notice(ctx.request_id)),
                 }
             }
             "reset" => match self.switches.reset(ctx.config, &scope, "", &actor, ctx.now).await {
                 Ok(Some(_)) => format!("Breaker reset for {subject}."),
                 Ok(None) => format!("No breaker was tripped for {subject}."),
-                Err(e) => format!("Not reset: {}", switch_message(&e)),
+                Err(e) => format!(
+                    "Not reset: {}",
+                    PageError::Trip(TripRefusal::Switch(e)).notice(ctx.request_id)
+                ),
             },
             _ => "Unknown action.".to_string(),
         };
         self.admin_page(ctx, Some(&notice)).await
-    }
-}
-
-/// What a tenant admin is told about a failed trip or reset: the refusal itself, but
-/// never a store's internal error (logged instead).
-fn switch_message(e: &KillSwitchError) -> String {
-    match e {
-        KillSwitchError::Store(err) => {
-            tracing::error!(error = %err, "kill switch store call failed");
-            "The breaker store is unavailable. Try again shortly.".to_string()
-        }
-        other => other.to_string(),
-    }
-}
-
-fn switch_error(e: &KillSwitchError) -> Response<Bytes> {
-    match e {
-        KillSwitchError::UnknownTier | KillSwitchError::UnknownTenant => {
-            json_error(StatusCode::NOT_FOUND, "not_found", &e.to_string())
-        }
-        KillSwitchError::Invalid(m) => json_error(StatusCode::BAD_REQUEST, "bad_request", m),
-        KillSwitchError::IdempotencyConflict => {
-            json_error(StatusCode::CONFLICT, "idempotency_conflict", &e.to_string())
-        }
-        KillSwitchError::Store(err) => {
-            tracing::error!(error = %err, "kill switch store call failed");
-            json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Try again shortly.")
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::StoreError;
-
-    /// If this broke, a tenant admin would read the store's internal error text.
-    #[test]
-    fn store_errors_are_not_shown_to_tenant_admins() {
-        let e = KillSwitchError::Store(StoreError::Unavailable("sqlite: DatabaseBusy".into()));
-        assert!(!switch_message(&e).contains("sqlite"));
-        assert!(!AdminRefusal::Switch(e).message().contains("sqlite"));
-        let e = KillSwitchError::Invalid("reason is required".into());
-        assert_eq!(switch_message(&e), "reason is required");
     }
 }

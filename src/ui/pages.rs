@@ -108,9 +108,10 @@ fn html(status: StatusCode, page: &impl Template) -> Response<Bytes> {
     }
 }
 
-pub fn login(entry: &TenantEntry, csrf: &str, rd: &str, error: Option<&str>, status: StatusCode) -> Response<Bytes> {
+/// The sign-in form (200; a refusal that shows it again sets its own status).
+pub fn login(entry: &TenantEntry, csrf: &str, rd: &str, error: Option<&str>) -> Response<Bytes> {
     html(
-        status,
+        StatusCode::OK,
         &Login {
             tenant_name: &entry.tenant.name,
             csrf,
@@ -126,9 +127,10 @@ pub fn login(entry: &TenantEntry, csrf: &str, rd: &str, error: Option<&str>, sta
     )
 }
 
-pub fn mfa(entry: &TenantEntry, csrf: &str, error: Option<&str>, status: StatusCode) -> Response<Bytes> {
+/// The second-factor form (200; a refusal that shows it again sets its own status).
+pub fn mfa(entry: &TenantEntry, csrf: &str, error: Option<&str>) -> Response<Bytes> {
     html(
-        status,
+        StatusCode::OK,
         &Mfa {
             tenant_name: &entry.tenant.name,
             csrf,
@@ -170,6 +172,7 @@ pub fn logout(entry: &TenantEntry, csrf: &str) -> Response<Bytes> {
     )
 }
 
+/// A short message page: a notice, or a refusal (see `ui::error`).
 pub fn message(
     entry: &TenantEntry,
     status: StatusCode,
@@ -185,26 +188,6 @@ pub fn message(
         link_text: link.map_or("", |l| l.1),
     };
     html(status, &page)
-}
-
-pub fn bad_form(entry: &TenantEntry) -> Response<Bytes> {
-    message(
-        entry,
-        StatusCode::FORBIDDEN,
-        "Form expired",
-        "This form could not be accepted (it expired or came from another site). Reload the page and try again.",
-        Some(("/.portcullis/login", "Sign in")),
-    )
-}
-
-pub fn unavailable(entry: &TenantEntry) -> Response<Bytes> {
-    message(
-        entry,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        "This page is unavailable right now. Try again shortly.",
-        None,
-    )
 }
 
 pub fn account(

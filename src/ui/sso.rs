@@ -18,8 +18,10 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
-use super::web::{self, json_error};
-use super::{Ctx, Portal, pages, user_agent};
+use super::api::ApiError;
+use super::error::{PageError, SsoFailure};
+use super::web;
+use super::{Ctx, Portal, user_agent};
 use crate::account;
 use crate::auth::login::SsoOutcome;
 use crate::auth::oidc::{self, MfaDecision};
@@ -53,30 +55,22 @@ fn pending_cookie(ctx: &Ctx<'_>, state: &str) -> String {
 
 impl Portal {
     /// `GET /.portcullis/login/sso?rd=`: to the IdP's authorization endpoint.
-    pub(super) async fn sso_start(&self, req: &Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
-        let Some(sso) = ctx.entry.tenant.sso.as_ref() else {
-            return pages::message(
-                ctx.entry,
-                StatusCode::NOT_FOUND,
-                "Sign-in",
-                "This organisation has no single sign-on.",
-                None,
-            );
-        };
+    pub(super) async fn sso_start(&self, req: &Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, PageError> {
+        let sso = ctx.entry.tenant.sso.as_ref().ok_or(PageError::NoSso)?;
         let rd = web::safe_redirect(web::query_param(req.uri().query(), "rd").as_deref());
         // The IdP returns to the canonical callback only; a sign-in started on another
         // host of the tenant moves there first, so its pending-login cookie (host-only)
         // is where the callback arrives.
         if ctx.host != ctx.entry.primary_host() {
-            return web::see_other(&format!(
+            return Ok(web::see_other(&format!(
                 "{}/.portcullis/login/sso?rd={}",
                 ctx.origin,
                 percent_encoding::utf8_percent_encode(&rd, percent_encoding::NON_ALPHANUMERIC)
-            ));
+            )));
         }
         let provider = match self.oidc.provider(&sso.issuer, ctx.entry.tier.production).await {
             Ok(p) => p,
-            Err(e) => return idp_problem(ctx, &e),
+            Err(e) => return Err(idp_problem(ctx, &e)),
         };
         let (state, nonce, pkce) = (oidc::random_value(), oidc::random_value(), oidc::Pkce::new());
         // From configuration only: the client chooses the Host header.
@@ -109,20 +103,16 @@ impl Portal {
                 Some(PENDING_TTL_SECS),
             ),
         );
-        resp
+        Ok(resp)
     }
 
     /// `GET /.portcullis/callback?code&state` (or `?error`): the end of the IdP round trip.
-    pub(super) async fn sso_callback(&self, req: &Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
-        let Some(sso) = ctx.entry.tenant.sso.as_ref() else {
-            return pages::message(
-                ctx.entry,
-                StatusCode::NOT_FOUND,
-                "Sign-in",
-                "This organisation has no single sign-on.",
-                None,
-            );
-        };
+    pub(super) async fn sso_callback(
+        &self,
+        req: &Request<Incoming>,
+        ctx: &Ctx<'_>,
+    ) -> Result<Response<Bytes>, PageError> {
+        let sso = ctx.entry.tenant.sso.as_ref().ok_or(PageError::NoSso)?;
         let ua = user_agent(req.headers());
         let lctx = ctx.login_ctx(&ua);
         let query = req.uri().query();
@@ -135,17 +125,15 @@ impl Portal {
             !state.is_empty() && bool::from(subtle::ConstantTimeEq::ct_eq(p.state.as_bytes(), state.as_bytes()))
         }) else {
             let _ = self.login.record_sso_failure(&lctx, "-", "state_mismatch").await;
-            return failure(
-                ctx,
-                StatusCode::BAD_REQUEST,
-                "This sign-in did not start in this browser, or it expired. Start again.",
-            );
+            return Err(PageError::Sso(SsoFailure::StateMismatch));
         };
         let clear = |mut resp: Response<Bytes>| {
             resp.headers_mut()
                 .append(http::header::SET_COOKIE, web::set_cookie(&cookie_name, "", None));
             resp
         };
+        // From here on every answer ends this attempt's cookie, refusals too.
+        let refuse = |failure: SsoFailure| Ok(clear(PageError::Sso(failure).into_response(ctx.entry, ctx.request_id)));
         // One use per attempt: a replayed callback URL signs in nothing.
         match self.sessions.store(ctx.tier()) {
             Ok(store) => match store
@@ -155,15 +143,11 @@ impl Portal {
                 Ok((1, _)) => {}
                 Ok(_) => {
                     let _ = self.login.record_sso_failure(&lctx, "-", "replayed_callback").await;
-                    return clear(failure(
-                        ctx,
-                        StatusCode::BAD_REQUEST,
-                        "This sign-in was already used. Start again.",
-                    ));
+                    return refuse(SsoFailure::Replayed);
                 }
-                Err(_) => return pages::unavailable(ctx.entry),
+                Err(_) => return Err(PageError::Unavailable),
             },
-            Err(_) => return pages::unavailable(ctx.entry),
+            Err(_) => return Err(PageError::Unavailable),
         }
         if let Some(error) = web::query_param(query, "error") {
             let code: String = error
@@ -175,18 +159,10 @@ impl Portal {
                 .login
                 .record_sso_failure(&lctx, "-", &format!("idp_error:{code}"))
                 .await;
-            return clear(failure(
-                ctx,
-                StatusCode::UNAUTHORIZED,
-                &format!("Your identity provider refused the sign-in ({code})."),
-            ));
+            return refuse(SsoFailure::IdpRefused(code));
         }
         let Some(code) = web::query_param(query, "code") else {
-            return clear(failure(
-                ctx,
-                StatusCode::BAD_REQUEST,
-                "The identity provider sent no code.",
-            ));
+            return refuse(SsoFailure::NoCode);
         };
         let production = ctx.entry.tier.production;
         let claims = async {
@@ -228,11 +204,7 @@ impl Portal {
                     ..SecurityEvent::new("login", EventOutcome::Failure)
                 }
                 .warn("single sign-on refused");
-                return clear(failure(
-                    ctx,
-                    StatusCode::UNAUTHORIZED,
-                    &format!("Single sign-on failed: {e}."),
-                ));
+                return refuse(SsoFailure::TokenRefused(e.to_string()));
             }
         };
         let decision = oidc::mfa_decision(sso.mfa, &claims.amr);
@@ -241,8 +213,7 @@ impl Portal {
                 .login
                 .record_sso_failure(&lctx, &account::key(&sso.issuer, &claims.sub), "idp_mfa_required")
                 .await;
-            let e = crate::auth::login::LoginError::IdpMfaRequired;
-            return clear(failure(ctx, StatusCode::FORBIDDEN, &e_message(&e)));
+            return refuse(SsoFailure::Login(crate::auth::login::LoginError::IdpMfaRequired));
         }
         let identity = SsoIdentity {
             name: claims
@@ -259,27 +230,31 @@ impl Portal {
         };
         let step_up = decision == MfaDecision::StepUp;
         match self.login.sso_signed_in(&lctx, identity, step_up, &pending.rd).await {
-            Ok(SsoOutcome::Session(session)) => clear(self.signed_in(ctx, web::see_other(&pending.rd), &session)),
-            Ok(SsoOutcome::StepUp(pre)) => clear(self.to_second_factor(ctx, &pre)),
-            Err(e) => {
-                let (status, message) = super::login_error_status(&e);
-                clear(failure(ctx, status, &message))
-            }
+            Ok(SsoOutcome::Session(session)) => Ok(clear(self.signed_in(ctx, web::see_other(&pending.rd), &session))),
+            Ok(SsoOutcome::StepUp(pre)) => Ok(clear(self.to_second_factor(ctx, &pre))),
+            Err(e) => refuse(SsoFailure::Login(e)),
         }
     }
 
     /// `POST /.portcullis/backchannel-logout` (form `logout_token`): ends the sessions the
     /// IdP names. Answers 200 on success, 400 for a token that does not validate.
-    pub(super) async fn backchannel_logout(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
-        let Some(sso) = ctx.entry.tenant.sso.as_ref() else {
-            return json_error(StatusCode::NOT_FOUND, "not_found", "No single sign-on here.");
-        };
+    pub(super) async fn backchannel_logout(
+        &self,
+        req: Request<Incoming>,
+        ctx: &Ctx<'_>,
+    ) -> Result<Response<Bytes>, ApiError> {
+        let sso = ctx
+            .entry
+            .tenant
+            .sso
+            .as_ref()
+            .ok_or(ApiError::NotFound("No single sign-on here."))?;
         let (parts, body) = req.into_parts();
         let Ok(body) = web::read_body(&parts.headers, body).await else {
-            return json_error(StatusCode::BAD_REQUEST, "invalid_request", "Unreadable body.");
+            return Err(ApiError::InvalidLogoutRequest("Unreadable body.".into()));
         };
         let Some(token) = web::form_field(&body, "logout_token") else {
-            return json_error(StatusCode::BAD_REQUEST, "invalid_request", "logout_token is required.");
+            return Err(ApiError::InvalidLogoutRequest("logout_token is required.".into()));
         };
         let production = ctx.entry.tier.production;
         let claims = async {
@@ -300,7 +275,7 @@ impl Portal {
                     ..SecurityEvent::new("logout", EventOutcome::Failure)
                 }
                 .warn("back-channel logout refused");
-                return json_error(StatusCode::BAD_REQUEST, "invalid_request", &e);
+                return Err(ApiError::InvalidLogoutRequest(e));
             }
         };
         let rev = Revocation {
@@ -333,9 +308,9 @@ impl Portal {
                 let mut resp = web::json(StatusCode::OK, &serde_json::json!({ "sessions_ended": ids.len() }));
                 resp.headers_mut()
                     .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
-                resp
+                Ok(resp)
             }
-            Err(_) => json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Try again."),
+            Err(_) => Err(ApiError::LogoutUnavailable),
         }
     }
 
@@ -354,25 +329,8 @@ impl Portal {
     }
 }
 
-fn e_message(e: &crate::auth::login::LoginError) -> String {
-    super::login_error_status(e).1
-}
-
-fn failure(ctx: &Ctx<'_>, status: StatusCode, message: &str) -> Response<Bytes> {
-    pages::message(
-        ctx.entry,
-        status,
-        "Single sign-on",
-        message,
-        Some(("/.portcullis/login", "Start again")),
-    )
-}
-
-fn idp_problem(ctx: &Ctx<'_>, problem: &str) -> Response<Bytes> {
+/// The refusal of an identity provider that cannot be used, logged for the operator.
+fn idp_problem(ctx: &Ctx<'_>, problem: &str) -> PageError {
     tracing::warn!(organization.id = %ctx.entry.tenant.id, problem, "identity provider unavailable");
-    failure(
-        ctx,
-        StatusCode::BAD_GATEWAY,
-        &format!("Your organisation's identity provider cannot be used right now: {problem}."),
-    )
+    PageError::Sso(SsoFailure::IdpUnavailable(problem.to_string()))
 }

@@ -2,7 +2,7 @@
 //! checks, redirect-target validation, client identification, and response builders.
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -215,9 +215,13 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bytes> {
     respond(status, "application/json", value.to_string())
 }
 
-/// JSON error `{"error","message"}`.
-pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Bytes> {
-    json(status, &serde_json::json!({ "error": code, "message": message }))
+/// Names the request on a refusal (`x-request-id`, as in the access log), so a user or
+/// script can quote it and an operator find the request's log lines.
+pub fn set_request_id(resp: &mut Response<Bytes>, request_id: &str) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(crate::telemetry::REQUEST_ID_HEADER), v);
+    }
 }
 
 /// 303 See Other to a validated same-host path.

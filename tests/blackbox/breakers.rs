@@ -42,6 +42,8 @@ struct Env {
 #[derive(Debug)]
 struct AdminReply {
     status: u16,
+    /// `x-request-id` of the answer, if any.
+    request_id: Option<String>,
     body: String,
 }
 
@@ -107,6 +109,11 @@ impl Env {
         let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
         AdminReply {
             status: resp.status().as_u16(),
+            request_id: resp
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
             body: resp.text().await.unwrap_or_default(),
         }
     }
@@ -1066,10 +1073,14 @@ async fn bad_breaker_calls_are_refused_and_trip_nothing() {
         ("no token", None, json_body(json!({"reason": "r"})), 401),
         ("bad token", Some("not-a-token"), json_body(json!({"reason": "r"})), 401),
     ];
+    let mut ids = std::collections::HashSet::new();
     for (what, token, body, want) in cases {
         let r = env.call(Method::PUT, path, token, body, &[]).await;
         assert_eq!(r.status, want, "{what}: {}", r.body);
         assert!(r.json()["error"].is_string(), "{what}: {}", r.body);
+        // Each refusal names its request, for the operator to find in the logs.
+        let id = r.request_id.unwrap_or_else(|| panic!("{what}: no x-request-id"));
+        assert!(ids.insert(id), "{what}: a request id was used twice");
     }
     for p in [
         "/v1/tenants/nope/breaker",

@@ -1,0 +1,147 @@
+//! Which kill switch an admin API path names, and whether the caller may act on it: an
+//! operator on their own tier only; an automation token may trip (never reset) on the
+//! tenants it names, and learns nothing about what lies beyond them. Shared by the kill
+//! switch endpoints (`breakers.rs`) and the tier-reset change request (`changes.rs`), so
+//! neither needs the other.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+
+use super::error::AdminError;
+use super::{AdminState, Caller, authenticate_caller};
+use crate::config::Config;
+use crate::killswitch::{KillSwitches, Scope};
+
+/// Which switch a path names.
+pub(super) enum Target {
+    Tier(String),
+    Tenant(String),
+    /// Tenant, subject and `?idp=` (`local` when absent, `sso`, or an issuer URL): a local
+    /// account and an SSO account of one subject are two accounts (see `crate::account`).
+    Account(String, String, Option<String>),
+}
+
+/// The policy, the authenticated caller and the scope of a trip or reset call, once the
+/// caller is allowed to act on it; otherwise the refusal to answer.
+pub(super) fn checked_call(
+    state: &AdminState,
+    peer: &SocketAddr,
+    target: Target,
+    headers: &HeaderMap,
+    action: Action,
+) -> Result<(Arc<Config>, Caller, Scope), AdminError> {
+    let config = state.live.snapshot().config.clone();
+    let caller = authenticate_caller(&state.live, headers).ok_or(AdminError::NoToken)?;
+    let idp = match &target {
+        Target::Account(_, _, idp) => idp.clone(),
+        Target::Tier(_) | Target::Tenant(_) => None,
+    };
+    let scope = resolve(&config, target)?;
+    // Scope first: a token learns nothing (not even "bad subject") about what it may
+    // not reach.
+    authorise(&caller, &scope, action, peer)?;
+    let scope = name_account(&config, scope, idp.as_deref())?;
+    KillSwitches::check_scope(&config, &scope)?;
+    Ok((config, caller, scope))
+}
+
+/// The scope a path names; 404 when its tier or tenant does not exist.
+fn resolve(config: &Config, target: Target) -> Result<Scope, AdminError> {
+    let tier_of = |tenant: &str| {
+        config
+            .tenants
+            .iter()
+            .find(|t| t.id == tenant)
+            .map(|t| t.tier.clone())
+            .ok_or_else(|| AdminError::NotFound("Unknown tenant.".into()))
+    };
+    let scope = match target {
+        Target::Tier(tier) => {
+            if !config.tiers.contains_key(&tier) {
+                return Err(AdminError::NotFound("Unknown tier.".into()));
+            }
+            Scope::Tier { tier }
+        }
+        Target::Tenant(tenant) => Scope::Tenant {
+            tier: tier_of(&tenant)?,
+            tenant,
+        },
+        Target::Account(tenant, subject, _) => Scope::Account {
+            tier: tier_of(&tenant)?,
+            tenant,
+            subject,
+        },
+    };
+    Ok(scope)
+}
+
+/// Turns the subject of an account scope into the account key `idp` names; other
+/// scopes pass through.
+fn name_account(config: &Config, scope: Scope, idp: Option<&str>) -> Result<Scope, AdminError> {
+    let Scope::Account { tier, tenant, subject } = scope else {
+        return Ok(scope);
+    };
+    let subject = crate::account::named(idp, &subject, config.sso_issuer(&tenant))
+        .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    Ok(Scope::Account { tier, tenant, subject })
+}
+
+/// What the caller asks to do with the switch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Action {
+    Trip,
+    Reset,
+}
+
+/// Operators act on their own tier; automation tokens trip on their own tenants only.
+/// A tier or tenant outside the token's reach is answered exactly like one that does not
+/// exist (404), so a token never learns what exists beyond it; every such refusal is a
+/// security event. An action the token may not take where it does reach is 403.
+fn authorise(caller: &Caller, scope: &Scope, action: Action, peer: &SocketAddr) -> Result<(), AdminError> {
+    let (tier_ok, tenant_ok, allowed) = match caller {
+        Caller::Operator { tier, .. } => (tier == scope.tier(), true, true),
+        Caller::Automation {
+            tier, tenants, scopes, ..
+        } => (
+            tier == scope.tier(),
+            scope.tenant().is_some_and(|t| tenants.iter().any(|n| n == t)),
+            action == Action::Trip && scopes.iter().any(|s| s == "breaker:trip"),
+        ),
+    };
+    let unknown = || match scope.tenant() {
+        Some(_) => AdminError::NotFound("Unknown tenant.".into()),
+        None => AdminError::NotFound("Unknown tier.".into()),
+    };
+    if !tier_ok {
+        cross_event("cross_tier", caller, scope, peer);
+        return Err(unknown());
+    }
+    // A reset of its own tier is refused below, for what it is: a reset.
+    if !tenant_ok && (scope.tenant().is_some() || allowed) {
+        cross_event("cross_tenant", caller, scope, peer);
+        return Err(match scope.tenant() {
+            Some(_) => unknown(),
+            // Its own tier, which it knows: the whole tier is simply not its to trip.
+            None => AdminError::Forbidden("Automation tokens may trip only their named tenants."),
+        });
+    }
+    if !allowed {
+        return Err(AdminError::Forbidden(
+            "Automation tokens may trip breakers, never reset them.",
+        ));
+    }
+    Ok(())
+}
+
+fn cross_event(action: &str, caller: &Caller, scope: &Scope, peer: &SocketAddr) {
+    super::scope_refused_event(
+        action,
+        &caller.actor_name(),
+        caller.tier(),
+        scope.tier(),
+        scope.tenant(),
+        &peer.ip().to_string(),
+    );
+}

@@ -1,0 +1,115 @@
+//! The user's session center on tenant hosts: `/.portcullis/account` (live sessions,
+//! sign-in history) and its forms under `account/...` (end one session, end the
+//! others, change the password). The JSON twins are `api.rs`; password changes are
+//! `auth::accounts`; refusals are `error.rs`.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::error::PageError;
+use super::{Ctx, Portal, pages, web};
+use crate::records::{Revocation, SessionRecord};
+
+impl Portal {
+    pub(super) async fn account_page(
+        &self,
+        req: &Request<Incoming>,
+        ctx: &Ctx<'_>,
+        notice: Option<&str>,
+    ) -> Result<Response<Bytes>, PageError> {
+        let Some(session) = ctx.session.clone() else {
+            return Ok(web::see_other("/.portcullis/login?rd=%2F.portcullis%2Faccount"));
+        };
+        let before = web::query_param(req.uri().query(), "before").and_then(|b| b.parse::<i64>().ok());
+        let store = self.sessions.store(ctx.tier()).map_err(|_| PageError::Unavailable)?;
+        let sessions = store
+            .list_user_sessions(&session.tenant, &session.subject, ctx.now)
+            .await;
+        let history = store.login_history(&session.tenant, &session.subject, 20, before).await;
+        match (sessions, history) {
+            (Ok(sessions), Ok(history)) => Ok(pages::account(ctx.entry, &session, &sessions, &history, notice)),
+            _ => Err(PageError::Unavailable),
+        }
+    }
+
+    pub(super) async fn account_form(
+        &self,
+        req: Request<Incoming>,
+        ctx: &Ctx<'_>,
+        action: &str,
+    ) -> Result<Response<Bytes>, PageError> {
+        let Some(session) = ctx.session.clone() else {
+            return Ok(web::see_other("/.portcullis/login"));
+        };
+        let (ua, body, _) = self.session_form(req, ctx, &session).await?;
+        let rev = Revocation {
+            at: ctx.now,
+            by: session.subject.clone(),
+            reason: "ended_by_user".into(),
+        };
+        if action == "sessions/end-others" {
+            self.sessions
+                .revoke_user(
+                    ctx.tier(),
+                    &session.tenant,
+                    &session.subject,
+                    Some(&session.id_hash),
+                    &rev,
+                )
+                .await
+                .map_err(|_| PageError::Unavailable)?;
+            return Ok(web::see_other("/.portcullis/account"));
+        }
+        if let Some(id) = action.strip_prefix("sessions/").and_then(|p| p.strip_suffix("/end")) {
+            return match self.end_session_by_id(ctx, &session, id, &rev).await {
+                Ok(true) => Ok(web::see_other("/.portcullis/account")),
+                Ok(false) => Err(PageError::NoSuchSession),
+                Err(_) => Err(PageError::Unavailable),
+            };
+        }
+        if action == "password" {
+            let current = web::form_field(&body, "current_password").unwrap_or_default();
+            let new = web::form_field(&body, "new_password").unwrap_or_default();
+            let code = web::form_field(&body, "code").unwrap_or_default();
+            self.accounts
+                .change_password(&ctx.login_ctx(&ua), &session, &current, &new, &code)
+                .await
+                .map_err(PageError::Password)?;
+            let mut resp = pages::message(
+                ctx.entry,
+                StatusCode::OK,
+                "Password changed",
+                "Your password was changed and every session ended. Sign in again.",
+                Some(("/.portcullis/login", "Sign in")),
+            );
+            resp.headers_mut().append(
+                http::header::SET_COOKIE,
+                web::set_cookie(&ctx.session_cookie(), "", None),
+            );
+            return Ok(resp);
+        }
+        Err(PageError::NotFound)
+    }
+
+    pub(super) async fn end_session_by_id(
+        &self,
+        ctx: &Ctx<'_>,
+        session: &SessionRecord,
+        id: &str,
+        rev: &Revocation,
+    ) -> Result<bool, ()> {
+        let store = self.sessions.store(ctx.tier()).map_err(|_| ())?;
+        let Some(target) = store
+            .find_user_session_by_public_id(&session.tenant, &session.subject, id, ctx.now)
+            .await
+            .map_err(|_| ())?
+        else {
+            return Ok(false);
+        };
+        self.sessions
+            .revoke(ctx.tier(), &target.id_hash, rev)
+            .await
+            .map_err(|_| ())
+    }
+}
