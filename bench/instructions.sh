@@ -8,14 +8,23 @@
 # runs SHA-256 in software (valgrind hides SHA-NI), so it is no substitute for run.sh.
 #
 # For the bare hyper proxy, the gateway's public route and its authenticated route
-# (a session signed in with password + TOTP): start the server under callgrind, warm up,
-# zero the counters, load it with wrk for BENCH_DURATION, dump, and divide.
+# (a session signed in with password + TOTP) on the SQLite and the Redis store, and the
+# authenticated route again with the JSON access log on: start the server under
+# callgrind, warm up, zero the counters, load it with wrk for BENCH_DURATION, dump, and
+# divide. Every server is pinned to one CPU, as in bench/run.sh (the gateway then runs
+# its one-thread runtime, like the bare hyper proxy).
 #
-# Environment: BENCH_DURATION (default 10s), BENCH_BUILD (0 skips cargo build).
+# Environment:
+#   BENCH_DURATION   measured wrk run length (default 10s)
+#   BENCH_BUILD      0 skips cargo build
+#   BENCH_ONLY       comma-separated rows to run (default all): hyper, public, auth, redis, log
+#   BENCH_KEEP       a directory to keep the callgrind dumps in (for callgrind_annotate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DURATION=${BENCH_DURATION:-10s}
+ONLY=${BENCH_ONLY:-}
+KEEP=${BENCH_KEEP:-}
 HOST=bench.localhost
 PASSWORD="bench-user-password-42"
 # shellcheck source=bench/fixture.sh
@@ -24,7 +33,9 @@ PASSWORD="bench-user-password-42"
 say() { echo "instructions: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-for tool in valgrind callgrind_control callgrind_annotate wrk; do
+wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+
+for tool in valgrind callgrind_control callgrind_annotate wrk taskset; do
     command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install valgrind wrk)"
 done
 if [ "${BENCH_BUILD:-1}" != 0 ]; then
@@ -61,20 +72,24 @@ write_fixture "$TMP/policies" "$GW_PORT" "$(free_port)" "$UP_PORT" "$TMP/data" "
 HY_PORT=$(free_port)
 
 ROWS=()
-# measure LABEL PORT PATH [HEADER] -- CMD...: one contender, one row.
+# measure KEY LABEL LOG PORT PATH [HEADER] -- CMD...: one contender, one row. LOG is the
+# server's RUST_LOG; HEADER "signin[:STORE]" signs a fresh user in first.
 measure() {
-    local label=$1 port=$2 path=$3 header=${4:-}
-    shift 4
+    local key=$1 label=$2 log=$3 port=$4 path=$5 header=${6:-}
+    shift 6
     [ "$1" = -- ] && shift
-    local out="$TMP/callgrind.${#ROWS[@]}"
-    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$@" >"$TMP/$port.log" 2>&1 &
+    local out="$TMP/callgrind.$key"
+    RUST_LOG=$log taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$@" >"$TMP/$port.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
     ready "http://127.0.0.1:$port/public/x"
-    if [ "$header" = signin ]; then
-        PORTCULLIS_NEW_PASSWORD="$PASSWORD" "$BIN/portcullis" user add --tenant bench --username bench \
-            --config "$TMP/policies" >/dev/null
-        header=$(python3 bench/signin.py "127.0.0.1:$port" "$HOST" bench "$PASSWORD" bench)
+    if [[ "$header" == signin* ]]; then
+        local store=()
+        [ "$header" = signin ] || store=(--store "${header#signin:}")
+        # One user per row: the rows share the fixture's data directory.
+        PORTCULLIS_NEW_PASSWORD="$PASSWORD" "$BIN/portcullis" user add --tenant bench --username "bench-$key" \
+            --config "$TMP/policies" "${store[@]}" >/dev/null
+        header=$(python3 bench/signin.py "127.0.0.1:$port" "$HOST" "bench-$key" "$PASSWORD" bench)
     fi
     local args=(-t1 -c16 -H "Host: $HOST")
     [ -z "$header" ] || args+=(-H "$header")
@@ -89,15 +104,31 @@ measure() {
     requests=$(awk '/requests in/ {print $1}' "$TMP/wrk.$port")
     dump=$(ls "$out".*.1)
     total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    [ -z "$KEEP" ] || { mkdir -p "$KEEP"; cp "$dump" "$KEEP/callgrind.$key"; echo "$requests" >"$KEEP/requests.$key"; }
     ROWS+=("$label|$requests|$((total / requests))")
     say "$label: $requests requests, $((total / requests)) instructions/request"
 }
 
-measure "bare hyper proxy (reference)" "$HY_PORT" /public/x "" -- \
+GATEWAY=("$BIN/portcullis" run --config "$TMP/policies")
+! wanted hyper || measure hyper "bare hyper proxy (reference)" warn "$HY_PORT" /public/x "" -- \
     "$BIN/examples/bench_hyper_proxy" --listen "127.0.0.1:$HY_PORT" --upstream "127.0.0.1:$UP_PORT"
-measure "portcullis, public route" "$GW_PORT" /public/x "" -- "$BIN/portcullis" run --config "$TMP/policies"
-measure "portcullis, authenticated (SQLite)" "$GW_PORT" /app/x signin -- "$BIN/portcullis" run --config "$TMP/policies"
+! wanted public || measure public "portcullis, public route" warn "$GW_PORT" /public/x "" -- "${GATEWAY[@]}"
+! wanted auth || measure auth "portcullis, authenticated (SQLite)" warn "$GW_PORT" /app/x signin -- "${GATEWAY[@]}"
+if wanted redis; then
+    command -v redis-server >/dev/null || die "redis-server is not installed"
+    REDIS_PORT=$(free_port)
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$TMP/redis.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+    measure redis "portcullis, authenticated (Redis)" warn "$GW_PORT" /app/x "signin:$REDIS_URL" -- \
+        "${GATEWAY[@]}" --store "$REDIS_URL"
+fi
+# The access log goes to stdout, which measure() sends to a file, as a deployment would.
+! wanted log || measure log "portcullis, authenticated (SQLite), JSON access log at info" info "$GW_PORT" /app/x \
+    signin -- "${GATEWAY[@]}"
 
+[ ${#ROWS[@]} -gt 0 ] || die "no row selected (BENCH_ONLY=$ONLY)"
 base=${ROWS[0]##*|}
 echo "**Instructions per request** (callgrind, user space only) — $(date -u '+%Y-%m-%d %H:%M UTC'), wrk -t1 -c16 -d$DURATION"
 echo
@@ -107,3 +138,10 @@ for row in "${ROWS[@]}"; do
     IFS='|' read -r label requests per <<<"$row"
     awk -v l="$label" -v r="$requests" -v p="$per" -v b="$base" 'BEGIN { printf "| %s | %d | %d | %.2f× |\n", l, r, p, p / b }'
 done
+per_row() { local row; for row in "${ROWS[@]}"; do [[ "$row" != "$1|"* ]] || echo "${row##*|}"; done; }
+auth=$(per_row "portcullis, authenticated (SQLite)")
+logged=$(per_row "portcullis, authenticated (SQLite), JSON access log at info")
+if [ -n "$auth" ] && [ -n "$logged" ]; then
+    echo
+    echo "The JSON access log adds $((logged - auth)) instructions per request."
+fi
