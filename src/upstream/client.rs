@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::UpstreamError;
 use super::body::LimitedBody;
 use super::guard::UpstreamGuard;
-use super::pool::Http1Pool;
+use super::pool::{Http1Pool, PoolError};
 use super::resolve::AllowlistResolver;
 use super::tls;
 use crate::config::{AllowEntry, GuardSettings, Limits, Tenant, Tier};
@@ -106,7 +106,7 @@ impl UpstreamClient {
             Transport::Plain(Arc::new(Http1Pool::new(
                 &upstream.host,
                 upstream.port,
-                limits.upstream_connect_timeout,
+                (limits.upstream_connect_timeout, limits.upstream_response_timeout),
                 allow,
                 &tier.name,
             )))
@@ -197,19 +197,27 @@ impl UpstreamClient {
         *req.version_mut() = Version::HTTP_11;
         req.headers_mut().insert(HOST, host.clone());
         let started = Instant::now();
-        let exchange = async {
-            match &self.transport {
-                Transport::Plain(pool) => pool.send(req).await.map_err(|e| e.to_string()),
-                Transport::Tls(client) => client.request(req).await.map_err(|e| e.to_string()),
-            }
+        // The plain pool enforces the response timeout itself, without a timer per
+        // request; hyper-util's client gets one.
+        let answer = match &self.transport {
+            Transport::Plain(pool) => match pool.send(req).await {
+                Ok(resp) => Ok(resp),
+                Err(PoolError::ResponseTimeout) => Err(None),
+                Err(e) => Err(Some(e.to_string())),
+            },
+            Transport::Tls(client) => match tokio::time::timeout(self.response_timeout, client.request(req)).await {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => Err(Some(e.to_string())),
+                Err(_) => Err(None),
+            },
         };
-        match tokio::time::timeout(self.response_timeout, exchange).await {
-            Ok(Ok(resp)) => Ok((resp, started.elapsed())),
-            Ok(Err(e)) => {
+        match answer {
+            Ok(resp) => Ok((resp, started.elapsed())),
+            Err(Some(e)) => {
                 tracing::warn!(upstream = %self.authority, error = %e, "upstream request failed");
                 Err(UpstreamError::Failed)
             }
-            Err(_) => {
+            Err(None) => {
                 tracing::warn!(upstream = %self.authority, "upstream response timed out");
                 Err(UpstreamError::TimedOut)
             }
