@@ -24,14 +24,26 @@ use crate::upstream::UpstreamClient;
 pub struct Snapshot {
     /// The validated policy set.
     pub config: Arc<Config>,
-    /// Host → tenant.
-    pub hosts: HostMap<config::TenantEntry>,
+    /// Host → what it serves.
+    pub sites: HostMap<Arc<Site>>,
     /// TLS settings for the public listener (None when plaintext).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Upstream pools by tenant id.
     pub upstreams: HashMap<String, UpstreamClient, foldhash::fast::RandomState>,
     /// Identity assertion signers by tier.
     pub signers: HashMap<String, Arc<TierSigner>>,
+}
+
+/// Everything the request path needs for one tenant, found with one lookup of the host.
+pub struct Site {
+    /// The tenant and its tier.
+    pub entry: config::TenantEntry,
+    /// Its upstream (None only if it could not be built, which validation prevents).
+    pub upstream: Option<UpstreamClient>,
+    /// Its tier's assertion signer.
+    pub signer: Option<Arc<TierSigner>>,
+    /// Its metric handles, resolved on first use.
+    pub metrics: std::sync::OnceLock<crate::telemetry::TenantMetrics>,
 }
 
 /// A tier's assertion signer and where its key came from.
@@ -269,8 +281,23 @@ fn build_snapshot(config: Config, previous: Option<&Snapshot>) -> Result<Snapsho
         upstreams.insert(tenant.id.clone(), client);
     }
     let signers = build_signers(&config, previous)?;
+    // One site per tenant, shared by its hosts.
+    let mut by_tenant: HashMap<String, Arc<Site>> = HashMap::new();
+    let sites = config.host_map().map(|_, entry| {
+        by_tenant
+            .entry(entry.tenant.id.clone())
+            .or_insert_with(|| {
+                Arc::new(Site {
+                    upstream: upstreams.get(&entry.tenant.id).cloned(),
+                    signer: signers.get(&entry.tier.name).cloned(),
+                    metrics: std::sync::OnceLock::new(),
+                    entry,
+                })
+            })
+            .clone()
+    });
     Ok(Snapshot {
-        hosts: config.host_map(),
+        sites,
         config: Arc::new(config),
         tls,
         upstreams,

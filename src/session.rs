@@ -110,7 +110,7 @@ impl Drop for OpenConnectionGuard {
 /// Sessions of every tier, with the cache in front of them.
 pub struct Sessions {
     stores: Stores,
-    cache: moka::sync::Cache<[u8; 32], Arc<SessionRecord>>,
+    cache: moka::sync::Cache<[u8; 32], Arc<SessionRecord>, foldhash::fast::RandomState>,
     /// Revocation generation: advanced by every eviction, under this lock, together with
     /// the eviction itself. A record read from the store is cached only if the generation
     /// is unchanged since before the read, so a read that raced a revocation cannot
@@ -130,7 +130,7 @@ impl Sessions {
         let cache = moka::sync::Cache::builder()
             .max_capacity(1_000_000)
             .time_to_live(MAX_STALENESS)
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         let (revoked, _) = broadcast::channel(4096);
         Arc::new(Sessions {
             stores,

@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// The header that carries a request's id: to the upstream on forwarded requests, and to
@@ -21,12 +21,16 @@ use tracing_subscriber::EnvFilter;
 /// the admin API. The same id is in the access log and in log lines about the request.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The log writer [`init_logging`] installed, for [`AccessRecord::write`].
+static LOG_WRITER: std::sync::OnceLock<NonBlocking> = std::sync::OnceLock::new();
+
 /// Installs the global tracing subscriber. Keep the guard alive for the life of the
 /// process: dropping it flushes buffered log lines.
 pub fn init_logging() -> WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stdout());
+    let _ = LOG_WRITER.set(writer.clone());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .json()
@@ -37,6 +41,142 @@ pub fn init_logging() -> WorkerGuard {
         .with_writer(writer)
         .try_init();
     guard
+}
+
+/// The access log's target: `RUST_LOG=access=off` (or any level above `info`) turns it off.
+pub const ACCESS_TARGET: &str = "access";
+
+/// One request's access-log line.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRecord<'a> {
+    /// The request id.
+    pub request_id: &'a str,
+    /// Tenant id, "-" when the host named none.
+    pub tenant: &'a str,
+    /// Tier name, "-" when the host named no tenant.
+    pub tier: &'a str,
+    /// Request method.
+    pub method: &'a str,
+    /// Request path as sent.
+    pub path: &'a str,
+    /// Status answered.
+    pub status: u16,
+    /// Status the upstream answered, if it was asked.
+    pub upstream_status: Option<u16>,
+    /// Time from the request head to the response head.
+    pub duration: std::time::Duration,
+    /// The client's address.
+    pub client_ip: std::net::IpAddr,
+}
+
+impl AccessRecord<'_> {
+    /// Writes the line when the access log is on: the JSON the tracing formatter writes
+    /// for an event (timestamp, level, the fields, target), built here directly, because
+    /// the generic formatter cost several times the rest of a proxied request. Without
+    /// [`init_logging`] (the library in tests), it is an ordinary tracing event.
+    pub fn write(&self) {
+        let Some(writer) = LOG_WRITER.get() else {
+            tracing::info!(
+                target: "access",
+                request_id = self.request_id,
+                tenant = self.tenant,
+                tier = self.tier,
+                method = self.method,
+                path = self.path,
+                status = self.status,
+                upstream_status = self.upstream_status,
+                duration_ms = self.duration.as_secs_f64() * 1000.0,
+                client_ip = %self.client_ip,
+            );
+            return;
+        };
+        thread_local! {
+            static LINE: std::cell::RefCell<AccessLine> = std::cell::RefCell::new(AccessLine::default());
+        }
+        LINE.with(|line| {
+            let Ok(mut line) = line.try_borrow_mut() else {
+                return;
+            };
+            line.build(self, std::time::SystemTime::now());
+            // One write is one message to the log thread.
+            let _ = std::io::Write::write_all(&mut writer.clone(), &line.buf);
+        });
+    }
+}
+
+/// A reusable access-log line buffer, with the timestamp's text up to the second of the
+/// last line (it changes once a second).
+#[derive(Default)]
+struct AccessLine {
+    buf: Vec<u8>,
+    second: u64,
+    second_text: String,
+}
+
+impl AccessLine {
+    fn build(&mut self, r: &AccessRecord<'_>, now: std::time::SystemTime) {
+        let since_epoch = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        if since_epoch.as_secs() != self.second || self.second_text.is_empty() {
+            self.second = since_epoch.as_secs();
+            // "2026-12-06T15:20:00Z" without its "Z".
+            let text = humantime::format_rfc3339_seconds(now).to_string();
+            self.second_text = text.trim_end_matches('Z').to_string();
+        }
+        let buf = &mut self.buf;
+        buf.clear();
+        buf.extend_from_slice(b"{\"timestamp\":\"");
+        buf.extend_from_slice(self.second_text.as_bytes());
+        buf.push(b'.');
+        push_padded(buf, u64::from(since_epoch.subsec_micros()), 6);
+        buf.extend_from_slice(b"Z\",\"level\":\"INFO\",\"request_id\":");
+        push_json_str(buf, r.request_id);
+        buf.extend_from_slice(b",\"tenant\":");
+        push_json_str(buf, r.tenant);
+        buf.extend_from_slice(b",\"tier\":");
+        push_json_str(buf, r.tier);
+        buf.extend_from_slice(b",\"method\":");
+        push_json_str(buf, r.method);
+        buf.extend_from_slice(b",\"path\":");
+        push_json_str(buf, r.path);
+        buf.extend_from_slice(b",\"status\":");
+        push_padded(buf, u64::from(r.status), 1);
+        if let Some(upstream) = r.upstream_status {
+            buf.extend_from_slice(b",\"upstream_status\":");
+            push_padded(buf, u64::from(upstream), 1);
+        }
+        // Milliseconds with three decimals.
+        let micros = u64::try_from(r.duration.as_micros()).unwrap_or(u64::MAX);
+        buf.extend_from_slice(b",\"duration_ms\":");
+        push_padded(buf, micros / 1000, 1);
+        buf.push(b'.');
+        push_padded(buf, micros % 1000, 3);
+        buf.extend_from_slice(b",\"client_ip\":\"");
+        let _ = std::io::Write::write_fmt(buf, format_args!("{}", r.client_ip));
+        buf.extend_from_slice(b"\",\"target\":\"access\"}\n");
+    }
+}
+
+/// `value` in decimal, left-padded with zeros to at least `width` digits.
+fn push_padded(buf: &mut Vec<u8>, value: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut n = value;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 && len >= width {
+            break;
+        }
+    }
+    buf.extend(digits[..len].iter().rev());
+}
+
+/// `s` as a JSON string (quoted and escaped by serde_json).
+fn push_json_str(buf: &mut Vec<u8>, s: &str) {
+    if serde_json::to_writer(&mut *buf, s).is_err() {
+        buf.extend_from_slice(b"\"\"");
+    }
 }
 
 /// Whether what a security event reports was done or refused (ECS `event.outcome`).
@@ -167,6 +307,49 @@ pub struct TenantLabels {
     pub tenant: String,
 }
 
+/// One tenant's metric handles, resolved once: a `Family` lookup hashes the labels (with
+/// SipHash) and allocates their `String` on every call, which the request path must not.
+pub struct TenantMetrics {
+    tenant: String,
+    requests: Family<RequestLabels, Counter>,
+    /// Counters by status already resolved; a tenant's answers use a handful of codes.
+    by_status: std::sync::RwLock<Vec<(u16, Counter)>>,
+    upstream_latency: Histogram,
+}
+
+impl TenantMetrics {
+    /// Counts one answer with `status`.
+    pub fn request(&self, status: u16) {
+        {
+            let known = self.by_status.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((_, counter)) = known.iter().find(|(s, _)| *s == status) {
+                counter.inc();
+                return;
+            }
+        }
+        let counter = self
+            .requests
+            .get_or_create(&RequestLabels {
+                tenant: self.tenant.clone(),
+                status,
+            })
+            .clone();
+        counter.inc();
+        let mut known = self
+            .by_status
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !known.iter().any(|(s, _)| *s == status) {
+            known.push((status, counter));
+        }
+    }
+
+    /// Records one upstream response-head latency.
+    pub fn upstream_latency(&self, seconds: f64) {
+        self.upstream_latency.observe(seconds);
+    }
+}
+
 /// The gateway's Prometheus metrics.
 pub struct Metrics {
     /// Registry `/metrics` encodes.
@@ -239,6 +422,21 @@ impl Metrics {
             upstream_queued,
             kill_switches,
         })
+    }
+
+    /// The handles of one tenant's metrics (keep them: resolving costs a lookup).
+    pub fn tenant(&self, tenant: &str) -> TenantMetrics {
+        TenantMetrics {
+            tenant: tenant.to_string(),
+            requests: self.requests.clone(),
+            by_status: std::sync::RwLock::new(Vec::new()),
+            upstream_latency: self
+                .upstream_latency
+                .get_or_create(&TenantLabels {
+                    tenant: tenant.to_string(),
+                })
+                .clone(),
+        }
     }
 
     /// Prometheus text exposition of every metric.

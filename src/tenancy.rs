@@ -84,6 +84,20 @@ impl<T> HostMap<T> {
     pub fn get(&self, host: &str) -> Option<&T> {
         self.by_host.get(host)
     }
+
+    /// The same hosts, each naming `f(host, value)`.
+    pub fn map<U>(self, mut f: impl FnMut(&str, T) -> U) -> HostMap<U> {
+        HostMap {
+            by_host: self
+                .by_host
+                .into_iter()
+                .map(|(host, value)| {
+                    let mapped = f(&host, value);
+                    (host, mapped)
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Normalises a `Host`/`:authority` value: strips the port and one trailing dot, and

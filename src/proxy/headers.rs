@@ -37,6 +37,46 @@ pub struct ClientContext<'a> {
     pub proto: &'static str,
     /// Host the request was routed by, as the client sent it (may include :port), already validated
     pub host: &'a str,
+    /// The connection's cache of the values the gateway vouches for on its own.
+    pub cache: Option<&'a ForwardingCache>,
+}
+
+/// The forwarding header values the gateway vouches for on its own (for a peer that is not
+/// a trusted proxy). They depend only on the connection and the host, which a client
+/// hardly ever changes on one connection, so they are built on its first request and
+/// shared by the next ones: cloning a `HeaderValue` only bumps a reference count.
+#[derive(Debug, Default)]
+pub struct ForwardingCache {
+    built: std::sync::Mutex<Option<Vouched>>,
+}
+
+/// See [`ForwardingCache`].
+#[derive(Debug, Clone)]
+struct Vouched {
+    proto: &'static str,
+    /// The host they were built for (its own copy: a slice of the request's bytes would
+    /// keep hyper's read buffer alive).
+    host: Option<HeaderValue>,
+    for_value: Option<HeaderValue>,
+    forwarded_value: Option<HeaderValue>,
+}
+
+impl ForwardingCache {
+    /// The values for `host` and `proto`, built by `build` unless the last request had
+    /// the same ones.
+    fn get(&self, host: Option<&str>, proto: &'static str, build: impl FnOnce() -> Vouched) -> Vouched {
+        let mut built = self.built.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match built.as_ref() {
+            Some(v) if v.proto == proto && v.host.as_ref().map(HeaderValue::as_bytes) == host.map(str::as_bytes) => {
+                v.clone()
+            }
+            _ => {
+                let v = build();
+                *built = Some(v.clone());
+                v
+            }
+        }
+    }
 }
 
 /// Client-sent values of `Forwarded` / `X-Forwarded-*` are believed only from these
@@ -529,35 +569,24 @@ fn trusted_proto(headers: &HeaderMap) -> Option<&'static str> {
 /// kept only from a trusted proxy; the gateway always adds the peer it saw.
 fn rewrite_forwarding(headers: &mut HeaderMap, ctx: &ClientContext<'_>) {
     let (xff, xfp, xfh) = (X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST);
-
-    let peer = ctx.peer.to_canonical();
     let proto = if ctx.proto.eq_ignore_ascii_case("https") {
         "https"
     } else {
         "http"
     };
     let host = usable_host(ctx.host);
-    let plain_peer = PeerText::new(peer, false);
-    // IPv4 looks the same in both styles: format it once.
-    let forwarded_peer = if peer.is_ipv6() {
-        PeerText::new(peer, true)
-    } else {
-        plain_peer
-    };
-    let (Some(plain_peer), Some(forwarded_peer)) = (plain_peer, forwarded_peer) else {
-        // Unreachable (every address fits); without a peer, vouch for nothing.
-        for name in [xff, xfp, xfh, header::FORWARDED] {
-            headers.remove(name);
-        }
-        return;
-    };
-
-    let peer_value = || HeaderValue::from_bytes(plain_peer.as_bytes()).ok();
-    let for_peer: [&[u8]; 2] = [b"for=", forwarded_peer.as_bytes()];
-
     let (for_value, proto_value, host_value, forwarded_value);
     if ctx.peer_trusted {
-        for_value = append_to_list(headers.get_all(&xff), &[plain_peer.as_bytes()]).or_else(peer_value);
+        let Some((plain_peer, forwarded_peer)) = peer_texts(ctx.peer) else {
+            // Unreachable (every address fits); without a peer, vouch for nothing.
+            for name in [xff, xfp, xfh, header::FORWARDED] {
+                headers.remove(name);
+            }
+            return;
+        };
+        let for_peer: [&[u8]; 2] = [b"for=", forwarded_peer.as_bytes()];
+        for_value = append_to_list(headers.get_all(&xff), &[plain_peer.as_bytes()])
+            .or_else(|| HeaderValue::from_bytes(plain_peer.as_bytes()).ok());
         proto_value = trusted_proto(headers).unwrap_or(proto);
         let mut hosts = headers.get_all(&xfh).iter();
         host_value = match (hosts.next(), hosts.next()) {
@@ -567,15 +596,43 @@ fn rewrite_forwarding(headers: &mut HeaderMap, ctx: &ClientContext<'_>) {
         forwarded_value = append_to_list(headers.get_all(header::FORWARDED), &for_peer)
             .or_else(|| forwarded_element(&forwarded_peer, proto, host));
     } else {
-        for_value = peer_value();
+        let vouched = match ctx.cache {
+            Some(cache) => cache.get(host, proto, || vouched(ctx.peer, proto, host)),
+            None => vouched(ctx.peer, proto, host),
+        };
+        for_value = vouched.for_value;
         proto_value = proto;
-        host_value = host_header_value(headers, host);
-        forwarded_value = forwarded_element(&forwarded_peer, proto, host);
+        host_value = vouched.host;
+        forwarded_value = vouched.forwarded_value;
     }
     set_or_remove(headers, xff, for_value);
     headers.insert(xfp, HeaderValue::from_static(proto_value));
     set_or_remove(headers, xfh, host_value);
     set_or_remove(headers, header::FORWARDED, forwarded_value);
+}
+
+/// The peer as `X-Forwarded-For` and as `Forwarded` write it.
+fn peer_texts(peer: IpAddr) -> Option<(PeerText, PeerText)> {
+    let peer = peer.to_canonical();
+    let plain = PeerText::new(peer, false)?;
+    // IPv4 looks the same in both styles: format it once.
+    let forwarded = if peer.is_ipv6() {
+        PeerText::new(peer, true)?
+    } else {
+        plain
+    };
+    Some((plain, forwarded))
+}
+
+/// The values for a peer that is not a trusted proxy: only what the gateway saw itself.
+fn vouched(peer: IpAddr, proto: &'static str, host: Option<&str>) -> Vouched {
+    let texts = peer_texts(peer);
+    Vouched {
+        proto,
+        host: host.and_then(|h| HeaderValue::from_str(h).ok()),
+        for_value: texts.and_then(|(plain, _)| HeaderValue::from_bytes(plain.as_bytes()).ok()),
+        forwarded_value: texts.and_then(|(_, fwd)| forwarded_element(&fwd, proto, host)),
+    }
 }
 
 /// `host` as a header value, sharing the `Host` header's bytes when it is the same text
@@ -630,6 +687,7 @@ mod tests {
             peer_trusted: trusted,
             proto: "https",
             host: "acme.example",
+            cache: None,
         }
     }
 
@@ -1158,6 +1216,7 @@ mod tests {
             peer_trusted: false,
             proto: "http",
             host: "acme.example:8443",
+            cache: None,
         };
         sanitize_request(&mut headers, false, &context);
         assert_eq!(
@@ -1176,6 +1235,7 @@ mod tests {
             peer_trusted: false,
             proto: "https",
             host: "[::1]:8443",
+            cache: None,
         };
         sanitize_request(&mut headers, false, &context);
         assert_eq!(
@@ -1227,6 +1287,7 @@ mod tests {
             peer_trusted: false,
             proto: "https",
             host: "bad host",
+            cache: None,
         };
         sanitize_request(&mut headers, false, &context);
         assert!(!headers.contains_key("x-forwarded-host"));

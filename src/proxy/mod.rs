@@ -7,6 +7,7 @@
 //! side of forwarding is `crate::upstream`.
 
 pub mod body;
+pub mod conn;
 pub mod forward_auth;
 pub mod headers;
 pub mod pipeline;
@@ -14,17 +15,13 @@ mod reserved;
 pub mod respond;
 pub mod tunnel;
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -67,23 +64,22 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
         drop(snapshot);
         let pipeline = pipeline.clone();
         let watcher = graceful.watcher();
-        pipeline.metrics.open_connections.inc();
-        tokio::spawn(async move {
-            let metrics = pipeline.metrics.clone();
-            let activity = Arc::new(Activity::new());
-            let io = TrackedIo {
-                inner: stream,
-                activity: activity.clone(),
-            };
+        let state = Arc::new(conn::ConnState::default());
+        let io = conn::TrackedIo::new(stream, state.clone());
+        let open = OpenConnection::count(&pipeline.metrics);
+        let (idle, header_read) = (limits.idle_timeout, limits.header_read_timeout);
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            let _open = open;
             let builder = connection_builder(&limits);
-            let service = service_fn(move |req| pipeline.clone().handle(req, conn));
+            let service = service_fn(move |req| pipeline.clone().handle(req, conn, shared.clone()));
             match tls {
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                     match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await {
                         Ok(Ok(stream)) => {
                             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                            run_connection(watcher.watch(conn.into_owned()), &activity, limits.idle_timeout).await;
+                            let _ = watcher.watch(conn.into_owned()).await;
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -91,11 +87,11 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
                 }
                 None => {
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                    run_connection(watcher.watch(conn.into_owned()), &activity, limits.idle_timeout).await;
+                    let _ = watcher.watch(conn.into_owned()).await;
                 }
             }
-            metrics.open_connections.dec();
         });
+        conn::spawn_watchdog(task.abort_handle(), state, idle, header_read);
     }
     drop(listener);
     let grace = pipeline.live.snapshot().config.gateway.limits.shutdown_grace;
@@ -105,13 +101,29 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
     }
 }
 
-/// HTTP/1.1 and HTTP/2 settings from the limits.
+/// Counts an open client connection in the metrics until dropped (also when the
+/// watchdog aborts the connection's task).
+struct OpenConnection(Arc<crate::telemetry::Metrics>);
+
+impl OpenConnection {
+    fn count(metrics: &Arc<crate::telemetry::Metrics>) -> Self {
+        metrics.open_connections.inc();
+        OpenConnection(metrics.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.dec();
+    }
+}
+
+/// HTTP/1.1 and HTTP/2 settings from the limits. HTTP/1 has no timer: the header-read
+/// limit is the connection watchdog's ([`conn`]), which costs no timer per request.
 fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers)
         .keep_alive(true);
@@ -125,108 +137,4 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     builder
-}
-
-/// Drives a connection, closing it when no byte moved for `idle_timeout` (a stalled
-/// body or an idle HTTP/2 connection). Upgraded connections leave this future and are
-/// not subject to it.
-async fn run_connection<F: std::future::Future>(conn: F, activity: &Activity, idle_timeout: Duration) {
-    tokio::pin!(conn);
-    let tick = (idle_timeout / 4).max(Duration::from_millis(250));
-    let mut seen = activity.moves();
-    let mut quiet_since = Instant::now();
-    loop {
-        tokio::select! {
-            _ = &mut conn => return,
-            _ = tokio::time::sleep(tick) => {
-                let moves = activity.moves();
-                if moves != seen {
-                    seen = moves;
-                    quiet_since = Instant::now();
-                } else if quiet_since.elapsed() >= idle_timeout {
-                    tracing::debug!("closing idle connection");
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Counts reads and writes that moved bytes on a connection. A counter, not a clock:
-/// the watchdog compares it between ticks, so the hot path never reads the time.
-struct Activity {
-    moves: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            moves: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        self.moves.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn moves(&self) -> u64 {
-        self.moves.load(Ordering::Relaxed)
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A socket that records when bytes last moved.
-    struct TrackedIo<T> {
-        #[pin]
-        inner: T,
-        activity: Arc<Activity>,
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for TrackedIo<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let res = this.inner.poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.touch();
-        }
-        res
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        let this = self.project();
-        let res = this.inner.poll_write(cx, data);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        res
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.project();
-        let res = this.inner.poll_write_vectored(cx, bufs);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        res
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
-    }
 }

@@ -16,16 +16,17 @@ use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
+use super::conn::ConnState;
 use super::headers::{self, ClientContext};
 use super::respond::{self, Refusal};
 use super::{forward_auth, reserved, tunnel};
 use crate::assertion::Claims;
 use crate::config::TenantEntry;
-use crate::live::{Live, Snapshot};
+use crate::live::{Live, Site, Snapshot};
 use crate::policy::{self, Decision, Identity, Target};
 use crate::records::SessionRecord;
+use crate::telemetry::{AccessRecord, Metrics, RequestLabels, TenantMetrics};
 use crate::telemetry::{EventOutcome, SecurityEvent};
-use crate::telemetry::{Metrics, RequestLabels, TenantLabels};
 use crate::tenancy;
 use crate::ui::{self, Portal};
 use crate::upstream::{LimitedBody, UpstreamError};
@@ -113,12 +114,12 @@ pub struct Pipeline {
     /// Request counter for request ids.
     next_id: AtomicU64,
     /// Signed assertions by session, reused while fresh.
-    assertions: moka::sync::Cache<[u8; 32], Arc<ForwardedIdentity>>,
+    assertions: moka::sync::Cache<[u8; 32], Arc<ForwardedIdentity>, foldhash::fast::RandomState>,
 }
 
-/// Facts about one request for the access log.
+/// Facts about one request for the access log and the metrics.
 struct Outcome {
-    tenant: Option<TenantEntry>,
+    site: Option<Arc<Site>>,
     upstream_status: Option<u16>,
 }
 
@@ -136,7 +137,7 @@ impl Pipeline {
                 .time_to_live(std::time::Duration::from_secs(
                     (crate::assertion::MAX_LIFETIME_SECS - ASSERTION_REUSE_MIN_SECS).unsigned_abs(),
                 ))
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
         })
     }
 
@@ -145,53 +146,68 @@ impl Pipeline {
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: ConnInfo,
+        state: Arc<ConnState>,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        let _in_flight = state.begin(req.version());
         // The access log's fields are gathered only when it is on.
+        // (A `Uri` clone shares its bytes: no copy of the path.)
         let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
-            .then(|| (Instant::now(), req.method().clone(), req.uri().path().to_owned()));
+            .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
         let request_id = RequestId::new(self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
         let request_id = request_id.as_str();
         let html = respond::wants_html(req.headers()) && matches!(*req.method(), Method::GET | Method::HEAD);
         let snapshot = self.live.snapshot();
         let mut outcome = Outcome {
-            tenant: None,
+            site: None,
             upstream_status: None,
         };
-        let response = match self.route(req, conn, &snapshot, request_id, &mut outcome).await {
+        let response = match self.route(req, conn, &state, &snapshot, request_id, &mut outcome).await {
             Ok(resp) => resp,
             Err(refusal) => respond::refusal(&refusal, html, request_id),
         };
         let status = response.status().as_u16();
-        let tenant_id = outcome.tenant.as_ref().map_or("-", |t| t.tenant.id.as_str());
-        let tier = outcome.tenant.as_ref().map_or("-", |t| t.tier.name.as_str());
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                tenant: tenant_id.to_string(),
+        let entry = outcome.site.as_ref().map(|site| &site.entry);
+        let tenant_id = entry.map_or("-", |t| t.tenant.id.as_str());
+        let tier = entry.map_or("-", |t| t.tier.name.as_str());
+        match &outcome.site {
+            Some(site) => self.site_metrics(site).request(status),
+            None => {
+                self.metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        tenant: "-".to_string(),
+                        status,
+                    })
+                    .inc();
+            }
+        }
+        if let Some((started, method, uri)) = logged {
+            AccessRecord {
+                request_id,
+                tenant: tenant_id,
+                tier,
+                method: method.as_str(),
+                path: uri.path(),
                 status,
-            })
-            .inc();
-        if let Some((started, method, path)) = logged {
-            tracing::info!(
-                target: "access",
-                request_id = request_id,
-                tenant = tenant_id,
-                tier = tier,
-                method = %method,
-                path = %path,
-                status = status,
-                upstream_status = outcome.upstream_status,
-                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-                client_ip = %conn.peer.ip(),
-            );
+                upstream_status: outcome.upstream_status,
+                duration: started.elapsed(),
+                client_ip: conn.peer.ip(),
+            }
+            .write();
         }
         Ok(response)
+    }
+
+    /// A site's metric handles, resolved on its first request.
+    fn site_metrics<'s>(&self, site: &'s Site) -> &'s TenantMetrics {
+        site.metrics.get_or_init(|| self.metrics.tenant(&site.entry.tenant.id))
     }
 
     async fn route(
         &self,
         mut req: Request<Incoming>,
         conn: ConnInfo,
+        state: &ConnState,
         snapshot: &Snapshot,
         request_id: &str,
         outcome: &mut Outcome,
@@ -212,14 +228,15 @@ impl Pipeline {
         if req.uri().path() == forward_auth::PATH {
             return Box::pin(self.forward_auth(req, conn, snapshot, &host, request_id, outcome)).await;
         }
-        let entry = snapshot.hosts.get(&host).ok_or(Refusal::UnknownHost)?.clone();
-        outcome.tenant = Some(entry.clone());
+        let site = snapshot.sites.get(&host).ok_or(Refusal::UnknownHost)?.clone();
+        outcome.site = Some(site.clone());
+        let entry = &site.entry;
         let tenant = &entry.tenant;
 
         let target = classify(&tenant.routes, req.uri().path())?;
         let now = crate::clock::unix_now();
         let (session, suspended) = self
-            .admit(&req, &conn, snapshot, &entry, &target, req.method(), now)
+            .admit(&req, &conn, snapshot, entry, &target, req.method(), now)
             .await?;
         let (path, rule) = match target {
             Target::Reserved(path) => {
@@ -228,7 +245,7 @@ impl Pipeline {
                 // Boxed: the pages' state machines are large, and keeping them out of the
                 // proxy future saves copying kilobytes on every proxied request.
                 return Box::pin(self.reserved(
-                    req, &entry, &host, &path, conn, ip, session, suspended, snapshot, now, request_id,
+                    req, entry, &host, &path, conn, ip, session, suspended, snapshot, now, request_id,
                 ))
                 .await;
             }
@@ -248,7 +265,7 @@ impl Pipeline {
         }
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 
-        let client = snapshot.upstreams.get(&tenant.id).ok_or(Refusal::BadGateway)?;
+        let client = site.upstream.as_ref().ok_or(Refusal::BadGateway)?;
         let target = client.target(&path, req.uri())?;
         let (mut parts, body) = req.into_parts();
         let host_str = host_value.to_str().unwrap_or_default();
@@ -257,17 +274,17 @@ impl Pipeline {
             peer_trusted: conn.peer_trusted,
             proto: if conn.tls { "https" } else { "http" },
             host: host_str,
+            cache: Some(&state.forwarding),
         };
         if let Some(presented) = parts.headers.get(UPSTREAM_TOKEN_HEADER) {
-            report_presented_upstream_token(presented.as_bytes(), snapshot, &entry, &conn);
+            report_presented_upstream_token(presented.as_bytes(), snapshot, entry, &conn);
         }
         headers::sanitize_request(&mut parts.headers, websocket, &ctx);
         if let Ok(id) = HeaderValue::from_str(request_id) {
             parts.headers.insert(REQUEST_ID_HEADER, id);
         }
         if let Some(s) = session.as_ref().filter(|_| !public) {
-            self.forwarded_identity(snapshot, &entry, s, now)?
-                .insert_into(&mut parts.headers);
+            self.forwarded_identity(&site, s, now)?.insert_into(&mut parts.headers);
         }
         if let Some(token) = &entry.tier.keys.upstream_token
             && let Ok(mut value) = HeaderValue::from_bytes(token.expose_secret())
@@ -286,12 +303,7 @@ impl Pipeline {
             }
         };
         slot.record_status(resp.status().as_u16());
-        self.metrics
-            .upstream_latency
-            .get_or_create(&TenantLabels {
-                tenant: tenant.id.clone(),
-            })
-            .observe(latency.as_secs_f64());
+        self.site_metrics(&site).upstream_latency(latency.as_secs_f64());
         outcome.upstream_status = Some(resp.status().as_u16());
 
         let switching = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -406,12 +418,13 @@ impl Pipeline {
             }
             _ => std::borrow::Cow::Borrowed(host),
         };
-        let entry = snapshot.hosts.get(&host).ok_or(Refusal::UnknownHost)?.clone();
-        outcome.tenant = Some(entry.clone());
+        let site = snapshot.sites.get(&host).ok_or(Refusal::UnknownHost)?.clone();
+        outcome.site = Some(site.clone());
+        let entry = &site.entry;
         let target = classify(&entry.tenant.routes, original.target.path())?;
         let now = crate::clock::unix_now();
         let (session, _) = self
-            .admit(req, conn, snapshot, &entry, &target, &original.method, now)
+            .admit(req, conn, snapshot, entry, &target, &original.method, now)
             .await?;
         let Target::Route { path, rule } = target else {
             // The gateway's own pages and APIs check their callers themselves.
@@ -422,8 +435,7 @@ impl Pipeline {
         let session = decide(&rules, session, &path, original.target.query())?;
         let mut identity = http::HeaderMap::new();
         if let Some(s) = session.as_ref().filter(|_| !public) {
-            self.forwarded_identity(snapshot, &entry, s, now)?
-                .insert_into(&mut identity);
+            self.forwarded_identity(&site, s, now)?.insert_into(&mut identity);
         }
         Ok(forward_auth::allowed(identity))
     }
@@ -434,19 +446,10 @@ impl Pipeline {
     /// convenience headers. Reused while the token has at least
     /// [`ASSERTION_REUSE_MIN_SECS`] left and the tier's key is unchanged: signing costs
     /// more than the rest of the request.
-    fn forwarded_identity(
-        &self,
-        snapshot: &Snapshot,
-        entry: &TenantEntry,
-        s: &SessionRecord,
-        now: i64,
-    ) -> Result<Arc<ForwardedIdentity>, Refusal> {
+    fn forwarded_identity(&self, site: &Site, s: &SessionRecord, now: i64) -> Result<Arc<ForwardedIdentity>, Refusal> {
         let unavailable = Refusal::Unavailable("The identity assertion could not be signed.");
-        let signer = &snapshot
-            .signers
-            .get(&entry.tier.name)
-            .ok_or_else(|| unavailable.clone())?
-            .signer;
+        let entry = &site.entry;
+        let signer = &site.signer.as_ref().ok_or_else(|| unavailable.clone())?.signer;
         let kid = signer.current().kid();
         if let Some(cached) = self.assertions.get(&s.id_hash)
             && cached.kid == kid
