@@ -135,7 +135,10 @@ async fn user_add_and_reset_mfa_work_on_a_running_gateway() {
     assert!(!ok);
     assert!(err.contains("no user `nobody` in acme"), "{err}");
 
-    // Both changes are in the tier's audit log, by the operator, through the CLI.
+    let (ok, _, err) = portcullis(&gw, &["sessions", "revoke", "--tenant", "acme", "--user", "dana"], "").await;
+    assert!(ok, "sessions revoke: {err}");
+
+    // Every change is in the tier's audit log, by the operator, through the CLI.
     let (ok, out, err) = portcullis(&gw, &["audit", "export", "--tier", "prod"], "").await;
     assert!(ok, "audit export: {err}");
     let records: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -150,11 +153,29 @@ async fn user_add_and_reset_mfa_work_on_a_running_gateway() {
             )
         })
         .collect();
-    let by_olivia = |action| (Some(action), Some("cli:olivia"), Some("cli"), Some("account:acme:dana"));
+    let by_olivia = |action, target| (Some(action), Some("cli:olivia"), Some("cli"), Some(target));
     assert_eq!(
         actions,
-        [by_olivia("user.create"), by_olivia("user.mfa_reset")],
+        [
+            by_olivia("user.create", "account:acme:dana"),
+            by_olivia("user.mfa_reset", "account:acme:dana"),
+            by_olivia("session.revoke", "tenant:acme"),
+        ],
         "{out}"
+    );
+    let revoke = &records[2];
+    assert_eq!(
+        (
+            &revoke["source_ip"],
+            &revoke["tenant"],
+            &revoke["tier"],
+            &revoke["reason"]
+        ),
+        (&json!("-"), &json!("acme"), &json!("prod"), &json!(""))
+    );
+    assert_eq!(
+        (&revoke["before"], &revoke["after"]),
+        (&json!(null), &json!({"sessions_ended": 0}))
     );
     assert!(!out.contains(PASSWORD));
 }
