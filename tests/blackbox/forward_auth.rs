@@ -251,7 +251,13 @@ async fn caddy_with_the_shipped_snippet_asks_portcullis_for_every_request() {
 /// every time, and they never reach the app.
 async fn a_kept_proxy_asks_portcullis_for_every_request(kept: Kept) {
     let operator = random_hex(24);
-    let (ups, gw) = start_with(|f| f.prod_operators = vec![("olivia".into(), sha256_hex(operator.as_bytes()))]).await;
+    // The proxy is trusted, as it must be when it sends another Host than the tenant's:
+    // what it says about the request counts, so nothing of it may come from the client.
+    let (ups, gw) = start_with(|f| {
+        f.prod_operators = vec![("olivia".into(), sha256_hex(operator.as_bytes()))];
+        f.trusted_proxies = vec!["127.0.0.1/32".into()];
+    })
+    .await;
     let plain = session_with_roles(&gw, "acme", &[]).await;
     let proxy = KeptProxy::start(kept, gw.public, ups.acme.addr).await;
     let app = &ups.acme;
@@ -481,7 +487,12 @@ impl KeptProxy {
             .header("host", "acme.test")
             .header("portcullis-assertion", SPOOFED_ASSERTION)
             .header("x-portcullis-user", "spoofed-admin")
-            .header("x-portcullis-roles", "admin");
+            .header("x-portcullis-roles", "admin")
+            // What a proxy tells Portcullis about the request, made up by the client.
+            .header("x-forwarded-uri", "/public/spoofed")
+            .header("x-original-uri", "/public/spoofed")
+            .header("x-forwarded-method", "OPTIONS")
+            .header("x-forwarded-host", "globex.test");
         if let Some(c) = cookie {
             req = req.header("cookie", format!("__Host-portcullis-prod={c}"));
         }
