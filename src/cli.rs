@@ -401,17 +401,11 @@ async fn record_cli_change(
     after: serde_json::Value,
 ) -> anyhow::Result<()> {
     let entry = portcullis::audit::AuditEntry {
-        time: portcullis::clock::unix_now(),
-        actor: actor(),
-        source_ip: "-".into(),
-        system: "cli".into(),
-        action: action.into(),
         target: target.into(),
         tenant: Some(tenant.to_string()),
         tier: tier.to_string(),
-        reason: String::new(),
-        before: serde_json::Value::Null,
         after: portcullis::audit::redact(&after),
+        ..portcullis::audit::AuditEntry::by(&cli_actor(), action, portcullis::clock::unix_now())
     };
     store.append_audit(&entry).await?;
     Ok(())
@@ -756,17 +750,12 @@ async fn keys(action: KeysAction, args: StoreArgs) -> anyhow::Result<()> {
     }
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))?;
     let entry = portcullis::audit::AuditEntry {
-        time: portcullis::clock::unix_now(),
-        actor: actor(),
-        source_ip: "-".into(),
-        system: "cli".into(),
-        action: "key.rotate".into(),
         target: format!("tier:{tier}"),
-        tenant: None,
         tier: tier.clone(),
         reason: "assertion key rotation".into(),
         before: serde_json::json!({ "kid": old_kid }),
         after: serde_json::json!({ "kid": new_kid }),
+        ..portcullis::audit::AuditEntry::by(&cli_actor(), "key.rotate", portcullis::clock::unix_now())
     };
     sessions.store(&tier)?.append_audit(&entry).await?;
     println!(

@@ -499,11 +499,11 @@ mod tests {
         );
     }
 
-    /// A store that, once armed, reads a session and then holds the answer until told to
-    /// go on: the interleaving "store read starts, a revocation runs, the read returns"
-    /// made deterministic.
-    struct PausingStore {
-        inner: Arc<dyn TierStore>,
+    /// Once armed, holds the answer of the next session read (or create) until told to go
+    /// on: the interleaving "store read starts, a revocation runs, the read returns" made
+    /// deterministic.
+    #[derive(Default)]
+    struct Pause {
         armed: std::sync::atomic::AtomicBool,
         armed_create: std::sync::atomic::AtomicBool,
         reads: AtomicU64,
@@ -511,185 +511,35 @@ mod tests {
         resume: tokio::sync::Notify,
     }
 
-    impl PausingStore {
+    impl Pause {
         fn arm(&self) {
             self.armed.store(true, Ordering::SeqCst);
         }
     }
 
-    use crate::audit::{AuditEntry, AuditRecord};
-    use crate::records::{ChangeRequest, KillSwitch, LoginEvent, UserRecord};
-    use crate::store::{AccountStore, AuditLog, ChangeStore, SessionStore, SwitchStore, ThrottleStore};
-
     #[async_trait::async_trait]
-    impl SessionStore for PausingStore {
-        async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
-            let answer = self.inner.create_session(s).await;
-            if self.armed_create.swap(false, Ordering::SeqCst) {
+    impl AfterCall for Pause {
+        async fn after(&self, call: &'static str) {
+            let armed = match call {
+                "get_session" => {
+                    self.reads.fetch_add(1, Ordering::SeqCst);
+                    &self.armed
+                }
+                "create_session" => &self.armed_create,
+                _ => return,
+            };
+            if armed.swap(false, Ordering::SeqCst) {
                 self.read_done.notify_one();
                 self.resume.notified().await;
             }
-            answer
-        }
-        async fn get_session(&self, id_hash: &[u8; 32]) -> Result<Option<SessionRecord>, StoreError> {
-            self.reads.fetch_add(1, Ordering::SeqCst);
-            let answer = self.inner.get_session(id_hash).await;
-            if self.armed.swap(false, Ordering::SeqCst) {
-                self.read_done.notify_one();
-                self.resume.notified().await;
-            }
-            answer
-        }
-        async fn touch_session(&self, id_hash: &[u8; 32], now: i64, idle: i64) -> Result<(), StoreError> {
-            self.inner.touch_session(id_hash, now, idle).await
-        }
-        async fn revoke_session(&self, id_hash: &[u8; 32], rev: &Revocation) -> Result<bool, StoreError> {
-            self.inner.revoke_session(id_hash, rev).await
-        }
-        async fn revoke_user_sessions(
-            &self,
-            tenant: &str,
-            subject: &str,
-            keep: Option<&[u8; 32]>,
-            rev: &Revocation,
-        ) -> Result<Vec<[u8; 32]>, StoreError> {
-            self.inner.revoke_user_sessions(tenant, subject, keep, rev).await
-        }
-        async fn revoke_tenant_sessions(&self, tenant: &str, rev: &Revocation) -> Result<Vec<[u8; 32]>, StoreError> {
-            self.inner.revoke_tenant_sessions(tenant, rev).await
-        }
-        async fn revoke_sso_sessions(
-            &self,
-            tenant: &str,
-            sso_sid: &str,
-            rev: &Revocation,
-        ) -> Result<Vec<[u8; 32]>, StoreError> {
-            self.inner.revoke_sso_sessions(tenant, sso_sid, rev).await
-        }
-        async fn list_user_sessions(
-            &self,
-            tenant: &str,
-            subject: &str,
-            now: i64,
-        ) -> Result<Vec<SessionRecord>, StoreError> {
-            self.inner.list_user_sessions(tenant, subject, now).await
-        }
-        async fn list_tenant_sessions(
-            &self,
-            tenant: &str,
-            now: i64,
-            limit: usize,
-        ) -> Result<Vec<SessionRecord>, StoreError> {
-            self.inner.list_tenant_sessions(tenant, now, limit).await
         }
     }
 
-    #[async_trait::async_trait]
-    impl AccountStore for PausingStore {
-        async fn create_user(&self, u: &UserRecord) -> Result<(), StoreError> {
-            self.inner.create_user(u).await
-        }
-        async fn get_user(&self, tenant: &str, username: &str) -> Result<Option<UserRecord>, StoreError> {
-            self.inner.get_user(tenant, username).await
-        }
-        async fn update_user(&self, u: &UserRecord) -> Result<(), StoreError> {
-            self.inner.update_user(u).await
-        }
-        async fn list_users(&self, tenant: &str) -> Result<Vec<UserRecord>, StoreError> {
-            self.inner.list_users(tenant).await
-        }
-        async fn consume_recovery_code(
-            &self,
-            tenant: &str,
-            username: &str,
-            code_hash: &[u8; 32],
-        ) -> Result<bool, StoreError> {
-            self.inner.consume_recovery_code(tenant, username, code_hash).await
-        }
-        async fn record_login(&self, e: &LoginEvent) -> Result<(), StoreError> {
-            self.inner.record_login(e).await
-        }
-        async fn login_history(
-            &self,
-            tenant: &str,
-            subject: &str,
-            limit: usize,
-            before_seq: Option<i64>,
-        ) -> Result<Vec<LoginEvent>, StoreError> {
-            self.inner.login_history(tenant, subject, limit, before_seq).await
-        }
-        async fn accept_totp_step(
-            &self,
-            tenant: &str,
-            subject: &str,
-            step: u64,
-            expires_at: i64,
-        ) -> Result<bool, StoreError> {
-            self.inner.accept_totp_step(tenant, subject, step, expires_at).await
-        }
-    }
+    use crate::store::SessionStore;
+    use crate::store::hooked::{AfterCall, Hooked};
 
-    #[async_trait::async_trait]
-    impl ThrottleStore for PausingStore {
-        async fn hit(&self, key: &str, now: i64, window_secs: i64) -> Result<(u32, i64), StoreError> {
-            self.inner.hit(key, now, window_secs).await
-        }
-        async fn give_back(&self, key: &str, window_end: i64) -> Result<(), StoreError> {
-            self.inner.give_back(key, window_end).await
-        }
-        async fn peek(&self, key: &str, now: i64) -> Result<(u32, i64), StoreError> {
-            self.inner.peek(key, now).await
-        }
-        async fn clear(&self, key: &str) -> Result<(), StoreError> {
-            self.inner.clear(key).await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl SwitchStore for PausingStore {
-        async fn put_kill_switch(&self, ks: &KillSwitch) -> Result<(), StoreError> {
-            self.inner.put_kill_switch(ks).await
-        }
-        async fn delete_kill_switch(&self, scope_key: &str) -> Result<Option<KillSwitch>, StoreError> {
-            self.inner.delete_kill_switch(scope_key).await
-        }
-        async fn list_kill_switches(&self) -> Result<Vec<KillSwitch>, StoreError> {
-            self.inner.list_kill_switches().await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl AuditLog for PausingStore {
-        async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
-            self.inner.append_audit(entry).await
-        }
-        async fn audit_records(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-            self.inner.audit_records(after_seq, limit).await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl ChangeStore for PausingStore {
-        async fn put_change(&self, c: &ChangeRequest) -> Result<(), StoreError> {
-            self.inner.put_change(c).await
-        }
-        async fn get_change(&self, id: &str) -> Result<Option<ChangeRequest>, StoreError> {
-            self.inner.get_change(id).await
-        }
-        async fn list_changes(&self) -> Result<Vec<ChangeRequest>, StoreError> {
-            self.inner.list_changes().await
-        }
-        async fn replace_change_if(&self, c: &ChangeRequest, expected_version: u64) -> Result<bool, StoreError> {
-            self.inner.replace_change_if(c, expected_version).await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl TierStore for PausingStore {
-        async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
-            self.inner.purge_expired(now).await
-        }
-    }
+    /// The real SQLite store of tier prod, paused as the test says.
+    type PausingStore = Hooked<Pause>;
 
     async fn pausing_sessions() -> (tempfile::TempDir, Arc<PausingStore>, Arc<Sessions>) {
         let dir = tempfile::tempdir().unwrap();
@@ -698,11 +548,7 @@ mod tests {
             .unwrap();
         let store = Arc::new(PausingStore {
             inner: sqlite.tier("prod").unwrap(),
-            armed: std::sync::atomic::AtomicBool::new(false),
-            armed_create: std::sync::atomic::AtomicBool::new(false),
-            reads: AtomicU64::new(0),
-            read_done: tokio::sync::Notify::new(),
-            resume: tokio::sync::Notify::new(),
+            hook: Pause::default(),
         });
         let by_tier = std::collections::BTreeMap::from([("prod".to_string(), store.clone() as Arc<dyn TierStore>)]);
         (dir, store, Sessions::new(Stores::from_tiers(by_tier)))
@@ -720,15 +566,15 @@ mod tests {
         let token = mint_token();
         // Straight into the store: the cache is empty, so the next lookup reads the store.
         store.create_session(&record(token.id_hash, now)).await.unwrap();
-        store.arm();
+        store.hook.arm();
         let lookup = tokio::spawn({
             let sessions = sessions.clone();
             let cookie = token.cookie_value.clone();
             async move { sessions.authenticate("prod", &cookie, now, 1800).await }
         });
-        store.read_done.notified().await;
+        store.hook.read_done.notified().await;
         revoke(sessions.clone(), token.id_hash).await;
-        store.resume.notify_one();
+        store.hook.resume.notify_one();
         // The lookup began before the revocation, so either answer is fair for it.
         lookup.await.unwrap().unwrap();
         assert!(
@@ -793,20 +639,20 @@ mod tests {
         let (_dir, store, sessions) = pausing_sessions().await;
         let now = 1_000_000;
         let token = mint_token();
-        store.armed_create.store(true, Ordering::SeqCst);
+        store.hook.armed_create.store(true, Ordering::SeqCst);
         let create = tokio::spawn({
             let sessions = sessions.clone();
             let record = record(token.id_hash, now);
             async move { sessions.create(record).await }
         });
-        store.read_done.notified().await;
+        store.hook.read_done.notified().await;
         // A password change ends every session of the user, the one being created too.
         let ended = sessions
             .revoke_user("prod", "acme", "alice", None, &revocation(now))
             .await
             .unwrap();
         assert_eq!(ended, vec![token.id_hash]);
-        store.resume.notify_one();
+        store.hook.resume.notify_one();
         create.await.unwrap().unwrap();
         assert!(
             sessions
@@ -840,6 +686,6 @@ mod tests {
         );
         // Served from the cache: a foreign cookie name cannot force store reads (each one
         // is a window for the race above) of someone else's session.
-        assert_eq!(store.reads.load(Ordering::SeqCst), 0);
+        assert_eq!(store.hook.reads.load(Ordering::SeqCst), 0);
     }
 }

@@ -127,7 +127,8 @@ impl Accounts {
     /// Changes the password of the signed-in local account of `session`: the current
     /// password and a fresh TOTP code are checked like a sign-in (throttled, recorded),
     /// then every session of the account ends, this one too, so the next sign-in goes
-    /// through MFA again.
+    /// through MFA again. Audited as `user.password_change` by the user, through the
+    /// tenant console (pages and their JSON API), the only place to change one's own.
     pub async fn change_password(
         &self,
         ctx: &LoginContext<'_>,
@@ -160,10 +161,26 @@ impl Accounts {
             by: session.subject.clone(),
             reason: "password_changed".into(),
         };
-        self.login
+        let ended = self
+            .login
             .sessions
             .revoke_user(ctx.tier, &session.tenant, &session.subject, None, &rev)
             .await?;
+        let actor = Actor {
+            name: format!("user:{}", session.subject),
+            source_ip: ctx.ip.to_string(),
+            system: "console".into(),
+        };
+        audit(
+            &*store,
+            ctx.tier,
+            &actor,
+            &user,
+            "user.password_change",
+            serde_json::json!({ "password_changed_at": ctx.now, "sessions_ended": ended.len() }),
+            ctx.now,
+        )
+        .await?;
         SecurityEvent {
             user: Some(&session.subject),
             tenant: Some(&session.tenant),
@@ -438,10 +455,11 @@ mod tests {
         ));
     }
 
-    /// If this broke, a password could be changed without both factors, or the old
-    /// password (or a stolen session) would keep working after the change.
+    /// If this broke, a password could be changed without both factors, the old
+    /// password (or a stolen session) would keep working after the change, or the change
+    /// would leave no audit record of who made it and from where.
     #[tokio::test]
-    async fn a_password_change_needs_both_factors_and_ends_every_session() {
+    async fn a_password_change_needs_both_factors_ends_every_session_and_is_audited() {
         let (_dir, accounts, sessions) = accounts().await;
         let totp = mfa::new_secret();
         accounts
@@ -501,10 +519,22 @@ mod tests {
             let rev = store.get_session(&s.id_hash).await.unwrap().unwrap().revoked.unwrap();
             assert_eq!(rev.reason, "password_changed");
         }
-        assert!(
-            audit_actions(&sessions).await.is_empty(),
-            "a user's own password change writes no audit record (as before)"
+        let audit = audit_actions(&sessions).await;
+        assert_eq!(audit.len(), 1, "only the change that succeeded is audited: {audit:?}");
+        let entry = &audit[0];
+        assert_eq!(
+            (entry.action.as_str(), entry.target.as_str(), entry.actor.as_str()),
+            ("user.password_change", "account:acme:bob", "user:bob")
         );
+        assert_eq!(
+            (entry.system.as_str(), entry.source_ip.as_str(), entry.tier.as_str()),
+            ("console", "192.0.2.1", "prod")
+        );
+        assert_eq!(
+            entry.after,
+            serde_json::json!({"password_changed_at": later, "sessions_ended": 2})
+        );
+        assert!(!serde_json::to_string(entry).unwrap().contains("new long password"));
     }
 
     /// If this broke, restarting the demo would fail on its own accounts or replace them.

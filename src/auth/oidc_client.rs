@@ -380,16 +380,18 @@ const NOT_PUBLIC: &[&str] = &[
     "ff00::/8",
 ];
 
+/// [`NOT_PUBLIC`] parsed, once rather than at every lookup (a test checks that every
+/// block parses, so none is silently left out of the guard).
+static NOT_PUBLIC_NETS: std::sync::LazyLock<Vec<ipnet::IpNet>> =
+    std::sync::LazyLock::new(|| NOT_PUBLIC.iter().filter_map(|net| net.parse().ok()).collect());
+
 fn is_public(ip: IpAddr) -> bool {
     if let IpAddr::V6(v6) = ip
         && let Some(v4) = v6.to_ipv4_mapped()
     {
         return is_public(IpAddr::V4(v4));
     }
-    !NOT_PUBLIC
-        .iter()
-        .filter_map(|net| net.parse::<ipnet::IpNet>().ok())
-        .any(|net| net.contains(&ip))
+    !NOT_PUBLIC_NETS.iter().any(|net| net.contains(&ip))
 }
 
 #[cfg(test)]
@@ -502,6 +504,13 @@ mod tests {
         ] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    /// If this broke, a mistyped block would be dropped from the guard without a word,
+    /// and an IdP could resolve into it.
+    #[test]
+    fn every_not_public_block_parses() {
+        assert_eq!(NOT_PUBLIC_NETS.len(), NOT_PUBLIC.len());
     }
 
     /// If this broke, a name that answers a public address to the check and 127.0.0.1

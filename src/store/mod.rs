@@ -11,6 +11,8 @@
 //! - [`sqlite`]: the embedded default, one SQLite file per tier.
 //! - [`redis`]: the shared backend for replicas, one key prefix per tier.
 //! - `conformance.rs` (tests only): one suite that every backend must pass.
+//! - `hooked.rs` (tests only): a store that forwards to a real one and lets a test act
+//!   after each call.
 //!
 //! Callers take only the trait of the role they use (`&dyn AuditLog`, ...); the backends
 //! and the conformance suite implement and test them all as [`TierStore`].
@@ -26,6 +28,8 @@ pub mod sqlite;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+pub(crate) mod hooked;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::error::PageError;
-use super::{Ctx, Portal, pages, user_agent, web};
+use super::{Ctx, Portal, pages, read_form, web};
 use crate::auth::login::NewSession;
 use crate::auth::preauth::{self, PREAUTH_TTL_SECS, PreAuth};
 use crate::records::{Revocation, SessionRecord};
@@ -248,20 +248,10 @@ impl Portal {
 
     /// Reads an anonymous form: urlencoded, same origin, CSRF field equal to the cookie.
     async fn form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<(String, Bytes, String), PageError> {
-        let (parts, body) = req.into_parts();
-        if !web::origin_allowed(&parts.headers, ctx.host)
-            || !web::content_type_is(&parts.headers, "application/x-www-form-urlencoded")
-        {
-            return Err(PageError::BadForm);
-        }
-        let body = web::read_body(&parts.headers, body)
-            .await
-            .map_err(|_| PageError::BadForm)?;
-        let cookie = web::single_cookie(&parts.headers, &ctx.csrf_cookie()).unwrap_or_default();
-        let field = web::form_field(&body, "csrf").unwrap_or_default();
-        if !web::tokens_match(cookie, &field) {
-            return Err(PageError::BadForm);
-        }
-        Ok((user_agent(&parts.headers), body, cookie.to_string()))
+        let cookie = ctx.csrf_cookie();
+        read_form(req, ctx, |headers| {
+            web::single_cookie(headers, &cookie).unwrap_or_default().to_string()
+        })
+        .await
     }
 }

@@ -165,21 +165,33 @@ impl Portal {
         ctx: &Ctx<'_>,
         session: &SessionRecord,
     ) -> Result<(String, Bytes, String), PageError> {
-        let (parts, body) = req.into_parts();
-        if !web::origin_allowed(&parts.headers, ctx.host)
-            || !web::content_type_is(&parts.headers, "application/x-www-form-urlencoded")
-        {
-            return Err(PageError::BadForm);
-        }
-        let body = web::read_body(&parts.headers, body)
-            .await
-            .map_err(|_| PageError::BadForm)?;
-        let field = web::form_field(&body, "csrf").unwrap_or_default();
-        if !web::tokens_match(&session.csrf_token, &field) {
-            return Err(PageError::BadForm);
-        }
-        Ok((user_agent(&parts.headers), body, field))
+        read_form(req, ctx, |_| session.csrf_token.clone()).await
     }
+}
+
+/// Reads a browser form, the one way every page does: urlencoded, from the host's own
+/// origin, with a `csrf` field equal to the token `expected` names (it may read the
+/// request's headers, e.g. for a cookie). Returns the user agent, the body and the token.
+async fn read_form(
+    req: Request<Incoming>,
+    ctx: &Ctx<'_>,
+    expected: impl FnOnce(&http::HeaderMap) -> String,
+) -> Result<(String, Bytes, String), PageError> {
+    let (parts, body) = req.into_parts();
+    if !web::origin_allowed(&parts.headers, ctx.host)
+        || !web::content_type_is(&parts.headers, "application/x-www-form-urlencoded")
+    {
+        return Err(PageError::BadForm);
+    }
+    let body = web::read_body(&parts.headers, body)
+        .await
+        .map_err(|_| PageError::BadForm)?;
+    let expected = expected(&parts.headers);
+    let field = web::form_field(&body, "csrf").unwrap_or_default();
+    if !web::tokens_match(&expected, &field) {
+        return Err(PageError::BadForm);
+    }
+    Ok((user_agent(&parts.headers), body, expected))
 }
 
 fn user_agent(headers: &http::HeaderMap) -> String {

@@ -8,6 +8,7 @@ mod breakers;
 mod browser;
 mod changes;
 mod check;
+mod cli;
 mod forward_auth;
 mod harness;
 mod headers;
