@@ -41,9 +41,9 @@ pub enum Answer {
 }
 
 /// How the proxy that asks wants refusals: as nginx needs them when it names the original
-/// URI only as `X-Original-URI`, else inline.
+/// URI as `X-Original-URI`, else inline.
 pub fn answer_for(headers: &HeaderMap) -> Answer {
-    if headers.contains_key(X_ORIGINAL_URI) && !headers.contains_key(X_FORWARDED_URI) {
+    if headers.contains_key(X_ORIGINAL_URI) {
         Answer::StatusOnly
     } else {
         Answer::Inline
@@ -66,11 +66,20 @@ impl Original {
     /// `X-Original-URI`). Each must appear at most once; the URI must be origin-form
     /// (`/path?query`). Anything else is refused: the gateway never answers for a request
     /// it cannot see whole.
+    ///
+    /// Both URI headers at once are refused too: a proxy sets one of them and passes the
+    /// client's other headers on (nginx does unless told not to), so the second one is
+    /// the client's, naming a path of its choosing to be judged instead of the real one.
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, Refusal> {
         let forwarded = single(headers, &X_FORWARDED_URI)?;
         let original = single(headers, &X_ORIGINAL_URI)?;
         let (uri, answer) = match (forwarded, original) {
-            (Some(uri), _) => (uri, Answer::Inline),
+            (Some(_), Some(_)) => {
+                return Err(Refusal::BadRequest(
+                    "The original request is named twice (X-Forwarded-Uri and X-Original-URI).",
+                ));
+            }
+            (Some(uri), None) => (uri, Answer::Inline),
             (None, Some(uri)) => (uri, Answer::StatusOnly),
             (None, None) => {
                 return Err(Refusal::BadRequest(
@@ -186,6 +195,8 @@ mod tests {
             vec![("x-forwarded-uri", "//evil.example/admin")],
             vec![("x-forwarded-uri", "/a"), ("x-forwarded-uri", "/b")],
             vec![("x-original-uri", "/a"), ("x-original-uri", "/b")],
+            // A client's X-Forwarded-Uri passed on by nginx beside the one it set.
+            vec![("x-original-uri", "/reports"), ("x-forwarded-uri", "/public/x")],
             vec![
                 ("x-forwarded-uri", "/a"),
                 ("x-forwarded-method", "GET"),
