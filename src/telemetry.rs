@@ -151,7 +151,20 @@ impl AccessLine {
         buf.push(b'.');
         push_padded(buf, micros % 1000, 3);
         buf.extend_from_slice(b",\"client_ip\":\"");
-        let _ = std::io::Write::write_fmt(buf, format_args!("{}", r.client_ip));
+        match r.client_ip {
+            // Digit by digit: `fmt` would cost a tenth of the line.
+            std::net::IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b'.');
+                    }
+                    push_padded(buf, u64::from(octet), 1);
+                }
+            }
+            std::net::IpAddr::V6(v6) => {
+                let _ = std::io::Write::write_fmt(buf, format_args!("{v6}"));
+            }
+        }
         buf.extend_from_slice(b"\",\"target\":\"access\"}\n");
     }
 }
@@ -453,8 +466,58 @@ impl Metrics {
 mod tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
+    use std::time::{Duration, UNIX_EPOCH};
 
-    use super::{EventOutcome, SecurityEvent};
+    use super::{AccessLine, AccessRecord, EventOutcome, SecurityEvent};
+
+    /// The access line is written by hand: it must stay valid JSON with the fields and
+    /// values the tracing formatter wrote, whatever a client put in the path.
+    #[test]
+    fn access_line_is_one_json_object_with_every_field() {
+        let mut line = AccessLine::default();
+        let record = AccessRecord {
+            request_id: "0badcafe00000001",
+            tenant: "acme",
+            tier: "prod",
+            method: "GET",
+            path: "/a\"b\\c\u{1}é",
+            status: 200,
+            upstream_status: Some(502),
+            duration: Duration::from_micros(1_234_005),
+            client_ip: "10.0.0.7".parse().unwrap(),
+        };
+        let at = UNIX_EPOCH + Duration::from_micros(1_796_000_000_000_042);
+        line.build(&record, at);
+        assert_eq!(line.buf.last(), Some(&b'\n'));
+        assert_eq!(line.buf.iter().filter(|b| **b == b'\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&line.buf).unwrap();
+        assert_eq!(v["timestamp"], "2026-11-30T00:53:20.000042Z");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["target"], "access");
+        assert_eq!(v["request_id"], "0badcafe00000001");
+        assert_eq!(v["tenant"], "acme");
+        assert_eq!(v["tier"], "prod");
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["path"], "/a\"b\\c\u{1}é");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["upstream_status"], 502);
+        assert_eq!(v["duration_ms"].as_f64(), Some(1234.005));
+        assert_eq!(v["client_ip"], "10.0.0.7");
+
+        // No upstream answer: the field is left out, as tracing leaves out a None.
+        let record = AccessRecord {
+            upstream_status: None,
+            duration: Duration::from_micros(7),
+            client_ip: "2001:db8::1".parse().unwrap(),
+            ..record
+        };
+        line.build(&record, at + Duration::from_secs(1));
+        let v: serde_json::Value = serde_json::from_slice(&line.buf).unwrap();
+        assert!(v.get("upstream_status").is_none(), "{v}");
+        assert_eq!(v["timestamp"], "2026-11-30T00:53:21.000042Z");
+        assert_eq!(v["duration_ms"].as_f64(), Some(0.007));
+        assert_eq!(v["client_ip"], "2001:db8::1");
+    }
 
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::headers::ForwardingCache;
+use super::identity::LastIdentity;
 
 /// What a connection's requests and its watchdog share.
 #[derive(Default)]
@@ -37,6 +38,8 @@ pub struct ConnState {
     http2: AtomicBool,
     /// Forwarding header values of this connection's client.
     pub forwarding: ForwardingCache,
+    /// The session identity this connection forwarded last.
+    pub identity: LastIdentity,
 }
 
 impl ConnState {

@@ -10,6 +10,7 @@ pub mod body;
 pub mod conn;
 pub mod forward_auth;
 pub mod headers;
+pub mod identity;
 pub mod pipeline;
 mod reserved;
 pub mod respond;

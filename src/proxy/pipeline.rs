@@ -18,9 +18,9 @@ use hyper::body::Incoming;
 use super::body::ProxyBody;
 use super::conn::ConnState;
 use super::headers::{self, ClientContext};
+use super::identity::Identities;
 use super::respond::{self, Refusal};
 use super::{forward_auth, reserved, tunnel};
-use crate::assertion::Claims;
 use crate::config::TenantEntry;
 use crate::live::{Live, Site, Snapshot};
 use crate::policy::{self, Decision, Identity, Target};
@@ -34,59 +34,11 @@ use crate::upstream::{LimitedBody, UpstreamError};
 /// Responses larger than this (or of unknown length) are watched for revocation.
 const STREAM_WATCH_BYTES: u64 = 1024 * 1024;
 
-/// Header of the signed identity assertion sent upstream.
-const ASSERTION_HEADER: HeaderName = HeaderName::from_static("portcullis-assertion");
-
 /// Header carrying the tier's upstream credential to its upstreams.
 const UPSTREAM_TOKEN_HEADER: HeaderName = HeaderName::from_static("portcullis-upstream-token");
 
 /// The request id the upstream sees (the same as in the access log and error pages).
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(crate::telemetry::REQUEST_ID_HEADER);
-
-/// Convenience headers naming the session's user, tenant and roles.
-const X_PORTCULLIS_USER: HeaderName = HeaderName::from_static("x-portcullis-user");
-const X_PORTCULLIS_TENANT: HeaderName = HeaderName::from_static("x-portcullis-tenant");
-const X_PORTCULLIS_ROLES: HeaderName = HeaderName::from_static("x-portcullis-roles");
-
-/// A cached assertion is reused only while at least this much of its life is left.
-const ASSERTION_REUSE_MIN_SECS: i64 = 30;
-
-/// What the upstream learns of a session: its signed assertion and the convenience
-/// headers, built together and kept for reuse by later requests of the same session.
-struct ForwardedIdentity {
-    kid: String,
-    exp: i64,
-    /// `(name, value)` of the assertion and of each convenience header whose value is
-    /// a valid header value.
-    headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl ForwardedIdentity {
-    fn new(kid: &str, exp: i64, assertion: HeaderValue, s: &SessionRecord) -> Self {
-        let mut headers = vec![(ASSERTION_HEADER, assertion)];
-        for (name, value) in [
-            (X_PORTCULLIS_USER, s.sub()),
-            (X_PORTCULLIS_TENANT, s.tenant.as_str()),
-            (X_PORTCULLIS_ROLES, &s.roles.join(",")),
-        ] {
-            if let Ok(value) = HeaderValue::from_str(value) {
-                headers.push((name, value));
-            }
-        }
-        ForwardedIdentity {
-            kid: kid.to_string(),
-            exp,
-            headers,
-        }
-    }
-
-    /// Sets the headers, replacing any of the same name (the client's were removed).
-    fn insert_into(&self, target: &mut http::HeaderMap) {
-        for (name, value) in &self.headers {
-            target.insert(name.clone(), value.clone());
-        }
-    }
-}
 
 /// What the listener knows about a client connection.
 #[derive(Debug, Clone, Copy)]
@@ -114,7 +66,7 @@ pub struct Pipeline {
     /// Request counter for request ids.
     next_id: AtomicU64,
     /// Signed assertions by session, reused while fresh.
-    assertions: moka::sync::Cache<[u8; 32], Arc<ForwardedIdentity>, foldhash::fast::RandomState>,
+    identities: Identities,
 }
 
 /// Facts about one request for the access log and the metrics.
@@ -132,12 +84,7 @@ impl Pipeline {
             portal,
             id_prefix: rand::random(),
             next_id: AtomicU64::new(0),
-            assertions: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(std::time::Duration::from_secs(
-                    (crate::assertion::MAX_LIFETIME_SECS - ASSERTION_REUSE_MIN_SECS).unsigned_abs(),
-                ))
-                .build_with_hasher(foldhash::fast::RandomState::default()),
+            identities: Identities::new(),
         })
     }
 
@@ -284,7 +231,9 @@ impl Pipeline {
             parts.headers.insert(REQUEST_ID_HEADER, id);
         }
         if let Some(s) = session.as_ref().filter(|_| !public) {
-            self.forwarded_identity(&site, s, now)?.insert_into(&mut parts.headers);
+            self.identities
+                .of(&site, s, Some(&state.identity), now)?
+                .insert_into(&mut parts.headers);
         }
         if let Some(token) = &entry.tier.keys.upstream_token
             && let Ok(mut value) = HeaderValue::from_bytes(token.expose_secret())
@@ -435,52 +384,13 @@ impl Pipeline {
         let session = decide(&rules, session, &path, original.target.query())?;
         let mut identity = http::HeaderMap::new();
         if let Some(s) = session.as_ref().filter(|_| !public) {
-            self.forwarded_identity(&site, s, now)?.insert_into(&mut identity);
+            self.identities.of(&site, s, None, now)?.insert_into(&mut identity);
         }
         Ok(forward_auth::allowed(identity))
     }
 }
 
 impl Pipeline {
-    /// The signed identity assertion of a session for its tenant's upstream, with the
-    /// convenience headers. Reused while the token has at least
-    /// [`ASSERTION_REUSE_MIN_SECS`] left and the tier's key is unchanged: signing costs
-    /// more than the rest of the request.
-    fn forwarded_identity(&self, site: &Site, s: &SessionRecord, now: i64) -> Result<Arc<ForwardedIdentity>, Refusal> {
-        let unavailable = Refusal::Unavailable("The identity assertion could not be signed.");
-        let entry = &site.entry;
-        let signer = &site.signer.as_ref().ok_or_else(|| unavailable.clone())?.signer;
-        let kid = signer.current().kid();
-        if let Some(cached) = self.assertions.get(&s.id_hash)
-            && cached.kid == kid
-            && cached.exp - now >= ASSERTION_REUSE_MIN_SECS
-        {
-            return Ok(cached);
-        }
-        let claims = Claims {
-            iss: entry.tier.assertion_issuer.clone(),
-            aud: s.tenant.clone(),
-            sub: s.sub().to_string(),
-            idp: s.idp.clone(),
-            tenant: s.tenant.clone(),
-            tier: s.tier.clone(),
-            sid: s.public_id(),
-            amr: s.amr.clone(),
-            roles: s.roles.clone(),
-            email: s.sub().contains('@').then(|| s.sub().to_string()),
-            iat: now,
-            exp: now + crate::assertion::MAX_LIFETIME_SECS,
-        };
-        let token = signer.sign(&claims).map_err(|e| {
-            tracing::error!(error = %e, tier = %s.tier, "cannot sign an identity assertion");
-            unavailable.clone()
-        })?;
-        let value = HeaderValue::from_str(&token).map_err(|_| unavailable)?;
-        let identity = Arc::new(ForwardedIdentity::new(kid, claims.exp, value, s));
-        self.assertions.insert(s.id_hash, identity.clone());
-        Ok(identity)
-    }
-
     /// The request's session: `Ok(None)` without a (valid) cookie, `Err` when the store
     /// cannot answer (protected routes then fail closed). A session of another tenant
     /// counts as none and is logged as a cross-tenant attempt.

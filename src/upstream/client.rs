@@ -205,11 +205,14 @@ impl UpstreamClient {
                 Err(PoolError::ResponseTimeout) => Err(None),
                 Err(e) => Err(Some(e.to_string())),
             },
-            Transport::Tls(client) => match tokio::time::timeout(self.response_timeout, client.request(req)).await {
-                Ok(Ok(resp)) => Ok(resp),
-                Ok(Err(e)) => Err(Some(e.to_string())),
-                Err(_) => Err(None),
-            },
+            // Boxed, with its timer: it would make every plain request's future larger.
+            Transport::Tls(client) => {
+                match Box::pin(tokio::time::timeout(self.response_timeout, client.request(req))).await {
+                    Ok(Ok(resp)) => Ok(resp),
+                    Ok(Err(e)) => Err(Some(e.to_string())),
+                    Err(_) => Err(None),
+                }
+            }
         };
         match answer {
             Ok(resp) => Ok((resp, started.elapsed())),

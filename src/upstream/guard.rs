@@ -301,6 +301,13 @@ impl UpstreamGuard {
             Err(TryAcquireError::Closed) => return Err(Rejection::Overloaded),
             Err(TryAcquireError::NoPermits) => {}
         }
+        // Boxed: the wait is rare, and its timer would make every request's future larger.
+        Box::pin(self.queue_for_slot()).await
+    }
+
+    /// Waits in the queue for a slot, within the queue's bounds.
+    async fn queue_for_slot(&self) -> Result<OwnedSemaphorePermit, Rejection> {
+        let shared = &self.shared;
         let _place = QueuePlace::take(&shared.queued, shared.max_queued).ok_or(Rejection::Overloaded)?;
         match tokio::time::timeout(shared.max_queue_wait, Arc::clone(&shared.slots).acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),

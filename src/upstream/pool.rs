@@ -129,6 +129,11 @@ impl Http1Pool {
             }
             None => req,
         };
+        // Boxed: connecting is rare, and its future would make every request's larger.
+        Box::pin(self.send_on_new_connection(req)).await
+    }
+
+    async fn send_on_new_connection(&self, req: Request<LimitedBody>) -> Result<Response<Incoming>, PoolError> {
         let mut conn = self.connect().await?;
         let sent = conn.sender.send_request(req);
         let watch = conn.watch.clone();
