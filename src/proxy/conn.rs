@@ -10,6 +10,9 @@
 //!
 //! A limit is never enforced early; it may be enforced up to two ticks late (a tick is a
 //! quarter of the shorter limit, at least 250 ms).
+//!
+//! The watchdog also starts a connection's graceful shutdown when the listener stops
+//! ([`Draining`]), and [`Connections`] counts the open ones for the listener to wait on.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,7 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Notify, watch};
 
 use super::headers::ForwardingCache;
 use super::identity::LastIdentity;
@@ -40,6 +46,10 @@ pub struct ConnState {
     pub forwarding: ForwardingCache,
     /// The session identity this connection forwarded last.
     pub identity: LastIdentity,
+    /// The listener is stopping: finish what is in flight, then close.
+    draining: AtomicBool,
+    /// Wakes the connection's task when draining starts.
+    drain_waker: AtomicWaker,
 }
 
 impl ConnState {
@@ -50,6 +60,11 @@ impl ConnState {
         }
         self.started.fetch_add(1, Ordering::Relaxed);
         InFlight { conn: self }
+    }
+
+    fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.drain_waker.wake();
     }
 
     fn counters(&self) -> Counters {
@@ -162,15 +177,29 @@ impl Watchdog {
 pub fn spawn_watchdog(
     task: tokio::task::AbortHandle,
     state: Arc<ConnState>,
-    idle_timeout: Duration,
-    header_read_timeout: Duration,
+    (idle_timeout, header_read_timeout): (Duration, Duration),
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let (tick, limits) = WatchLimits::of(idle_timeout, header_read_timeout);
     let mut watchdog = Watchdog::new(limits, state.counters());
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+        let mut stopping = *shutdown.borrow();
+        if stopping {
+            state.start_draining();
+        }
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                changed = shutdown.changed(), if !stopping => {
+                    // A closed channel means the listener is gone: stop as well.
+                    if changed.is_err() || *shutdown.borrow() {
+                        stopping = true;
+                        state.start_draining();
+                    }
+                    continue;
+                }
+            }
             if task.is_finished() {
                 return;
             }
@@ -181,6 +210,83 @@ pub fn spawn_watchdog(
             }
         }
     });
+}
+
+pin_project_lite::pin_project! {
+    /// A served connection that shuts down gracefully (in-flight requests finish, then it
+    /// closes) once its watchdog says the listener is stopping. Cheaper on every wake-up
+    /// than a shutdown future polled beside the connection: one flag read and a waker
+    /// registration that is a comparison when the waker is the same.
+    pub struct Draining<C> {
+        #[pin]
+        conn: C,
+        state: Arc<ConnState>,
+        shutting_down: bool,
+    }
+}
+
+impl<C> Draining<C> {
+    /// Wraps a served connection.
+    pub fn new(conn: C, state: Arc<ConnState>) -> Self {
+        Draining {
+            conn,
+            state,
+            shutting_down: false,
+        }
+    }
+}
+
+impl<C: GracefulConnection> std::future::Future for Draining<C> {
+    type Output = Result<(), C::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if !*this.shutting_down {
+            this.state.drain_waker.register(cx.waker());
+            if this.state.draining.load(Ordering::Acquire) {
+                *this.shutting_down = true;
+                this.conn.as_mut().graceful_shutdown();
+            }
+        }
+        this.conn.poll(cx)
+    }
+}
+
+/// The open connections of a listener, for it to wait on when it stops.
+#[derive(Default)]
+pub struct Connections {
+    open: std::sync::atomic::AtomicUsize,
+    all_closed: Notify,
+}
+
+impl Connections {
+    /// Counts a connection open until the guard is dropped.
+    pub fn open(self: &Arc<Self>) -> OpenGuard {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        OpenGuard(self.clone())
+    }
+
+    /// Resolves once no connection is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let closed = self.all_closed.notified();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+/// See [`Connections::open`].
+pub struct OpenGuard(Arc<Connections>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
 }
 
 pin_project_lite::pin_project! {

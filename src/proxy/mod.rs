@@ -22,7 +22,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -32,7 +31,7 @@ use pipeline::{ConnInfo, Pipeline};
 /// Serves the public listener until `shutdown` turns true, then stops accepting and
 /// waits up to the grace period for open requests to finish.
 pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown: watch::Receiver<bool>) {
-    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(conn::Connections::default());
     // The bound port, not the configured one, so `--listen 127.0.0.1:0` still gives
     // tenants a usable canonical origin.
     let port = match listener.local_addr() {
@@ -64,12 +63,12 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
         let tls = snapshot.tls.clone();
         drop(snapshot);
         let pipeline = pipeline.clone();
-        let watcher = graceful.watcher();
         let state = Arc::new(conn::ConnState::default());
         let io = conn::TrackedIo::new(stream, state.clone());
-        let open = OpenConnection::count(&pipeline.metrics);
+        let open = (OpenConnection::count(&pipeline.metrics), connections.open());
         let (idle, header_read) = (limits.idle_timeout, limits.header_read_timeout);
         let shared = state.clone();
+        let watched = state.clone();
         let task = tokio::spawn(async move {
             let _open = open;
             let builder = connection_builder(&limits);
@@ -80,7 +79,7 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
                     match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await {
                         Ok(Ok(stream)) => {
                             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                            let _ = watcher.watch(conn.into_owned()).await;
+                            let _ = conn::Draining::new(conn, state).await;
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -88,16 +87,16 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
                 }
                 None => {
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                    let _ = watcher.watch(conn.into_owned()).await;
+                    let _ = conn::Draining::new(conn, state).await;
                 }
             }
         });
-        conn::spawn_watchdog(task.abort_handle(), state, idle, header_read);
+        conn::spawn_watchdog(task.abort_handle(), watched, (idle, header_read), shutdown.clone());
     }
     drop(listener);
     let grace = pipeline.live.snapshot().config.gateway.limits.shutdown_grace;
     tracing::info!(grace_seconds = grace.as_secs(), "draining open connections");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, connections.all_closed()).await.is_err() {
         tracing::warn!("shutdown grace period ended with connections still open");
     }
 }
