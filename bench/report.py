@@ -104,6 +104,16 @@ def read(path):
         return f.read()
 
 
+def parse(path, tool):
+    if tool == "h2load":
+        return parse_h2load(read(path), read(path + ".log") if os.path.exists(path + ".log") else "")
+    return parse_wrk(read(path))
+
+
+def c1(run, field):
+    return run["c1"][field] if run.get("c1") else None
+
+
 def load_runs(raw, key, tool, clk_tck):
     runs = []
     suffix = "." + tool
@@ -114,10 +124,9 @@ def load_runs(raw, key, tool, clk_tck):
         if not number.isdigit():
             continue
         path = os.path.join(raw, name)
-        if tool == "h2load":
-            r = parse_h2load(read(path), read(path + ".log") if os.path.exists(path + ".log") else "")
-        else:
-            r = parse_wrk(read(path))
+        r = parse(path, tool)
+        # The one-connection run that follows it (the added latency).
+        r["c1"] = parse(path + ".c1", tool) if os.path.exists(path + ".c1") else None
         ticks = int(read(os.path.join(raw, "%s.%s.cpu" % (key, number))).strip())
         r["run"] = int(number)
         r["cpu_ticks"] = ticks
@@ -183,7 +192,10 @@ def main():
                 "p50_ms": median(r["p50_ms"] for r in runs),
                 "p99_ms": median(r["p99_ms"] for r in runs),
                 "cpu_us_per_req": median(r["cpu_us_per_req"] for r in runs),
-                "errors": sum(r["non_2xx"] + r["socket_errors"] for r in runs),
+                "c1_p50_ms": median(c1(r, "p50_ms") for r in runs),
+                "c1_p99_ms": median(c1(r, "p99_ms") for r in runs),
+                "errors": sum(r["non_2xx"] + r["socket_errors"] + (c1(r, "non_2xx") or 0) + (c1(r, "socket_errors") or 0)
+                              for r in runs),
             })
     by_key = {r["key"]: r for r in rows}
 
@@ -194,8 +206,9 @@ def main():
         base, direct = by_key.get(r["baseline"]), by_key.get(r["direct"])
         r["ratio_to_baseline"] = per_round(r, base, lambda x, b: x["rps"] / b["rps"] if b["rps"] else None)
         r["ratio_of_medians"] = r["rps"] / base["rps"] if base and base["rps"] else None
-        r["added_p50_ms"] = None if r["key"] == r["direct"] else per_round(r, direct, lambda x, d: diff(x["p50_ms"], d["p50_ms"]))
-        r["added_p99_ms"] = None if r["key"] == r["direct"] else per_round(r, direct, lambda x, d: diff(x["p99_ms"], d["p99_ms"]))
+        # Added latency from the one-connection runs (an idle server per request).
+        r["added_p50_ms"] = None if r["key"] == r["direct"] else per_round(r, direct, lambda x, d: diff(c1(x, "p50_ms"), c1(d, "p50_ms")))
+        r["added_p99_ms"] = None if r["key"] == r["direct"] else per_round(r, direct, lambda x, d: diff(c1(x, "p99_ms"), c1(d, "p99_ms")))
 
     now = datetime.datetime.now(datetime.timezone.utc)
     when = now.strftime("%Y-%m-%d %H:%M UTC")
@@ -214,7 +227,7 @@ def main():
         lines += [
             "_%s_" % section,
             "",
-            "| contender | req/s | p50 | p99 | added p50 | added p99 | CPU µs/req | ratio to %s |" % base_name,
+            "| contender | req/s | p50 | p99 | CPU µs/req | ratio to %s | 1 conn: p50 / p99 | added p50 / p99 |" % base_name,
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in members:
@@ -223,10 +236,11 @@ def main():
                 fmt(r["rps"], "{:,.0f}"),
                 fmt(r["p50_ms"], "{:.2f} ms"),
                 fmt(r["p99_ms"], "{:.2f} ms"),
-                fmt(r["added_p50_ms"], "{:+.2f} ms"),
-                fmt(r["added_p99_ms"], "{:+.2f} ms"),
                 fmt(r["cpu_us_per_req"], "{:.1f}"),
                 fmt(r["ratio_to_baseline"], "{:.2f}"),
+                "%s / %s ms" % (fmt(r["c1_p50_ms"], "{:.3f}"), fmt(r["c1_p99_ms"], "{:.3f}")),
+                "–" if r["added_p50_ms"] is None and r["added_p99_ms"] is None else
+                "%s / %s ms" % (fmt(r["added_p50_ms"], "{:+.3f}"), fmt(r["added_p99_ms"], "{:+.3f}")),
             ))
         lines.append("")
 
@@ -335,8 +349,10 @@ def main():
         lines.append(
         "Medians per contender; req/s of each run: "
         + "; ".join("%s %s" % (r["key"], "/".join("%.0f" % x["rps"] for x in r["runs"])) for r in rows)
-        + ". Ratios and added latency (row minus the direct upstream on the same protocol; the TLS "
-        "rows over the plaintext upstream) are the median over rounds of the figure within each round "
+        + ". req/s, p50, p99 and CPU are at full load (64 requests in flight). \"1 conn\" is a "
+        "second run with one connection, where each request meets an idle server; \"added\" is its "
+        "p50 / p99 minus the direct upstream's (on the same protocol; the TLS rows over the plaintext "
+        "upstream). Ratios and added latency are the median over rounds of the figure within each round "
         "(runs measured back to back). CPU µs/req is the servers' utime+stime during the run over "
         "requests served (a proxy's figure excludes the upstream; a proxy asking Portcullis is charged "
         "for both). h2load percentiles come from its per-request log. Only ratios within one run are "

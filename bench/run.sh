@@ -11,6 +11,7 @@
 #   BENCH_DURATION     measured run length                 (default 10s)
 #   BENCH_RUNS         measured runs per contender         (default 3)
 #   BENCH_WARMUP       warm-up before each measured run    (default 2s)
+#   BENCH_LATENCY_DURATION  the one-connection run the added latency comes from (5s)
 #   BENCH_CONNECTIONS  wrk connections                     (default 64)
 #   BENCH_H2_CLIENTS / BENCH_H2_STREAMS   h2load connections and streams per connection
 #                                                          (default 16 x 4 = 64 in flight)
@@ -31,6 +32,7 @@ ROOT=$PWD
 DURATION=${BENCH_DURATION:-10s}
 RUNS=${BENCH_RUNS:-3}
 WARMUP=${BENCH_WARMUP:-2s}
+LATENCY_DURATION=${BENCH_LATENCY_DURATION:-5s}
 CONNS=${BENCH_CONNECTIONS:-64}
 H2_CLIENTS=${BENCH_H2_CLIENTS:-16}
 H2_STREAMS=${BENCH_H2_STREAMS:-4}
@@ -555,19 +557,21 @@ mkdir -p "$RAW"
 
 # load TOOL DURATION OUT URL HEADER...: one load run pinned to the load CPU; OUT gets the
 # tool's output (and OUT.log h2load's per-request log, for its percentiles). OUT may be
-# /dev/null for a warm-up.
+# /dev/null for a warm-up. With LOAD_SINGLE=1 it uses one connection (one stream).
+LOAD_SINGLE=0
 load() {
-    local tool=$1 duration=$2 out=$3 url=$4 args=() h
+    local tool=$1 duration=$2 out=$3 url=$4 args=() h conns=$CONNS h2c=$H2_CLIENTS h2m=$H2_STREAMS
     shift 4
     for h in "$@"; do args+=(-H "$h"); done
+    [ "$LOAD_SINGLE" = 0 ] || { conns=1; h2c=1; h2m=1; }
     case $tool in
-    wrk) taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$duration" --latency "${args[@]}" "$url" >"$out" ;;
-    wrk-close) taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$duration" --latency -H "Connection: close" \
+    wrk) taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"$duration" --latency "${args[@]}" "$url" >"$out" ;;
+    wrk-close) taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"$duration" --latency -H "Connection: close" \
         "${args[@]}" "$url" >"$out" ;;
     h2load)
         local log=/dev/null
         [ "$out" = /dev/null ] || log=$out.log
-        taskset -c "$LOAD_CPU" h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$duration" \
+        taskset -c "$LOAD_CPU" h2load -t1 -c"$h2c" -m"$h2m" -D"$duration" \
             --log-file="$log" "${args[@]}" "$url" >"$out" ;;
     *) die "unknown load tool $tool" ;;
     esac
@@ -586,6 +590,11 @@ measure() { # index run
     load "$tool" "$DURATION" "$RAW/$key.$run.$tool" "$url" "${headers[@]}"
     after=$(cpu_ticks "$pids")
     echo $((after - before)) >"$RAW/$key.$run.cpu"
+    # Latency added: at 64 connections every server is saturated and its latency is
+    # mostly queueing (connections / throughput), so the added p50/p99 come from a run with
+    # one connection, where each request meets an idle server (wrk and h2load are
+    # closed-loop: there is no fixed-rate mode to use instead).
+    LOAD_SINGLE=1 load "$tool" "$LATENCY_DURATION" "$RAW/$key.$run.$tool.c1" "$url" "${headers[@]}"
     say "run $run/$RUNS ${C_LABELS[$i]}: $(awk '/Requests\/sec/ {print $2} /^finished in/ {print $4}' "$RAW/$key.$run.$tool") req/s"
 }
 
@@ -774,7 +783,7 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nul
 python3 bench/report.py \
     --raw "$RAW" --contenders "$CONTENDERS" --clk-tck "$CLK_TCK" \
     --machine "$(uname -m)" --nproc "$(nproc)" --cpu-model "${cpu_model:-unknown}" \
-    --setup "servers on CPU $SERVER_CPU, load on CPU $LOAD_CPU (wrk -t1 -c$CONNS; h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS), $DURATION runs after a $WARMUP warm-up, median of $RUNS interleaved runs; gateway RUST_LOG=$GATEWAY_LOG" \
+    --setup "servers on CPU $SERVER_CPU, load on CPU $LOAD_CPU (wrk -t1 -c$CONNS; h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS), $DURATION runs after a $WARMUP warm-up, then $LATENCY_DURATION with one connection for the added latency; median of $RUNS interleaved runs; gateway RUST_LOG=$GATEWAY_LOG" \
     --md "$OUT.md" --json "$OUT.json"
 cat "$OUT.md"
 say "wrote $OUT.md and $OUT.json"
