@@ -352,7 +352,7 @@ def main():
         + ". req/s, p50, p99 and CPU are at full load (64 requests in flight). \"1 conn\" is a "
         "second run with one connection, where each request meets an idle server; \"added\" is its "
         "p50 / p99 minus the direct upstream's (on the same protocol; the TLS rows over the plaintext "
-        "upstream). Ratios and added latency are the median over rounds of the figure within each round "
+        "upstream; wrk's latency excludes connect and handshake time). Ratios and added latency are the median over rounds of the figure within each round "
         "(runs measured back to back). CPU µs/req is the servers' utime+stime during the run over "
         "requests served (a proxy's figure excludes the upstream; a proxy asking Portcullis is charged "
         "for both). h2load percentiles come from its per-request log. Only ratios within one run are "
