@@ -56,6 +56,9 @@ def parse_wrk(text):
         "p99_ms": latency.get("99"),
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": sum(int(x) for x in sock.groups()) if sock else 0,
+        # which kind, so a load-generator artefact (connect errors from exhausted ports in
+        # the Connection: close rows) can be told from a server that drops connections
+        "socket_error_kinds": dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()))) if sock else {},
     }
 
 
