@@ -3,8 +3,10 @@
 enrolment) and prints the session cookie as a "Cookie: ..." header line for wrk.
 
 Usage: signin.py ADDR HOST USERNAME PASSWORD TIER
+ADDR is HOST:PORT (plaintext) or https://NAME:PORT (TLS, NAME sent as SNI, the
+certificate is not checked: the bench's own self-signed one).
 """
-import base64, hashlib, hmac, http.client, json, struct, sys, time
+import base64, hashlib, hmac, http.client, json, ssl, struct, sys, time
 
 
 def totp(secret, at):
@@ -15,8 +17,13 @@ def totp(secret, at):
 
 
 def call(addr, host, method, path, body, cookies):
-    host_name, port = addr.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host_name, int(port), timeout=30)
+    if addr.startswith("https://"):
+        host_name, port = addr[len("https://"):].rsplit(":", 1)
+        conn = http.client.HTTPSConnection(host_name, int(port), timeout=30,
+                                           context=ssl._create_unverified_context())
+    else:
+        host_name, port = addr.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host_name, int(port), timeout=30)
     headers = {"Host": host, "Accept": "application/json"}
     if cookies:
         headers["Cookie"] = "; ".join("%s=%s" % kv for kv in cookies.items())
