@@ -174,7 +174,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// Default largest request body in bytes; tenants and routes may lower or raise it.
     pub max_body_bytes: u64,
-    /// Time allowed to receive a whole request head.
+    /// Time allowed to receive the rest of an HTTP/1 request head once it began to
+    /// arrive, and to finish the TLS handshake.
     pub header_read_timeout: Duration,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,

@@ -1,6 +1,6 @@
 //! The public listener: accepts connections (TLS or plaintext), serves HTTP/1.1 and
-//! HTTP/2 on each with hyper, enforces connection-level limits, and drains in-flight
-//! requests on shutdown.
+//! HTTP/2 on each with hyper, and drains in-flight requests on shutdown. Each
+//! connection's limits and its drain are its watchdog's ([`conn`]).
 //!
 //! Request handling itself is in [`pipeline`]; this module only owns connections. The
 //! listener's TLS settings come built in the live snapshot (`crate::tls`); the upstream
