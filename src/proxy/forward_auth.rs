@@ -57,8 +57,6 @@ pub struct Original {
     pub method: Method,
     /// Its path and query, origin-form.
     pub target: PathAndQuery,
-    /// How to answer a refusal of it.
-    pub answer: Answer,
 }
 
 impl Original {
@@ -73,14 +71,13 @@ impl Original {
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, Refusal> {
         let forwarded = single(headers, &X_FORWARDED_URI)?;
         let original = single(headers, &X_ORIGINAL_URI)?;
-        let (uri, answer) = match (forwarded, original) {
+        let uri = match (forwarded, original) {
             (Some(_), Some(_)) => {
                 return Err(Refusal::BadRequest(
                     "The original request is named twice (X-Forwarded-Uri and X-Original-URI).",
                 ));
             }
-            (Some(uri), None) => (uri, Answer::Inline),
-            (None, Some(uri)) => (uri, Answer::StatusOnly),
+            (Some(uri), None) | (None, Some(uri)) => uri,
             (None, None) => {
                 return Err(Refusal::BadRequest(
                     "Forward-auth needs the original request in X-Forwarded-Uri or X-Original-URI.",
@@ -100,7 +97,7 @@ impl Original {
         if matches!(method, Method::TRACE | Method::CONNECT) {
             return Err(Refusal::MethodNotAllowed);
         }
-        Ok(Original { method, target, answer })
+        Ok(Original { method, target })
     }
 }
 
@@ -172,18 +169,16 @@ mod tests {
 
     #[test]
     fn the_original_request_comes_from_the_proxys_headers() {
-        let o = Original::from_headers(&headers(&[
-            ("x-forwarded-method", "POST"),
-            ("x-forwarded-uri", "/reports/q3?x=1"),
-        ]))
-        .unwrap();
+        let caddy = headers(&[("x-forwarded-method", "POST"), ("x-forwarded-uri", "/reports/q3?x=1")]);
+        let o = Original::from_headers(&caddy).unwrap();
         assert_eq!(o.method, Method::POST);
         assert_eq!(o.target.as_str(), "/reports/q3?x=1");
-        assert_eq!(o.answer, Answer::Inline);
+        assert_eq!(answer_for(&caddy), Answer::Inline);
 
-        let nginx = Original::from_headers(&headers(&[("x-original-uri", "/admin/")])).unwrap();
+        let nginx_headers = headers(&[("x-original-uri", "/admin/")]);
+        let nginx = Original::from_headers(&nginx_headers).unwrap();
         assert_eq!(nginx.method, Method::GET);
-        assert_eq!(nginx.answer, Answer::StatusOnly);
+        assert_eq!(answer_for(&nginx_headers), Answer::StatusOnly);
     }
 
     #[test]
