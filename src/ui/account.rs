@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use super::error::PageError;
 use super::{Ctx, Portal, pages, web};
 use crate::records::{Revocation, SessionRecord};
+use crate::store::StoreError;
 
 impl Portal {
     pub(super) async fn account_page(
@@ -43,26 +44,14 @@ impl Portal {
             return Ok(web::see_other("/.portcullis/login"));
         };
         let (ua, body, _) = self.session_form(req, ctx, &session).await?;
-        let rev = Revocation {
-            at: ctx.now,
-            by: session.subject.clone(),
-            reason: "ended_by_user".into(),
-        };
         if action == "sessions/end-others" {
-            self.sessions
-                .revoke_user(
-                    ctx.tier(),
-                    &session.tenant,
-                    &session.subject,
-                    Some(&session.id_hash),
-                    &rev,
-                )
+            self.end_other_sessions(ctx, &session)
                 .await
                 .map_err(|_| PageError::Unavailable)?;
             return Ok(web::see_other("/.portcullis/account"));
         }
         if let Some(id) = action.strip_prefix("sessions/").and_then(|p| p.strip_suffix("/end")) {
-            return match self.end_session_by_id(ctx, &session, id, &rev).await {
+            return match self.end_session_by_id(ctx, &session, id).await {
                 Ok(true) => Ok(web::see_other("/.portcullis/account")),
                 Ok(false) => Err(PageError::NoSuchSession),
                 Err(_) => Err(PageError::Unavailable),
@@ -92,13 +81,24 @@ impl Portal {
         Err(PageError::NotFound)
     }
 
-    pub(super) async fn end_session_by_id(
-        &self,
-        ctx: &Ctx<'_>,
-        session: &SessionRecord,
-        id: &str,
-        rev: &Revocation,
-    ) -> Result<bool, ()> {
+    /// Ends every session of the signed-in user but this one (the account page and its
+    /// JSON twin); returns how many ended.
+    pub(super) async fn end_other_sessions(&self, ctx: &Ctx<'_>, session: &SessionRecord) -> Result<usize, StoreError> {
+        let ids = self
+            .sessions
+            .revoke_user(
+                ctx.tier(),
+                &session.tenant,
+                &session.subject,
+                Some(&session.id_hash),
+                &ended_by_user(ctx, session),
+            )
+            .await?;
+        Ok(ids.len())
+    }
+
+    /// Ends one session of the signed-in user, named by its public id (this one too).
+    pub(super) async fn end_session_by_id(&self, ctx: &Ctx<'_>, session: &SessionRecord, id: &str) -> Result<bool, ()> {
         let store = self.sessions.store(ctx.tier()).map_err(|_| ())?;
         let Some(target) = store
             .find_user_session_by_public_id(&session.tenant, &session.subject, id, ctx.now)
@@ -108,8 +108,17 @@ impl Portal {
             return Ok(false);
         };
         self.sessions
-            .revoke(ctx.tier(), &target.id_hash, rev)
+            .revoke(ctx.tier(), &target.id_hash, &ended_by_user(ctx, session))
             .await
             .map_err(|_| ())
+    }
+}
+
+/// A session ended by its own user.
+fn ended_by_user(ctx: &Ctx<'_>, session: &SessionRecord) -> Revocation {
+    Revocation {
+        at: ctx.now,
+        by: session.subject.clone(),
+        reason: "ended_by_user".into(),
     }
 }

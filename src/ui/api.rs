@@ -15,7 +15,6 @@ use serde_json::json;
 pub(super) use self::error::ApiError;
 use super::{Ctx, Portal, user_agent, web};
 use crate::auth::preauth::PreAuth;
-use crate::records::Revocation;
 
 /// JSON bodies of the API (unknown fields and duplicate keys are errors).
 #[derive(Deserialize)]
@@ -178,36 +177,16 @@ impl Portal {
                 "Use ?others=true to end every other session.".into(),
             ));
         }
-        let rev = Revocation {
-            at: ctx.now,
-            by: session.subject.clone(),
-            reason: "ended_by_user".into(),
-        };
-        match self
-            .sessions
-            .revoke_user(
-                ctx.tier(),
-                &session.tenant,
-                &session.subject,
-                Some(&session.id_hash),
-                &rev,
-            )
-            .await
-        {
-            Ok(ids) => Ok(web::json(StatusCode::OK, &json!({ "ended": ids.len() }))),
+        match self.end_other_sessions(ctx, &session).await {
+            Ok(ended) => Ok(web::json(StatusCode::OK, &json!({ "ended": ended }))),
             Err(_) => Err(ApiError::Unavailable),
         }
     }
 
     async fn api_end_one(&self, ctx: &Ctx<'_>, id: &str) -> Result<Response<Bytes>, ApiError> {
         let session = ctx.session.clone().ok_or(ApiError::Unauthenticated)?;
-        let rev = Revocation {
-            at: ctx.now,
-            by: session.subject.clone(),
-            reason: "ended_by_user".into(),
-        };
         let current = id == session.public_id();
-        match self.end_session_by_id(ctx, &session, id, &rev).await {
+        match self.end_session_by_id(ctx, &session, id).await {
             Ok(true) => {
                 let mut resp = web::json(StatusCode::OK, &json!({ "ended": 1 }));
                 if current {
