@@ -16,12 +16,13 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use hyper_util::server::graceful::GracefulConnection;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, watch};
 
@@ -252,17 +253,29 @@ impl<C: GracefulConnection> std::future::Future for Draining<C> {
     }
 }
 
-/// The open connections of a listener, for it to wait on when it stops.
-#[derive(Default)]
+/// The open connections of a listener, for it to wait on when it stops, and for the
+/// metrics (the gauge follows the count).
 pub struct Connections {
     open: std::sync::atomic::AtomicUsize,
     all_closed: Notify,
+    gauge: Gauge<i64, AtomicI64>,
 }
 
 impl Connections {
-    /// Counts a connection open until the guard is dropped.
+    /// No connection yet; `gauge` is the metric to keep in step.
+    pub fn new(gauge: Gauge<i64, AtomicI64>) -> Self {
+        Connections {
+            open: std::sync::atomic::AtomicUsize::new(0),
+            all_closed: Notify::new(),
+            gauge,
+        }
+    }
+
+    /// Counts a connection open until the guard is dropped (also when the watchdog
+    /// aborts the connection's task).
     pub fn open(self: &Arc<Self>) -> OpenGuard {
         self.open.fetch_add(1, Ordering::AcqRel);
+        self.gauge.inc();
         OpenGuard(self.clone())
     }
 
@@ -283,6 +296,7 @@ pub struct OpenGuard(Arc<Connections>);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
+        self.0.gauge.dec();
         if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.all_closed.notify_waiters();
         }

@@ -31,7 +31,7 @@ use pipeline::{ConnInfo, Pipeline};
 /// Serves the public listener until `shutdown` turns true, then stops accepting and
 /// waits up to the grace period for open requests to finish.
 pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown: watch::Receiver<bool>) {
-    let connections = Arc::new(conn::Connections::default());
+    let connections = Arc::new(conn::Connections::new(pipeline.metrics.open_connections.clone()));
     // The bound port, not the configured one, so `--listen 127.0.0.1:0` still gives
     // tenants a usable canonical origin.
     let port = match listener.local_addr() {
@@ -65,7 +65,7 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
         let pipeline = pipeline.clone();
         let state = Arc::new(conn::ConnState::default());
         let io = conn::TrackedIo::new(stream, state.clone());
-        let open = (OpenConnection::count(&pipeline.metrics), connections.open());
+        let open = connections.open();
         let (idle, header_read) = (limits.idle_timeout, limits.header_read_timeout);
         let shared = state.clone();
         let watched = state.clone();
@@ -98,23 +98,6 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
     tracing::info!(grace_seconds = grace.as_secs(), "draining open connections");
     if tokio::time::timeout(grace, connections.all_closed()).await.is_err() {
         tracing::warn!("shutdown grace period ended with connections still open");
-    }
-}
-
-/// Counts an open client connection in the metrics until dropped (also when the
-/// watchdog aborts the connection's task).
-struct OpenConnection(Arc<crate::telemetry::Metrics>);
-
-impl OpenConnection {
-    fn count(metrics: &Arc<crate::telemetry::Metrics>) -> Self {
-        metrics.open_connections.inc();
-        OpenConnection(metrics.clone())
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.open_connections.dec();
     }
 }
 
