@@ -63,9 +63,20 @@ impl Watch {
     async fn head<F: std::future::Future>(&self, sent: F) -> (F::Output, bool) {
         self.waiting_since
             .store(self.ticks.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        // Cleared also when the caller gives up waiting (its client went away), so an
+        // idle connection is not taken for a late one.
+        let _waiting = Waiting(self);
         let result = sent.await;
-        self.waiting_since.store(0, Ordering::Relaxed);
         (result, self.timed_out.load(Ordering::Relaxed))
+    }
+}
+
+/// Clears [`Watch::waiting_since`] when dropped.
+struct Waiting<'a>(&'a Watch);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting_since.store(0, Ordering::Relaxed);
     }
 }
 
