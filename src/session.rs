@@ -54,11 +54,52 @@ pub fn mint_token() -> MintedToken {
 /// The store key for a cookie value, or None when the value is not a well-formed token
 /// (anything else is treated as no session without touching the store).
 pub fn id_hash_of_cookie(value: &str) -> Option<[u8; 32]> {
-    if value.len() != 43 {
+    if value.len() != COOKIE_VALUE_LEN {
         return None;
     }
     let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
     (bytes.len() == 32).then(|| session_id_hash(&bytes))
+}
+
+/// Length of a session cookie value: base64url (no padding) of 32 bytes.
+const COOKIE_VALUE_LEN: usize = 43;
+
+/// The store key of the session cookie a connection presented last. Most connections
+/// carry one session, so this decodes and hashes its token once per connection instead
+/// of on every request. The value is compared in constant time and wiped when it is
+/// replaced or the connection ends.
+#[derive(Default)]
+pub struct CookieMemo(Mutex<Option<MemoEntry>>);
+
+struct MemoEntry {
+    cookie_value: zeroize::Zeroizing<[u8; COOKIE_VALUE_LEN]>,
+    id_hash: [u8; 32],
+}
+
+impl std::fmt::Debug for CookieMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CookieMemo([redacted])")
+    }
+}
+
+impl CookieMemo {
+    /// [`id_hash_of_cookie`], remembered for the last value.
+    pub fn id_hash(&self, cookie_value: &str) -> Option<[u8; 32]> {
+        use subtle::ConstantTimeEq;
+        let value: &[u8; COOKIE_VALUE_LEN] = cookie_value.as_bytes().try_into().ok()?;
+        let mut memo = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = memo.as_ref()
+            && bool::from(entry.cookie_value[..].ct_eq(&value[..]))
+        {
+            return Some(entry.id_hash);
+        }
+        let id_hash = id_hash_of_cookie(cookie_value)?;
+        *memo = Some(MemoEntry {
+            cookie_value: zeroize::Zeroizing::new(*value),
+            id_hash,
+        });
+        Some(id_hash)
+    }
 }
 
 /// A revocation made on this node, as told to open connections.
@@ -166,9 +207,20 @@ impl Sessions {
         now: i64,
         idle_timeout: i64,
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        let Some(id_hash) = id_hash_of_cookie(cookie_value) else {
-            return Ok(None);
-        };
+        match id_hash_of_cookie(cookie_value) {
+            Some(id_hash) => self.authenticate_key(tier, id_hash, now, idle_timeout).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`Sessions::authenticate`] for a token's store key (see [`CookieMemo`]).
+    pub async fn authenticate_key(
+        &self,
+        tier: &str,
+        id_hash: [u8; 32],
+        now: i64,
+        idle_timeout: i64,
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         // `seen` matters only for a record read from the store (read before the read), so
         // a cache hit takes no lock.
         let (record, seen) = match self.cache.get(&id_hash) {
@@ -350,6 +402,26 @@ mod tests {
         for bad in ["", "x", &"a".repeat(44), &"*".repeat(43), &"a".repeat(65536)] {
             assert_eq!(id_hash_of_cookie(bad), None, "{bad:.10}");
         }
+    }
+
+    #[test]
+    fn a_cookie_memo_answers_for_the_value_it_was_given_and_no_other() {
+        let (a, b) = (mint_token(), mint_token());
+        let memo = CookieMemo::default();
+        assert_eq!(memo.id_hash(&a.cookie_value), Some(a.id_hash));
+        assert_eq!(memo.id_hash(&a.cookie_value), Some(a.id_hash), "remembered");
+        assert_eq!(memo.id_hash(&b.cookie_value), Some(b.id_hash), "another value");
+        assert_eq!(memo.id_hash(&a.cookie_value), Some(a.id_hash), "the first again");
+        // One changed character is another token (or none), never the remembered one.
+        let mut near = a.cookie_value.clone().into_bytes();
+        near[42] = if near[42] == b'A' { b'B' } else { b'A' };
+        let near = String::from_utf8(near).unwrap();
+        assert_eq!(memo.id_hash(&near), id_hash_of_cookie(&near));
+        assert_ne!(memo.id_hash(&near), Some(a.id_hash));
+        for bad in ["", "x", &"*".repeat(43)] {
+            assert_eq!(memo.id_hash(bad), None, "{bad:.10}");
+        }
+        assert!(!format!("{memo:?}").contains(&a.cookie_value[..8]));
     }
 
     async fn sessions() -> (tempfile::TempDir, Arc<Sessions>) {

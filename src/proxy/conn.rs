@@ -28,6 +28,7 @@ use tokio::sync::{Notify, watch};
 
 use super::headers::ForwardingCache;
 use super::identity::LastIdentity;
+use crate::session::CookieMemo;
 
 /// What a connection's requests and its watchdog share.
 #[derive(Default)]
@@ -47,6 +48,8 @@ pub struct ConnState {
     pub forwarding: ForwardingCache,
     /// The session identity this connection forwarded last.
     pub identity: LastIdentity,
+    /// The store key of the session cookie this connection presented last.
+    pub cookie: CookieMemo,
     /// The listener is stopping: finish what is in flight, then close.
     draining: AtomicBool,
     /// Wakes the connection's task when draining starts.

@@ -25,6 +25,7 @@ use crate::config::TenantEntry;
 use crate::live::{Live, Site, Snapshot};
 use crate::policy::{self, Decision, Identity, Target};
 use crate::records::SessionRecord;
+use crate::session::CookieMemo;
 use crate::telemetry::{AccessRecord, Metrics, RequestLabels, TenantMetrics};
 use crate::telemetry::{EventOutcome, SecurityEvent};
 use crate::tenancy;
@@ -183,7 +184,7 @@ impl Pipeline {
         let target = classify(&tenant.routes, req.uri().path())?;
         let now = crate::clock::unix_now();
         let (session, suspended) = self
-            .admit(&req, &conn, snapshot, entry, &target, req.method(), now)
+            .admit(&req, &conn, Some(state), snapshot, entry, &target, req.method(), now)
             .await?;
         let (path, rule) = match target {
             Target::Reserved(path) => {
@@ -299,6 +300,7 @@ impl Pipeline {
         &self,
         req: &Request<Incoming>,
         conn: &ConnInfo,
+        state: Option<&ConnState>,
         snapshot: &Snapshot,
         entry: &TenantEntry,
         target: &Target<'_>,
@@ -315,7 +317,8 @@ impl Pipeline {
                 return Err(locked(ks));
             }
         }
-        let session = self.session(req, snapshot, entry, conn, now).await;
+        let memo = state.map(|state| &state.cookie);
+        let session = self.session(req, snapshot, entry, conn, memo, now).await;
         if let Ok(None) = session
             && board.has_account_switches(&entry.tier.name, &tenant.id)
             && let Some(ks) = self.account_locked(req, entry, now).await
@@ -373,7 +376,7 @@ impl Pipeline {
         let target = classify(&entry.tenant.routes, original.target.path())?;
         let now = crate::clock::unix_now();
         let (session, _) = self
-            .admit(req, conn, snapshot, entry, &target, &original.method, now)
+            .admit(req, conn, None, snapshot, entry, &target, &original.method, now)
             .await?;
         let Target::Route { path, rule } = target else {
             // The gateway's own pages and APIs check their callers themselves.
@@ -400,17 +403,25 @@ impl Pipeline {
         snapshot: &Snapshot,
         entry: &TenantEntry,
         conn: &ConnInfo,
+        memo: Option<&CookieMemo>,
         now: i64,
     ) -> Result<Option<Arc<SessionRecord>>, ()> {
         let Some(value) = ui::web::single_cookie(req.headers(), &entry.tier.session_cookie) else {
             Self::report_foreign_tier_cookie(req, snapshot, entry, conn);
             return Ok(None);
         };
+        let id_hash = match memo {
+            Some(memo) => memo.id_hash(value),
+            None => crate::session::id_hash_of_cookie(value),
+        };
+        let Some(id_hash) = id_hash else {
+            return Ok(None);
+        };
         let idle = entry.tenant.session.idle_secs();
         match self
             .portal
             .sessions
-            .authenticate(&entry.tier.name, value, now, idle)
+            .authenticate_key(&entry.tier.name, id_hash, now, idle)
             .await
         {
             Ok(Some(s)) if s.tenant == entry.tenant.id => Ok(Some(s)),
