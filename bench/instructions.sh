@@ -7,7 +7,8 @@
 # path made the gateway cheaper. It does not count the kernel (syscalls, TCP), and it
 # runs SHA-256 in software (valgrind hides SHA-NI), so it is no substitute for run.sh.
 #
-# For the bare hyper proxy, the gateway's public route and its authenticated route
+# For the bare hyper proxy (alone, and with the forwarding headers every gateway adds,
+# as a floor), the gateway's public route and its authenticated route
 # (a session signed in with password + TOTP) on the SQLite and the Redis store, and the
 # authenticated route again with the JSON access log on: start the server under
 # callgrind, warm up, zero the counters, load it with wrk for BENCH_DURATION, dump, and
@@ -17,7 +18,8 @@
 # Environment:
 #   BENCH_DURATION   measured wrk run length (default 10s)
 #   BENCH_BUILD      0 skips cargo build
-#   BENCH_ONLY       comma-separated rows to run (default all): hyper, public, auth, redis, log
+#   BENCH_ONLY       comma-separated rows to run (default all): hyper, floor, public, auth,
+#                    redis, log
 #   BENCH_KEEP       a directory to keep the callgrind dumps in (for callgrind_annotate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -118,6 +120,8 @@ measure() {
 GATEWAY=("$BIN/portcullis" run --config "$TMP/policies")
 ! wanted hyper || measure hyper "bare hyper proxy (reference)" warn "$HY_PORT" /public/x "" -- \
     "$BIN/examples/bench_hyper_proxy" --listen "127.0.0.1:$HY_PORT" --upstream "127.0.0.1:$UP_PORT"
+! wanted floor || measure floor "bare hyper proxy + forwarding headers (floor)" warn "$HY_PORT" /public/x "" -- \
+    "$BIN/examples/bench_hyper_proxy" --listen "127.0.0.1:$HY_PORT" --upstream "127.0.0.1:$UP_PORT" --forwarding
 ! wanted public || measure public "portcullis, public route" warn "$GW_PORT" /public/x "" -- "${GATEWAY[@]}"
 ! wanted auth || measure auth "portcullis, authenticated (SQLite)" warn "$GW_PORT" /app/x signin -- "${GATEWAY[@]}"
 if wanted redis; then
