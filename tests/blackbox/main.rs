@@ -9,6 +9,7 @@ mod browser;
 mod changes;
 mod check;
 mod cli;
+mod demo_output;
 mod forward_auth;
 mod harness;
 mod headers;
