@@ -19,6 +19,7 @@ mod isolation;
 mod login;
 mod logs;
 mod paths;
+mod readme;
 mod reload;
 mod routing;
 mod sessions;
