@@ -140,6 +140,26 @@ async fn the_demo_banner_stays_on_screen_and_the_log_goes_to_the_data_dir() {
         "{stdout}"
     );
     assert!(stdout.contains("four eyes counts people, not tokens"), "{stdout}");
+
+    // The command line the banner and the README show finds the demo's store from the
+    // policy set the demo wrote, with no --data.
+    let policies = data.canonicalize().unwrap().join("policies");
+    assert!(
+        stdout.contains(&format!(
+            "portcullis sessions list --tenant acme --config {}",
+            policies.display()
+        )),
+        "{stdout}"
+    );
+    let listed = std::process::Command::new(BIN)
+        .args(["user", "list", "--tenant", "acme", "--config"])
+        .arg(&policies)
+        .current_dir("/")
+        .output()
+        .expect("portcullis user list");
+    let users = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(users.lines().any(|l| l.starts_with("alice\t")), "{users}");
 }
 
 fn read_lines(path: &Path) -> Vec<serde_json::Value> {
