@@ -280,20 +280,25 @@ impl Banner<'_> {
             "Tenants (/public/ is public, /admin/ needs the admin role, the rest a session):"
         );
         for (id, tier, host) in &self.tenants {
-            let _ = writeln!(out, "  {id:<8} tier {tier:<8} {}", url(host, "/"));
+            let _ = writeln!(
+                out,
+                "  {id:<8} tier {tier:<8} {}   (public: {})",
+                url(host, "/"),
+                url(host, "/public/")
+            );
         }
         let _ = writeln!(
             out,
             "\nUsers (password, then the TOTP secret to add to your authenticator app):"
         );
         for (tenant, username, _, roles) in USERS {
-            let _ = writeln!(
-                out,
+            let line = format!(
                 "  {tenant:<8} {username:<6} {:<22} {}  {}",
                 demo_password(username),
                 demo_totp_secret(tenant, username),
                 roles.join(",")
             );
+            let _ = writeln!(out, "{}", line.trim_end());
         }
         let _ = writeln!(
             out,
@@ -514,6 +519,7 @@ mod tests {
         let first_user = text.find("alice-demo-password").unwrap();
         assert!(login < account && account < first_user, "{text}");
         assert!(text.contains("http://127.0.0.1:19090"), "{text}");
+        assert!(text.contains("http://initech.localhost:18080/public/"), "{text}");
         assert!(text.contains("/d/portcullis.log"), "{text}");
         assert!(text.contains("--config /d/policies"), "{text}");
         assert!(text.contains("/d/demo.json"), "{text}");
