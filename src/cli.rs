@@ -345,8 +345,8 @@ async fn run(dir: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The demo sets up its own logging: into a file in its data directory.
 async fn demo_main(overrides: Overrides) -> anyhow::Result<()> {
-    let _guard = telemetry::init_logging();
     demo::run(overrides).await
 }
 

@@ -1,6 +1,7 @@
-//! Logs and metrics: tracing set-up (JSON lines to stdout through a non-blocking
-//! writer, level from `RUST_LOG`), the Prometheus registry, and [`SecurityEvent`], the
-//! one way a security event (ECS `event.kind = "security"`) is written.
+//! Logs and metrics: tracing set-up (JSON lines to stdout, or to a file for the demo,
+//! through a non-blocking writer, level from `RUST_LOG`), the Prometheus registry, and
+//! [`SecurityEvent`], the one way a security event (ECS `event.kind = "security"`) is
+//! written.
 //!
 //! Owns no request logic; it must never be handed secrets.
 
@@ -39,6 +40,40 @@ pub fn init_logging() -> WorkerGuard {
         .with_span_list(false)
         .with_env_filter(filter)
         .with_writer(writer)
+        .try_init();
+    guard
+}
+
+/// The demo's logging: the JSON lines [`init_logging`] writes to stdout go to `file`
+/// instead, so the terminal keeps the demo's URLs and credentials on screen; warnings
+/// and errors are also written to stderr, readable for a person. Keep the guard alive
+/// like [`init_logging`]'s.
+pub fn init_logging_to_file(file: std::fs::File) -> WorkerGuard {
+    use std::io::IsTerminal;
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(file);
+    let _ = LOG_WRITER.set(writer.clone());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(writer);
+    // The level is chosen by the writer, not a per-layer filter: `tracing::enabled!`
+    // (the access log asks it per request) leaves per-layer filter state behind on its
+    // thread, which made the next warning skip this layer now and then.
+    let on_screen = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr.with_max_level(tracing::Level::WARN));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(on_screen)
         .try_init();
     guard
 }

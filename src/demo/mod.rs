@@ -3,7 +3,10 @@
 //! Writes a policy set under `<data>/policies/` (the repo's example tenants, with
 //! fresh keys and operator tokens kept in `<data>/demo-state.json`), starts one echo
 //! app per tenant (or points every tenant at `--upstream`), runs the gateway in
-//! plaintext on 127.0.0.1, writes `<data>/demo.json` and prints every URL.
+//! plaintext on 127.0.0.1, writes `<data>/demo.json` and prints the banner: the URLs to
+//! open first, the users, the operators and where things are. The gateway's log goes to
+//! `<data>/portcullis.log` (warnings and errors also to stderr), so the banner stays on
+//! screen.
 
 mod echo;
 
@@ -109,6 +112,8 @@ pub async fn run(overrides: Overrides) -> anyhow::Result<()> {
     let data = data
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", data.display()))?;
+    let log_path = data.join(LOG_FILE);
+    let _log_guard = crate::telemetry::init_logging_to_file(open_log(&log_path)?);
     let state = load_or_create_state(&data)?;
 
     let mut upstreams = Vec::new();
@@ -142,6 +147,7 @@ pub async fn run(overrides: Overrides) -> anyhow::Result<()> {
         .iter()
         .map(|t| serde_json::json!({ "id": t.id, "tier": t.tier, "hosts": t.hosts }))
         .collect();
+    let store = overrides.store.clone();
     let gateway = Gateway::bind(cfg, env, overrides).await?;
     seed_users(gateway.portal()).await?;
     let users: Vec<serde_json::Value> = USERS
@@ -182,33 +188,183 @@ pub async fn run(overrides: Overrides) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&demo_json)?.as_bytes(),
     )?;
 
-    println!("Portcullis demo (plaintext, for trying it out only)");
-    for t in &tenants {
-        if let Some(hosts) = t["hosts"].as_array() {
-            for h in hosts.iter().filter_map(|h| h.as_str()) {
-                println!(
-                    "  tenant {:<8} tier {:<8} http://{h}:{}/   (public: http://{h}:{}/public/)",
-                    t["id"].as_str().unwrap_or(""),
-                    t["tier"].as_str().unwrap_or(""),
-                    public.port(),
-                    public.port()
-                );
-            }
-        }
-    }
-    println!("  users (password, TOTP secret for your authenticator app):");
-    for (tenant, username, _, roles) in USERS {
-        println!(
-            "    {tenant:<8} {username:<6} {:<22} {}  {}",
-            demo_password(username),
-            demo_totp_secret(tenant, username),
-            roles.join(",")
-        );
-    }
-    println!("  admin     http://{admin}/healthz  /readyz  /metrics");
-    println!("  operator tokens and more in {}", data.join("demo.json").display());
+    let banner = Banner {
+        public_port: public.port(),
+        admin: admin.to_string(),
+        tenants: tenant_rows(&tenants),
+        echo: !checks.is_empty(),
+        store: store.as_deref(),
+        operators: &state.operators,
+        data: &data,
+        log: &log_path,
+    };
+    print!("{}", banner.render());
     gateway.run().await?;
     Ok(())
+}
+
+/// The demo's log file, in its data directory.
+const LOG_FILE: &str = "portcullis.log";
+
+/// Opens the log file for appending (created readable by the current user only: it
+/// names users and addresses).
+fn open_log(path: &Path) -> anyhow::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot open the log file {}", path.display()))
+}
+
+/// (id, tier, first host) of each tenant, from the tenants of demo.json.
+fn tenant_rows(tenants: &[serde_json::Value]) -> Vec<(String, String, String)> {
+    tenants
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t["id"].as_str()?.to_string(),
+                t["tier"].as_str()?.to_string(),
+                t["hosts"].as_array()?.first()?.as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// What the demo prints once it listens: the URLs to open first, then the users, the
+/// operators and where its files are.
+struct Banner<'a> {
+    /// Port of the public listener (the tenants' hosts are `*.localhost`).
+    public_port: u16,
+    /// Address of the admin listener.
+    admin: String,
+    /// (id, tier, host) of each tenant; the first is the one to try first.
+    tenants: Vec<(String, String, String)>,
+    /// Whether the tenants are in front of the built-in echo app (no `--upstream`).
+    echo: bool,
+    /// The operators of each tier with their tokens (only counted here).
+    operators: &'a [DemoOperator],
+    /// `--store` when given: the command line needs it too.
+    store: Option<&'a str>,
+    /// The data directory (demo.json, the policy set, the store).
+    data: &'a Path,
+    /// The log file.
+    log: &'a Path,
+}
+
+impl Banner<'_> {
+    fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let port = self.public_port;
+        let url = |host: &str, path: &str| format!("http://{host}:{port}{path}");
+        let _ = writeln!(out, "Portcullis demo (plaintext, for trying it out only)\n");
+        if let Some((_, _, host)) = self.tenants.first() {
+            let _ = writeln!(out, "Open first:");
+            let _ = writeln!(out, "  sign in   {}", url(host, "/.portcullis/login"));
+            let _ = writeln!(
+                out,
+                "  account   {}   (your sessions and sign-in history)",
+                url(host, "/.portcullis/account")
+            );
+            let app = if self.echo {
+                "   (the echo app shows what the gateway forwarded)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  the app   {}{app}\n", url(host, "/"));
+        }
+        let _ = writeln!(
+            out,
+            "Tenants (/public/ is public, /admin/ needs the admin role, the rest a session):"
+        );
+        for (id, tier, host) in &self.tenants {
+            let _ = writeln!(
+                out,
+                "  {id:<8} tier {tier:<8} {}   (public: {})",
+                url(host, "/"),
+                url(host, "/public/")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nUsers (password, then the TOTP secret to add to your authenticator app):"
+        );
+        for (tenant, username, _, roles) in USERS {
+            let line = format!(
+                "  {tenant:<8} {username:<6} {:<22} {}  {}",
+                demo_password(username),
+                demo_totp_secret(tenant, username),
+                roles.join(",")
+            );
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+        let _ = writeln!(
+            out,
+            "\nOperators (their admin API tokens are in demo.json, \"operators\"):"
+        );
+        let mut tiers: Vec<&str> = Vec::new();
+        for op in self.operators {
+            if !tiers.contains(&op.tier.as_str()) {
+                tiers.push(&op.tier);
+            }
+        }
+        for tier in &tiers {
+            let names: Vec<String> = self
+                .operators
+                .iter()
+                .filter(|o| o.tier == *tier)
+                .map(|o| match o.tokens.len() {
+                    1 => o.name.clone(),
+                    n => format!("{} ({n} tokens)", o.name),
+                })
+                .collect();
+            let _ = writeln!(out, "  {tier:<8} {}", names.join(", "));
+        }
+        // Why some operators hold two tokens (SPEC "Changes, audit, four eyes").
+        let doubles: Vec<&DemoOperator> = self.operators.iter().filter(|o| o.tokens.len() > 1).collect();
+        let second = doubles
+            .first()
+            .and_then(|d| self.operators.iter().find(|o| o.tier == d.tier && o.name != d.name));
+        if let (Some(first), Some(second)) = (doubles.first(), second) {
+            let names: Vec<&str> = doubles.iter().map(|o| o.name.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "  {} {} two tokens to show that four eyes counts people, not tokens:\n  \
+                 a change {first} proposes (POST /v1/changes) cannot be approved with\n  \
+                 {first}'s other token (403 same_person); it applies once {second} approves it.",
+                names.join(" and "),
+                if names.len() == 1 { "holds" } else { "hold" },
+                first = first.name,
+                second = second.name
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nAdmin       http://{}  (/healthz, /readyz, /metrics; /v1/... with an operator token)",
+            self.admin
+        );
+        let _ = writeln!(
+            out,
+            "Log         {}\n            (access log and security events as JSON lines; warnings and\n            \
+             errors also appear in this terminal)",
+            self.log.display()
+        );
+        let _ = writeln!(
+            out,
+            "CLI         portcullis sessions list --tenant {} --config {}{}",
+            self.tenants.first().map_or("acme", |t| t.0.as_str()),
+            self.data.join("policies").display(),
+            // A URL with credentials is not repeated on screen.
+            self.store.map_or_else(String::new, |s| match s.contains('@') {
+                true => " --store <the demo's --store URL>".to_string(),
+                false => format!(" --store {s}"),
+            })
+        );
+        let _ = writeln!(out, "For scripts {}", self.data.join("demo.json").display());
+        out
+    }
 }
 
 fn load_or_create_state(data: &Path) -> anyhow::Result<DemoState> {
@@ -318,4 +474,76 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.write_all(bytes)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operators() -> Vec<DemoOperator> {
+        OPERATORS
+            .iter()
+            .map(|(tier, name, n)| DemoOperator {
+                name: name.to_string(),
+                tier: tier.to_string(),
+                tokens: (0..*n).map(|i| format!("token-{name}-{i}")).collect(),
+            })
+            .collect()
+    }
+
+    fn render(store: Option<&str>) -> String {
+        let operators = operators();
+        Banner {
+            public_port: 18080,
+            admin: "127.0.0.1:19090".into(),
+            tenants: vec![
+                ("acme".into(), "prod".into(), "acme.localhost".into()),
+                ("initech".into(), "staging".into(), "initech.localhost".into()),
+            ],
+            echo: true,
+            store,
+            operators: &operators,
+            data: Path::new("/d"),
+            log: Path::new("/d/portcullis.log"),
+        }
+        .render()
+    }
+
+    /// If this broke, a newcomer would have to hunt for where to start among the users,
+    /// or be sent to a port the demo does not listen on.
+    #[test]
+    fn the_banner_starts_with_the_urls_to_open_on_the_real_port() {
+        let text = render(None);
+        let login = text.find("http://acme.localhost:18080/.portcullis/login").unwrap();
+        let account = text.find("http://acme.localhost:18080/.portcullis/account").unwrap();
+        let first_user = text.find("alice-demo-password").unwrap();
+        assert!(login < account && account < first_user, "{text}");
+        assert!(text.contains("http://127.0.0.1:19090"), "{text}");
+        assert!(text.contains("http://initech.localhost:18080/public/"), "{text}");
+        assert!(text.contains("/d/portcullis.log"), "{text}");
+        assert!(text.contains("--config /d/policies"), "{text}");
+        assert!(text.contains("/d/demo.json"), "{text}");
+    }
+
+    /// If this broke, the second token of the first operator would look like a second
+    /// person able to approve their own change, which four eyes refuses.
+    #[test]
+    fn the_banner_says_why_the_first_operator_has_two_tokens() {
+        let text = render(None);
+        assert!(text.contains("olivia (2 tokens), oscar"), "{text}");
+        assert!(text.contains("olivia and sofia hold two tokens"), "{text}");
+        assert!(text.contains("four eyes counts people, not tokens"), "{text}");
+        assert!(text.contains("it applies once oscar approves it"), "{text}");
+        assert!(!text.contains("token-olivia-0"), "tokens stay in demo.json: {text}");
+    }
+
+    /// If this broke, the command line shown would open another store than the demo's,
+    /// or print Redis credentials on screen.
+    #[test]
+    fn the_cli_hint_names_the_store_override_without_credentials() {
+        assert!(render(Some("redis://127.0.0.1:6379")).contains("--store redis://127.0.0.1:6379"));
+        let text = render(Some("redis://u:pw-5ecr3t@127.0.0.1:6379"));
+        assert!(!text.contains("pw-5ecr3t"), "{text}");
+        assert!(text.contains("--store <the demo's --store URL>"), "{text}");
+    }
 }
