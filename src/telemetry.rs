@@ -1,5 +1,5 @@
-//! Logs and metrics: tracing set-up (JSON lines to stdout, or to a file for the demo,
-//! through a non-blocking writer, level from `RUST_LOG`), the Prometheus registry, and
+//! Logs and metrics: tracing set-up (JSON lines to stdout through a non-blocking writer,
+//! level from `RUST_LOG`; the demo's access log to a file), the Prometheus registry, and
 //! [`SecurityEvent`], the one way a security event (ECS `event.kind = "security"`) is
 //! written.
 //!
@@ -22,16 +22,44 @@ use tracing_subscriber::EnvFilter;
 /// the admin API. The same id is in the access log and in log lines about the request.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The log writer [`init_logging`] installed, for [`AccessRecord::write`].
+/// The access log's writer (see [`AccessRecord::write`]): stdout's, or the demo's file.
 static LOG_WRITER: std::sync::OnceLock<NonBlocking> = std::sync::OnceLock::new();
 
-/// Installs the global tracing subscriber. Keep the guard alive for the life of the
-/// process: dropping it flushes buffered log lines.
-pub fn init_logging() -> WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stdout());
-    let _ = LOG_WRITER.set(writer.clone());
+/// Keeps the log writers working; dropping it flushes buffered log lines. Keep it alive
+/// for the life of the process.
+pub struct LogGuard {
+    _writers: Vec<WorkerGuard>,
+}
+
+/// Installs the global tracing subscriber: JSON lines to stdout, the access log too.
+pub fn init_logging() -> LogGuard {
+    install(None)
+}
+
+/// The demo's logging: as [`init_logging`], but the access log (a line per request)
+/// goes to `access_log`, so the terminal keeps the demo's URLs and credentials on screen.
+/// Other log lines (security events, warnings) stay on stdout, as SPEC's logging says.
+pub fn init_logging_with_access_file(access_log: std::fs::File) -> LogGuard {
+    install(Some(access_log))
+}
+
+fn install(access_log: Option<std::fs::File>) -> LogGuard {
+    let non_blocking = |sink: Box<dyn std::io::Write + Send>| {
+        tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .finish(sink)
+    };
+    let (writer, stdout_guard) = non_blocking(Box::new(std::io::stdout()));
+    let mut writers = vec![stdout_guard];
+    let access_writer = match access_log {
+        Some(file) => {
+            let (access_writer, guard) = non_blocking(Box::new(file));
+            writers.push(guard);
+            access_writer
+        }
+        None => writer.clone(),
+    };
+    let _ = LOG_WRITER.set(access_writer);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .json()
@@ -41,41 +69,7 @@ pub fn init_logging() -> WorkerGuard {
         .with_env_filter(filter)
         .with_writer(writer)
         .try_init();
-    guard
-}
-
-/// The demo's logging: the JSON lines [`init_logging`] writes to stdout go to `file`
-/// instead, so the terminal keeps the demo's URLs and credentials on screen; warnings
-/// and errors are also written to stderr, readable for a person. Keep the guard alive
-/// like [`init_logging`]'s.
-pub fn init_logging_to_file(file: std::fs::File) -> WorkerGuard {
-    use std::io::IsTerminal;
-    use tracing_subscriber::fmt::writer::MakeWriterExt;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(file);
-    let _ = LOG_WRITER.set(writer.clone());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_writer(writer);
-    // The level is chosen by the writer, not a per-layer filter: `tracing::enabled!`
-    // (the access log asks it per request) leaves per-layer filter state behind on its
-    // thread, which made the next warning skip this layer now and then.
-    let on_screen = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr.with_max_level(tracing::Level::WARN));
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(json)
-        .with(on_screen)
-        .try_init();
-    guard
+    LogGuard { _writers: writers }
 }
 
 /// The access log's target: `RUST_LOG=access=off` (or any level above `info`) turns it off.

@@ -4,9 +4,9 @@
 //! fresh keys and operator tokens kept in `<data>/demo-state.json`), starts one echo
 //! app per tenant (or points every tenant at `--upstream`), runs the gateway in
 //! plaintext on 127.0.0.1, writes `<data>/demo.json` and prints the banner: the URLs to
-//! open first, the users, the operators and where things are. The gateway's log goes to
-//! `<data>/portcullis.log` (warnings and errors also to stderr), so the banner stays on
-//! screen.
+//! open first, the users, the operators and where things are. The access log (a line
+//! per request) goes to `<data>/access.log`, so the banner stays on screen; other log
+//! lines (security events, warnings) are JSON on stdout, as in `run`.
 
 mod echo;
 
@@ -113,7 +113,7 @@ pub async fn run(overrides: Overrides) -> anyhow::Result<()> {
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", data.display()))?;
     let log_path = data.join(LOG_FILE);
-    let _log_guard = crate::telemetry::init_logging_to_file(open_log(&log_path)?);
+    let _log_guard = crate::telemetry::init_logging_with_access_file(open_log(&log_path)?);
     let state = load_or_create_state(&data)?;
 
     let mut upstreams = Vec::new();
@@ -204,7 +204,7 @@ pub async fn run(overrides: Overrides) -> anyhow::Result<()> {
 }
 
 /// The demo's log file, in its data directory.
-const LOG_FILE: &str = "portcullis.log";
+const LOG_FILE: &str = "access.log";
 
 /// Opens the log file for appending (created readable by the current user only: it
 /// names users and addresses).
@@ -347,8 +347,8 @@ impl Banner<'_> {
         );
         let _ = writeln!(
             out,
-            "Log         {}\n            (access log and security events as JSON lines; warnings and\n            \
-             errors also appear in this terminal)",
+            "Access log  {}\n            (a JSON line per request; security events and warnings appear in\n            \
+             this terminal as JSON lines)",
             self.log.display()
         );
         let _ = writeln!(
@@ -504,7 +504,7 @@ mod tests {
             store,
             operators: &operators,
             data: Path::new("/d"),
-            log: Path::new("/d/portcullis.log"),
+            log: Path::new("/d/access.log"),
         }
         .render()
     }
@@ -520,7 +520,7 @@ mod tests {
         assert!(login < account && account < first_user, "{text}");
         assert!(text.contains("http://127.0.0.1:19090"), "{text}");
         assert!(text.contains("http://initech.localhost:18080/public/"), "{text}");
-        assert!(text.contains("/d/portcullis.log"), "{text}");
+        assert!(text.contains("/d/access.log"), "{text}");
         assert!(text.contains("--config /d/policies"), "{text}");
         assert!(text.contains("/d/demo.json"), "{text}");
     }
