@@ -17,6 +17,7 @@ mod idp;
 mod isolation;
 mod login;
 mod logs;
+mod pages;
 mod paths;
 mod reload;
 mod routing;
