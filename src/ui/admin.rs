@@ -293,3 +293,42 @@ pub(super) fn done_notice(query: Option<&str>) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::done_notice;
+
+    /// If this broke, the page a trip lands on would say nothing, or show what a crafted
+    /// link puts in it beyond an account name.
+    #[test]
+    fn done_flags_read_as_fixed_sentences() {
+        let notice = |q: &str| done_notice(Some(q));
+        assert_eq!(
+            notice("done=tripped&account=bob&ended=2").as_deref(),
+            Some("Breaker tripped for bob: 2 sessions ended.")
+        );
+        assert_eq!(
+            notice("done=tripped&account=bob&ended=1").as_deref(),
+            Some("Breaker tripped for bob: 1 session ended.")
+        );
+        assert_eq!(
+            notice("done=reset&account=a%2Fb").as_deref(),
+            Some("Breaker reset for a/b.")
+        );
+        assert_eq!(
+            notice("done=not_tripped&account=bob").as_deref(),
+            Some("No breaker was tripped for bob.")
+        );
+        for bad in [
+            "done=tripped&account=bob",
+            "done=tripped&account=bob&ended=x",
+            "done=hacked&account=bob",
+            "done=reset",
+            "done=reset&account=",
+            "done=reset&account=a%0Ab",
+        ] {
+            assert_eq!(notice(bad), None, "{bad}");
+        }
+        assert_eq!(done_notice(None), None);
+    }
+}

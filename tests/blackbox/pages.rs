@@ -9,6 +9,10 @@
 //!
 //! Two demos run: the usual one, and one whose tenants all point at a dead upstream
 //! (`--upstream`), for 502 and then 503 once its breaker opens.
+//!
+//! Beside the tour, plain HTTP checks of what the browser cannot show well: an
+//! oversized head answered by the gateway itself, and the icon and stylesheet served
+//! without a session or a tenant.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -147,4 +151,50 @@ fn every_page_kind_is_styled_readable_and_accessible() {
             assert!(size > 0, "screenshot {} is missing or empty", path.display());
         }
     }
+}
+
+/// If this broke, a head over `limits.max_header_bytes` would be forwarded, or answered
+/// by hyper with an empty body and no request id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_head_is_answered_by_the_gateway() {
+    let (ups, gw) = crate::harness::start().await;
+    let big = "a".repeat(70 * 1024);
+    let req = format!("GET /public/x HTTP/1.1\r\nHost: acme.test\r\nAccept: text/html\r\nX-Big: {big}\r\n\r\n");
+    let r = &crate::harness::raw(gw.public, req.as_bytes()).await[0];
+    assert_eq!(r.status, 431);
+    let page = String::from_utf8_lossy(&r.body);
+    let id = r.header("x-request-id").expect("x-request-id");
+    assert!(page.contains("Request too large") && page.contains(id), "{page}");
+    let req = format!("GET /public/x HTTP/1.1\r\nHost: acme.test\r\nX-Big: {big}\r\n\r\n");
+    let r = &crate::harness::raw(gw.public, req.as_bytes()).await[0];
+    assert_eq!(r.status, 431);
+    let json: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON body");
+    assert_eq!(json["error"], "headers_too_large", "{json}");
+    assert!(json["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{json}");
+    assert_eq!(ups.total(), 0, "an oversized head was forwarded");
+}
+
+/// If this broke, browsers would get a 401 for the icon on every page load, or a 421
+/// page without its stylesheet; and the icon would leak past forward-auth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_icon_and_stylesheet_need_no_session_nor_tenant() {
+    let (ups, gw) = crate::harness::start().await;
+    let r = crate::harness::raw_get(gw.public, "acme.test", "/favicon.ico").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("image/svg+xml"));
+    assert!(r.body.starts_with(b"<svg"));
+    for (path, kind) in [
+        ("/.portcullis/style.css", "text/css; charset=utf-8"),
+        ("/.portcullis/favicon.svg", "image/svg+xml"),
+    ] {
+        let r = crate::harness::raw_get(gw.public, "unknown.test", path).await;
+        assert_eq!((r.status, r.header("content-type")), (200, Some(kind)), "{path}");
+    }
+    let r = crate::harness::raw_get(gw.public, "unknown.test", "/.portcullis/login").await;
+    assert_eq!(r.status, 421);
+    // To forward-auth a 200 means "let it through": the icon is not a pass there.
+    let req = "GET /.portcullis/auth HTTP/1.1\r\nHost: acme.test\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Uri: /favicon.ico\r\nConnection: close\r\n\r\n";
+    let r = &crate::harness::raw(gw.public, req.as_bytes()).await[0];
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(ups.total(), 0);
 }
