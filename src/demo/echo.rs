@@ -2,13 +2,16 @@
 //! received, so a newcomer sees exactly what the gateway forwards, and verifies the
 //! `Portcullis-Assertion` header the way a real app should: against the tier's JWKS,
 //! fetched from the gateway (`/.portcullis/jwks.json`) and fetched again on an unknown
-//! key id.
+//! key id. A browser (`Accept` naming `text/html`) gets the same data as a small page
+//! (askama, escaped) with links to the account page and sign-out; everything else gets
+//! the JSON.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use askama::Template;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
@@ -132,19 +135,105 @@ async fn echo(req: Request<Incoming>, check: &AssertionCheck) -> Result<Response
             })
             .or_insert(value);
     }
+    let assertion = check
+        .check(req.headers().get("portcullis-assertion").and_then(|v| v.to_str().ok()))
+        .await;
     let body = json!({
         "method": req.method().as_str(),
         "path": req.uri().path(),
         "query": req.uri().query(),
         "headers": headers,
-        "assertion": check
-            .check(req.headers().get("portcullis-assertion").and_then(|v| v.to_str().ok()))
-            .await,
+        "assertion": assertion,
     });
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
+    let wants_html = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html && let Ok(page) = EchoPage::of(&check.tenant, &body).render() {
+        return Ok(respond(page, "text/html; charset=utf-8"));
+    }
+    Ok(respond(body.to_string(), "application/json"))
+}
+
+fn respond(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let headers = resp.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    // Like any app behind the gateway, the page allows only same-origin styles.
+    headers.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     );
-    Ok(resp)
+    resp
+}
+
+/// The echo's answer as a page: the same data as the JSON.
+#[derive(Template)]
+#[template(path = "echo.html")]
+struct EchoPage {
+    tenant: String,
+    user: Option<String>,
+    method: String,
+    path: String,
+    query: Option<String>,
+    valid: bool,
+    error: Option<String>,
+    claims: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+}
+
+impl EchoPage {
+    /// Reads the page's fields from the echo's JSON answer.
+    fn of(tenant: &str, body: &serde_json::Value) -> Self {
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let pairs = |v: &serde_json::Value| -> Vec<(String, String)> {
+            v.as_object()
+                .map(|o| o.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+                .unwrap_or_default()
+        };
+        let assertion = &body["assertion"];
+        EchoPage {
+            tenant: tenant.to_string(),
+            user: body["headers"]["x-portcullis-user"].as_str().map(str::to_string),
+            method: text(&body["method"]),
+            path: text(&body["path"]),
+            query: body["query"].as_str().map(str::to_string),
+            valid: assertion["valid"].as_bool().unwrap_or(false),
+            error: assertion["error"].as_str().map(str::to_string),
+            claims: pairs(&assertion["claims"]),
+            headers: pairs(&body["headers"]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// If this broke, a browser would see raw JSON, or a header value could inject markup
+    /// into the demo page.
+    #[test]
+    fn the_page_shows_the_same_data_escaped() {
+        let body = json!({
+            "method": "GET", "path": "/x", "query": "a=<b>",
+            "headers": {"x-portcullis-user": "alice", "x-evil": "<script>alert(1)</script>"},
+            "assertion": {"valid": true, "claims": {"sub": "alice", "roles": ["admin"]}},
+        });
+        let page = EchoPage::of("acme", &body).render().unwrap();
+        assert!(page.contains("Hello, alice"), "{page}");
+        assert!(
+            page.contains("&#60;script&#62;") || page.contains("&lt;script&gt;"),
+            "{page}"
+        );
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(page.contains("href=\"/.portcullis/account\""), "{page}");
+        assert!(
+            page.contains("[&#34;admin&#34;]") || page.contains("[&quot;admin&quot;]"),
+            "{page}"
+        );
+    }
 }

@@ -217,7 +217,14 @@ mod tests {
         assert_eq!(resp.headers()["x-portcullis-login"], "/.portcullis/login?rd=%2Fa");
         for (refusal, reason) in [
             (Refusal::Forbidden("no"), "forbidden"),
-            (Refusal::Locked { message: "m".into() }, "suspended"),
+            (
+                Refusal::Locked {
+                    message: "m".into(),
+                    since: 0,
+                    account: false,
+                },
+                "suspended",
+            ),
             (Refusal::Unavailable("down"), "unavailable"),
             (Refusal::NotFound, "not_found"),
             (Refusal::BadRequest("bad"), "bad_request"),

@@ -103,17 +103,21 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
 
 /// HTTP/1.1 and HTTP/2 settings from the limits. HTTP/1 has no timer: the header-read
 /// limit is the connection watchdog's ([`conn`]), which costs no timer per request.
+///
+/// hyper may read heads up to twice `max_header_bytes`: the pipeline enforces the limit
+/// itself and answers with a page and a request id, where hyper's own 431 is bare.
 fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    let head_buffer = limits.max_header_bytes.saturating_mul(2);
     builder
         .http1()
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_buf_size(head_buffer.max(8192))
         .max_headers(limits.max_headers)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(head_buffer).unwrap_or(u32::MAX))
         .max_concurrent_streams(250)
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(256)

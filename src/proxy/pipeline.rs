@@ -111,7 +111,10 @@ impl Pipeline {
         };
         let response = match self.route(req, conn, &state, &snapshot, request_id, &mut outcome).await {
             Ok(resp) => resp,
-            Err(refusal) => respond::refusal(&refusal, html, request_id),
+            Err(refusal) => {
+                let tenant = outcome.site.as_ref().map(|site| site.entry.tenant.name.as_str());
+                respond::refusal(&refusal, html, request_id, tenant)
+            }
         };
         let status = response.status().as_u16();
         let entry = outcome.site.as_ref().map(|site| &site.entry);
@@ -176,8 +179,13 @@ impl Pipeline {
         if req.uri().path() == forward_auth::PATH {
             return Box::pin(self.forward_auth(req, conn, snapshot, &host, request_id, outcome)).await;
         }
-        let site = snapshot.sites.get(&host).ok_or(Refusal::UnknownHost)?.clone();
+        let Some(site) = snapshot.sites.get(&host) else {
+            return respond::unknown_host_asset(req.uri().path()).ok_or(Refusal::UnknownHost);
+        };
+        let site = site.clone();
         outcome.site = Some(site.clone());
+        // After the tenant is known, so that its page can say whose site refused.
+        check_head_size(&req, snapshot.config.gateway.limits.max_header_bytes)?;
         let entry = &site.entry;
         let tenant = &entry.tenant;
 
@@ -201,7 +209,13 @@ impl Pipeline {
         };
         let rules = policy::PathRules::of(&tenant.routes, &path, rule);
         let public = rules.is_public();
-        let session = decide(&rules, session, &path, req.uri().query())?;
+        let session = match decide(&rules, session, &path, req.uri().query()) {
+            Ok(session) => session,
+            // Browsers ask for the icon on every page: without a session they get the
+            // gateway's (inline only: to forward-auth a 200 would mean "let it through").
+            Err(Refusal::NeedsSession { .. }) if path == "/favicon.ico" => return Err(Refusal::Icon),
+            Err(refusal) => return Err(refusal),
+        };
 
         let limit = rules.body_limit().unwrap_or(tenant.max_body_bytes);
         if declared_length(&req)?.is_some_and(|len| len > limit) {
@@ -319,14 +333,19 @@ impl Pipeline {
         }
         let memo = state.map(|state| &state.cookie);
         let session = self.session(req, snapshot, entry, conn, memo, now).await;
+        // The stylesheet and icon stay open to a suspended account, so its 423 page is
+        // styled (checked last: only a refusal pays for it).
+        let asset = || matches!(target, Target::Reserved(p) if reserved::is_page_asset(p.strip_prefix(policy::RESERVED_PREFIX).unwrap_or_default()));
         if let Ok(None) = session
             && board.has_account_switches(&entry.tier.name, &tenant.id)
             && let Some(ks) = self.account_locked(req, entry, now).await
+            && !asset()
         {
             return Err(locked(&ks));
         }
         if let Ok(Some(s)) = &session
             && let Some(ks) = board.account_switch(&entry.tier.name, &tenant.id, &s.subject, now)
+            && !asset()
         {
             return Err(locked(&ks));
         }
@@ -344,6 +363,7 @@ impl Pipeline {
         request_id: &str,
         outcome: &mut Outcome,
     ) -> Result<Response<ProxyBody>, Refusal> {
+        check_head_size(&req, snapshot.config.gateway.limits.max_header_bytes)?;
         let answer = forward_auth::answer_for(req.headers());
         match self.forward_auth_decision(&req, &conn, snapshot, host, outcome).await {
             Ok(resp) => Ok(resp),
@@ -659,6 +679,8 @@ fn decide(
 fn locked(ks: &crate::killswitch::KillSwitch) -> Refusal {
     Refusal::Locked {
         message: ks.message.clone(),
+        since: ks.tripped_at,
+        account: matches!(ks.scope, crate::killswitch::Scope::Account { .. }),
     }
 }
 
@@ -687,6 +709,23 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), Refusal> {
     let te = req.headers().contains_key(http::header::TRANSFER_ENCODING);
     if te && (req.headers().contains_key(CONTENT_LENGTH) || req.version() == Version::HTTP_10) {
         return Err(Refusal::BadRequest("Ambiguous message framing."));
+    }
+    Ok(())
+}
+
+/// Refuses a request head larger than the configured limit (431). hyper's own buffer is
+/// set above the limit (see `proxy::connection_builder`) so that a head a little over it
+/// reaches this check and gets the gateway's answer (a page or JSON with a request id)
+/// instead of hyper's bare one; heads beyond hyper's buffer still get hyper's 431.
+/// Counts the request line and each header line as on the wire (`name: value\r\n`).
+fn check_head_size(req: &Request<Incoming>, limit: usize) -> Result<(), Refusal> {
+    let line = req.method().as_str().len() + req.uri().path_and_query().map_or(1, |pq| pq.as_str().len()) + 12;
+    let size = req
+        .headers()
+        .iter()
+        .fold(line, |sum, (name, value)| sum + name.as_str().len() + value.len() + 4);
+    if size > limit {
+        return Err(Refusal::HeadersTooLarge);
     }
     Ok(())
 }

@@ -9,11 +9,17 @@ use crate::config::TenantEntry;
 use crate::killswitch::KillSwitch;
 
 /// Reserved endpoints that still answer while a kill switch covers the tenant: the
-/// status, the tier's public keys, the stylesheet, and the login page (which says why).
+/// status, the tier's public keys, the stylesheet and icon, and the login page (which says why).
 /// Every other one, sign-in attempts included, answers 423.
 pub fn open_while_suspended(rest: &str, method: &http::Method) -> bool {
-    matches!(rest, "status" | "jwks.json" | "style.css")
+    matches!(rest, "status" | "jwks.json" | "style.css" | "favicon.svg")
         || (rest == "login" && matches!(*method, http::Method::GET | http::Method::HEAD))
+}
+
+/// The pages' stylesheet and icon: nothing of any user, served to everyone (a
+/// suspended account's 423 page is styled with them).
+pub fn is_page_asset(rest: &str) -> bool {
+    matches!(rest, "style.css" | "favicon.svg")
 }
 
 /// `/.portcullis/status`: which tenant and tier this host is, and whether access is open

@@ -29,7 +29,9 @@ impl Portal {
             .await;
         let history = store.login_history(&session.tenant, &session.subject, 20, before).await;
         match (sessions, history) {
-            (Ok(sessions), Ok(history)) => Ok(pages::account(ctx.entry, &session, &sessions, &history, notice)),
+            (Ok(sessions), Ok(history)) => Ok(pages::account(
+                ctx.entry, &session, &sessions, &history, notice, ctx.now,
+            )),
             _ => Err(PageError::Unavailable),
         }
     }
@@ -68,9 +70,13 @@ impl Portal {
             let mut resp = pages::message(
                 ctx.entry,
                 StatusCode::OK,
-                "Password changed",
-                "Your password was changed and every session ended. Sign in again.",
-                Some(("/.portcullis/login", "Sign in")),
+                pages::MessageView {
+                    heading: "Password changed",
+                    message: "Your password was changed and every session ended.",
+                    next: Some("Sign in again with your new password.".into()),
+                    links: &[pages::SIGN_IN],
+                    ..Default::default()
+                },
             );
             resp.headers_mut().append(
                 http::header::SET_COOKIE,

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::api::{ApiError, json_body};
 use super::error::PageError;
+use super::readable::Moment;
 use super::web;
 use super::{Ctx, Portal, pages};
 use crate::killswitch::service::Actor;
@@ -168,9 +169,9 @@ impl Portal {
             switches
                 .iter()
                 .find(|k| k.in_force(ctx.now) && matches!(&k.scope, Scope::Account { tenant: t, subject: s, .. } if t == tenant && s == subject))
-                .map(|k| match k.expires_at {
-                    Some(e) => format!("{} (until {})", k.reason, web::time(e)),
-                    None => k.reason.clone(),
+                .map(|k| pages::AdminSwitch {
+                    reason: k.reason.clone(),
+                    expires: k.expires_at.map(|e| Moment::at(e, ctx.now)),
                 })
         };
         let mut accounts: Vec<pages::AdminAccountRow> = users
@@ -230,7 +231,11 @@ impl Portal {
             source_ip: ctx.ip.clone(),
             system: "console".into(),
         };
-        let notice = match field("action").as_str() {
+        // Done: back to the page (303), so a reload shows it again instead of posting
+        // the form twice; the page reads the outcome from fixed flags. Refused: the page
+        // again, with the refusal.
+        let account = percent_encoding::utf8_percent_encode(&subject, percent_encoding::NON_ALPHANUMERIC);
+        let refused = match field("action").as_str() {
             "trip" => {
                 let body = TripBody {
                     reason: field("reason"),
@@ -238,16 +243,26 @@ impl Portal {
                     expires_in: Some(field("expires_in")),
                 };
                 match self.trip_account(ctx, &session.subject, &actor, scope, body).await {
-                    Ok(r) => format!(
-                        "Breaker tripped for {subject}: {} session(s) ended.",
-                        r.switch.sessions_ended
-                    ),
+                    Ok(r) => {
+                        return Ok(web::see_other(&format!(
+                            "/.portcullis/admin?done=tripped&account={account}&ended={}",
+                            r.switch.sessions_ended
+                        )));
+                    }
                     Err(e) => format!("Not tripped: {}", PageError::Trip(e).notice(ctx.request_id)),
                 }
             }
             "reset" => match self.switches.reset(ctx.config, &scope, "", &actor, ctx.now).await {
-                Ok(Some(_)) => format!("Breaker reset for {subject}."),
-                Ok(None) => format!("No breaker was tripped for {subject}."),
+                Ok(Some(_)) => {
+                    return Ok(web::see_other(&format!(
+                        "/.portcullis/admin?done=reset&account={account}"
+                    )));
+                }
+                Ok(None) => {
+                    return Ok(web::see_other(&format!(
+                        "/.portcullis/admin?done=not_tripped&account={account}"
+                    )));
+                }
                 Err(e) => format!(
                     "Not reset: {}",
                     PageError::Trip(TripRefusal::Switch(e)).notice(ctx.request_id)
@@ -255,6 +270,65 @@ impl Portal {
             },
             _ => "Unknown action.".to_string(),
         };
-        self.admin_page(ctx, Some(&notice)).await
+        self.admin_page(ctx, Some(&refused)).await
+    }
+}
+
+/// The notice of `/.portcullis/admin?done=...&account=...`, where a trip or reset
+/// lands: fixed sentences chosen by `done`; the account name (printable, at most 256
+/// characters, else no notice) is escaped by the template like any text.
+pub(super) fn done_notice(query: Option<&str>) -> Option<String> {
+    let account = web::query_param(query, "account")?;
+    if account.is_empty() || account.chars().count() > 256 || account.chars().any(char::is_control) {
+        return None;
+    }
+    match web::query_param(query, "done")?.as_str() {
+        "tripped" => {
+            let ended = web::query_param(query, "ended").and_then(|n| n.parse::<u64>().ok())?;
+            let sessions = if ended == 1 { "session" } else { "sessions" };
+            Some(format!("Breaker tripped for {account}: {ended} {sessions} ended."))
+        }
+        "reset" => Some(format!("Breaker reset for {account}.")),
+        "not_tripped" => Some(format!("No breaker was tripped for {account}.")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::done_notice;
+
+    /// If this broke, the page a trip lands on would say nothing, or show what a crafted
+    /// link puts in it beyond an account name.
+    #[test]
+    fn done_flags_read_as_fixed_sentences() {
+        let notice = |q: &str| done_notice(Some(q));
+        assert_eq!(
+            notice("done=tripped&account=bob&ended=2").as_deref(),
+            Some("Breaker tripped for bob: 2 sessions ended.")
+        );
+        assert_eq!(
+            notice("done=tripped&account=bob&ended=1").as_deref(),
+            Some("Breaker tripped for bob: 1 session ended.")
+        );
+        assert_eq!(
+            notice("done=reset&account=a%2Fb").as_deref(),
+            Some("Breaker reset for a/b.")
+        );
+        assert_eq!(
+            notice("done=not_tripped&account=bob").as_deref(),
+            Some("No breaker was tripped for bob.")
+        );
+        for bad in [
+            "done=tripped&account=bob",
+            "done=tripped&account=bob&ended=x",
+            "done=hacked&account=bob",
+            "done=reset",
+            "done=reset&account=",
+            "done=reset&account=a%0Ab",
+        ] {
+            assert_eq!(notice(bad), None, "{bad}");
+        }
+        assert_eq!(done_notice(None), None);
     }
 }

@@ -1,12 +1,12 @@
 //! The tenant pages' one mapping from refusal to response, like the public listener's
 //! (`proxy::respond`): every refusal of a page under `/.portcullis/` is a [`PageError`],
-//! answered as the tenant's message page with a status, a heading, a short text and a
-//! way back, and the request id in `x-request-id`. A store's inner error is never shown
-//! (it is logged with the request id where it was logged before).
+//! answered as the tenant's message page (the layout every gateway page shares) with a
+//! status, a heading, a short text, the ways on, and the request id, on the page and
+//! in `x-request-id`. A store's inner error is never shown (it is logged with the
+//! request id where it was logged before).
 //!
-//! The request id travels in the header, not in the page: pages are compared across
-//! requests to show that they leak nothing (another user's session reads like a missing
-//! one), and their texts are a contract.
+//! Pages compared across requests (to show that they leak nothing) differ only in
+//! their request id; their texts are a contract.
 //!
 //! Forms that show themselves again with a message (sign-in, second factor, enrolment)
 //! and the tenant admin page's notices take their status and text from the same table
@@ -19,7 +19,8 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 
 use super::admin::TripRefusal;
-use super::{pages, web};
+use super::pages::{self, Link};
+use super::web;
 use crate::auth::accounts::AccountError;
 use crate::auth::login::LoginError;
 use crate::config::TenantEntry;
@@ -74,40 +75,70 @@ struct Answer {
     status: StatusCode,
     heading: &'static str,
     message: String,
-    /// Where the page's one link goes, and its text.
-    link: Option<(&'static str, &'static str)>,
+    /// Where to go next; the first is the main action.
+    links: &'static [Link],
 }
 
 /// The way back of a refused sign-in step.
-const START_AGAIN: Option<(&str, &str)> = Some(("/.portcullis/login", "Start again"));
+const START_AGAIN: &[Link] = &[Link {
+    href: "/.portcullis/login",
+    text: "Start again",
+}];
 
 /// The way back to the account page.
-const BACK: Option<(&str, &str)> = Some(("/.portcullis/account", "Back"));
+const BACK: &[Link] = &[Link {
+    href: "/.portcullis/account",
+    text: "Back to your account",
+}];
+
+/// The tenant admin page's way back.
+const BACK_TO_ADMIN: &[Link] = &[
+    Link {
+        href: "/.portcullis/admin",
+        text: "Back to tenant admin",
+    },
+    pages::ACCOUNT,
+];
 
 impl PageError {
     /// The table every page refusal is answered from.
     fn answer(&self) -> Answer {
-        let answer = |status, heading, message: &str, link| Answer {
+        let answer = |status, heading, message: &str, links| Answer {
             status,
             heading,
             message: message.to_string(),
-            link,
+            links,
         };
         match self {
             PageError::BadForm => answer(
                 StatusCode::FORBIDDEN,
                 "Form expired",
                 "This form could not be accepted (it expired or came from another site). Reload the page and try again.",
-                Some(("/.portcullis/login", "Sign in")),
+                &[pages::SIGN_IN],
             ),
             PageError::Unavailable => answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Unavailable",
                 "This page is unavailable right now. Try again shortly.",
-                None,
+                &[pages::ACCOUNT],
             ),
-            PageError::NotFound => answer(StatusCode::NOT_FOUND, "Not found", "Nothing here.", None),
+            PageError::NotFound => answer(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "Nothing here.",
+                &[pages::START, pages::ACCOUNT],
+            ),
             PageError::NoSuchSession => answer(StatusCode::NOT_FOUND, "Not found", "No such session.", BACK),
+            // A page says the wait in words; the JSON API keeps seconds.
+            PageError::SignIn(LoginError::Throttled(secs)) => answer(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Sign-in",
+                &format!(
+                    "Too many attempts. Try again in {}.",
+                    super::readable::duration(u64::try_from(*secs).unwrap_or(0))
+                ),
+                START_AGAIN,
+            ),
             PageError::SignIn(e) => {
                 let (status, message) = login_refusal(e);
                 answer(status, "Sign-in", &message, START_AGAIN)
@@ -116,7 +147,7 @@ impl PageError {
                 StatusCode::NOT_FOUND,
                 "Sign-in",
                 "This organisation has no single sign-on.",
-                None,
+                &[pages::SIGN_IN],
             ),
             PageError::Sso(failure) => {
                 let (status, message) = match failure {
@@ -155,13 +186,13 @@ impl PageError {
                 StatusCode::FORBIDDEN,
                 "Tenant admin",
                 "Only tenant admins may open this page.",
-                Some(("/.portcullis/account", "Your account")),
+                &[pages::ACCOUNT, pages::SIGN_OUT],
             ),
             PageError::Trip(TripRefusal::SelfLockout) => answer(
                 StatusCode::CONFLICT,
                 "Tenant admin",
                 "You cannot trip the breaker of your own account.",
-                None,
+                BACK_TO_ADMIN,
             ),
             PageError::Trip(TripRefusal::Switch(e)) => {
                 let (status, message) = match e {
@@ -177,7 +208,7 @@ impl PageError {
                         (StatusCode::BAD_REQUEST, e.to_string())
                     }
                 };
-                answer(status, "Tenant admin", &message, None)
+                answer(status, "Tenant admin", &message, BACK_TO_ADMIN)
             }
         }
     }
@@ -193,7 +224,14 @@ impl PageError {
     pub(super) fn into_response(self, entry: &TenantEntry, request_id: &str) -> Response<Bytes> {
         self.log(request_id);
         let a = self.answer();
-        let mut resp = pages::message(entry, a.status, a.heading, &a.message, a.link);
+        let view = pages::MessageView {
+            heading: a.heading,
+            message: &a.message,
+            links: a.links,
+            request_id: Some(request_id),
+            ..Default::default()
+        };
+        let mut resp = pages::message(entry, a.status, view);
         web::set_request_id(&mut resp, request_id);
         resp
     }
@@ -350,10 +388,10 @@ mod tests {
         assert_eq!(resp.headers()["x-request-id"], "0123abcd");
     }
 
-    /// If this broke, a refused page would no longer name its request, or its text would
-    /// change (pages are compared across requests).
+    /// If this broke, a refused page would no longer name its request (for support), or
+    /// its text would change.
     #[test]
-    fn a_refused_page_names_its_request_in_a_header_only() {
+    fn a_refused_page_names_its_request() {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in [
             (
@@ -381,7 +419,7 @@ mod tests {
         assert_eq!(resp.headers()["x-request-id"], "0123abcd");
         let page = String::from_utf8_lossy(resp.body());
         assert!(
-            page.contains("No such session.") && !page.contains("0123abcd"),
+            page.contains("No such session.") && page.contains("Request id: <code>0123abcd</code>"),
             "{page}"
         );
     }

@@ -9,17 +9,43 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::error::PageError;
+use super::readable::{self, Moment};
 use super::{Ctx, Portal, pages, read_form, web};
 use crate::auth::login::NewSession;
 use crate::auth::preauth::{self, PREAUTH_TTL_SECS, PreAuth};
 use crate::records::{Revocation, SessionRecord};
 use crate::telemetry::{EventOutcome, SecurityEvent};
 
+/// Where signing out lands: the sign-in page, saying so.
+const SIGNED_OUT: &str = "/.portcullis/login?signed_out=1";
+
+/// What a user can do while the tenant is suspended: wait for the switch's expiry, or
+/// for the organisation to lift it.
+pub(super) fn suspended_next(ks: &crate::killswitch::KillSwitch, now: i64) -> String {
+    match ks.expires_at {
+        Some(at) if at > now => format!(
+            "Access returns on its own in about {}; this page then lets you sign in again.",
+            readable::duration(u64::try_from(at - now).unwrap_or(0))
+        ),
+        _ => "Try again later: this page lets you sign in again once access is restored.".to_string(),
+    }
+}
+
 impl Portal {
     pub(super) fn login_page(&self, req: &Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
         let rd = web::safe_redirect(web::query_param(req.uri().query(), "rd").as_deref());
         if let Some(ks) = &ctx.suspended {
-            return pages::message(ctx.entry, StatusCode::OK, "Access suspended", &ks.message, None);
+            return pages::message(
+                ctx.entry,
+                StatusCode::OK,
+                pages::MessageView {
+                    heading: "Access suspended",
+                    message: &ks.message,
+                    since: Some(Moment::at(ks.tripped_at, ctx.now)),
+                    next: Some(suspended_next(ks, ctx.now)),
+                    ..Default::default()
+                },
+            );
         }
         if ctx.session.is_some() {
             return web::see_other(&rd);
@@ -34,7 +60,10 @@ impl Portal {
             ));
         }
         let (csrf, set) = self.csrf_for(req, ctx);
-        let mut resp = pages::login(ctx.entry, &csrf, &rd, None);
+        // A fixed notice chosen by a flag: nothing from the query is shown.
+        let notice = (web::query_param(req.uri().query(), "signed_out").as_deref() == Some("1"))
+            .then_some("You are signed out.");
+        let mut resp = pages::login(ctx.entry, &csrf, &rd, None, notice);
         if let Some(c) = set {
             resp.headers_mut().append(http::header::SET_COOKIE, c);
         }
@@ -54,7 +83,10 @@ impl Portal {
             Ok(pre) => Ok(self.to_second_factor(ctx, &pre)),
             Err(e) => {
                 let e = PageError::SignIn(e);
-                Ok(e.form(pages::login(ctx.entry, &csrf, &rd, Some(&e.message())), ctx.request_id))
+                Ok(e.form(
+                    pages::login(ctx.entry, &csrf, &rd, Some(&e.message()), None),
+                    ctx.request_id,
+                ))
             }
         }
     }
@@ -158,7 +190,7 @@ impl Portal {
             "oidc" => self.sso_logout_target(ctx).await,
             _ => None,
         };
-        let next = target.unwrap_or_else(|| "/.portcullis/login".to_string());
+        let next = target.unwrap_or_else(|| SIGNED_OUT.to_string());
         self.end_current(ctx, &session, "logout", web::see_other(&next))
             .await
             .map_err(|()| PageError::Unavailable)

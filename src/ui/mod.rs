@@ -17,7 +17,9 @@
 //!   pages and of the JSON API, each with the request id. Page handlers answer
 //!   `Result<_, PageError>` and JSON API handlers `Result<_, ApiError>`;
 //!   [`Portal::handle`] renders each refusal once.
-//! - `pages.rs`: the askama templates; `web.rs`: HTTP plumbing (cookies, bodies, CSRF
+//! - `pages.rs`: the askama templates, the shared layout of every page the gateway
+//!   answers with (the listener's refusals too); `readable.rs`: times and history
+//!   codes as people read them; `web.rs`: HTTP plumbing (cookies, bodies, CSRF
 //!   and origin checks, redirect targets).
 
 mod account;
@@ -25,7 +27,8 @@ mod admin;
 mod api;
 mod error;
 mod login;
-mod pages;
+pub mod pages;
+pub mod readable;
 mod sso;
 pub mod web;
 
@@ -137,6 +140,7 @@ impl Portal {
                 return Some(answer.unwrap_or_else(|e| e.into_response(ctx.request_id)));
             }
             (Method::GET, "style.css") => Ok(web::respond(StatusCode::OK, "text/css; charset=utf-8", pages::STYLE)),
+            (Method::GET, "favicon.svg") => Ok(web::respond(StatusCode::OK, "image/svg+xml", pages::ICON)),
             (Method::GET | Method::HEAD, "login") => Ok(self.login_page(&req, &ctx)),
             (Method::GET, "login/sso") => self.sso_start(&req, &ctx).await,
             (Method::GET, "callback") => self.sso_callback(&req, &ctx).await,
@@ -148,7 +152,10 @@ impl Portal {
             (Method::GET | Method::HEAD, "logout") => Ok(self.logout_page(&ctx)),
             (Method::POST, "logout") => self.logout_form(req, &ctx).await,
             (Method::GET | Method::HEAD, "account") => self.account_page(&req, &ctx, None).await,
-            (Method::GET | Method::HEAD, "admin") => self.admin_page(&ctx, None).await,
+            (Method::GET | Method::HEAD, "admin") => {
+                let notice = admin::done_notice(req.uri().query());
+                self.admin_page(&ctx, notice.as_deref()).await
+            }
             (Method::POST, "admin/breaker") => self.admin_form(req, &ctx).await,
             (Method::POST, p) if p.starts_with("account/") => {
                 self.account_form(req, &ctx, &p["account/".len()..]).await

@@ -4,6 +4,7 @@ use askama::Template;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 
+use super::readable::{self, Moment};
 use super::web;
 use crate::auth::login::Enrolment;
 use crate::config::TenantEntry;
@@ -12,6 +13,10 @@ use crate::records::{LoginEvent, SessionRecord};
 /// The pages' stylesheet (CSP allows only same-origin styles).
 pub const STYLE: &str = include_str!("../../templates/style.css");
 
+/// The gateway's icon, linked from every page and answered for `/favicon.ico` to
+/// browsers without a session (so a page load does not end in a 401 for it).
+pub const ICON: &str = include_str!("../../templates/favicon.svg");
+
 #[derive(Template)]
 #[template(path = "login.html")]
 struct Login<'a> {
@@ -19,6 +24,7 @@ struct Login<'a> {
     csrf: &'a str,
     rd: &'a str,
     error: Option<&'a str>,
+    notice: Option<&'a str>,
     sso_href: Option<String>,
 }
 
@@ -49,14 +55,80 @@ struct Codes<'a> {
     rd: &'a str,
 }
 
+/// A way on from a message page: a same-host link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Same-host path.
+    pub href: &'static str,
+    /// What the link says.
+    pub text: &'static str,
+}
+
+/// The tenant's sign-in page.
+pub const SIGN_IN: Link = Link {
+    href: "/.portcullis/login",
+    text: "Sign in",
+};
+/// The user's account page (sessions, history).
+pub const ACCOUNT: Link = Link {
+    href: "/.portcullis/account",
+    text: "Your account",
+};
+/// The sign-out page (a confirm button: signing out is a form post).
+pub const SIGN_OUT: Link = Link {
+    href: "/.portcullis/logout",
+    text: "Sign out",
+};
+/// The tenant app's start page.
+pub const START: Link = Link {
+    href: "/",
+    text: "Go to the start page",
+};
+
+/// What a message page says: every refusal (the listener's and the pages') and every
+/// short notice is one of these, in the shared layout.
+#[derive(Debug, Default)]
+pub struct MessageView<'a> {
+    /// The tenant's display name; empty when the host names no tenant.
+    pub tenant_name: &'a str,
+    /// The page's heading (and title).
+    pub heading: &'a str,
+    /// What happened, for users.
+    pub message: &'a str,
+    /// Since when (a kill switch's trip time).
+    pub since: Option<Moment>,
+    /// What to do next, in words ("Try again in 30 seconds.").
+    pub next: Option<String>,
+    /// Where to go next; the first is the main action.
+    pub links: &'a [Link],
+    /// The request's id, for support (refusals only).
+    pub request_id: Option<&'a str>,
+}
+
 #[derive(Template)]
 #[template(path = "message.html")]
 struct Message<'a> {
     tenant_name: &'a str,
     heading: &'a str,
     message: &'a str,
-    link: Option<&'a str>,
-    link_text: &'a str,
+    since: Option<Moment>,
+    next: Option<String>,
+    links: &'a [Link],
+    request_id: Option<&'a str>,
+}
+
+/// Renders a message page's HTML (the listener wraps it in its own response type).
+pub fn message_html(view: MessageView<'_>) -> Result<String, askama::Error> {
+    Message {
+        tenant_name: view.tenant_name,
+        heading: view.heading,
+        message: view.message,
+        since: view.since,
+        next: view.next,
+        links: view.links,
+        request_id: view.request_id,
+    }
+    .render()
 }
 
 #[derive(Template)]
@@ -70,16 +142,18 @@ struct SessionRow {
     id: String,
     device: String,
     ip: String,
-    created: String,
-    last_seen: String,
+    created: Moment,
+    last_seen: Moment,
     current: bool,
 }
 
 struct HistoryRow {
-    time: String,
-    outcome: String,
-    reason: Option<String>,
-    method: String,
+    time: Moment,
+    /// The result in plain words ("Wrong code").
+    result: &'static str,
+    /// Whether the attempt failed (styled apart).
+    failed: bool,
+    method: &'static str,
     ip: String,
     device: String,
 }
@@ -108,8 +182,9 @@ fn html(status: StatusCode, page: &impl Template) -> Response<Bytes> {
     }
 }
 
-/// The sign-in form (200; a refusal that shows it again sets its own status).
-pub fn login(entry: &TenantEntry, csrf: &str, rd: &str, error: Option<&str>) -> Response<Bytes> {
+/// The sign-in form (200; a refusal that shows it again sets its own status), with a
+/// fixed notice such as "You are signed out." when one is due.
+pub fn login(entry: &TenantEntry, csrf: &str, rd: &str, error: Option<&str>, notice: Option<&str>) -> Response<Bytes> {
     html(
         StatusCode::OK,
         &Login {
@@ -117,6 +192,7 @@ pub fn login(entry: &TenantEntry, csrf: &str, rd: &str, error: Option<&str>) -> 
             csrf,
             rd,
             error,
+            notice,
             sso_href: entry.tenant.sso.as_ref().map(|_| {
                 format!(
                     "/.portcullis/login/sso?rd={}",
@@ -172,22 +248,20 @@ pub fn logout(entry: &TenantEntry, csrf: &str) -> Response<Bytes> {
     )
 }
 
-/// A short message page: a notice, or a refusal (see `ui::error`).
-pub fn message(
-    entry: &TenantEntry,
-    status: StatusCode,
-    heading: &str,
-    text: &str,
-    link: Option<(&str, &str)>,
-) -> Response<Bytes> {
-    let page = Message {
+/// A short message page of the tenant: a notice, or a refusal (see `ui::error`).
+pub fn message(entry: &TenantEntry, status: StatusCode, view: MessageView<'_>) -> Response<Bytes> {
+    let view = MessageView {
         tenant_name: &entry.tenant.name,
-        heading,
-        message: text,
-        link: link.map(|l| l.0),
-        link_text: link.map_or("", |l| l.1),
+        ..view
     };
-    html(status, &page)
+    match message_html(view) {
+        Ok(body) => web::respond(status, "text/html; charset=utf-8", body),
+        Err(_) => web::respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            "page could not be rendered",
+        ),
+    }
 }
 
 pub fn account(
@@ -196,6 +270,7 @@ pub fn account(
     sessions: &[SessionRecord],
     history: &[LoginEvent],
     notice: Option<&str>,
+    now: i64,
 ) -> Response<Bytes> {
     let page = Account {
         tenant_name: &entry.tenant.name,
@@ -209,18 +284,18 @@ pub fn account(
                 id: s.public_id(),
                 device: web::device(&s.user_agent),
                 ip: s.ip.clone(),
-                created: web::time(s.created_at),
-                last_seen: web::time(s.last_seen),
+                created: Moment::at(s.created_at, now),
+                last_seen: Moment::at(s.last_seen, now),
                 current: s.id_hash == session.id_hash,
             })
             .collect(),
         history: history
             .iter()
             .map(|e| HistoryRow {
-                time: web::time(e.time),
-                outcome: e.outcome.clone(),
-                reason: e.reason.clone(),
-                method: e.method.clone(),
+                time: Moment::at(e.time, now),
+                result: readable::attempt_result(&e.outcome, e.reason.as_deref()),
+                failed: e.outcome != "success",
+                method: readable::method(&e.method),
                 ip: e.ip.clone(),
                 device: web::device(&e.user_agent),
             })
@@ -235,9 +310,15 @@ pub struct AdminAccountRow {
     pub subject: String,
     pub display_name: String,
     pub roles: String,
-    /// Reason and expiry when a switch covers the account.
-    pub suspended: Option<String>,
+    /// When a switch covers the account: its reason and expiry.
+    pub suspended: Option<AdminSwitch>,
     pub is_self: bool,
+}
+
+/// The switch covering an account on the tenant admin page.
+pub struct AdminSwitch {
+    pub reason: String,
+    pub expires: Option<Moment>,
 }
 
 #[derive(Template)]

@@ -1158,8 +1158,16 @@ async fn tenant_admins_trip_and_reset_account_breakers_of_their_own_tenant() {
             ],
         )
         .await;
+    // Back to the page (303), which says what was done; a reload shows it again.
+    assert_eq!(r.status, 303, "{}", r.body);
+    let location = r.header("location").expect("location").to_string();
+    assert!(
+        location.starts_with("/.portcullis/admin?done=tripped&account=bob&ended="),
+        "{location}"
+    );
+    let r = admin.get(&location).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.body.contains("Breaker tripped for bob"), "{}", r.body);
+    assert!(r.body.contains("Breaker tripped for bob: "), "{}", r.body);
     assert_suspended(&bob_agent.get(PROTECTED).await, "bob after the tenant admin's trip");
     assert_eq!(gina_agent.get(PROTECTED).await.status, 200, "other tenants unaffected");
 

@@ -4,7 +4,7 @@
 //! the login page. Screenshots of each step go to `target/browser-screenshots/`.
 //!
 //! Needs `npm ci` in tests/browser (done by `.ci/run`), node on PATH and
-//! /usr/bin/chromium.
+//! /usr/bin/chromium. The demo process and script helpers are shared with `pages.rs`.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -31,14 +31,19 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// `portcullis demo` in a temp dir; SIGTERM (then SIGKILL) on drop, also when the test
 /// fails.
-struct Demo {
+pub struct Demo {
     child: Option<Child>,
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 impl Demo {
     /// Starts the demo on port 0; [`Demo::wait_ready`] reads where it listens.
-    fn start() -> Self {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts the demo on port 0 with more arguments (e.g. `--upstream URL`).
+    pub fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let stdout = fs::File::create(dir.path().join("demo.stdout")).expect("stdout file");
         let stderr = fs::File::create(dir.path().join("demo.stderr")).expect("stderr file");
@@ -47,6 +52,7 @@ impl Demo {
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .arg("--data")
             .arg(dir.path())
+            .args(args)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -59,7 +65,7 @@ impl Demo {
         }
     }
 
-    fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         let read = |name: &str| fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!(
             "--- demo stdout ---\n{}\n--- demo stderr ---\n{}",
@@ -70,7 +76,7 @@ impl Demo {
 
     /// Waits for demo.json (with the bound addresses) and for `GET /healthz` on the admin
     /// address it names to answer 200; returns demo.json.
-    fn wait_ready(&mut self) -> serde_json::Value {
+    pub fn wait_ready(&mut self) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(child) = self.child.as_mut()
@@ -128,7 +134,7 @@ fn healthz_ok(admin: &str) -> bool {
 }
 
 /// Kills the script on drop (timeout or panic).
-struct Script(Option<Child>);
+pub struct Script(pub Option<Child>);
 
 impl Drop for Script {
     fn drop(&mut self) {
@@ -154,7 +160,10 @@ fn browser_sign_in_two_sessions_end_one() {
     );
 
     let out = root.join("target").join("browser-screenshots");
-    let _ = fs::remove_dir_all(&out);
+    // Only this test's files: `pages.rs` writes to a folder below, maybe at the same time.
+    for name in SCREENSHOTS {
+        let _ = fs::remove_file(out.join(name));
+    }
     fs::create_dir_all(&out).expect("create screenshot folder");
 
     let mut demo = Demo::start();

@@ -18,6 +18,7 @@ mod idp;
 mod isolation;
 mod login;
 mod logs;
+mod pages;
 mod paths;
 mod readme;
 mod reload;

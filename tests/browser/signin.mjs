@@ -8,10 +8,10 @@
 // so the test never leaves the machine. Screenshots of each step go to <out-dir>.
 // Exit code 0 only if every step's assertion held.
 
-import { createHmac } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { base32Decode, freshCode, selfTestTotp } from './totp.mjs';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
@@ -24,8 +24,6 @@ const CHROMIUM_ARGS = [
   '--disable-component-update',
   '--disable-sync',
 ];
-const STEP_SECONDS = 30;
-const MIN_REMAINING_SECONDS = 3;
 const NAV_TIMEOUT_MS = 20_000;
 const SETTLE_TIMEOUT_MS = 3_000;
 const OVERALL_TIMEOUT_MS = 180_000;
@@ -38,67 +36,6 @@ function log(msg) {
 
 function fail(msg) {
   throw new StepFailed(msg);
-}
-
-// ---- TOTP (RFC 6238, SHA-1, 6 digits, 30 s) -----------------------------------------
-
-function base32Decode(text) {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  const clean = text.toUpperCase().replace(/[\s=]/g, '');
-  let bits = 0;
-  let value = 0;
-  const out = [];
-  for (const ch of clean) {
-    const idx = alphabet.indexOf(ch);
-    if (idx < 0) throw new Error(`TOTP secret is not base32 (bad character ${JSON.stringify(ch)})`);
-    value = (value << 5) | idx;
-    bits += 5;
-    if (bits >= 8) {
-      out.push((value >>> (bits - 8)) & 0xff);
-      bits -= 8;
-    }
-  }
-  return Buffer.from(out);
-}
-
-function hotp(key, counter, digits = 6) {
-  const msg = Buffer.alloc(8);
-  msg.writeBigUInt64BE(BigInt(counter));
-  const mac = createHmac('sha1', key).update(msg).digest();
-  const offset = mac[mac.length - 1] & 0x0f;
-  const bin = mac.readUInt32BE(offset) & 0x7fffffff;
-  return String(bin % 10 ** digits).padStart(digits, '0');
-}
-
-// RFC 6238 appendix B (SHA-1, T = 59 s): 94287082 (8 digits) -> 287082 with 6.
-function selfTestTotp() {
-  const key = Buffer.from('12345678901234567890', 'ascii');
-  const got8 = hotp(key, Math.floor(59 / STEP_SECONDS), 8);
-  const got6 = hotp(key, Math.floor(1111111109 / STEP_SECONDS), 6);
-  if (got8 !== '94287082' || got6 !== '081804') {
-    throw new Error(`TOTP self-test failed (${got8}, ${got6}): the code generator is wrong`);
-  }
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** A code for a time step later than `afterStep`, with at least 3 s left in its step. */
-async function freshCode(key, afterStep) {
-  for (;;) {
-    const now = Date.now() / 1000;
-    const step = Math.floor(now / STEP_SECONDS);
-    const remaining = (step + 1) * STEP_SECONDS - now;
-    if (step > afterStep && remaining >= MIN_REMAINING_SECONDS) {
-      return { code: hotp(key, step), step };
-    }
-    const waitMs = Math.ceil(remaining * 1000) + 200;
-    log(
-      step <= afterStep
-        ? `waiting ${(waitMs / 1000).toFixed(1)} s for the next TOTP step (codes are single-use)`
-        : `only ${remaining.toFixed(1)} s left in this TOTP step, waiting ${(waitMs / 1000).toFixed(1)} s for the next`,
-    );
-    await sleep(waitMs);
-  }
 }
 
 // ---- Browser helpers --------------------------------------------------------------------
@@ -210,11 +147,17 @@ async function signIn(page, opts, key, afterStep, shots) {
   const resp = await appResponse.catch(() => null);
   if (!resp) fail('no response for /app/ after the TOTP step');
   if (resp.status() !== 200) fail(`/app/ after sign-in answered ${resp.status()}, expected 200`);
+  // A browser gets the echo app's page; scripts get its JSON, asked for here.
+  const hello = await heading(page);
+  if (hello !== `Hello, ${username}`) fail(`the echo app's page greets "${hello}", expected "Hello, ${username}"`);
+  await page.route(appUrl, (route) => route.continue({ headers: { ...route.request().headers(), accept: 'application/json' } }));
+  const jsonResp = await page.goto(appUrl, { waitUntil: 'load' });
+  await page.unroute(appUrl);
   let echo;
   try {
-    echo = JSON.parse(await resp.text());
+    echo = JSON.parse(await jsonResp.text());
   } catch (e) {
-    fail(`/app/ after sign-in is not the echo app's JSON: ${e.message}`);
+    fail(`/app/ asked for JSON is not the echo app's JSON: ${e.message}`);
   }
   if (echo.method !== 'GET' || echo.path !== '/app/') {
     fail(`echo app saw ${echo.method} ${echo.path}, expected GET /app/`);
@@ -224,6 +167,7 @@ async function signIn(page, opts, key, afterStep, shots) {
   if ((echo.headers?.cookie ?? '').includes('__Host-portcullis-')) {
     fail(`the gateway forwarded its own cookies to the app: ${echo.headers.cookie}`);
   }
+  await page.goto(appUrl, { waitUntil: 'load' });
   if (shots) await shot(page, opts.outDir, shots[2]);
   return step;
 }
@@ -239,7 +183,7 @@ async function sessionRows(page) {
       row,
       current: ((await row.getAttribute('class')) ?? '').split(/\s+/).includes('current'),
       marked: ((await row.textContent()) ?? '').includes('(this device)'),
-      hasEnd: (await row.getByRole('button', { name: 'End', exact: true }).count()) > 0,
+      hasEnd: (await row.getByRole('button', { name: /^End the session of / }).count()) > 0,
     });
   }
   return out;
@@ -295,7 +239,7 @@ async function main() {
       fail('account page: expected the other session unmarked with an "End" button');
     }
     await shot(a.page, outDir, '04-account-two-sessions.png');
-    await submit(a.page, others[0].row.getByRole('button', { name: 'End', exact: true }));
+    await submit(a.page, others[0].row.getByRole('button', { name: /^End the session of / }));
     await expectPage(a.page, 'after "End"', '/.portcullis/account', 'Your account');
     rows = await sessionRows(a.page);
     if (rows.length !== 1) fail(`after "End" the account page lists ${rows.length} sessions, expected 1`);
