@@ -190,7 +190,7 @@ fn bad_durations_urls_and_addresses_are_reported() {
     );
     assert_error(
         &[("gateway.toml", &format!("{GATEWAY}[limits]\nidle_timeout = \"0s\"\n"))],
-        "duration must be greater than zero",
+        "gateway.toml:6: limits.idle_timeout: `0s` is out of range; it must be at least 1s and at most 1h",
     );
 }
 
@@ -484,5 +484,58 @@ fn a_redis_acl_user_needs_a_password_reference() {
     assert_eq!(
         (user.as_str(), password.expose_secret()),
         ("staging-gw", &b"staging-redis-password"[..])
+    );
+}
+
+/// If this broke, a session could be set to last for centuries, or in a spelling (`12
+/// hours`, `1h30m`) that reads differently from every other policy file.
+#[test]
+fn durations_have_one_syntax_and_a_range_per_setting() {
+    let session = |idle: &str, absolute: &str| {
+        format!("{ACME}\n[session]\nidle_timeout = \"{idle}\"\nabsolute_timeout = \"{absolute}\"\n")
+    };
+    for bad in ["12 hours", "1000y", "1h30m", "1.5h", "-1s", "h", ""] {
+        assert_error(
+            &[("tenants/acme.toml", &session("30m", bad))],
+            &format!(
+                "acme.toml:12: session.absolute_timeout: `{bad}` is not a duration; write a whole number and one unit: ms, s, m, h or d (e.g. \"30s\", \"15m\", \"12h\", \"7d\")"
+            ),
+        );
+    }
+    assert_error(
+        &[("tenants/acme.toml", &session("30m", "31d"))],
+        "acme.toml:12: session.absolute_timeout: `31d` is out of range; it must be at least 1s and at most 30d",
+    );
+    assert_error(
+        &[(
+            "gateway.toml",
+            &format!("{GATEWAY}[limits]\nheader_read_timeout = \"1h\"\n"),
+        )],
+        "limits.header_read_timeout: `1h` is out of range; it must be at least 1s and at most 5m",
+    );
+    let dir = fixture(&[("tenants/acme.toml", &session("90s", "7d"))]);
+    let cfg = load(dir.path(), &env(), &Overrides::default()).unwrap();
+    let s = &cfg.tenants[0].session;
+    assert_eq!(
+        (s.idle_timeout.as_secs(), s.absolute_timeout.as_secs()),
+        (90, 7 * 86_400)
+    );
+}
+
+/// If this broke, an operator would have to hunt for the line to fix.
+#[test]
+fn an_idle_timeout_longer_than_the_absolute_one_is_reported_at_its_line() {
+    let both = format!("{ACME}\n[session]\nidle_timeout = \"13h\"\nabsolute_timeout = \"12h\"\n");
+    assert_error(
+        &[("tenants/acme.toml", &both)],
+        "acme.toml:11: session.idle_timeout (13h) must not be longer than session.absolute_timeout (12h)",
+    );
+    // A wrong absolute timeout is its own problem; the comparison is not made with the default.
+    let dir = fixture(&[("tenants/acme.toml", &both.replace("\"12h\"", "\"1000y\""))]);
+    let errs = errors(dir.path());
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("acme.toml:12: session.absolute_timeout: `1000y`"),
+        "{errs:#?}"
     );
 }
