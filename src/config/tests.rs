@@ -539,3 +539,20 @@ fn an_idle_timeout_longer_than_the_absolute_one_is_reported_at_its_line() {
         "{errs:#?}"
     );
 }
+
+/// If this broke, a break-glass name no local account can have (the rule of `user add`
+/// and the login form) would pass review and fail only in an emergency.
+#[test]
+fn break_glass_names_follow_the_local_account_rule() {
+    let sso = |names: &str| {
+        format!(
+            "{ACME}\n[sso]\nissuer = \"https://idp.example\"\nclient_id = \"gw\"\nclient_secret = \"env:PROD_COOKIE\"\nenforce = true\nbreak_glass = [{names}]\n"
+        )
+    };
+    let dir = fixture(&[("tenants/acme.toml", &sso("\"root\""))]);
+    assert_eq!(errors(dir.path()), Vec::<String>::new());
+    assert_error(
+        &[("tenants/acme.toml", &sso("\"root\", \"sso|x\""))],
+        "acme.toml:15: sso.break_glass: user name must not contain '|'",
+    );
+}

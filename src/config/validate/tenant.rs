@@ -210,6 +210,12 @@ pub(super) fn build_tenant(
                 MfaPolicy::Required
             }
         };
+        // Local account names, so the rule of `user add` and the login form.
+        for name in &sso.break_glass {
+            if let Err(e) = crate::account::check_local_name(name.get_ref()) {
+                problems.at(src, name.span(), format!("sso.break_glass: {e}"));
+            }
+        }
         let secret = resolve(
             dir,
             src,
@@ -229,7 +235,7 @@ pub(super) fn build_tenant(
             roles_claim: sso.roles_claim,
             mfa,
             enforce: sso.enforce,
-            break_glass: sso.break_glass,
+            break_glass: sso.break_glass.into_iter().map(Spanned::into_inner).collect(),
         })
     });
 
