@@ -556,3 +556,36 @@ fn break_glass_names_follow_the_local_account_rule() {
         "acme.toml:15: sso.break_glass: user name must not contain '|'",
     );
 }
+
+/// If this broke, one wrong `--upstream` would be reported once per tenant, each time at
+/// a line of a policy file that does not hold the value.
+#[test]
+fn a_wrong_upstream_override_is_one_problem_of_the_command_line() {
+    let globex = ACME.replace("acme", "globex");
+    let dir = fixture(&[("tenants/globex.toml", &globex)]);
+    let bad = Overrides {
+        upstream: Some("ftp://127.0.0.1".into()),
+        ..Overrides::default()
+    };
+    let errs: Vec<String> = load(dir.path(), &env(), &bad)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errs, ["--upstream: scheme `ftp` is not supported (http or https)"]);
+    let outside = Overrides {
+        upstream: Some("http://203.0.113.9".into()),
+        ..Overrides::default()
+    };
+    let errs: Vec<String> = load(dir.path(), &env(), &outside)
+        .unwrap_err()
+        .iter()
+        .map(|e| e.message.clone())
+        .collect();
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs.iter()
+            .all(|e| e.ends_with("is outside the allowlist of tier `prod` (set by --upstream)")),
+        "{errs:#?}"
+    );
+}

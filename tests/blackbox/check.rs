@@ -487,3 +487,21 @@ fn durations_have_one_syntax_and_sane_bounds() {
     let (code, stderr) = case.check();
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// If this broke, `run --upstream` with a wrong URL would print the same problem once per
+/// tenant, each at a policy line that does not hold the value.
+#[test]
+fn a_wrong_upstream_override_is_reported_once() {
+    let case = Case::new();
+    let out = Command::new(BIN)
+        .args(["run", "--upstream", "ftp://127.0.0.1", "--config"])
+        .arg(&case.dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr,
+        "--upstream: scheme `ftp` is not supported (http or https)\n1 problem found\n"
+    );
+}

@@ -227,6 +227,11 @@ pub(super) fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<C
         broken_tiers: &broken.tiers,
         broken_allowlists: &broken.allowlists,
     };
+    if let Some(upstream) = &overrides.upstream
+        && let Err(msg) = tenant::parse_upstream(upstream)
+    {
+        problems.file(Path::new("--upstream"), msg);
+    }
     let mut broken_tenants = Vec::new();
     for src in &tenant_srcs {
         let mut claim_id = |id: &Spanned<String>, problems: &mut Problems| match ids_seen.get(id.get_ref()) {

@@ -153,12 +153,13 @@ pub(super) fn build_tenant(
             if let Some(tier) = tier
                 && !tier.upstream_allowlist.iter().any(|e| e.allows(&u.host, u.port))
             {
-                let follows = known
-                    .broken_allowlists
-                    .get(&tier.name)
-                    .map_or_else(String::new, |file| {
+                let follows = match (&overrides.upstream, known.broken_allowlists.get(&tier.name)) {
+                    (Some(_), _) => " (set by --upstream)".to_string(),
+                    (None, Some(file)) => {
                         format!(" (may follow from the error in the allowlist in {})", file.display())
-                    });
+                    }
+                    (None, None) => String::new(),
+                };
                 problems.at(
                     src,
                     raw.upstream.span(),
@@ -171,7 +172,10 @@ pub(super) fn build_tenant(
             Some(u)
         }
         Err(msg) => {
-            problems.at(src, raw.upstream.span(), format!("upstream: {msg}"));
+            // A wrong `--upstream` is one problem of the command line, reported by `load`.
+            if overrides.upstream.is_none() {
+                problems.at(src, raw.upstream.span(), format!("upstream: {msg}"));
+            }
             None
         }
     };
@@ -504,7 +508,7 @@ fn build_routes(src: &Source, raw: &[RawRoute], problems: &mut Problems) -> Opti
     }
 }
 
-fn parse_upstream(text: &str) -> Result<Upstream, String> {
+pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
     let uri: http::Uri = text.parse().map_err(|_| format!("`{text}` is not a URL"))?;
     let scheme = uri
         .scheme()
