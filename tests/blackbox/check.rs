@@ -505,3 +505,30 @@ fn a_wrong_upstream_override_is_reported_once() {
         "--upstream: scheme `ftp` is not supported (http or https)\n1 problem found\n"
     );
 }
+
+/// If this broke, a typo in one key would hide the file's problems with the rest of the
+/// policy (its upstream outside its tier's allowlist, its tier unknown, its id invalid)
+/// until the typo is fixed: one problem per run.
+#[test]
+fn a_tenant_file_that_does_not_parse_still_has_its_relations_checked() {
+    let case = Case::new();
+    let colour = case.insert_after("tenants/acme.toml", "tier = ", "colour = \"red\"");
+    let upstream = case.replace_line(
+        "tenants/acme.toml",
+        "upstream = ",
+        "upstream = \"http://10.9.8.7:8080\"",
+    );
+    case.expect_only(&[
+        ("tenants/acme.toml", colour, "unknown field `colour`"),
+        ("tenants/acme.toml", upstream, "outside the allowlist of tier `prod`"),
+    ]);
+    let case = Case::new();
+    let colour = case.insert_after("tenants/acme.toml", "tier = ", "colour = \"red\"");
+    let tier = case.replace_line("tenants/acme.toml", "tier = ", "tier = \"qa\"");
+    let id = case.replace_line("tenants/acme.toml", "id = ", "id = \"Acme!\"");
+    case.expect_only(&[
+        ("tenants/acme.toml", colour, "unknown field `colour`"),
+        ("tenants/acme.toml", tier, "unknown tier `qa`"),
+        ("tenants/acme.toml", id, "tenant id `Acme!` must be"),
+    ]);
+}

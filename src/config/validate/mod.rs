@@ -247,7 +247,7 @@ pub(super) fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<C
         let Some(raw) = parse::<RawTenant>(src, &mut problems) else {
             // Check what is readable: its hosts against the others, its tier.
             let outline = outline::tenant(&src.text);
-            tenant::check_outline(src, &outline, &context, &mut hosts_seen, &mut problems);
+            tenant::check_outline(src, &outline, &context, overrides, &mut hosts_seen, &mut problems);
             if let Some(id) = &outline.id {
                 claim_id(id, &mut problems);
             }

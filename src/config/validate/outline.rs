@@ -1,6 +1,6 @@
 //! What can still be read of a policy file that does not deserialize as a whole (an
 //! unknown key, a missing one, a value of the wrong type): the names other files refer to
-//! and the hosts a tenant claims.
+//! and what a tenant's relations to them are (its hosts, its upstream).
 //!
 //! Validation uses it so that one mistake in a file neither hides the file's problems
 //! with other files (a host claimed twice) nor shows up again elsewhere as a problem of
@@ -17,6 +17,8 @@ pub(super) struct TenantOutline {
     pub id: Option<Spanned<String>>,
     /// `tier`, when it is a string.
     pub tier: Option<Spanned<String>>,
+    /// `upstream`, when it is a string.
+    pub upstream: Option<Spanned<String>>,
     /// The strings of `hosts`, when it is an array (other items skipped).
     pub hosts: Vec<Spanned<String>>,
 }
@@ -34,6 +36,7 @@ pub(super) fn tenant(text: &str) -> TenantOutline {
     TenantOutline {
         id: top_level(doc, "id").and_then(string),
         tier: top_level(doc, "tier").and_then(string),
+        upstream: top_level(doc, "upstream").and_then(string),
         hosts,
     }
 }
@@ -63,8 +66,9 @@ mod tests {
     /// claimed twice went unreported) and its id (its tier's automation was reported).
     #[test]
     fn a_file_with_an_unknown_key_still_names_its_id_tier_and_hosts() {
-        let text = "id = \"acme\"\ncolour = \"red\"\ntier = \"prod\"\nhosts = [\"acme.test\", 7, \"www.acme.test\"]\n";
+        let text = "id = \"acme\"\ncolour = \"red\"\ntier = \"prod\"\nhosts = [\"acme.test\", 7, \"www.acme.test\"]\nupstream = \"http://app\"\n";
         let o = tenant(text);
+        assert_eq!(o.upstream.as_ref().map(|u| u.get_ref().as_str()), Some("http://app"));
         assert_eq!(o.id.as_ref().map(|i| i.get_ref().as_str()), Some("acme"));
         assert_eq!(o.tier.as_ref().map(|t| t.get_ref().as_str()), Some("prod"));
         let hosts: Vec<&str> = o.hosts.iter().map(|h| h.get_ref().as_str()).collect();

@@ -97,23 +97,85 @@ fn claim_hosts(
     claimed
 }
 
-/// Checks what is readable of a tenant file that does not parse: its tier, and its hosts
-/// against every other tenant's.
+/// Checks what is readable of a tenant file that does not parse: its id, its tier, its
+/// upstream against the tier's allowlist, and its hosts against every other tenant's.
 pub(super) fn check_outline(
     src: &Source,
     outline: &TenantOutline,
     known: &Known<'_>,
+    overrides: &Overrides,
     hosts_seen: &mut HashMap<String, HostClaim>,
     problems: &mut Problems,
 ) {
-    if let Some(tier) = &outline.tier {
-        known.tier(src, tier, problems);
+    if let Some(id) = &outline.id {
+        check_id(src, id, problems);
+    }
+    let tier = outline.tier.as_ref().and_then(|t| known.tier(src, t, problems));
+    if let Some(upstream) = &outline.upstream {
+        check_upstream(src, upstream, tier, known, overrides, problems);
     }
     let id = outline
         .id
         .as_ref()
         .map_or_else(|| super::stem(&src.path), |i| i.get_ref().clone());
     claim_hosts(src, &id, &outline.hosts, hosts_seen, problems);
+}
+
+fn check_id(src: &Source, id: &Spanned<String>, problems: &mut Problems) {
+    if !tenancy::is_name(id.get_ref()) {
+        problems.at(
+            src,
+            id.span(),
+            format!(
+                "tenant id `{}` must be 1-32 characters of a-z, 0-9 and '-'",
+                id.get_ref()
+            ),
+        );
+    }
+}
+
+/// The tenant's upstream (or `--upstream`), parsed and checked against its tier's
+/// allowlist when the tier is known.
+fn check_upstream(
+    src: &Source,
+    raw: &Spanned<String>,
+    tier: Option<&Arc<Tier>>,
+    known: &Known<'_>,
+    overrides: &Overrides,
+    problems: &mut Problems,
+) -> Option<Upstream> {
+    let text = overrides.upstream.as_ref().unwrap_or(raw.get_ref());
+    match parse_upstream(text) {
+        Ok(u) => {
+            if let Some(tier) = tier
+                && !tier.upstream_allowlist.iter().any(|e| e.allows(&u.host, u.port))
+            {
+                let follows = match (&overrides.upstream, known.broken_allowlists.get(&tier.name)) {
+                    (Some(_), _) => " (set by --upstream)".to_string(),
+                    (None, Some(file)) => {
+                        format!(" (may follow from the error in the allowlist in {})", file.display())
+                    }
+                    (None, None) => String::new(),
+                };
+                problems.at(
+                    src,
+                    raw.span(),
+                    format!(
+                        "upstream `{text}` is outside the allowlist of tier `{}`{follows}",
+                        tier.name
+                    ),
+                );
+            }
+            Some(u)
+        }
+        Err(msg) => {
+            // A wrong `--upstream` is one problem of the command line, reported by `load`.
+            if overrides.upstream.is_none() {
+                problems.at(src, raw.span(), format!("upstream: {msg}"));
+            }
+            None
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -130,13 +192,7 @@ pub(super) fn build_tenant(
 ) -> Option<Tenant> {
     let before = problems.0.len();
     let id = raw.id.get_ref().clone();
-    if !tenancy::is_name(&id) {
-        problems.at(
-            src,
-            raw.id.span(),
-            format!("tenant id `{id}` must be 1-32 characters of a-z, 0-9 and '-'"),
-        );
-    }
+    check_id(src, &raw.id, problems);
     let tier = known.tier(src, &raw.tier, problems);
 
     if raw.hosts.get_ref().is_empty() {
@@ -144,41 +200,7 @@ pub(super) fn build_tenant(
     }
     let hosts = claim_hosts(src, &id, raw.hosts.get_ref(), hosts_seen, problems);
 
-    let upstream_text = overrides
-        .upstream
-        .clone()
-        .unwrap_or_else(|| raw.upstream.get_ref().clone());
-    let upstream = match parse_upstream(&upstream_text) {
-        Ok(u) => {
-            if let Some(tier) = tier
-                && !tier.upstream_allowlist.iter().any(|e| e.allows(&u.host, u.port))
-            {
-                let follows = match (&overrides.upstream, known.broken_allowlists.get(&tier.name)) {
-                    (Some(_), _) => " (set by --upstream)".to_string(),
-                    (None, Some(file)) => {
-                        format!(" (may follow from the error in the allowlist in {})", file.display())
-                    }
-                    (None, None) => String::new(),
-                };
-                problems.at(
-                    src,
-                    raw.upstream.span(),
-                    format!(
-                        "upstream `{upstream_text}` is outside the allowlist of tier `{}`{follows}",
-                        tier.name
-                    ),
-                );
-            }
-            Some(u)
-        }
-        Err(msg) => {
-            // A wrong `--upstream` is one problem of the command line, reported by `load`.
-            if overrides.upstream.is_none() {
-                problems.at(src, raw.upstream.span(), format!("upstream: {msg}"));
-            }
-            None
-        }
-    };
+    let upstream = check_upstream(src, &raw.upstream, tier, known, overrides, problems);
 
     let session = build_session(src, &raw.session, problems);
 
