@@ -532,3 +532,22 @@ fn a_tenant_file_that_does_not_parse_still_has_its_relations_checked() {
         ("tenants/acme.toml", id, "tenant id `Acme!` must be"),
     ]);
 }
+
+/// If this broke, `absolute_timeout = "12 hours"` in a file with a typo elsewhere would
+/// only be reported once the typo is fixed.
+#[test]
+fn a_tenant_file_that_does_not_parse_still_has_its_durations_checked() {
+    let case = Case::new();
+    let colour = case.insert_after("tenants/acme.toml", "tier = ", "colour = \"red\"");
+    let absolute = case.replace_line(
+        "tenants/acme.toml",
+        "absolute_timeout = ",
+        "absolute_timeout = \"12 hours\"",
+    );
+    // Not compared with the idle timeout: the file's other values are not all known.
+    case.replace_line("tenants/acme.toml", "idle_timeout = ", "idle_timeout = \"13h\"");
+    case.expect_only(&[
+        ("tenants/acme.toml", colour, "unknown field `colour`"),
+        ("tenants/acme.toml", absolute, "`12 hours` is not a duration"),
+    ]);
+}

@@ -21,7 +21,19 @@ pub(super) struct TenantOutline {
     pub upstream: Option<Spanned<String>>,
     /// The strings of `hosts`, when it is an array (other items skipped).
     pub hosts: Vec<Spanned<String>>,
+    /// Duration settings that are strings, by their dotted key (`session.idle_timeout`),
+    /// among [`TENANT_DURATIONS`]: each is valid or not on its own.
+    pub durations: Vec<(&'static str, Spanned<String>)>,
 }
+
+/// The duration settings of a tenant file that the outline reads: table, key, and how
+/// errors name it.
+const TENANT_DURATIONS: [(&str, &str, &str); 4] = [
+    ("session", "idle_timeout", "session.idle_timeout"),
+    ("session", "absolute_timeout", "session.absolute_timeout"),
+    ("limits", "queue_wait", "limits.queue_wait"),
+    ("limits", "breaker_cool_down", "limits.breaker_cool_down"),
+];
 
 /// The outline of a tenant file; empty when the text is not TOML at all.
 pub(super) fn tenant(text: &str) -> TenantOutline {
@@ -33,7 +45,15 @@ pub(super) fn tenant(text: &str) -> TenantOutline {
         .and_then(|v| v.get_ref().as_array())
         .map(|items| items.iter().filter_map(string).collect())
         .unwrap_or_default();
+    let durations = TENANT_DURATIONS
+        .iter()
+        .filter_map(|(table, key, dotted)| {
+            let table = top_level(doc, table)?.get_ref().as_table()?;
+            Some((*dotted, string(top_level(table, key)?)?))
+        })
+        .collect();
     TenantOutline {
+        durations,
         id: top_level(doc, "id").and_then(string),
         tier: top_level(doc, "tier").and_then(string),
         upstream: top_level(doc, "upstream").and_then(string),
@@ -63,12 +83,25 @@ mod tests {
     use super::*;
 
     /// If this broke, a tenant file with one unknown key would hide its hosts (a host
-    /// claimed twice went unreported) and its id (its tier's automation was reported).
+    /// claimed twice went unreported), its id (its tier's automation was reported), its
+    /// upstream and its durations.
     #[test]
-    fn a_file_with_an_unknown_key_still_names_its_id_tier_and_hosts() {
+    fn a_file_with_an_unknown_key_still_names_what_others_check() {
         let text = "id = \"acme\"\ncolour = \"red\"\ntier = \"prod\"\nhosts = [\"acme.test\", 7, \"www.acme.test\"]\nupstream = \"http://app\"\n";
         let o = tenant(text);
         assert_eq!(o.upstream.as_ref().map(|u| u.get_ref().as_str()), Some("http://app"));
+        let nested = tenant(
+            "id = \"acme\"\n[session]\nidle_timeout = \"12 hours\"\nabsolute_timeout = 5\n[limits]\nqueue_wait = \"1s\"\n",
+        );
+        let durations: Vec<(&str, &str)> = nested
+            .durations
+            .iter()
+            .map(|(k, v)| (*k, v.get_ref().as_str()))
+            .collect();
+        assert_eq!(
+            durations,
+            [("session.idle_timeout", "12 hours"), ("limits.queue_wait", "1s")]
+        );
         assert_eq!(o.id.as_ref().map(|i| i.get_ref().as_str()), Some("acme"));
         assert_eq!(o.tier.as_ref().map(|t| t.get_ref().as_str()), Some("prod"));
         let hosts: Vec<&str> = o.hosts.iter().map(|h| h.get_ref().as_str()).collect();

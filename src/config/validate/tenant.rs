@@ -114,6 +114,17 @@ pub(super) fn check_outline(
     if let Some(upstream) = &outline.upstream {
         check_upstream(src, upstream, tier, known, overrides, problems);
     }
+    for (key, value) in &outline.durations {
+        // Each on its own: compared with another only in a file that parses.
+        let range = match *key {
+            "session.idle_timeout" => ranges::SESSION_IDLE,
+            "session.absolute_timeout" => ranges::SESSION_ABSOLUTE,
+            "limits.queue_wait" => ranges::QUEUE_WAIT,
+            "limits.breaker_cool_down" => ranges::COOL_DOWN,
+            _ => continue,
+        };
+        duration(src, Some(value), key, range, problems);
+    }
     let id = outline
         .id
         .as_ref()
