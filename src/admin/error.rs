@@ -7,7 +7,9 @@
 //! compared across requests to show that a token learns nothing beyond its reach.
 //!
 //! The request id is made per request by [`with_request_id`], the router's middleware,
-//! which also writes the response of every refusal a handler returned. Also here: the one
+//! which also writes the response of every refusal a handler returned, and of every one
+//! the router or an extractor made (unknown path, wrong method, a path or query that does
+//! not decode), so no answer of the API is plain text without an id. Also here: the one
 //! reading of a JSON body error ([`AdminError::json_body`]), which names fields but never
 //! repeats a value. Owns no authentication and no rules; the handlers choose the refusal.
 

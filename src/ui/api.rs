@@ -1,7 +1,9 @@
 //! The tenant JSON API under `/.portcullis/api/...`: twins of the pages for scripts and
 //! SPAs (sign-in, second factor, enrolment, sign-out, whoami, sessions, history,
 //! password); the tenant admin's breaker calls are in `admin.rs`. State-changing calls
-//! must come from the host's own origin; bodies are JSON with known fields only.
+//! must come from the host's own origin; bodies are JSON with known fields only (a
+//! refused body names the field, never its value); a known path called with another
+//! method is `405` with `Allow`.
 //! `error.rs` (below this file) is its one mapping from refusal to response.
 
 mod error;
