@@ -255,7 +255,12 @@ fn overrides_are_validated_like_policy_values() {
         listen: Some("nope".into()),
         ..Overrides::default()
     };
-    assert!(load(dir.path(), &env(), &bad).is_err());
+    let errs: Vec<String> = load(dir.path(), &env(), &bad)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errs, ["--listen: `nope` is not a socket address (expected IP:PORT)"]);
     let outside = Overrides {
         upstream: Some("http://203.0.113.9".into()),
         ..Overrides::default()

@@ -122,9 +122,15 @@ fn addr(
     let fallback = SocketAddr::from(([127, 0, 0, 1], 0));
     if let Some(cli) = cli {
         return cli.parse().unwrap_or_else(|_| {
+            // Named like `--store` and `--upstream`: the flag that set it.
+            let flag = if key == "listen.admin" {
+                "--admin-listen"
+            } else {
+                "--listen"
+            };
             problems.file(
-                Path::new("command line"),
-                format!("`{cli}` is not a socket address (expected IP:PORT) for {key}"),
+                Path::new(flag),
+                format!("`{cli}` is not a socket address (expected IP:PORT)"),
             );
             fallback
         });
