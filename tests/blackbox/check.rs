@@ -270,6 +270,21 @@ fn a_broken_tenant_file_is_not_reported_again_where_the_tenant_is_named() {
     assert!(!stderr.contains("automation.tenants"), "{stderr}");
     assert!(stderr.contains("1 problem found"), "{stderr}");
 
+    // A tenant file naming a tier that does not exist: the tier's reference to it may
+    // be wrong only because of that, and says so.
+    let case = Case::with(with_automation);
+    let tier = case.replace_line("tenants/acme.toml", "tier = ", "tier = \"prdo\"");
+    let acme = case.path("tenants/acme.toml").display().to_string();
+    let line = line_of(&case.read("tiers/prod.toml"), "tenants = ");
+    case.expect_only(&[
+        ("tenants/acme.toml", tier, "unknown tier `prdo`"),
+        (
+            "tiers/prod.toml",
+            line,
+            &format!("automation.tenants: `acme` is not a tenant of tier `prod` (may follow from the error in {acme})"),
+        ),
+    ]);
+
     // A tenant that really is missing from the tier is still reported.
     let case = Case::with(with_automation);
     std::fs::remove_file(case.path("tenants/acme.toml")).unwrap();

@@ -86,8 +86,10 @@ struct HostClaim {
 struct BrokenTenant {
     /// Its `id`, or the file's name without `.toml` when the id is unreadable.
     id: String,
-    /// Its `tier`, when readable.
-    tier: Option<String>,
+    /// What its `tier` says.
+    tier: BrokenTenantTier,
+    /// Its file.
+    file: PathBuf,
 }
 
 /// What failed to load. A problem that only follows from one of these is not reported
@@ -105,12 +107,51 @@ struct Broken {
     cert_hosts: HashSet<String>,
 }
 
+/// The tier of a tenant file with errors, as far as it can be read.
+enum BrokenTenantTier {
+    /// A tier of the policy (loaded or with errors of its own).
+    Of(String),
+    /// A tier the policy does not have (reported in the tenant file).
+    NotATier,
+    /// Not readable (the file is not TOML, or `tier` is not a string).
+    Unreadable,
+}
+
+impl BrokenTenantTier {
+    fn new(tier: Option<String>, known: &tenant::Known<'_>) -> Self {
+        match tier {
+            Some(t) if known.is_tier(&t) => BrokenTenantTier::Of(t),
+            Some(_) => BrokenTenantTier::NotATier,
+            None => BrokenTenantTier::Unreadable,
+        }
+    }
+}
+
+/// How a reference to a tenant relates to the tenant files with errors.
+enum TenantRef<'a> {
+    /// No broken file is that tenant of that tier: the reference is wrong on its own.
+    Unrelated,
+    /// A broken file defines that tenant in that tier (or in a tier it does not let
+    /// read): the reference is right as far as can be known.
+    Broken,
+    /// A broken file defines that tenant in a tier the policy does not have: the
+    /// reference may be wrong only because of that mistake.
+    Unsure(&'a Path),
+}
+
 impl Broken {
     /// Whether `tenant` of `tier` may be a tenant whose file has errors.
-    fn may_be_tenant(&self, tenant: &str, tier: &str) -> bool {
-        self.tenants
-            .iter()
-            .any(|t| t.id == tenant && t.tier.as_deref().is_none_or(|t| t == tier))
+    fn tenant_ref(&self, tenant: &str, tier: &str) -> TenantRef<'_> {
+        let mut found = TenantRef::Unrelated;
+        for t in self.tenants.iter().filter(|t| t.id == tenant) {
+            match &t.tier {
+                BrokenTenantTier::Of(own) if own == tier => return TenantRef::Broken,
+                BrokenTenantTier::Unreadable => return TenantRef::Broken,
+                BrokenTenantTier::Of(_) => {}
+                BrokenTenantTier::NotATier => found = TenantRef::Unsure(&t.file),
+            }
+        }
+        found
     }
 }
 
@@ -253,7 +294,8 @@ pub(super) fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<C
             }
             broken_tenants.push(BrokenTenant {
                 id: outline.id.map_or_else(|| stem(&src.path), Spanned::into_inner),
-                tier: outline.tier.map(Spanned::into_inner),
+                tier: BrokenTenantTier::new(outline.tier.map(Spanned::into_inner), &context),
+                file: src.path.clone(),
             });
             continue;
         };
@@ -278,24 +320,30 @@ pub(super) fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<C
             Some(_) => {}
             None => broken_tenants.push(BrokenTenant {
                 id,
-                tier: Some(tier_name),
+                tier: BrokenTenantTier::new(Some(tier_name), &context),
+                file: src.path.clone(),
             }),
         }
     }
     broken.tenants = broken_tenants;
 
     for r in automation_tenants {
-        let listed = tenants.iter().any(|t| t.id == r.tenant && t.tier == r.tier);
-        if !listed && !broken.may_be_tenant(&r.tenant, &r.tier) {
-            problems.0.push(ConfigError {
-                file: r.file,
-                line: Some(r.line),
-                message: format!(
-                    "automation.tenants: `{}` is not a tenant of tier `{}`",
-                    r.tenant, r.tier
-                ),
-            });
+        if tenants.iter().any(|t| t.id == r.tenant && t.tier == r.tier) {
+            continue;
         }
+        let follows = match broken.tenant_ref(&r.tenant, &r.tier) {
+            TenantRef::Broken => continue,
+            TenantRef::Unsure(file) => format!(" (may follow from the error in {})", file.display()),
+            TenantRef::Unrelated => String::new(),
+        };
+        problems.0.push(ConfigError {
+            file: r.file,
+            line: Some(r.line),
+            message: format!(
+                "automation.tenants: `{}` is not a tenant of tier `{}`{follows}",
+                r.tenant, r.tier
+            ),
+        });
     }
 
     if let Some(g) = &gateway

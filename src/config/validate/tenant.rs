@@ -49,6 +49,11 @@ pub(super) struct Known<'a> {
 }
 
 impl Known<'_> {
+    /// Whether `name` is a tier of the policy, loaded or with errors in its file.
+    pub(super) fn is_tier(&self, name: &str) -> bool {
+        self.tiers.contains_key(name) || self.broken_tiers.contains_key(name)
+    }
+
     /// The tier named `name`; reports an unknown one unless its file is broken.
     fn tier(&self, src: &Source, name: &Spanned<String>, problems: &mut Problems) -> Option<&Arc<Tier>> {
         let tier = self.tiers.get(name.get_ref());
