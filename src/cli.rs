@@ -187,8 +187,10 @@ enum UserAction {
     /// Create a local account; the password is read from the first line of standard
     /// input (or PORTCULLIS_NEW_PASSWORD). TOTP is enrolled at the first sign-in.
     Add {
+        /// Tenant id (as in tenants/<id>.toml).
         #[arg(long)]
         tenant: String,
+        /// Login name: 1 to 256 printable characters, no '|' (the rule of the login form).
         #[arg(long)]
         username: String,
         /// Display name (defaults to the user name).
@@ -200,14 +202,17 @@ enum UserAction {
     },
     /// List the local accounts of a tenant.
     List {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
     },
     /// Remove a user's TOTP and recovery codes and end their sessions; they enrol again
     /// at the next sign-in.
     ResetMfa {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
+        /// Login name of the local account.
         #[arg(long)]
         username: String,
     },
@@ -217,17 +222,22 @@ enum UserAction {
 enum SessionsAction {
     /// List live sessions of a tenant (or of one user).
     List {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
+        /// Only this user's sessions (login name or IdP subject).
         #[arg(long)]
         user: Option<String>,
     },
     /// End sessions: one (--session ID), all of a user (--user), or all of the tenant.
     Revoke {
+        /// Tenant id.
         #[arg(long)]
         tenant: String,
+        /// End every session of this user (login name or IdP subject).
         #[arg(long)]
         user: Option<String>,
+        /// End this one session (its id as `sessions list` shows it).
         #[arg(long)]
         session: Option<String>,
     },
@@ -411,12 +421,48 @@ async fn record_cli_change(
     Ok(())
 }
 
+/// A time of a list for people: `2026-12-06 17:03 UTC (5 minutes ago)`, from unix seconds
+/// and the time the list was made.
+fn when(unix: i64, now: i64) -> String {
+    let Ok(secs) = u64::try_from(unix) else {
+        return unix.to_string();
+    };
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    // `2026-12-06T17:03:09Z`: the date, and the time to the minute.
+    let stamp = humantime::format_rfc3339_seconds(at).to_string();
+    match (stamp.get(..10), stamp.get(11..16)) {
+        (Some(date), Some(time)) => format!("{date} {time} UTC ({})", ago(now.saturating_sub(unix))),
+        _ => stamp,
+    }
+}
+
+/// How long ago `secs` seconds was (negative: how far ahead), in the largest whole unit.
+fn ago(secs: i64) -> String {
+    let n = secs.unsigned_abs();
+    let (count, unit) = match n {
+        0..60 => return "just now".to_string(),
+        60..3600 => (n / 60, "minute"),
+        3600..86_400 => (n / 3600, "hour"),
+        _ => (n / 86_400, "day"),
+    };
+    let amount = format!("{count} {unit}{}", if count == 1 { "" } else { "s" });
+    if secs < 0 {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
+}
+
 fn actor() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "operator".into()))
 }
 
-/// The accounts service over the stores a running gateway uses, and the tenant's tier.
-async fn tenant_accounts(args: &StoreArgs, tenant: &str) -> anyhow::Result<(String, Accounts)> {
+/// The accounts service over the stores a running gateway uses, the tenant's tier, and
+/// the stores.
+async fn tenant_accounts(
+    args: &StoreArgs,
+    tenant: &str,
+) -> anyhow::Result<(String, Accounts, Arc<portcullis::session::Sessions>)> {
     use portcullis::auth::login::LocalLogin;
     use portcullis::auth::password::PasswordHasher;
     let (cfg, sessions) = all_stores(args).await?;
@@ -424,9 +470,9 @@ async fn tenant_accounts(args: &StoreArgs, tenant: &str) -> anyhow::Result<(Stri
     let login = LocalLogin {
         hasher: PasswordHasher::new(Default::default()).map_err(|e| anyhow!("{e}"))?,
         switches: portcullis::killswitch::KillSwitches::new(sessions.clone()),
-        sessions,
+        sessions: sessions.clone(),
     };
-    Ok((tier, Accounts::new(login)))
+    Ok((tier, Accounts::new(login), sessions))
 }
 
 /// The audit actor of a change made from the command line.
@@ -447,7 +493,13 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             name,
             roles,
         } => {
-            let (tier, accounts) = tenant_accounts(&args, &tenant).await?;
+            // The login form's rule, checked before anything is opened or asked for.
+            portcullis::account::check_local_name(&username).map_err(|e| anyhow!("--username: {e}"))?;
+            let (tier, accounts, sessions) = tenant_accounts(&args, &tenant).await?;
+            let taken = || anyhow!("user {username} already exists in tenant {tenant}");
+            if sessions.store(&tier)?.get_user(&tenant, &username).await?.is_some() {
+                return Err(taken());
+            }
             let password = match std::env::var("PORTCULLIS_NEW_PASSWORD") {
                 Ok(p) => p,
                 Err(_) => {
@@ -467,12 +519,20 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             accounts
                 .create(&tier, new, &password, &cli_actor(), portcullis::clock::unix_now())
                 .await
-                .map_err(|e| anyhow!("{e}"))?;
+                .map_err(|e| match e {
+                    // Created by someone else since the check above.
+                    AccountError::Store(portcullis::store::StoreError::Conflict(_)) => taken(),
+                    e => anyhow!("{e}"),
+                })?;
             println!("created {username} in {tenant}; TOTP is set up at the first sign-in");
         }
         UserAction::List { tenant } => {
             let (_, store) = tenant_store(&args, &tenant).await?;
-            for u in store.list_users(&tenant).await? {
+            let users = store.list_users(&tenant).await?;
+            if users.is_empty() {
+                eprintln!("no local accounts in tenant {tenant}");
+            }
+            for u in users {
                 let mfa = if u.totp_enrolled_at.is_some() {
                     "totp"
                 } else {
@@ -488,7 +548,7 @@ async fn user(action: UserAction, args: StoreArgs) -> anyhow::Result<()> {
             }
         }
         UserAction::ResetMfa { tenant, username } => {
-            let (tier, accounts) = tenant_accounts(&args, &tenant).await?;
+            let (tier, accounts, _) = tenant_accounts(&args, &tenant).await?;
             let ended = accounts
                 .reset_mfa(&tier, &tenant, &username, &cli_actor(), portcullis::clock::unix_now())
                 .await
@@ -512,6 +572,12 @@ async fn sessions(action: SessionsAction, args: StoreArgs) -> anyhow::Result<()>
                 Some(u) => store.list_user_sessions(&tenant, u, now).await?,
                 None => store.list_tenant_sessions(&tenant, now, 10_000).await?,
             };
+            if list.is_empty() {
+                match &user {
+                    Some(u) => eprintln!("no live sessions of {u} in tenant {tenant}"),
+                    None => eprintln!("no live sessions in tenant {tenant}"),
+                }
+            }
             for s in list {
                 println!(
                     "{}\t{}\t{}\t{}\tcreated={}\tlast_seen={}",
@@ -519,8 +585,8 @@ async fn sessions(action: SessionsAction, args: StoreArgs) -> anyhow::Result<()>
                     s.subject,
                     s.ip,
                     s.auth_method,
-                    s.created_at,
-                    s.last_seen
+                    when(s.created_at, now),
+                    when(s.last_seen, now)
                 );
             }
         }
@@ -651,13 +717,22 @@ async fn breaker(action: BreakerAction, args: StoreArgs) -> anyhow::Result<()> {
             }
         }
         BreakerAction::List => {
-            for ks in switches.list(&cfg).await?.into_iter().filter(|k| k.in_force(now)) {
+            let tripped: Vec<_> = switches
+                .list(&cfg)
+                .await?
+                .into_iter()
+                .filter(|k| k.in_force(now))
+                .collect();
+            if tripped.is_empty() {
+                eprintln!("no tripped breakers");
+            }
+            for ks in tripped {
                 println!(
                     "{}\ttripped_at={}\tby={}\texpires_at={}\treason={}",
                     ks.scope.target(),
-                    ks.tripped_at,
+                    when(ks.tripped_at, now),
                     ks.tripped_by,
-                    ks.expires_at.map_or_else(|| "never".to_string(), |e| e.to_string()),
+                    ks.expires_at.map_or_else(|| "never".to_string(), |e| when(e, now)),
                     ks.reason
                 );
             }
@@ -792,4 +867,53 @@ fn assertion_key_file(dir: &std::path::Path, tier: &str) -> anyhow::Result<PathB
         };
     }
     Err(anyhow!("no tier file names tier `{tier}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every argument and subcommand without a `--help` text, as `portcullis a b --flag`.
+    fn undocumented(cmd: &clap::Command, path: &str, found: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            if arg.get_help().is_none() {
+                found.push(format!("{path} --{}", arg.get_long().unwrap_or(arg.get_id().as_str())));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() {
+                found.push(sub_path.clone());
+            }
+            undocumented(sub, &sub_path, found);
+        }
+    }
+
+    /// If this broke, `--help` would list a flag or command with nothing saying what it
+    /// does, and a newcomer would have to read the source.
+    #[test]
+    fn every_flag_and_subcommand_has_a_help_text() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut found = Vec::new();
+        undocumented(&cmd, "portcullis", &mut found);
+        assert_eq!(found, Vec::<String>::new(), "undocumented in --help");
+        // The walk reaches the nested commands and their flags.
+        let user = cmd.find_subcommand("user").unwrap();
+        let add = user.find_subcommand("add").unwrap();
+        assert!(add.get_arguments().any(|a| a.get_long() == Some("username")));
+    }
+
+    /// If this broke, the lists would show raw unix seconds again, or a wrong "ago".
+    #[test]
+    fn list_times_read_as_date_time_and_how_long_ago() {
+        let now = 1_796_576_580; // 2026-12-06 17:03:00 UTC
+        assert_eq!(when(now - 300, now), "2026-12-06 16:58 UTC (5 minutes ago)");
+        assert_eq!(when(now, now), "2026-12-06 17:03 UTC (just now)");
+        assert_eq!(when(now - 3600, now), "2026-12-06 16:03 UTC (1 hour ago)");
+        assert_eq!(when(now + 2 * 86_400, now), "2026-12-08 17:03 UTC (in 2 days)");
+        assert_eq!(when(-5, now), "-5");
+    }
 }

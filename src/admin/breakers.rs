@@ -44,17 +44,20 @@ struct ResetBody {
     reason: String,
 }
 
-/// `?dry_run=true`, and `?idp=` for account switches.
+/// `?dry_run=true`, and `?idp=` for account switches. Anything else is refused (`400`):
+/// a mistyped `dry_run` (`?dry_run=yes`, `?dryrun=true`) must not trip for real.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct DryRunQuery {
     #[serde(default)]
-    dry_run: Option<String>,
+    dry_run: Option<bool>,
     #[serde(default)]
     idp: Option<String>,
 }
 
 /// `?idp=` of an account switch reset.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct AccountQuery {
     #[serde(default)]
     idp: Option<String>,
@@ -153,7 +156,7 @@ async fn trip(
     let body: TripBody = parse_body(&headers, &body)?;
     let actor = actor_of(&caller, &peer);
     let now = crate::clock::unix_now();
-    if query.dry_run.as_deref() == Some("true") {
+    if query.dry_run == Some(true) {
         let report = state
             .switches
             .dry_run(&config, &scope, &body.reason, &actor, now)

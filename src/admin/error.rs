@@ -7,7 +7,9 @@
 //! compared across requests to show that a token learns nothing beyond its reach.
 //!
 //! The request id is made per request by [`with_request_id`], the router's middleware,
-//! which also writes the response of every refusal a handler returned. Also here: the one
+//! which also writes the response of every refusal a handler returned, and of every one
+//! the router or an extractor made (unknown path, wrong method, a path or query that does
+//! not decode), so no answer of the API is plain text without an id. Also here: the one
 //! reading of a JSON body error ([`AdminError::json_body`]), which names fields but never
 //! repeats a value. Owns no authentication and no rules; the handlers choose the refusal.
 
@@ -41,6 +43,12 @@ pub(super) enum AdminError {
     PayloadTooLarge,
     /// The body is not JSON (415).
     UnsupportedMediaType,
+    /// The path exists but does not take this method (405; the router adds `Allow`).
+    MethodNotAllowed,
+    /// The router or an extractor refused the request before a handler chose a refusal
+    /// (an unknown path, a path segment or query that does not decode). Only the status
+    /// is kept: axum's own text may repeat the input.
+    Rejected(StatusCode),
     /// The same `Idempotency-Key` was used for a different trip (409).
     IdempotencyConflict,
     /// The approver proposed or edited the change (403).
@@ -165,6 +173,24 @@ impl AdminError {
                 "unsupported_media_type",
                 "Send a JSON body with Content-Type: application/json.".into(),
             ),
+            AdminError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This path does not take this method; the Allow header lists those it takes.".into(),
+            ),
+            AdminError::Rejected(status) => {
+                let (code, message) = match *status {
+                    StatusCode::NOT_FOUND => ("not_found", "No such API."),
+                    StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "Request body too large."),
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                        "unsupported_media_type",
+                        "Send a JSON body with Content-Type: application/json.",
+                    ),
+                    s if s.is_server_error() => ("internal_error", "The request failed; try again."),
+                    _ => ("bad_request", "The request's path or query is malformed."),
+                };
+                (*status, code, message.into())
+            }
             AdminError::IdempotencyConflict => (
                 StatusCode::CONFLICT,
                 "idempotency_conflict",
@@ -255,14 +281,28 @@ impl IntoResponse for AdminError {
 }
 
 /// Middleware of the admin router: gives each request an id (random, 16 hex digits) and
-/// writes the body of a refusal with it.
+/// writes the body of a refusal with it, also of one the router or an extractor made
+/// (which would otherwise be plain text without the id).
 pub(super) async fn with_request_id(req: Request, next: Next) -> Response {
     let request_id = format!("{:016x}", rand::random::<u64>());
     let mut resp = next.run(req).await;
     match resp.extensions_mut().remove::<AdminError>() {
         Some(refusal) => refusal.into_response(&request_id),
+        None if resp.status().is_client_error() || resp.status().is_server_error() => {
+            AdminError::Rejected(resp.status()).into_response(&request_id)
+        }
         None => resp,
     }
+}
+
+/// The router's answer to a path it does not know.
+pub(super) async fn no_such_path() -> AdminError {
+    AdminError::NotFound("No such API.".into())
+}
+
+/// The router's answer to a method a known path does not take.
+pub(super) async fn wrong_method() -> AdminError {
+    AdminError::MethodNotAllowed
 }
 
 #[cfg(test)]
@@ -294,6 +334,9 @@ mod tests {
             (AdminError::BadRequest("x".into()), 400, "bad_request"),
             (AdminError::PayloadTooLarge, 413, "payload_too_large"),
             (AdminError::UnsupportedMediaType, 415, "unsupported_media_type"),
+            (AdminError::MethodNotAllowed, 405, "method_not_allowed"),
+            (AdminError::Rejected(StatusCode::BAD_REQUEST), 400, "bad_request"),
+            (AdminError::Rejected(StatusCode::NOT_FOUND), 404, "not_found"),
             (AdminError::IdempotencyConflict, 409, "idempotency_conflict"),
             (AdminError::SamePerson, 403, "same_person"),
             (AdminError::Conflict("expired".into()), 409, "conflict"),

@@ -76,6 +76,8 @@ pub fn router(state: AdminState) -> Router {
             "/v1/tenants/{tenant}/accounts/{subject}/breaker",
             put(breakers::put_account).delete(breakers::delete_account),
         )
+        .fallback(error::no_such_path)
+        .method_not_allowed_fallback(error::wrong_method)
         .layer(axum::middleware::from_fn(error::with_request_id))
         .with_state(state)
 }

@@ -179,7 +179,7 @@ pub struct RawSso {
     #[serde(default)]
     pub enforce: bool,
     #[serde(default)]
-    pub break_glass: Vec<String>,
+    pub break_glass: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -190,7 +190,7 @@ fn bad_durations_urls_and_addresses_are_reported() {
     );
     assert_error(
         &[("gateway.toml", &format!("{GATEWAY}[limits]\nidle_timeout = \"0s\"\n"))],
-        "duration must be greater than zero",
+        "gateway.toml:6: limits.idle_timeout: `0s` is out of range; it must be at least 1s and at most 1h",
     );
 }
 
@@ -255,7 +255,12 @@ fn overrides_are_validated_like_policy_values() {
         listen: Some("nope".into()),
         ..Overrides::default()
     };
-    assert!(load(dir.path(), &env(), &bad).is_err());
+    let errs: Vec<String> = load(dir.path(), &env(), &bad)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errs, ["--listen: `nope` is not a socket address (expected IP:PORT)"]);
     let outside = Overrides {
         upstream: Some("http://203.0.113.9".into()),
         ..Overrides::default()
@@ -484,5 +489,108 @@ fn a_redis_acl_user_needs_a_password_reference() {
     assert_eq!(
         (user.as_str(), password.expose_secret()),
         ("staging-gw", &b"staging-redis-password"[..])
+    );
+}
+
+/// If this broke, a session could be set to last for centuries, or in a spelling (`12
+/// hours`, `1h30m`) that reads differently from every other policy file.
+#[test]
+fn durations_have_one_syntax_and_a_range_per_setting() {
+    let session = |idle: &str, absolute: &str| {
+        format!("{ACME}\n[session]\nidle_timeout = \"{idle}\"\nabsolute_timeout = \"{absolute}\"\n")
+    };
+    for bad in ["12 hours", "1000y", "1h30m", "1.5h", "-1s", "h", ""] {
+        assert_error(
+            &[("tenants/acme.toml", &session("30m", bad))],
+            &format!(
+                "acme.toml:12: session.absolute_timeout: `{bad}` is not a duration; write a whole number and one unit: ms, s, m, h or d (e.g. \"30s\", \"15m\", \"12h\", \"7d\")"
+            ),
+        );
+    }
+    assert_error(
+        &[("tenants/acme.toml", &session("30m", "31d"))],
+        "acme.toml:12: session.absolute_timeout: `31d` is out of range; it must be at least 1s and at most 30d",
+    );
+    assert_error(
+        &[(
+            "gateway.toml",
+            &format!("{GATEWAY}[limits]\nheader_read_timeout = \"1h\"\n"),
+        )],
+        "limits.header_read_timeout: `1h` is out of range; it must be at least 1s and at most 5m",
+    );
+    let dir = fixture(&[("tenants/acme.toml", &session("90s", "7d"))]);
+    let cfg = load(dir.path(), &env(), &Overrides::default()).unwrap();
+    let s = &cfg.tenants[0].session;
+    assert_eq!(
+        (s.idle_timeout.as_secs(), s.absolute_timeout.as_secs()),
+        (90, 7 * 86_400)
+    );
+}
+
+/// If this broke, an operator would have to hunt for the line to fix.
+#[test]
+fn an_idle_timeout_longer_than_the_absolute_one_is_reported_at_its_line() {
+    let both = format!("{ACME}\n[session]\nidle_timeout = \"13h\"\nabsolute_timeout = \"12h\"\n");
+    assert_error(
+        &[("tenants/acme.toml", &both)],
+        "acme.toml:11: session.idle_timeout (13h) must not be longer than session.absolute_timeout (12h)",
+    );
+    // A wrong absolute timeout is its own problem; the comparison is not made with the default.
+    let dir = fixture(&[("tenants/acme.toml", &both.replace("\"12h\"", "\"1000y\""))]);
+    let errs = errors(dir.path());
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("acme.toml:12: session.absolute_timeout: `1000y`"),
+        "{errs:#?}"
+    );
+}
+
+/// If this broke, a break-glass name no local account can have (the rule of `user add`
+/// and the login form) would pass review and fail only in an emergency.
+#[test]
+fn break_glass_names_follow_the_local_account_rule() {
+    let sso = |names: &str| {
+        format!(
+            "{ACME}\n[sso]\nissuer = \"https://idp.example\"\nclient_id = \"gw\"\nclient_secret = \"env:PROD_COOKIE\"\nenforce = true\nbreak_glass = [{names}]\n"
+        )
+    };
+    let dir = fixture(&[("tenants/acme.toml", &sso("\"root\""))]);
+    assert_eq!(errors(dir.path()), Vec::<String>::new());
+    assert_error(
+        &[("tenants/acme.toml", &sso("\"root\", \"sso|x\""))],
+        "acme.toml:15: sso.break_glass: user name must not contain '|'",
+    );
+}
+
+/// If this broke, one wrong `--upstream` would be reported once per tenant, each time at
+/// a line of a policy file that does not hold the value.
+#[test]
+fn a_wrong_upstream_override_is_one_problem_of_the_command_line() {
+    let globex = ACME.replace("acme", "globex");
+    let dir = fixture(&[("tenants/globex.toml", &globex)]);
+    let bad = Overrides {
+        upstream: Some("ftp://127.0.0.1".into()),
+        ..Overrides::default()
+    };
+    let errs: Vec<String> = load(dir.path(), &env(), &bad)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errs, ["--upstream: scheme `ftp` is not supported (http or https)"]);
+    let outside = Overrides {
+        upstream: Some("http://203.0.113.9".into()),
+        ..Overrides::default()
+    };
+    let errs: Vec<String> = load(dir.path(), &env(), &outside)
+        .unwrap_err()
+        .iter()
+        .map(|e| e.message.clone())
+        .collect();
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs.iter()
+            .all(|e| e.ends_with("is outside the allowlist of tier `prod` (set by --upstream)")),
+        "{errs:#?}"
     );
 }

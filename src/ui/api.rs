@@ -1,7 +1,9 @@
 //! The tenant JSON API under `/.portcullis/api/...`: twins of the pages for scripts and
 //! SPAs (sign-in, second factor, enrolment, sign-out, whoami, sessions, history,
 //! password); the tenant admin's breaker calls are in `admin.rs`. State-changing calls
-//! must come from the host's own origin; bodies are JSON with known fields only.
+//! must come from the host's own origin; bodies are JSON with known fields only (a
+//! refused body names the field, never its value); a known path called with another
+//! method is `405` with `Allow`.
 //! `error.rs` (below this file) is its one mapping from refusal to response.
 
 mod error;
@@ -84,7 +86,10 @@ impl Portal {
             (Method::GET, "history") => self.api_history(req, ctx).await,
             (Method::POST, "password") => self.api_password(req, ctx).await,
             (m, p) if p.starts_with("admin/") => self.api_admin(req, ctx, m, &p["admin/".len()..]).await,
-            _ => Err(ApiError::NotFound("No such API.")),
+            (_, p) => Err(match allowed_methods(p) {
+                Some(allow) => ApiError::WrongMethod { allow },
+                None => ApiError::NotFound("No such API."),
+            }),
         }
     }
 
@@ -261,6 +266,20 @@ impl Portal {
     }
 }
 
+/// The methods an endpoint of this API takes, for the `Allow` header of a `405`; `None`
+/// for a path that is no endpoint. Must list what [`Portal::api`] dispatches (the tenant
+/// admin's endpoints answer for themselves in `admin.rs`).
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "login" | "mfa" | "logout" | "password" => Some("POST"),
+        "enrol" => Some("GET, POST"),
+        "whoami" | "history" => Some("GET"),
+        "sessions" => Some("GET, DELETE"),
+        p if p.starts_with("sessions/") => Some("DELETE"),
+        _ => None,
+    }
+}
+
 /// Reads a JSON API body: `application/json`, at most 64 KiB, known fields only.
 pub(super) async fn json_body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
     let (parts, body) = req.into_parts();
@@ -268,5 +287,50 @@ pub(super) async fn json_body<T: serde::de::DeserializeOwned>(req: Request<Incom
         return Err(ApiError::UnsupportedMediaType);
     }
     let bytes = web::read_body(&parts.headers, body).await?;
-    serde_json::from_slice(&bytes).map_err(|_| ApiError::MalformedJson)
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(json_problem(&e)))
+}
+
+/// What is wrong with a JSON body, naming a missing, unknown or wrongly typed field but
+/// never repeating a value (a password sent in the wrong field must not come back).
+fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => crate::changes::serde_problem(e),
+        Category::Syntax | Category::Eof => format!("malformed JSON at line {} column {}", e.line(), e.column()),
+        Category::Io => "unreadable body".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// If this broke, a script would be told its body is wrong without learning which
+    /// field, or would see a secret it sent in the wrong field echoed back.
+    #[test]
+    fn a_body_problem_names_the_field_never_the_value() {
+        let problem = |text: &str| json_problem(&serde_json::from_str::<LoginBody>(text).err().unwrap());
+        assert_eq!(problem(r#"{"username": "a"}"#), "missing field `password`");
+        assert!(problem(r#"{"username": "a", "password": "p", "x": 1}"#).starts_with("unknown field `x`"));
+        let wrong = problem(r#"{"username": "a", "password": 12345678}"#);
+        assert!(
+            wrong.contains("expected a string") && !wrong.contains("12345678"),
+            "{wrong}"
+        );
+        assert_eq!(
+            problem(r#"{"username": "hunter2"#),
+            "malformed JSON at line 1 column 21"
+        );
+    }
+
+    /// If this broke, a known endpoint called with the wrong method would answer 404 as
+    /// if it did not exist, or a 405 would not say which methods work.
+    #[test]
+    fn every_endpoint_names_its_methods() {
+        assert_eq!(allowed_methods("login"), Some("POST"));
+        assert_eq!(allowed_methods("sessions"), Some("GET, DELETE"));
+        assert_eq!(allowed_methods("sessions/abc"), Some("DELETE"));
+        assert_eq!(allowed_methods("whoami"), Some("GET"));
+        assert_eq!(allowed_methods("nope"), None);
+    }
 }

@@ -179,3 +179,112 @@ async fn user_add_and_reset_mfa_work_on_a_running_gateway() {
     );
     assert!(!out.contains(PASSWORD));
 }
+
+/// The time of a list field `created=2026-12-06 17:03 UTC (just now)`: asserts the
+/// shape and that it names a moment within two minutes of now; returns the `(...)` part.
+fn listed_time(line: &str, field: &str) -> String {
+    let value = line
+        .split('\t')
+        .find_map(|f| f.strip_prefix(&format!("{field}=")))
+        .unwrap_or_else(|| panic!("no {field}= in {line:?}"));
+    let (stamp, relative) = value
+        .split_once(" UTC (")
+        .unwrap_or_else(|| panic!("{field} is not `date time UTC (...)`: {value:?}"));
+    let (date, time) = stamp.split_once(' ').expect("date and time");
+    let at = humantime::parse_rfc3339(&format!("{date}T{time}:00Z"))
+        .unwrap_or_else(|e| panic!("{field}: {stamp:?} is not YYYY-MM-DD HH:MM: {e}"));
+    let off = std::time::SystemTime::now().duration_since(at).unwrap_or_default();
+    assert!(
+        off < std::time::Duration::from_secs(120),
+        "{field} is {off:?} off: {value}"
+    );
+    relative.trim_end_matches(')').to_string()
+}
+
+/// If this broke, an operator listing an empty tenant would see nothing and wonder
+/// whether the command worked, and times would read as raw unix seconds again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_say_when_they_are_empty_and_show_readable_times() {
+    let (_ups, gw) = start().await;
+    let (ok, out, err) = portcullis(&gw, &["sessions", "list", "--tenant", "acme"], "").await;
+    assert!(ok, "sessions list: {err}");
+    assert_eq!(out, "", "the message is not a row of the list");
+    assert_eq!(err, "no live sessions in tenant acme\n");
+    let (ok, out, err) = portcullis(&gw, &["breaker", "list"], "").await;
+    assert!(ok, "breaker list: {err}");
+    assert_eq!((out.as_str(), err.as_str()), ("", "no tripped breakers\n"));
+    let (ok, out, err) = portcullis(&gw, &["user", "list", "--tenant", "globex"], "").await;
+    assert!(ok, "user list: {err}");
+    assert_eq!(
+        (out.as_str(), err.as_str()),
+        ("", "no local accounts in tenant globex\n")
+    );
+
+    Accounts::open(&gw).await.insert_sessions("acme", 1).await;
+    let (ok, out, err) = portcullis(&gw, &["sessions", "list", "--tenant", "acme"], "").await;
+    assert!(ok, "sessions list: {err}");
+    assert_eq!(err, "", "a list with rows says nothing more");
+    let line = out.lines().next().expect("one session");
+    assert_eq!(listed_time(line, "created"), "just now");
+    assert_eq!(listed_time(line, "last_seen"), "just now");
+
+    let trip = [
+        "breaker",
+        "trip",
+        "--tenant",
+        "acme",
+        "--reason",
+        "drill",
+        "--expires",
+        "2h",
+    ];
+    let (ok, _, err) = portcullis(&gw, &trip, "").await;
+    assert!(ok, "breaker trip: {err}");
+    let (ok, out, err) = portcullis(&gw, &["breaker", "list"], "").await;
+    assert!(ok, "breaker list: {err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("tenant:acme"))
+        .expect("the trip is listed");
+    assert_eq!(listed_time(line, "tripped_at"), "just now");
+    let expires = line
+        .split('\t')
+        .find_map(|f| f.strip_prefix("expires_at="))
+        .expect("expires_at");
+    assert!(
+        expires.ends_with(" UTC (in 2 hours)") || expires.ends_with(" UTC (in 1 hour)"),
+        "{expires}"
+    );
+}
+
+/// If this broke, `user add` would ask for a password for a name no one can sign in
+/// with, or answer a taken name with a store error; either way something could change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_refuses_bad_and_taken_names_and_changes_nothing() {
+    let (_ups, gw) = start().await;
+    let add = |username: &'static str| ["user", "add", "--tenant", "acme", "--username", username];
+    for (bad, why) in [
+        ("al|ice", "--username: user name must not contain '|'"),
+        ("", "--username: user name must be 1 to 256 printable characters"),
+        (
+            "al\u{7}ice",
+            "--username: user name must be 1 to 256 printable characters",
+        ),
+    ] {
+        let (ok, out, err) = portcullis(&gw, &add(bad), &format!("{PASSWORD}\n")).await;
+        assert!(!ok, "{bad:?} was accepted: {out}");
+        assert_eq!(err, format!("error: {why}\n"), "{bad:?}");
+    }
+    let (ok, _, err) = portcullis(&gw, &add("erin"), &format!("{PASSWORD}\n")).await;
+    assert!(ok, "user add: {err}");
+    let before = listed(&gw, "erin").await;
+    let (ok, out, err) = portcullis(&gw, &add("erin"), "another-long-password-1\n").await;
+    assert!(!ok, "a taken name was created again: {out}");
+    assert_eq!(err, "error: user erin already exists in tenant acme\n");
+    assert_eq!(listed(&gw, "erin").await, before);
+    let (ok, out, err) = portcullis(&gw, &["user", "list", "--tenant", "acme"], "").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1, "only erin: {out}");
+    let (_, audit, _) = portcullis(&gw, &["audit", "export", "--tier", "prod"], "").await;
+    assert_eq!(audit.matches("\"user.create\"").count(), 1, "{audit}");
+}

@@ -99,6 +99,18 @@ pub(super) fn build_gateway(
     }
 }
 
+/// Every host the `[[tls.certificates]]` list, as written (normalised), whether or not
+/// their certificate loads: a host whose certificate failed is not reported again as
+/// uncovered.
+pub(super) fn certificate_hosts(raw: &RawGateway) -> Vec<String> {
+    raw.tls
+        .certificates
+        .iter()
+        .flat_map(|c| c.hosts.get_ref())
+        .filter_map(|h| normalise_host(h.get_ref()).ok())
+        .collect()
+}
+
 fn addr(
     src: &Source,
     value: Option<&Spanned<String>>,
@@ -110,9 +122,15 @@ fn addr(
     let fallback = SocketAddr::from(([127, 0, 0, 1], 0));
     if let Some(cli) = cli {
         return cli.parse().unwrap_or_else(|_| {
+            // Named like `--store` and `--upstream`: the flag that set it.
+            let flag = if key == "listen.admin" {
+                "--admin-listen"
+            } else {
+                "--listen"
+            };
             problems.file(
-                Path::new("command line"),
-                format!("`{cli}` is not a socket address (expected IP:PORT) for {key}"),
+                Path::new(flag),
+                format!("`{cli}` is not a socket address (expected IP:PORT)"),
             );
             fallback
         });
@@ -163,6 +181,24 @@ fn parse_net(text: &str) -> Option<IpNet> {
         .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
+/// How long each gateway-wide timeout may be: long enough to serve, short enough that a
+/// slow or silent peer cannot hold a connection (or a shutdown) for hours.
+mod ranges {
+    use super::super::{DurationRange, hours, mins, secs};
+    use std::time::Duration;
+
+    /// Receiving a request head or finishing a TLS handshake (slowloris defence).
+    pub const HEADER_READ: DurationRange = DurationRange::new(secs(1), mins(5));
+    /// A connection without traffic.
+    pub const IDLE: DurationRange = DurationRange::new(secs(1), hours(1));
+    /// Connecting to an upstream.
+    pub const UPSTREAM_CONNECT: DurationRange = DurationRange::new(Duration::from_millis(100), mins(5));
+    /// An upstream starting its response.
+    pub const UPSTREAM_RESPONSE: DurationRange = DurationRange::new(secs(1), hours(1));
+    /// In-flight requests finishing on SIGTERM.
+    pub const SHUTDOWN_GRACE: DurationRange = DurationRange::new(secs(1), hours(1));
+}
+
 fn build_limits(src: &Source, raw: &RawLimits, problems: &mut Problems) -> Limits {
     let d = Limits::default();
     Limits {
@@ -182,15 +218,23 @@ fn build_limits(src: &Source, raw: &RawLimits, problems: &mut Problems) -> Limit
             src,
             raw.header_read_timeout.as_ref(),
             "limits.header_read_timeout",
+            ranges::HEADER_READ,
             problems,
         )
         .unwrap_or(d.header_read_timeout),
-        idle_timeout: duration(src, raw.idle_timeout.as_ref(), "limits.idle_timeout", problems)
-            .unwrap_or(d.idle_timeout),
+        idle_timeout: duration(
+            src,
+            raw.idle_timeout.as_ref(),
+            "limits.idle_timeout",
+            ranges::IDLE,
+            problems,
+        )
+        .unwrap_or(d.idle_timeout),
         upstream_connect_timeout: duration(
             src,
             raw.upstream_connect_timeout.as_ref(),
             "limits.upstream_connect_timeout",
+            ranges::UPSTREAM_CONNECT,
             problems,
         )
         .unwrap_or(d.upstream_connect_timeout),
@@ -198,11 +242,18 @@ fn build_limits(src: &Source, raw: &RawLimits, problems: &mut Problems) -> Limit
             src,
             raw.upstream_response_timeout.as_ref(),
             "limits.upstream_response_timeout",
+            ranges::UPSTREAM_RESPONSE,
             problems,
         )
         .unwrap_or(d.upstream_response_timeout),
-        shutdown_grace: duration(src, raw.shutdown_grace.as_ref(), "limits.shutdown_grace", problems)
-            .unwrap_or(d.shutdown_grace),
+        shutdown_grace: duration(
+            src,
+            raw.shutdown_grace.as_ref(),
+            "limits.shutdown_grace",
+            ranges::SHUTDOWN_GRACE,
+            problems,
+        )
+        .unwrap_or(d.shutdown_grace),
     }
 }
 

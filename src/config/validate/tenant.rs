@@ -8,15 +8,191 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::super::raw::{RawAutoTrip, RawRoute, RawTenant, RawTenantLimits};
+use super::super::raw::{RawAutoTrip, RawRoute, RawSession, RawTenant, RawTenantLimits};
 use super::super::{
     AutoTripKind, AutoTripRule, GuardSettings, GuardSettingsError, MfaPolicy, Overrides, SessionPolicy, SsoConfig,
     Tenant, Tier, Upstream,
 };
-use super::{Problems, Source, duration, resolve, size};
+use super::outline::TenantOutline;
+use super::{DurationRange, HostClaim, Problems, Source, days, duration, hours, mins, resolve, secs, size};
 use crate::policy::{Access, RouteRule, RouteTable};
 use crate::secret::Env;
 use crate::tenancy::{self, normalise_host};
+
+/// How long each duration setting of a tenant may be.
+mod ranges {
+    use super::*;
+
+    /// A session without requests. At least a second (tests of expiry use seconds); at
+    /// most 30 days, as long as a session may live at all.
+    pub const SESSION_IDLE: DurationRange = DurationRange::new(secs(1), days(30));
+    /// A session, from sign-in (NIST 800-63B: reauthenticate at least every 30 days).
+    pub const SESSION_ABSOLUTE: DurationRange = DurationRange::new(secs(1), days(30));
+    /// A request waiting for a slot of the upstream's bulkhead.
+    pub const QUEUE_WAIT: DurationRange = DurationRange::new(std::time::Duration::from_millis(1), mins(1));
+    /// An open upstream breaker before its probe.
+    pub const COOL_DOWN: DurationRange = DurationRange::new(secs(1), hours(1));
+    /// The window an auto-trip rule counts failures in.
+    pub const AUTO_TRIP_WINDOW: DurationRange = DurationRange::new(secs(1), hours(24));
+    /// An auto-trip's automatic reset.
+    pub const AUTO_TRIP_EXPIRES: DurationRange = DurationRange::new(mins(1), days(30));
+}
+
+/// What tenants are checked against: the tiers that loaded, and what failed to.
+pub(super) struct Known<'a> {
+    /// Tiers that loaded.
+    pub tiers: &'a BTreeMap<String, Arc<Tier>>,
+    /// Tiers whose file has errors: a tenant naming one is not "of an unknown tier".
+    pub broken_tiers: &'a BTreeMap<String, std::path::PathBuf>,
+    /// Tiers whose allowlist lost an entry: an upstream outside it may follow from that.
+    pub broken_allowlists: &'a BTreeMap<String, std::path::PathBuf>,
+}
+
+impl Known<'_> {
+    /// Whether `name` is a tier of the policy, loaded or with errors in its file.
+    pub(super) fn is_tier(&self, name: &str) -> bool {
+        self.tiers.contains_key(name) || self.broken_tiers.contains_key(name)
+    }
+
+    /// The tier named `name`; reports an unknown one unless its file is broken.
+    fn tier(&self, src: &Source, name: &Spanned<String>, problems: &mut Problems) -> Option<&Arc<Tier>> {
+        let tier = self.tiers.get(name.get_ref());
+        if tier.is_none() && !self.broken_tiers.contains_key(name.get_ref()) {
+            let known: Vec<&str> = self.tiers.keys().map(String::as_str).collect();
+            problems.at(
+                src,
+                name.span(),
+                format!("unknown tier `{}` (known: {})", name.get_ref(), known.join(", ")),
+            );
+        }
+        tier
+    }
+}
+
+/// Claims `hosts` for tenant `id`: each one normalised, and not claimed by another.
+fn claim_hosts(
+    src: &Source,
+    id: &str,
+    hosts: &[Spanned<String>],
+    hosts_seen: &mut HashMap<String, HostClaim>,
+    problems: &mut Problems,
+) -> Vec<String> {
+    let mut claimed = Vec::new();
+    for h in hosts {
+        match normalise_host(h.get_ref()) {
+            Ok(host) => match hosts_seen.get(&host) {
+                Some(owner) => problems.at(
+                    src,
+                    h.span(),
+                    format!("host `{host}` is already claimed by tenant `{}`", owner.tenant),
+                ),
+                None => {
+                    let claim = HostClaim {
+                        tenant: id.to_string(),
+                        file: src.path.clone(),
+                        line: src.line_of(h.span().start),
+                    };
+                    hosts_seen.insert(host.clone(), claim);
+                    claimed.push(host);
+                }
+            },
+            Err(msg) => problems.at(src, h.span(), format!("hosts: {msg}")),
+        }
+    }
+    claimed
+}
+
+/// Checks what is readable of a tenant file that does not parse: its id, its tier, its
+/// upstream against the tier's allowlist, and its hosts against every other tenant's.
+pub(super) fn check_outline(
+    src: &Source,
+    outline: &TenantOutline,
+    known: &Known<'_>,
+    overrides: &Overrides,
+    hosts_seen: &mut HashMap<String, HostClaim>,
+    problems: &mut Problems,
+) {
+    if let Some(id) = &outline.id {
+        check_id(src, id, problems);
+    }
+    let tier = outline.tier.as_ref().and_then(|t| known.tier(src, t, problems));
+    if let Some(upstream) = &outline.upstream {
+        check_upstream(src, upstream, tier, known, overrides, problems);
+    }
+    for (key, value) in &outline.durations {
+        // Each on its own: compared with another only in a file that parses.
+        let range = match *key {
+            "session.idle_timeout" => ranges::SESSION_IDLE,
+            "session.absolute_timeout" => ranges::SESSION_ABSOLUTE,
+            "limits.queue_wait" => ranges::QUEUE_WAIT,
+            "limits.breaker_cool_down" => ranges::COOL_DOWN,
+            _ => continue,
+        };
+        duration(src, Some(value), key, range, problems);
+    }
+    let id = outline
+        .id
+        .as_ref()
+        .map_or_else(|| super::stem(&src.path), |i| i.get_ref().clone());
+    claim_hosts(src, &id, &outline.hosts, hosts_seen, problems);
+}
+
+fn check_id(src: &Source, id: &Spanned<String>, problems: &mut Problems) {
+    if !tenancy::is_name(id.get_ref()) {
+        problems.at(
+            src,
+            id.span(),
+            format!(
+                "tenant id `{}` must be 1-32 characters of a-z, 0-9 and '-'",
+                id.get_ref()
+            ),
+        );
+    }
+}
+
+/// The tenant's upstream (or `--upstream`), parsed and checked against its tier's
+/// allowlist when the tier is known.
+fn check_upstream(
+    src: &Source,
+    raw: &Spanned<String>,
+    tier: Option<&Arc<Tier>>,
+    known: &Known<'_>,
+    overrides: &Overrides,
+    problems: &mut Problems,
+) -> Option<Upstream> {
+    let text = overrides.upstream.as_ref().unwrap_or(raw.get_ref());
+    match parse_upstream(text) {
+        Ok(u) => {
+            if let Some(tier) = tier
+                && !tier.upstream_allowlist.iter().any(|e| e.allows(&u.host, u.port))
+            {
+                let follows = match (&overrides.upstream, known.broken_allowlists.get(&tier.name)) {
+                    (Some(_), _) => " (set by --upstream)".to_string(),
+                    (None, Some(file)) => {
+                        format!(" (may follow from the error in the allowlist in {})", file.display())
+                    }
+                    (None, None) => String::new(),
+                };
+                problems.at(
+                    src,
+                    raw.span(),
+                    format!(
+                        "upstream `{text}` is outside the allowlist of tier `{}`{follows}",
+                        tier.name
+                    ),
+                );
+            }
+            Some(u)
+        }
+        Err(msg) => {
+            // A wrong `--upstream` is one problem of the command line, reported by `load`.
+            if overrides.upstream.is_none() {
+                problems.at(src, raw.span(), format!("upstream: {msg}"));
+            }
+            None
+        }
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn build_tenant(
@@ -25,94 +201,24 @@ pub(super) fn build_tenant(
     raw: RawTenant,
     env: &dyn Env,
     overrides: &Overrides,
-    tiers: &BTreeMap<String, Arc<Tier>>,
+    known: &Known<'_>,
     default_body: u64,
-    hosts_seen: &mut HashMap<String, String>,
+    hosts_seen: &mut HashMap<String, HostClaim>,
     problems: &mut Problems,
 ) -> Option<Tenant> {
     let before = problems.0.len();
     let id = raw.id.get_ref().clone();
-    if !tenancy::is_name(&id) {
-        problems.at(
-            src,
-            raw.id.span(),
-            format!("tenant id `{id}` must be 1-32 characters of a-z, 0-9 and '-'"),
-        );
-    }
-    let tier = tiers.get(raw.tier.get_ref());
-    if tier.is_none() {
-        let known: Vec<&str> = tiers.keys().map(String::as_str).collect();
-        problems.at(
-            src,
-            raw.tier.span(),
-            format!("unknown tier `{}` (known: {})", raw.tier.get_ref(), known.join(", ")),
-        );
-    }
+    check_id(src, &raw.id, problems);
+    let tier = known.tier(src, &raw.tier, problems);
 
-    let mut hosts = Vec::new();
     if raw.hosts.get_ref().is_empty() {
         problems.at(src, raw.hosts.span(), "hosts: list at least one host");
     }
-    for h in raw.hosts.get_ref() {
-        match normalise_host(h.get_ref()) {
-            Ok(host) => match hosts_seen.get(&host) {
-                Some(owner) => problems.at(
-                    src,
-                    h.span(),
-                    format!("host `{host}` is already claimed by tenant `{owner}`"),
-                ),
-                None => {
-                    hosts_seen.insert(host.clone(), id.clone());
-                    hosts.push(host);
-                }
-            },
-            Err(msg) => problems.at(src, h.span(), format!("hosts: {msg}")),
-        }
-    }
+    let hosts = claim_hosts(src, &id, raw.hosts.get_ref(), hosts_seen, problems);
 
-    let upstream_text = overrides
-        .upstream
-        .clone()
-        .unwrap_or_else(|| raw.upstream.get_ref().clone());
-    let upstream = match parse_upstream(&upstream_text) {
-        Ok(u) => {
-            if let Some(tier) = tier
-                && !tier.upstream_allowlist.iter().any(|e| e.allows(&u.host, u.port))
-            {
-                problems.at(
-                    src,
-                    raw.upstream.span(),
-                    format!(
-                        "upstream `{upstream_text}` is outside the allowlist of tier `{}`",
-                        tier.name
-                    ),
-                );
-            }
-            Some(u)
-        }
-        Err(msg) => {
-            problems.at(src, raw.upstream.span(), format!("upstream: {msg}"));
-            None
-        }
-    };
+    let upstream = check_upstream(src, &raw.upstream, tier, known, overrides, problems);
 
-    let session = SessionPolicy {
-        idle_timeout: duration(src, raw.session.idle_timeout.as_ref(), "session.idle_timeout", problems)
-            .unwrap_or(Duration::from_secs(30 * 60)),
-        absolute_timeout: duration(
-            src,
-            raw.session.absolute_timeout.as_ref(),
-            "session.absolute_timeout",
-            problems,
-        )
-        .unwrap_or(Duration::from_secs(12 * 3600)),
-    };
-    if session.idle_timeout > session.absolute_timeout {
-        problems.file(
-            &src.path,
-            "session.idle_timeout must not be longer than session.absolute_timeout",
-        );
-    }
+    let session = build_session(src, &raw.session, problems);
 
     let sso = raw.sso.and_then(|sso| {
         let production = tier.is_some_and(|t| t.production);
@@ -146,6 +252,12 @@ pub(super) fn build_tenant(
                 MfaPolicy::Required
             }
         };
+        // Local account names, so the rule of `user add` and the login form.
+        for name in &sso.break_glass {
+            if let Err(e) = crate::account::check_local_name(name.get_ref()) {
+                problems.at(src, name.span(), format!("sso.break_glass: {e}"));
+            }
+        }
         let secret = resolve(
             dir,
             src,
@@ -165,7 +277,7 @@ pub(super) fn build_tenant(
             roles_claim: sso.roles_claim,
             mfa,
             enforce: sso.enforce,
-            break_glass: sso.break_glass,
+            break_glass: sso.break_glass.into_iter().map(Spanned::into_inner).collect(),
         })
     });
 
@@ -179,11 +291,14 @@ pub(super) fn build_tenant(
     .unwrap_or(default_body);
     let routes = build_routes(src, &raw.routes, problems);
     let upstream_guard = build_guard(src, &raw.limits, problems);
+    let auto_trip = build_auto_trip(src, &raw.auto_trip, problems);
 
-    if problems.0.len() != before {
+    // A tenant of a tier that did not load is not built (and not reported: its tier's
+    // file has the error).
+    if problems.0.len() != before || tier.is_none() {
         return None;
     }
-    let auto_trip = build_auto_trip(src, &raw.auto_trip, problems);
+    let session = session?;
     Some(Tenant {
         auto_trip: auto_trip?,
         name: raw.name.unwrap_or_else(|| id.clone()),
@@ -196,6 +311,53 @@ pub(super) fn build_tenant(
         routes: routes?,
         max_body_bytes,
         upstream_guard,
+    })
+}
+
+/// The session timeouts (`[session]`), defaults where unset; `None` when one is wrong.
+fn build_session(src: &Source, raw: &RawSession, problems: &mut Problems) -> Option<SessionPolicy> {
+    let read = |value: &Option<Spanned<String>>, key, range, default, problems: &mut Problems| match value {
+        Some(_) => duration(src, value.as_ref(), key, range, problems),
+        None => Some(default),
+    };
+    let idle = read(
+        &raw.idle_timeout,
+        "session.idle_timeout",
+        ranges::SESSION_IDLE,
+        Duration::from_secs(30 * 60),
+        problems,
+    );
+    let absolute = read(
+        &raw.absolute_timeout,
+        "session.absolute_timeout",
+        ranges::SESSION_ABSOLUTE,
+        Duration::from_secs(12 * 3600),
+        problems,
+    );
+    // Compared only when both are valid: a wrong one is its own problem.
+    let (idle_timeout, absolute_timeout) = (idle?, absolute?);
+    if idle_timeout > absolute_timeout {
+        // At the line that set the idle timeout (or, when only the absolute one is set,
+        // at that line).
+        let span = raw
+            .idle_timeout
+            .as_ref()
+            .or(raw.absolute_timeout.as_ref())
+            .map_or(0..0, |v| v.span());
+        problems.at(
+            src,
+            span,
+            format!(
+                "session.idle_timeout ({}) must not be longer than session.absolute_timeout ({})",
+                super::show_duration(idle_timeout),
+                super::show_duration(absolute_timeout)
+            ),
+        );
+        return None;
+    }
+    Some(SessionPolicy {
+        idle_timeout,
+        absolute_timeout,
     })
 }
 
@@ -213,13 +375,20 @@ fn build_guard(src: &Source, raw: &RawTenantLimits, problems: &mut Problems) -> 
             src,
             raw.breaker_cool_down.as_ref(),
             "limits.breaker_cool_down",
+            ranges::COOL_DOWN,
             problems,
         )
         .unwrap_or(d.cool_down),
         max_in_flight: count(&raw.max_in_flight, "limits.max_in_flight", 1, problems).unwrap_or(d.max_in_flight),
         max_queued: count(&raw.max_queued, "limits.max_queued", 0, problems).unwrap_or(d.max_queued),
-        max_queue_wait: duration(src, raw.queue_wait.as_ref(), "limits.queue_wait", problems)
-            .unwrap_or(d.max_queue_wait),
+        max_queue_wait: duration(
+            src,
+            raw.queue_wait.as_ref(),
+            "limits.queue_wait",
+            ranges::QUEUE_WAIT,
+            problems,
+        )
+        .unwrap_or(d.max_queue_wait),
     };
     if let Err(errors) = settings.validate() {
         for e in errors {
@@ -282,9 +451,15 @@ fn build_auto_trip(src: &Source, raw: &[RawAutoTrip], problems: &mut Problems) -
                 None
             }
         };
-        let window = duration(src, Some(&r.window), "auto_trip.window", problems).filter(|d| !d.is_zero());
+        let window = duration(
+            src,
+            Some(&r.window),
+            "auto_trip.window",
+            ranges::AUTO_TRIP_WINDOW,
+            problems,
+        );
         let expires = match &r.expires {
-            Some(e) => duration(src, Some(e), "auto_trip.expires", problems).map(Some),
+            Some(e) => duration(src, Some(e), "auto_trip.expires", ranges::AUTO_TRIP_EXPIRES, problems).map(Some),
             None => Some(None),
         };
         match (kind, threshold, window, expires) {
@@ -371,7 +546,7 @@ fn build_routes(src: &Source, raw: &[RawRoute], problems: &mut Problems) -> Opti
     }
 }
 
-fn parse_upstream(text: &str) -> Result<Upstream, String> {
+pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
     let uri: http::Uri = text.parse().map_err(|_| format!("`{text}` is not a URL"))?;
     let scheme = uri
         .scheme()

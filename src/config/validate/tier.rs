@@ -13,10 +13,11 @@ use toml::Spanned;
 
 use super::super::raw::RawTier;
 use super::super::{AUTOMATION_SCOPES, AllowEntry, AllowHost, AutomationToken, ClientAuth, Keyring, Operator, Tier};
-use super::{PendingTenantRef, Problems, Source, resolve};
+use super::{Broken, PendingTenantRef, Problems, Source, resolve};
 use crate::secret::{Env, PrivateKey, SecretBytes};
 use crate::tenancy::{self, normalise_host};
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn build_tier(
     dir: &Path,
     src: &Source,
@@ -24,6 +25,7 @@ pub(super) fn build_tier(
     env: &dyn Env,
     fingerprints: &mut HashMap<[u8; 32], String>,
     automation_tenants: &mut Vec<PendingTenantRef>,
+    broken: &mut Broken,
     problems: &mut Problems,
 ) -> Option<Tier> {
     let name = raw.name.get_ref().clone();
@@ -39,14 +41,17 @@ pub(super) fn build_tier(
     for entry in &raw.upstream_allowlist {
         match parse_allow_entry(entry.get_ref()) {
             Some(e) => allowlist.push(e),
-            None => problems.at(
-                src,
-                entry.span(),
-                format!(
-                    "upstream_allowlist: `{}` is not a host, host:port, IP or CIDR range",
-                    entry.get_ref()
-                ),
-            ),
+            None => {
+                problems.at(
+                    src,
+                    entry.span(),
+                    format!(
+                        "upstream_allowlist: `{}` is not a host, host:port, IP or CIDR range",
+                        entry.get_ref()
+                    ),
+                );
+                broken.allowlists.insert(name.clone(), src.path.clone());
+            }
         }
     }
 

@@ -40,8 +40,9 @@ pub(in crate::ui) enum ApiError {
     PayloadTooLarge,
     /// The body could not be read (400).
     UnreadableBody,
-    /// The body is not JSON of the expected shape (400).
-    MalformedJson,
+    /// The body is not JSON of the expected shape; the text says where or which field,
+    /// never a value (400).
+    InvalidJson(String),
     /// The call is malformed; the text says what (400).
     BadRequest(String),
     /// A second-factor call without a pending sign-in (401).
@@ -52,8 +53,10 @@ pub(in crate::ui) enum ApiError {
     Password(AccountError),
     /// A breaker call of someone who is not a tenant admin (403).
     NotTenantAdmin,
-    /// A method the breaker endpoint does not take (405).
+    /// A method the breaker endpoint does not take (405, `Allow: PUT, DELETE`).
     MethodNotAllowed,
+    /// A method this endpoint does not take (405); `allow` lists those it takes.
+    WrongMethod { allow: &'static str },
     /// A tenant admin's trip or reset was refused.
     Trip(TripRefusal),
     /// A back-channel logout request that is unreadable or does not validate (400).
@@ -86,10 +89,10 @@ impl ApiError {
                 "Request body too large.",
             ),
             ApiError::UnreadableBody => plain(StatusCode::BAD_REQUEST, "bad_request", "Unreadable request body."),
-            ApiError::MalformedJson => plain(
+            ApiError::InvalidJson(problem) => (
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                "The JSON body is malformed or has unexpected fields.",
+                format!("Invalid JSON body: {problem}."),
             ),
             ApiError::BadRequest(m) => plain(StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::NoPendingLogin => plain(
@@ -125,6 +128,11 @@ impl ApiError {
                 "method_not_allowed",
                 "Use PUT or DELETE.",
             ),
+            ApiError::WrongMethod { allow } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("Use {}.", allow.replace(", ", " or ")),
+            ),
             ApiError::Trip(TripRefusal::SelfLockout) => plain(
                 StatusCode::CONFLICT,
                 "self_lockout",
@@ -158,6 +166,15 @@ impl ApiError {
         web::set_request_id(&mut resp, request_id);
         if let ApiError::Login(e) = &self {
             retry_after(&mut resp, e);
+        }
+        let allow = match &self {
+            ApiError::MethodNotAllowed => Some("PUT, DELETE"),
+            ApiError::WrongMethod { allow } => Some(*allow),
+            _ => None,
+        };
+        if let Some(allow) = allow {
+            resp.headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
         }
         resp
     }
@@ -193,7 +210,8 @@ mod tests {
             (ApiError::Unavailable, 503, "unavailable"),
             (ApiError::UnsupportedMediaType, 415, "unsupported_media_type"),
             (ApiError::PayloadTooLarge, 413, "payload_too_large"),
-            (ApiError::MalformedJson, 400, "bad_request"),
+            (ApiError::InvalidJson("missing field `code`".into()), 400, "bad_request"),
+            (ApiError::WrongMethod { allow: "POST" }, 405, "method_not_allowed"),
             (ApiError::NoPendingLogin, 401, "no_pending_login"),
             (ApiError::Login(LoginError::BadCredentials), 401, "invalid_credentials"),
             (ApiError::Login(LoginError::Store(store())), 503, "unavailable"),
@@ -238,6 +256,17 @@ mod tests {
             assert_eq!(keys, ["error", "message"], "{shown}: the body is unchanged");
             assert!(!json.to_string().contains("sqlite"), "{json}");
         }
+    }
+
+    /// If this broke, a script calling an endpoint with the wrong method would not learn
+    /// which methods it takes.
+    #[test]
+    fn a_wrong_method_names_the_allowed_ones() {
+        let resp = ApiError::WrongMethod { allow: "GET, DELETE" }.into_response("id");
+        assert_eq!(resp.headers()[http::header::ALLOW], "GET, DELETE");
+        assert_eq!(body(&resp)["message"], "Use GET or DELETE.");
+        let resp = ApiError::MethodNotAllowed.into_response("id");
+        assert_eq!(resp.headers()[http::header::ALLOW], "PUT, DELETE");
     }
 
     /// If this broke, a throttled script would not learn when to try again.
