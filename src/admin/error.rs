@@ -1,10 +1,9 @@
 //! The admin API's one mapping from refusal to response, like the public listener's
 //! (`proxy::respond`): every error of `/v1/...` is [`AdminError`], answered as
-//! `{"error","message"}` (plus `errors`, `tiers` or a change's own fields where the API
-//! documents them) with the request id in `x-request-id`. The caller sees a status, a
-//! short message and the request id; a store's or a service's inner error is logged with
-//! that id, never sent. The id travels in the header, not in the body: refusals are
-//! compared across requests to show that a token learns nothing beyond its reach.
+//! `{"error","message","request_id"}` (plus `errors`, `tiers` or a change's own fields
+//! where the API documents them), the request id also in `x-request-id`. The caller sees
+//! a status, a short message and the request id; a store's or a service's inner error is
+//! logged with that id, never sent.
 //!
 //! The request id is made per request by [`with_request_id`], the router's middleware,
 //! which also writes the response of every refusal a handler returned, and of every one
@@ -245,6 +244,7 @@ impl AdminError {
         }
         body.insert("error".into(), json!(code));
         body.insert("message".into(), json!(message));
+        body.insert("request_id".into(), json!(request_id));
         let mut resp = (status, axum::Json(Value::Object(body))).into_response();
         if let Ok(v) = HeaderValue::from_str(request_id) {
             resp.headers_mut()
@@ -362,7 +362,7 @@ mod tests {
             assert_eq!(resp.headers()["x-request-id"], "0123abcd", "{shown}");
             let (got, json) = body(resp).await;
             assert_eq!((got, json["error"].as_str()), (status, Some(code)), "{shown}");
-            assert!(json.get("request_id").is_none(), "{shown}: the body is unchanged");
+            assert_eq!(json["request_id"], "0123abcd", "{shown}");
             let text = json.to_string();
             assert!(!text.contains("sqlite") && !text.contains("/etc"), "{text}");
         }

@@ -45,11 +45,12 @@ impl Refusal {
             "{self:?}"
         );
         let keys: Vec<&String> = self.body.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["error", "message"], "{self:?}");
+        assert_eq!(keys, ["error", "message", "request_id"], "{self:?}");
         let id = self
             .request_id
             .as_deref()
             .unwrap_or_else(|| panic!("no x-request-id: {self:?}"));
+        assert_eq!(self.body["request_id"], id, "the body names the request too");
         assert!(
             !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
             "{id:?}"

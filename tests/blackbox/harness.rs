@@ -1598,3 +1598,15 @@ impl Agent {
             .to_string()
     }
 }
+
+/// A JSON body without its `request_id` (unique to each request), for comparing what
+/// two refusals say; a body that is not JSON is kept as a string.
+pub fn sans_request_id(body: &str) -> serde_json::Value {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            fields.remove("request_id");
+            serde_json::Value::Object(fields)
+        }
+        _ => serde_json::Value::String(body.to_string()),
+    }
+}

@@ -626,7 +626,7 @@ async fn unknown_user_and_wrong_password_look_the_same() {
         .await;
     assert_eq!(known.status, 401);
     assert_eq!(unknown.status, known.status);
-    assert_eq!(unknown.body, known.body);
+    assert_eq!(sans_request_id(&unknown.body), sans_request_id(&known.body));
     let names = |r: &Reply| {
         let mut n: Vec<String> = r
             .headers
@@ -1113,7 +1113,11 @@ async fn a_suspended_account_is_told_so_only_after_both_factors() {
             &json!({"username": "ghost", "password": "not-the-password-at-all"}),
         )
         .await;
-    assert_eq!((ghost.status, &ghost.body), (wrong.status, &wrong.body), "unknown user");
+    assert_eq!(
+        (ghost.status, sans_request_id(&ghost.body)),
+        (wrong.status, sans_request_id(&wrong.body)),
+        "unknown user"
+    );
     let mut a = Agent::new(&gw, "acme.test");
     let right = a.api_password_step(&mona, None).await;
     assert_eq!(
@@ -1139,8 +1143,8 @@ async fn a_suspended_account_is_told_so_only_after_both_factors() {
     let right = n.api_password_step(&nell, None).await;
     let wrong = n.api_password_step(&wrong_password(&nell), None).await;
     assert_eq!(
-        (right.status, &right.body),
-        (wrong.status, &wrong.body),
+        (right.status, sans_request_id(&right.body)),
+        (wrong.status, sans_request_id(&wrong.body)),
         "nell: right vs wrong"
     );
     assert_eq!(wrong.status, 401);

@@ -1,13 +1,9 @@
 //! The tenant JSON API's one mapping from refusal to response, like the public
 //! listener's (`proxy::respond`): every refusal under `/.portcullis/api/...` (and of the
-//! IdP's back-channel logout) is an [`ApiError`], answered as `{"error","message"}` with
-//! the request id in `x-request-id`, and `Retry-After` when trying again later helps. A
-//! store's inner error is never sent (it is logged with the request id where it was
-//! logged before).
-//!
-//! The request id travels in the header, not in the body: bodies are compared across
-//! requests to show that they leak nothing (an unknown user answers like a wrong
-//! password, another user's session like a missing one).
+//! IdP's back-channel logout) is an [`ApiError`], answered as
+//! `{"error","message","request_id"}` with the request id also in `x-request-id`, and
+//! `Retry-After` when trying again later helps. A store's inner error is never sent (it
+//! is logged with the request id where it was logged before).
 //!
 //! The status and text of a refused sign-in step or password change are the pages'
 //! (`ui::error`), so the twins say the same; the codes are this API's. Owns no rules:
@@ -162,7 +158,8 @@ impl ApiError {
             tracing::error!(request_id, error = %err, "kill switch store call failed");
         }
         let (status, code, message) = self.answer();
-        let mut resp = web::json(status, &serde_json::json!({ "error": code, "message": message }));
+        let body = serde_json::json!({ "error": code, "message": message, "request_id": request_id });
+        let mut resp = web::json(status, &body);
         web::set_request_id(&mut resp, request_id);
         if let ApiError::Login(e) = &self {
             retry_after(&mut resp, e);
@@ -253,7 +250,8 @@ mod tests {
             );
             assert_eq!(resp.headers()["x-request-id"], "0123abcd", "{shown}");
             let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
-            assert_eq!(keys, ["error", "message"], "{shown}: the body is unchanged");
+            assert_eq!(keys, ["error", "message", "request_id"], "{shown}");
+            assert_eq!(json["request_id"], "0123abcd", "{shown}");
             assert!(!json.to_string().contains("sqlite"), "{json}");
         }
     }
