@@ -82,6 +82,11 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Operators: people who use the admin API and `portcullis reload`.
+    Operator {
+        #[command(subcommand)]
+        action: OperatorAction,
+    },
     /// The hash-chained audit log of each tier.
     Audit {
         #[command(subcommand)]
@@ -142,6 +147,14 @@ enum BreakerAction {
 
 #[derive(Subcommand)]
 enum KeysAction {
+    /// Write a new tier's keys: a cookie key and an Ed25519 assertion key, as
+    /// `secrets/<tier>-cookie.key` and `secrets/<tier>-assertion.pem` in the policy
+    /// directory (owner-only files; never overwrites). Prints the tier file's `[keys]`.
+    Init {
+        /// Tier the keys are for.
+        #[arg(long)]
+        tier: String,
+    },
     /// Write a fresh Ed25519 assertion key over the tier's `keys.assertion = "file:..."`.
     /// A running gateway switches to it at its next reload (SIGHUP, `portcullis reload`)
     /// and keeps publishing the old public key until its last assertion expired.
@@ -149,6 +162,17 @@ enum KeysAction {
         /// Tier whose key to replace.
         #[arg(long)]
         tier: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorAction {
+    /// Make a new operator token. Prints the token (for the operator alone; it is kept
+    /// nowhere) and the `[[operators]]` entry with its `token_sha256` for a tier file.
+    Token {
+        /// The operator's name: one person, whatever number of tokens.
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -288,6 +312,7 @@ pub fn main() -> ExitCode {
         Command::Sessions { action, store } => runtime().and_then(|rt| rt.block_on(sessions(action, store))),
         Command::Breaker { action, store } => runtime().and_then(|rt| rt.block_on(breaker(action, store))),
         Command::Keys { action, store } => runtime().and_then(|rt| rt.block_on(keys(action, store))),
+        Command::Operator { action } => operator(action),
         Command::Audit { action, store } => runtime().and_then(|rt| rt.block_on(audit(action, store))),
     };
     match result {
@@ -792,7 +817,10 @@ async fn audit(action: AuditAction, args: StoreArgs) -> anyhow::Result<()> {
 }
 
 async fn keys(action: KeysAction, args: StoreArgs) -> anyhow::Result<()> {
-    let KeysAction::Rotate { tier } = action;
+    let tier = match action {
+        KeysAction::Init { tier } => return keys_init(&args.config, &tier),
+        KeysAction::Rotate { tier } => tier,
+    };
     let (cfg, sessions) = all_stores(&args).await?;
     let t = cfg
         .tiers
@@ -836,6 +864,35 @@ async fn keys(action: KeysAction, args: StoreArgs) -> anyhow::Result<()> {
     println!(
         "wrote a new assertion key for tier {tier} (kid {new_kid}) to {}; run `portcullis reload` or send SIGHUP to apply it",
         path.display()
+    );
+    Ok(())
+}
+
+/// `keys init`: a new tier's key files, and the `[keys]` table naming them.
+fn keys_init(config: &std::path::Path, tier: &str) -> anyhow::Result<()> {
+    let files = portcullis::provision::init_tier_keys(config, tier)?;
+    println!(
+        "wrote {} and {} (readable by you only); put this in tiers/{tier}.toml:\n\n{}",
+        config.join(&files.cookie).display(),
+        config.join(&files.assertion).display(),
+        files.keys_table()
+    );
+    Ok(())
+}
+
+/// `operator token`: a new token and the tier file's entry for it.
+fn operator(action: OperatorAction) -> anyhow::Result<()> {
+    let OperatorAction::Token { name } = action;
+    let name = name.trim();
+    if name.is_empty() || name.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+        anyhow::bail!("--name: give the operator's name, without quotes, backslashes or control characters");
+    }
+    let token = portcullis::provision::random_token();
+    println!(
+        "token for {name} (give it to them alone; Portcullis keeps only its hash):\n\n  {token}\n\n\
+         add to the tier file (tiers/<tier>.toml) of each tier {name} operates:\n\n\
+         [[operators]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"",
+        portcullis::provision::token_sha256(&token)
     );
     Ok(())
 }

@@ -16,6 +16,7 @@
 //!   switches, change requests.
 //! - [`assertion`]: the signed identity assertion, the tiers' keys and the JWKS.
 //! - [`telemetry`]: JSON logs, security events (ECS) and Prometheus metrics.
+//! - [`provision`]: a new tier's key files and operator tokens with their hashes.
 //!
 //! Policy, state and the way to the apps:
 //! - [`config`]: policy files → validated, typed [`config::Config`]; every policy rule.
@@ -56,6 +57,7 @@ pub mod killswitch;
 pub mod live;
 pub mod path;
 pub mod policy;
+pub mod provision;
 pub mod proxy;
 pub mod records;
 pub mod secret;

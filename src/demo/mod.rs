@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -378,16 +376,12 @@ fn load_or_create_state(data: &Path) -> anyhow::Result<DemoState> {
         .map(|(tier, name, n)| DemoOperator {
             name: name.to_string(),
             tier: tier.to_string(),
-            tokens: (0..*n).map(|_| random_token()).collect(),
+            tokens: (0..*n).map(|_| crate::provision::random_token()).collect(),
         })
         .collect();
     let state = DemoState { operators };
     write_private(&path, serde_json::to_string_pretty(&state)?.as_bytes())?;
     Ok(state)
-}
-
-fn random_token() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
 
 /// Writes the demo's policy set: gateway.toml, one file per tier (with fresh keys under
@@ -422,7 +416,7 @@ fn write_policies(
     for (tier, production) in TIERS {
         let key_file = dir.join("secrets").join(format!("{tier}-cookie.key"));
         if !key_file.exists() {
-            write_private(&key_file, random_token().as_bytes())?;
+            write_private(&key_file, crate::provision::random_token().as_bytes())?;
         }
         let assertion_file = dir.join("secrets").join(format!("{tier}-assertion.pem"));
         if !assertion_file.exists() {
@@ -434,7 +428,7 @@ fn write_policies(
         );
         for op in state.operators.iter().filter(|o| o.tier == tier) {
             for token in &op.tokens {
-                let hash = hex::encode(Sha256::digest(token.as_bytes()));
+                let hash = crate::provision::token_sha256(token);
                 text.push_str(&format!(
                     "\n[[operators]]\nname = \"{}\"\ntoken_sha256 = \"{hash}\"\n",
                     op.name

@@ -288,3 +288,72 @@ async fn user_add_refuses_bad_and_taken_names_and_changes_nothing() {
     let (_, audit, _) = portcullis(&gw, &["audit", "export", "--tier", "prod"], "").await;
     assert_eq!(audit.matches("\"user.create\"").count(), 1, "{audit}");
 }
+
+/// Runs `portcullis <args>` with no gateway; returns (success, stdout, stderr).
+fn offline(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run the portcullis CLI");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// If this broke, `keys init` could overwrite a tier's live keys (every session and
+/// assertion of the tier would die with them) or write outside the policy directory.
+/// (The README's walk-through test runs the happy path into a working gateway.)
+#[test]
+fn keys_init_writes_a_tiers_keys_once_and_nowhere_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("policies");
+    let config_arg = config.to_str().unwrap();
+    let (ok, out, err) = offline(&["keys", "init", "--tier", "prod", "--config", config_arg]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("[keys]\ncookie = \"file:secrets/prod-cookie.key\""),
+        "{out}"
+    );
+    let assertion = config.join("secrets/prod-assertion.pem");
+    let pem = std::fs::read_to_string(&assertion).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "a PKCS#8 PEM");
+    assert!(!out.contains(pem.lines().nth(1).unwrap()), "the key is not printed");
+
+    let (ok, _, err) = offline(&["keys", "init", "--tier", "prod", "--config", config_arg]);
+    assert!(!ok && err.contains("exists already"), "{err}");
+    assert_eq!(std::fs::read_to_string(&assertion).unwrap(), pem, "kept as it was");
+
+    let (ok, _, err) = offline(&["keys", "init", "--tier", "../escape", "--config", config_arg]);
+    assert!(!ok && err.contains("not a tier name"), "{err}");
+    assert!(!dir.path().join("escape-cookie.key").exists());
+}
+
+/// If this broke, an operator could be handed a token whose printed hash never
+/// matches, or a name that breaks the tier file it is pasted into.
+#[test]
+fn operator_token_prints_a_token_and_the_entry_that_accepts_it() {
+    let (ok, out, err) = offline(&["operator", "token", "--name", "olivia"]);
+    assert!(ok, "{err}");
+    let token = out
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("token for olivia"))
+        .find(|l| !l.is_empty() && !l.starts_with("token for"))
+        .expect("the token line");
+    assert_eq!(token.len(), 43, "{out}");
+    let entry: toml::Table = out[out.find("[[operators]]").expect("the entry")..]
+        .parse()
+        .expect("the entry is TOML");
+    let op = &entry["operators"][0];
+    assert_eq!(op["name"].as_str(), Some("olivia"));
+    assert_eq!(op["token_sha256"].as_str(), Some(sha256_hex(token.as_bytes()).as_str()));
+    let (_, again, _) = offline(&["operator", "token", "--name", "olivia"]);
+    assert_ne!(again, out, "a new token each time");
+
+    for bad in ["", "  ", "ol\"ivia", "a\\b"] {
+        let (ok, _, err) = offline(&["operator", "token", "--name", bad]);
+        assert!(!ok && err.contains("--name"), "{bad:?}: {err}");
+    }
+}

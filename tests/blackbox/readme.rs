@@ -398,12 +398,16 @@ async fn the_walkthrough_runs_as_written() {
             script.push_str(&body.replace("redis-cli ", &format!("redis-cli -p {} ", redis.port)));
         }
     }
-    script.push_str("printf '%s\\n' \"$TOKEN\" \"$PORTCULLIS_REDIS_PROD_PASSWORD\" > \"$WALKTHROUGH_OUT\"\n");
+    script.push_str("printf '%s\\n' \"$PORTCULLIS_REDIS_PROD_PASSWORD\" > \"$WALKTHROUGH_OUT\"\n");
+    // `portcullis` as the reader has it on their PATH: the binary under test.
+    let bin_dir = Path::new(BIN).parent().expect("the binary's directory");
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let run = Command::new("bash")
         .arg("-c")
         .arg(&script)
         .current_dir(root.path())
         .env("WALKTHROUGH_OUT", &out)
+        .env("PATH", path)
         .output()
         .expect("bash");
     let stdout = String::from_utf8_lossy(&run.stdout).to_string();
@@ -413,16 +417,29 @@ async fn the_walkthrough_runs_as_written() {
         String::from_utf8_lossy(&run.stderr)
     );
     let saved = std::fs::read_to_string(&out).expect("walk-through output");
-    let mut saved = saved.lines();
-    let token = saved.next().expect("TOKEN").to_string();
-    let redis_password = saved.next().expect("redis password").to_string();
-    // The one-liner prints the SHA-256 of the token's bytes, as hex.
-    let printed = stdout
+    let redis_password = saved.lines().next().expect("redis password").to_string();
+    // `operator token` printed the token, then its entry: the SHA-256 of its bytes, as hex.
+    let mut lines = stdout
         .lines()
         .map(str::trim)
-        .find(|l| l.len() == 64)
+        .skip_while(|l| !l.starts_with("token for olivia"));
+    let token = lines
+        .find(|l| !l.is_empty() && !l.starts_with("token for"))
+        .expect("the token line")
+        .to_string();
+    let printed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token_sha256 = \""))
+        .and_then(|v| v.strip_suffix('"'))
         .expect("the hash line");
     assert_eq!(printed, sha256_hex(token.as_bytes()), "{stdout}");
+    // `keys init` printed the [keys] table the tier file below names.
+    assert!(
+        stdout.contains(
+            "[keys]\ncookie = \"file:secrets/prod-cookie.key\"\nassertion = \"file:secrets/prod-assertion.pem\""
+        ),
+        "{stdout}"
+    );
 
     for step in &steps {
         if let Step::File(path, body) = step {
