@@ -134,7 +134,7 @@ fn healthz_ok(admin: &str) -> bool {
 }
 
 /// Kills the script on drop (timeout or panic).
-pub struct Script(pub Option<Child>);
+struct Script(Option<Child>);
 
 impl Drop for Script {
     fn drop(&mut self) {
@@ -143,6 +143,46 @@ impl Drop for Script {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs `node <script> <args>` from the repository root, its output into `log_path`;
+/// kills it after `timeout`. Returns its exit status (None when it timed out) and the
+/// log, which is also printed.
+pub fn run_node_script(
+    script: &Path,
+    args: &[&std::ffi::OsStr],
+    log_path: &Path,
+    timeout: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let log = fs::File::create(log_path).expect("create the script's log");
+    let child = Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run node (is Node 20 on PATH?): {e}"));
+    let mut running = Script(Some(child));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        let child = running.0.as_mut().expect("script child");
+        if let Some(status) = child.try_wait().expect("wait for the script") {
+            running.0 = None;
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None; // dropped below: killed
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    drop(running);
+    let output = fs::read_to_string(log_path).unwrap_or_default();
+    let name = script.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    println!("--- {name} ---\n{output}");
+    (status, output)
 }
 
 #[test]
@@ -188,38 +228,16 @@ fn browser_sign_in_two_sessions_end_one() {
     );
 
     let log_path = out.join("signin.log");
-    let log = fs::File::create(&log_path).expect("create signin.log");
-    let child = Command::new("node")
-        .arg(browser_dir.join("signin.mjs"))
-        .arg(&public_addr)
-        .arg("acme.localhost")
-        .arg(field("username"))
-        .arg(field("password"))
-        .arg(field("totp_secret"))
-        .arg(&out)
-        .current_dir(&root)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone log"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run node (is Node 20 on PATH?): {e}"));
-    let mut script = Script(Some(child));
-
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        let child = script.0.as_mut().expect("script child");
-        if let Some(status) = child.try_wait().expect("wait for signin.mjs") {
-            script.0 = None;
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            break None; // dropped below: killed
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    drop(script);
-    let output = fs::read_to_string(&log_path).unwrap_or_default();
-    println!("--- signin.mjs ---\n{output}");
+    let (username, password, secret) = (field("username"), field("password"), field("totp_secret"));
+    let args: [&std::ffi::OsStr; 6] = [
+        public_addr.as_ref(),
+        "acme.localhost".as_ref(),
+        username.as_ref(),
+        password.as_ref(),
+        secret.as_ref(),
+        out.as_os_str(),
+    ];
+    let (status, output) = run_node_script(&browser_dir.join("signin.mjs"), &args, &log_path, SCRIPT_TIMEOUT);
 
     let status = status.unwrap_or_else(|| panic!("signin.mjs did not finish in {SCRIPT_TIMEOUT:?}\n{output}"));
     assert!(

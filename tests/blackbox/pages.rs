@@ -17,9 +17,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::browser::{Demo, Script};
+use crate::browser::{Demo, run_node_script};
 use crate::harness::BIN;
 
 /// Sign-ins wait for fresh TOTP steps; everything else takes seconds.
@@ -110,32 +110,12 @@ fn every_page_kind_is_styled_readable_and_accessible() {
     fs::write(&config_path, config.to_string()).expect("write config.json");
 
     let log_path = out.join("pages.log");
-    let log = fs::File::create(&log_path).expect("create pages.log");
-    let child = Command::new("node")
-        .arg(browser_dir.join("pages.mjs"))
-        .arg(&config_path)
-        .current_dir(&root)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone log"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run node (is Node 20 on PATH?): {e}"));
-    let mut script = Script(Some(child));
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        let child = script.0.as_mut().expect("script child");
-        if let Some(status) = child.try_wait().expect("wait for pages.mjs") {
-            script.0 = None;
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    drop(script);
-    let output = fs::read_to_string(&log_path).unwrap_or_default();
-    println!("--- pages.mjs ---\n{output}");
+    let (status, output) = run_node_script(
+        &browser_dir.join("pages.mjs"),
+        &[config_path.as_os_str()],
+        &log_path,
+        SCRIPT_TIMEOUT,
+    );
     let status = status.unwrap_or_else(|| panic!("pages.mjs did not finish in {SCRIPT_TIMEOUT:?}\n{output}"));
     assert!(
         status.success(),
