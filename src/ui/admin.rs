@@ -1,9 +1,28 @@
-//! The tenant admin's kill switches on the tenant's own host: a user with the
-//! `tenant-admin` role trips and resets account switches of their own tenant, on the
-//! page `/.portcullis/admin` (forms posting to `/.portcullis/admin/breaker`) and through
-//! its JSON twins (`PUT|DELETE /.portcullis/api/admin/accounts/{subject}/breaker`,
-//! `GET /.portcullis/api/admin/breakers`). Tenant and tier switches stay with operators.
+//! The tenant admin's area on the tenant's own host: a user with the `tenant-admin` role
+//! acts on their own tenant only, on pages under `/.portcullis/admin` and their JSON
+//! twins under `/.portcullis/api/admin/...`. Tenant and tier switches stay with operators.
+//!
+//! # Layout
+//! - this file: who may act (the gate of pages and API), the shared pieces (the console
+//!   actor, rendering, fixed notices), the API's dispatch, and the account breakers
+//!   (`/.portcullis/admin`, forms posting to `/.portcullis/admin/breaker`;
+//!   `PUT|DELETE /.portcullis/api/admin/accounts/{subject}/breaker`,
+//!   `GET /.portcullis/api/admin/breakers`).
+//! - `users.rs`: the tenant's local accounts and their second factor; MFA resets.
+//! - `sessions.rs`: the tenant's live sessions; ending one.
+//! - `records.rs`: the tenant's sign-in history and audit records (read only).
+//!
+//! Isolation: every read and change names the tenant of the host; an id or name of
+//! another tenant is looked up in this tenant only, so it answers exactly like one that
+//! does not exist.
 
+mod records;
+mod sessions;
+mod users;
+
+use std::sync::Arc;
+
+use askama::Template;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -16,7 +35,8 @@ use super::readable::Moment;
 use super::web;
 use super::{Ctx, Portal, pages};
 use crate::killswitch::service::Actor;
-use crate::killswitch::{Expiry, KillSwitchError, Scope, TripRequest};
+use crate::killswitch::{Expiry, KillSwitch, KillSwitchError, Scope, TripRequest};
+use crate::records::SessionRecord;
 
 /// The role that may act here.
 pub const TENANT_ADMIN_ROLE: &str = "tenant-admin";
@@ -43,15 +63,47 @@ impl Portal {
         path: &str,
     ) -> Result<Response<Bytes>, ApiError> {
         let session = ctx.session.clone().ok_or(ApiError::Unauthenticated)?;
-        if !session.roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
+        if !is_tenant_admin(&session) {
             return Err(ApiError::NotTenantAdmin);
         }
-        let actor = Actor {
-            name: format!("user:{}", session.subject),
-            source_ip: ctx.ip.clone(),
-            system: "console".into(),
+        let actor = console_actor(ctx, &session);
+        let only = |wanted: Method, allow: &'static str| {
+            if method == wanted {
+                Ok(())
+            } else {
+                Err(ApiError::WrongMethod { allow })
+            }
         };
-        if method == Method::GET && path == "breakers" {
+        match path {
+            "users" => {
+                only(Method::GET, "GET")?;
+                return self.api_admin_users(ctx).await;
+            }
+            "sessions" => {
+                only(Method::GET, "GET")?;
+                return self.api_admin_sessions(ctx, &session).await;
+            }
+            "history" => {
+                only(Method::GET, "GET")?;
+                return self.api_admin_history(ctx, req.uri().query()).await;
+            }
+            "audit" => {
+                only(Method::GET, "GET")?;
+                return self.api_admin_audit(ctx, req.uri().query()).await;
+            }
+            "breakers" => only(Method::GET, "GET")?,
+            _ => {}
+        }
+        if let Some(name) = path.strip_prefix("users/").and_then(|p| p.strip_suffix("/mfa")) {
+            only(Method::DELETE, "DELETE")?;
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            return self.api_admin_reset_mfa(ctx, &session, &name).await;
+        }
+        if let Some(id) = path.strip_prefix("sessions/") {
+            only(Method::DELETE, "DELETE")?;
+            return self.api_admin_end_session(ctx, &session, id).await;
+        }
+        if path == "breakers" {
             let all = self
                 .switches
                 .list(ctx.config)
@@ -151,12 +203,10 @@ impl Portal {
 
     /// `GET /.portcullis/admin`: the tenant's local accounts with their switches.
     pub(super) async fn admin_page(&self, ctx: &Ctx<'_>, notice: Option<&str>) -> Result<Response<Bytes>, PageError> {
-        let Some(session) = ctx.session.clone() else {
-            return Ok(web::see_other("/.portcullis/login?rd=%2F.portcullis%2Fadmin"));
+        let session = match page_admin(ctx, "admin") {
+            Ok(s) => s,
+            Err(gate) => return gate.answer(),
         };
-        if !session.roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
-            return Err(PageError::NotTenantAdmin);
-        }
         // Store failures show as "unavailable", never with the store's text.
         let (Ok(store), Ok(switches)) = (self.sessions.store(ctx.tier()), self.switches.list(ctx.config).await) else {
             return Err(PageError::Unavailable);
@@ -166,13 +216,10 @@ impl Portal {
         };
         let tenant = ctx.entry.tenant.id.as_str();
         let switched = |subject: &str| {
-            switches
-                .iter()
-                .find(|k| k.in_force(ctx.now) && matches!(&k.scope, Scope::Account { tenant: t, subject: s, .. } if t == tenant && s == subject))
-                .map(|k| pages::AdminSwitch {
-                    reason: k.reason.clone(),
-                    expires: k.expires_at.map(|e| Moment::at(e, ctx.now)),
-                })
+            account_switch(&switches, tenant, subject, ctx.now).map(|k| pages::AdminSwitch {
+                reason: k.reason.clone(),
+                expires: k.expires_at.map(|e| Moment::at(e, ctx.now)),
+            })
         };
         let mut accounts: Vec<pages::AdminAccountRow> = users
             .iter()
@@ -203,12 +250,10 @@ impl Portal {
 
     /// `POST /.portcullis/admin/breaker`: the page's trip and reset forms.
     pub(super) async fn admin_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, PageError> {
-        let Some(session) = ctx.session.clone() else {
-            return Ok(web::see_other("/.portcullis/login?rd=%2F.portcullis%2Fadmin"));
+        let session = match page_admin(ctx, "admin") {
+            Ok(s) => s,
+            Err(gate) => return gate.answer(),
         };
-        if !session.roles.iter().any(|r| r == TENANT_ADMIN_ROLE) {
-            return self.admin_page(ctx, None).await;
-        }
         let (_, body, _) = self.session_form(req, ctx, &session).await?;
         let field = |name: &str| web::form_field(&body, name).unwrap_or_default();
         let subject = field("subject").trim().to_string();
@@ -226,11 +271,7 @@ impl Portal {
             tenant: ctx.entry.tenant.id.clone(),
             subject: key,
         };
-        let actor = Actor {
-            name: format!("user:{}", session.subject),
-            source_ip: ctx.ip.clone(),
-            system: "console".into(),
-        };
+        let actor = console_actor(ctx, &session);
         // Done: back to the page (303), so a reload shows it again instead of posting
         // the form twice; the page reads the outcome from fixed flags. Refused: the page
         // again, with the refusal.
@@ -278,10 +319,7 @@ impl Portal {
 /// lands: fixed sentences chosen by `done`; the account name (printable, at most 256
 /// characters, else no notice) is escaped by the template like any text.
 pub(super) fn done_notice(query: Option<&str>) -> Option<String> {
-    let account = web::query_param(query, "account")?;
-    if account.is_empty() || account.chars().count() > 256 || account.chars().any(char::is_control) {
-        return None;
-    }
+    let account = notice_account(query)?;
     match web::query_param(query, "done")?.as_str() {
         "tripped" => {
             let ended = web::query_param(query, "ended").and_then(|n| n.parse::<u64>().ok())?;
@@ -292,6 +330,86 @@ pub(super) fn done_notice(query: Option<&str>) -> Option<String> {
         "not_tripped" => Some(format!("No breaker was tripped for {account}.")),
         _ => None,
     }
+}
+
+/// The account a fixed notice names (`account=` of the query): printable, at most 256
+/// characters, else none (so a crafted link cannot put anything else on the page).
+fn notice_account(query: Option<&str>) -> Option<String> {
+    let account = web::query_param(query, "account")?;
+    if account.is_empty() || account.chars().count() > 256 || account.chars().any(char::is_control) {
+        return None;
+    }
+    Some(account)
+}
+
+/// Whether a session may act as the tenant's admin.
+fn is_tenant_admin(session: &SessionRecord) -> bool {
+    session.roles.iter().any(|r| r == TENANT_ADMIN_ROLE)
+}
+
+/// Why an admin page is not for this request: the caller answers it with
+/// [`Gate::answer`].
+enum Gate {
+    /// No session: to the sign-in page, and back to `/.portcullis/{0}` after it.
+    SignIn(&'static str),
+    /// A session without the role: the styled refusal (403).
+    NotAdmin,
+}
+
+impl Gate {
+    fn answer(self) -> Result<Response<Bytes>, PageError> {
+        match self {
+            Gate::SignIn(here) => {
+                let rd = here.replace('/', "%2F");
+                Ok(web::see_other(&format!("/.portcullis/login?rd=%2F.portcullis%2F{rd}")))
+            }
+            Gate::NotAdmin => Err(PageError::NotTenantAdmin),
+        }
+    }
+}
+
+/// The signed-in tenant admin of an admin page at `/.portcullis/{here}` (a path of
+/// ours, `[a-z/]` only), or why there is none.
+fn page_admin(ctx: &Ctx<'_>, here: &'static str) -> Result<Arc<SessionRecord>, Gate> {
+    let session = ctx.session.clone().ok_or(Gate::SignIn(here))?;
+    if !is_tenant_admin(&session) {
+        return Err(Gate::NotAdmin);
+    }
+    Ok(session)
+}
+
+/// A tenant admin acting through the pages or their JSON twins, as audited.
+fn console_actor(ctx: &Ctx<'_>, session: &SessionRecord) -> Actor {
+    Actor {
+        name: format!("user:{}", session.subject),
+        source_ip: ctx.ip.clone(),
+        system: "console".into(),
+    }
+}
+
+/// The account switch in force on `subject` of `tenant`, if any.
+fn account_switch<'k>(switches: &'k [KillSwitch], tenant: &str, subject: &str, now: i64) -> Option<&'k KillSwitch> {
+    switches.iter().find(|k| {
+        k.in_force(now)
+            && matches!(&k.scope, Scope::Account { tenant: t, subject: s, .. } if t == tenant && s == subject)
+    })
+}
+
+/// An admin page (200), or a plain 500 if the template cannot render.
+fn render(page: &impl Template) -> Response<Bytes> {
+    match page.render() {
+        Ok(body) => web::respond(StatusCode::OK, "text/html; charset=utf-8", body),
+        Err(_) => web::respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            "page could not be rendered",
+        ),
+    }
+}
+
+/// `n sessions` / `1 session`.
+fn sessions_count(n: u64) -> String {
+    format!("{n} {}", if n == 1 { "session" } else { "sessions" })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The tenant JSON API under `/.portcullis/api/...`: twins of the pages for scripts and
 //! SPAs (sign-in, second factor, enrolment, sign-out, whoami, sessions, history,
-//! password); the tenant admin's breaker calls are in `admin.rs`. State-changing calls
+//! password); the tenant admin's calls (`admin/...`) are in `admin.rs`. State-changing calls
 //! must come from the host's own origin; bodies are JSON with known fields only (a
 //! refused body names the field, never its value); a known path called with another
 //! method is `405` with `Allow`.

@@ -11,7 +11,8 @@
 //!   the sign-in steps the JSON API and SSO share (cookies, pending sign-in).
 //! - `account.rs`: the account page: sessions, history, ending sessions, password change.
 //! - `api.rs`: the JSON API (`/.portcullis/api/...`), twins of the pages.
-//! - `admin.rs`: the tenant admin's account breakers, page and JSON twins.
+//! - `admin.rs` (and `admin/`): the tenant admin's area (breakers, users and MFA
+//!   resets, sessions, sign-in history, audit records), pages and JSON twins.
 //! - `sso.rs`: single sign-on (start, callback, back-channel logout).
 //! - `error.rs` and `api/error.rs`: the one mapping from refusal to response of the
 //!   pages and of the JSON API, each with the request id. Page handlers answer
@@ -157,6 +158,12 @@ impl Portal {
                 self.admin_page(&ctx, notice.as_deref()).await
             }
             (Method::POST, "admin/breaker") => self.admin_form(req, &ctx).await,
+            (Method::GET | Method::HEAD, "admin/users") => self.admin_users_page(&req, &ctx).await,
+            (Method::POST, "admin/users/mfa-reset") => self.admin_users_form(req, &ctx).await,
+            (Method::GET | Method::HEAD, "admin/sessions") => self.admin_sessions_page(&req, &ctx).await,
+            (Method::POST, "admin/sessions/end") => self.admin_sessions_form(req, &ctx).await,
+            (Method::GET | Method::HEAD, "admin/history") => self.admin_history_page(&req, &ctx).await,
+            (Method::GET | Method::HEAD, "admin/audit") => self.admin_audit_page(&req, &ctx).await,
             (Method::POST, p) if p.starts_with("account/") => {
                 self.account_form(req, &ctx, &p["account/".len()..]).await
             }

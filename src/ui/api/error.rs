@@ -47,7 +47,7 @@ pub(in crate::ui) enum ApiError {
     Login(LoginError),
     /// A password change was refused.
     Password(AccountError),
-    /// A breaker call of someone who is not a tenant admin (403).
+    /// A tenant admin call of someone who is not a tenant admin (403).
     NotTenantAdmin,
     /// A method the breaker endpoint does not take (405, `Allow: PUT, DELETE`).
     MethodNotAllowed,
@@ -114,11 +114,7 @@ impl ApiError {
                 let (status, message) = password_refusal(e);
                 (status, "password_not_changed", message)
             }
-            ApiError::NotTenantAdmin => plain(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Only tenant admins may manage breakers.",
-            ),
+            ApiError::NotTenantAdmin => plain(StatusCode::FORBIDDEN, "forbidden", "Only tenant admins may do this."),
             ApiError::MethodNotAllowed => plain(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
