@@ -29,6 +29,7 @@ mod shutdown;
 mod smuggling;
 mod sso;
 mod streaming;
+mod tenant_admin;
 mod timeouts;
 mod tls;
 mod upstream_guard;
