@@ -1,6 +1,7 @@
 //! Real-browser tour of every kind of page the gateway answers with, driven by
 //! `tests/browser/pages.mjs` (playwright-core, Debian's Chromium): sign-in, second
-//! factor, enrolment, account, tenant admin, the demo app's page, the signed-out
+//! factor, enrolment, account, tenant admin (breakers, users, sessions, history,
+//! audit), the demo app's page, the signed-out
 //! sign-in page, and the refusals (423 for a tenant and for an account, 400, 403, 404,
 //! 421, 429, 431, 502, 503), each triggered for real. Each is checked for its text
 //! (tenant name, request id, next step), screenshotted at desktop (1280) and phone (390)
@@ -26,7 +27,7 @@ use crate::harness::BIN;
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The page kinds pages.mjs must leave a screenshot of, at each width.
-const KINDS: [&str; 18] = [
+const KINDS: [&str; 23] = [
     "login",
     "mfa",
     "echo",
@@ -39,6 +40,11 @@ const KINDS: [&str; 18] = [
     "signed-out",
     "admin",
     "admin-tripped",
+    "admin-users",
+    "admin-users-reset",
+    "admin-sessions",
+    "admin-history",
+    "admin-audit",
     "423-account",
     "423-tenant",
     "421",

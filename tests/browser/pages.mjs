@@ -330,6 +330,21 @@ async function main() {
     if (!((await a.locator('main').textContent()) ?? '').includes('Breaker reset for bob.')) fail('no notice after a reset');
     if (new URL(a.url()).pathname !== '/.portcullis/admin') fail(`after a reset the browser is on ${a.url()}`);
 
+    // The rest of the tenant admin's area, reached through its navigation.
+    resp = await submit(a, a.getByRole('navigation', { name: 'Tenant admin' }).getByRole('link', { name: 'Users' }));
+    await seePage(a, 'admin-users', resp, { status: 200, h1: 'Users', brand: acmeName, says: ['newbie'], links: ['/.portcullis/admin/sessions'] });
+    resp = await submit(a, a.getByRole('button', { name: 'Reset MFA of newbie', exact: true }));
+    if (new URL(a.url()).pathname !== '/.portcullis/admin/users') fail(`after an MFA reset the browser is on ${a.url()}`);
+    await seePage(a, 'admin-users-reset', resp, { status: 200, h1: 'Users', says: ['MFA reset for newbie: 0 sessions ended.'] });
+    resp = await submit(a, a.getByRole('link', { name: 'Sessions' }));
+    await seePage(a, 'admin-sessions', resp, { status: 200, h1: 'Live sessions', brand: acmeName, says: ['alice', '(this session)'] });
+    resp = await submit(a, a.getByRole('link', { name: 'Sign-in history' }));
+    await seePage(a, 'admin-history', resp, { status: 200, h1: 'Sign-in history', brand: acmeName, says: ['Wrong password', 'bob'] });
+    resp = await submit(a, a.getByRole('link', { name: 'Audit log' }));
+    await seePage(a, 'admin-audit', resp, { status: 200, h1: 'Audit log', brand: acmeName, says: ['breaker.trip', 'user.mfa_reset'] });
+    const current = await a.locator('nav[aria-label="Tenant admin"] a[aria-current="page"]').textContent();
+    if (current !== 'Audit log') fail(`the navigation marks "${current}" as the current page`);
+
     // A whole tenant suspended by an operator.
     const globex = 'globex.localhost';
     await adminApi('PUT', '/v1/tenants/globex/breaker', { reason: 'pages test', message: 'Globex is paused for maintenance.' });
