@@ -1,6 +1,6 @@
 //! Values as people read them on the pages: times relative to the moment the page was
 //! rendered ("2 minutes ago", with the exact UTC time kept for a tooltip and for
-//! machines) and sign-in history codes in plain words. Pure functions of their inputs
+//! machines), sign-in history codes and audit actions in plain words. Pure functions of their inputs
 //! (the clock is passed in); the JSON API keeps the raw values.
 
 /// A moment shown on a page: `<time datetime="{iso}" title="{utc}">{relative}</time>`.
@@ -95,6 +95,30 @@ pub fn method(method: &str) -> &'static str {
     }
 }
 
+/// An audit record's action (`noun.verb`) in plain words, for the tenant admin's audit
+/// page; an action without words is shown as its code (the page keeps the code beside).
+pub fn audit_action(action: &str) -> &str {
+    match action {
+        "breaker.trip" => "Breaker tripped",
+        "breaker.reset" => "Breaker reset",
+        "breaker.drill" => "Breaker drill",
+        "user.create" => "Account created",
+        "user.mfa_reset" => "MFA reset",
+        "user.password_change" => "Password changed",
+        "session.revoke" => "Sessions ended",
+        "change.propose" => "Change proposed",
+        "change.edit" => "Change edited",
+        "change.approve" => "Change approved",
+        "change.approve_denied" => "Approval refused",
+        "change.reject" => "Change rejected",
+        "change.apply" => "Change applied",
+        "change.failed" => "Change failed",
+        "tenant.update" => "Tenant policy changed",
+        "tenant.delete" => "Tenant deleted",
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +178,23 @@ mod tests {
         assert_eq!(attempt_result("failure", Some("bad_code")), "Wrong code");
         assert_eq!(attempt_result("success", None), "Signed in");
         assert_eq!(method("totp"), "Authenticator code");
+    }
+
+    /// If this broke, the tenant admin's audit page would show codes such as
+    /// `user.mfa_reset` where words are due, or hide an action it has no words for.
+    #[test]
+    fn audit_actions_read_as_words_or_their_code() {
+        for action in [
+            "breaker.trip",
+            "breaker.reset",
+            "user.mfa_reset",
+            "session.revoke",
+            "user.create",
+        ] {
+            let words = audit_action(action);
+            assert!(!words.contains('.') && !words.contains('_'), "{action}: {words}");
+        }
+        assert_eq!(audit_action("user.mfa_reset"), "MFA reset");
+        assert_eq!(audit_action("keys.cookie"), "keys.cookie");
     }
 }

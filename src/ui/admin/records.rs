@@ -60,6 +60,8 @@ struct AuditRow {
     actor: String,
     system: String,
     action: String,
+    /// The action in words (the code when it has none).
+    action_words: String,
     target: String,
     reason: String,
 }
@@ -73,12 +75,14 @@ struct AuditPage<'a> {
     next_page: Option<u64>,
 }
 
-/// Whether an audit record concerns `tenant`.
+/// Whether an audit record concerns `tenant`: its tenant when it names one, else its
+/// target.
 fn concerns(record: &AuditRecord, tenant: &str) -> bool {
     let e = &record.entry;
-    e.tenant.as_deref() == Some(tenant)
-        || e.target == format!("tenant:{tenant}")
-        || e.target.starts_with(&format!("account:{tenant}:"))
+    match e.tenant.as_deref() {
+        Some(t) => t == tenant,
+        None => e.target == format!("tenant:{tenant}") || e.target.starts_with(&format!("account:{tenant}:")),
+    }
 }
 
 /// `limit` of an API call: 1 to [`API_MAX`], `default` when absent or unreadable.
@@ -220,6 +224,7 @@ impl Portal {
                     time: Moment::at(r.entry.time, ctx.now),
                     actor: r.entry.actor,
                     system: r.entry.system,
+                    action_words: readable::audit_action(&r.entry.action).to_string(),
                     action: r.entry.action,
                     target: r.entry.target,
                     reason: r.entry.reason,
@@ -300,5 +305,6 @@ mod tests {
         assert!(!concerns(&record("tenant:acme2", None), "acme"));
         assert!(!concerns(&record("tier:prod", None), "acme"));
         assert!(!concerns(&record("account:globex:acme", Some("globex")), "acme"));
+        assert!(!concerns(&record("account:acme:bob", Some("globex")), "acme"));
     }
 }
