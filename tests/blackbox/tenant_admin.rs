@@ -402,4 +402,28 @@ async fn only_tenant_admins_reach_the_admin_area() {
     assert_eq!(plain.get(PROTECTED).await.status, 200);
     let users = admin.get("/.portcullis/api/admin/users").await.json();
     assert_eq!(users["users"][1]["totp_enrolled"], true, "{users}");
+
+    // A kill switch on bob shows on the users list and page.
+    let r = admin
+        .send(
+            Method::PUT,
+            "/.portcullis/api/admin/accounts/bob/breaker",
+            &[],
+            Some(("application/json", br#"{"reason":"lost laptop"}"#.to_vec())),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let users = admin.get("/.portcullis/api/admin/users").await.json();
+    assert_eq!(
+        (&users["users"][1]["suspended"], &users["users"][1]["suspension_reason"]),
+        (&Value::Bool(true), &Value::from("lost laptop")),
+        "{users}"
+    );
+    assert_eq!(users["users"][0]["suspended"], false, "{users}");
+    let page = admin.get("/.portcullis/admin/users").await;
+    assert!(
+        page.body.contains("<strong>Suspended</strong>: lost laptop"),
+        "{}",
+        page.body
+    );
 }
