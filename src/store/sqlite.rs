@@ -1298,8 +1298,9 @@ mod tests {
         assert_eq!(mode(&dir.join("prod.sqlite3")), 0o600);
     }
 
-    /// A version 2 file (before change requests and identity providers) gains the changes
-    /// table and the `idp` column, and keeps its data: its sessions read back as local.
+    /// A version 2 file (before change requests, identity providers and SSO versions)
+    /// gains the changes and SSO tables and the `idp` column, and keeps its data: its
+    /// sessions read back as local.
     #[tokio::test]
     async fn a_version_2_file_is_migrated() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1323,6 +1324,7 @@ mod tests {
         }
         let store = SqliteStore::open(tmp.path(), "prod").await.unwrap();
         assert!(store.list_changes().await.unwrap().is_empty());
+        assert!(store.list_sso_versions("acme").await.unwrap().is_empty());
         let old = store.get_session(&[7u8; 32]).await.unwrap().unwrap();
         assert_eq!((old.subject.as_str(), old.idp.as_str()), ("alice", "local"));
         let conn = Connection::open(tmp.path().join("prod.sqlite3")).unwrap();
