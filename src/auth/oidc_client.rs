@@ -138,7 +138,8 @@ impl tower_service::Service<Name> for PublicOnlyResolver {
 /// Why discovery of an issuer failed; the text is what [`OidcClient::provider`] reports.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DiscoveryError {
-    /// A URL breaks the address rules (scheme, or a non-public address in production).
+    /// A URL breaks the address rules (scheme, or a non-public address in production),
+    /// or its host does not resolve (checked before connecting).
     #[error("{0}")]
     Address(String),
     /// The discovery document could not be fetched.

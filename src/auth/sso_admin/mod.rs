@@ -64,8 +64,9 @@ pub enum SsoAdminError {
         /// Whether the tier is a production one (http is refused there).
         production: bool,
     },
-    /// The issuer or a URL its discovery names breaks the address rules.
-    #[error("the identity provider's address is not allowed: {0}")]
+    /// The issuer or a URL its discovery names breaks the address rules (scheme, or a
+    /// non-public address in production), or its host does not resolve.
+    #[error("the identity provider's URL cannot be used: {0}")]
     AddressNotAllowed(String),
     /// The discovery document could not be fetched.
     #[error("discovery failed: {0}")]
