@@ -292,6 +292,24 @@ impl std::fmt::Debug for OpenedSso {
     }
 }
 
+impl OpenedSso {
+    /// The settings as the sign-in pages take them from the policy files, for a tenant
+    /// whose SSO comes from the wizard. `admin_group` has no place there: the sign-in
+    /// applies it with [`mapped_roles`].
+    pub fn into_sso_config(self) -> SsoConfig {
+        SsoConfig {
+            issuer: self.issuer,
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            scopes: self.scopes,
+            roles_claim: self.roles_claim,
+            mfa: self.mfa,
+            enforce: self.enforce,
+            break_glass: self.break_glass,
+        }
+    }
+}
+
 /// The roles a sign-in gets from the IdP's role values: those values, plus `tenant-admin`
 /// when one of them is the version's admin group.
 pub fn mapped_roles(admin_group: Option<&str>, idp_roles: &[String]) -> Vec<String> {

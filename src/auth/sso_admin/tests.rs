@@ -417,6 +417,19 @@ async fn activation_needs_a_passing_test_of_the_current_draft() {
         (live.mfa, live.client_secret.expose_secret()),
         (MfaPolicy::Idp, SECRET.as_bytes())
     );
+    let config = live.into_sso_config();
+    assert_eq!(
+        (
+            config.issuer.as_str(),
+            config.client_id.as_str(),
+            config.roles_claim.as_deref()
+        ),
+        (f.issuer("good").as_str(), "gateway", Some("groups"))
+    );
+    assert_eq!(
+        (config.mfa, config.client_secret.expose_secret()),
+        (MfaPolicy::Idp, SECRET.as_bytes())
+    );
     assert_eq!(
         f.audit_actions().await,
         [
