@@ -13,6 +13,8 @@
 //!   the MFA policy on `amr`), without I/O.
 //! - [`oidc_client`]: talking to the tenant's IdP (discovery, JWKS, the code exchange),
 //!   with the address checks of the production tiers.
+//! - [`sso_admin`]: the self-service SSO wizard's service: drafts, test results,
+//!   activation and roll-back of a tenant's OIDC settings, client secrets sealed at rest.
 //! - [`preauth`]: signed short-lived cookies: who passed the password step (pre-MFA) and
 //!   the state of an SSO sign-in in flight.
 
@@ -23,3 +25,4 @@ pub mod oidc;
 pub mod oidc_client;
 pub mod password;
 pub mod preauth;
+pub mod sso_admin;

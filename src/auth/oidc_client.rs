@@ -52,6 +52,10 @@ struct DiscoveryDoc {
     jwks_uri: String,
     #[serde(default)]
     end_session_endpoint: Option<String>,
+    #[serde(default)]
+    response_types_supported: Vec<String>,
+    #[serde(default)]
+    code_challenge_methods_supported: Vec<String>,
 }
 
 /// A discovered provider and its current keys.
@@ -62,6 +66,10 @@ pub struct Provider {
     pub token_endpoint: String,
     pub jwks_uri: String,
     pub end_session_endpoint: Option<String>,
+    /// `response_types_supported` as discovered (the SSO wizard requires `code`).
+    pub response_types_supported: Vec<String>,
+    /// `code_challenge_methods_supported` as discovered (the SSO wizard requires `S256`).
+    pub code_challenge_methods_supported: Vec<String>,
     production: bool,
     /// The keys and when they were fetched.
     jwks: Mutex<Option<(Arc<JwkSet>, Instant)>>,
@@ -127,6 +135,24 @@ impl tower_service::Service<Name> for PublicOnlyResolver {
     }
 }
 
+/// Why discovery of an issuer failed; the text is what [`OidcClient::provider`] reports.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoveryError {
+    /// A URL breaks the address rules (scheme, or a non-public address in production),
+    /// or its host does not resolve (checked before connecting).
+    #[error("{0}")]
+    Address(String),
+    /// The discovery document could not be fetched.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The answer is not a discovery document.
+    #[error("the discovery document is not valid")]
+    Invalid,
+    /// The document names another issuer than the one asked for.
+    #[error("the discovery document names another issuer")]
+    IssuerMismatch,
+}
+
 /// The IdP client shared by every tenant.
 pub struct OidcClient {
     /// Non-production tiers: any address (loopback IdPs for testing).
@@ -179,18 +205,27 @@ impl OidcClient {
         if let Some(p) = self.providers.get(&key) {
             return Ok(p);
         }
+        self.discover(issuer, production).await.map_err(|e| e.to_string())
+    }
+
+    /// Discovers `issuer` now, whatever is cached (the SSO wizard checks what the IdP
+    /// says today), with the same checks as [`Self::provider`], and caches the result.
+    pub async fn discover(&self, issuer: &str, production: bool) -> Result<Arc<Provider>, DiscoveryError> {
+        let key = (issuer.to_string(), production);
         let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-        self.check_url(&url, production).await?;
-        let doc: DiscoveryDoc = serde_json::from_slice(&self.get(&url, production).await?)
-            .map_err(|_| "the discovery document is not valid".to_string())?;
+        self.check_url(&url, production)
+            .await
+            .map_err(DiscoveryError::Address)?;
+        let body = self.get(&url, production).await.map_err(DiscoveryError::Unreachable)?;
+        let doc: DiscoveryDoc = serde_json::from_slice(&body).map_err(|_| DiscoveryError::Invalid)?;
         if doc.issuer != issuer {
-            return Err("the discovery document names another issuer".into());
+            return Err(DiscoveryError::IssuerMismatch);
         }
         for u in [&doc.authorization_endpoint, &doc.token_endpoint, &doc.jwks_uri]
             .into_iter()
             .chain(doc.end_session_endpoint.as_ref())
         {
-            self.check_url(u, production).await?;
+            self.check_url(u, production).await.map_err(DiscoveryError::Address)?;
         }
         let p = Arc::new(Provider {
             issuer: doc.issuer,
@@ -198,6 +233,8 @@ impl OidcClient {
             token_endpoint: doc.token_endpoint,
             jwks_uri: doc.jwks_uri,
             end_session_endpoint: doc.end_session_endpoint,
+            response_types_supported: doc.response_types_supported,
+            code_challenge_methods_supported: doc.code_challenge_methods_supported,
             production,
             jwks: Mutex::new(None),
         });

@@ -1513,6 +1513,258 @@ pub(crate) async fn concurrent_change_decisions_have_one_winner(b: &Backend) {
     assert!(stored.decided_by.is_some());
 }
 
+/// A test result of `v` as it is now.
+fn sso_test(v: &crate::records::SsoVersion, passed: bool) -> crate::records::SsoTest {
+    use crate::records::SsoTest;
+    if passed {
+        SsoTest::Passed {
+            claims: serde_json::Map::from_iter([("sub".to_string(), serde_json::json!("alice"))]),
+            roles: vec!["tenant-admin".into()],
+            at: T0,
+            draft_digest: v.digest(),
+        }
+    } else {
+        SsoTest::Failed {
+            error: "the identity provider refused the code".into(),
+            at: T0,
+            draft_digest: v.digest(),
+        }
+    }
+}
+
+/// Saves a draft of `client_id`, passes its test and activates it.
+async fn activate_new(store: &dyn TierStore, client_id: &str) -> crate::records::SsoVersion {
+    use super::SsoActivation;
+    let mut d = crate::records::sso::tests::draft("acme");
+    d.client_id = client_id.into();
+    let d = store.put_sso_draft(&d).await.unwrap();
+    assert!(store.record_sso_test("acme", &sso_test(&d, true)).await.unwrap());
+    match store.activate_sso("acme").await.unwrap() {
+        SsoActivation::Activated(v) => *v,
+        other => panic!("not activated: {other:?}"),
+    }
+}
+
+pub(crate) async fn sso_drafts_round_trip(b: &Backend) {
+    use crate::records::{SsoState, SsoVersion};
+    let store = b.store("prod").await;
+    assert_eq!(store.get_sso_draft("acme").await.unwrap(), None);
+    assert!(store.list_sso_versions("acme").await.unwrap().is_empty());
+    // Whatever the caller sets, a draft is stored as an untested draft.
+    let mut d = crate::records::sso::tests::draft("acme");
+    d.state = SsoState::Active;
+    d.test = Some(sso_test(&d, true));
+    d.replaced = Some(9);
+    let stored = store.put_sso_draft(&d).await.unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(
+        (stored.state, &stored.test, stored.replaced),
+        (SsoState::Draft, &None, None)
+    );
+    assert_eq!(store.get_sso_draft("acme").await.unwrap().as_ref(), Some(&stored));
+    assert_eq!(store.get_sso_active("acme").await.unwrap(), None);
+    // A second save replaces the draft and keeps its number.
+    let edited = SsoVersion {
+        issuer: "https://other.example".into(),
+        break_glass: vec!["root".into()],
+        ..stored.clone()
+    };
+    let stored2 = store.put_sso_draft(&edited).await.unwrap();
+    assert_eq!(stored2.version, 1);
+    assert_eq!(store.get_sso_draft("acme").await.unwrap().as_ref(), Some(&stored2));
+    assert_eq!(store.list_sso_versions("acme").await.unwrap(), vec![stored2.clone()]);
+    // Other tenants and tiers see nothing of it.
+    assert_eq!(store.get_sso_draft("globex").await.unwrap(), None);
+    assert!(
+        b.store("staging")
+            .await
+            .list_sso_versions("acme")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A tenant id that is not a name never reaches a key or a row.
+    for bad in ["", "a:b", "ACME", "../x"] {
+        assert!(
+            matches!(store.get_sso_draft(bad).await, Err(StoreError::Invalid(_))),
+            "{bad}"
+        );
+        let d = crate::records::sso::tests::draft(bad);
+        assert!(
+            matches!(store.put_sso_draft(&d).await, Err(StoreError::Invalid(_))),
+            "{bad}"
+        );
+    }
+}
+
+/// If this broke, a test sign-in that finished after the draft was edited would mark
+/// the edited (untested) draft as tested.
+pub(crate) async fn sso_tests_are_recorded_only_for_the_draft_tested(b: &Backend) {
+    let store = b.store("prod").await;
+    assert!(
+        !store
+            .record_sso_test("acme", &sso_test(&crate::records::sso::tests::draft("acme"), true))
+            .await
+            .unwrap()
+    );
+    let d = store
+        .put_sso_draft(&crate::records::sso::tests::draft("acme"))
+        .await
+        .unwrap();
+    let failed = sso_test(&d, false);
+    assert!(store.record_sso_test("acme", &failed).await.unwrap());
+    assert_eq!(store.get_sso_draft("acme").await.unwrap().unwrap().test, Some(failed));
+    let passed = sso_test(&d, true);
+    assert!(store.record_sso_test("acme", &passed).await.unwrap());
+    let now = store.get_sso_draft("acme").await.unwrap().unwrap();
+    assert_eq!(now.test, Some(passed.clone()));
+    assert!(now.has_passing_test());
+    // The draft is edited while another test runs: its result is refused, and the edit
+    // cleared the earlier test.
+    let mut edited = d.clone();
+    edited.client_id = "another-client".into();
+    let edited = store.put_sso_draft(&edited).await.unwrap();
+    assert!(!store.record_sso_test("acme", &passed).await.unwrap());
+    assert_eq!(store.get_sso_draft("acme").await.unwrap().unwrap().test, None);
+    assert!(store.record_sso_test("acme", &sso_test(&edited, true)).await.unwrap());
+    // Another tenant's draft is never touched by this tenant's test.
+    assert!(!store.record_sso_test("globex", &sso_test(&edited, true)).await.unwrap());
+}
+
+/// If this broke, a configuration nobody signed in with could become the tenant's SSO.
+pub(crate) async fn sso_activation_needs_a_passing_test_of_the_current_draft(b: &Backend) {
+    use super::SsoActivation;
+    use crate::records::SsoState;
+    let store = b.store("prod").await;
+    assert_eq!(store.activate_sso("acme").await.unwrap(), SsoActivation::NoDraft);
+    let d = store
+        .put_sso_draft(&crate::records::sso::tests::draft("acme"))
+        .await
+        .unwrap();
+    assert_eq!(store.activate_sso("acme").await.unwrap(), SsoActivation::NotTested);
+    store.record_sso_test("acme", &sso_test(&d, false)).await.unwrap();
+    assert_eq!(store.activate_sso("acme").await.unwrap(), SsoActivation::NotTested);
+    // Passed, then edited: the edit needs its own test.
+    store.record_sso_test("acme", &sso_test(&d, true)).await.unwrap();
+    let mut edited = d.clone();
+    edited.scopes.push("profile".into());
+    let edited = store.put_sso_draft(&edited).await.unwrap();
+    assert_eq!(store.activate_sso("acme").await.unwrap(), SsoActivation::NotTested);
+    assert_eq!(store.get_sso_active("acme").await.unwrap(), None);
+    store.record_sso_test("acme", &sso_test(&edited, true)).await.unwrap();
+    let SsoActivation::Activated(v1) = store.activate_sso("acme").await.unwrap() else {
+        panic!("a tested draft was not activated");
+    };
+    assert_eq!((v1.version, v1.state, v1.replaced), (1, SsoState::Active, None));
+    assert!(v1.has_passing_test(), "the test that allowed it is kept");
+    assert_eq!(store.get_sso_draft("acme").await.unwrap(), None);
+    assert_eq!(store.get_sso_active("acme").await.unwrap().as_ref(), Some(&*v1));
+    // The next draft gets the next number; activating it supersedes the first.
+    let v2 = activate_new(&*store, "second").await;
+    assert_eq!((v2.version, v2.state, v2.replaced), (2, SsoState::Active, Some(1)));
+    let states: Vec<(u64, SsoState)> = store
+        .list_sso_versions("acme")
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| (v.version, v.state))
+        .collect();
+    assert_eq!(states, vec![(2, SsoState::Active), (1, SsoState::Superseded)]);
+    assert_eq!(store.activate_sso("acme").await.unwrap(), SsoActivation::NoDraft);
+}
+
+pub(crate) async fn sso_rollback_restores_the_version_before(b: &Backend) {
+    use super::SsoRollback;
+    use crate::records::SsoState;
+    let store = b.store("prod").await;
+    assert_eq!(store.rollback_sso("acme").await.unwrap(), SsoRollback::NothingToRestore);
+    let v1 = activate_new(&*store, "one").await;
+    assert_eq!(store.rollback_sso("acme").await.unwrap(), SsoRollback::NothingToRestore);
+    activate_new(&*store, "two").await;
+    activate_new(&*store, "three").await;
+    let restored = |r: SsoRollback| match r {
+        SsoRollback::RolledBack(v) => (v.version, v.client_id, v.state),
+        other => panic!("nothing restored: {other:?}"),
+    };
+    assert_eq!(
+        restored(store.rollback_sso("acme").await.unwrap()),
+        (2, "two".to_string(), SsoState::Active)
+    );
+    assert_eq!(store.get_sso_active("acme").await.unwrap().unwrap().version, 2);
+    assert_eq!(restored(store.rollback_sso("acme").await.unwrap()).0, 1);
+    assert_eq!(store.rollback_sso("acme").await.unwrap(), SsoRollback::NothingToRestore);
+    let states: Vec<(u64, SsoState)> = store
+        .list_sso_versions("acme")
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| (v.version, v.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (3, SsoState::Superseded),
+            (2, SsoState::Superseded),
+            (1, SsoState::Active)
+        ]
+    );
+    assert_eq!(
+        store.get_sso_active("acme").await.unwrap().unwrap().client_id,
+        v1.client_id
+    );
+    // Activating from the restored version, then rolling back, returns to it.
+    let v4 = activate_new(&*store, "four").await;
+    assert_eq!((v4.version, v4.replaced), (4, Some(1)));
+    assert_eq!(restored(store.rollback_sso("acme").await.unwrap()).0, 1);
+    // A draft in progress is left alone by a roll-back.
+    let d = store
+        .put_sso_draft(&crate::records::sso::tests::draft("acme"))
+        .await
+        .unwrap();
+    assert_eq!(d.version, 5);
+    store.rollback_sso("acme").await.unwrap();
+    assert_eq!(store.get_sso_draft("acme").await.unwrap().as_ref(), Some(&d));
+}
+
+/// If this broke, two admins clicking Activate at once could both supersede versions
+/// and leave two active ones.
+pub(crate) async fn concurrent_sso_activations_have_one_winner(b: &Backend) {
+    use super::SsoActivation;
+    use crate::records::SsoState;
+    let store = b.store("prod").await;
+    activate_new(&*store, "one").await;
+    let d = store
+        .put_sso_draft(&crate::records::sso::tests::draft("acme"))
+        .await
+        .unwrap();
+    store.record_sso_test("acme", &sso_test(&d, true)).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.activate_sso("acme").await.unwrap() }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            SsoActivation::Activated(v) => {
+                winners += 1;
+                assert_eq!((v.version, v.replaced), (2, Some(1)));
+            }
+            other => assert_eq!(other, SsoActivation::NoDraft),
+        }
+    }
+    assert_eq!(winners, 1);
+    let active: Vec<u64> = store
+        .list_sso_versions("acme")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|v| v.state == SsoState::Active)
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(active, vec![2]);
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr, [$($test:ident),* $(,)?]) => {
         mod $backend {
@@ -1559,6 +1811,11 @@ macro_rules! every_test {
                 concurrent_audit_appends_keep_one_chain,
                 change_requests_round_trip,
                 concurrent_change_decisions_have_one_winner,
+                sso_drafts_round_trip,
+                sso_tests_are_recorded_only_for_the_draft_tested,
+                sso_activation_needs_a_passing_test_of_the_current_draft,
+                sso_rollback_restores_the_version_before,
+                concurrent_sso_activations_have_one_winner,
             ]
         );
     };

@@ -5,9 +5,14 @@
 
 use std::sync::Arc;
 
-use super::{AccountStore, AuditLog, ChangeStore, SessionStore, StoreError, SwitchStore, ThrottleStore, TierStore};
+use super::{
+    AccountStore, AuditLog, ChangeStore, SessionStore, SsoActivation, SsoRollback, SsoStore, StoreError, SwitchStore,
+    ThrottleStore, TierStore,
+};
 use crate::audit::{AuditEntry, AuditRecord};
-use crate::records::{ChangeRequest, KillSwitch, LoginEvent, Revocation, SessionRecord, UserRecord};
+use crate::records::{
+    ChangeRequest, KillSwitch, LoginEvent, Revocation, SessionRecord, SsoTest, SsoVersion, UserRecord,
+};
 
 /// What a test does once a call has reached the real store.
 #[async_trait::async_trait]
@@ -86,6 +91,15 @@ forward! {
         fn get_change(&self, id: &str) -> Result<Option<ChangeRequest>, StoreError>;
         fn list_changes(&self) -> Result<Vec<ChangeRequest>, StoreError>;
         fn replace_change_if(&self, c: &ChangeRequest, expected_version: u64) -> Result<bool, StoreError>;
+    }
+    SsoStore {
+        fn put_sso_draft(&self, draft: &SsoVersion) -> Result<SsoVersion, StoreError>;
+        fn get_sso_draft(&self, tenant: &str) -> Result<Option<SsoVersion>, StoreError>;
+        fn get_sso_active(&self, tenant: &str) -> Result<Option<SsoVersion>, StoreError>;
+        fn list_sso_versions(&self, tenant: &str) -> Result<Vec<SsoVersion>, StoreError>;
+        fn record_sso_test(&self, tenant: &str, test: &SsoTest) -> Result<bool, StoreError>;
+        fn activate_sso(&self, tenant: &str) -> Result<SsoActivation, StoreError>;
+        fn rollback_sso(&self, tenant: &str) -> Result<SsoRollback, StoreError>;
     }
     TierStore {
         fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;

@@ -5,8 +5,8 @@
 //! - this file: [`StoreError`]; one trait per role: [`SessionStore`] (sessions),
 //!   [`AccountStore`] (local users, sign-in history, the TOTP replay guard),
 //!   [`ThrottleStore`] (throttling counters), [`SwitchStore`] (kill switches),
-//!   [`AuditLog`] (the hash-chained audit log) and [`ChangeStore`] (four-eyes change
-//!   requests); [`TierStore`], all of them together for one tier; and [`Stores`], which
+//!   [`AuditLog`] (the hash-chained audit log), [`ChangeStore`] (four-eyes change
+//!   requests) and [`SsoStore`] (tenants' self-service SSO versions); [`TierStore`], all of them together for one tier; and [`Stores`], which
 //!   opens one [`TierStore`] per tier from the configured URL.
 //! - [`sqlite`]: the embedded default, one SQLite file per tier.
 //! - [`redis`]: the shared backend for replicas, one key prefix per tier.
@@ -40,7 +40,9 @@ pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::records::session::is_public_id;
-use crate::records::{ChangeRequest, KillSwitch, LoginEvent, Revocation, SessionRecord, UserRecord};
+use crate::records::{
+    ChangeRequest, KillSwitch, LoginEvent, Revocation, SessionRecord, SsoTest, SsoVersion, UserRecord,
+};
 
 /// How long an expired session stays readable before [`TierStore::purge_expired`] may
 /// delete it: long enough to tell "expired" or "revoked (by whom, why)" from "unknown" when
@@ -234,11 +236,60 @@ pub trait ChangeStore: Send + Sync + 'static {
     async fn replace_change_if(&self, c: &ChangeRequest, expected_version: u64) -> Result<bool, StoreError>;
 }
 
+/// What [`SsoStore::activate_sso`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SsoActivation {
+    /// The draft is now the active version (returned as stored).
+    Activated(Box<SsoVersion>),
+    /// The tenant has no draft.
+    NoDraft,
+    /// The draft has no passing test of its current content; nothing changed.
+    NotTested,
+}
+
+/// What [`SsoStore::rollback_sso`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SsoRollback {
+    /// This version, active before the current one, is active again.
+    RolledBack(Box<SsoVersion>),
+    /// No active version, or the active one replaced none; nothing changed.
+    NothingToRestore,
+}
+
+/// The self-service SSO versions of the tenants of one tier. At most one draft and one
+/// active version per tenant; every transition is atomic, so two admins (or a test
+/// sign-in finishing while the draft is edited) can never activate untested content.
+#[async_trait::async_trait]
+pub trait SsoStore: Send + Sync + 'static {
+    /// Saves `draft` as its tenant's draft: it replaces the current draft (keeping its
+    /// number) or becomes a new version numbered after the newest. Whatever `draft` says,
+    /// it is stored as a draft without a test or `replaced`; returns it as stored.
+    async fn put_sso_draft(&self, draft: &SsoVersion) -> Result<SsoVersion, StoreError>;
+    /// The tenant's current draft, if any.
+    async fn get_sso_draft(&self, tenant: &str) -> Result<Option<SsoVersion>, StoreError>;
+    /// The tenant's active version, if any.
+    async fn get_sso_active(&self, tenant: &str) -> Result<Option<SsoVersion>, StoreError>;
+    /// Every version of the tenant, newest (highest number) first.
+    async fn list_sso_versions(&self, tenant: &str) -> Result<Vec<SsoVersion>, StoreError>;
+    /// Records `test` as the result of the tenant's draft, only if the draft's digest is
+    /// still `test.draft_digest()` (compare-and-set): false when there is no draft or it
+    /// changed since the test began, and then nothing is stored.
+    async fn record_sso_test(&self, tenant: &str, test: &SsoTest) -> Result<bool, StoreError>;
+    /// Makes the draft active, only if its test passed against its current content; the
+    /// version active until then becomes superseded and is remembered as `replaced`.
+    async fn activate_sso(&self, tenant: &str) -> Result<SsoActivation, StoreError>;
+    /// Makes the version the active one replaced active again, and the active one
+    /// superseded; repeated roll-backs walk back through the activations.
+    async fn rollback_sso(&self, tenant: &str) -> Result<SsoRollback, StoreError>;
+}
+
 /// Everything one tier keeps: every role's store, as each backend implements them and
 /// the conformance suite tests them. One instance serves one tier; every backend passes
 /// `conformance.rs`, so callers never need to know which one they have.
 #[async_trait::async_trait]
-pub trait TierStore: SessionStore + AccountStore + ThrottleStore + SwitchStore + AuditLog + ChangeStore {
+pub trait TierStore:
+    SessionStore + AccountStore + ThrottleStore + SwitchStore + AuditLog + ChangeStore + SsoStore
+{
     /// Deletes sessions whose absolute expiry passed before `now - PURGE_GRACE_SECS` and
     /// forgets expired replay-guard and throttle entries; returns how many sessions went.
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
@@ -388,6 +439,26 @@ fn check_change(c: &ChangeRequest, tier: &str) -> Result<(), StoreError> {
         return Err(StoreError::Invalid("change request id".into()));
     }
     Ok(())
+}
+
+/// Tenant ids become key segments: only the names config allows.
+fn check_sso_tenant(tenant: &str) -> Result<(), StoreError> {
+    if crate::tenancy::is_name(tenant) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid("tenant id".into()))
+    }
+}
+
+/// The record a draft is stored as: a draft, without test or predecessor.
+fn as_stored_draft(draft: &SsoVersion) -> Result<SsoVersion, StoreError> {
+    check_sso_tenant(&draft.tenant)?;
+    Ok(SsoVersion {
+        state: crate::records::SsoState::Draft,
+        test: None,
+        replaced: None,
+        ..draft.clone()
+    })
 }
 
 fn encode_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {

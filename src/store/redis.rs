@@ -25,6 +25,11 @@
 //! - `audit`: list of audit record JSON; index `seq - 1` holds record `seq`.
 //! - `changes`: hash of change request id → change request JSON (its `version` field is
 //!   what `REPLACE_CHANGE_IF` compares).
+//! - `sso:<t>`: one hash per tenant holding all its SSO versions, so every transition is
+//!   one script on one key: `v:<n>` the version's JSON as saved (number, state, test and
+//!   `replaced` are the fields below), `s:<n>` its state, `d:<n>` its digest, `t:<n>` its
+//!   test JSON, `p:<n>` the digest a passing test was recorded for, `r:<n>` the version it
+//!   replaced; `draft` and `active` the numbers of those, `next` the last number given.
 //!
 //! Not Redis Cluster ready: scripts touch a session and its index keys, which would need
 //! hash tags to share a slot.
@@ -37,13 +42,15 @@ use ::redis::{Client, RedisError, Script};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AccountStore, AuditLog, ChangeStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, SessionStore, StoreError, SwitchStore,
-    ThrottleStore, TierStore, check_change, check_session_tier, check_switch_tier, check_tier, check_window,
-    decode_json as decode, encode_json as encode,
+    AccountStore, AuditLog, ChangeStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, SessionStore, SsoActivation, SsoRollback,
+    SsoStore, StoreError, SwitchStore, ThrottleStore, TierStore, as_stored_draft, check_change, check_session_tier,
+    check_sso_tenant, check_switch_tier, check_tier, check_window, decode_json as decode, encode_json as encode,
 };
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::records::user::{USER_AGENT_MAX_CHARS, truncate_chars};
-use crate::records::{ChangeRequest, KillSwitch, LoginEvent, Revocation, SessionRecord, UserRecord};
+use crate::records::{
+    ChangeRequest, KillSwitch, LoginEvent, Revocation, SessionRecord, SsoState, SsoTest, SsoVersion, UserRecord,
+};
 
 /// Extra life of a session key after purge would delete it: purge normally runs first and
 /// also cleans the indexes; the key's own expiry is a backstop if purge never runs.
@@ -194,6 +201,69 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 ";
 
+/// KEYS: tenant's sso hash. ARGV: version JSON, digest. Replaces the draft (keeping its
+/// number) or numbers a new one; clears its test. Returns the number.
+const PUT_SSO_DRAFT: &str = "
+local n = redis.call('HGET', KEYS[1], 'draft')
+if not n then n = tostring(redis.call('HINCRBY', KEYS[1], 'next', 1)) end
+redis.call('HSET', KEYS[1], 'v:' .. n, ARGV[1], 's:' .. n, 'draft', 'd:' .. n, ARGV[2], 'draft', n)
+redis.call('HDEL', KEYS[1], 't:' .. n, 'p:' .. n, 'r:' .. n)
+return tonumber(n)
+";
+
+/// KEYS: tenant's sso hash. ARGV: which (`draft` or `active`). Returns {} or
+/// {number, JSON, state, test or '', replaced or ''}.
+const GET_SSO: &str = "
+local n = redis.call('HGET', KEYS[1], ARGV[1])
+if not n then return {} end
+local f = redis.call('HMGET', KEYS[1], 'v:' .. n, 's:' .. n, 't:' .. n, 'r:' .. n)
+if not f[1] or not f[2] then return redis.error_reply('sso version missing') end
+return {n, f[1], f[2], f[3] or '', f[4] or ''}
+";
+
+/// KEYS: tenant's sso hash. ARGV: digest tested, test JSON, passed ('1'/'0'). Stores the
+/// test only when the draft's digest is still the one tested; returns 1 if stored.
+const RECORD_SSO_TEST: &str = "
+local n = redis.call('HGET', KEYS[1], 'draft')
+if not n then return 0 end
+if redis.call('HGET', KEYS[1], 'd:' .. n) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 't:' .. n, ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], 'p:' .. n, ARGV[1])
+else
+  redis.call('HDEL', KEYS[1], 'p:' .. n)
+end
+return 1
+";
+
+/// KEYS: tenant's sso hash. Returns the activated number, -1 without a draft, -2 when
+/// the draft has no passing test of its current digest.
+const ACTIVATE_SSO: &str = "
+local n = redis.call('HGET', KEYS[1], 'draft')
+if not n then return -1 end
+local passed = redis.call('HGET', KEYS[1], 'p:' .. n)
+if not passed or passed ~= redis.call('HGET', KEYS[1], 'd:' .. n) then return -2 end
+local old = redis.call('HGET', KEYS[1], 'active')
+if old then
+  redis.call('HSET', KEYS[1], 's:' .. old, 'superseded', 'r:' .. n, old)
+end
+redis.call('HSET', KEYS[1], 's:' .. n, 'active', 'active', n)
+redis.call('HDEL', KEYS[1], 'draft')
+return tonumber(n)
+";
+
+/// KEYS: tenant's sso hash. Returns the restored number, or -1 when there is nothing to
+/// restore.
+const ROLLBACK_SSO: &str = "
+local a = redis.call('HGET', KEYS[1], 'active')
+if not a then return -1 end
+local prev = redis.call('HGET', KEYS[1], 'r:' .. a)
+if not prev then return -1 end
+if not redis.call('HGET', KEYS[1], 'v:' .. prev) then return -2 end
+redis.call('HSET', KEYS[1], 's:' .. a, 'superseded', 's:' .. prev, 'active', 'active', prev)
+return tonumber(prev)
+";
+
 /// Attempts at appending an audit record when other writers keep winning the race.
 const AUDIT_APPEND_ATTEMPTS: usize = 50;
 
@@ -210,6 +280,11 @@ struct Scripts {
     delete_kill_switch: Script,
     append_audit: Script,
     replace_change_if: Script,
+    put_sso_draft: Script,
+    get_sso: Script,
+    record_sso_test: Script,
+    activate_sso: Script,
+    rollback_sso: Script,
 }
 
 impl Scripts {
@@ -227,6 +302,11 @@ impl Scripts {
             delete_kill_switch: Script::new(DELETE_KILL_SWITCH),
             append_audit: Script::new(APPEND_AUDIT),
             replace_change_if: Script::new(REPLACE_CHANGE_IF),
+            put_sso_draft: Script::new(PUT_SSO_DRAFT),
+            get_sso: Script::new(GET_SSO),
+            record_sso_test: Script::new(RECORD_SSO_TEST),
+            activate_sso: Script::new(ACTIVATE_SSO),
+            rollback_sso: Script::new(ROLLBACK_SSO),
         }
     }
 }
@@ -422,6 +502,35 @@ fn session_from_fields(id_hash: [u8; 32], fields: SessionFields) -> Result<Optio
     }))
 }
 
+/// A stored SSO version from its hash fields (`test` and `replaced` empty when absent).
+fn sso_from_fields(n: &str, json: &str, state: &str, test: &str, replaced: &str) -> Result<SsoVersion, StoreError> {
+    let mut v: SsoVersion = decode(json, "stored sso version")?;
+    v.version = n
+        .parse()
+        .map_err(|_| StoreError::Corrupt("stored sso version number"))?;
+    v.state = match state {
+        "draft" => SsoState::Draft,
+        "active" => SsoState::Active,
+        "superseded" => SsoState::Superseded,
+        _ => return Err(StoreError::Corrupt("stored sso state")),
+    };
+    v.test = if test.is_empty() {
+        None
+    } else {
+        Some(decode(test, "stored sso test")?)
+    };
+    v.replaced = if replaced.is_empty() {
+        None
+    } else {
+        Some(
+            replaced
+                .parse()
+                .map_err(|_| StoreError::Corrupt("stored sso version number"))?,
+        )
+    };
+    Ok(v)
+}
+
 fn user_from_parts(tenant: &str, username: &str, json: &str, codes: &[String]) -> Result<UserRecord, StoreError> {
     let w: UserWire = decode(json, "stored user")?;
     Ok(UserRecord {
@@ -502,6 +611,34 @@ impl RedisStore {
     }
     fn changes_key(&self) -> String {
         format!("{}changes", self.prefix)
+    }
+    fn sso_key(&self, tenant: &str) -> String {
+        format!("{}sso:{}", self.prefix, seg(tenant))
+    }
+
+    /// The tenant's version in the `draft` or `active` slot, read in one script.
+    async fn sso_slot(&self, tenant: &str, slot: &str) -> Result<Option<SsoVersion>, StoreError> {
+        check_sso_tenant(tenant)?;
+        let f: Vec<String> = self
+            .scripts
+            .get_sso
+            .key(self.sso_key(tenant))
+            .arg(slot)
+            .invoke_async(&mut self.con())
+            .await?;
+        match f.as_slice() {
+            [] => Ok(None),
+            [n, json, state, test, replaced] => sso_from_fields(n, json, state, test, replaced).map(Some),
+            _ => Err(StoreError::Corrupt("stored sso version")),
+        }
+    }
+
+    /// The tenant's version number `n`, read from the whole hash.
+    async fn sso_numbered(&self, tenant: &str, n: i64) -> Result<SsoVersion, StoreError> {
+        let all = self.list_sso_versions(tenant).await?;
+        all.into_iter()
+            .find(|v| i64::try_from(v.version).is_ok_and(|v| v == n))
+            .ok_or(StoreError::Corrupt("stored sso version"))
     }
 
     /// The sso index of a session; sessions without a sid get a key that is never written.
@@ -1185,6 +1322,95 @@ impl ChangeStore for RedisStore {
             1 => Ok(true),
             0 => Ok(false),
             _ => Err(StoreError::Corrupt("stored change request")),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SsoStore for RedisStore {
+    async fn put_sso_draft(&self, draft: &SsoVersion) -> Result<SsoVersion, StoreError> {
+        let mut stored = as_stored_draft(draft)?;
+        stored.version = 0;
+        let n: i64 = self
+            .scripts
+            .put_sso_draft
+            .key(self.sso_key(&stored.tenant))
+            .arg(encode(&stored)?)
+            .arg(stored.digest())
+            .invoke_async(&mut self.con())
+            .await?;
+        stored.version = u64::try_from(n).map_err(|_| StoreError::Corrupt("stored sso version number"))?;
+        Ok(stored)
+    }
+
+    async fn get_sso_draft(&self, tenant: &str) -> Result<Option<SsoVersion>, StoreError> {
+        self.sso_slot(tenant, "draft").await
+    }
+
+    async fn get_sso_active(&self, tenant: &str) -> Result<Option<SsoVersion>, StoreError> {
+        self.sso_slot(tenant, "active").await
+    }
+
+    async fn list_sso_versions(&self, tenant: &str) -> Result<Vec<SsoVersion>, StoreError> {
+        check_sso_tenant(tenant)?;
+        let all: std::collections::HashMap<String, String> = ::redis::cmd("HGETALL")
+            .arg(self.sso_key(tenant))
+            .query_async(&mut self.con())
+            .await?;
+        let field = |kind: &str, n: &str| all.get(&format!("{kind}:{n}")).map_or("", String::as_str);
+        let mut out = Vec::new();
+        for (key, json) in &all {
+            let Some(n) = key.strip_prefix("v:") else { continue };
+            out.push(sso_from_fields(n, json, field("s", n), field("t", n), field("r", n))?);
+        }
+        out.sort_by_key(|v| std::cmp::Reverse(v.version));
+        Ok(out)
+    }
+
+    async fn record_sso_test(&self, tenant: &str, test: &SsoTest) -> Result<bool, StoreError> {
+        check_sso_tenant(tenant)?;
+        let digest = test.draft_digest();
+        let stored: i64 = self
+            .scripts
+            .record_sso_test
+            .key(self.sso_key(tenant))
+            .arg(digest)
+            .arg(encode(test)?)
+            .arg(if test.passed_for(digest) { "1" } else { "0" })
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(stored == 1)
+    }
+
+    async fn activate_sso(&self, tenant: &str) -> Result<SsoActivation, StoreError> {
+        check_sso_tenant(tenant)?;
+        let n: i64 = self
+            .scripts
+            .activate_sso
+            .key(self.sso_key(tenant))
+            .invoke_async(&mut self.con())
+            .await?;
+        match n {
+            -1 => Ok(SsoActivation::NoDraft),
+            -2 => Ok(SsoActivation::NotTested),
+            n if n > 0 => Ok(SsoActivation::Activated(Box::new(self.sso_numbered(tenant, n).await?))),
+            _ => Err(StoreError::Corrupt("redis reply")),
+        }
+    }
+
+    async fn rollback_sso(&self, tenant: &str) -> Result<SsoRollback, StoreError> {
+        check_sso_tenant(tenant)?;
+        let n: i64 = self
+            .scripts
+            .rollback_sso
+            .key(self.sso_key(tenant))
+            .invoke_async(&mut self.con())
+            .await?;
+        match n {
+            -1 => Ok(SsoRollback::NothingToRestore),
+            -2 => Err(StoreError::Corrupt("stored sso version (replaced version missing)")),
+            n if n > 0 => Ok(SsoRollback::RolledBack(Box::new(self.sso_numbered(tenant, n).await?))),
+            _ => Err(StoreError::Corrupt("redis reply")),
         }
     }
 }

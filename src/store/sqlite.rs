@@ -15,16 +15,18 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::{
-    AccountStore, AuditLog, ChangeStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, SessionStore, StoreError, SwitchStore,
-    ThrottleStore, TierStore, check_change, check_session_tier, check_switch_tier, check_tier, check_window,
-    decode_json, encode_json,
+    AccountStore, AuditLog, ChangeStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, SessionStore, SsoActivation, SsoRollback,
+    SsoStore, StoreError, SwitchStore, ThrottleStore, TierStore, as_stored_draft, check_change, check_session_tier,
+    check_sso_tenant, check_switch_tier, check_tier, check_window, decode_json, encode_json,
 };
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::records::user::{USER_AGENT_MAX_CHARS, truncate_chars};
-use crate::records::{ChangeRequest, KillSwitch, LoginEvent, Revocation, SessionRecord, UserRecord};
+use crate::records::{
+    ChangeRequest, KillSwitch, LoginEvent, Revocation, SessionRecord, SsoState, SsoTest, SsoVersion, UserRecord,
+};
 
 /// Schema version this binary writes; older files are migrated on open, newer ones refused.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Reader connections per tier; reads are short, so a few are plenty.
 const READERS: usize = 4;
@@ -129,6 +131,19 @@ CREATE INDEX changes_by_time ON changes (created_at);
 /// keyed by the bare `sub`; they keep `local` and expire within the absolute timeout.
 const SCHEMA_V4: &str = "
 ALTER TABLE sessions ADD COLUMN idp TEXT NOT NULL DEFAULT 'local';
+";
+
+/// Version 5: tenants' self-service SSO versions (whole records as JSON; `state` mirrors
+/// the record's so the draft and the active version are found by index).
+const SCHEMA_V5: &str = "
+CREATE TABLE sso_versions (
+    tenant TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (tenant, version)
+);
+CREATE INDEX sso_versions_by_state ON sso_versions (tenant, state);
 ";
 
 const SESSION_COLUMNS: &str = "id_hash, tenant, tier, subject, display_name, roles, auth_method, amr, mfa_at, \
@@ -295,6 +310,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if version < 4 {
         tx.execute_batch(SCHEMA_V4)?;
         tx.execute("INSERT INTO schema_version (version) VALUES (4)", [])?;
+    }
+    if version < 5 {
+        tx.execute_batch(SCHEMA_V5)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (5)", [])?;
     }
     tx.commit()?;
     Ok(())
@@ -1077,6 +1096,171 @@ impl ChangeStore for SqliteStore {
     }
 }
 
+/// The tenant's version in `state` (draft or active: at most one each), if any.
+fn sso_in_state(conn: &Connection, tenant: &str, state: SsoState) -> Result<Option<SsoVersion>, StoreError> {
+    let data: Option<String> = conn
+        .query_row(
+            "SELECT data FROM sso_versions WHERE tenant = ?1 AND state = ?2 ORDER BY version DESC LIMIT 1",
+            params![tenant, state.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    data.map(|d| decode_json(&d, "stored sso version")).transpose()
+}
+
+/// The tenant's version number `version`, if any.
+fn sso_version(conn: &Connection, tenant: &str, version: u64) -> Result<Option<SsoVersion>, StoreError> {
+    let data: Option<String> = conn
+        .query_row(
+            "SELECT data FROM sso_versions WHERE tenant = ?1 AND version = ?2",
+            params![tenant, sso_number(version)?],
+            |r| r.get(0),
+        )
+        .optional()?;
+    data.map(|d| decode_json(&d, "stored sso version")).transpose()
+}
+
+/// Writes `v` over its stored row (state column and record together).
+fn sso_rewrite(tx: &Transaction<'_>, v: &SsoVersion) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE sso_versions SET state = ?1, data = ?2 WHERE tenant = ?3 AND version = ?4",
+        params![v.state.as_str(), encode_json(v)?, v.tenant, sso_number(v.version)?],
+    )?;
+    Ok(())
+}
+
+fn sso_number(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid("sso version number".into()))
+}
+
+#[async_trait::async_trait]
+impl SsoStore for SqliteStore {
+    async fn put_sso_draft(&self, draft: &SsoVersion) -> Result<SsoVersion, StoreError> {
+        let mut stored = as_stored_draft(draft)?;
+        self.write(move |tx| {
+            let current = sso_in_state(tx, &stored.tenant, SsoState::Draft)?;
+            match current {
+                Some(old) => {
+                    stored.version = old.version;
+                    sso_rewrite(tx, &stored)?;
+                }
+                None => {
+                    let newest: i64 = tx.query_row(
+                        "SELECT COALESCE(MAX(version), 0) FROM sso_versions WHERE tenant = ?1",
+                        [&stored.tenant],
+                        |r| r.get(0),
+                    )?;
+                    stored.version = u64::try_from(newest)
+                        .map_err(|_| StoreError::Corrupt("sso version number"))?
+                        .saturating_add(1);
+                    tx.execute(
+                        "INSERT INTO sso_versions (tenant, version, state, data) VALUES (?1, ?2, ?3, ?4)",
+                        params![
+                            stored.tenant,
+                            sso_number(stored.version)?,
+                            stored.state.as_str(),
+                            encode_json(&stored)?
+                        ],
+                    )?;
+                }
+            }
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn get_sso_draft(&self, tenant: &str) -> Result<Option<SsoVersion>, StoreError> {
+        check_sso_tenant(tenant)?;
+        let tenant = tenant.to_string();
+        self.read(move |conn| sso_in_state(conn, &tenant, SsoState::Draft))
+            .await
+    }
+
+    async fn get_sso_active(&self, tenant: &str) -> Result<Option<SsoVersion>, StoreError> {
+        check_sso_tenant(tenant)?;
+        let tenant = tenant.to_string();
+        self.read(move |conn| sso_in_state(conn, &tenant, SsoState::Active))
+            .await
+    }
+
+    async fn list_sso_versions(&self, tenant: &str) -> Result<Vec<SsoVersion>, StoreError> {
+        check_sso_tenant(tenant)?;
+        let tenant = tenant.to_string();
+        self.read(move |conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT data FROM sso_versions WHERE tenant = ?1 ORDER BY version DESC")?;
+            let rows = stmt.query_map([&tenant], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(decode_json(&row?, "stored sso version")?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record_sso_test(&self, tenant: &str, test: &SsoTest) -> Result<bool, StoreError> {
+        check_sso_tenant(tenant)?;
+        let (tenant, test) = (tenant.to_string(), test.clone());
+        self.write(move |tx| {
+            let Some(mut draft) = sso_in_state(tx, &tenant, SsoState::Draft)? else {
+                return Ok(false);
+            };
+            if draft.digest() != test.draft_digest() {
+                return Ok(false);
+            }
+            draft.test = Some(test);
+            sso_rewrite(tx, &draft)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn activate_sso(&self, tenant: &str) -> Result<SsoActivation, StoreError> {
+        check_sso_tenant(tenant)?;
+        let tenant = tenant.to_string();
+        self.write(move |tx| {
+            let Some(mut draft) = sso_in_state(tx, &tenant, SsoState::Draft)? else {
+                return Ok(SsoActivation::NoDraft);
+            };
+            if !draft.has_passing_test() {
+                return Ok(SsoActivation::NotTested);
+            }
+            if let Some(mut old) = sso_in_state(tx, &tenant, SsoState::Active)? {
+                old.state = SsoState::Superseded;
+                sso_rewrite(tx, &old)?;
+                draft.replaced = Some(old.version);
+            }
+            draft.state = SsoState::Active;
+            sso_rewrite(tx, &draft)?;
+            Ok(SsoActivation::Activated(Box::new(draft)))
+        })
+        .await
+    }
+
+    async fn rollback_sso(&self, tenant: &str) -> Result<SsoRollback, StoreError> {
+        check_sso_tenant(tenant)?;
+        let tenant = tenant.to_string();
+        self.write(move |tx| {
+            let Some(mut active) = sso_in_state(tx, &tenant, SsoState::Active)? else {
+                return Ok(SsoRollback::NothingToRestore);
+            };
+            let Some(previous) = active.replaced else {
+                return Ok(SsoRollback::NothingToRestore);
+            };
+            let Some(mut restored) = sso_version(tx, &tenant, previous)? else {
+                return Err(StoreError::Corrupt("stored sso version (replaced version missing)"));
+            };
+            active.state = SsoState::Superseded;
+            sso_rewrite(tx, &active)?;
+            restored.state = SsoState::Active;
+            sso_rewrite(tx, &restored)?;
+            Ok(SsoRollback::RolledBack(Box::new(restored)))
+        })
+        .await
+    }
+}
+
 #[async_trait::async_trait]
 impl TierStore for SqliteStore {
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
@@ -1114,8 +1298,9 @@ mod tests {
         assert_eq!(mode(&dir.join("prod.sqlite3")), 0o600);
     }
 
-    /// A version 2 file (before change requests and identity providers) gains the changes
-    /// table and the `idp` column, and keeps its data: its sessions read back as local.
+    /// A version 2 file (before change requests, identity providers and SSO versions)
+    /// gains the changes and SSO tables and the `idp` column, and keeps its data: its
+    /// sessions read back as local.
     #[tokio::test]
     async fn a_version_2_file_is_migrated() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1139,6 +1324,7 @@ mod tests {
         }
         let store = SqliteStore::open(tmp.path(), "prod").await.unwrap();
         assert!(store.list_changes().await.unwrap().is_empty());
+        assert!(store.list_sso_versions("acme").await.unwrap().is_empty());
         let old = store.get_session(&[7u8; 32]).await.unwrap().unwrap();
         assert_eq!((old.subject.as_str(), old.idp.as_str()), ("alice", "local"));
         let conn = Connection::open(tmp.path().join("prod.sqlite3")).unwrap();

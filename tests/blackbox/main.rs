@@ -28,6 +28,7 @@ mod sessions;
 mod shutdown;
 mod smuggling;
 mod sso;
+mod sso_admin;
 mod streaming;
 mod tenant_admin;
 mod timeouts;
