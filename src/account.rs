@@ -16,6 +16,10 @@
 
 use sha2::{Digest, Sha256};
 
+/// The role of a tenant's admins: it opens the tenant admin area and its API, and an
+/// IdP group the SSO wizard names maps to it.
+pub const TENANT_ADMIN_ROLE: &str = "tenant-admin";
+
 /// The `idp` of a local account, in assertions and on the admin API.
 pub const LOCAL_IDP: &str = "local";
 

@@ -39,7 +39,7 @@ use crate::killswitch::{Expiry, KillSwitch, KillSwitchError, Scope, TripRequest}
 use crate::records::SessionRecord;
 
 /// The role that may act here.
-pub const TENANT_ADMIN_ROLE: &str = "tenant-admin";
+pub use crate::account::TENANT_ADMIN_ROLE;
 
 /// `PUT` body.
 #[derive(Deserialize)]

@@ -36,7 +36,7 @@ use crate::session::Sessions;
 use crate::store::{SsoActivation, SsoRollback, StoreError, TierStore};
 
 /// The role a user gets when the roles claim holds the version's admin group.
-pub const TENANT_ADMIN_ROLE: &str = "tenant-admin";
+pub use crate::account::TENANT_ADMIN_ROLE;
 
 /// Scopes of a draft that names none (the policy files' default too).
 pub const DEFAULT_SCOPES: [&str; 3] = ["openid", "email", "profile"];
