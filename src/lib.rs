@@ -142,12 +142,14 @@ impl Gateway {
             hasher,
             switches: switches.clone(),
         };
+        let oidc = Arc::new(auth::oidc_client::OidcClient::new());
         let portal = ui::Portal {
             accounts: auth::accounts::Accounts::new(login.clone()),
             login,
+            sso_admin: auth::sso_admin::SsoAdmin::new(sessions.clone(), oidc.clone()),
             sessions,
             switches,
-            oidc: Arc::new(auth::oidc_client::OidcClient::new()),
+            oidc,
         };
         let live = Live::new(config, env, overrides).map_err(StartError::Policy)?;
         let public = TcpListener::bind(public_addr)

@@ -11,6 +11,7 @@
 //! - `users.rs`: the tenant's local accounts and their second factor; MFA resets.
 //! - `sessions.rs`: the tenant's live sessions; ending one.
 //! - `records.rs`: the tenant's sign-in history and audit records (read only).
+//! - `sso.rs`: self-service single sign-on (draft, test, activate, roll back).
 //!
 //! Isolation: every read and change names the tenant of the host; an id or name of
 //! another tenant is looked up in this tenant only, so it answers exactly like one that
@@ -18,6 +19,7 @@
 
 mod records;
 mod sessions;
+pub(super) mod sso;
 mod users;
 
 use std::sync::Arc;
@@ -92,6 +94,7 @@ impl Portal {
                 return self.api_admin_audit(ctx, req.uri().query()).await;
             }
             "breakers" => only(Method::GET, "GET")?,
+            p if sso::sso_methods(p).is_some() => return self.api_admin_sso(req, ctx, &actor, method, p).await,
             _ => {}
         }
         if let Some(name) = path.strip_prefix("users/").and_then(|p| p.strip_suffix("/mfa")) {

@@ -61,6 +61,8 @@ pub struct Portal {
     pub switches: Arc<KillSwitches>,
     /// Tenants' identity providers (discovery, keys, code exchange).
     pub oidc: Arc<crate::auth::oidc_client::OidcClient>,
+    /// The tenant admins' self-service SSO (drafts, tests, active versions).
+    pub sso_admin: crate::auth::sso_admin::SsoAdmin,
 }
 
 /// The request's context as the proxy resolved it.
@@ -164,6 +166,7 @@ impl Portal {
             (Method::POST, "admin/sessions/end") => self.admin_sessions_form(req, &ctx).await,
             (Method::GET | Method::HEAD, "admin/history") => self.admin_history_page(&req, &ctx).await,
             (Method::GET | Method::HEAD, "admin/audit") => self.admin_audit_page(&req, &ctx).await,
+            (Method::GET, "admin/sso/test") => self.admin_sso_test(&ctx).await,
             (Method::POST, p) if p.starts_with("account/") => {
                 self.account_form(req, &ctx, &p["account/".len()..]).await
             }

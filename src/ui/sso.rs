@@ -8,6 +8,12 @@
 //! (`__Host-portcullis-<tier>-sso-<8 chars of state>`), so several tabs can sign in at
 //! once; the state is claimed once in the store, so a replayed callback signs in nothing.
 //!
+//! The settings come from the policy files' `[sso]`, else from the version a tenant
+//! admin activated in the wizard (`auth::sso_admin`, read per sign-in). A tenant admin's
+//! test sign-in against the wizard's draft (`/.portcullis/admin/sso/test`) runs the
+//! same flow and callback, marked in its pending cookie: the callback records the
+//! result on the draft and creates no session.
+//!
 //! The `redirect_uri` and `post_logout_redirect_uri` are built from the tenant's
 //! canonical origin (first configured host, the listener's scheme and port), never from
 //! the request's `Host`; a sign-in started on another host of the tenant is first sent
@@ -26,6 +32,8 @@ use crate::account;
 use crate::auth::login::SsoOutcome;
 use crate::auth::oidc::{self, MfaDecision};
 use crate::auth::preauth::{self, SsoIdentity};
+use crate::auth::sso_admin::{OpenedSso, SsoAdminError, TenantSso, TestOutcome, mapped_roles};
+use crate::config::SsoConfig;
 use crate::records::Revocation;
 use crate::telemetry::{EventOutcome, SecurityEvent};
 
@@ -43,6 +51,50 @@ struct Pending {
     redirect_uri: String,
     rd: String,
     exp: i64,
+    /// Set for a tenant admin's test sign-in against the SSO draft: no session comes of it.
+    #[serde(default)]
+    test: Option<TestRun>,
+}
+
+/// A test sign-in against the wizard's draft: which draft content it tests, and who ran it.
+#[derive(Serialize, Deserialize)]
+struct TestRun {
+    /// [`crate::records::SsoVersion::digest`] of the draft when the test started.
+    digest: String,
+    /// The admin, as audited (`user:<subject>`).
+    admin: String,
+}
+
+/// The single sign-on settings a sign-in of the tenant uses: the policy files' `[sso]`,
+/// or else the version activated in the wizard (read from the store for each sign-in,
+/// so every replica follows an activation or roll-back at once).
+pub(super) enum LiveSso<'a> {
+    /// `[sso]` of the policy files.
+    Policy(&'a SsoConfig),
+    /// The wizard's active version, or its draft for a test sign-in.
+    Wizard {
+        /// Its settings.
+        config: SsoConfig,
+        /// The roles-claim value that makes a user `tenant-admin`.
+        admin_group: Option<String>,
+    },
+}
+
+impl LiveSso<'_> {
+    fn config(&self) -> &SsoConfig {
+        match self {
+            LiveSso::Policy(c) => c,
+            LiveSso::Wizard { config, .. } => config,
+        }
+    }
+
+    /// The roles of a user whose ID token carries `idp_roles`.
+    fn roles(&self, idp_roles: &[String]) -> Vec<String> {
+        match self {
+            LiveSso::Policy(_) => idp_roles.to_vec(),
+            LiveSso::Wizard { admin_group, .. } => mapped_roles(admin_group.as_deref(), idp_roles),
+        }
+    }
 }
 
 fn pending_cookie(ctx: &Ctx<'_>, state: &str) -> String {
@@ -56,7 +108,7 @@ fn pending_cookie(ctx: &Ctx<'_>, state: &str) -> String {
 impl Portal {
     /// `GET /.portcullis/login/sso?rd=`: to the IdP's authorization endpoint.
     pub(super) async fn sso_start(&self, req: &Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, PageError> {
-        let sso = ctx.entry.tenant.sso.as_ref().ok_or(PageError::NoSso)?;
+        let live = self.live_sso(ctx).await?.ok_or(PageError::NoSso)?;
         let rd = web::safe_redirect(web::query_param(req.uri().query(), "rd").as_deref());
         // The IdP returns to the canonical callback only; a sign-in started on another
         // host of the tenant moves there first, so its pending-login cookie (host-only)
@@ -68,6 +120,60 @@ impl Portal {
                 percent_encoding::utf8_percent_encode(&rd, percent_encoding::NON_ALPHANUMERIC)
             )));
         }
+        self.to_idp(ctx, live.config(), rd, None).await
+    }
+
+    /// The SSO settings of the tenant's sign-ins: the policy files' `[sso]`, else the
+    /// wizard's active version (from the store, each time), else none.
+    pub(super) async fn live_sso<'c>(&self, ctx: &'c Ctx<'_>) -> Result<Option<LiveSso<'c>>, PageError> {
+        if let Some(policy) = ctx.entry.tenant.sso.as_ref() {
+            return Ok(Some(LiveSso::Policy(policy)));
+        }
+        let t = TenantSso::of(ctx.entry, &ctx.origin);
+        match self.sso_admin.active_for_sign_in(&t).await {
+            Ok(Some(active)) => Ok(Some(wizard_sso(active))),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::error!(organization.id = %ctx.entry.tenant.id, request_id = ctx.request_id, error = %e, "single sign-on settings unavailable");
+                Err(PageError::Unavailable)
+            }
+        }
+    }
+
+    /// `GET /.portcullis/admin/sso/test` of a tenant admin: a real sign-in at the IdP
+    /// with the wizard's draft (its issuer, client, opened secret, scopes), whose
+    /// callback records the test instead of signing anyone in.
+    pub(super) async fn sso_test_start(&self, ctx: &Ctx<'_>, admin: String) -> Result<Response<Bytes>, PageError> {
+        if ctx.host != ctx.entry.primary_host() {
+            return Ok(web::see_other(&format!("{}/.portcullis/admin/sso/test", ctx.origin)));
+        }
+        let t = TenantSso::of(ctx.entry, &ctx.origin);
+        let draft = match self.sso_admin.draft_for_test(&t).await {
+            Ok(d) => d,
+            Err(e) => return Ok(test_refusal(ctx, &e)),
+        };
+        let digest = draft.digest.clone();
+        let LiveSso::Wizard { config, .. } = wizard_sso(draft) else {
+            return Err(PageError::Unavailable);
+        };
+        self.to_idp(
+            ctx,
+            &config,
+            "/.portcullis/admin".into(),
+            Some(TestRun { digest, admin }),
+        )
+        .await
+    }
+
+    /// To the IdP's authorization endpoint with `sso`, setting this attempt's
+    /// pending-login cookie.
+    async fn to_idp(
+        &self,
+        ctx: &Ctx<'_>,
+        sso: &SsoConfig,
+        rd: String,
+        test: Option<TestRun>,
+    ) -> Result<Response<Bytes>, PageError> {
         let provider = match self.oidc.provider(&sso.issuer, ctx.entry.tier.production).await {
             Ok(p) => p,
             Err(e) => return Err(idp_problem(ctx, &e)),
@@ -93,6 +199,7 @@ impl Portal {
             redirect_uri,
             rd,
             exp: ctx.now + PENDING_TTL_SECS,
+            test,
         };
         let mut resp = web::see_other(&url);
         resp.headers_mut().append(
@@ -112,15 +219,29 @@ impl Portal {
         req: &Request<Incoming>,
         ctx: &Ctx<'_>,
     ) -> Result<Response<Bytes>, PageError> {
-        let sso = ctx.entry.tenant.sso.as_ref().ok_or(PageError::NoSso)?;
-        let ua = user_agent(req.headers());
-        let lctx = ctx.login_ctx(&ua);
         let query = req.uri().query();
         let state = web::query_param(query, "state").unwrap_or_default();
         let cookie_name = pending_cookie(ctx, &state);
         let pending: Option<Pending> = web::single_cookie(req.headers(), &cookie_name)
             .and_then(|v| preauth::open_value(v, ctx.key()))
             .filter(|p: &Pending| p.tenant == ctx.entry.tenant.id && p.tier == ctx.tier() && ctx.now < p.exp);
+        // A test sign-in runs with the draft it was started with; a real one with the
+        // tenant's live settings.
+        let test = pending.as_ref().and_then(|p| p.test.as_ref());
+        let live = match test {
+            Some(run) => {
+                let t = TenantSso::of(ctx.entry, &ctx.origin);
+                match self.sso_admin.draft_for_test(&t).await {
+                    Ok(draft) if draft.digest == run.digest => wizard_sso(draft),
+                    Ok(_) => return Ok(test_refusal(ctx, &SsoAdminError::StaleTest)),
+                    Err(e) => return Ok(test_refusal(ctx, &e)),
+                }
+            }
+            None => self.live_sso(ctx).await?.ok_or(PageError::NoSso)?,
+        };
+        let sso = live.config();
+        let ua = user_agent(req.headers());
+        let lctx = ctx.login_ctx(&ua);
         let Some(pending) = pending.filter(|p| {
             !state.is_empty() && bool::from(subtle::ConstantTimeEq::ct_eq(p.state.as_bytes(), state.as_bytes()))
         }) else {
@@ -149,12 +270,12 @@ impl Portal {
             },
             Err(_) => return Err(PageError::Unavailable),
         }
+        if let Some(run) = &pending.test {
+            let outcome = self.test_sign_in(ctx, &live, query, &pending).await;
+            return Ok(clear(self.record_test(ctx, run, outcome).await));
+        }
         if let Some(error) = web::query_param(query, "error") {
-            let code: String = error
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .take(64)
-                .collect();
+            let code = idp_error_code(&error);
             let _ = self
                 .login
                 .record_sso_failure(&lctx, "-", &format!("idp_error:{code}"))
@@ -164,34 +285,7 @@ impl Portal {
         let Some(code) = web::query_param(query, "code") else {
             return refuse(SsoFailure::NoCode);
         };
-        let production = ctx.entry.tier.production;
-        let claims = async {
-            let provider = self.oidc.provider(&sso.issuer, production).await?;
-            let id_token = self
-                .oidc
-                .exchange(
-                    &provider,
-                    &sso.client_id,
-                    sso.client_secret.expose_secret(),
-                    &code,
-                    &pending.redirect_uri,
-                    &pending.verifier,
-                )
-                .await?;
-            let validate = |jwks: &jsonwebtoken::jwk::JwkSet| {
-                oidc::validate_id_token(
-                    &id_token,
-                    jwks,
-                    &provider.issuer,
-                    &sso.client_id,
-                    &pending.nonce,
-                    sso.roles_claim.as_deref(),
-                    ctx.now,
-                )
-            };
-            self.oidc.validate_with_keys(&provider, validate).await
-        }
-        .await;
+        let claims = self.id_claims(ctx, sso, &code, &pending).await;
         let claims = match claims {
             Ok(c) => c,
             Err(e) => {
@@ -221,7 +315,7 @@ impl Portal {
                 .clone()
                 .or_else(|| claims.email.clone())
                 .unwrap_or_else(|| claims.sub.clone()),
-            roles: claims.roles.clone(),
+            roles: live.roles(&claims.roles),
             email: claims.email.clone(),
             amr: claims.amr.clone(),
             sid: claims.sid.clone(),
@@ -333,4 +427,231 @@ impl Portal {
 fn idp_problem(ctx: &Ctx<'_>, problem: &str) -> PageError {
     tracing::warn!(organization.id = %ctx.entry.tenant.id, problem, "identity provider unavailable");
     PageError::Sso(SsoFailure::IdpUnavailable(problem.to_string()))
+}
+
+impl Portal {
+    /// Exchanges `code` and validates the ID token strictly (issuer, audience, nonce,
+    /// expiry, signature with the IdP's keys): the same checks for a test sign-in as for
+    /// a real one.
+    async fn id_claims(
+        &self,
+        ctx: &Ctx<'_>,
+        sso: &SsoConfig,
+        code: &str,
+        pending: &Pending,
+    ) -> Result<oidc::IdClaims, String> {
+        let provider = self.oidc.provider(&sso.issuer, ctx.entry.tier.production).await?;
+        let id_token = self
+            .oidc
+            .exchange(
+                &provider,
+                &sso.client_id,
+                sso.client_secret.expose_secret(),
+                code,
+                &pending.redirect_uri,
+                &pending.verifier,
+            )
+            .await?;
+        let validate = |jwks: &jsonwebtoken::jwk::JwkSet| {
+            oidc::validate_id_token(
+                &id_token,
+                jwks,
+                &provider.issuer,
+                &sso.client_id,
+                &pending.nonce,
+                sso.roles_claim.as_deref(),
+                ctx.now,
+            )
+        };
+        self.oidc.validate_with_keys(&provider, validate).await
+    }
+
+    /// How a test sign-in's callback ended: the IdP's refusal, a failed code exchange or
+    /// token check (each in plain words), or the claims and the roles they map to.
+    async fn test_sign_in(
+        &self,
+        ctx: &Ctx<'_>,
+        live: &LiveSso<'_>,
+        query: Option<&str>,
+        pending: &Pending,
+    ) -> TestOutcome {
+        let failed = |error: String| TestOutcome::Failed { error };
+        if let Some(error) = web::query_param(query, "error") {
+            return failed(idp_refusal_words(&idp_error_code(&error)));
+        }
+        let Some(code) = web::query_param(query, "code") else {
+            return failed("the identity provider sent the browser back without a code".into());
+        };
+        match self.id_claims(ctx, live.config(), &code, pending).await {
+            Ok(claims) => TestOutcome::Passed {
+                roles: live.roles(&claims.roles),
+                claims: claims.raw,
+            },
+            Err(why) => failed(token_problem_words(&why)),
+        }
+    }
+
+    /// Records a test sign-in's outcome on the draft and answers with a page saying
+    /// what happened (escaped by the template). No session is created.
+    async fn record_test(&self, ctx: &Ctx<'_>, run: &TestRun, outcome: TestOutcome) -> Response<Bytes> {
+        let t = TenantSso::of(ctx.entry, &ctx.origin);
+        let actor = crate::audit::Actor {
+            name: run.admin.clone(),
+            source_ip: ctx.ip.clone(),
+            system: "console".into(),
+        };
+        let recorded = self
+            .sso_admin
+            .record_test(&t, &run.digest, outcome, &actor, ctx.now)
+            .await;
+        let view = match recorded {
+            Ok(v) => v,
+            Err(e) => return test_refusal(ctx, &e),
+        };
+        let (status, heading, message) = if view.passed {
+            let claims = view
+                .claims
+                .as_ref()
+                .map(|c| serde_json::to_string_pretty(c).unwrap_or_default())
+                .unwrap_or_default();
+            let roles = if view.roles.is_empty() {
+                "none".to_string()
+            } else {
+                view.roles.join(", ")
+            };
+            (
+                StatusCode::OK,
+                "Test sign-in passed",
+                format!(
+                    "The draft signs users in. Roles they would get: {roles}. Claims the identity provider sent: {claims}"
+                ),
+            )
+        } else {
+            (
+                StatusCode::OK,
+                "Test sign-in failed",
+                format!(
+                    "The draft does not sign users in: {}.",
+                    view.error.as_deref().unwrap_or("unknown error")
+                ),
+            )
+        };
+        let links = [super::pages::Link {
+            href: "/.portcullis/admin",
+            text: "Back to the admin area",
+        }];
+        super::pages::message(
+            ctx.entry,
+            status,
+            super::pages::MessageView {
+                tenant_name: "",
+                heading,
+                message: &message,
+                since: None,
+                next: Some("Close this tab and return to the wizard.".into()),
+                links: &links,
+                request_id: None,
+            },
+        )
+    }
+}
+
+/// The wizard's version as the sign-in takes it.
+fn wizard_sso(v: OpenedSso) -> LiveSso<'static> {
+    let admin_group = v.admin_group.clone();
+    LiveSso::Wizard {
+        config: v.into_sso_config(),
+        admin_group,
+    }
+}
+
+/// Why a test sign-in cannot run or be recorded, as a page: the service's words (409:
+/// no draft, managed by the policy files, draft changed), or "unavailable".
+fn test_refusal(ctx: &Ctx<'_>, e: &SsoAdminError) -> Response<Bytes> {
+    if matches!(e, SsoAdminError::Store(_) | SsoAdminError::Seal(_)) {
+        tracing::error!(organization.id = %ctx.entry.tenant.id, request_id = ctx.request_id, error = %e, "single sign-on test unavailable");
+        return PageError::Unavailable.into_response(ctx.entry, ctx.request_id);
+    }
+    let message = format!("No test sign-in: {e}.");
+    let links = [super::pages::Link {
+        href: "/.portcullis/admin",
+        text: "Back to the admin area",
+    }];
+    super::pages::message(
+        ctx.entry,
+        StatusCode::CONFLICT,
+        super::pages::MessageView {
+            tenant_name: "",
+            heading: "Test sign-in",
+            message: &message,
+            since: None,
+            next: None,
+            links: &links,
+            request_id: Some(ctx.request_id),
+        },
+    )
+}
+
+/// The OAuth error code of an IdP's answer, reduced to the characters codes have.
+fn idp_error_code(error: &str) -> String {
+    error
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect()
+}
+
+/// An OAuth error code (RFC 6749 sections 4.1.2.1 and 5.2) in plain words for the admin
+/// who set up the draft.
+fn idp_refusal_words(code: &str) -> String {
+    let meaning = match code {
+        "invalid_client" => "the client id or client secret is wrong",
+        "unauthorized_client" => "this client may not use the authorization code flow",
+        "invalid_grant" => "the code was refused (expired, already used, or another redirect URI)",
+        "invalid_scope" => "a requested scope is unknown to the identity provider",
+        "access_denied" => "the user or the identity provider refused the sign-in",
+        "invalid_request" => {
+            "the identity provider found the request malformed (check the redirect URI registered there)"
+        }
+        "unsupported_response_type" => "the identity provider does not offer the code flow to this client",
+        "login_required" | "interaction_required" | "consent_required" => "the user did not finish signing in",
+        "server_error" | "temporarily_unavailable" => "the identity provider failed; try again",
+        _ => "see the identity provider's logs",
+    };
+    format!("the IdP answered {code}: {meaning}")
+}
+
+/// A failed code exchange or ID token check in plain words: the IdP's OAuth error code
+/// explained when it gave one.
+fn token_problem_words(why: &str) -> String {
+    let code = why
+        .strip_prefix("the identity provider refused the code (")
+        .and_then(|rest| rest.strip_suffix(')'));
+    match code {
+        Some(code) => idp_refusal_words(&idp_error_code(code)),
+        None => format!("the ID token was refused: {why}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// If this broke, an admin whose test failed would read a bare OAuth code, or
+    /// whatever the IdP put in its error, instead of what to fix.
+    #[test]
+    fn an_idp_refusal_is_told_in_plain_words() {
+        assert_eq!(
+            token_problem_words("the identity provider refused the code (invalid_client)"),
+            "the IdP answered invalid_client: the client id or client secret is wrong"
+        );
+        assert_eq!(
+            idp_refusal_words(&idp_error_code("access_denied<script>")),
+            "the IdP answered access_deniedscript: see the identity provider's logs"
+        );
+        assert_eq!(
+            token_problem_words("nonce mismatch"),
+            "the ID token was refused: nonce mismatch"
+        );
+    }
 }

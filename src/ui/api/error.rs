@@ -14,6 +14,7 @@ use http::{Response, StatusCode};
 
 use crate::auth::accounts::AccountError;
 use crate::auth::login::LoginError;
+use crate::auth::sso_admin::SsoAdminError;
 use crate::killswitch::KillSwitchError;
 use crate::ui::admin::TripRefusal;
 use crate::ui::error::{login_refusal, password_refusal, retry_after};
@@ -59,6 +60,11 @@ pub(in crate::ui) enum ApiError {
     InvalidLogoutRequest(String),
     /// The store cannot end the sessions a back-channel logout names (503).
     LogoutUnavailable,
+    /// A self-service SSO step was refused: 409 for the state, 400 for the input, 503
+    /// for the store; each with its own code.
+    Sso(SsoAdminError),
+    /// Too many calls of this kind; try again in the seconds given (429).
+    Throttled(i64),
 }
 
 impl ApiError {
@@ -144,6 +150,12 @@ impl ApiError {
             },
             ApiError::InvalidLogoutRequest(m) => plain(StatusCode::BAD_REQUEST, "invalid_request", m),
             ApiError::LogoutUnavailable => plain(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Try again."),
+            ApiError::Sso(e) => sso_refusal(e),
+            ApiError::Throttled(secs) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                format!("Too many attempts. Try again in {secs} s."),
+            ),
         }
     }
 
@@ -153,12 +165,20 @@ impl ApiError {
         if let ApiError::Trip(TripRefusal::Switch(KillSwitchError::Store(err))) = &self {
             tracing::error!(request_id, error = %err, "kill switch store call failed");
         }
+        if let ApiError::Sso(e @ (SsoAdminError::Store(_) | SsoAdminError::Seal(_))) = &self {
+            tracing::error!(request_id, error = %e, "single sign-on settings store call failed");
+        }
         let (status, code, message) = self.answer();
         let body = serde_json::json!({ "error": code, "message": message, "request_id": request_id });
         let mut resp = web::json(status, &body);
         web::set_request_id(&mut resp, request_id);
         if let ApiError::Login(e) = &self {
             retry_after(&mut resp, e);
+        }
+        if let ApiError::Throttled(secs) = &self
+            && let Ok(v) = http::HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, v);
         }
         let allow = match &self {
             ApiError::MethodNotAllowed => Some("PUT, DELETE"),
@@ -171,6 +191,56 @@ impl ApiError {
         }
         resp
     }
+}
+
+/// Status, code and message of a refused self-service SSO step: the service's words (safe
+/// to show, never the secret) under a code per problem; a store or sealing failure is
+/// only "unavailable".
+fn sso_refusal(e: &SsoAdminError) -> (StatusCode, &'static str, String) {
+    let code = match e {
+        SsoAdminError::Store(_) | SsoAdminError::Seal(_) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Try again shortly.".into(),
+            );
+        }
+        SsoAdminError::ManagedByPolicy => "managed_by_policy",
+        SsoAdminError::NoDraft => "no_draft",
+        SsoAdminError::NotTested => "not_tested",
+        SsoAdminError::StaleTest => "stale_test",
+        SsoAdminError::NothingToRollBack => "nothing_to_roll_back",
+        SsoAdminError::IssuerSyntax { .. } => "invalid_issuer",
+        SsoAdminError::AddressNotAllowed(_) => "address_not_allowed",
+        SsoAdminError::Unreachable(_) => "unreachable",
+        SsoAdminError::InvalidDiscovery => "invalid_discovery",
+        SsoAdminError::IssuerMismatch(_) => "issuer_mismatch",
+        SsoAdminError::NoPkceS256 => "no_pkce_s256",
+        SsoAdminError::NoCodeFlow => "no_code_flow",
+        SsoAdminError::ClientId => "invalid_client_id",
+        SsoAdminError::SecretRequired => "client_secret_required",
+        SsoAdminError::SecretSyntax => "invalid_client_secret",
+        SsoAdminError::Scopes => "invalid_scopes",
+        SsoAdminError::RolesClaim => "invalid_roles_claim",
+        SsoAdminError::AdminGroup => "invalid_admin_group",
+        SsoAdminError::Mfa => "invalid_mfa",
+        SsoAdminError::BreakGlass(_) => "invalid_break_glass",
+    };
+    let status = if e.is_conflict() {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    (status, code, format!("{}.", capitalised(&e.to_string())))
+}
+
+/// `text` with its first letter upper case, as the API's messages are written.
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 impl From<web::BodyError> for ApiError {
@@ -234,6 +304,31 @@ mod tests {
             ),
             (ApiError::InvalidLogoutRequest("x".into()), 400, "invalid_request"),
             (ApiError::LogoutUnavailable, 503, "unavailable"),
+            (ApiError::Sso(SsoAdminError::ManagedByPolicy), 409, "managed_by_policy"),
+            (ApiError::Sso(SsoAdminError::NotTested), 409, "not_tested"),
+            (
+                ApiError::Sso(SsoAdminError::NothingToRollBack),
+                409,
+                "nothing_to_roll_back",
+            ),
+            (ApiError::Sso(SsoAdminError::NoPkceS256), 400, "no_pkce_s256"),
+            (
+                ApiError::Sso(SsoAdminError::IssuerMismatch("https://i".into())),
+                400,
+                "issuer_mismatch",
+            ),
+            (
+                ApiError::Sso(SsoAdminError::Unreachable("x".into())),
+                400,
+                "unreachable",
+            ),
+            (
+                ApiError::Sso(SsoAdminError::AddressNotAllowed("x".into())),
+                400,
+                "address_not_allowed",
+            ),
+            (ApiError::Sso(SsoAdminError::Store(store())), 503, "unavailable"),
+            (ApiError::Throttled(30), 429, "throttled"),
         ];
         for (e, status, code) in cases {
             let shown = format!("{e:?}");

@@ -1,0 +1,162 @@
+//! The tenant admin's self-service SSO through the JSON API: `GET|PUT
+//! /.portcullis/api/admin/sso` (the wizard's state; saving the draft),
+//! `POST .../sso/test` (the URL that runs a test sign-in against the draft),
+//! `POST .../sso/activate` and `POST .../sso/rollback`. The rules, discovery, sealing
+//! and audit are `auth::sso_admin`'s; the test sign-in itself is `ui::sso`'s. Saving a
+//! draft fetches the IdP's discovery document, so it is throttled per tenant.
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::super::api::{ApiError, json_body};
+use super::super::error::PageError;
+use super::super::web;
+use super::super::{Ctx, Portal};
+use crate::auth::sso_admin::{DraftInput, TenantSso};
+use crate::killswitch::service::Actor;
+use crate::secret::SecretBytes;
+
+/// Draft saves (each one an outbound discovery request) a tenant may make per window.
+pub(in crate::ui) const DRAFT_SAVES_PER_WINDOW: u32 = 10;
+
+/// The window of [`DRAFT_SAVES_PER_WINDOW`], in seconds.
+pub(in crate::ui) const DRAFT_SAVE_WINDOW_SECS: i64 = 60;
+
+/// Where the admin's browser starts a test sign-in against the draft.
+pub(in crate::ui) const TEST_START_PATH: &str = "admin/sso/test";
+
+/// `PUT` body: the SPEC's fields plus the wizard's options. No `Debug`: it holds the
+/// client secret.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SsoBody {
+    issuer: String,
+    client_id: String,
+    /// Absent or empty: keep the secret of the current draft or active version.
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    roles_claim: Option<String>,
+    #[serde(default)]
+    mfa: Option<String>,
+    /// The roles-claim value that makes a user `tenant-admin`.
+    #[serde(default)]
+    admin_group: Option<String>,
+    /// SSO only: local passwords off except `break_glass`.
+    #[serde(default)]
+    enforce: bool,
+    /// Local accounts that keep their password under `enforce`.
+    #[serde(default)]
+    break_glass: Vec<String>,
+}
+
+impl SsoBody {
+    fn into_input(self) -> DraftInput {
+        DraftInput {
+            issuer: self.issuer,
+            client_id: self.client_id,
+            client_secret: self.client_secret.map(|s| SecretBytes::new(s.into_bytes())),
+            scopes: self.scopes,
+            roles_claim: self.roles_claim,
+            admin_group: self.admin_group,
+            mfa: self.mfa,
+            enforce: self.enforce,
+            break_glass: self.break_glass,
+        }
+    }
+}
+
+/// The methods of each SSO endpoint (`path` below `admin/`), for a `405`'s `Allow`.
+pub(in crate::ui) fn sso_methods(path: &str) -> Option<(&'static [Method], &'static str)> {
+    const GET_PUT: &[Method] = &[Method::GET, Method::PUT];
+    const POST: &[Method] = &[Method::POST];
+    match path {
+        "sso" => Some((GET_PUT, "GET, PUT")),
+        "sso/test" | "sso/activate" | "sso/rollback" => Some((POST, "POST")),
+        _ => None,
+    }
+}
+
+impl Portal {
+    /// `/.portcullis/api/admin/sso[/...]` of a signed-in tenant admin (`actor`).
+    pub(in crate::ui) async fn api_admin_sso(
+        &self,
+        req: Request<Incoming>,
+        ctx: &Ctx<'_>,
+        actor: &Actor,
+        method: Method,
+        path: &str,
+    ) -> Result<Response<Bytes>, ApiError> {
+        let Some((methods, allow)) = sso_methods(path) else {
+            return Err(ApiError::NotFound("No such API."));
+        };
+        if !methods.contains(&method) {
+            return Err(ApiError::WrongMethod { allow });
+        }
+        let t = TenantSso::of(ctx.entry, &ctx.origin);
+        let admin = &self.sso_admin;
+        let answer = |v: serde_json::Value| Ok(web::json(StatusCode::OK, &v));
+        match (method, path) {
+            (Method::GET, "sso") => answer(to_json(&admin.view(&t).await.map_err(ApiError::Sso)?)),
+            (Method::PUT, "sso") => {
+                self.throttle_draft_saves(ctx).await?;
+                let body: SsoBody = json_body(req).await?;
+                let saved = admin
+                    .save_draft(&t, body.into_input(), actor, ctx.now)
+                    .await
+                    .map_err(ApiError::Sso)?;
+                answer(to_json(&saved))
+            }
+            (_, "sso/test") => {
+                // Refused now (no draft, managed by policy) rather than in the new tab.
+                admin.draft_for_test(&t).await.map_err(ApiError::Sso)?;
+                answer(json!({ "url": format!("{}/.portcullis/{TEST_START_PATH}", ctx.origin) }))
+            }
+            (_, "sso/activate") => {
+                let active = admin.activate(&t, actor, ctx.now).await.map_err(ApiError::Sso)?;
+                answer(json!({ "status": "active", "active": to_json(&active) }))
+            }
+            (_, "sso/rollback") => {
+                let active = admin.rollback(&t, actor, ctx.now).await.map_err(ApiError::Sso)?;
+                answer(json!({ "status": "active", "active": to_json(&active) }))
+            }
+            _ => Err(ApiError::NotFound("No such API.")),
+        }
+    }
+
+    /// `GET /.portcullis/admin/sso/test`: the URL `POST .../sso/test` hands out, opened by
+    /// a tenant admin's browser; starts the test sign-in against the draft.
+    pub(in crate::ui) async fn admin_sso_test(&self, ctx: &Ctx<'_>) -> Result<Response<Bytes>, PageError> {
+        let session = match super::page_admin(ctx, "admin/sso/test") {
+            Ok(s) => s,
+            Err(gate) => return gate.answer(),
+        };
+        let actor = super::console_actor(ctx, &session);
+        self.sso_test_start(ctx, actor.name).await
+    }
+
+    /// At most [`DRAFT_SAVES_PER_WINDOW`] draft saves per tenant and window, counted in
+    /// the tier's store (the same counters as sign-in throttling), so every replica
+    /// shares the limit.
+    async fn throttle_draft_saves(&self, ctx: &Ctx<'_>) -> Result<(), ApiError> {
+        let store = self.sessions.store(ctx.tier()).map_err(|_| ApiError::Unavailable)?;
+        let key = format!("sso-draft:{}", ctx.entry.tenant.id);
+        let (count, reset) = store
+            .hit(&key, ctx.now, DRAFT_SAVE_WINDOW_SECS)
+            .await
+            .map_err(|_| ApiError::Unavailable)?;
+        if count > DRAFT_SAVES_PER_WINDOW {
+            return Err(ApiError::Throttled(reset.max(1)));
+        }
+        Ok(())
+    }
+}
+
+fn to_json(v: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
