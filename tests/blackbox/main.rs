@@ -29,6 +29,7 @@ mod shutdown;
 mod smuggling;
 mod sso;
 mod sso_admin;
+mod sso_wizard;
 mod streaming;
 mod tenant_admin;
 mod timeouts;

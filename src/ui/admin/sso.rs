@@ -104,7 +104,11 @@ impl Portal {
         match (method, path) {
             (Method::GET, "sso") => answer(to_json(&admin.view(&t).await.map_err(ApiError::Sso)?)),
             (Method::PUT, "sso") => {
-                self.throttle_draft_saves(ctx).await?;
+                // A tenant managed by the policy files makes no outbound request: its
+                // refusal needs no budget.
+                if ctx.entry.tenant.sso.is_none() {
+                    self.throttle_draft_saves(ctx).await?;
+                }
                 let body: SsoBody = json_body(req).await?;
                 let saved = admin
                     .save_draft(&t, body.into_input(), actor, ctx.now)

@@ -1,0 +1,409 @@
+//! Self-service SSO through the tenant admin's JSON API (SPEC "Self-service SSO (tenant
+//! admin)") against the real `oidc-provider` of [`crate::idp`]: a draft, a test sign-in
+//! driven through the IdP's login form, activation (only after a passing test of exactly
+//! the draft), the tenant's users signing in with the activated version, roll-back, a
+//! tenant whose `[sso]` is in the policy files (read-only), throttled draft saves, and a
+//! tenant kill switch refusing the test sign-in's callback. The client secret never
+//! shows in an answer, a page or the log.
+
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+use crate::idp::{Account, Idp, IdpClient};
+
+const HOST: &str = "initech.test";
+const SECRET_A: &str = "wizard-secret-alpha-7d1f";
+const SECRET_B: &str = "wizard-secret-bravo-93c2";
+const WRONG_SECRET: &str = "wizard-secret-wrong-5e80";
+const API: &str = "/.portcullis/api/admin/sso";
+
+/// initech (staging, no `[sso]` in the policy files) with an IdP knowing clients `gw-a`
+/// and `gw-b` of its callback, a staging operator token, and a signed-in tenant admin.
+struct Setup {
+    _ups: Upstreams,
+    idp: Idp,
+    gw: Gateway,
+    admin: Agent,
+    operator_token: String,
+    /// Every answer body seen, to check for secrets.
+    seen: Vec<String>,
+}
+
+async fn setup(accounts: &[Account]) -> Setup {
+    let idp_bound = Idp::bind(accounts);
+    let operator_token = random_hex(24);
+    let op_hash = sha256_hex(operator_token.as_bytes());
+    let (ups, gw) = start_with(|f| f.staging_operators = vec![("sven".into(), op_hash)]).await;
+    let mut idp = idp_bound;
+    let callback = format!("http://{HOST}:{}/.portcullis/callback", gw.public.port());
+    idp.register(&[
+        IdpClient::new("gw-a", SECRET_A, &callback),
+        IdpClient::new("gw-b", SECRET_B, &callback),
+    ]);
+    let users = Accounts::open(&gw).await;
+    let ina = users.create("initech", "ina", &["tenant-admin"], true).await;
+    let mut admin = Agent::new(&gw, HOST);
+    admin.api_login(&ina).await;
+    Setup {
+        _ups: ups,
+        idp,
+        gw,
+        admin,
+        operator_token,
+        seen: Vec::new(),
+    }
+}
+
+impl Setup {
+    /// A call of the admin's, as a same-origin script; keeps the body.
+    async fn call(&mut self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let origin = self.admin.origin();
+        let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+        let r = self.admin.send(method, path, &[("origin", &origin)], body).await;
+        self.seen.push(r.body.clone());
+        r
+    }
+
+    async fn put_draft(&mut self, client_id: &str, secret: &str) -> Reply {
+        let body = json!({
+            "issuer": self.idp.issuer(), "client_id": client_id, "client_secret": secret,
+            "scopes": ["openid", "profile"], "roles_claim": "groups", "admin_group": "initech-admins",
+        });
+        self.call(Method::PUT, API, Some(body)).await
+    }
+
+    /// Runs the test sign-in of the draft as `user` at the IdP; returns the callback's
+    /// answer (the result page).
+    async fn test_sign_in(&mut self, user: &str, password: &str) -> Reply {
+        let r = self.call(Method::POST, &format!("{API}/test"), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let url = r.json()["url"].as_str().expect("url").to_string();
+        let callback = self.idp_round_trip(&url, user, password).await;
+        let r = self.admin.get(&callback).await;
+        self.seen.push(r.body.clone());
+        r
+    }
+
+    /// Opens `url` (on the tenant's host) with the admin's browser, signs in at the IdP
+    /// and returns the callback path the IdP sends the browser back to.
+    async fn idp_round_trip(&mut self, url: &str, user: &str, password: &str) -> String {
+        let start = path_of(url, &self.admin.origin());
+        let r = self.admin.get(&start).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        let to_idp = r.header("location").expect("location").to_string();
+        let back = self
+            .idp
+            .login(&to_idp, user, password)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.idp.logs()));
+        path_of(&back, &self.admin.origin())
+    }
+
+    /// A user of initech signing in through `/.portcullis/login/sso`; returns the agent
+    /// and the IdP authorization URL it was sent to.
+    async fn user_sign_in(&mut self, user: &str, password: &str) -> (Agent, String) {
+        let mut a = Agent::new(&self.gw, HOST);
+        let r = a.get("/.portcullis/login/sso?rd=%2Fapp%2Fdata").await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        let to_idp = r.header("location").expect("location").to_string();
+        let back = self
+            .idp
+            .login(&to_idp, user, password)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.idp.logs()));
+        let r = a.get(&path_of(&back, &a.origin())).await;
+        assert_eq!((r.status, r.header("location")), (303, Some("/app/data")), "{}", r.body);
+        (a, to_idp)
+    }
+
+    async fn view(&mut self) -> Value {
+        let r = self.call(Method::GET, API, None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    }
+}
+
+/// `url` without the origin it starts with (the harness's agents take paths).
+fn path_of(url: &str, origin: &str) -> String {
+    url.strip_prefix(origin)
+        .unwrap_or_else(|| panic!("{url} is not on {origin}"))
+        .to_string()
+}
+
+fn ivy() -> Account {
+    Account::new("ivy", "pw-ivy")
+        .groups(&["initech-admins"])
+        .amr(&["pwd", "otp"])
+}
+
+/// If this broke, a tenant admin could not set up SSO without an operator, could
+/// activate settings that never signed anyone in (a wrong secret, or an edit after the
+/// test), could not undo a bad version, a test sign-in would leave a session, or the
+/// secret would be shown again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_admin_tests_activates_and_rolls_back_sso() {
+    let ned = Account::new("ned", "pw-ned").amr(&["pwd", "otp"]);
+    let mut s = setup(&[ivy(), ned]).await;
+
+    let v = s.view().await;
+    assert_eq!(v["status"], "none", "{v}");
+    let port = s.gw.public.port();
+    assert_eq!(v["redirect_uri"], format!("http://{HOST}:{port}/.portcullis/callback"));
+    let r = s.call(Method::DELETE, API, None).await;
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, PUT")), "{}", r.body);
+    let r = s.call(Method::GET, &format!("{API}/activate"), None).await;
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST")), "{}", r.body);
+    let r = s
+        .admin
+        .send(
+            Method::POST,
+            &format!("{API}/activate"),
+            &[("origin", "http://evil.test")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // Discovery failures name the problem.
+    let unreachable = json!({"issuer": "http://127.0.0.1:1", "client_id": "gw-a", "client_secret": SECRET_A});
+    let r = s.call(Method::PUT, API, Some(unreachable)).await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (400, Some("unreachable")),
+        "{}",
+        r.body
+    );
+    let r = s.call(Method::POST, &format!("{API}/activate"), None).await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (409, Some("no_draft")),
+        "{}",
+        r.body
+    );
+
+    // A wrong secret: the test fails with the IdP's error in plain words.
+    let r = s.put_draft("gw-a", WRONG_SECRET).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let saved = r.json();
+    assert_eq!(saved["status"], "draft");
+    assert_eq!(saved["discovery"]["issuer"], s.idp.issuer());
+    assert_eq!(
+        saved["backchannel_logout_uri"],
+        format!("http://{HOST}:{port}/.portcullis/backchannel-logout")
+    );
+    let admin_session = s.admin.session("staging");
+    let page = s.test_sign_in("ivy", "pw-ivy").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Test sign-in failed"), "{}", page.body);
+    assert!(page.body.contains("invalid_client"), "{}", page.body);
+    assert_eq!(
+        s.admin.session("staging"),
+        admin_session,
+        "a test sign-in sets no session"
+    );
+    let v = s.view().await;
+    assert_eq!(v["test"]["passed"], false, "{v}");
+    assert!(
+        v["test"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("the IdP answered invalid_client"),
+        "{v}"
+    );
+    let r = s.call(Method::POST, &format!("{API}/activate"), None).await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (409, Some("not_tested")),
+        "{}",
+        r.body
+    );
+
+    // The right secret passes, with the claims and the mapped roles.
+    assert_eq!(s.put_draft("gw-a", SECRET_A).await.status, 200);
+    let page = s.test_sign_in("ivy", "pw-ivy").await;
+    assert!(page.body.contains("Test sign-in passed"), "{}", page.body);
+    assert!(page.body.contains("tenant-admin"), "{}", page.body);
+    let v = s.view().await;
+    assert_eq!(v["test"]["passed"], true, "{v}");
+    assert_eq!(v["test"]["roles"], json!(["initech-admins", "tenant-admin"]), "{v}");
+    assert_eq!(v["test"]["claims"]["sub"], "ivy", "{v}");
+    // No one signs in through SSO before activation.
+    let r = Agent::new(&s.gw, HOST).get("/.portcullis/login/sso").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    // An edit after the test clears it.
+    assert_eq!(s.put_draft("gw-a", SECRET_A).await.status, 200);
+    let r = s.call(Method::POST, &format!("{API}/activate"), None).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    s.test_sign_in("ivy", "pw-ivy").await;
+    let r = s.call(Method::POST, &format!("{API}/activate"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["active"]["client_id"], "gw-a", "{}", r.body);
+
+    // The tenant's users now sign in through SSO, with the mapped roles.
+    let (mut user, to_idp) = s.user_sign_in("ivy", "pw-ivy").await;
+    assert!(to_idp.contains("client_id=gw-a"), "{to_idp}");
+    let me = user.get("/.portcullis/api/whoami").await.json();
+    assert_eq!(me["subject"], "ivy", "{me}");
+    assert_eq!(me["roles"], json!(["initech-admins", "tenant-admin"]), "{me}");
+
+    // A second version (the secret kept when not sent again is covered by the service's
+    // tests), then roll back to the first.
+    assert_eq!(s.put_draft("gw-b", SECRET_B).await.status, 200);
+    s.test_sign_in("ivy", "pw-ivy").await;
+    assert_eq!(s.call(Method::POST, &format!("{API}/activate"), None).await.status, 200);
+    let (_, to_idp) = s.user_sign_in("ivy", "pw-ivy").await;
+    assert!(to_idp.contains("client_id=gw-b"), "{to_idp}");
+    let r = s.call(Method::POST, &format!("{API}/rollback"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["active"]["client_id"], "gw-a", "{}", r.body);
+    let (_, to_idp) = s.user_sign_in("ivy", "pw-ivy").await;
+    assert!(to_idp.contains("client_id=gw-a"), "{to_idp}");
+    let v = s.view().await;
+    assert_eq!(v["status"], "active", "{v}");
+    assert_eq!(v["active"]["client_id"], "gw-a", "{v}");
+    assert_eq!(v["active"]["client_secret_set"], true, "{v}");
+
+    // Other tenants' admins see nothing of it; a user without the role may not look.
+    let users = Accounts::open(&s.gw).await;
+    let gus = users.create("globex", "gus", &["tenant-admin"], true).await;
+    let mut globex_admin = Agent::new(&s.gw, "globex.test");
+    globex_admin.api_login(&gus).await;
+    let r = globex_admin.get(API).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["status"], "none", "{}", r.body);
+    assert_eq!(r.json()["versions"], json!([]), "{}", r.body);
+    let stolen = globex_admin.cookie_header().unwrap();
+    let r = Agent::new(&s.gw, HOST)
+        .send(Method::GET, API, &[("cookie", &stolen)], None)
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = user.get(API).await;
+    assert_eq!(r.status, 200, "ivy is in the admin group: {}", r.body);
+    let (mut plain, _) = s.user_sign_in("ned", "pw-ned").await;
+    let me = plain.get("/.portcullis/api/whoami").await.json();
+    assert_eq!(me["roles"], json!([]), "{me}");
+    let r = plain.get(API).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // The secrets never come back, in answers, pages or the log.
+    let log = s.gw.stdout();
+    for secret in [SECRET_A, SECRET_B, WRONG_SECRET] {
+        assert!(!log.contains(secret), "{secret} in the log");
+        for body in &s.seen {
+            assert!(!body.contains(secret), "{secret} in {body}");
+        }
+    }
+}
+
+/// If this broke, a kill switch on the tenant would let a test sign-in through (and
+/// record it), or saving drafts (each an outbound request) would be unlimited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_kill_switch_blocks_the_test_sign_in_and_saves_are_throttled() {
+    let mut s = setup(&[ivy()]).await;
+    assert_eq!(s.put_draft("gw-a", SECRET_A).await.status, 200);
+    let r = s.call(Method::POST, &format!("{API}/test"), None).await;
+    let url = r.json()["url"].as_str().expect("url").to_string();
+    let callback = s.idp_round_trip(&url, "ivy", "pw-ivy").await;
+
+    let r =
+        s.gw.client()
+            .put(s.gw.admin_url("/v1/tenants/initech/breaker"))
+            .bearer_auth(&s.operator_token)
+            .json(&json!({"reason": "incident"}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let mut browser = Agent::new(&s.gw, HOST);
+    browser.cookies = s.admin.cookies.clone();
+    let r = browser.get(&callback).await;
+    assert_eq!(r.status, 423, "{}", r.body);
+    assert_eq!(
+        browser.session("staging"),
+        s.admin.session("staging"),
+        "no session from a blocked callback"
+    );
+    let users = Accounts::open(&s.gw).await;
+    let draft = users.store("staging").get_sso_draft("initech").await.unwrap().unwrap();
+    assert!(draft.test.is_none(), "a blocked callback recorded a test");
+    let r =
+        s.gw.client()
+            .delete(s.gw.admin_url("/v1/tenants/initech/breaker"))
+            .bearer_auth(&s.operator_token)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Draft saves: 10 a minute per tenant (one was made above), then 429.
+    let bad = json!({"issuer": "ftp://idp.test", "client_id": "gw-a", "client_secret": "x"});
+    let ina = users.create("initech", "ina2", &["tenant-admin"], true).await;
+    s.admin = Agent::new(&s.gw, HOST);
+    s.admin.api_login(&ina).await;
+    for _ in 0..9 {
+        let r = s.call(Method::PUT, API, Some(bad.clone())).await;
+        assert_eq!(
+            (r.status, r.json()["error"].as_str()),
+            (400, Some("invalid_issuer")),
+            "{}",
+            r.body
+        );
+    }
+    let r = s.call(Method::PUT, API, Some(bad)).await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (429, Some("throttled")),
+        "{}",
+        r.body
+    );
+    assert!(r.header("retry-after").is_some());
+}
+
+/// If this broke, a tenant admin could change SSO that the policy files manage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sso_set_in_the_policy_files_is_read_only() {
+    let (_ups, gw) = start_with(|f| {
+        f.tenant_mut("initech").routes.push_str(
+            "\n[sso]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"gw-policy\"\nclient_secret = \"inline:policy-secret-4411\"\n",
+        )
+    })
+    .await;
+    let users = Accounts::open(&gw).await;
+    let ina = users.create("initech", "ina", &["tenant-admin"], true).await;
+    let mut admin = Agent::new(&gw, HOST);
+    admin.api_login(&ina).await;
+    let r = admin.get(API).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["status"], "policy", "{}", r.body);
+    assert_eq!(r.json()["policy"]["client_id"], "gw-policy", "{}", r.body);
+    assert!(!r.body.contains("policy-secret-4411"), "{}", r.body);
+    let origin = admin.origin();
+    let body = json!({"issuer": "http://127.0.0.1:1", "client_id": "x", "client_secret": "y"}).to_string();
+    let r = admin
+        .send(
+            Method::PUT,
+            API,
+            &[("origin", &origin)],
+            Some(("application/json", body.into_bytes())),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (409, Some("managed_by_policy")),
+        "{}",
+        r.body
+    );
+    for step in ["test", "activate", "rollback"] {
+        let r = admin
+            .send(Method::POST, &format!("{API}/{step}"), &[("origin", &origin)], None)
+            .await;
+        assert_eq!(
+            (r.status, r.json()["error"].as_str()),
+            (409, Some("managed_by_policy")),
+            "{step}: {}",
+            r.body
+        );
+    }
+}
