@@ -14,6 +14,8 @@
 //! same flow and callback, marked in its pending cookie: the callback records the
 //! result on the draft and creates no session.
 //!
+//! Back-channel and RP-initiated logout follow the same settings.
+//!
 //! The `redirect_uri` and `post_logout_redirect_uri` are built from the tenant's
 //! canonical origin (first configured host, the listener's scheme and port), never from
 //! the request's `Host`; a sign-in started on another host of the tenant is first sent
@@ -337,12 +339,12 @@ impl Portal {
         req: Request<Incoming>,
         ctx: &Ctx<'_>,
     ) -> Result<Response<Bytes>, ApiError> {
-        let sso = ctx
-            .entry
-            .tenant
-            .sso
-            .as_ref()
+        let live = self
+            .live_sso(ctx)
+            .await
+            .map_err(|_| ApiError::LogoutUnavailable)?
             .ok_or(ApiError::NotFound("No single sign-on here."))?;
+        let sso = live.config();
         let (parts, body) = req.into_parts();
         let Ok(body) = web::read_body(&parts.headers, body).await else {
             return Err(ApiError::InvalidLogoutRequest("Unreadable body.".into()));
@@ -411,7 +413,8 @@ impl Portal {
     /// Where RP-initiated logout sends a signed-out SSO user: the IdP's end-session
     /// endpoint, when it has one.
     pub(super) async fn sso_logout_target(&self, ctx: &Ctx<'_>) -> Option<String> {
-        let sso = ctx.entry.tenant.sso.as_ref()?;
+        let live = self.live_sso(ctx).await.ok()??;
+        let sso = live.config();
         let provider = self.oidc.provider(&sso.issuer, ctx.entry.tier.production).await.ok()?;
         let end = provider.end_session_endpoint.as_ref()?;
         let query = form_urlencoded::Serializer::new(String::new())

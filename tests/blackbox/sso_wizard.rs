@@ -34,12 +34,19 @@ async fn setup(accounts: &[Account]) -> Setup {
     let idp_bound = Idp::bind(accounts);
     let operator_token = random_hex(24);
     let op_hash = sha256_hex(operator_token.as_bytes());
-    let (ups, gw) = start_with(|f| f.staging_operators = vec![("sven".into(), op_hash)]).await;
+    let (ups, gw) = start_with(|f| {
+        f.staging_operators = vec![("sven".into(), op_hash)];
+        // Where the IdP posts back-channel logouts.
+        f.tenant_mut("initech").hosts.push("127.0.0.1".into());
+    })
+    .await;
     let mut idp = idp_bound;
-    let callback = format!("http://{HOST}:{}/.portcullis/callback", gw.public.port());
+    let port = gw.public.port();
+    let callback = format!("http://{HOST}:{port}/.portcullis/callback");
+    let logout = format!("http://127.0.0.1:{port}/.portcullis/backchannel-logout");
     idp.register(&[
-        IdpClient::new("gw-a", SECRET_A, &callback),
-        IdpClient::new("gw-b", SECRET_B, &callback),
+        IdpClient::new("gw-a", SECRET_A, &callback).backchannel_logout_uri(&logout),
+        IdpClient::new("gw-b", SECRET_B, &callback).backchannel_logout_uri(&logout),
     ]);
     let users = Accounts::open(&gw).await;
     let ina = users.create("initech", "ina", &["tenant-admin"], true).await;
@@ -258,7 +265,7 @@ async fn a_tenant_admin_tests_activates_and_rolls_back_sso() {
     let r = s.call(Method::POST, &format!("{API}/rollback"), None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["active"]["client_id"], "gw-a", "{}", r.body);
-    let (_, to_idp) = s.user_sign_in("ivy", "pw-ivy").await;
+    let (mut back, to_idp) = s.user_sign_in("ivy", "pw-ivy").await;
     assert!(to_idp.contains("client_id=gw-a"), "{to_idp}");
     let v = s.view().await;
     assert_eq!(v["status"], "active", "{v}");
@@ -286,6 +293,26 @@ async fn a_tenant_admin_tests_activates_and_rolls_back_sso() {
     assert_eq!(me["roles"], json!([]), "{me}");
     let r = plain.get(API).await;
     assert_eq!(r.status, 403, "{}", r.body);
+
+    // The IdP ends ivy's sessions through the back-channel logout URI the wizard shows.
+    assert_eq!(back.get("/.portcullis/api/whoami").await.status, 200);
+    let report = s.idp.backchannel_logout("ivy").await;
+    // The rolled-back client's logout tokens (audience gw-b) are refused: only the
+    // active version's client counts.
+    let errors = report["errors"].as_array().cloned().unwrap_or_default();
+    assert!(
+        errors.iter().all(|e| e.as_str().unwrap().starts_with("gw-b:")),
+        "{report}"
+    );
+    assert!(
+        report["notified"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["client_id"] == "gw-a"),
+        "{report}"
+    );
+    assert_eq!(back.get("/.portcullis/api/whoami").await.status, 401, "{report}");
 
     // The secrets never come back, in answers, pages or the log.
     let log = s.gw.stdout();
