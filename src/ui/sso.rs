@@ -155,9 +155,7 @@ impl Portal {
             Err(e) => return Ok(test_refusal(ctx, &e)),
         };
         let digest = draft.digest.clone();
-        let LiveSso::Wizard { config, .. } = wizard_sso(draft) else {
-            return Err(PageError::Unavailable);
-        };
+        let config = draft.into_sso_config();
         self.to_idp(
             ctx,
             &config,
