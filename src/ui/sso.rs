@@ -484,10 +484,17 @@ impl Portal {
             return failed("the identity provider sent the browser back without a code".into());
         };
         match self.id_claims(ctx, live.config(), &code, pending).await {
-            Ok(claims) => TestOutcome::Passed {
-                roles: live.roles(&claims.roles),
-                claims: claims.raw,
-            },
+            Ok(claims) => {
+                // The protocol's own values say nothing of the user; the admin sees the rest.
+                let mut shown = claims.raw;
+                for protocol in ["nonce", "at_hash", "c_hash", "s_hash"] {
+                    shown.remove(protocol);
+                }
+                TestOutcome::Passed {
+                    roles: live.roles(&claims.roles),
+                    claims: shown,
+                }
+            }
             Err(why) => failed(token_problem_words(&why)),
         }
     }

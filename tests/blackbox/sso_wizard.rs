@@ -235,6 +235,10 @@ async fn a_tenant_admin_tests_activates_and_rolls_back_sso() {
     assert_eq!(v["test"]["passed"], true, "{v}");
     assert_eq!(v["test"]["roles"], json!(["initech-admins", "tenant-admin"]), "{v}");
     assert_eq!(v["test"]["claims"]["sub"], "ivy", "{v}");
+    assert!(
+        v["test"]["claims"].get("nonce").is_none(),
+        "protocol values are not shown: {v}"
+    );
     // No one signs in through SSO before activation.
     let r = Agent::new(&s.gw, HOST).get("/.portcullis/login/sso").await;
     assert_eq!(r.status, 404, "{}", r.body);
