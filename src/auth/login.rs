@@ -92,7 +92,8 @@ pub struct LoginContext<'a> {
     pub now: i64,
     /// The tenant's auto-trip rules, fed by failures recorded here.
     pub auto_trip: &'a [AutoTripRule],
-    /// The tenant's single sign-on, when it has one (it may refuse local passwords).
+    /// The tenant's single sign-on, when it has one (it may refuse local passwords): the
+    /// policy files' `[sso]`, else the wizard's active version, read for this sign-in.
     pub sso: Option<&'a crate::config::SsoConfig>,
 }
 

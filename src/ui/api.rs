@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 pub(super) use self::error::ApiError;
+use super::sso::LiveSso;
 use super::{Ctx, Portal, user_agent, web};
 use crate::auth::preauth::PreAuth;
 
@@ -97,9 +98,13 @@ impl Portal {
         let rd = web::safe_redirect(web::query_param(req.uri().query(), "rd").as_deref());
         let ua = user_agent(req.headers());
         let body: LoginBody = json_body(req).await?;
+        // Fails closed: no password is checked while the SSO settings cannot be read.
+        let live = self.live_sso(ctx).await.map_err(|_| ApiError::Unavailable)?;
+        let mut login_ctx = ctx.login_ctx(&ua);
+        login_ctx.sso = live.as_ref().map(LiveSso::config);
         let pre = self
             .login
-            .password(&ctx.login_ctx(&ua), &body.username, &body.password, &rd)
+            .password(&login_ctx, &body.username, &body.password, &rd)
             .await
             .map_err(ApiError::Login)?;
         let mut resp = web::json(StatusCode::OK, &json!({ "next": pre.stage }));

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 
 use super::error::PageError;
 use super::readable::{self, Moment};
+use super::sso::LiveSso;
 use super::{Ctx, Portal, pages, read_form, web};
 use crate::auth::login::NewSession;
 use crate::auth::preauth::{self, PREAUTH_TTL_SECS, PreAuth};
@@ -32,10 +33,18 @@ pub(super) fn suspended_next(ks: &crate::killswitch::KillSwitch, now: i64) -> St
 }
 
 impl Portal {
-    pub(super) fn login_page(&self, req: &Request<Incoming>, ctx: &Ctx<'_>) -> Response<Bytes> {
+    /// `GET /.portcullis/login`: the form, offering SSO when the tenant has it; straight
+    /// to the IdP when SSO is enforced. The SSO settings are read for each request
+    /// ([`Portal::live_sso`]), so a wizard activation or roll-back applies at once; when
+    /// they cannot be read the page is 503 (a password form could not be honoured).
+    pub(super) async fn login_page(
+        &self,
+        req: &Request<Incoming>,
+        ctx: &Ctx<'_>,
+    ) -> Result<Response<Bytes>, PageError> {
         let rd = web::safe_redirect(web::query_param(req.uri().query(), "rd").as_deref());
         if let Some(ks) = &ctx.suspended {
-            return pages::message(
+            return Ok(pages::message(
                 ctx.entry,
                 StatusCode::OK,
                 pages::MessageView {
@@ -45,29 +54,30 @@ impl Portal {
                     next: Some(suspended_next(ks, ctx.now)),
                     ..Default::default()
                 },
-            );
+            ));
         }
         if ctx.session.is_some() {
-            return web::see_other(&rd);
+            return Ok(web::see_other(&rd));
         }
+        let live = self.live_sso(ctx).await?;
         // SSO enforced: straight to the IdP, unless a break-glass admin asks for the form.
-        if ctx.entry.tenant.sso.as_ref().is_some_and(|s| s.enforce)
+        if live.as_ref().is_some_and(|s| s.config().enforce)
             && web::query_param(req.uri().query(), "local").as_deref() != Some("1")
         {
-            return web::see_other(&format!(
+            return Ok(web::see_other(&format!(
                 "/.portcullis/login/sso?rd={}",
                 percent_encoding::utf8_percent_encode(&rd, percent_encoding::NON_ALPHANUMERIC)
-            ));
+            )));
         }
         let (csrf, set) = self.csrf_for(req, ctx);
         // A fixed notice chosen by a flag: nothing from the query is shown.
         let notice = (web::query_param(req.uri().query(), "signed_out").as_deref() == Some("1"))
             .then_some("You are signed out.");
-        let mut resp = pages::login(ctx.entry, &csrf, &rd, None, notice);
+        let mut resp = pages::login(ctx.entry, live.is_some(), &csrf, &rd, None, notice);
         if let Some(c) = set {
             resp.headers_mut().append(http::header::SET_COOKIE, c);
         }
-        resp
+        Ok(resp)
     }
 
     pub(super) async fn login_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, PageError> {
@@ -75,16 +85,16 @@ impl Portal {
         let rd = web::safe_redirect(web::form_field(&body, "rd").as_deref());
         let username = web::form_field(&body, "username").unwrap_or_default();
         let password = web::form_field(&body, "password").unwrap_or_default();
-        match self
-            .login
-            .password(&ctx.login_ctx(&ua), &username, &password, &rd)
-            .await
-        {
+        // Fails closed: no password is checked while the SSO settings cannot be read.
+        let live = self.live_sso(ctx).await?;
+        let mut login_ctx = ctx.login_ctx(&ua);
+        login_ctx.sso = live.as_ref().map(LiveSso::config);
+        match self.login.password(&login_ctx, &username, &password, &rd).await {
             Ok(pre) => Ok(self.to_second_factor(ctx, &pre)),
             Err(e) => {
                 let e = PageError::SignIn(e);
                 Ok(e.form(
-                    pages::login(ctx.entry, &csrf, &rd, Some(&e.message()), None),
+                    pages::login(ctx.entry, live.is_some(), &csrf, &rd, Some(&e.message()), None),
                     ctx.request_id,
                 ))
             }

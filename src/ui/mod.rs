@@ -144,7 +144,7 @@ impl Portal {
             }
             (Method::GET, "style.css") => Ok(web::respond(StatusCode::OK, "text/css; charset=utf-8", pages::STYLE)),
             (Method::GET, "favicon.svg") => Ok(web::respond(StatusCode::OK, "image/svg+xml", pages::ICON)),
-            (Method::GET | Method::HEAD, "login") => Ok(self.login_page(&req, &ctx)),
+            (Method::GET | Method::HEAD, "login") => self.login_page(&req, &ctx).await,
             (Method::GET, "login/sso") => self.sso_start(&req, &ctx).await,
             (Method::GET, "callback") => self.sso_callback(&req, &ctx).await,
             (Method::POST, "login") => self.login_form(req, &ctx).await,

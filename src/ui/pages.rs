@@ -183,8 +183,16 @@ fn html(status: StatusCode, page: &impl Template) -> Response<Bytes> {
 }
 
 /// The sign-in form (200; a refusal that shows it again sets its own status), with a
-/// fixed notice such as "You are signed out." when one is due.
-pub fn login(entry: &TenantEntry, csrf: &str, rd: &str, error: Option<&str>, notice: Option<&str>) -> Response<Bytes> {
+/// fixed notice such as "You are signed out." when one is due, and the way to the IdP
+/// when the tenant has single sign-on (`sso`: from the policy files or the wizard).
+pub fn login(
+    entry: &TenantEntry,
+    sso: bool,
+    csrf: &str,
+    rd: &str,
+    error: Option<&str>,
+    notice: Option<&str>,
+) -> Response<Bytes> {
     html(
         StatusCode::OK,
         &Login {
@@ -193,7 +201,7 @@ pub fn login(entry: &TenantEntry, csrf: &str, rd: &str, error: Option<&str>, not
             rd,
             error,
             notice,
-            sso_href: entry.tenant.sso.as_ref().map(|_| {
+            sso_href: sso.then(|| {
                 format!(
                     "/.portcullis/login/sso?rd={}",
                     percent_encoding::utf8_percent_encode(rd, percent_encoding::NON_ALPHANUMERIC)

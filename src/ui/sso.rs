@@ -83,7 +83,8 @@ pub(super) enum LiveSso<'a> {
 }
 
 impl LiveSso<'_> {
-    fn config(&self) -> &SsoConfig {
+    /// The settings: IdP, client, and whether local passwords are refused.
+    pub(super) fn config(&self) -> &SsoConfig {
         match self {
             LiveSso::Policy(c) => c,
             LiveSso::Wizard { config, .. } => config,

@@ -1,9 +1,10 @@
 //! Self-service SSO through the tenant admin's JSON API (SPEC "Self-service SSO (tenant
 //! admin)") against the real `oidc-provider` of [`crate::idp`]: a draft, a test sign-in
 //! driven through the IdP's login form, activation (only after a passing test of exactly
-//! the draft), the tenant's users signing in with the activated version, roll-back, a
-//! tenant whose `[sso]` is in the policy files (read-only), throttled draft saves, and a
-//! tenant kill switch refusing the test sign-in's callback. The client secret never
+//! the draft), the tenant's users signing in with the activated version, an activated
+//! "enforce SSO" turning local passwords off (break-glass aside) until a roll-back, a
+//! tenant whose `[sso]` is in the policy files (read-only), throttled draft saves, and
+//! a tenant kill switch refusing the test sign-in's callback. The client secret never
 //! shows in an answer, a page or the log.
 
 use http::Method;
@@ -73,11 +74,30 @@ impl Setup {
     }
 
     async fn put_draft(&mut self, client_id: &str, secret: &str) -> Reply {
-        let body = json!({
+        self.put_draft_with(client_id, secret, json!({})).await
+    }
+
+    /// Saves a draft with `extra` settings (such as `enforce`) on top of the usual ones.
+    async fn put_draft_with(&mut self, client_id: &str, secret: &str, extra: Value) -> Reply {
+        let mut body = json!({
             "issuer": self.idp.issuer(), "client_id": client_id, "client_secret": secret,
             "scopes": ["openid", "profile"], "roles_claim": "groups", "admin_group": "initech-admins",
         });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
         self.call(Method::PUT, API, Some(body)).await
+    }
+
+    /// Saves, tests and activates a version; panics unless it becomes active.
+    async fn activate(&mut self, client_id: &str, secret: &str, extra: Value) {
+        let r = self.put_draft_with(client_id, secret, extra).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let page = self.test_sign_in("ivy", "pw-ivy").await;
+        assert!(page.body.contains("Test sign-in passed"), "{}", page.body);
+        let r = self.call(Method::POST, &format!("{API}/activate"), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["active"]["client_id"], client_id, "{}", r.body);
     }
 
     /// Runs the test sign-in of the draft as `user` at the IdP; returns the callback's
@@ -326,6 +346,107 @@ async fn a_tenant_admin_tests_activates_and_rolls_back_sso() {
             assert!(!body.contains(secret), "{secret} in {body}");
         }
     }
+}
+
+/// `user`'s password step through the JSON API, from a fresh browser.
+async fn api_password(gw: &Gateway, user: &TestUser) -> Reply {
+    Agent::new(gw, HOST).api_password_step(user, None).await
+}
+
+/// `user`'s password step through the sign-in page (`?local=1`, the break-glass form).
+async fn page_password(gw: &Gateway, user: &TestUser) -> Reply {
+    let mut a = Agent::new(gw, HOST);
+    let r = a.get("/.portcullis/login?local=1").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let csrf = r.set_cookie("__Host-portcullis-staging-csrf").expect("CSRF cookie");
+    a.post_form(
+        "/.portcullis/login",
+        &[
+            ("csrf", &csrf.value),
+            ("username", &user.username),
+            ("password", &user.password),
+            ("rd", "/app/data"),
+        ],
+    )
+    .await
+}
+
+const SSO_LINK: &str = "href=\"/.portcullis/login/sso?rd=%2Fapp\"";
+
+/// If this broke, "Enforce SSO" in an activated wizard version would not turn local
+/// passwords off (or would lock out the break-glass accounts), the sign-in page would
+/// not offer or go to the IdP, or a roll-back would leave passwords off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activated_version_that_enforces_sso_turns_local_passwords_off() {
+    let mut s = setup(&[ivy()]).await;
+    let users = Accounts::open(&s.gw).await;
+    let lou = users.create("initech", "lou", &[], true).await;
+    let root = users.create("initech", "root", &["tenant-admin"], true).await;
+
+    // No SSO yet: a plain password form.
+    let r = Agent::new(&s.gw, HOST).get("/.portcullis/login?rd=%2Fapp").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains("/.portcullis/login/sso"), "{}", r.body);
+
+    // A version without enforce: SSO offered next to the form, passwords still work.
+    s.activate("gw-b", SECRET_B, json!({})).await;
+    let r = Agent::new(&s.gw, HOST).get("/.portcullis/login?rd=%2Fapp").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(SSO_LINK), "{}", r.body);
+    assert!(r.body.contains("name=\"password\""), "{}", r.body);
+    let r = api_password(&s.gw, &lou).await;
+    assert_eq!((r.status, r.json()["next"].as_str()), (200, Some("mfa")), "{}", r.body);
+
+    // A version that enforces SSO: only the break-glass account keeps its password.
+    s.activate("gw-a", SECRET_A, json!({"enforce": true, "break_glass": ["root"]}))
+        .await;
+    let r = api_password(&s.gw, &lou).await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("sso_required")),
+        "{}",
+        r.body
+    );
+    assert!(r.set_cookie("__Host-portcullis-staging-pre").is_none());
+    let r = page_password(&s.gw, &lou).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("identity provider"), "{}", r.body);
+    assert!(
+        r.body.contains(SSO_LINK.replace("%2Fapp", "%2Fapp%2Fdata").as_str()),
+        "{}",
+        r.body
+    );
+    assert!(r.set_cookie("__Host-portcullis-staging-pre").is_none());
+    let r = api_password(&s.gw, &root).await;
+    assert_eq!((r.status, r.json()["next"].as_str()), (200, Some("mfa")), "{}", r.body);
+    let r = page_password(&s.gw, &root).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(
+        r.set_cookie("__Host-portcullis-staging-pre").is_some(),
+        "{:?}",
+        r.headers
+    );
+    let r = Agent::new(&s.gw, HOST).get("/.portcullis/login?rd=%2Fapp").await;
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/.portcullis/login/sso?rd=%2Fapp")),
+        "{}",
+        r.body
+    );
+    let (_, to_idp) = s.user_sign_in("ivy", "pw-ivy").await;
+    assert!(to_idp.contains("client_id=gw-a"), "{to_idp}");
+
+    // Rolled back to the version without enforce: passwords work again.
+    let r = s.call(Method::POST, &format!("{API}/rollback"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["active"]["client_id"], "gw-b", "{}", r.body);
+    let r = api_password(&s.gw, &lou).await;
+    assert_eq!((r.status, r.json()["next"].as_str()), (200, Some("mfa")), "{}", r.body);
+    let r = page_password(&s.gw, &lou).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = Agent::new(&s.gw, HOST).get("/.portcullis/login?rd=%2Fapp").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(SSO_LINK), "{}", r.body);
 }
 
 /// If this broke, a kill switch on the tenant would let a test sign-in through (and
