@@ -128,6 +128,7 @@ impl Portal {
         let idp = web::query_param(req.uri().query(), "idp");
         let subject = self
             .account_key(ctx, idp.as_deref(), &subject)
+            .await
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let scope = Scope::Account {
             tier: ctx.entry.tier.name.clone(),
@@ -169,14 +170,23 @@ pub(super) enum TripRefusal {
 impl Portal {
     /// The account key a tenant admin names: a local account by default, `idp=sso` for
     /// the tenant's identity provider (see `crate::account::named`).
-    fn account_key(
+    async fn account_key(
         &self,
         ctx: &Ctx<'_>,
         idp: Option<&str>,
         subject: &str,
     ) -> Result<String, crate::account::NameError> {
-        let issuer = ctx.entry.tenant.sso.as_ref().map(|s| s.issuer.as_str());
+        // The tenant's identity provider: the policy files' or the wizard's active one.
+        // Unreadable settings name no provider, so an `sso` account is refused, not guessed.
+        let live = self.live_sso(ctx).await.ok().flatten();
+        let issuer = live.as_ref().map(|l| l.config().issuer.as_str());
         crate::account::named(idp, subject, issuer)
+    }
+
+    /// Whether the tenant signs in through an identity provider (the admin form then
+    /// offers its accounts).
+    async fn has_sso(&self, ctx: &Ctx<'_>) -> bool {
+        matches!(self.live_sso(ctx).await, Ok(Some(_)))
     }
 
     /// Trips an account switch of the admin's tenant (never the admin's own account).
@@ -248,7 +258,8 @@ impl Portal {
                 });
             }
         }
-        Ok(pages::admin(ctx.entry, &session.csrf_token, notice, accounts))
+        let has_sso = self.has_sso(ctx).await;
+        Ok(pages::admin(ctx.entry, &session.csrf_token, notice, accounts, has_sso))
     }
 
     /// `POST /.portcullis/admin/breaker`: the page's trip and reset forms.
@@ -261,7 +272,7 @@ impl Portal {
         let field = |name: &str| web::form_field(&body, name).unwrap_or_default();
         let subject = field("subject").trim().to_string();
         let idp = field("idp");
-        let Ok(key) = self.account_key(ctx, Some(idp.as_str()), &subject) else {
+        let Ok(key) = self.account_key(ctx, Some(idp.as_str()), &subject).await else {
             return self
                 .admin_page(
                     ctx,

@@ -15,7 +15,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 pub(super) use self::error::ApiError;
-use super::sso::LiveSso;
 use super::{Ctx, Portal, user_agent, web};
 use crate::auth::preauth::PreAuth;
 
@@ -100,8 +99,7 @@ impl Portal {
         let body: LoginBody = json_body(req).await?;
         // Fails closed: no password is checked while the SSO settings cannot be read.
         let live = self.live_sso(ctx).await.map_err(|_| ApiError::Unavailable)?;
-        let mut login_ctx = ctx.login_ctx(&ua);
-        login_ctx.sso = live.as_ref().map(LiveSso::config);
+        let login_ctx = ctx.password_ctx(&ua, live.as_ref());
         let pre = self
             .login
             .password(&login_ctx, &body.username, &body.password, &rd)

@@ -10,7 +10,6 @@ use hyper::body::Incoming;
 
 use super::error::PageError;
 use super::readable::{self, Moment};
-use super::sso::LiveSso;
 use super::{Ctx, Portal, pages, read_form, web};
 use crate::auth::login::NewSession;
 use crate::auth::preauth::{self, PREAUTH_TTL_SECS, PreAuth};
@@ -87,8 +86,7 @@ impl Portal {
         let password = web::form_field(&body, "password").unwrap_or_default();
         // Fails closed: no password is checked while the SSO settings cannot be read.
         let live = self.live_sso(ctx).await?;
-        let mut login_ctx = ctx.login_ctx(&ua);
-        login_ctx.sso = live.as_ref().map(LiveSso::config);
+        let login_ctx = ctx.password_ctx(&ua, live.as_ref());
         match self.login.password(&login_ctx, &username, &password, &rd).await {
             Ok(pre) => Ok(self.to_second_factor(ctx, &pre)),
             Err(e) => {

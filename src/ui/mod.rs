@@ -112,6 +112,9 @@ impl Ctx<'_> {
         self.entry.tier.keys.cookie.expose_secret()
     }
 
+    /// The sign-in context of the steps after the password (second factor, enrolment,
+    /// password change): they never decide whether passwords are allowed, so `sso` is
+    /// left empty. The password step uses [`Ctx::password_ctx`].
     fn login_ctx<'b>(&'b self, user_agent: &'b str) -> LoginContext<'b> {
         let p = &self.entry.tenant.session;
         LoginContext {
@@ -123,7 +126,17 @@ impl Ctx<'_> {
             user_agent,
             now: self.now,
             auto_trip: &self.entry.tenant.auto_trip,
-            sso: self.entry.tenant.sso.as_ref(),
+            sso: None,
+        }
+    }
+
+    /// The password step's context: `live` is the tenant's SSO settings read for this
+    /// sign-in ([`Portal::live_sso`]), which may refuse local passwords. Taking them here
+    /// means no password path can forget them.
+    fn password_ctx<'b>(&'b self, user_agent: &'b str, live: Option<&'b sso::LiveSso<'b>>) -> LoginContext<'b> {
+        LoginContext {
+            sso: live.map(sso::LiveSso::config),
+            ..self.login_ctx(user_agent)
         }
     }
 }

@@ -340,7 +340,13 @@ struct Admin<'a> {
     has_sso: bool,
 }
 
-pub fn admin(entry: &TenantEntry, csrf: &str, notice: Option<&str>, accounts: Vec<AdminAccountRow>) -> Response<Bytes> {
+pub fn admin(
+    entry: &TenantEntry,
+    csrf: &str,
+    notice: Option<&str>,
+    accounts: Vec<AdminAccountRow>,
+    has_sso: bool,
+) -> Response<Bytes> {
     html(
         StatusCode::OK,
         &Admin {
@@ -348,7 +354,7 @@ pub fn admin(entry: &TenantEntry, csrf: &str, notice: Option<&str>, accounts: Ve
             csrf,
             notice,
             accounts,
-            has_sso: entry.tenant.sso.is_some(),
+            has_sso,
         },
     )
 }

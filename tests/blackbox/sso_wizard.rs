@@ -279,6 +279,20 @@ async fn a_tenant_admin_tests_activates_and_rolls_back_sso() {
     assert_eq!(me["subject"], "ivy", "{me}");
     assert_eq!(me["roles"], json!(["initech-admins", "tenant-admin"]), "{me}");
 
+    // The wizard's provider is the tenant's `sso` for account kill switches too.
+    let breaker = "/.portcullis/api/admin/accounts/ivy/breaker?idp=sso";
+    let r = s
+        .call(Method::PUT, breaker, Some(json!({"reason": "lost laptop"})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        user.get("/.portcullis/api/whoami").await.status,
+        423,
+        "the SSO account is cut off"
+    );
+    let r = s.call(Method::DELETE, breaker, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
     // A second version (the secret kept when not sent again is covered by the service's
     // tests), then roll back to the first.
     assert_eq!(s.put_draft("gw-b", SECRET_B).await.status, 200);
@@ -310,7 +324,7 @@ async fn a_tenant_admin_tests_activates_and_rolls_back_sso() {
         .send(Method::GET, API, &[("cookie", &stolen)], None)
         .await;
     assert_eq!(r.status, 401, "{}", r.body);
-    let r = user.get(API).await;
+    let r = back.get(API).await;
     assert_eq!(r.status, 200, "ivy is in the admin group: {}", r.body);
     let (mut plain, _) = s.user_sign_in("ned", "pw-ned").await;
     let me = plain.get("/.portcullis/api/whoami").await.json();
