@@ -44,6 +44,10 @@
 //!
 //! [`Gateway`] wires them: bind listeners, serve until SIGTERM, reload on SIGHUP.
 
+// Outside input never reaches an unwrap: the request path, the CLI and the loaders
+// return errors instead (tests may unwrap; CI runs clippy on the non-test build).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod account;
 pub mod admin;
 pub mod assertion;
