@@ -147,15 +147,34 @@ struct SessionRow {
     current: bool,
 }
 
-struct HistoryRow {
-    time: Moment,
+/// One sign-in attempt as the history tables show it (the user's own on the account
+/// page, the tenant's on the admin page).
+pub(super) struct HistoryRow {
+    pub(super) time: Moment,
+    /// Who tried (the subject of the account key).
+    pub(super) subject: String,
     /// The result in plain words ("Wrong code").
-    result: &'static str,
+    pub(super) result: &'static str,
     /// Whether the attempt failed (styled apart).
-    failed: bool,
-    method: &'static str,
-    ip: String,
-    device: String,
+    pub(super) failed: bool,
+    pub(super) method: &'static str,
+    pub(super) ip: String,
+    pub(super) device: String,
+}
+
+impl HistoryRow {
+    /// `e` as read at `now`.
+    pub(super) fn of(e: &LoginEvent, now: i64) -> Self {
+        HistoryRow {
+            time: Moment::at(e.time, now),
+            subject: crate::account::sub_of(&e.subject).to_string(),
+            result: readable::attempt_result(&e.outcome, e.reason.as_deref()),
+            failed: e.outcome != "success",
+            method: readable::method(&e.method),
+            ip: e.ip.clone(),
+            device: web::device(&e.user_agent),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -297,17 +316,7 @@ pub fn account(
                 current: s.id_hash == session.id_hash,
             })
             .collect(),
-        history: history
-            .iter()
-            .map(|e| HistoryRow {
-                time: Moment::at(e.time, now),
-                result: readable::attempt_result(&e.outcome, e.reason.as_deref()),
-                failed: e.outcome != "success",
-                method: readable::method(&e.method),
-                ip: e.ip.clone(),
-                device: web::device(&e.user_agent),
-            })
-            .collect(),
+        history: history.iter().map(|e| HistoryRow::of(e, now)).collect(),
         next_page: (history.len() == 20).then(|| history.last().map(|e| e.seq)).flatten(),
     };
     html(StatusCode::OK, &page)

@@ -63,6 +63,20 @@ async fn setup(accounts: &[Account]) -> Setup {
     }
 }
 
+/// Opens `start` with `agent` (sent on to the IdP with a 303), signs `user` in at the
+/// IdP; returns the authorization URL and the callback path the IdP sends back to.
+async fn through_idp(idp: &Idp, agent: &mut Agent, start: &str, user: &str, password: &str) -> (String, String) {
+    let r = agent.get(start).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let to_idp = r.header("location").expect("location").to_string();
+    let back = idp
+        .login(&to_idp, user, password)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", idp.logs()));
+    let back = path_of(&back, &agent.origin());
+    (to_idp, back)
+}
+
 impl Setup {
     /// A call of the admin's, as a same-origin script; keeps the body.
     async fn call(&mut self, method: Method, path: &str, body: Option<Value>) -> Reply {
@@ -116,30 +130,23 @@ impl Setup {
     /// and returns the callback path the IdP sends the browser back to.
     async fn idp_round_trip(&mut self, url: &str, user: &str, password: &str) -> String {
         let start = path_of(url, &self.admin.origin());
-        let r = self.admin.get(&start).await;
-        assert_eq!(r.status, 303, "{}", r.body);
-        let to_idp = r.header("location").expect("location").to_string();
-        let back = self
-            .idp
-            .login(&to_idp, user, password)
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", self.idp.logs()));
-        path_of(&back, &self.admin.origin())
+        let (_, back) = through_idp(&self.idp, &mut self.admin, &start, user, password).await;
+        back
     }
 
     /// A user of initech signing in through `/.portcullis/login/sso`; returns the agent
     /// and the IdP authorization URL it was sent to.
     async fn user_sign_in(&mut self, user: &str, password: &str) -> (Agent, String) {
         let mut a = Agent::new(&self.gw, HOST);
-        let r = a.get("/.portcullis/login/sso?rd=%2Fapp%2Fdata").await;
-        assert_eq!(r.status, 303, "{}", r.body);
-        let to_idp = r.header("location").expect("location").to_string();
-        let back = self
-            .idp
-            .login(&to_idp, user, password)
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", self.idp.logs()));
-        let r = a.get(&path_of(&back, &a.origin())).await;
+        let (to_idp, back) = through_idp(
+            &self.idp,
+            &mut a,
+            "/.portcullis/login/sso?rd=%2Fapp%2Fdata",
+            user,
+            password,
+        )
+        .await;
+        let r = a.get(&back).await;
         assert_eq!((r.status, r.header("location")), (303, Some("/app/data")), "{}", r.body);
         (a, to_idp)
     }

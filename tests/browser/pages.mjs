@@ -20,6 +20,7 @@ import http from 'node:http';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { fail, logger, run } from './script.mjs';
 import { base32Decode, freshCode, selfTestTotp } from './totp.mjs';
 
 const require = createRequire(import.meta.url);
@@ -45,15 +46,7 @@ const OVERALL_TIMEOUT_MS = 270_000;
 /** The header colour of style.css: proof that the stylesheet applied. */
 const BRAND_BACKGROUND = 'rgb(31, 58, 95)';
 
-class StepFailed extends Error {}
-
-function log(msg) {
-  console.log(`[pages] ${msg}`);
-}
-
-function fail(msg) {
-  throw new StepFailed(msg);
-}
+const log = logger('pages');
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const outDir = config.out_dir;
@@ -393,20 +386,4 @@ async function main() {
   if (axeFindings.length) fail(`axe found serious or critical problems:\n  ${axeFindings.join('\n  ')}`);
 }
 
-const timer = setTimeout(() => {
-  console.error(`[pages] FAIL: timed out after ${OVERALL_TIMEOUT_MS / 1000} s`);
-  process.exit(1);
-}, OVERALL_TIMEOUT_MS);
-timer.unref();
-
-main().then(
-  () => {
-    log('PASS: every page kind seen, screenshotted and checked');
-    process.exit(0);
-  },
-  (e) => {
-    if (e instanceof StepFailed) console.error(`[pages] FAIL: ${e.message}`);
-    else console.error(`[pages] ERROR: ${e && e.stack ? e.stack : e}`);
-    process.exit(1);
-  },
-);
+run('pages', main, OVERALL_TIMEOUT_MS, 'PASS: every page kind seen, screenshotted and checked');

@@ -11,6 +11,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { fail, logger, run } from './script.mjs';
 import { base32Decode, freshCode, selfTestTotp } from './totp.mjs';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -28,15 +29,7 @@ const NAV_TIMEOUT_MS = 20_000;
 const SETTLE_TIMEOUT_MS = 3_000;
 const OVERALL_TIMEOUT_MS = 180_000;
 
-class StepFailed extends Error {}
-
-function log(msg) {
-  console.log(`[signin] ${msg}`);
-}
-
-function fail(msg) {
-  throw new StepFailed(msg);
-}
+const log = logger('signin');
 
 // ---- Browser helpers --------------------------------------------------------------------
 
@@ -273,20 +266,4 @@ async function main() {
   }
 }
 
-const timer = setTimeout(() => {
-  console.error(`[signin] FAIL: timed out after ${OVERALL_TIMEOUT_MS / 1000} s`);
-  process.exit(1);
-}, OVERALL_TIMEOUT_MS);
-timer.unref();
-
-main().then(
-  () => {
-    log('PASS: all steps held');
-    process.exit(0);
-  },
-  (e) => {
-    if (e instanceof StepFailed) console.error(`[signin] FAIL: ${e.message}`);
-    else console.error(`[signin] ERROR: ${e && e.stack ? e.stack : e}`);
-    process.exit(1);
-  },
-);
+run('signin', main, OVERALL_TIMEOUT_MS, 'PASS: all steps held');

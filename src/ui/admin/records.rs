@@ -22,6 +22,7 @@ use crate::records::LoginEvent;
 use crate::store::StoreError;
 use crate::ui::api::ApiError;
 use crate::ui::error::PageError;
+use crate::ui::pages::HistoryRow;
 use crate::ui::readable::{self, Moment};
 use crate::ui::{Ctx, Portal, web};
 
@@ -35,16 +36,6 @@ const API_MAX: usize = 500;
 const AUDIT_SCAN: usize = 1000;
 /// Sessions whose subjects are added to the history's users (SSO accounts).
 const SESSION_SUBJECTS: usize = 1000;
-
-struct HistoryRow {
-    time: Moment,
-    subject: String,
-    result: &'static str,
-    failed: bool,
-    method: &'static str,
-    ip: String,
-    device: String,
-}
 
 #[derive(Template)]
 #[template(path = "admin_history.html")]
@@ -181,18 +172,7 @@ impl Portal {
         Ok(render(&HistoryPage {
             tenant_name: &ctx.entry.tenant.name,
             csrf: &session.csrf_token,
-            history: events
-                .iter()
-                .map(|e| HistoryRow {
-                    time: Moment::at(e.time, ctx.now),
-                    subject: crate::account::sub_of(&e.subject).to_string(),
-                    result: readable::attempt_result(&e.outcome, e.reason.as_deref()),
-                    failed: e.outcome != "success",
-                    method: readable::method(&e.method),
-                    ip: e.ip.clone(),
-                    device: web::device(&e.user_agent),
-                })
-                .collect(),
+            history: events.iter().map(|e| HistoryRow::of(e, ctx.now)).collect(),
             next_page,
         }))
     }
