@@ -16,7 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, SessionStore, StoreError, Stores, TierStore};
+use super::{
+    LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, SessionStore, StoreError, Stores, TENANT_LOGIN_HISTORY_CAP, TierStore,
+};
 use crate::records::user::USER_AGENT_MAX_CHARS;
 use crate::records::{LoginEvent, Revocation, SessionRecord, UserRecord, session_id_hash};
 
@@ -987,6 +989,81 @@ pub(crate) async fn login_history_pages_newest_first(b: &Backend) {
     assert_eq!(seqs.len(), 11, "seq is unique across subjects of the tier");
 }
 
+/// The tenant admin's history page would miss SSO users or attempts at unknown names,
+/// show another tenant's, or repeat or skip events when paging.
+pub(crate) async fn tenant_login_history_spans_subjects(b: &Backend) {
+    let store = b.store("prod").await;
+    for (i, subject) in ["alice", "sso:bob", "no-such-user", "alice"].iter().enumerate() {
+        let t = T0 + i64::try_from(i).unwrap();
+        store.record_login(&event("acme", subject, t, "failure")).await.unwrap();
+        store
+            .record_login(&event("globex", subject, t, "success"))
+            .await
+            .unwrap();
+    }
+    let all = store.tenant_login_history("acme", 100, None).await.unwrap();
+    let subjects: Vec<&str> = all.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(subjects, ["alice", "no-such-user", "sso:bob", "alice"], "newest first");
+    assert!(all.iter().all(|e| e.tenant == "acme" && e.outcome == "failure"));
+    let mut expected = event("acme", "sso:bob", T0 + 1, "failure");
+    expected.seq = all[2].seq;
+    assert_eq!(all[2], expected, "events come back whole");
+    let page1 = store.tenant_login_history("acme", 3, None).await.unwrap();
+    let page2 = store.tenant_login_history("acme", 3, Some(page1[2].seq)).await.unwrap();
+    assert_eq!([page1, page2].concat(), all);
+    assert!(store.tenant_login_history("acme", 0, None).await.unwrap().is_empty());
+    assert!(
+        store
+            .tenant_login_history("initech", 10, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let other_tier = b.store("staging").await;
+    assert!(
+        other_tier
+            .tenant_login_history("acme", 10, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Attempts at made-up user names (each its own subject) would grow the store without
+/// bound: the tenant's cap drops the oldest events from every history.
+pub(crate) async fn tenant_login_history_is_capped(b: &Backend) {
+    let store = b.store("prod").await;
+    store
+        .record_login(&event("acme", "alice", T0, "success"))
+        .await
+        .unwrap();
+    let sprayed = TENANT_LOGIN_HISTORY_CAP;
+    let mut tasks = Vec::new();
+    for chunk in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (chunk..sprayed).step_by(8) {
+                let t = T0 + 1 + i64::try_from(i).unwrap();
+                store
+                    .record_login(&event("acme", &format!("guess-{i}"), t, "failure"))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = store.tenant_login_history("acme", usize::MAX, None).await.unwrap();
+    assert_eq!(all.len(), TENANT_LOGIN_HISTORY_CAP);
+    assert!(all.iter().all(|e| e.subject != "alice"), "the oldest was dropped");
+    assert!(
+        store.login_history("acme", "alice", 10, None).await.unwrap().is_empty(),
+        "and left its subject's history too"
+    );
+    assert_eq!(store.login_history("acme", "guess-1", 10, None).await.unwrap().len(), 1);
+}
+
 /// A password spray would grow one user's history without bound.
 pub(crate) async fn login_history_is_capped(b: &Backend) {
     let store = b.store("prod").await;
@@ -1801,6 +1878,8 @@ macro_rules! every_test {
                 totp_steps_only_move_forward,
                 login_history_pages_newest_first,
                 login_history_is_capped,
+                tenant_login_history_spans_subjects,
+                tenant_login_history_is_capped,
                 throttle_counts_in_fixed_windows,
                 concurrent_hits_count_each_once,
                 throttle_hits_can_be_given_back,

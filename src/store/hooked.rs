@@ -68,6 +68,8 @@ forward! {
         fn record_login(&self, e: &LoginEvent) -> Result<(), StoreError>;
         fn login_history(&self, tenant: &str, subject: &str, limit: usize, before_seq: Option<i64>)
             -> Result<Vec<LoginEvent>, StoreError>;
+        fn tenant_login_history(&self, tenant: &str, limit: usize, before_seq: Option<i64>)
+            -> Result<Vec<LoginEvent>, StoreError>;
         fn accept_totp_step(&self, tenant: &str, subject: &str, step: u64, expires_at: i64)
             -> Result<bool, StoreError>;
     }

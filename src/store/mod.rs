@@ -50,8 +50,12 @@ use crate::records::{
 pub const PURGE_GRACE_SECS: i64 = 24 * 3600;
 
 /// Login events kept per (tenant, subject); older ones are dropped so a password-spraying
-/// attacker cannot grow the store without bound.
+/// attacker cannot grow one user's history without bound.
 pub const LOGIN_HISTORY_CAP: usize = 1000;
+
+/// Login events kept per tenant, across its subjects: attempts at made-up user names
+/// (each its own subject) cannot grow the store without bound either.
+pub const TENANT_LOGIN_HISTORY_CAP: usize = 10_000;
 
 /// What can go wrong in a store. Messages name the operation and a category, never a
 /// stored value, so they are safe in logs and never leak hashes, secrets or tokens.
@@ -156,13 +160,22 @@ pub trait AccountStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Appends a login attempt (its `seq` is assigned here); keeps the newest
-    /// [`LOGIN_HISTORY_CAP`] per (tenant, subject).
+    /// [`LOGIN_HISTORY_CAP`] per (tenant, subject) and [`TENANT_LOGIN_HISTORY_CAP`] per
+    /// tenant.
     async fn record_login(&self, e: &LoginEvent) -> Result<(), StoreError>;
     /// Newest first; `before_seq` pages backwards (None = from newest).
     async fn login_history(
         &self,
         tenant: &str,
         subject: &str,
+        limit: usize,
+        before_seq: Option<i64>,
+    ) -> Result<Vec<LoginEvent>, StoreError>;
+    /// The tenant's attempts of every subject (local, SSO, and names no account has),
+    /// newest first; `before_seq` pages backwards (None = from newest).
+    async fn tenant_login_history(
+        &self,
+        tenant: &str,
         limit: usize,
         before_seq: Option<i64>,
     ) -> Result<Vec<LoginEvent>, StoreError>;

@@ -43,8 +43,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AccountStore, AuditLog, ChangeStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, SessionStore, SsoActivation, SsoRollback,
-    SsoStore, StoreError, SwitchStore, ThrottleStore, TierStore, as_stored_draft, check_change, check_session_tier,
-    check_sso_tenant, check_switch_tier, check_tier, check_window, decode_json as decode, encode_json as encode,
+    SsoStore, StoreError, SwitchStore, TENANT_LOGIN_HISTORY_CAP, ThrottleStore, TierStore, as_stored_draft,
+    check_change, check_session_tier, check_sso_tenant, check_switch_tier, check_tier, check_window,
+    decode_json as decode, encode_json as encode,
 };
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::records::user::{USER_AGENT_MAX_CHARS, truncate_chars};
@@ -173,6 +174,25 @@ end
 return 0
 ";
 
+/// KEYS: the subject's history, the tenant's. ARGV: seq, event JSON, the subject's cap,
+/// the tenant's cap. The tenant's members are `<subject key>\n<JSON>`, so the events the
+/// tenant's cap drops leave their subject's history too: every event is in both or in
+/// neither, and the tenant's cap bounds them all.
+const RECORD_LOGIN: &str = "
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
+redis.call('ZADD', KEYS[2], ARGV[1], KEYS[1] .. '\\n' .. ARGV[2])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if over > 0 then
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do
+    local nl = string.find(m, '\\n', 1, true)
+    if nl then redis.call('ZREM', string.sub(m, 1, nl - 1), string.sub(m, nl + 1)) end
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+end
+return 0
+";
+
 /// KEYS: kill switch hash. ARGV: scope key. Returns the removed JSON or nil.
 const DELETE_KILL_SWITCH: &str = "
 local v = redis.call('HGET', KEYS[1], ARGV[1])
@@ -277,6 +297,7 @@ struct Scripts {
     accept_totp_step: Script,
     hit: Script,
     give_back: Script,
+    record_login: Script,
     delete_kill_switch: Script,
     append_audit: Script,
     replace_change_if: Script,
@@ -299,6 +320,7 @@ impl Scripts {
             accept_totp_step: gc(ACCEPT_TOTP_STEP),
             hit: gc(HIT),
             give_back: Script::new(GIVE_BACK),
+            record_login: Script::new(RECORD_LOGIN),
             delete_kill_switch: Script::new(DELETE_KILL_SWITCH),
             append_audit: Script::new(APPEND_AUDIT),
             replace_change_if: Script::new(REPLACE_CHANGE_IF),
@@ -441,6 +463,21 @@ struct EventWire {
     reason: Option<String>,
 }
 
+fn decode_event(json: &str) -> Result<LoginEvent, StoreError> {
+    let w: EventWire = decode(json, "stored login event")?;
+    Ok(LoginEvent {
+        seq: w.seq,
+        tenant: w.tenant,
+        subject: w.subject,
+        time: w.time,
+        ip: w.ip,
+        user_agent: w.user_agent,
+        method: w.method,
+        outcome: w.outcome,
+        reason: w.reason,
+    })
+}
+
 /// The raw hash fields of a session as fetched.
 type SessionFields = (Option<String>, Option<String>, Option<String>, Option<String>);
 
@@ -553,6 +590,24 @@ fn newest_first(sessions: &mut [SessionRecord]) {
 }
 
 impl RedisStore {
+    /// The members of the sorted set `key` scored below `before` (all when None), highest
+    /// score first, at most `limit`.
+    async fn newest(&self, key: &str, limit: usize, before: Option<i64>) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let max = before.map_or_else(|| "+inf".to_string(), |b| format!("({b}"));
+        Ok(::redis::cmd("ZREVRANGEBYSCORE")
+            .arg(key)
+            .arg(max)
+            .arg("-inf")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(i64::try_from(limit).unwrap_or(i64::MAX))
+            .query_async(&mut self.con())
+            .await?)
+    }
+
     /// The store of `tier` on an existing connection (see [`connect`]).
     pub fn new(con: ConnectionManager, tier: &str) -> Result<Self, StoreError> {
         check_tier(tier)?;
@@ -599,6 +654,10 @@ impl RedisStore {
     }
     fn logins_key(&self, tenant: &str, subject: &str) -> String {
         format!("{}logins:{}:{}", self.prefix, seg(tenant), seg(subject))
+    }
+    /// The tenant's history: members are `<subject history key>\n<event JSON>`.
+    fn tenant_logins_key(&self, tenant: &str) -> String {
+        format!("{}tenant_logins:{}", self.prefix, seg(tenant))
     }
     fn throttle_key(&self, key: &str) -> String {
         format!("{}throttle:{key}", self.prefix)
@@ -1048,21 +1107,16 @@ impl AccountStore for RedisStore {
             outcome: e.outcome.clone(),
             reason: e.reason.clone(),
         })?;
-        let key = self.logins_key(&e.tenant, &e.subject);
-        let keep = i64::try_from(LOGIN_HISTORY_CAP).unwrap_or(i64::MAX);
-        let _: () = ::redis::pipe()
-            .atomic()
-            .cmd("ZADD")
-            .arg(&key)
+        let _: i64 = self
+            .scripts
+            .record_login
+            .key(self.logins_key(&e.tenant, &e.subject))
+            .key(self.tenant_logins_key(&e.tenant))
             .arg(seq)
             .arg(json)
-            .ignore()
-            .cmd("ZREMRANGEBYRANK")
-            .arg(&key)
-            .arg(0)
-            .arg(-keep - 1)
-            .ignore()
-            .query_async(&mut self.con())
+            .arg(LOGIN_HISTORY_CAP)
+            .arg(TENANT_LOGIN_HISTORY_CAP)
+            .invoke_async(&mut self.con())
             .await?;
         Ok(())
     }
@@ -1074,33 +1128,23 @@ impl AccountStore for RedisStore {
         limit: usize,
         before_seq: Option<i64>,
     ) -> Result<Vec<LoginEvent>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let max = before_seq.map_or_else(|| "+inf".to_string(), |b| format!("({b}"));
-        let rows: Vec<String> = ::redis::cmd("ZREVRANGEBYSCORE")
-            .arg(self.logins_key(tenant, subject))
-            .arg(max)
-            .arg("-inf")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(i64::try_from(limit).unwrap_or(i64::MAX))
-            .query_async(&mut self.con())
+        let rows = self
+            .newest(&self.logins_key(tenant, subject), limit, before_seq)
             .await?;
+        rows.iter().map(|row| decode_event(row)).collect()
+    }
+
+    async fn tenant_login_history(
+        &self,
+        tenant: &str,
+        limit: usize,
+        before_seq: Option<i64>,
+    ) -> Result<Vec<LoginEvent>, StoreError> {
+        let rows = self.newest(&self.tenant_logins_key(tenant), limit, before_seq).await?;
         rows.iter()
             .map(|row| {
-                let w: EventWire = decode(row, "stored login event")?;
-                Ok(LoginEvent {
-                    seq: w.seq,
-                    tenant: w.tenant,
-                    subject: w.subject,
-                    time: w.time,
-                    ip: w.ip,
-                    user_agent: w.user_agent,
-                    method: w.method,
-                    outcome: w.outcome,
-                    reason: w.reason,
-                })
+                let (_, json) = row.split_once('\n').ok_or(StoreError::Corrupt("stored login event"))?;
+                decode_event(json)
             })
             .collect()
     }

@@ -16,8 +16,9 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 
 use super::{
     AccountStore, AuditLog, ChangeStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, SessionStore, SsoActivation, SsoRollback,
-    SsoStore, StoreError, SwitchStore, ThrottleStore, TierStore, as_stored_draft, check_change, check_session_tier,
-    check_sso_tenant, check_switch_tier, check_tier, check_window, decode_json, encode_json,
+    SsoStore, StoreError, SwitchStore, TENANT_LOGIN_HISTORY_CAP, ThrottleStore, TierStore, as_stored_draft,
+    check_change, check_session_tier, check_sso_tenant, check_switch_tier, check_tier, check_window, decode_json,
+    encode_json,
 };
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::records::user::{USER_AGENT_MAX_CHARS, truncate_chars};
@@ -26,7 +27,7 @@ use crate::records::{
 };
 
 /// Schema version this binary writes; older files are migrated on open, newer ones refused.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Reader connections per tier; reads are short, so a few are plenty.
 const READERS: usize = 4;
@@ -144,6 +145,12 @@ CREATE TABLE sso_versions (
     PRIMARY KEY (tenant, version)
 );
 CREATE INDEX sso_versions_by_state ON sso_versions (tenant, state);
+";
+
+/// Version 6: the tenant's sign-in history across its subjects (the tenant admin's
+/// history page, and the per-tenant cap).
+const SCHEMA_V6: &str = "
+CREATE INDEX login_events_by_tenant ON login_events (tenant, seq);
 ";
 
 const SESSION_COLUMNS: &str = "id_hash, tenant, tier, subject, display_name, roles, auth_method, amr, mfa_at, \
@@ -314,6 +321,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if version < 5 {
         tx.execute_batch(SCHEMA_V5)?;
         tx.execute("INSERT INTO schema_version (version) VALUES (5)", [])?;
+    }
+    if version < 6 {
+        tx.execute_batch(SCHEMA_V6)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (6)", [])?;
     }
     tx.commit()?;
     Ok(())
@@ -806,7 +817,7 @@ impl AccountStore for SqliteStore {
     async fn record_login(&self, e: &LoginEvent) -> Result<(), StoreError> {
         let mut e = e.clone();
         e.user_agent = truncate_chars(&e.user_agent, USER_AGENT_MAX_CHARS);
-        let cap = limit_param(LOGIN_HISTORY_CAP);
+        let (cap, tenant_cap) = (limit_param(LOGIN_HISTORY_CAP), limit_param(TENANT_LOGIN_HISTORY_CAP));
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO login_events (tenant, subject, time, ip, user_agent, method, outcome, reason) \
@@ -826,6 +837,11 @@ impl AccountStore for SqliteStore {
                 "DELETE FROM login_events WHERE tenant = ?1 AND subject = ?2 AND seq <= \
                  (SELECT seq FROM login_events WHERE tenant = ?1 AND subject = ?2 ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
                 params![e.tenant, e.subject, cap],
+            )?;
+            tx.execute(
+                "DELETE FROM login_events WHERE tenant = ?1 AND seq <= \
+                 (SELECT seq FROM login_events WHERE tenant = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                params![e.tenant, tenant_cap],
             )?;
             Ok(())
         })
@@ -847,6 +863,29 @@ impl AccountStore for SqliteStore {
                  WHERE tenant = ?1 AND subject = ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
             )?;
             let mut rows = stmt.query(params![tenant, subject, before, limit])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(event_from_row(row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn tenant_login_history(
+        &self,
+        tenant: &str,
+        limit: usize,
+        before_seq: Option<i64>,
+    ) -> Result<Vec<LoginEvent>, StoreError> {
+        let tenant = tenant.to_string();
+        let (limit, before) = (limit_param(limit), before_seq.unwrap_or(i64::MAX));
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, tenant, subject, time, ip, user_agent, method, outcome, reason FROM login_events \
+                 WHERE tenant = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(params![tenant, before, limit])?;
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
                 out.push(event_from_row(row)?);

@@ -250,7 +250,11 @@ async fn tenant_admins_manage_their_own_tenant_only() {
         serde_json::json!({"status": "mfa_reset", "sessions_ended": 0})
     );
 
-    // History: every user of the tenant, newest first, in words on the page.
+    // History: every user of the tenant, newest first, in words on the page, with
+    // attempts at names no account has (a guesser's) among them.
+    let guess = TestUser::known("acme", "prod", "mallory-guess", "not-a-password", "JBSWY3DPEHPK3PXP");
+    let r = Agent::new(&gw, "acme.test").api_password_step(&guess, None).await;
+    assert_eq!(r.status, 401, "{}", r.body);
     let history = admin.get("/.portcullis/api/admin/history").await;
     assert_eq!(history.status, 200, "{}", history.body);
     let history = history.json();
@@ -267,6 +271,12 @@ async fn tenant_admins_manage_their_own_tenant_only() {
         events
             .iter()
             .any(|e| e["subject"] == "ada" && e["outcome"] == "success")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["subject"] == "mallory-guess" && e["reason"] == "unknown_user"),
+        "{history}"
     );
     assert!(!history.to_string().contains("gina"), "{history}");
     let older = admin
@@ -335,7 +345,14 @@ async fn only_tenant_admins_reach_the_admin_area() {
     let mut anonymous = Agent::new(&gw, "acme.test");
     let mut plain = signed_in(&gw, "acme.test", &bob).await;
     let mut admin = signed_in(&gw, "acme.test", &ada).await;
-    for page in ["admin", "admin/users", "admin/sessions", "admin/history", "admin/audit"] {
+    for page in [
+        "admin",
+        "admin/users",
+        "admin/sessions",
+        "admin/sso",
+        "admin/history",
+        "admin/audit",
+    ] {
         let path = format!("/.portcullis/{page}");
         let r = anonymous.get(&path).await;
         assert_eq!(r.status, 303, "{path}: {}", r.body);
@@ -358,6 +375,7 @@ async fn only_tenant_admins_reach_the_admin_area() {
             "admin\"",
             "admin/users\"",
             "admin/sessions\"",
+            "admin/sso\"",
             "admin/history\"",
             "admin/audit\"",
         ] {

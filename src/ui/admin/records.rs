@@ -3,12 +3,11 @@
 //! records that concern it (`/.portcullis/admin/audit`, `GET /.portcullis/api/admin/audit`),
 //! both newest first and paged backwards with `before`.
 //!
-//! The store keeps history per user, so the tenant's is the merge of its users' (local
-//! accounts and the subjects of live sessions); `seq` is the store's one counter, so it
-//! orders the merge. The audit log is the tier's: only records whose tenant or target is
-//! this tenant are shown.
+//! The history is every attempt of the tenant's (local accounts, SSO users, names no
+//! account has), as the store keeps it per tenant. The audit log is the tier's: only
+//! records whose tenant or target is this tenant are shown.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use askama::Template;
 use bytes::Bytes;
@@ -34,8 +33,6 @@ const AUDIT_PAGE: usize = 100;
 const API_MAX: usize = 500;
 /// Audit records read from the store per call while scanning the tier's log.
 const AUDIT_SCAN: usize = 1000;
-/// Sessions whose subjects are added to the history's users (SSO accounts).
-const SESSION_SUBJECTS: usize = 1000;
 
 #[derive(Template)]
 #[template(path = "admin_history.html")]
@@ -92,28 +89,10 @@ impl Portal {
         limit: usize,
         before: Option<i64>,
     ) -> Result<Vec<LoginEvent>, StoreError> {
-        let store = self.sessions.store(ctx.tier())?;
-        let tenant = ctx.entry.tenant.id.as_str();
-        let mut subjects: BTreeSet<String> = store
-            .list_users(tenant)
-            .await?
-            .into_iter()
-            .map(|u| u.username)
-            .collect();
-        subjects.extend(
-            store
-                .list_tenant_sessions(tenant, ctx.now, SESSION_SUBJECTS)
-                .await?
-                .into_iter()
-                .map(|s| s.subject),
-        );
-        let mut events = Vec::new();
-        for subject in &subjects {
-            events.extend(store.login_history(tenant, subject, limit, before).await?);
-        }
-        events.sort_by_key(|e| std::cmp::Reverse(e.seq));
-        events.truncate(limit);
-        Ok(events)
+        self.sessions
+            .store(ctx.tier())?
+            .tenant_login_history(&ctx.entry.tenant.id, limit, before)
+            .await
     }
 
     /// The audit records of the tenant before `before` (a `seq`), newest first, at most
