@@ -184,7 +184,7 @@ fn text_claim(raw: &Map<String, Value>, name: &'static str, max: usize) -> Resul
 /// The values of the roles claim `claim` (an array of strings or one string). A role
 /// must be 1 to [`ROLE_MAX_CHARS`] characters without control characters or commas,
 /// and there may be at most [`ROLES_MAX`] of them.
-fn roles_of(raw: &Map<String, Value>, claim: &str) -> Result<Vec<String>, OidcError> {
+pub fn roles_of(raw: &Map<String, Value>, claim: &str) -> Result<Vec<String>, OidcError> {
     let roles: Vec<String> = match raw.get(claim) {
         Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
         Some(Value::String(s)) => vec![s.clone()],

@@ -331,14 +331,15 @@ pub fn page(status: StatusCode, view: MessageView<'_>, tenant: Option<&str>, req
 }
 
 /// Headers every gateway-made response carries (no caching, no framing, no sniffing,
-/// no referrer, a CSP that allows nothing foreign).
+/// no referrer, a CSP that allows nothing foreign, unless the response brings a
+/// stricter-scoped one of its own).
 pub fn security_headers(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
+    // A page with its own policy (the SSO wizard's, which adds its script's hash) keeps it.
+    headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(
         HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"),
     );
 }

@@ -11,7 +11,8 @@
 //! - `users.rs`: the tenant's local accounts and their second factor; MFA resets.
 //! - `sessions.rs`: the tenant's live sessions; ending one.
 //! - `records.rs`: the tenant's sign-in history and audit records (read only).
-//! - `sso.rs`: self-service single sign-on (draft, test, activate, roll back).
+//! - `sso.rs`: self-service single sign-on's JSON API (draft, test, activate, roll
+//!   back) and its test sign-in start; `sso_page.rs`: the wizard's page.
 //!
 //! Isolation: every read and change names the tenant of the host; an id or name of
 //! another tenant is looked up in this tenant only, so it answers exactly like one that
@@ -20,6 +21,7 @@
 mod records;
 mod sessions;
 pub(super) mod sso;
+mod sso_page;
 mod users;
 
 use std::sync::Arc;

@@ -546,8 +546,8 @@ impl Portal {
             )
         };
         let links = [super::pages::Link {
-            href: "/.portcullis/admin",
-            text: "Back to the admin area",
+            href: "/.portcullis/admin/sso",
+            text: "Back to the single sign-on wizard",
         }];
         super::pages::message(
             ctx.entry,
@@ -557,7 +557,7 @@ impl Portal {
                 heading,
                 message: &message,
                 since: None,
-                next: Some("Close this tab and return to the wizard.".into()),
+                next: Some("Close this tab and return to the wizard, where the result is shown.".into()),
                 links: &links,
                 request_id: None,
             },
@@ -583,8 +583,8 @@ fn test_refusal(ctx: &Ctx<'_>, e: &SsoAdminError) -> Response<Bytes> {
     }
     let message = format!("No test sign-in: {e}.");
     let links = [super::pages::Link {
-        href: "/.portcullis/admin",
-        text: "Back to the admin area",
+        href: "/.portcullis/admin/sso",
+        text: "Back to the single sign-on wizard",
     }];
     super::pages::message(
         ctx.entry,

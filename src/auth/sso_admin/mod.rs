@@ -320,6 +320,25 @@ pub fn mapped_roles(admin_group: Option<&str>, idp_roles: &[String]) -> Vec<Stri
     roles
 }
 
+/// The roles a sign-in with `claims` (a test sign-in's) would get under the mapping
+/// `roles_claim` / `admin_group`: the wizard's preview. `Err` says in plain words why the
+/// claim cannot be read as roles.
+pub fn preview_roles(
+    claims: &Map<String, Value>,
+    roles_claim: Option<&str>,
+    admin_group: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let idp_roles = match roles_claim {
+        Some(claim) if !claims.contains_key(claim) => {
+            return Err(format!("the test sign-in's claims have no `{claim}`"));
+        }
+        Some(claim) => crate::auth::oidc::roles_of(claims, claim)
+            .map_err(|_| format!("the claim `{claim}` is not a list of role names"))?,
+        None => Vec::new(),
+    };
+    Ok(mapped_roles(admin_group, &idp_roles))
+}
+
 /// The discovery result shown when a draft is saved.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DiscoveryView {
@@ -551,6 +570,18 @@ impl SsoAdmin {
             (None, None) => "none",
         };
         Ok(view)
+    }
+
+    /// Step 1 of the wizard on its own: checks `issuer` against the tier's rules and
+    /// fetches its discovery document, storing nothing. Each problem is named exactly
+    /// (syntax, address, unreachable, not a discovery document, issuer mismatch, no
+    /// code flow, no PKCE S256).
+    pub async fn check_discovery(&self, t: &TenantSso<'_>, issuer: &str) -> Result<DiscoveryView, SsoAdminError> {
+        if t.policy.is_some() {
+            return Err(SsoAdminError::ManagedByPolicy);
+        }
+        check_issuer(issuer, t.production)?;
+        Ok(DiscoveryView::of(&*self.discover(issuer, t.production).await?))
     }
 
     /// Validates `input`, discovers the IdP (fresh, with the tier's address rules), seals

@@ -107,7 +107,10 @@ impl Portal {
                 // A tenant managed by the policy files makes no outbound request: its
                 // refusal needs no budget.
                 if ctx.entry.tenant.sso.is_none() {
-                    self.throttle_draft_saves(ctx).await?;
+                    self.draft_budget(ctx).await.map_err(|b| match b {
+                        DraftBudget::Spent(wait) => ApiError::Throttled(wait),
+                        DraftBudget::Unavailable => ApiError::Unavailable,
+                    })?;
                 }
                 let body: SsoBody = json_body(req).await?;
                 let saved = admin
@@ -144,21 +147,29 @@ impl Portal {
         self.sso_test_start(ctx, actor.name).await
     }
 
-    /// At most [`DRAFT_SAVES_PER_WINDOW`] draft saves per tenant and window, counted in
-    /// the tier's store (the same counters as sign-in throttling), so every replica
-    /// shares the limit.
-    async fn throttle_draft_saves(&self, ctx: &Ctx<'_>) -> Result<(), ApiError> {
-        let store = self.sessions.store(ctx.tier()).map_err(|_| ApiError::Unavailable)?;
+    /// At most [`DRAFT_SAVES_PER_WINDOW`] discovery checks (draft saves, and the wizard
+    /// page's "Check issuer") per tenant and window, counted in the tier's store (the
+    /// same counters as sign-in throttling), so every replica shares the limit.
+    pub(super) async fn draft_budget(&self, ctx: &Ctx<'_>) -> Result<(), DraftBudget> {
+        let store = self.sessions.store(ctx.tier()).map_err(|_| DraftBudget::Unavailable)?;
         let key = format!("sso-draft:{}", ctx.entry.tenant.id);
         let (count, reset) = store
             .hit(&key, ctx.now, DRAFT_SAVE_WINDOW_SECS)
             .await
-            .map_err(|_| ApiError::Unavailable)?;
+            .map_err(|_| DraftBudget::Unavailable)?;
         if count > DRAFT_SAVES_PER_WINDOW {
-            return Err(ApiError::Throttled(reset.max(1)));
+            return Err(DraftBudget::Spent(reset.max(1)));
         }
         Ok(())
     }
+}
+
+/// Why a discovery check may not run now.
+pub(super) enum DraftBudget {
+    /// The tenant used its checks of the window; seconds until the next one.
+    Spent(i64),
+    /// The store cannot count.
+    Unavailable,
 }
 
 fn to_json(v: &impl serde::Serialize) -> serde_json::Value {
