@@ -2,7 +2,8 @@
 //! initech signs in (password + TOTP), opens the wizard page and connects the real
 //! `oidc-provider` of [`crate::idp`] through it, with the wrong issuer, the wrong client
 //! secret and an edit after a passing test on the way, activates, and a user of the
-//! tenant then signs in through SSO. Driven by `tests/browser/wizard.mjs`
+//! tenant then signs in through SSO; then a second version (the other client) and a
+//! roll-back to the first, which the next SSO sign-in uses. Driven by `tests/browser/wizard.mjs`
 //! (playwright-core, Debian's Chromium), which times the wizard (target under two
 //! minutes, printed as `[wizard] wall time: X.Y s`), screenshots every step into
 //! `target/browser-screenshots/wizard/`, runs axe-core on the wizard page and checks it
