@@ -171,9 +171,16 @@ async function activeClient(page) {
   return active[0][3];
 }
 
-async function noSidewaysScroll(page, what) {
+/** axe-core at desktop and phone width, no sideways scrolling on the phone, and a
+ * screenshot `phoneShot` of the phone layout. */
+async function checkLayout(page, what, phoneShot) {
+  await axe(page, `${what} (desktop)`);
+  await page.setViewportSize(PHONE);
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-  if (overflow > 0) fail(`${what} scrolls sideways by ${overflow}px at ${page.viewportSize().width}px`);
+  if (overflow > 0) fail(`${what} scrolls sideways by ${overflow}px at ${PHONE.width}px`);
+  await axe(page, `${what} (phone)`);
+  await shot(page, phoneShot);
+  await page.setViewportSize(DESKTOP);
 }
 
 // ---- Steps --------------------------------------------------------------------------------
@@ -363,12 +370,7 @@ async function main() {
     await saveDraft(page, 'the first draft');
     if ((await f.clientId.inputValue()) !== clientA.client_id) fail('the saved draft lost its client id');
     await shot(page, '07-draft-saved');
-    await axe(page, 'the wizard with a draft (desktop)');
-    await page.setViewportSize(PHONE);
-    await noSidewaysScroll(page, 'the wizard with a draft');
-    await axe(page, 'the wizard with a draft (phone)');
-    await shot(page, '08-draft-phone');
-    await page.setViewportSize(DESKTOP);
+    await checkLayout(page, 'the wizard with a draft', '08-draft-phone');
 
     // 8. The test sign-in with the wrong secret fails with the IdP's error.
     let tab = await testSignIn(page, '09-test-failed');
@@ -400,6 +402,7 @@ async function main() {
     }
     if (!said.includes('tenant-admin')) fail(`the mapped roles do not include tenant-admin: ${said}`);
     await shot(page, '13-test-passed');
+    await checkLayout(page, 'the wizard with a passed test', '13-test-passed-phone');
     await submit(page, page.getByRole('button', { name: 'Preview roles', exact: true }));
     said = await textOf(section(page, 'Preview'));
     if (!said.includes('tenant-admin')) fail(`the roles preview says: ${said}`);
