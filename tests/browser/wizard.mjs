@@ -13,15 +13,16 @@
 // navigation and connects the IdP: a wrong issuer first (error tied to its field), the
 // real one (discovery in plain words), the URIs to copy, the client with a wrong secret
 // (the test sign-in in a new tab fails with the IdP's error, Activate stays disabled),
-// the right secret (the test passes, with claims and roles), an edit (the test is
-// cleared), activation; then a user of the tenant signs in through SSO in a fresh
+// the right secret (the test passes, with claims and roles; the roles preview), an edit
+// (the test is cleared), activation; then a user of the tenant signs in through SSO in a fresh
 // context. The wall time from opening the wizard to that user's sign-in is printed as
 // `[wizard] wall time: X.Y s` and must stay under two minutes. Afterwards, a second
 // version with the other client, and a roll-back to the first one, which the next SSO
 // sign-in uses. Every step is screenshotted (full page) into <out_dir>; the wizard page
-// with a draft is checked with axe-core (serious or critical findings fail) and at 390 px
-// (no sideways scrolling); no page ever holds a client secret. Requests to anything but
-// loopback are aborted. Exit code 0 only if every check held.
+// with a draft and with a passed test is checked with axe-core (serious or critical
+// findings fail) and at 390 px (no sideways scrolling); no page ever holds a client
+// secret; the main controls are reached with Tab. Requests to anything but loopback are
+// aborted. Exit code 0 only if every check held.
 
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -256,7 +257,11 @@ async function testSignIn(page, name) {
   return tab;
 }
 
-/** After the test tab: the wizard reloaded, its "Test result" and Activate's state. */
+/**
+ * After the test tab: the wizard reloaded, its "Test result" and Activate's state. The
+ * page reloads itself when its tab is shown again, but headless Chromium keeps every tab
+ * visible, so the admin reloads it here.
+ */
 async function testResult(page, passed, what) {
   await page.reload({ waitUntil: 'load' });
   const said = await textOf(section(page, 'Test sign-in'));
