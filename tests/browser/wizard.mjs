@@ -341,6 +341,9 @@ async function main() {
     if ((await f.issuer.getAttribute('aria-invalid')) === 'true') fail('the real issuer is still marked invalid');
     const discovery = await textOf(section(page, 'Discovery'));
     if (!discovery.includes(issuer)) fail(`the "Discovery" section does not name the issuer: ${discovery}`);
+    // Checking an issuer, right or wrong, stores nothing.
+    const stored = await textOf(section(page, 'Versions'));
+    if (!stored.includes('No versions yet')) fail(`after checking issuers the "Versions" section says: ${stored}`);
     await shot(page, '04-discovery');
 
     // 3. The URIs to paste into the IdP, read-only, with a copy button.
