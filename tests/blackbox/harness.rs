@@ -1296,6 +1296,11 @@ impl TestUser {
         *self.secret.lock().expect("secret") = Some(base32.to_string());
     }
 
+    /// The base32 TOTP secret, for a browser script that computes its own codes.
+    pub fn totp_secret(&self) -> Option<String> {
+        self.secret.lock().expect("secret").clone()
+    }
+
     /// The TOTP code of a time step.
     pub fn code_at(&self, step: u64) -> String {
         let secret = self

@@ -30,6 +30,7 @@ mod smuggling;
 mod sso;
 mod sso_admin;
 mod sso_wizard;
+mod sso_wizard_browser;
 mod sso_wizard_page;
 mod streaming;
 mod tenant_admin;
