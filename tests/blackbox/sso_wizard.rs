@@ -510,16 +510,27 @@ async fn a_tenant_kill_switch_blocks_the_test_sign_in_and_saves_are_throttled() 
             .unwrap();
     assert_eq!(r.status(), 200);
 
-    // Draft saves: 10 a minute per tenant (one was made above), then 429.
-    let bad = json!({"issuer": "ftp://idp.test", "client_id": "gw-a", "client_secret": "x"});
+    // Draft saves: 20 a minute per tenant (one was made above), then 429. Input refused
+    // before any request is made is free.
+    let free = json!({"issuer": "ftp://idp.test", "client_id": "gw-a", "client_secret": "x"});
+    let bad = json!({"issuer": "http://127.0.0.1:1", "client_id": "gw-a", "client_secret": "x"});
     let ina = users.create("initech", "ina2", &["tenant-admin"], true).await;
     s.admin = Agent::new(&s.gw, HOST);
     s.admin.api_login(&ina).await;
-    for _ in 0..9 {
-        let r = s.call(Method::PUT, API, Some(bad.clone())).await;
+    for _ in 0..25 {
+        let r = s.call(Method::PUT, API, Some(free.clone())).await;
         assert_eq!(
             (r.status, r.json()["error"].as_str()),
             (400, Some("invalid_issuer")),
+            "{}",
+            r.body
+        );
+    }
+    for _ in 0..19 {
+        let r = s.call(Method::PUT, API, Some(bad.clone())).await;
+        assert_eq!(
+            (r.status, r.json()["error"].as_str()),
+            (400, Some("unreachable")),
             "{}",
             r.body
         );

@@ -803,6 +803,12 @@ struct CheckedInput {
     mfa: SsoMfa,
 }
 
+/// The rules on a draft that need no I/O (the first problem is reported): callers run
+/// them before spending a tenant's discovery budget on a draft that cannot be saved.
+pub fn check_draft(input: &DraftInput, production: bool) -> Result<(), SsoAdminError> {
+    check_input(input, production).map(|_| ())
+}
+
 /// Every rule on the input that needs no I/O; the first problem is reported.
 fn check_input(input: &DraftInput, production: bool) -> Result<CheckedInput, SsoAdminError> {
     check_issuer(&input.issuer, production)?;
@@ -859,7 +865,7 @@ fn plain_text(s: &str) -> bool {
 
 /// The issuer must be an absolute https URL (http outside production) with a host and
 /// without query or fragment (OpenID Connect Discovery 1.0, section 3).
-fn check_issuer(issuer: &str, production: bool) -> Result<(), SsoAdminError> {
+pub fn check_issuer(issuer: &str, production: bool) -> Result<(), SsoAdminError> {
     let bad = SsoAdminError::IssuerSyntax { production };
     if !plain_text(issuer) || issuer.contains(['?', '#']) {
         return Err(bad);

@@ -15,12 +15,13 @@ use super::super::api::{ApiError, json_body};
 use super::super::error::PageError;
 use super::super::web;
 use super::super::{Ctx, Portal};
-use crate::auth::sso_admin::{DraftInput, TenantSso};
+use crate::auth::sso_admin::{self, DraftInput, TenantSso};
 use crate::killswitch::service::Actor;
 use crate::secret::SecretBytes;
 
-/// Draft saves (each one an outbound discovery request) a tenant may make per window.
-pub(in crate::ui) const DRAFT_SAVES_PER_WINDOW: u32 = 10;
+/// Discovery checks (draft saves and the page's "Check issuer", each one an outbound
+/// request) a tenant may make per window; input refused before any request is free.
+pub(in crate::ui) const DRAFT_SAVES_PER_WINDOW: u32 = 20;
 
 /// The window of [`DRAFT_SAVES_PER_WINDOW`], in seconds.
 pub(in crate::ui) const DRAFT_SAVE_WINDOW_SECS: i64 = 60;
@@ -106,15 +107,19 @@ impl Portal {
             (Method::PUT, "sso") => {
                 // A tenant managed by the policy files makes no outbound request: its
                 // refusal needs no budget.
+                let input = json_body::<SsoBody>(req).await?.into_input();
+                // Only a draft that can be saved spends the budget (its save fetches the
+                // discovery document); a tenant managed by the policy files, refused
+                // below, makes no outbound request.
                 if ctx.entry.tenant.sso.is_none() {
+                    sso_admin::check_draft(&input, t.production).map_err(ApiError::Sso)?;
                     self.draft_budget(ctx).await.map_err(|b| match b {
                         DraftBudget::Spent(wait) => ApiError::Throttled(wait),
                         DraftBudget::Unavailable => ApiError::Unavailable,
                     })?;
                 }
-                let body: SsoBody = json_body(req).await?;
                 let saved = admin
-                    .save_draft(&t, body.into_input(), actor, ctx.now)
+                    .save_draft(&t, input, actor, ctx.now)
                     .await
                     .map_err(ApiError::Sso)?;
                 answer(to_json(&saved))

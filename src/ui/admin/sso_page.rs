@@ -199,7 +199,7 @@ impl TestPanel {
         TestPanel {
             passed: t.passed,
             error: t.error.clone(),
-            claims: t.claims.as_ref().map(claim_rows).unwrap_or_default(),
+            claims: t.claims.as_ref().map(|c| claim_rows(c, now)).unwrap_or_default(),
             roles: roles_text(&t.roles),
             at: Moment::at(t.at, now),
         }
@@ -315,10 +315,13 @@ impl Portal {
         };
         match action.as_str() {
             "discover" => {
+                let view = self.sso_view(ctx).await?;
+                if let Err(e) = sso_admin::check_issuer(&entered.issuer, t.production) {
+                    return Ok(refused(view, entered, &e));
+                }
                 if let Some(answer) = self.over_budget(ctx, &session, entered.issuer.clone()).await? {
                     return Ok(answer);
                 }
-                let view = self.sso_view(ctx).await?;
                 match admin.check_discovery(&t, &entered.issuer).await {
                     Ok(found) => {
                         let mut page = sso_page(ctx, &session, view, entered);
@@ -356,13 +359,20 @@ impl Portal {
                 Ok(respond(StatusCode::OK, &page))
             }
             "save" => {
-                if let Some(answer) = self.over_budget(ctx, &session, entered.issuer.clone()).await? {
-                    return Ok(answer);
-                }
                 let secret = web::form_field(&body, "client_secret")
                     .filter(|s| !s.is_empty())
                     .map(|s| SecretBytes::new(s.into_bytes()));
-                match admin.save_draft(&t, entered.input(secret), &actor, ctx.now).await {
+                let input = entered.input(secret);
+                // Only a draft that can be saved spends the discovery budget.
+                if t.policy.is_none()
+                    && let Err(e) = sso_admin::check_draft(&input, t.production)
+                {
+                    return Ok(refused(self.sso_view(ctx).await?, entered, &e));
+                }
+                if let Some(answer) = self.over_budget(ctx, &session, entered.issuer.clone()).await? {
+                    return Ok(answer);
+                }
+                match admin.save_draft(&t, input, &actor, ctx.now).await {
                     Ok(saved) => Ok(web::see_other(&format!(
                         "/.portcullis/admin/sso?done=saved&version={}",
                         saved.draft.version
@@ -515,14 +525,25 @@ fn unavailable(ctx: &Ctx<'_>, e: &SsoAdminError) -> PageError {
     PageError::Unavailable
 }
 
-/// The claims as name/value text, names sorted; strings unquoted, other values as JSON.
-fn claim_rows(claims: &serde_json::Map<String, Value>) -> Vec<ClaimRow> {
+/// Claims that hold a time (unix seconds), shown with the UTC time too.
+const TIME_CLAIMS: [&str; 4] = ["exp", "iat", "auth_time", "nbf"];
+
+/// The claims as name/value text, names sorted; strings unquoted, times readable, other
+/// values as JSON.
+fn claim_rows(claims: &serde_json::Map<String, Value>, now: i64) -> Vec<ClaimRow> {
     let mut rows: Vec<ClaimRow> = claims
         .iter()
         .map(|(name, value)| ClaimRow {
             name: name.clone(),
             value: match value {
                 Value::String(s) => s.clone(),
+                Value::Number(n) if TIME_CLAIMS.contains(&name.as_str()) => match n.as_i64() {
+                    Some(secs) => {
+                        let at = Moment::at(secs, now);
+                        format!("{} ({}, {secs})", at.utc, at.relative)
+                    }
+                    None => n.to_string(),
+                },
                 other => other.to_string(),
             },
         })
