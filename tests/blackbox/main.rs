@@ -30,6 +30,7 @@ mod smuggling;
 mod sso;
 mod sso_admin;
 mod sso_wizard;
+mod sso_wizard_refusals;
 mod streaming;
 mod tenant_admin;
 mod timeouts;
