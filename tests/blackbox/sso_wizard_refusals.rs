@@ -4,7 +4,8 @@
 //! PKCE S256 or the code flow, and (production tier) a loopback issuer refused before any
 //! connection; each refusal names its problem and leaves the active version exactly as it
 //! was, with users still signing in through it. Also: the wizard's audit records never
-//! hold the client secret, and another tenant's account breakers answer like none.
+//! hold the client secret, another tenant's account breakers answer like none, and an
+//! operator (admin API and CLI) names a wizard tenant's SSO accounts with `idp=sso`.
 //!
 //! Discovery documents that a real IdP never serves come from [`FakeDiscovery`], a fake
 //! named as such; everything else is the real thing.
@@ -12,6 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
@@ -20,6 +22,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
+use crate::cli::portcullis;
 use crate::harness::*;
 use crate::sso_wizard::{API, HOST, SECRET_A, SECRET_B, Setup, WRONG_SECRET, ivy, setup};
 
@@ -516,4 +519,69 @@ async fn another_tenants_breakers_and_another_tiers_objects_answer_404() {
         (&json!("ada"), &json!(true)),
         "{listed}"
     );
+}
+
+/// If this broke, an operator (admin API or CLI) could not cut off an account of a tenant
+/// whose SSO was activated through the wizard by `idp=sso`: it would be refused (the
+/// policy files name no provider), or hit the local account of the same name instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_names_a_wizard_tenants_sso_account() {
+    let mut s = setup(&[ivy()]).await;
+    s.activate("gw-a", SECRET_A, json!({})).await;
+    let key = portcullis::account::key(&s.idp.issuer(), "ivy");
+    let (mut sso_ivy, _) = s.user_sign_in("ivy", "pw-ivy").await;
+    // A local account with the same name is another user.
+    let users = Accounts::open(&s.gw).await;
+    let local_ivy = users.create("initech", "ivy", &[], true).await;
+    let mut local = Agent::new(&s.gw, HOST);
+    local.api_login(&local_ivy).await;
+    let breaker = "/v1/tenants/initech/accounts/ivy/breaker?idp=sso";
+
+    // The admin API.
+    let r =
+        s.gw.client()
+            .put(s.gw.admin_url(breaker))
+            .bearer_auth(&s.operator_token)
+            .json(&json!({"reason": "stolen phone"}))
+            .send()
+            .await
+            .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["subject"], key, "{body}");
+    assert_eq!(sso_ivy.get("/.portcullis/api/whoami").await.status, 423);
+    assert_eq!(local.get("/app/data").await.status, 200, "the local ivy was hit");
+    let r =
+        s.gw.client()
+            .delete(s.gw.admin_url(breaker))
+            .bearer_auth(&s.operator_token)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+
+    // The CLI, on the running gateway's store.
+    let (mut sso_ivy, _) = s.user_sign_in("ivy", "pw-ivy").await;
+    assert_eq!(sso_ivy.get("/.portcullis/api/whoami").await.status, 200);
+    let scope = ["--tenant", "initech", "--account", "ivy", "--idp", "sso"];
+    let trip = [&["breaker", "trip"][..], &scope, &["--reason", "cli drill"]].concat();
+    let (ok, out, err) = portcullis(&s.gw, &trip, "").await;
+    assert!(ok, "breaker trip: {out}\n{err}");
+    assert!(out.contains(&format!("tripped account:initech:{key}")), "{out}");
+    let applied = eventually(Duration::from_secs(5), || {
+        let mut a = Agent::new(&s.gw, HOST);
+        a.cookies = sso_ivy.cookies.clone();
+        async move { (a.get("/.portcullis/api/whoami").await.status == 423).then_some(()) }
+    })
+    .await;
+    assert!(applied.is_some(), "the CLI trip of the SSO account was not applied");
+    assert_eq!(local.get("/app/data").await.status, 200, "the local ivy was hit");
+    let (ok, out, err) = portcullis(&s.gw, &["breaker", "list"], "").await;
+    assert!(ok && out.contains(&key), "{out}\n{err}");
+    let reset = [&["breaker", "reset"][..], &scope, &["--reason", "drill over"]].concat();
+    let (ok, out, err) = portcullis(&s.gw, &reset, "").await;
+    assert!(ok, "breaker reset: {out}\n{err}");
+    let (ok, out, err) = portcullis(&s.gw, &["breaker", "list"], "").await;
+    assert!(ok && !out.contains(&key), "{out}\n{err}");
 }
