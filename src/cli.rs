@@ -668,7 +668,13 @@ async fn all_stores(args: &StoreArgs) -> anyhow::Result<(config::Config, Arc<por
     Ok((cfg, portcullis::session::Sessions::new(stores)))
 }
 
-fn breaker_scope(cfg: &config::Config, args: BreakerScopeArgs) -> anyhow::Result<portcullis::killswitch::Scope> {
+/// The switch `args` name; `--idp sso` is the tenant's provider as its sign-ins see it
+/// (the policy files' or the SSO wizard's active version).
+async fn breaker_scope(
+    cfg: &config::Config,
+    sessions: &portcullis::session::Sessions,
+    args: BreakerScopeArgs,
+) -> anyhow::Result<portcullis::killswitch::Scope> {
     use portcullis::killswitch::Scope;
     let tier_of = |tenant: &str| {
         cfg.tenants
@@ -683,12 +689,16 @@ fn breaker_scope(cfg: &config::Config, args: BreakerScopeArgs) -> anyhow::Result
             tier: tier_of(&tenant)?,
             tenant,
         },
-        (None, Some(tenant), Some(subject)) => Scope::Account {
-            tier: tier_of(&tenant)?,
-            subject: portcullis::account::named(args.idp.as_deref(), &subject, cfg.sso_issuer(&tenant))
-                .map_err(|e| anyhow!("{e}"))?,
-            tenant,
-        },
+        (None, Some(tenant), Some(subject)) => {
+            let tier = tier_of(&tenant)?;
+            let issuer = portcullis::auth::sso_admin::tenant_issuer(cfg, sessions, &tenant).await?;
+            Scope::Account {
+                tier,
+                subject: portcullis::account::named(args.idp.as_deref(), &subject, issuer.as_deref())
+                    .map_err(|e| anyhow!("{e}"))?,
+                tenant,
+            }
+        }
         _ => {
             return Err(anyhow!(
                 "name one scope: --tier T, --tenant T, or --tenant T --account SUBJECT"
@@ -711,7 +721,7 @@ async fn breaker(action: BreakerAction, args: StoreArgs) -> anyhow::Result<()> {
             expires,
             dry_run,
         } => {
-            let scope = breaker_scope(&cfg, scope)?;
+            let scope = breaker_scope(&cfg, switches.sessions(), scope).await?;
             if dry_run {
                 let report = switches.dry_run(&cfg, &scope, &reason, &actor, now).await?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -735,7 +745,7 @@ async fn breaker(action: BreakerAction, args: StoreArgs) -> anyhow::Result<()> {
             );
         }
         BreakerAction::Reset { scope, reason } => {
-            let scope = breaker_scope(&cfg, scope)?;
+            let scope = breaker_scope(&cfg, switches.sessions(), scope).await?;
             match switches.reset(&cfg, &scope, &reason, &actor, now).await? {
                 Some(_) => println!("reset {}", scope.target()),
                 None => return Err(anyhow!("no breaker is tripped for {}", scope.target())),

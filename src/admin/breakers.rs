@@ -152,7 +152,7 @@ async fn trip(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AdminError> {
-    let (config, caller, scope) = checked_call(&state, &peer, target, &headers, Action::Trip)?;
+    let (config, caller, scope) = checked_call(&state, &peer, target, &headers, Action::Trip).await?;
     let body: TripBody = parse_body(&headers, &body)?;
     let actor = actor_of(&caller, &peer);
     let now = crate::clock::unix_now();
@@ -189,7 +189,7 @@ async fn reset(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AdminError> {
-    let (config, caller, scope) = checked_call(&state, &peer, target, &headers, Action::Reset)?;
+    let (config, caller, scope) = checked_call(&state, &peer, target, &headers, Action::Reset).await?;
     let body: ResetBody = parse_optional_body(&headers, &body)?;
     let actor = actor_of(&caller, &peer);
     let removed = state

@@ -160,7 +160,7 @@ pub(super) async fn request_tier_breaker_reset(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AdminError> {
-    let (config, caller, scope) = checked_call(&state, &peer, Target::Tier(tier), &headers, Action::Reset)?;
+    let (config, caller, scope) = checked_call(&state, &peer, Target::Tier(tier), &headers, Action::Reset).await?;
     let Caller::Operator { name, tier } = caller else {
         // checked_call refuses automation tokens a reset; this only keeps the types honest.
         return Err(AdminError::Forbidden("Operators only."));

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 
-use super::error::AdminError;
+use super::error::{AdminError, Cause};
 use super::{AdminState, Caller, authenticate_caller};
+use crate::auth::sso_admin::tenant_issuer;
 use crate::config::Config;
 use crate::killswitch::{KillSwitches, Scope};
 
@@ -25,7 +26,7 @@ pub(super) enum Target {
 
 /// The policy, the authenticated caller and the scope of a trip or reset call, once the
 /// caller is allowed to act on it; otherwise the refusal to answer.
-pub(super) fn checked_call(
+pub(super) async fn checked_call(
     state: &AdminState,
     peer: &SocketAddr,
     target: Target,
@@ -42,7 +43,7 @@ pub(super) fn checked_call(
     // Scope first: a token learns nothing (not even "bad subject") about what it may
     // not reach.
     authorise(&caller, &scope, action, peer)?;
-    let scope = name_account(&config, scope, idp.as_deref())?;
+    let scope = name_account(state, &config, scope, idp.as_deref()).await?;
     KillSwitches::check_scope(&config, &scope)?;
     Ok((config, caller, scope))
 }
@@ -78,13 +79,25 @@ fn resolve(config: &Config, target: Target) -> Result<Scope, AdminError> {
 }
 
 /// Turns the subject of an account scope into the account key `idp` names; other
-/// scopes pass through.
-fn name_account(config: &Config, scope: Scope, idp: Option<&str>) -> Result<Scope, AdminError> {
+/// scopes pass through. `sso` is the tenant's provider as its sign-ins see it: the policy
+/// files' or the SSO wizard's active version ([`tenant_issuer`]).
+async fn name_account(
+    state: &AdminState,
+    config: &Config,
+    scope: Scope,
+    idp: Option<&str>,
+) -> Result<Scope, AdminError> {
     let Scope::Account { tier, tenant, subject } = scope else {
         return Ok(scope);
     };
-    let subject = crate::account::named(idp, &subject, config.sso_issuer(&tenant))
-        .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    let issuer = tenant_issuer(config, state.switches.sessions(), &tenant)
+        .await
+        .map_err(|e| AdminError::Unavailable {
+            message: "The tenant's single sign-on settings cannot be read; try again shortly.",
+            cause: Some(Cause::new("single sign-on settings", e)),
+        })?;
+    let subject =
+        crate::account::named(idp, &subject, issuer.as_deref()).map_err(|e| AdminError::BadRequest(e.to_string()))?;
     Ok(Scope::Account { tier, tenant, subject })
 }
 

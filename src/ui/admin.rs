@@ -180,9 +180,11 @@ impl Portal {
     ) -> Result<String, crate::account::NameError> {
         // The tenant's identity provider: the policy files' or the wizard's active one.
         // Unreadable settings name no provider, so an `sso` account is refused, not guessed.
-        let live = self.live_sso(ctx).await.ok().flatten();
-        let issuer = live.as_ref().map(|l| l.config().issuer.as_str());
-        crate::account::named(idp, subject, issuer)
+        let issuer = crate::auth::sso_admin::tenant_issuer(ctx.config, &self.sessions, &ctx.entry.tenant.id)
+            .await
+            .ok()
+            .flatten();
+        crate::account::named(idp, subject, issuer.as_deref())
     }
 
     /// Whether the tenant signs in through an identity provider (the admin form then

@@ -9,7 +9,7 @@ const PASSWORD: &str = "dana-correct-horse-battery";
 
 /// Runs `portcullis <args> --config <the gateway's policy>` as operator `olivia`, with
 /// `stdin` as standard input; returns (success, stdout, stderr).
-async fn portcullis(gw: &Gateway, args: &[&str], stdin: &str) -> (bool, String, String) {
+pub(crate) async fn portcullis(gw: &Gateway, args: &[&str], stdin: &str) -> (bool, String, String) {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(BIN)
         .args(args)

@@ -32,6 +32,7 @@ mod sso_admin;
 mod sso_wizard;
 mod sso_wizard_browser;
 mod sso_wizard_page;
+mod sso_wizard_refusals;
 mod streaming;
 mod tenant_admin;
 mod timeouts;

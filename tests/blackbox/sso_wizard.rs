@@ -13,25 +13,25 @@ use serde_json::{Value, json};
 use crate::harness::*;
 use crate::idp::{Account, Idp, IdpClient};
 
-const HOST: &str = "initech.test";
-const SECRET_A: &str = "wizard-secret-alpha-7d1f";
-const SECRET_B: &str = "wizard-secret-bravo-93c2";
-const WRONG_SECRET: &str = "wizard-secret-wrong-5e80";
-const API: &str = "/.portcullis/api/admin/sso";
+pub(crate) const HOST: &str = "initech.test";
+pub(crate) const SECRET_A: &str = "wizard-secret-alpha-7d1f";
+pub(crate) const SECRET_B: &str = "wizard-secret-bravo-93c2";
+pub(crate) const WRONG_SECRET: &str = "wizard-secret-wrong-5e80";
+pub(crate) const API: &str = "/.portcullis/api/admin/sso";
 
 /// initech (staging, no `[sso]` in the policy files) with an IdP knowing clients `gw-a`
 /// and `gw-b` of its callback, a staging operator token, and a signed-in tenant admin.
-struct Setup {
-    _ups: Upstreams,
-    idp: Idp,
-    gw: Gateway,
-    admin: Agent,
-    operator_token: String,
+pub(crate) struct Setup {
+    pub(crate) ups: Upstreams,
+    pub(crate) idp: Idp,
+    pub(crate) gw: Gateway,
+    pub(crate) admin: Agent,
+    pub(crate) operator_token: String,
     /// Every answer body seen, to check for secrets.
-    seen: Vec<String>,
+    pub(crate) seen: Vec<String>,
 }
 
-async fn setup(accounts: &[Account]) -> Setup {
+pub(crate) async fn setup(accounts: &[Account]) -> Setup {
     let idp_bound = Idp::bind(accounts);
     let operator_token = random_hex(24);
     let op_hash = sha256_hex(operator_token.as_bytes());
@@ -54,7 +54,7 @@ async fn setup(accounts: &[Account]) -> Setup {
     let mut admin = Agent::new(&gw, HOST);
     admin.api_login(&ina).await;
     Setup {
-        _ups: ups,
+        ups,
         idp,
         gw,
         admin,
@@ -65,7 +65,13 @@ async fn setup(accounts: &[Account]) -> Setup {
 
 /// Opens `start` with `agent` (sent on to the IdP with a 303), signs `user` in at the
 /// IdP; returns the authorization URL and the callback path the IdP sends back to.
-async fn through_idp(idp: &Idp, agent: &mut Agent, start: &str, user: &str, password: &str) -> (String, String) {
+pub(crate) async fn through_idp(
+    idp: &Idp,
+    agent: &mut Agent,
+    start: &str,
+    user: &str,
+    password: &str,
+) -> (String, String) {
     let r = agent.get(start).await;
     assert_eq!(r.status, 303, "{}", r.body);
     let to_idp = r.header("location").expect("location").to_string();
@@ -79,7 +85,7 @@ async fn through_idp(idp: &Idp, agent: &mut Agent, start: &str, user: &str, pass
 
 impl Setup {
     /// A call of the admin's, as a same-origin script; keeps the body.
-    async fn call(&mut self, method: Method, path: &str, body: Option<Value>) -> Reply {
+    pub(crate) async fn call(&mut self, method: Method, path: &str, body: Option<Value>) -> Reply {
         let origin = self.admin.origin();
         let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
         let r = self.admin.send(method, path, &[("origin", &origin)], body).await;
@@ -87,12 +93,12 @@ impl Setup {
         r
     }
 
-    async fn put_draft(&mut self, client_id: &str, secret: &str) -> Reply {
+    pub(crate) async fn put_draft(&mut self, client_id: &str, secret: &str) -> Reply {
         self.put_draft_with(client_id, secret, json!({})).await
     }
 
     /// Saves a draft with `extra` settings (such as `enforce`) on top of the usual ones.
-    async fn put_draft_with(&mut self, client_id: &str, secret: &str, extra: Value) -> Reply {
+    pub(crate) async fn put_draft_with(&mut self, client_id: &str, secret: &str, extra: Value) -> Reply {
         let mut body = json!({
             "issuer": self.idp.issuer(), "client_id": client_id, "client_secret": secret,
             "scopes": ["openid", "profile"], "roles_claim": "groups", "admin_group": "initech-admins",
@@ -104,7 +110,7 @@ impl Setup {
     }
 
     /// Saves, tests and activates a version; panics unless it becomes active.
-    async fn activate(&mut self, client_id: &str, secret: &str, extra: Value) {
+    pub(crate) async fn activate(&mut self, client_id: &str, secret: &str, extra: Value) {
         let r = self.put_draft_with(client_id, secret, extra).await;
         assert_eq!(r.status, 200, "{}", r.body);
         let page = self.test_sign_in("ivy", "pw-ivy").await;
@@ -116,7 +122,7 @@ impl Setup {
 
     /// Runs the test sign-in of the draft as `user` at the IdP; returns the callback's
     /// answer (the result page).
-    async fn test_sign_in(&mut self, user: &str, password: &str) -> Reply {
+    pub(crate) async fn test_sign_in(&mut self, user: &str, password: &str) -> Reply {
         let r = self.call(Method::POST, &format!("{API}/test"), None).await;
         assert_eq!(r.status, 200, "{}", r.body);
         let url = r.json()["url"].as_str().expect("url").to_string();
@@ -128,7 +134,7 @@ impl Setup {
 
     /// Opens `url` (on the tenant's host) with the admin's browser, signs in at the IdP
     /// and returns the callback path the IdP sends the browser back to.
-    async fn idp_round_trip(&mut self, url: &str, user: &str, password: &str) -> String {
+    pub(crate) async fn idp_round_trip(&mut self, url: &str, user: &str, password: &str) -> String {
         let start = path_of(url, &self.admin.origin());
         let (_, back) = through_idp(&self.idp, &mut self.admin, &start, user, password).await;
         back
@@ -136,7 +142,7 @@ impl Setup {
 
     /// A user of initech signing in through `/.portcullis/login/sso`; returns the agent
     /// and the IdP authorization URL it was sent to.
-    async fn user_sign_in(&mut self, user: &str, password: &str) -> (Agent, String) {
+    pub(crate) async fn user_sign_in(&mut self, user: &str, password: &str) -> (Agent, String) {
         let mut a = Agent::new(&self.gw, HOST);
         let (to_idp, back) = through_idp(
             &self.idp,
@@ -151,7 +157,7 @@ impl Setup {
         (a, to_idp)
     }
 
-    async fn view(&mut self) -> Value {
+    pub(crate) async fn view(&mut self) -> Value {
         let r = self.call(Method::GET, API, None).await;
         assert_eq!(r.status, 200, "{}", r.body);
         r.json()
@@ -159,13 +165,13 @@ impl Setup {
 }
 
 /// `url` without the origin it starts with (the harness's agents take paths).
-fn path_of(url: &str, origin: &str) -> String {
+pub(crate) fn path_of(url: &str, origin: &str) -> String {
     url.strip_prefix(origin)
         .unwrap_or_else(|| panic!("{url} is not on {origin}"))
         .to_string()
 }
 
-fn ivy() -> Account {
+pub(crate) fn ivy() -> Account {
     Account::new("ivy", "pw-ivy")
         .groups(&["initech-admins"])
         .amr(&["pwd", "otp"])

@@ -29,7 +29,7 @@ use self::sealing::{SealError, SecretSealer};
 use crate::audit::{Actor, AuditEntry};
 use crate::auth::oidc::ROLE_MAX_CHARS;
 use crate::auth::oidc_client::{DiscoveryError, OidcClient, Provider};
-use crate::config::{MfaPolicy, SsoConfig, TenantEntry};
+use crate::config::{Config, MfaPolicy, SsoConfig, TenantEntry};
 use crate::records::{SsoMfa, SsoState, SsoTest, SsoVersion};
 use crate::secret::SecretBytes;
 use crate::session::Sessions;
@@ -337,6 +337,21 @@ pub fn preview_roles(
         None => Vec::new(),
     };
     Ok(mapped_roles(admin_group, &idp_roles))
+}
+
+/// The issuer of `tenant`'s identity provider: what `idp=sso` names wherever an account
+/// is named (`crate::account::named`: the operator API, the CLI, the tenant admin's
+/// breakers). The policy files' `[sso]` first, else the wizard's active version, as the
+/// sign-in pages choose; `None` when the tenant has neither or is not in `config`.
+pub async fn tenant_issuer(config: &Config, sessions: &Sessions, tenant: &str) -> Result<Option<String>, StoreError> {
+    if let Some(issuer) = config.sso_issuer(tenant) {
+        return Ok(Some(issuer.to_string()));
+    }
+    let Some(t) = config.tenants.iter().find(|t| t.id == tenant) else {
+        return Ok(None);
+    };
+    let active = sessions.store(&t.tier)?.get_sso_active(tenant).await?;
+    Ok(active.map(|v| v.issuer))
 }
 
 /// The discovery result shown when a draft is saved.
