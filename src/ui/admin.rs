@@ -96,7 +96,7 @@ impl Portal {
                 return self.api_admin_audit(ctx, req.uri().query()).await;
             }
             "breakers" => only(Method::GET, "GET")?,
-            p if sso::sso_methods(p).is_some() => return self.api_admin_sso(req, ctx, &actor, method, p).await,
+            p if sso::sso_methods(p).is_some() => return self.api_admin_sso(req, ctx, &session, method, p).await,
             _ => {}
         }
         if let Some(name) = path.strip_prefix("users/").and_then(|p| p.strip_suffix("/mfa")) {

@@ -181,7 +181,7 @@ impl Portal {
             (Method::GET | Method::HEAD, "admin/audit") => self.admin_audit_page(&req, &ctx).await,
             (Method::GET | Method::HEAD, "admin/sso") => self.admin_sso_page(&req, &ctx).await,
             (Method::POST, "admin/sso") => self.admin_sso_form(req, &ctx).await,
-            (Method::GET, "admin/sso/test") => self.admin_sso_test(&ctx).await,
+            (Method::GET, "admin/sso/test") => self.admin_sso_test(&req, &ctx).await,
             (Method::POST, p) if p.starts_with("account/") => {
                 self.account_form(req, &ctx, &p["account/".len()..]).await
             }

@@ -148,7 +148,9 @@ impl Portal {
     /// callback records the test instead of signing anyone in.
     pub(super) async fn sso_test_start(&self, ctx: &Ctx<'_>, admin: String) -> Result<Response<Bytes>, PageError> {
         if ctx.host != ctx.entry.primary_host() {
-            return Ok(web::see_other(&format!("{}/.portcullis/admin/sso/test", ctx.origin)));
+            // The callback must come back to the primary host, where the admin has
+            // another session and so another ticket: back to the wizard there.
+            return Ok(web::see_other(&format!("{}/.portcullis/admin/sso", ctx.origin)));
         }
         let t = TenantSso::of(ctx.entry, &ctx.origin);
         let draft = match self.sso_admin.draft_for_test(&t).await {

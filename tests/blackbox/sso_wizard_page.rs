@@ -170,7 +170,7 @@ async fn each_wizard_step_refuses_bad_input_by_field_and_changes_nothing() {
     assert!(r.body.contains("A secret is stored."), "{}", r.body);
     assert!(
         r.body
-            .contains(r#"id="test-link" href="/.portcullis/admin/sso/test" target="_blank""#),
+            .contains(r#"id="test-link" href="/.portcullis/admin/sso/test?ticket="#),
         "{}",
         r.body
     );
@@ -187,6 +187,32 @@ async fn each_wizard_step_refuses_bad_input_by_field_and_changes_nothing() {
         (Some("draft"), true),
         "{v}"
     );
+
+    // The test sign-in starts only from this session's link: a link from elsewhere (no
+    // ticket, a made-up one, or another session's) is refused before the IdP.
+    let at = r.body.find("/.portcullis/admin/sso/test?ticket=").expect("test link");
+    let link = &r.body[at..at + r.body[at..].find('"').expect("end of link")];
+    let started = admin.get(link).await;
+    assert_eq!(started.status, 303, "{}", started.body);
+    assert!(
+        started.header("location").is_some_and(|l| l.starts_with(&issuer)),
+        "{:?}",
+        started.header("location")
+    );
+    let mut other = Agent::new(&gw, HOST);
+    other.api_login(&ina).await;
+    let others = other.get(PAGE).await.body;
+    let others_at = others.find("/.portcullis/admin/sso/test?ticket=").expect("test link");
+    let others_link = &others[others_at..others_at + others[others_at..].find('"').expect("end")];
+    assert_ne!(others_link, link, "a ticket per session");
+    for forged in [
+        "/.portcullis/admin/sso/test".to_string(),
+        "/.portcullis/admin/sso/test?ticket=00".to_string(),
+        others_link.to_string(),
+    ] {
+        let r = admin.get(&forged).await;
+        assert_eq!(r.status, 403, "{forged}: {}", r.body);
+    }
 
     // Activate without a passing test (a forged press of the disabled button): 409, the
     // page says why, nothing active.

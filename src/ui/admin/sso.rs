@@ -16,7 +16,7 @@ use super::super::error::PageError;
 use super::super::web;
 use super::super::{Ctx, Portal};
 use crate::auth::sso_admin::{self, DraftInput, TenantSso};
-use crate::killswitch::service::Actor;
+use crate::records::SessionRecord;
 use crate::secret::SecretBytes;
 
 /// Discovery checks (draft saves and the page's "Check issuer", each one an outbound
@@ -26,8 +26,27 @@ pub(in crate::ui) const DRAFT_SAVES_PER_WINDOW: u32 = 20;
 /// The window of [`DRAFT_SAVES_PER_WINDOW`], in seconds.
 pub(in crate::ui) const DRAFT_SAVE_WINDOW_SECS: i64 = 60;
 
-/// Where the admin's browser starts a test sign-in against the draft.
-pub(in crate::ui) const TEST_START_PATH: &str = "admin/sso/test";
+/// Where the admin's browser starts a test sign-in against the draft, with the ticket
+/// of `session` ([`test_ticket`]).
+pub(in crate::ui) fn test_start_path(ctx: &Ctx<'_>, session: &SessionRecord) -> String {
+    format!("/.portcullis/admin/sso/test?ticket={}", test_ticket(ctx, session))
+}
+
+/// The ticket a test sign-in's start needs: a MAC of the admin's session CSRF token
+/// under the tier's cookie key, so only a page or API answer of this session can start
+/// one (a cross-site link cannot run a test that would replace the recorded result).
+fn test_ticket(ctx: &Ctx<'_>, session: &SessionRecord) -> String {
+    use hmac::Mac;
+    match <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(ctx.key()) {
+        Ok(mut mac) => {
+            mac.update(b"portcullis sso test\0");
+            mac.update(session.csrf_token.as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        }
+        // Never for an HMAC (any key length works); no ticket then matches.
+        Err(_) => String::new(),
+    }
+}
 
 /// `PUT` body: the SPEC's fields plus the wizard's options. No `Debug`: it holds the
 /// client secret.
@@ -84,15 +103,16 @@ pub(in crate::ui) fn sso_methods(path: &str) -> Option<(&'static [Method], &'sta
 }
 
 impl Portal {
-    /// `/.portcullis/api/admin/sso[/...]` of a signed-in tenant admin (`actor`).
+    /// `/.portcullis/api/admin/sso[/...]` of a signed-in tenant admin (`session`).
     pub(in crate::ui) async fn api_admin_sso(
         &self,
         req: Request<Incoming>,
         ctx: &Ctx<'_>,
-        actor: &Actor,
+        session: &SessionRecord,
         method: Method,
         path: &str,
     ) -> Result<Response<Bytes>, ApiError> {
+        let actor = &super::console_actor(ctx, session);
         let Some((methods, allow)) = sso_methods(path) else {
             return Err(ApiError::NotFound("No such API."));
         };
@@ -127,7 +147,7 @@ impl Portal {
             (_, "sso/test") => {
                 // Refused now (no draft, managed by policy) rather than in the new tab.
                 admin.draft_for_test(&t).await.map_err(ApiError::Sso)?;
-                answer(json!({ "url": format!("{}/.portcullis/{TEST_START_PATH}", ctx.origin) }))
+                answer(json!({ "url": format!("{}{}", ctx.origin, test_start_path(ctx, session)) }))
             }
             (_, "sso/activate") => {
                 let active = admin.activate(&t, actor, ctx.now).await.map_err(ApiError::Sso)?;
@@ -141,13 +161,24 @@ impl Portal {
         }
     }
 
-    /// `GET /.portcullis/admin/sso/test`: the URL `POST .../sso/test` hands out, opened by
-    /// a tenant admin's browser; starts the test sign-in against the draft.
-    pub(in crate::ui) async fn admin_sso_test(&self, ctx: &Ctx<'_>) -> Result<Response<Bytes>, PageError> {
-        let session = match super::page_admin(ctx, "admin/sso/test") {
+    /// `GET /.portcullis/admin/sso/test?ticket=...`: the URL `POST .../sso/test` and the
+    /// wizard page hand out, opened by the tenant admin's browser; starts the test
+    /// sign-in against the draft. Without this session's ticket (a link from elsewhere)
+    /// it is refused like a forged form, and nothing is recorded.
+    pub(in crate::ui) async fn admin_sso_test(
+        &self,
+        req: &Request<Incoming>,
+        ctx: &Ctx<'_>,
+    ) -> Result<Response<Bytes>, PageError> {
+        let session = match super::page_admin(ctx, "admin/sso") {
             Ok(s) => s,
             Err(gate) => return gate.answer(),
         };
+        let ticket = web::query_param(req.uri().query(), "ticket").unwrap_or_default();
+        let expected = test_ticket(ctx, &session);
+        if expected.is_empty() || !web::tokens_match(&expected, &ticket) {
+            return Err(PageError::BadForm);
+        }
         let actor = super::console_actor(ctx, &session);
         self.sso_test_start(ctx, actor.name).await
     }

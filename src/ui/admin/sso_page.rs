@@ -232,6 +232,8 @@ enum Preview {
 struct SsoPage<'a> {
     tenant_name: &'a str,
     csrf: &'a str,
+    /// Where the test sign-in starts, with this session's ticket.
+    test_href: String,
     script: &'static str,
     notice: Option<String>,
     problem: Option<Problem>,
@@ -462,6 +464,7 @@ fn sso_page<'a>(ctx: &'a Ctx<'_>, session: &'a SessionRecord, view: SsoView, for
     SsoPage {
         tenant_name: &ctx.entry.tenant.name,
         csrf: &session.csrf_token,
+        test_href: super::sso::test_start_path(ctx, session),
         script: SCRIPT,
         notice: None,
         problem: None,
