@@ -87,11 +87,28 @@ async fn seed_users(portal: &crate::ui::Portal) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Generated secrets, kept so a restarted demo (or a replica) reuses them.
+/// Generated secrets, kept so a restarted demo reuses them: in `<data>/demo-state.json`,
+/// or, for replicas on one Redis (`--store redis://...`), in Redis, so every replica
+/// serves the same operators and keys whatever its `--data`.
 #[derive(Serialize, Deserialize)]
 struct DemoState {
     operators: Vec<DemoOperator>,
+    /// Each tier's keys, when shared through Redis (a local demo keeps them as files
+    /// under `policies/secrets/`).
+    #[serde(default)]
+    keys: std::collections::BTreeMap<String, DemoKeys>,
 }
+
+/// A tier's keys as the replicas of a demo share them (demo only: kept in clear in the
+/// demo's Redis, like the tokens printed in demo.json).
+#[derive(Serialize, Deserialize, Clone)]
+struct DemoKeys {
+    cookie: String,
+    assertion_pem: String,
+}
+
+/// The Redis key of the shared [`DemoState`] (outside every tier's prefix).
+const SHARED_STATE_KEY: &str = "portcullis:demo:state";
 
 #[derive(Serialize, Deserialize, Clone)]
 struct DemoOperator {
@@ -112,7 +129,17 @@ pub async fn run(overrides: Overrides) -> anyhow::Result<()> {
         .with_context(|| format!("cannot resolve {}", data.display()))?;
     let log_path = data.join(LOG_FILE);
     let _log_guard = crate::telemetry::init_logging_with_access_file(open_log(&log_path)?);
-    let state = load_or_create_state(&data)?;
+    let state = match &overrides.store {
+        Some(url)
+            if matches!(
+                crate::store::StoreLocation::parse(url),
+                Ok(crate::store::StoreLocation::Redis(_))
+            ) =>
+        {
+            shared_state(url).await?
+        }
+        _ => load_or_create_state(&data)?,
+    };
 
     let mut upstreams = Vec::new();
     let mut checks = Vec::new();
@@ -371,17 +398,65 @@ fn load_or_create_state(data: &Path) -> anyhow::Result<DemoState> {
         return serde_json::from_str(&text)
             .with_context(|| format!("{} is not a valid demo state file", path.display()));
     }
-    let operators = OPERATORS
+    let state = DemoState {
+        operators: fresh_operators(),
+        keys: Default::default(),
+    };
+    write_private(&path, serde_json::to_string_pretty(&state)?.as_bytes())?;
+    Ok(state)
+}
+
+/// The state every replica on the Redis at `url` shares: the first replica's fresh
+/// state is stored only if none is (`SET NX`), then every replica reads what is there.
+async fn shared_state(url: &str) -> anyhow::Result<DemoState> {
+    let mut keys = std::collections::BTreeMap::new();
+    for (tier, _) in TIERS {
+        keys.insert(
+            tier.to_string(),
+            DemoKeys {
+                cookie: crate::provision::random_token(),
+                assertion_pem: crate::assertion::generate_ed25519_pem()?.to_string(),
+            },
+        );
+    }
+    let fresh = DemoState {
+        operators: fresh_operators(),
+        keys,
+    };
+    let mut con = crate::store::redis::connect(url).await?;
+    let _: Option<String> = ::redis::cmd("SET")
+        .arg(SHARED_STATE_KEY)
+        .arg(serde_json::to_string(&fresh)?)
+        .arg("NX")
+        .query_async(&mut con)
+        .await
+        .context("cannot store the demo's shared state in Redis")?;
+    let stored: String = ::redis::cmd("GET")
+        .arg(SHARED_STATE_KEY)
+        .query_async(&mut con)
+        .await
+        .context("cannot read the demo's shared state from Redis")?;
+    let state: DemoState = serde_json::from_str(&stored).with_context(|| {
+        format!("the demo state in Redis ({SHARED_STATE_KEY}) is not valid; delete it to start afresh")
+    })?;
+    if TIERS.iter().any(|(tier, _)| !state.keys.contains_key(*tier)) {
+        return Err(anyhow!(
+            "the demo state in Redis ({SHARED_STATE_KEY}) has no keys for every tier; delete it to start afresh"
+        ));
+    }
+    Ok(state)
+}
+
+/// Fresh tokens for the demo's operators.
+fn fresh_operators() -> Vec<DemoOperator> {
+    OPERATORS
         .iter()
         .map(|(tier, name, n)| DemoOperator {
             name: name.to_string(),
             tier: tier.to_string(),
             tokens: (0..*n).map(|_| crate::provision::random_token()).collect(),
         })
-        .collect();
-    let state = DemoState { operators };
-    write_private(&path, serde_json::to_string_pretty(&state)?.as_bytes())?;
-    Ok(state)
+        .collect()
 }
 
 /// Writes the demo's policy set: gateway.toml, one file per tier (with fresh keys under
@@ -415,13 +490,22 @@ fn write_policies(
     let allow = allow.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
     for (tier, production) in TIERS {
         let key_file = dir.join("secrets").join(format!("{tier}-cookie.key"));
-        if !key_file.exists() {
-            write_private(&key_file, crate::provision::random_token().as_bytes())?;
-        }
         let assertion_file = dir.join("secrets").join(format!("{tier}-assertion.pem"));
-        if !assertion_file.exists() {
-            let pem = crate::assertion::generate_ed25519_pem()?;
-            write_private(&assertion_file, pem.as_bytes())?;
+        match state.keys.get(tier) {
+            // Shared by the replicas: always the shared keys.
+            Some(shared) => {
+                write_private(&key_file, shared.cookie.as_bytes())?;
+                write_private(&assertion_file, shared.assertion_pem.as_bytes())?;
+            }
+            None => {
+                if !key_file.exists() {
+                    write_private(&key_file, crate::provision::random_token().as_bytes())?;
+                }
+                if !assertion_file.exists() {
+                    let pem = crate::assertion::generate_ed25519_pem()?;
+                    write_private(&assertion_file, pem.as_bytes())?;
+                }
+            }
         }
         let mut text = format!(
             "# Written by `portcullis demo`.\nname = \"{tier}\"\nproduction = {production}\nupstream_allowlist = [{allow}]\n\n[keys]\ncookie = \"file:secrets/{tier}-cookie.key\"\nassertion = \"file:secrets/{tier}-assertion.pem\"\n"
