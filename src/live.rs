@@ -588,6 +588,87 @@ mod tests {
         );
     }
 
+    /// A live policy with one tier, `staging`, whose key is made at start.
+    fn staging_only(dir: &std::path::Path) -> Arc<Live> {
+        for (name, text) in [
+            (
+                "gateway.toml",
+                "[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nplaintext = true\n",
+            ),
+            (
+                "tiers/staging.toml",
+                "name = \"staging\"\nupstream_allowlist = [\"127.0.0.1\"]\n\n[keys]\ncookie = \"inline:staging-cookie-key-0123456789abcdef-xyz\"\n",
+            ),
+            (
+                "tenants/acme.toml",
+                "id = \"acme\"\ntier = \"staging\"\nhosts = [\"acme.test\"]\nupstream = \"http://127.0.0.1:3000\"\n",
+            ),
+        ] {
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let env: Arc<dyn Env> = Arc::new(HashMap::<String, String>::new());
+        let config = config::load(dir, env.as_ref(), &Overrides::default()).unwrap();
+        Live::new(config, env, Overrides::default()).unwrap()
+    }
+
+    fn kids(keys: &[SharedKey]) -> Vec<&str> {
+        keys.iter().map(SharedKey::kid).collect()
+    }
+
+    /// If this broke, a replica would not serve what other replicas publish, one bad
+    /// entry would break its JWKS, or a store outage would empty it.
+    #[tokio::test]
+    async fn sync_publishes_reads_back_and_survives_a_failing_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let live = staging_only(&tmp.path().join("policy"));
+        let data = tmp.path().join("data");
+        let store = Arc::new(crate::store::SqliteStore::open(&data, "staging").await.unwrap());
+        let ours = live.snapshot().signers["staging"].signer.current().kid().to_string();
+
+        // Another replica's key, and an entry that is no key at all.
+        let other = key();
+        let published_other = PublishedKey {
+            kid: other.kid().to_string(),
+            jwk: other.jwk().to_string(),
+            until: NOW + 100,
+        };
+        store.publish_assertion_key(&published_other).await.unwrap();
+        let junk = PublishedKey {
+            kid: "junk".into(),
+            jwk: "{\"kty\":\"oct\",\"k\":\"c2VjcmV0\",\"kid\":\"junk\"}".into(),
+            until: NOW + 100,
+        };
+        store.publish_assertion_key(&junk).await.unwrap();
+
+        let handle = store.clone();
+        let mut sharing = KeySharing::new(
+            live.clone(),
+            Box::new(move |tier| (tier == "staging").then(|| handle.clone() as Arc<dyn KeyStore>)),
+        );
+        sharing.sync(NOW).await;
+        let mut expected = vec![ours.as_str(), other.kid()];
+        expected.sort_unstable();
+        assert_eq!(kids(&live.shared_keys("staging")), expected, "junk left out");
+        let in_store = store.published_assertion_keys(NOW).await.unwrap();
+        let own = in_store.iter().find(|k| k.kid == ours).expect("own key published");
+        assert_eq!(own.until, publish_until(NOW + KEY_SYNC_MARGIN_SECS));
+
+        // The store breaks: the keys last read are still served.
+        let conn = rusqlite::Connection::open(data.join("staging.sqlite3")).unwrap();
+        conn.execute_batch("DROP TABLE assertion_keys").unwrap();
+        sharing.sync(NOW + 10).await;
+        assert_eq!(kids(&live.shared_keys("staging")), expected);
+        assert!(sharing.failing.contains("staging"));
+        let snapshot = live.snapshot();
+        let jwks = snapshot.signers["staging"]
+            .signer
+            .jwks_with(&live.shared_keys("staging"), NOW + 10);
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+        assert!(live.shared_keys("prod").is_empty());
+    }
+
     /// If this broke, a reload's rotation would publish the old key for the full margin
     /// again (keeping it longer than needed) or not at all.
     #[test]
