@@ -18,6 +18,7 @@ mod headers;
 mod http2;
 mod idp;
 mod isolation;
+mod key_sharing;
 mod login;
 mod logs;
 mod pages;
