@@ -58,6 +58,7 @@ pub mod changes;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod housekeeping;
 pub mod killswitch;
 pub mod live;
 pub mod path;
@@ -221,6 +222,11 @@ impl Gateway {
         );
         keys.sync(clock::unix_now()).await;
         tokio::spawn(keys.run(stop_rx.clone()));
+        tokio::spawn(housekeeping::purge_loop(
+            self.portal.sessions.clone(),
+            self.live.clone(),
+            stop_rx.clone(),
+        ));
         let admin = tokio::spawn(admin::serve(self.admin, admin_state, stop_rx.clone()));
         let public = tokio::spawn(proxy::serve(self.public, pipeline, stop_rx));
         tracing::info!("gateway serving");
