@@ -8,6 +8,8 @@
 //! string and sends it upstream unchanged (the black-box twin, `paths.rs`, checks what
 //! the upstream receives).
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use portcullis::policy::{Access, Decision, Identity, RouteRule, RouteTable, Target, classify, decide_path};
 use proptest::prelude::*;
 
