@@ -12,6 +12,13 @@
 //! as advancing and evicting, so no insert can land after an eviction it did not see.
 //! Entries live at most `max_staleness` (1 s), which bounds how long a revocation made by
 //! another process (CLI, another replica) can go unseen.
+//!
+//! With a shared store, revocations are also pushed: each one is published on the
+//! store's event bus after the store write, and the replicas that receive it evict
+//! through the same path ([`Sessions::evict_remote`], [`Sessions::evict_scope`]). Pub/sub
+//! cannot replay what a lost subscription missed, so while the events are not followed
+//! [`Sessions::stop_serving`] makes every session lookup fail (callers answer `503`),
+//! and serving resumes only after the cache was dropped ([`Sessions::drop_cache`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +30,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::sync::broadcast;
 
 use crate::records::{Revocation, Scope, SessionRecord, session_id_hash};
+use crate::store::events::{Event, EventBus};
 use crate::store::{StoreError, Stores, TierStore};
 
 /// Longest time a cached session is trusted without reading the store again.
@@ -163,11 +171,31 @@ pub struct Sessions {
     /// Open streams and WebSockets of sessions, for drills.
     open: Mutex<HashMap<u64, OpenConnection>>,
     next_open: AtomicU64,
+    /// Tells other replicas about revocations made here (a no-op with one process).
+    events: EventBus,
+    /// Why sessions cannot be trusted right now (the change events are not followed), or
+    /// `None` while they can; lookups fail closed while it is set.
+    halted: Halt,
+}
+
+/// The fail-closed switch of session lookups: a flag for the request path (one atomic
+/// load) and the reason for `/readyz`.
+#[derive(Default)]
+struct Halt {
+    on: std::sync::atomic::AtomicBool,
+    reason: Mutex<String>,
 }
 
 impl Sessions {
-    /// Wraps opened stores.
+    /// Wraps opened stores, for one process (no other replica to tell).
     pub fn new(stores: Stores) -> Arc<Self> {
+        Self::with_events(stores, EventBus::local())
+    }
+
+    /// Wraps opened stores and the bus that tells other replicas about revocations. With
+    /// a shared bus, lookups fail closed until [`Sessions::resume_serving`]: whoever
+    /// follows the events says when they are followed.
+    pub fn with_events(stores: Stores, events: EventBus) -> Arc<Self> {
         let cache = moka::sync::Cache::builder()
             .max_capacity(1_000_000)
             .time_to_live(MAX_STALENESS)
@@ -180,7 +208,60 @@ impl Sessions {
             revoked,
             open: Mutex::new(HashMap::new()),
             next_open: AtomicU64::new(0),
+            halted: Halt {
+                on: std::sync::atomic::AtomicBool::new(events.is_shared()),
+                reason: Mutex::new(if events.is_shared() {
+                    "session events: not subscribed yet".to_string()
+                } else {
+                    String::new()
+                }),
+            },
+            events,
         })
+    }
+
+    /// The bus other replicas hear this one on.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// Publishes `event` on `tier`'s channel after a store write. A failure is logged,
+    /// not returned: the write stands, and the others see it within the cache's
+    /// staleness bound (or fail closed, having lost the same Redis).
+    pub async fn publish(&self, tier: &str, event: &Event) {
+        if let Err(e) = self.events.publish(tier, event).await {
+            tracing::warn!(tier, error = %e, "change event not published; other replicas see it within the staleness bound");
+        }
+    }
+
+    /// `Err(reason)` while session lookups fail closed, for `/readyz`.
+    pub fn serving(&self) -> Result<(), String> {
+        if self.halted.on.load(Ordering::Acquire) {
+            Err(self
+                .halted
+                .reason
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Makes every session lookup fail (`503` on authenticated requests) until
+    /// [`Sessions::resume_serving`]; `reason` is shown by `/readyz`.
+    pub fn stop_serving(&self, reason: &str) {
+        let mut held = self.halted.reason.lock().unwrap_or_else(PoisonError::into_inner);
+        reason.clone_into(&mut held);
+        self.halted.on.store(true, Ordering::Release);
+    }
+
+    /// Serves sessions again; call only once the cache was dropped after the events were
+    /// followed again.
+    pub fn resume_serving(&self) {
+        let mut held = self.halted.reason.lock().unwrap_or_else(PoisonError::into_inner);
+        held.clear();
+        self.halted.on.store(false, Ordering::Release);
     }
 
     /// The store of a tier.
@@ -221,6 +302,9 @@ impl Sessions {
         now: i64,
         idle_timeout: i64,
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        if self.halted.on.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable("session events not followed".into()));
+        }
         // `seen` matters only for a record read from the store (read before the read), so
         // a cache hit takes no lock.
         let (record, seen) = match self.cache.get(&id_hash) {
@@ -283,6 +367,10 @@ impl Sessions {
     pub async fn revoke(&self, tier: &str, id_hash: &[u8; 32], rev: &Revocation) -> Result<bool, StoreError> {
         let done = self.store(tier)?.revoke_session(id_hash, rev).await?;
         self.evict(id_hash);
+        if done {
+            self.publish(tier, &Event::sessions_revoked(std::slice::from_ref(id_hash)))
+                .await;
+        }
         Ok(done)
     }
 
@@ -302,6 +390,9 @@ impl Sessions {
         for id in &ids {
             self.evict(id);
         }
+        if !ids.is_empty() {
+            self.publish(tier, &Event::sessions_revoked(&ids)).await;
+        }
         Ok(ids)
     }
 
@@ -316,6 +407,9 @@ impl Sessions {
         let ids = self.store(tier)?.revoke_sso_sessions(tenant, sso_sid, rev).await?;
         for id in &ids {
             self.evict(id);
+        }
+        if !ids.is_empty() {
+            self.publish(tier, &Event::sessions_revoked(&ids)).await;
         }
         Ok(ids)
     }
@@ -351,6 +445,36 @@ impl Sessions {
     pub fn evicted_in_scope(&self, ids: &[[u8; 32]], scope: &Scope) {
         self.invalidate(ids);
         let _ = self.revoked.send(Revoked::Scope(Arc::new(scope.clone())));
+    }
+
+    /// Sessions another replica revoked: evicted as local revocations are, and their open
+    /// connections here told to close.
+    pub fn evict_remote(&self, ids: &[[u8; 32]]) {
+        for id in ids {
+            self.evict(id);
+        }
+    }
+
+    /// A kill switch another replica changed: every cached session in `scope` is evicted
+    /// (its store record says whether it was revoked) and open connections in it close.
+    pub fn evict_scope(&self, scope: &Scope) {
+        let mut generation = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
+        *generation = generation.wrapping_add(1);
+        for (id, record) in &self.cache {
+            if scope.covers(&record.tier, &record.tenant, &record.subject) {
+                self.cache.invalidate(&*id);
+            }
+        }
+        drop(generation);
+        let _ = self.revoked.send(Revoked::Scope(Arc::new(scope.clone())));
+    }
+
+    /// Forgets every cached session (events may have been missed); a store read that
+    /// began before cannot refill the cache.
+    pub fn drop_cache(&self) {
+        let mut generation = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
+        *generation = generation.wrapping_add(1);
+        self.cache.invalidate_all();
     }
 
     fn evict(&self, id_hash: &[u8; 32]) {
