@@ -11,6 +11,7 @@ mod changes;
 mod check;
 mod cli;
 mod demo_output;
+mod distributed;
 mod forward_auth;
 mod harness;
 mod headers;
