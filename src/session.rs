@@ -831,6 +831,106 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_read_that_began_before_another_replicas_revocation_cannot_refill_the_cache() {
+        revoked_during_a_store_read(|sessions, id| async move {
+            let store = sessions.store("prod").unwrap();
+            assert!(store.revoke_session(&id, &revocation(1_000_000)).await.unwrap());
+            // The event of the replica that revoked it arrives.
+            sessions.evict_remote(&[id]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_read_that_began_before_another_replicas_trip_cannot_refill_the_cache() {
+        revoked_during_a_store_read(|sessions, _| async move {
+            let store = sessions.store("prod").unwrap();
+            let ended = store
+                .revoke_tenant_sessions("acme", &revocation(1_000_000))
+                .await
+                .unwrap();
+            assert_eq!(ended.len(), 1);
+            sessions.evict_scope(&Scope::Tenant {
+                tier: "prod".into(),
+                tenant: "acme".into(),
+            });
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_read_that_began_before_the_cache_was_dropped_cannot_refill_it() {
+        revoked_during_a_store_read(|sessions, id| async move {
+            let store = sessions.store("prod").unwrap();
+            assert!(store.revoke_session(&id, &revocation(1_000_000)).await.unwrap());
+            // Revoked while the events were not followed: the resubscription drops the cache.
+            sessions.drop_cache();
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_scope_eviction_drops_only_the_sessions_in_scope() {
+        let (_dir, store, sessions) = pausing_sessions().await;
+        let now = 1_000_000;
+        let (alice, bob) = (mint_token(), mint_token());
+        sessions.create(record(alice.id_hash, now)).await.unwrap();
+        let mut other = record(bob.id_hash, now);
+        other.subject = "bob".into();
+        sessions.create(other).await.unwrap();
+        sessions.evict_scope(&Scope::Account {
+            tier: "prod".into(),
+            tenant: "acme".into(),
+            subject: "alice".into(),
+        });
+        for token in [&alice, &bob] {
+            assert!(
+                sessions
+                    .authenticate("prod", &token.cookie_value, now, 1800)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        assert_eq!(
+            store.hook.reads.load(Ordering::SeqCst),
+            1,
+            "only alice's entry was dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn while_halted_every_lookup_fails_closed_even_from_the_cache() {
+        let (_dir, sessions) = sessions().await;
+        let now = 1_000_000;
+        let token = mint_token();
+        sessions.create(record(token.id_hash, now)).await.unwrap();
+        assert!(sessions.serving().is_ok());
+        sessions.stop_serving("session events: subscription lost (tier prod)");
+        assert_eq!(
+            sessions.serving(),
+            Err("session events: subscription lost (tier prod)".to_string())
+        );
+        let refused = sessions.authenticate("prod", &token.cookie_value, now, 1800).await;
+        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+        sessions.resume_serving();
+        assert!(sessions.serving().is_ok());
+        assert!(
+            sessions
+                .authenticate("prod", &token.cookie_value, now, 1800)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn one_process_is_never_halted_by_the_bus() {
+        let (_dir, sessions) = sessions().await;
+        assert!(sessions.serving().is_ok(), "one process has nothing to miss");
+    }
+
+    #[tokio::test]
     async fn a_session_revoked_while_it_is_created_is_not_cached_live() {
         let (_dir, store, sessions) = pausing_sessions().await;
         let now = 1_000_000;
