@@ -263,7 +263,10 @@ async fn subscribe(client: &Client, channel: &str) -> Result<::redis::aio::PubSu
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok(pubsub)) => Ok(pubsub),
-        Ok(Err(e)) => Err(format!("subscription refused ({})", StoreError::from(e))),
+        Ok(Err(e)) => Err(match StoreError::from(e) {
+            StoreError::Unavailable(why) => format!("subscription refused ({why})"),
+            other => format!("subscription refused ({other})"),
+        }),
         Err(_) => Err("subscription refused (timeout)".to_string()),
     }
 }
