@@ -161,6 +161,7 @@ impl Replica {
     }
 }
 
+#[async_trait::async_trait]
 impl EventSink for Replica {
     fn subscribed(&self, tier: &str) {
         let mut f = self.following();
@@ -180,13 +181,19 @@ impl EventSink for Replica {
             .stop_serving(&format!("session events: {reason} (tier {tier})"));
     }
 
-    fn event(&self, _tier: &str, event: Event) {
+    async fn event(&self, _tier: &str, event: Event) {
         match event {
             Event::SessionsRevoked { .. } => self.sessions.evict_remote(&event.revoked_ids()),
             Event::SwitchChanged { scope } => {
                 self.sessions.evict_scope(&scope);
-                self.following().refresh = true;
-                self.wake.notify_one();
+                // On the board before the acknowledgement; retried by `run` if the store
+                // cannot answer (the 1 s refresh is the backstop either way).
+                let config = self.live.snapshot().config.clone();
+                if let Err(e) = self.switches.refresh(&config, crate::clock::unix_now()).await {
+                    tracing::warn!(error = %e, "kill switch refresh after a change event failed; retrying");
+                    self.following().refresh = true;
+                    self.wake.notify_one();
+                }
             }
             Event::PolicyReloaded { digest } => {
                 self.following().reload = Some(digest);

@@ -9,6 +9,12 @@
 //! reconnect loop (exponential backoff with jitter, capped at [`BACKOFF_CAP`]) and its
 //! liveness check (a `PING` every [`PING_EVERY`]).
 //!
+//! Publishing waits for every other follower's acknowledgement (sent once its
+//! [`EventSink::event`] returned, i.e. once it acted), up to [`ACK_TIMEOUT`]: a revocation
+//! that returned is in force on every replica that hears the tier, not merely on its way.
+//! `PUBLISH` says how many subscribers got the event; that many (less this process's own
+//! subscription) acknowledgements are awaited.
+//!
 //! Pub/sub has no replay: whoever follows the events is told when a subscription is lost
 //! ([`EventSink::lost`]) and when it is (re)established ([`EventSink::subscribed`]), and
 //! must assume it missed events in between. What an event means for caches and the
@@ -16,8 +22,9 @@
 //! nothing of them. With the embedded SQLite store there is one process and no bus:
 //! publishing does nothing and there is nothing to follow.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ::redis::aio::ConnectionManager;
@@ -41,6 +48,11 @@ pub const BACKOFF_START: Duration = Duration::from_millis(50);
 /// Longest wait between reconnect attempts, so a Redis that comes back is followed
 /// again within about this much.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(2);
+
+/// Longest wait for the other followers' acknowledgements of a published event; a
+/// follower slower than this (or gone without its connection closing yet) no longer
+/// holds up the caller, and has to catch up by itself.
+pub const ACK_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Longest time to open a pub/sub connection and subscribe.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -90,16 +102,25 @@ impl Event {
     }
 }
 
-/// What goes on the wire: the event and the process that published it (which skips its
-/// own events: it acted on them before publishing).
+/// What goes on the wire.
 #[derive(Debug, Serialize, Deserialize)]
-struct Envelope {
-    origin: String,
-    event: Event,
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Wire {
+    /// An event, from the process that published it (which skips its own events: it
+    /// acted on them before publishing).
+    Event {
+        origin: String,
+        /// Random; acknowledgements name it.
+        id: u64,
+        event: Event,
+    },
+    /// `from` acted on event `id` of process `to`.
+    Ack { from: String, to: String, id: u64 },
 }
 
 /// Told about a tier's subscription and its events. Calls come from the subscription's
-/// task, in order, and must not block.
+/// task, in order; the publisher waits (up to [`ACK_TIMEOUT`]) until `event` returned.
+#[async_trait::async_trait]
 pub trait EventSink: Send + Sync + 'static {
     /// The tier's channel is subscribed: every event published from now on arrives.
     /// Events published before may have been missed.
@@ -107,8 +128,9 @@ pub trait EventSink: Send + Sync + 'static {
     /// The tier's subscription is lost (`reason` is safe to show); events are being
     /// missed until the next [`EventSink::subscribed`].
     fn lost(&self, tier: &str, reason: &str);
-    /// An event another process published on the tier's channel.
-    fn event(&self, tier: &str, event: Event);
+    /// An event another process published on the tier's channel; return once it is in
+    /// force here.
+    async fn event(&self, tier: &str, event: Event);
 }
 
 /// Publishes events of every tier and follows them; cheap to clone.
@@ -122,6 +144,15 @@ struct RedisBus {
     /// Random per process: its own events come back on the channel and are skipped.
     origin: String,
     tiers: BTreeMap<String, TierChannel>,
+    /// Events this process published and still waits to hear acknowledged, by id.
+    waiting: Mutex<HashMap<u64, Arc<Acks>>>,
+}
+
+/// Acknowledgements of one published event.
+#[derive(Default)]
+struct Acks {
+    count: AtomicUsize,
+    arrived: tokio::sync::Notify,
 }
 
 struct TierChannel {
@@ -131,6 +162,8 @@ struct TierChannel {
     publisher: ConnectionManager,
     /// Opens the tier's pub/sub connections, as the tier's ACL user when it has one.
     client: Client,
+    /// Whether this process is subscribed right now (then `PUBLISH` counts it too).
+    subscribed: AtomicBool,
 }
 
 impl std::fmt::Debug for EventBus {
@@ -181,12 +214,17 @@ impl EventBus {
                     channel: channel_of(&tier.name),
                     publisher,
                     client,
+                    subscribed: AtomicBool::new(false),
                 },
             );
         }
         let origin = hex::encode(rand::random::<[u8; 8]>());
         Ok(EventBus {
-            redis: Some(Arc::new(RedisBus { origin, tiers })),
+            redis: Some(Arc::new(RedisBus {
+                origin,
+                tiers,
+                waiting: Mutex::new(HashMap::new()),
+            })),
         })
     }
 
@@ -195,8 +233,9 @@ impl EventBus {
         self.redis.is_some()
     }
 
-    /// Publishes `event` on `tier`'s channel; a no-op without a bus. Call it after the
-    /// store write the event reports, so whoever receives it reads the new state.
+    /// Publishes `event` on `tier`'s channel and waits until every other follower acted
+    /// on it (at most [`ACK_TIMEOUT`]); a no-op without a bus. Call it after the store
+    /// write the event reports, so whoever receives it reads the new state.
     pub async fn publish(&self, tier: &str, event: &Event) -> Result<(), StoreError> {
         let Some(bus) = &self.redis else {
             return Ok(());
@@ -204,13 +243,40 @@ impl EventBus {
         let Some(channel) = bus.tiers.get(tier) else {
             return Err(StoreError::NotFound("tier event channel"));
         };
-        let payload = super::encode_json(&Envelope {
+        let id = rand::random::<u64>();
+        let payload = super::encode_json(&Wire::Event {
             origin: bus.origin.clone(),
+            id,
             event: event.clone(),
         })?;
-        let mut con = channel.publisher.clone();
-        let _: i64 = con.publish(&channel.channel, payload).await?;
-        Ok(())
+        let acks = Arc::new(Acks::default());
+        bus.waiting().insert(id, acks.clone());
+        let outcome = async {
+            let mut con = channel.publisher.clone();
+            let receivers: usize = con.publish(&channel.channel, payload).await?;
+            let others = receivers.saturating_sub(usize::from(channel.subscribed.load(Ordering::Acquire)));
+            let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+            loop {
+                // Registered before the count is read, so an ack in between still wakes it.
+                let arrived = acks.arrived.notified();
+                let count = acks.count.load(Ordering::Acquire);
+                if count >= others {
+                    return Ok(());
+                }
+                if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                    tracing::warn!(
+                        tier,
+                        acknowledged = count,
+                        expected = others,
+                        "not every replica acknowledged a change event in time"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        bus.waiting().remove(&id);
+        outcome
     }
 
     /// Follows every tier's channel until the runtime stops, telling `sink`; returns at
@@ -219,29 +285,66 @@ impl EventBus {
         let Some(bus) = &self.redis else {
             return;
         };
-        for (tier, channel) in &bus.tiers {
-            tokio::spawn(follow_tier(
-                tier.clone(),
-                channel.channel.clone(),
-                channel.client.clone(),
-                bus.origin.clone(),
-                sink.clone(),
-            ));
+        for tier in bus.tiers.keys() {
+            tokio::spawn(follow_tier(bus.clone(), tier.clone(), sink.clone()));
+        }
+    }
+}
+
+impl RedisBus {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Acks>>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Tells process `to` that this one acted on its event `id`.
+    async fn acknowledge(&self, tier: &str, to: String, id: u64) {
+        let Some(channel) = self.tiers.get(tier) else {
+            return;
+        };
+        let ack = Wire::Ack {
+            from: self.origin.clone(),
+            to,
+            id,
+        };
+        let Ok(ack) = super::encode_json(&ack) else {
+            return;
+        };
+        let mut con = channel.publisher.clone();
+        if let Err(e) = con.publish::<_, _, i64>(&channel.channel, ack).await {
+            tracing::warn!(tier, error = %StoreError::from(e), "change events: acknowledgement not sent");
         }
     }
 }
 
 /// Subscribes to one tier's channel, again and again: reports each subscription and each
 /// loss, and waits with backoff between attempts.
-async fn follow_tier(tier: String, channel: String, client: Client, origin: String, sink: Arc<dyn EventSink>) {
+async fn follow_tier(bus: Arc<RedisBus>, tier: String, sink: Arc<dyn EventSink>) {
+    let Some(channel) = bus.tiers.get(&tier) else {
+        return;
+    };
+    // Events are acted on and acknowledged in order by a task of their own, so the relay
+    // keeps counting acknowledgements of this process's events meanwhile (an event's
+    // handling may publish an event of its own and wait for those).
+    let (handle, mut handled) = tokio::sync::mpsc::unbounded_channel::<(String, u64, Event)>();
+    tokio::spawn({
+        let (bus, tier, sink) = (bus.clone(), tier.clone(), sink.clone());
+        async move {
+            while let Some((origin, id, event)) = handled.recv().await {
+                sink.event(&tier, event).await;
+                bus.acknowledge(&tier, origin, id).await;
+            }
+        }
+    });
     let mut backoff = Backoff::default();
     loop {
-        match subscribe(&client, &channel).await {
+        match subscribe(&channel.client, &channel.channel).await {
             Ok(pubsub) => {
                 backoff.reset();
+                channel.subscribed.store(true, Ordering::Release);
                 sink.subscribed(&tier);
                 tracing::info!(tier = %tier, "following the tier's change events");
-                let reason = relay(pubsub, &tier, &origin, sink.as_ref()).await;
+                let reason = relay(pubsub, &bus, &tier, &handle).await;
+                channel.subscribed.store(false, Ordering::Release);
                 tracing::warn!(tier = %tier, reason, "change events: subscription lost");
                 sink.lost(&tier, reason);
             }
@@ -271,8 +374,14 @@ async fn subscribe(client: &Client, channel: &str) -> Result<::redis::aio::PubSu
     }
 }
 
-/// Hands the subscription's events to `sink` until it is lost; returns why.
-async fn relay(pubsub: ::redis::aio::PubSub, tier: &str, origin: &str, sink: &dyn EventSink) -> &'static str {
+/// Hands the subscription's events to the tier's handling task and counts the
+/// acknowledgements of this process's events, until the subscription is lost; returns why.
+async fn relay(
+    pubsub: ::redis::aio::PubSub,
+    bus: &RedisBus,
+    tier: &str,
+    handle: &tokio::sync::mpsc::UnboundedSender<(String, u64, Event)>,
+) -> &'static str {
     let (mut control, mut messages) = pubsub.split();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -287,9 +396,18 @@ async fn relay(pubsub: ::redis::aio::PubSub, tier: &str, origin: &str, sink: &dy
                     tracing::warn!(tier, "change events: a message that is not text was ignored");
                     continue;
                 };
-                match serde_json::from_str::<Envelope>(&payload) {
-                    Ok(envelope) if envelope.origin == origin => {}
-                    Ok(envelope) => sink.event(tier, envelope.event),
+                match serde_json::from_str::<Wire>(&payload) {
+                    Ok(Wire::Event { origin, .. }) if origin == bus.origin => {}
+                    Ok(Wire::Event { origin, id, event }) => {
+                        let _ = handle.send((origin, id, event));
+                    }
+                    Ok(Wire::Ack { to, id, .. }) if to == bus.origin => {
+                        if let Some(acks) = bus.waiting().get(&id) {
+                            acks.count.fetch_add(1, Ordering::AcqRel);
+                            acks.arrived.notify_waiters();
+                        }
+                    }
+                    Ok(Wire::Ack { .. }) => {}
                     Err(_) => tracing::warn!(tier, "change events: a malformed message was ignored"),
                 }
             }
@@ -351,14 +469,17 @@ mod tests {
     fn events_round_trip_and_bad_ids_name_no_session() {
         let id = [7u8; 32];
         let e = Event::sessions_revoked(&[id]);
-        let wire = serde_json::to_string(&Envelope {
+        let wire = serde_json::to_string(&Wire::Event {
             origin: "a".into(),
+            id: 9,
             event: e.clone(),
         })
         .unwrap();
-        let back: Envelope = serde_json::from_str(&wire).unwrap();
-        assert_eq!(back.event, e);
-        assert_eq!(back.event.revoked_ids(), vec![id]);
+        let Wire::Event { event, id: 9, .. } = serde_json::from_str(&wire).unwrap() else {
+            panic!("{wire}");
+        };
+        assert_eq!(event, e);
+        assert_eq!(event.revoked_ids(), vec![id]);
         let bad = Event::SessionsRevoked {
             ids: vec!["zz".into(), "00".into()],
         };
