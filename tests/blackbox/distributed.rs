@@ -2,7 +2,8 @@
 //! `redis-server`. Revocations and kill switch trips are pushed to every replica at once;
 //! a replica that cannot hear the others (subscription dropped, Redis killed) fails
 //! closed on sessions (`503`) while public routes keep working, `/readyz` says why, and
-//! everything recovers within 5 s of Redis being back.
+//! everything recovers within 5 s of Redis being back. A policy reload on one replica
+//! reloads the others.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -466,4 +467,50 @@ async fn redis_killed_mid_load_never_serves_a_revoked_session() {
         fail_closed,
         public_log.len()
     );
+}
+
+/// If this broke, a policy change rolled out to every replica's files but applied (SIGHUP,
+/// `/v1/reload`, an approved change) on one replica only would leave the others serving
+/// the old policy until someone reloaded each of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_reload_on_one_replica_reloads_the_others() {
+    let r = replicas().await;
+    for i in 0..3 {
+        assert_eq!(r.status(i, "/open/x", None).await, 401);
+    }
+    for gw in &r.gws {
+        let path = gw.policy_dir.join("tenants/acme.toml");
+        let policy = std::fs::read_to_string(&path).unwrap();
+        let opened = policy.replacen(
+            "[[routes]]\nprefix = \"/public/\"",
+            "[[routes]]\nprefix = \"/open/\"\naccess = \"public\"\n\n[[routes]]\nprefix = \"/public/\"",
+            1,
+        );
+        assert_ne!(opened, policy);
+        std::fs::write(&path, opened).unwrap();
+    }
+    r.gws[0].signal("HUP");
+    for i in 0..3 {
+        let start = Instant::now();
+        while r.status(i, "/open/x", None).await != 200 {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "replica {} still serves the old policy\n{}",
+                i + 1,
+                r.gws[i].logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    for i in 1..3 {
+        let (_, ready) = r.readyz(i).await;
+        assert_eq!(
+            ready["policy"]["last_reload"]["trigger"],
+            portcullis::replicas::REPLICA_TRIGGER,
+            "{ready}"
+        );
+    }
+    // Replica 1's reload was its own (SIGHUP), and the others' were not echoed back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.readyz(0).await.1["policy"]["last_reload"]["trigger"], "SIGHUP");
 }
