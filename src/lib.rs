@@ -140,7 +140,7 @@ impl Gateway {
         let signals = Signals::install().map_err(StartError::Signals)?;
         let stores = store::Stores::open_for(&config.gateway.store.url, &config).await?;
         let events = store::events::EventBus::open_for(&config.gateway.store.url, &config).await?;
-        let sessions = session::Sessions::with_events(stores, events.clone());
+        let sessions = session::Sessions::configured(stores, events.clone(), config.gateway.store.max_staleness);
         let switches = killswitch::KillSwitches::new(sessions.clone());
         switches
             .refresh(&config, clock::unix_now())

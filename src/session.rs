@@ -33,7 +33,8 @@ use crate::records::{Revocation, Scope, SessionRecord, session_id_hash};
 use crate::store::events::{Event, EventBus};
 use crate::store::{StoreError, Stores, TierStore};
 
-/// Longest time a cached session is trusted without reading the store again.
+/// Longest time a cached session is trusted without reading the store again, unless the
+/// policy says otherwise (`[store] max_staleness`, the same default).
 pub const MAX_STALENESS: Duration = Duration::from_secs(1);
 
 /// A fresh session token: the cookie value (shown once, never stored) and its store key.
@@ -196,9 +197,14 @@ impl Sessions {
     /// a shared bus, lookups fail closed until [`Sessions::resume_serving`]: whoever
     /// follows the events says when they are followed.
     pub fn with_events(stores: Stores, events: EventBus) -> Arc<Self> {
+        Self::configured(stores, events, MAX_STALENESS)
+    }
+
+    /// [`Sessions::with_events`], trusting a cached session for at most `max_staleness`.
+    pub fn configured(stores: Stores, events: EventBus, max_staleness: Duration) -> Arc<Self> {
         let cache = moka::sync::Cache::builder()
             .max_capacity(1_000_000)
-            .time_to_live(MAX_STALENESS)
+            .time_to_live(max_staleness)
             .build_with_hasher(foldhash::fast::RandomState::default());
         let (revoked, _) = broadcast::channel(4096);
         Arc::new(Sessions {
@@ -671,6 +677,39 @@ mod tests {
                 "revocation not seen within the staleness bound"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shorter_max_staleness_bounds_unpushed_revocations_more_tightly() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores::open(&format!("sqlite:{}", dir.path().display()), ["prod"])
+            .await
+            .unwrap();
+        let sessions = Sessions::configured(stores, EventBus::local(), Duration::from_millis(50));
+        let now = 1_000_000;
+        let token = mint_token();
+        sessions.create(record(token.id_hash, now)).await.unwrap();
+        let rev = Revocation {
+            at: now,
+            by: "cli".into(),
+            reason: "test".into(),
+        };
+        let store = sessions.store("prod").unwrap();
+        assert!(store.revoke_session(&token.id_hash, &rev).await.unwrap());
+        // Still cached (nobody evicted it), but only for the configured 50 ms.
+        let started = std::time::Instant::now();
+        while sessions
+            .authenticate("prod", &token.cookie_value, now, 1800)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            assert!(
+                started.elapsed() < Duration::from_millis(400),
+                "served past max_staleness"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
