@@ -7,9 +7,9 @@
 //! revoked in the store and evicted from this node's cache, and open streams of those
 //! sessions are told to close. Then the change is published on the store's event bus, and
 //! replicas refresh their board and evict the scope's sessions at once (see
-//! `crate::replicas`). [`KillSwitches::refresh`] still runs every second as a backstop,
-//! and picks up processes that publish nothing (a CLI that wrote the store); their cached
-//! sessions expire within the cache's staleness bound. Authorisation (who may trip what)
+//! `crate::replicas`) before the publisher returns. [`KillSwitches::refresh`] still runs
+//! every second as a backstop for an event that was lost; cached sessions expire within
+//! the cache's staleness bound. Authorisation (who may trip what)
 //! is the caller's job; this module trusts the actor it is given.
 
 use std::collections::BTreeSet;

@@ -514,3 +514,57 @@ async fn a_policy_reload_on_one_replica_reloads_the_others() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(r.readyz(0).await.1["policy"]["last_reload"]["trigger"], "SIGHUP");
 }
+
+/// `portcullis <args> --config <replica 1's policy>`, against the running replicas' store.
+fn cli(r: &Replicas, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(&r.gws[0].policy_dir)
+        .env("USER", "olivia")
+        .output()
+        .expect("run the portcullis CLI");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// If this broke, an operator ending a session or cutting off a tenant from the command
+/// line would leave every running replica serving it from its cache for up to a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_revokes_and_trips_on_every_running_replica_at_once() {
+    let r = replicas().await;
+    let victim = r.plant("frank").await;
+    let other = r.plant("grace").await;
+    for i in 0..3 {
+        assert_eq!(r.status(i, PROTECTED, Some(&victim.cookie)).await, 200);
+        assert_eq!(r.status(i, PROTECTED, Some(&other.cookie)).await, 200);
+    }
+    let out = cli(
+        &r,
+        &[
+            "sessions",
+            "revoke",
+            "--tenant",
+            "acme",
+            "--session",
+            &victim.record.public_id(),
+        ],
+    );
+    assert!(out.contains("ended 1 session"), "{out}");
+    for i in 0..3 {
+        assert_eq!(
+            r.status(i, PROTECTED, Some(&victim.cookie)).await,
+            401,
+            "replica {}",
+            i + 1
+        );
+        assert_eq!(r.status(i, PROTECTED, Some(&other.cookie)).await, 200);
+    }
+    cli(
+        &r,
+        &["breaker", "trip", "--tenant", "acme", "--reason", "from the shell"],
+    );
+    for i in 0..3 {
+        assert_eq!(r.status(i, PUBLIC, None).await, 423, "replica {}", i + 1);
+    }
+}
