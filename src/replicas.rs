@@ -34,9 +34,13 @@ pub const REPLICA_TRIGGER: &str = "replica: policy reloaded on another replica";
 
 /// This replica's side of the change events.
 pub struct Replica {
+    /// The cache to evict from, and the fail-closed switch.
     sessions: Arc<Sessions>,
+    /// The board to reload.
     switches: Arc<KillSwitches>,
+    /// The policy to reload, and the config the board is read for.
     live: Arc<Live>,
+    /// What the subscriptions said.
     state: Mutex<Following>,
     /// Wakes [`Replica::run`] when there is work for it.
     wake: Notify,
@@ -150,12 +154,14 @@ impl Replica {
         }
     }
 
+    /// The policy serves every tier, so one tier's channel (the first) carries its
+    /// reloads: every replica follows all tiers, and hears it once.
     async fn publish_reload(&self, digest: &str) {
         let event = Event::PolicyReloaded {
             digest: digest.to_string(),
         };
-        let tiers: Vec<String> = self.live.snapshot().config.tiers.keys().cloned().collect();
-        for tier in tiers {
+        let first = self.live.snapshot().config.tiers.keys().next().cloned();
+        if let Some(tier) = first {
             self.sessions.publish(&tier, &event).await;
         }
     }

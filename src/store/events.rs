@@ -143,6 +143,7 @@ pub struct EventBus {
 struct RedisBus {
     /// Random per process: its own events come back on the channel and are skipped.
     origin: String,
+    /// Each tier's channel and connections.
     tiers: BTreeMap<String, TierChannel>,
     /// Events this process published and still waits to hear acknowledged, by id.
     waiting: Mutex<HashMap<u64, Arc<Acks>>>,
@@ -151,7 +152,9 @@ struct RedisBus {
 /// Acknowledgements of one published event.
 #[derive(Default)]
 struct Acks {
+    /// Acknowledgements received so far.
     count: AtomicUsize,
+    /// Woken at each one.
     arrived: tokio::sync::Notify,
 }
 
