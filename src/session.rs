@@ -174,16 +174,17 @@ pub struct Sessions {
     next_open: AtomicU64,
     /// Tells other replicas about revocations made here (a no-op with one process).
     events: EventBus,
-    /// Why sessions cannot be trusted right now (the change events are not followed), or
-    /// `None` while they can; lookups fail closed while it is set.
+    /// Whether, and why, sessions cannot be trusted right now (the change events are not
+    /// followed); lookups fail closed while it is on.
     halted: Halt,
 }
 
 /// The fail-closed switch of session lookups: a flag for the request path (one atomic
 /// load) and the reason for `/readyz`.
-#[derive(Default)]
 struct Halt {
+    /// Lookups fail while set.
     on: std::sync::atomic::AtomicBool,
+    /// Why, for `/readyz`; empty while serving.
     reason: Mutex<String>,
 }
 
