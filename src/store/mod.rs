@@ -11,6 +11,7 @@
 //!   opens one [`TierStore`] per tier from the configured URL.
 //! - [`sqlite`]: the embedded default, one SQLite file per tier.
 //! - [`redis`]: the shared backend for replicas, one key prefix per tier.
+//! - [`events`]: change events between replicas on Redis pub/sub (none with SQLite).
 //! - `conformance.rs` (tests only): one suite that every backend must pass.
 //! - `hooked.rs` (tests only): a store that forwards to a real one and lets a test act
 //!   after each call.
@@ -24,6 +25,7 @@
 //! The records are [`crate::records`] and [`crate::audit`]; this module knows nothing of
 //! HTTP, cookies, caches or the rules of the services above it.
 
+pub mod events;
 pub mod redis;
 pub mod sqlite;
 

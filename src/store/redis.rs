@@ -390,6 +390,17 @@ pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
 
 /// Connects as a Redis ACL user (`(user, password)`), or as the URL says when `None`.
 pub async fn connect_as(url: &str, auth: Option<(&str, &str)>) -> Result<ConnectionManager, StoreError> {
+    let client = client_as(url, auth)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2);
+    Ok(ConnectionManager::new_with_config(client, config).await?)
+}
+
+/// The client behind [`connect_as`], for connections of other kinds (the event bus's
+/// pub/sub connection) made with the same URL and credentials.
+pub(crate) fn client_as(url: &str, auth: Option<(&str, &str)>) -> Result<Client, StoreError> {
     use ::redis::IntoConnectionInfo;
     if url.starts_with("rediss://") {
         return Err(StoreError::Invalid(
@@ -403,12 +414,7 @@ pub async fn connect_as(url: &str, auth: Option<(&str, &str)>) -> Result<Connect
         let settings = info.redis_settings().clone().set_username(user).set_password(password);
         info = info.set_redis_settings(settings);
     }
-    let client = Client::open(info).map_err(|_| StoreError::Invalid("redis URL".into()))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(2);
-    Ok(ConnectionManager::new_with_config(client, config).await?)
+    Client::open(info).map_err(|_| StoreError::Invalid("redis URL".into()))
 }
 
 impl From<RedisError> for StoreError {
