@@ -10,6 +10,7 @@
 //!   opens one [`TierStore`] per tier from the configured URL.
 //! - [`sqlite`]: the embedded default, one SQLite file per tier.
 //! - [`redis`]: the shared backend for replicas, one key prefix per tier.
+//! - [`redis_connection`]: how that backend reaches Redis (one node, Sentinel, Cluster, TLS).
 //! - `conformance.rs` (tests only): one suite that every backend must pass.
 //! - `hooked.rs` (tests only): a store that forwards to a real one and lets a test act
 //!   after each call.
@@ -24,6 +25,7 @@
 //! HTTP, cookies, caches or the rules of the services above it.
 
 pub mod redis;
+pub mod redis_connection;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -313,12 +315,15 @@ pub trait TierStore:
 pub enum StoreLocation {
     /// `sqlite:<dir>`: one `<dir>/<tier>.sqlite3` file per tier.
     Sqlite(PathBuf),
-    /// `redis://...` or `rediss://...`: one `portcullis:<tier>:` key prefix per tier.
+    /// `redis://...`, `rediss://...`, `redis+sentinel://...`, `rediss+sentinel://...`,
+    /// `redis+cluster://...` or `rediss+cluster://...` (see [`redis_connection`]): one key
+    /// prefix per tier.
     Redis(String),
 }
 
 impl StoreLocation {
-    /// Parses `sqlite:<dir>` or `redis://...`; the error never repeats the URL (it may hold a password).
+    /// Parses `sqlite:<dir>` or a Redis URL (checking its form); the error never repeats the
+    /// URL (it may hold a password).
     pub fn parse(url: &str) -> Result<Self, StoreError> {
         if let Some(dir) = url.strip_prefix("sqlite:") {
             if dir.is_empty() {
@@ -326,11 +331,16 @@ impl StoreLocation {
             }
             return Ok(StoreLocation::Sqlite(PathBuf::from(dir)));
         }
-        if url.starts_with("redis://") || url.starts_with("rediss://") {
+        if url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+")
+            || url.starts_with("rediss+")
+        {
+            self::redis_connection::RedisTarget::parse(url)?;
             return Ok(StoreLocation::Redis(url.to_string()));
         }
         Err(StoreError::Invalid(
-            "store URL (expected sqlite:DIR or redis://HOST:PORT)".into(),
+            "store URL (expected sqlite:DIR, redis://, rediss://, redis+sentinel:// or redis+cluster://)".into(),
         ))
     }
 }

@@ -1,6 +1,7 @@
 //! The shared [`TierStore`] for replicas: Redis (tested with 7.0; the scripts need
-//! effects replication, Redis ≥ 5), one key prefix per tier
-//! (`portcullis:<tier>:`), through a [`ConnectionManager`] that reconnects on its own.
+//! effects replication, Redis ≥ 5), one key prefix per tier (`portcullis:<tier>:`, or
+//! `portcullis:{<tier>}:` on a Cluster, see [`key_prefix`]), through a
+//! [`RedisConnection`] to one node, a Sentinel-named master or a Cluster.
 //!
 //! Owns the key layout below and the Lua scripts that make each multi-step change atomic.
 //! Semantics follow the caller's `now`, exactly as in SQLite; Redis key expiry
@@ -31,16 +32,19 @@
 //!   test JSON, `p:<n>` the digest a passing test was recorded for, `r:<n>` the version it
 //!   replaced; `draft` and `active` the numbers of those, `next` the last number given.
 //!
-//! Not Redis Cluster ready: scripts touch a session and its index keys, which would need
-//! hash tags to share a slot.
+//! Cluster: every script touches several keys of one tier (a session and its indexes, a
+//! subject's and the tenant's sign-in history, ...), and `RECORD_LOGIN` even names a
+//! subject key it reads back from the tenant's history; the tier's hash tag puts all of them
+//! in one slot, so every script and pipeline runs on one node. Nothing here scans keys
+//! (`SCAN`, `KEYS`): every key is reached from a known name or an index.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, RedisError, Script};
+use ::redis::{RedisError, Script};
 use serde::{Deserialize, Serialize};
 
+pub use super::redis_connection::RedisConnection;
+use super::redis_connection::RedisTarget;
 use super::{
     AccountStore, AuditLog, ChangeStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, SessionStore, SsoActivation, SsoRollback,
     SsoStore, StoreError, SwitchStore, TENANT_LOGIN_HISTORY_CAP, ThrottleStore, TierStore, as_stored_draft,
@@ -335,8 +339,9 @@ impl Scripts {
 
 /// Redis backend for one tier.
 pub struct RedisStore {
-    con: ConnectionManager,
-    /// `portcullis:<tier>:`; every key of this store starts with it.
+    con: RedisConnection,
+    /// `portcullis:<tier>:`, or `portcullis:{<tier>}:` on a Cluster; every key of this store
+    /// starts with it.
     prefix: String,
     /// The tier served; sessions of other tiers are refused.
     tier: String,
@@ -350,33 +355,28 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// Connects to Redis; one manager can serve every tier's [`RedisStore`]. Short timeouts, so
-/// a lost Redis turns into [`StoreError::Unavailable`] (and a fail-closed 503) quickly.
-pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
+/// Connects to Redis as the store URL says (one node, Sentinel or Cluster; see
+/// [`super::redis_connection`]); one connection can serve every tier's [`RedisStore`]. Short
+/// timeouts, so a lost Redis turns into [`StoreError::Unavailable`] (and a fail-closed 503)
+/// quickly.
+pub async fn connect(url: &str) -> Result<RedisConnection, StoreError> {
     connect_as(url, None).await
 }
 
 /// Connects as a Redis ACL user (`(user, password)`), or as the URL says when `None`.
-pub async fn connect_as(url: &str, auth: Option<(&str, &str)>) -> Result<ConnectionManager, StoreError> {
-    use ::redis::IntoConnectionInfo;
-    if url.starts_with("rediss://") {
-        return Err(StoreError::Invalid(
-            "redis URL: rediss:// (TLS) is not supported by this build".into(),
-        ));
+pub async fn connect_as(url: &str, auth: Option<(&str, &str)>) -> Result<RedisConnection, StoreError> {
+    RedisTarget::parse(url)?.connect(auth).await
+}
+
+/// The prefix of every key of `tier`. On a Cluster the tier is a hash tag, so all its keys
+/// share one slot and every multi-key script stays on one node; elsewhere the prefix stays
+/// as it always was, so existing data and ACL key patterns stay valid.
+pub fn key_prefix(tier: &str, cluster: bool) -> String {
+    if cluster {
+        format!("portcullis:{{{tier}}}:")
+    } else {
+        format!("portcullis:{tier}:")
     }
-    let mut info = url
-        .into_connection_info()
-        .map_err(|_| StoreError::Invalid("redis URL".into()))?;
-    if let Some((user, password)) = auth {
-        let settings = info.redis_settings().clone().set_username(user).set_password(password);
-        info = info.set_redis_settings(settings);
-    }
-    let client = Client::open(info).map_err(|_| StoreError::Invalid("redis URL".into()))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(2);
-    Ok(ConnectionManager::new_with_config(client, config).await?)
 }
 
 impl From<RedisError> for StoreError {
@@ -609,11 +609,11 @@ impl RedisStore {
     }
 
     /// The store of `tier` on an existing connection (see [`connect`]).
-    pub fn new(con: ConnectionManager, tier: &str) -> Result<Self, StoreError> {
+    pub fn new(con: RedisConnection, tier: &str) -> Result<Self, StoreError> {
         check_tier(tier)?;
         Ok(RedisStore {
+            prefix: key_prefix(tier, con.is_cluster()),
             con,
-            prefix: format!("portcullis:{tier}:"),
             tier: tier.to_string(),
             scripts: Scripts::new(),
         })
@@ -624,7 +624,7 @@ impl RedisStore {
         RedisStore::new(connect(url).await?, tier)
     }
 
-    fn con(&self) -> ConnectionManager {
+    fn con(&self) -> RedisConnection {
         self.con.clone()
     }
 
