@@ -18,8 +18,9 @@
 //! credentials. TLS trusts the webpki roots, or only the PEM CA file given as
 //! `?ca=<path>` (percent-encoded). Errors never repeat the URL: it may hold a password.
 
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use ::redis::cluster::ClusterClient;
@@ -302,13 +303,19 @@ impl RedisTarget {
                 let client = builder
                     .build()
                     .map_err(|_| invalid("sentinel set-up (is the ca= file a PEM certificate?)"))?;
-                let sentinel = SentinelMaster {
-                    sentinels: tokio::sync::Mutex::new(client),
+                let sentinel = Arc::new(SentinelMaster {
+                    master_name: master.clone(),
+                    sentinels: tokio::sync::Mutex::new(Lookup {
+                        client,
+                        failed_at: None,
+                    }),
                     current: RwLock::new(None),
-                };
+                    switches: AtomicU64::new(0),
+                });
                 // Fails now, not at the first request, when no sentinel names a master.
                 sentinel.master().await?;
-                Ok(RedisConnection::Sentinel(Arc::new(sentinel)))
+                tokio::spawn(watch_switches(Arc::downgrade(&sentinel)));
+                Ok(RedisConnection::Sentinel(sentinel))
             }
         }
     }
@@ -414,14 +421,41 @@ impl ConnectionLike for RedisConnection {
     }
 }
 
-/// The master the sentinels name, with one multiplexed connection to it. A connection
-/// that is lost, times out or meets a replica (`READONLY`, `MASTERDOWN`: a failover
-/// happened) is dropped, and the next call asks the sentinels again; no call ever
-/// reconnects to an address they have not just named.
+/// The master the sentinels name, with one multiplexed connection to it. The connection
+/// is dropped when the sentinels announce a new master (`+switch-master`), or when it is
+/// lost, times out or meets a replica (`READONLY`, `MASTERDOWN`); the next call then asks
+/// the sentinels again. No call ever reconnects to an address they have not just named,
+/// and writes stop going to a demoted master as soon as the switch is announced (Redis
+/// takes about ten seconds more to demote it, and would drop what it took meanwhile).
 pub struct SentinelMaster {
-    sentinels: tokio::sync::Mutex<SentinelClient>,
+    master_name: String,
+    sentinels: tokio::sync::Mutex<Lookup>,
     current: RwLock<Option<Arc<MultiplexedConnection>>>,
+    /// Switches announced so far.
+    switches: AtomicU64,
 }
+
+/// Connects to the master the sentinels name now.
+async fn connect_to_master(sentinels: &mut SentinelClient) -> RedisResult<MultiplexedConnection> {
+    let client = tokio::time::timeout(SENTINEL_LOOKUP_TIMEOUT, sentinels.async_get_client())
+        .await
+        .map_err(|_| RedisError::from((ErrorKind::Io, "sentinel lookup timed out")))??;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    client.get_multiplexed_async_connection_with_config(&config).await
+}
+
+/// Asking the sentinels, one call at a time.
+struct Lookup {
+    client: SentinelClient,
+    /// When the last lookup failed: calls queued behind it fail at once for a moment
+    /// instead of each waiting out a lookup of its own while Redis is unreachable.
+    failed_at: Option<Instant>,
+}
+
+/// How long a failed lookup answers for the calls queued behind it.
+const LOOKUP_BACKOFF: Duration = Duration::from_millis(250);
 
 impl SentinelMaster {
     fn cached(&self) -> Option<Arc<MultiplexedConnection>> {
@@ -433,22 +467,44 @@ impl SentinelMaster {
         if let Some(c) = self.cached() {
             return Ok(c);
         }
-        let mut sentinels = self.sentinels.lock().await;
+        let mut lookup = self.sentinels.lock().await;
         // Another call may have asked while this one waited for the lock.
         if let Some(c) = self.cached() {
             return Ok(c);
         }
-        let client = tokio::time::timeout(SENTINEL_LOOKUP_TIMEOUT, sentinels.async_get_client())
-            .await
-            .map_err(|_| RedisError::from((ErrorKind::Io, "sentinel lookup timed out")))??;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let con = Arc::new(client.get_multiplexed_async_connection_with_config(&config).await?);
-        if let Ok(mut current) = self.current.write() {
-            *current = Some(Arc::clone(&con));
+        if lookup.failed_at.is_some_and(|t| t.elapsed() < LOOKUP_BACKOFF) {
+            return Err(RedisError::from((ErrorKind::Io, "no master named by the sentinels")));
         }
-        Ok(con)
+        // A switch announced during a lookup may have been answered with the old master:
+        // ask again (once) rather than keep it.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let switches = self.switches.load(Ordering::SeqCst);
+            let con = match connect_to_master(&mut lookup.client).await {
+                Ok(con) => Arc::new(con),
+                Err(e) => {
+                    lookup.failed_at = Some(Instant::now());
+                    return Err(e);
+                }
+            };
+            lookup.failed_at = None;
+            if self.switches.load(Ordering::SeqCst) != switches && attempts < 2 {
+                continue;
+            }
+            if let Ok(mut current) = self.current.write() {
+                *current = Some(Arc::clone(&con));
+            }
+            return Ok(con);
+        }
+    }
+
+    /// Drops the current connection, whichever it is: the sentinels named a new master.
+    fn forget_current(&self) {
+        self.switches.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut current) = self.current.write() {
+            *current = None;
+        }
     }
 
     /// Drops `con` if it is still the current connection.
@@ -489,6 +545,40 @@ impl SentinelMaster {
             }
             ok => ok,
         }
+    }
+}
+
+/// Listens to a sentinel for `+switch-master` of our master and drops the connection to
+/// the old one at once. Resubscribes (to whichever sentinel answers) when the subscription
+/// is lost; ends once the store is gone.
+async fn watch_switches(master: Weak<SentinelMaster>) {
+    use futures_util::StreamExt;
+    loop {
+        let client = {
+            let Some(m) = master.upgrade() else { return };
+            let mut lookup = m.sentinels.lock().await;
+            tokio::time::timeout(SENTINEL_LOOKUP_TIMEOUT, lookup.client.async_get_sentinel_client()).await
+        };
+        if let Ok(Ok(client)) = client
+            && let Ok(Ok(mut pubsub)) = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await
+            && pubsub.subscribe("+switch-master").await.is_ok()
+        {
+            // A switch announced while there was no subscription is caught here.
+            match master.upgrade() {
+                Some(m) => m.forget_current(),
+                None => return,
+            }
+            let mut messages = pubsub.into_on_message();
+            while let Some(msg) = messages.next().await {
+                let Some(m) = master.upgrade() else { return };
+                // "<master-name> <old-ip> <old-port> <new-ip> <new-port>"
+                let payload: String = msg.get_payload().unwrap_or_default();
+                if payload.split(' ').next() == Some(m.master_name.as_str()) {
+                    m.forget_current();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
