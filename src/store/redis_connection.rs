@@ -239,7 +239,7 @@ impl RedisTarget {
                     Some(certs) => Client::build_with_tls(info, certs),
                     None => Client::open(info),
                 }
-                .map_err(|_| invalid("TLS set-up (is the ca= file a PEM certificate?)"))?;
+                .map_err(|_| invalid("client set-up (with ca=: is the file a PEM certificate?)"))?;
                 let manager = ConnectionManager::new_with_config(client, manager_config()).await?;
                 Ok(RedisConnection::Single(manager))
             }
