@@ -5,7 +5,9 @@
 //! Owns: parsing the tier's assertion key (PKCS#8 PEM, Ed25519 or P-256), generating fresh
 //! Ed25519 keys, the claim set and its limits (lifetime at most [`MAX_LIFETIME_SECS`]),
 //! rotation (the previous public key stays published until its last assertion expired),
-//! and the refusals a verifier must make (alg `none`/HMAC, unknown `kid`, wrong `aud` or
+//! how long a key must stay published after it last signs ([`publish_until`]), the keys
+//! other replicas publish ([`SharedKey`], checked before they join a JWKS), and the
+//! refusals a verifier must make (alg `none`/HMAC, unknown `kid`, wrong `aud` or
 //! `iss`, expired, over-long lifetime, bad signature).
 //!
 //! Must not: read the clock (callers pass `now`, unix seconds), know HTTP, log, or put key
@@ -37,6 +39,16 @@ pub const MAX_LIFETIME_SECS: i64 = 60;
 /// Clock difference tolerated between gateway and upstream when checking `exp` and `iat`.
 /// Kept small on purpose: a large leeway would silently stretch the 60 s lifetime.
 pub const CLOCK_SKEW_SECS: i64 = 5;
+
+/// How long a key stays published after the last moment it may have signed: the longest
+/// lifetime of an assertion plus the clock skew verifiers allow.
+pub const PUBLISH_WINDOW_SECS: i64 = MAX_LIFETIME_SECS + CLOCK_SKEW_SECS;
+
+/// Until when a key that may sign until `last_signing_at` (unix seconds) must stay
+/// published: every assertion it signs by then has expired, for every verifier, after it.
+pub fn publish_until(last_signing_at: i64) -> i64 {
+    last_signing_at.saturating_add(PUBLISH_WINDOW_SECS)
+}
 
 /// Longest token the verifier will look at; a real assertion is well under 1 KiB, so this
 /// bounds the work an attacker can ask for before the signature check.
@@ -313,7 +325,7 @@ impl Signer {
         if next.kid != self.current.kid {
             retired.push(RetiredKey {
                 jwk: self.current.jwk.clone(),
-                published_until: now.saturating_add(MAX_LIFETIME_SECS + CLOCK_SKEW_SECS),
+                published_until: publish_until(now),
             });
         }
         retired.extend(
@@ -358,6 +370,134 @@ impl Signer {
     pub fn jwks_json(&self, now: i64) -> String {
         self.jwks(now).to_string()
     }
+
+    /// The retired keys still published at `now`, with the time each stays published
+    /// until, so they can be published where other replicas see them too.
+    pub fn retired_keys(&self, now: i64) -> impl Iterator<Item = (&Value, i64)> {
+        self.retired
+            .iter()
+            .filter(move |old| old.published_until > now)
+            .map(|old| (&old.jwk, old.published_until))
+    }
+
+    /// [`Signer::jwks`] plus the keys published by other replicas (or by this tier before
+    /// a restart) still inside their window at `now`, each `kid` once: this signer's own
+    /// keys first, then the shared ones by `kid`.
+    pub fn jwks_with(&self, shared: &[SharedKey], now: i64) -> Value {
+        let mut jwks = self.jwks(now);
+        if let Some(keys) = jwks.get_mut("keys").and_then(Value::as_array_mut) {
+            let mut extra: Vec<&SharedKey> = shared
+                .iter()
+                .filter(|k| {
+                    k.until > now
+                        && !keys
+                            .iter()
+                            .any(|own| own.get("kid").and_then(Value::as_str) == Some(&k.kid))
+                })
+                .collect();
+            extra.sort_by(|a, b| a.kid.cmp(&b.kid));
+            extra.dedup_by(|a, b| a.kid == b.kid);
+            keys.extend(extra.into_iter().map(|k| k.jwk.clone()));
+        }
+        jwks
+    }
+}
+
+/// A public key published for the tier by another replica or by an earlier run, as read
+/// back from the store: only an Ed25519 or P-256 signing key whose `kid` is the one
+/// derived from its own bytes, re-encoded with the public fields alone, so a damaged or
+/// planted entry can neither break the JWKS nor put anything else in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedKey {
+    /// Its `kid` (derived from the key, as for [`SigningKey`]).
+    kid: String,
+    /// The public JWK, rebuilt from the checked fields.
+    jwk: Value,
+    /// Unix seconds until which it is published.
+    until: i64,
+}
+
+impl SharedKey {
+    /// Checks the JWK text of a published key (see the type's docs).
+    pub fn parse(jwk_json: &str, until: i64) -> Result<Self, AssertionError> {
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_str(jwk_json).map_err(|_| AssertionError::InvalidJwks("a key is not a JWK"))?;
+        let (kid, _, _) = check_public_jwk(&jwk)?;
+        let decode = |v: &str| {
+            URL_SAFE_NO_PAD
+                .decode(v)
+                .map_err(|_| AssertionError::InvalidJwks("a key is malformed"))
+        };
+        let (public, canonical) = match &jwk.algorithm {
+            AlgorithmParameters::OctetKeyPair(p) => {
+                let x = decode(&p.x)?;
+                if x.len() != 32 {
+                    return Err(AssertionError::InvalidJwks("a key is malformed"));
+                }
+                let canonical = json!({
+                    "kty": "OKP", "crv": "Ed25519", "x": p.x, "kid": kid, "alg": "EdDSA", "use": "sig",
+                });
+                (x, canonical)
+            }
+            AlgorithmParameters::EllipticCurve(p) => {
+                let (x, y) = (decode(&p.x)?, decode(&p.y)?);
+                if x.len() != 32 || y.len() != 32 {
+                    return Err(AssertionError::InvalidJwks("a key is malformed"));
+                }
+                let point: Vec<u8> = std::iter::once(4u8).chain(x).chain(y).collect();
+                let canonical = json!({
+                    "kty": "EC", "crv": "P-256", "x": p.x, "y": p.y, "kid": kid, "alg": "ES256", "use": "sig",
+                });
+                (point, canonical)
+            }
+            _ => return Err(AssertionError::InvalidJwks("only Ed25519 and P-256 keys are accepted")),
+        };
+        if kid_for(&public) != kid {
+            return Err(AssertionError::InvalidJwks("a key's kid is not derived from the key"));
+        }
+        Ok(SharedKey {
+            kid,
+            jwk: canonical,
+            until,
+        })
+    }
+
+    /// The key's `kid`.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Unix seconds until which it is published.
+    pub fn until(&self) -> i64 {
+        self.until
+    }
+}
+
+/// The checks every published JWK must pass: a `kid`, an Ed25519 (EdDSA) or P-256 (ES256)
+/// key, a declared `alg` (if any) that matches the key type, and parameters the JWT
+/// library can use. Returns the `kid`, the only algorithm the key verifies with, and the key.
+fn check_public_jwk(jwk: &jsonwebtoken::jwk::Jwk) -> Result<(String, Algorithm, DecodingKey), AssertionError> {
+    let kid = jwk
+        .common
+        .key_id
+        .clone()
+        .ok_or(AssertionError::InvalidJwks("a key has no kid"))?;
+    let alg = match &jwk.algorithm {
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Algorithm::EdDSA,
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
+        _ => return Err(AssertionError::InvalidJwks("only Ed25519 and P-256 keys are accepted")),
+    };
+    let declared_matches = match jwk.common.key_algorithm {
+        None => true,
+        Some(KeyAlgorithm::EdDSA) => alg == Algorithm::EdDSA,
+        Some(KeyAlgorithm::ES256) => alg == Algorithm::ES256,
+        Some(_) => false,
+    };
+    if !declared_matches {
+        return Err(AssertionError::InvalidJwks("a key's alg does not match its type"));
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| AssertionError::InvalidJwks("a key is malformed"))?;
+    Ok((kid, alg, key))
 }
 
 /// One verification key from a JWKS.
@@ -393,26 +533,7 @@ impl Verifier {
         let set: JwkSet = serde_json::from_str(jwks).map_err(|_| AssertionError::InvalidJwks("not a JWKS document"))?;
         let mut keys = HashMap::with_capacity(set.keys.len());
         for jwk in &set.keys {
-            let kid = jwk
-                .common
-                .key_id
-                .clone()
-                .ok_or(AssertionError::InvalidJwks("a key has no kid"))?;
-            let alg = match &jwk.algorithm {
-                AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Algorithm::EdDSA,
-                AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
-                _ => return Err(AssertionError::InvalidJwks("only Ed25519 and P-256 keys are accepted")),
-            };
-            let declared_matches = match jwk.common.key_algorithm {
-                None => true,
-                Some(KeyAlgorithm::EdDSA) => alg == Algorithm::EdDSA,
-                Some(KeyAlgorithm::ES256) => alg == Algorithm::ES256,
-                Some(_) => false,
-            };
-            if !declared_matches {
-                return Err(AssertionError::InvalidJwks("a key's alg does not match its type"));
-            }
-            let key = DecodingKey::from_jwk(jwk).map_err(|_| AssertionError::InvalidJwks("a key is malformed"))?;
+            let (kid, alg, key) = check_public_jwk(jwk)?;
             if keys.insert(kid, VerifyingKey { alg, key }).is_some() {
                 return Err(AssertionError::InvalidJwks("two keys share a kid"));
             }
@@ -845,6 +966,86 @@ mod tests {
         let reloaded = signer.rotated(SigningKey::from_pkcs8_pem(pem.as_bytes()).unwrap(), NOW);
         assert_eq!(reloaded.jwks(NOW)["keys"].as_array().unwrap().len(), 1);
         assert!(Verifier::from_jwks_json(&reloaded.jwks_json(NOW)).is_ok());
+    }
+
+    /// If this broke, an assertion signed by another replica or before a restart would
+    /// be refused, or a key would stay trusted after its last assertion expired.
+    #[test]
+    fn shared_keys_join_the_jwks_once_while_published() {
+        let other = Signer::new(fresh_key());
+        let token = other.sign(&claims()).unwrap();
+        let ours = Signer::new(fresh_p256_key());
+        let until = NOW + 30;
+        let shared = [
+            SharedKey::parse(&other.current().jwk().to_string(), until).unwrap(),
+            SharedKey::parse(&other.current().jwk().to_string(), until).unwrap(),
+            SharedKey::parse(&ours.current().jwk().to_string(), until).unwrap(),
+        ];
+        let jwks = ours.jwks_with(&shared, NOW);
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kids,
+            [ours.current().kid(), other.current().kid()],
+            "own first, each once"
+        );
+        let verifier = Verifier::from_jwks_json(&jwks.to_string()).unwrap();
+        assert_eq!(verifier.verify(&token, Some(ISS), "acme", NOW).unwrap(), claims());
+
+        let later = ours.jwks_with(&shared, until);
+        assert_eq!(later["keys"].as_array().unwrap().len(), 1, "gone at `until`");
+    }
+
+    /// If this broke, one damaged or planted store entry could break every upstream's
+    /// JWKS, smuggle in a symmetric key, or publish private key material.
+    #[test]
+    fn shared_keys_are_checked_and_published_with_public_fields_only() {
+        let key = fresh_key();
+        let mut with_private = key.jwk().clone();
+        with_private["d"] = json!("c2VjcmV0LXByaXZhdGUtc2NhbGFyLW5vdC1mb3ItcHVibGljYXRpb24");
+        with_private["x5u"] = json!("https://attacker.example/");
+        let shared = SharedKey::parse(&with_private.to_string(), NOW).unwrap();
+        assert_eq!(&shared.jwk, key.jwk(), "rebuilt from the public fields");
+        assert_eq!((shared.kid(), shared.until()), (key.kid(), NOW));
+        let p256 = fresh_p256_key();
+        assert_eq!(&SharedKey::parse(&p256.jwk().to_string(), NOW).unwrap().jwk, p256.jwk());
+
+        let mut wrong_kid = key.jwk().clone();
+        wrong_kid["kid"] = json!(fresh_key().kid());
+        let mut wrong_alg = key.jwk().clone();
+        wrong_alg["alg"] = json!("ES256");
+        let mut short_x = key.jwk().clone();
+        short_x["x"] = json!("AAAA");
+        for bad in [
+            wrong_kid.to_string(),
+            wrong_alg.to_string(),
+            short_x.to_string(),
+            r#"{"kty":"oct","k":"c2VjcmV0","kid":"k1","alg":"HS256"}"#.to_string(),
+            "not json".to_string(),
+            "{}".to_string(),
+        ] {
+            assert!(
+                matches!(SharedKey::parse(&bad, NOW), Err(AssertionError::InvalidJwks(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    /// If this broke, a key would leave the JWKS while an assertion it signed could
+    /// still be accepted (or stay published longer than any assertion lives).
+    #[test]
+    fn publish_until_ends_when_the_last_assertion_is_refused() {
+        let signer = Signer::new(fresh_key());
+        let token = signer.sign(&claims()).unwrap();
+        let last_valid = (NOW..NOW + 3600)
+            .rev()
+            .find(|t| verifier_for(&signer).verify(&token, Some(ISS), "acme", *t).is_ok())
+            .unwrap();
+        assert_eq!(publish_until(claims().iat), last_valid + 1);
     }
 
     #[test]

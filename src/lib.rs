@@ -24,7 +24,8 @@
 //! - [`tls`]: the public listener's TLS settings, built from the certificates in config.
 //! - [`upstream`]: the way to tenants' apps: pooled clients, allowlisted resolution, TLS
 //!   to upstreams, and each upstream's circuit breaker and bulkhead.
-//! - [`live`]: the live policy snapshot and atomic reloads.
+//! - [`live`]: the live policy snapshot and atomic reloads; the tiers' assertion keys
+//!   shared through their stores.
 //!
 //! Services, shared by every interface and free of HTTP:
 //! - [`session`]: sessions: tokens, the cache, revocation, open connections.
@@ -57,6 +58,7 @@ pub mod changes;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod housekeeping;
 pub mod killswitch;
 pub mod live;
 pub mod path;
@@ -212,6 +214,19 @@ impl Gateway {
                 .clone()
                 .keep_fresh(self.live.clone(), stop_rx.clone()),
         );
+        // Before serving: a restarted replica's JWKS already has the keys of its last run.
+        let sessions = self.portal.sessions.clone();
+        let mut keys = live::KeySharing::new(
+            self.live.clone(),
+            Box::new(move |tier| sessions.store(tier).ok().map(|s| s as Arc<dyn store::KeyStore>)),
+        );
+        keys.sync(clock::unix_now()).await;
+        tokio::spawn(keys.run(stop_rx.clone()));
+        tokio::spawn(housekeeping::purge_loop(
+            self.portal.sessions.clone(),
+            self.live.clone(),
+            stop_rx.clone(),
+        ));
         let admin = tokio::spawn(admin::serve(self.admin, admin_state, stop_rx.clone()));
         let public = tokio::spawn(proxy::serve(self.public, pipeline, stop_rx));
         tracing::info!("gateway serving");

@@ -5,17 +5,24 @@
 //! and keep it to the end, so a reload applies atomically to new requests while
 //! in-flight ones finish on the old version. A reload that fails validation changes
 //! nothing; its errors are logged and reported by `/readyz`.
+//!
+//! Also owns sharing the tiers' assertion keys through their stores ([`KeySharing`]):
+//! every replica publishes the keys it signs with (and the ones it just retired) for as
+//! long as an assertion they signed may still be verified, and serves in its JWKS the
+//! keys every replica and earlier run of the tier published, read back periodically so
+//! the request path never waits on the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::assertion::{Signer, SigningKey, generate_ed25519_pem};
+use crate::assertion::{SharedKey, Signer, SigningKey, generate_ed25519_pem, publish_until};
 use crate::config::{self, Config, ConfigError, Env, Overrides};
+use crate::store::{KeyStore, PublishedKey, StoreError};
 use crate::tenancy::HostMap;
 use crate::tls;
 use crate::upstream::UpstreamClient;
@@ -70,9 +77,27 @@ pub struct ReloadStatus {
     pub last_reload_errors: Vec<String>,
 }
 
+/// How often each replica publishes its tiers' signing keys and reads back what every
+/// replica published.
+pub const KEY_SYNC_PERIOD: Duration = Duration::from_secs(10);
+
+/// How far past `now` a replica counts on signing with its current key when it
+/// publishes it: two sync periods, so one late or failed sync never lets the key's
+/// publication lapse while it still signs.
+const KEY_SYNC_MARGIN_SECS: i64 = 20;
+
+// A margin shorter than the time to the next publication would let a key drop out of the
+// JWKS while replicas still sign with it.
+const _: () = assert!(KEY_SYNC_MARGIN_SECS as u64 >= 2 * KEY_SYNC_PERIOD.as_secs());
+
 /// The live policy set.
 pub struct Live {
     current: ArcSwap<Snapshot>,
+    /// The assertion keys published in each tier's store (by every replica, and by this
+    /// one before a restart), as last read; the JWKS serves them beside the signer's own.
+    shared_keys: ArcSwap<HashMap<String, Arc<[SharedKey]>>>,
+    /// Woken by a reload, so a rotated-out key is published with its final window at once.
+    keys_changed: tokio::sync::Notify,
     status: Mutex<ReloadStatus>,
     reloading: tokio::sync::Mutex<()>,
     dir: PathBuf,
@@ -94,6 +119,8 @@ impl Live {
         };
         Ok(Arc::new(Live {
             current: ArcSwap::from_pointee(snapshot),
+            shared_keys: ArcSwap::from_pointee(HashMap::new()),
+            keys_changed: tokio::sync::Notify::new(),
             status: Mutex::new(status),
             reloading: tokio::sync::Mutex::new(()),
             dir,
@@ -105,6 +132,16 @@ impl Live {
     /// The current snapshot; hold it for the whole request.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// The assertion keys the tier's store publishes, as last read (empty before the
+    /// first read); [`Signer::jwks_with`] merges them into the tier's JWKS.
+    pub fn shared_keys(&self, tier: &str) -> Arc<[SharedKey]> {
+        self.shared_keys
+            .load()
+            .get(tier)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Vec::new()))
     }
 
     /// Outcome of the last reload.
@@ -228,6 +265,7 @@ impl PreparedReload<'_> {
             tracing::warn!("listener addresses changed; they apply at the next restart");
         }
         live.current.store(Arc::new(snapshot));
+        live.keys_changed.notify_one();
         status.serving_digest = new_digest.clone();
         status.last_reload_ok = true;
         status.last_reload_errors.clear();
@@ -359,4 +397,295 @@ fn build_signers(
         out.insert(tier.name.clone(), signer);
     }
     Ok(out)
+}
+
+/// Where [`KeySharing`] finds a tier's store (`None` for a tier opened after start).
+pub type KeyStores = Box<dyn Fn(&str) -> Option<Arc<dyn KeyStore>> + Send + Sync>;
+
+/// Keeps the tiers' assertion keys published in their stores and the JWKS's view of
+/// them fresh: one sync at start (before the listeners serve), then every
+/// [`KEY_SYNC_PERIOD`] and after every reload.
+pub struct KeySharing {
+    /// The signers to publish and where the keys read back go.
+    live: Arc<Live>,
+    /// The tiers' stores.
+    stores: KeyStores,
+    /// Tiers whose last sync failed: a failure is logged when it starts and when it ends,
+    /// not every period.
+    failing: HashSet<String>,
+    /// Published entries found unusable, by (tier, kid): each is logged once.
+    reported: HashSet<(String, String)>,
+}
+
+impl KeySharing {
+    /// Sharing for `live`'s tiers through `stores`.
+    pub fn new(live: Arc<Live>, stores: KeyStores) -> Self {
+        KeySharing {
+            live,
+            stores,
+            failing: HashSet::new(),
+            reported: HashSet::new(),
+        }
+    }
+
+    /// One round at `now`: publishes every tier's keys and reads back what the tier's
+    /// store publishes. A tier whose store fails keeps the keys last read.
+    pub async fn sync(&mut self, now: i64) {
+        let snapshot = self.live.snapshot();
+        let mut shared = HashMap::clone(&self.live.shared_keys.load());
+        for (tier, signer) in &snapshot.signers {
+            let Some(store) = (self.stores)(tier) else {
+                continue;
+            };
+            match sync_tier(store.as_ref(), &signer.signer, now).await {
+                Ok(published) => {
+                    if self.failing.remove(tier) {
+                        tracing::info!(tier = %tier, "assertion keys shared through the store again");
+                    }
+                    shared.insert(tier.clone(), self.usable(tier, published).into());
+                }
+                Err(e) => {
+                    if self.failing.insert(tier.clone()) {
+                        tracing::warn!(
+                            tier = %tier,
+                            error = %e,
+                            "cannot share assertion keys through the store; serving the keys last read"
+                        );
+                    }
+                }
+            }
+        }
+        self.live.shared_keys.store(Arc::new(shared));
+    }
+
+    /// Syncs every [`KEY_SYNC_PERIOD`] and after each reload until `stop`.
+    pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(KEY_SYNC_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate, and the caller synced once before serving.
+        tick.tick().await;
+        let live = self.live.clone();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = live.keys_changed.notified() => {}
+                _ = stop.changed() => return,
+            }
+            self.sync(crate::clock::unix_now()).await;
+        }
+    }
+
+    /// The entries that are keys this tier may publish; each other one is logged once
+    /// and left out, so one damaged entry never breaks the JWKS.
+    fn usable(&mut self, tier: &str, published: Vec<PublishedKey>) -> Vec<SharedKey> {
+        let mut keys = Vec::with_capacity(published.len());
+        for entry in published {
+            match SharedKey::parse(&entry.jwk, entry.until) {
+                Ok(key) if key.kid() == entry.kid => keys.push(key),
+                outcome => {
+                    if self.reported.insert((tier.to_string(), entry.kid.clone())) {
+                        let problem = outcome
+                            .err()
+                            .map_or_else(|| "its kid is not the key's".to_string(), |e| e.to_string());
+                        tracing::warn!(tier = %tier, kid = %entry.kid, problem = %problem, "ignoring an unusable published assertion key");
+                    }
+                }
+            }
+        }
+        keys
+    }
+}
+
+/// Publishes a tier's keys at `now` and returns what its store publishes.
+async fn sync_tier(store: &dyn KeyStore, signer: &Signer, now: i64) -> Result<Vec<PublishedKey>, StoreError> {
+    for key in publications(signer, now) {
+        store.publish_assertion_key(&key).await?;
+    }
+    store.published_assertion_keys(now).await
+}
+
+/// What a replica publishes for a tier at `now`: its current key until one assertion
+/// window after the latest moment it may still sign with it before publishing again
+/// (`now` plus [`KEY_SYNC_MARGIN_SECS`]), and each retired key until its own window ends.
+fn publications(signer: &Signer, now: i64) -> Vec<PublishedKey> {
+    let current = signer.current();
+    let mut out = vec![PublishedKey {
+        kid: current.kid().to_string(),
+        jwk: current.jwk().to_string(),
+        until: publish_until(now.saturating_add(KEY_SYNC_MARGIN_SECS)),
+    }];
+    for (jwk, until) in signer.retired_keys(now) {
+        if let Some(kid) = jwk.get("kid").and_then(serde_json::Value::as_str) {
+            out.push(PublishedKey {
+                kid: kid.to_string(),
+                jwk: jwk.to_string(),
+                until,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assertion::{CLOCK_SKEW_SECS, Claims, MAX_LIFETIME_SECS, Verifier};
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn key() -> SigningKey {
+        SigningKey::from_pkcs8_pem(generate_ed25519_pem().unwrap().as_bytes()).unwrap()
+    }
+
+    fn claims(iat: i64) -> Claims {
+        Claims {
+            iss: "urn:portcullis:tier:prod".into(),
+            aud: "acme".into(),
+            sub: "alice".into(),
+            idp: "local".into(),
+            tenant: "acme".into(),
+            tier: "prod".into(),
+            sid: "abc".into(),
+            amr: vec!["pwd".into()],
+            roles: vec![],
+            email: None,
+            iat,
+            exp: iat + MAX_LIFETIME_SECS,
+        }
+    }
+
+    /// If this broke, an assertion signed just before a restart (the last moment before
+    /// the next publication would have come) could outlive its key's publication.
+    #[test]
+    fn the_current_key_stays_published_for_every_assertion_it_may_sign_before_the_next_sync() {
+        let signer = Signer::new(key());
+        let published = publications(&signer, NOW);
+        assert_eq!(published.len(), 1);
+        let current = &published[0];
+        assert_eq!(current.kid, signer.current().kid());
+        assert_eq!(
+            current.until,
+            NOW + KEY_SYNC_MARGIN_SECS + MAX_LIFETIME_SECS + CLOCK_SKEW_SECS
+        );
+
+        // Signed at the last second before the publication would be renewed: still
+        // verifiable with the published keys only until `until`, and not after.
+        let last_signing = NOW + KEY_SYNC_MARGIN_SECS;
+        let token = signer.sign(&claims(last_signing)).unwrap();
+        let shared = [SharedKey::parse(&current.jwk, current.until).unwrap()];
+        let other = Signer::new(key());
+        let jwks = |at: i64| Verifier::from_jwks_json(&other.jwks_with(&shared, at).to_string()).unwrap();
+        assert!(
+            jwks(current.until - 1)
+                .verify(&token, None, "acme", current.until - 1)
+                .is_ok()
+        );
+        assert!(
+            jwks(current.until)
+                .verify(&token, None, "acme", current.until - 1)
+                .is_err(),
+            "gone from the JWKS once its window is over"
+        );
+    }
+
+    /// A live policy with one tier, `staging`, whose key is made at start.
+    fn staging_only(dir: &std::path::Path) -> Arc<Live> {
+        for (name, text) in [
+            (
+                "gateway.toml",
+                "[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nplaintext = true\n",
+            ),
+            (
+                "tiers/staging.toml",
+                "name = \"staging\"\nupstream_allowlist = [\"127.0.0.1\"]\n\n[keys]\ncookie = \"inline:staging-cookie-key-0123456789abcdef-xyz\"\n",
+            ),
+            (
+                "tenants/acme.toml",
+                "id = \"acme\"\ntier = \"staging\"\nhosts = [\"acme.test\"]\nupstream = \"http://127.0.0.1:3000\"\n",
+            ),
+        ] {
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let env: Arc<dyn Env> = Arc::new(HashMap::<String, String>::new());
+        let config = config::load(dir, env.as_ref(), &Overrides::default()).unwrap();
+        Live::new(config, env, Overrides::default()).unwrap()
+    }
+
+    fn kids(keys: &[SharedKey]) -> Vec<&str> {
+        keys.iter().map(SharedKey::kid).collect()
+    }
+
+    /// If this broke, a replica would not serve what other replicas publish, one bad
+    /// entry would break its JWKS, or a store outage would empty it.
+    #[tokio::test]
+    async fn sync_publishes_reads_back_and_survives_a_failing_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let live = staging_only(&tmp.path().join("policy"));
+        let data = tmp.path().join("data");
+        let store = Arc::new(crate::store::SqliteStore::open(&data, "staging").await.unwrap());
+        let ours = live.snapshot().signers["staging"].signer.current().kid().to_string();
+
+        // Another replica's key, and an entry that is no key at all.
+        let other = key();
+        let published_other = PublishedKey {
+            kid: other.kid().to_string(),
+            jwk: other.jwk().to_string(),
+            until: NOW + 100,
+        };
+        store.publish_assertion_key(&published_other).await.unwrap();
+        let junk = PublishedKey {
+            kid: "junk".into(),
+            jwk: "{\"kty\":\"oct\",\"k\":\"c2VjcmV0\",\"kid\":\"junk\"}".into(),
+            until: NOW + 100,
+        };
+        store.publish_assertion_key(&junk).await.unwrap();
+
+        let handle = store.clone();
+        let mut sharing = KeySharing::new(
+            live.clone(),
+            Box::new(move |tier| (tier == "staging").then(|| handle.clone() as Arc<dyn KeyStore>)),
+        );
+        sharing.sync(NOW).await;
+        let mut expected = vec![ours.as_str(), other.kid()];
+        expected.sort_unstable();
+        assert_eq!(kids(&live.shared_keys("staging")), expected, "junk left out");
+        let in_store = store.published_assertion_keys(NOW).await.unwrap();
+        let own = in_store.iter().find(|k| k.kid == ours).expect("own key published");
+        assert_eq!(own.until, publish_until(NOW + KEY_SYNC_MARGIN_SECS));
+
+        // The store breaks: the keys last read are still served.
+        let conn = rusqlite::Connection::open(data.join("staging.sqlite3")).unwrap();
+        conn.execute_batch("DROP TABLE assertion_keys").unwrap();
+        sharing.sync(NOW + 10).await;
+        assert_eq!(kids(&live.shared_keys("staging")), expected);
+        assert!(sharing.failing.contains("staging"));
+        let snapshot = live.snapshot();
+        let jwks = snapshot.signers["staging"]
+            .signer
+            .jwks_with(&live.shared_keys("staging"), NOW + 10);
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+        assert!(live.shared_keys("prod").is_empty());
+    }
+
+    /// If this broke, a reload's rotation would publish the old key for the full margin
+    /// again (keeping it longer than needed) or not at all.
+    #[test]
+    fn a_rotated_out_key_is_published_until_its_own_window_ends() {
+        let old = Signer::new(key());
+        let old_kid = old.current().kid().to_string();
+        let rotated = old.rotated(key(), NOW);
+        let published = publications(&rotated, NOW + 1);
+        assert_eq!(published.len(), 2);
+        assert_eq!(published[0].kid, rotated.current().kid());
+        assert_eq!(published[1].kid, old_kid);
+        assert_eq!(published[1].until, NOW + MAX_LIFETIME_SECS + CLOCK_SKEW_SECS);
+        assert!(SharedKey::parse(&published[1].jwk, published[1].until).is_ok());
+        assert_eq!(
+            publications(&rotated, NOW + MAX_LIFETIME_SECS + CLOCK_SKEW_SECS).len(),
+            1,
+            "nothing retired once its window is over"
+        );
+    }
 }

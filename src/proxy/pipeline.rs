@@ -542,7 +542,8 @@ impl Pipeline {
                 .signers
                 .get(&entry.tier.name)
                 .ok_or(Refusal::Unavailable("No signing key for this tier."))?;
-            return Ok(reserved::jwks(&signer.signer, now));
+            let shared = self.live.shared_keys(&entry.tier.name);
+            return Ok(reserved::jwks(&signer.signer, &shared, now));
         }
         let ctx = ui::Ctx {
             config: &snapshot.config,

@@ -39,9 +39,14 @@ pub fn status(entry: &TenantEntry, switch: Option<&KillSwitch>) -> Response<Prox
 }
 
 /// `/.portcullis/jwks.json`: the tier's public assertion keys (current and recently
-/// retired), cacheable for a minute; verifiers refetch on an unknown `kid`.
-pub fn jwks(signer: &crate::assertion::Signer, now: i64) -> Response<ProxyBody> {
-    let mut resp = respond::json(StatusCode::OK, &signer.jwks(now));
+/// retired, this replica's and those the tier's store publishes for other replicas and
+/// earlier runs), cacheable for a minute; verifiers refetch on an unknown `kid`.
+pub fn jwks(
+    signer: &crate::assertion::Signer,
+    shared: &[crate::assertion::SharedKey],
+    now: i64,
+) -> Response<ProxyBody> {
+    let mut resp = respond::json(StatusCode::OK, &signer.jwks_with(shared, now));
     resp.headers_mut().insert(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("public, max-age=60"),

@@ -2130,6 +2130,117 @@ pub(crate) async fn concurrent_sso_activations_have_one_winner(b: &Backend) {
     assert_eq!(active, vec![2]);
 }
 
+fn published(kid: &str, until: i64) -> super::PublishedKey {
+    super::PublishedKey {
+        kid: kid.to_string(),
+        jwk: format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"x-{kid}","kid":"{kid}"}}"#),
+        until,
+    }
+}
+
+/// A restarted replica (or another one) could not find the key that signed assertions
+/// still in flight, or would find keys long dead.
+pub(crate) async fn assertion_keys_round_trip_and_expire(b: &Backend) {
+    let first = b.store("prod").await;
+    assert!(first.published_assertion_keys(T0).await.unwrap().is_empty());
+    let (a, z) = (published("aaaa", T0 + 80), published("zzzz", T0 + 20));
+    first.publish_assertion_key(&z).await.unwrap();
+    first.publish_assertion_key(&a).await.unwrap();
+
+    let second = b.store("prod").await;
+    assert_eq!(
+        second.published_assertion_keys(T0).await.unwrap(),
+        vec![a.clone(), z.clone()],
+        "every key, sorted by kid, seen by another store of the tier"
+    );
+    assert_eq!(
+        second.published_assertion_keys(T0 + 20).await.unwrap(),
+        vec![a.clone()],
+        "a key is gone once its time is up"
+    );
+    assert!(second.published_assertion_keys(T0 + 80).await.unwrap().is_empty());
+
+    // Purge forgets what is over and keeps what is not.
+    first.purge_expired(T0 + 20).await.unwrap();
+    assert_eq!(first.published_assertion_keys(T0).await.unwrap(), vec![a.clone()]);
+    let shorter = published("zzzz", T0 + 10);
+    first.publish_assertion_key(&shorter).await.unwrap();
+    assert_eq!(
+        first.published_assertion_keys(T0).await.unwrap(),
+        vec![a, shorter],
+        "a purged kid starts afresh"
+    );
+}
+
+/// A replica republishing a key with an earlier end (or a rotation's final window
+/// arriving after a later heartbeat) would cut short another replica's publication.
+pub(crate) async fn assertion_keys_keep_the_later_until(b: &Backend) {
+    let store = b.store("prod").await;
+    store.publish_assertion_key(&published("k1", T0 + 90)).await.unwrap();
+    store.publish_assertion_key(&published("k1", T0 + 30)).await.unwrap();
+    assert_eq!(
+        store.published_assertion_keys(T0).await.unwrap(),
+        vec![published("k1", T0 + 90)]
+    );
+    let mut later = published("k1", T0 + 120);
+    later.jwk = r#"{"kid":"k1","v":2}"#.into();
+    store.publish_assertion_key(&later).await.unwrap();
+    assert_eq!(store.published_assertion_keys(T0).await.unwrap(), vec![later]);
+
+    let publishes: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.publish_assertion_key(&published("k2", T0 + 100 + i)).await })
+        })
+        .collect();
+    for p in publishes {
+        p.await.unwrap().unwrap();
+    }
+    let k2 = store.published_assertion_keys(T0).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (k2.kid.as_str(), k2.until),
+        ("k2", T0 + 119),
+        "concurrent publishes keep the latest"
+    );
+}
+
+/// A staging key would verify prod assertions if tiers shared published keys; bad input
+/// must be refused, not stored.
+pub(crate) async fn assertion_keys_are_per_tier_and_checked(b: &Backend) {
+    let prod = b.store("prod").await;
+    let staging = b.store("staging").await;
+    prod.publish_assertion_key(&published("prodkey", T0 + 60))
+        .await
+        .unwrap();
+    assert!(staging.published_assertion_keys(T0).await.unwrap().is_empty());
+    staging.purge_expired(T0 + 3600).await.unwrap();
+    assert_eq!(prod.published_assertion_keys(T0).await.unwrap().len(), 1);
+
+    for bad in [
+        published("", T0 + 60),
+        published("a:b", T0 + 60),
+        published(&"k".repeat(65), T0 + 60),
+        super::PublishedKey {
+            jwk: String::new(),
+            ..published("k", T0 + 60)
+        },
+        super::PublishedKey {
+            jwk: "x".repeat(5000),
+            ..published("k", T0 + 60)
+        },
+    ] {
+        assert!(matches!(
+            prod.publish_assertion_key(&bad).await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    assert_eq!(
+        prod.published_assertion_keys(T0).await.unwrap().len(),
+        1,
+        "nothing stored"
+    );
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr, [$($test:ident),* $(,)?]) => {
         mod $backend {
@@ -2183,6 +2294,9 @@ macro_rules! every_test {
                 sso_activation_needs_a_passing_test_of_the_current_draft,
                 sso_rollback_restores_the_version_before,
                 concurrent_sso_activations_have_one_winner,
+                assertion_keys_round_trip_and_expire,
+                assertion_keys_keep_the_later_until,
+                assertion_keys_are_per_tier_and_checked,
             ]
         );
     };

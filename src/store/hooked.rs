@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use super::{
-    AccountStore, AuditLog, ChangeStore, SessionStore, SsoActivation, SsoRollback, SsoStore, StoreError, SwitchStore,
-    ThrottleStore, TierStore,
+    AccountStore, AuditLog, ChangeStore, KeyStore, PublishedKey, SessionStore, SsoActivation, SsoRollback, SsoStore,
+    StoreError, SwitchStore, ThrottleStore, TierStore,
 };
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::records::{
@@ -102,6 +102,10 @@ forward! {
         fn record_sso_test(&self, tenant: &str, test: &SsoTest) -> Result<bool, StoreError>;
         fn activate_sso(&self, tenant: &str) -> Result<SsoActivation, StoreError>;
         fn rollback_sso(&self, tenant: &str) -> Result<SsoRollback, StoreError>;
+    }
+    KeyStore {
+        fn publish_assertion_key(&self, key: &PublishedKey) -> Result<(), StoreError>;
+        fn published_assertion_keys(&self, now: i64) -> Result<Vec<PublishedKey>, StoreError>;
     }
     TierStore {
         fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;

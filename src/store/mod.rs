@@ -6,7 +6,8 @@
 //!   [`AccountStore`] (local users, sign-in history, the TOTP replay guard),
 //!   [`ThrottleStore`] (throttling counters), [`SwitchStore`] (kill switches),
 //!   [`AuditLog`] (the hash-chained audit log), [`ChangeStore`] (four-eyes change
-//!   requests) and [`SsoStore`] (tenants' self-service SSO versions); [`TierStore`], all of them together for one tier; and [`Stores`], which
+//!   requests), [`SsoStore`] (tenants' self-service SSO versions) and [`KeyStore`] (the
+//!   tier's published public assertion keys); [`TierStore`], all of them together for one tier; and [`Stores`], which
 //!   opens one [`TierStore`] per tier from the configured URL.
 //! - [`sqlite`]: the embedded default, one SQLite file per tier.
 //! - [`redis`]: the shared backend for replicas, one key prefix per tier.
@@ -298,15 +299,69 @@ pub trait SsoStore: Send + Sync + 'static {
     async fn rollback_sso(&self, tenant: &str) -> Result<SsoRollback, StoreError>;
 }
 
+/// A public assertion key a tier publishes, as its store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedKey {
+    /// The key's `kid`: one entry per key, however many replicas publish it.
+    pub kid: String,
+    /// The public key as JWK JSON text, kept as given (the assertion module checks it when
+    /// it reads it back, so a damaged entry never reaches a JWKS).
+    pub jwk: String,
+    /// Unix seconds until which the key stays published: after it, no assertion the key
+    /// signed can still be valid.
+    pub until: i64,
+}
+
+/// Longest `kid` a store keeps (ours are 16 hex digits).
+const MAX_KID_LEN: usize = 64;
+
+/// Longest JWK text a store keeps (a P-256 public JWK is about 200 bytes).
+const MAX_JWK_LEN: usize = 4096;
+
+/// The public assertion keys of one tier that every replica serves in its JWKS: kept in
+/// the store, so a restarted replica or another one still publishes a key that signed
+/// assertions which have not expired yet.
+#[async_trait::async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Publishes `key` until `key.until`. A `kid` already published keeps the later of
+    /// the two `until`s (atomically), so a replica republishing an older window never
+    /// shortens another's.
+    async fn publish_assertion_key(&self, key: &PublishedKey) -> Result<(), StoreError>;
+    /// The keys still published at `now` (`until > now`), sorted by `kid`.
+    async fn published_assertion_keys(&self, now: i64) -> Result<Vec<PublishedKey>, StoreError>;
+}
+
+/// A store keeps only well-formed key ids and JWKs of a sane size.
+fn check_published_key(key: &PublishedKey) -> Result<(), StoreError> {
+    let kid_ok = !key.kid.is_empty()
+        && key.kid.len() <= MAX_KID_LEN
+        && key
+            .kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !kid_ok {
+        return Err(StoreError::Invalid(
+            "assertion key id (expected 1 to 64 of a-z, A-Z, 0-9, '-' and '_')".into(),
+        ));
+    }
+    if key.jwk.is_empty() || key.jwk.len() > MAX_JWK_LEN {
+        return Err(StoreError::Invalid(
+            "assertion key JWK (empty or over 4096 bytes)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Everything one tier keeps: every role's store, as each backend implements them and
 /// the conformance suite tests them. One instance serves one tier; every backend passes
 /// `conformance.rs`, so callers never need to know which one they have.
 #[async_trait::async_trait]
 pub trait TierStore:
-    SessionStore + AccountStore + ThrottleStore + SwitchStore + AuditLog + ChangeStore + SsoStore
+    SessionStore + AccountStore + ThrottleStore + SwitchStore + AuditLog + ChangeStore + SsoStore + KeyStore
 {
     /// Deletes sessions whose absolute expiry passed before `now - PURGE_GRACE_SECS` and
-    /// forgets expired replay-guard and throttle entries; returns how many sessions went.
+    /// forgets expired replay-guard and throttle entries and assertion keys no longer
+    /// published; returns how many sessions went.
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
 }
 

@@ -31,6 +31,8 @@
 //!   `replaced` are the fields below), `s:<n>` its state, `d:<n>` its digest, `t:<n>` its
 //!   test JSON, `p:<n>` the digest a passing test was recorded for, `r:<n>` the version it
 //!   replaced; `draft` and `active` the numbers of those, `next` the last number given.
+//! - `assertion_keys`: hash of the tier's published public assertion keys: `u:<kid>` the
+//!   unix second it is published until, `j:<kid>` its JWK text.
 //!
 //! Cluster: every script touches several keys of one tier (a session and its indexes, a
 //! subject's and the tenant's sign-in history, ...), and `RECORD_LOGIN` even names a
@@ -46,10 +48,10 @@ use serde::{Deserialize, Serialize};
 pub use super::redis_connection::RedisConnection;
 use super::redis_connection::RedisTarget;
 use super::{
-    AccountStore, AuditLog, ChangeStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, SessionStore, SsoActivation, SsoRollback,
-    SsoStore, StoreError, SwitchStore, TENANT_LOGIN_HISTORY_CAP, ThrottleStore, TierStore, as_stored_draft,
-    check_change, check_session_tier, check_sso_tenant, check_switch_tier, check_tier, check_window,
-    decode_json as decode, encode_json as encode,
+    AccountStore, AuditLog, ChangeStore, KeyStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, PublishedKey, SessionStore,
+    SsoActivation, SsoRollback, SsoStore, StoreError, SwitchStore, TENANT_LOGIN_HISTORY_CAP, ThrottleStore, TierStore,
+    as_stored_draft, check_change, check_published_key, check_session_tier, check_sso_tenant, check_switch_tier,
+    check_tier, check_window, decode_json as decode, encode_json as encode,
 };
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::records::user::{USER_AGENT_MAX_CHARS, truncate_chars};
@@ -287,6 +289,36 @@ if not redis.call('HGET', KEYS[1], 'v:' .. prev) then return -2 end
 redis.call('HSET', KEYS[1], 's:' .. a, 'superseded', 's:' .. prev, 'active', 'active', prev)
 return tonumber(prev)
 ";
+
+/// KEYS: the assertion key hash. ARGV: kid, JWK, until, gc time. Keeps the later `until`
+/// of a kid already published; returns 1 when it wrote.
+const PUBLISH_ASSERTION_KEY: &str = "
+local old = redis.call('HGET', KEYS[1], 'u:' .. ARGV[1])
+if old and tonumber(old) >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'u:' .. ARGV[1], ARGV[3], 'j:' .. ARGV[1], ARGV[2])
+gc_at(KEYS[1], ARGV[4])
+return 1
+";
+
+/// KEYS: the assertion key hash. ARGV: now. Forgets keys published until `now` or earlier
+/// (checked here, so a replica extending a key at the same moment never loses it).
+const PURGE_ASSERTION_KEYS: &str = "
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, 2) == 'u:' and tonumber(all[i + 1]) <= tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[1], all[i], 'j:' .. string.sub(all[i], 3))
+  end
+end
+return 0
+";
+
+/// The assertion key scripts, hashed once (kept apart from [`Scripts`]).
+static ASSERTION_KEY_SCRIPTS: std::sync::LazyLock<(Script, Script)> = std::sync::LazyLock::new(|| {
+    (
+        Script::new(&format!("{GC_FN}{PUBLISH_ASSERTION_KEY}")),
+        Script::new(PURGE_ASSERTION_KEYS),
+    )
+});
 
 /// Attempts at appending an audit record when other writers keep winning the race.
 const AUDIT_APPEND_ATTEMPTS: usize = 50;
@@ -1459,6 +1491,73 @@ impl SsoStore for RedisStore {
     }
 }
 
+impl RedisStore {
+    fn assertion_keys_key(&self) -> String {
+        format!("{}assertion_keys", self.prefix)
+    }
+
+    /// The `purge_expired` part for assertion keys.
+    async fn purge_assertion_keys(&self, now: i64) -> Result<(), StoreError> {
+        let _: i64 = ASSERTION_KEY_SCRIPTS
+            .1
+            .key(self.assertion_keys_key())
+            .arg(now)
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for RedisStore {
+    async fn publish_assertion_key(&self, key: &PublishedKey) -> Result<(), StoreError> {
+        check_published_key(key)?;
+        let _: i64 = ASSERTION_KEY_SCRIPTS
+            .0
+            .key(self.assertion_keys_key())
+            .arg(&key.kid)
+            .arg(&key.jwk)
+            .arg(key.until)
+            .arg(key.until.saturating_add(BACKSTOP_SECS))
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    async fn published_assertion_keys(&self, now: i64) -> Result<Vec<PublishedKey>, StoreError> {
+        let all: Vec<(String, String)> = ::redis::cmd("HGETALL")
+            .arg(self.assertion_keys_key())
+            .query_async(&mut self.con())
+            .await?;
+        let mut jwks: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+        let mut untils: Vec<(&str, i64)> = Vec::new();
+        for (field, value) in &all {
+            if let Some(kid) = field.strip_prefix("j:") {
+                jwks.insert(kid, value);
+            } else if let Some(kid) = field.strip_prefix("u:") {
+                let until = value
+                    .parse::<i64>()
+                    .map_err(|_| StoreError::Corrupt("stored assertion key"))?;
+                untils.push((kid, until));
+            }
+        }
+        let mut out: Vec<PublishedKey> = untils
+            .into_iter()
+            .filter(|(_, until)| *until > now)
+            .map(|(kid, until)| {
+                let jwk = jwks.get(kid).ok_or(StoreError::Corrupt("stored assertion key"))?;
+                Ok(PublishedKey {
+                    kid: kid.to_string(),
+                    jwk: (*jwk).to_string(),
+                    until,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        out.sort_by(|a, b| a.kid.cmp(&b.kid));
+        Ok(out)
+    }
+}
+
 #[async_trait::async_trait]
 impl TierStore for RedisStore {
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
@@ -1512,6 +1611,7 @@ impl TierStore for RedisStore {
                 purged += u64::try_from(deleted).unwrap_or(0);
             }
         }
+        self.purge_assertion_keys(now).await?;
         Ok(purged)
     }
 }

@@ -15,10 +15,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::{
-    AccountStore, AuditLog, ChangeStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, SessionStore, SsoActivation, SsoRollback,
-    SsoStore, StoreError, SwitchStore, TENANT_LOGIN_HISTORY_CAP, ThrottleStore, TierStore, as_stored_draft,
-    check_change, check_session_tier, check_sso_tenant, check_switch_tier, check_tier, check_window, decode_json,
-    encode_json,
+    AccountStore, AuditLog, ChangeStore, KeyStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, PublishedKey, SessionStore,
+    SsoActivation, SsoRollback, SsoStore, StoreError, SwitchStore, TENANT_LOGIN_HISTORY_CAP, ThrottleStore, TierStore,
+    as_stored_draft, check_change, check_published_key, check_session_tier, check_sso_tenant, check_switch_tier,
+    check_tier, check_window, decode_json, encode_json,
 };
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::records::user::{USER_AGENT_MAX_CHARS, truncate_chars};
@@ -27,7 +27,7 @@ use crate::records::{
 };
 
 /// Schema version this binary writes; older files are migrated on open, newer ones refused.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// Reader connections per tier; reads are short, so a few are plenty.
 const READERS: usize = 4;
@@ -151,6 +151,17 @@ CREATE INDEX sso_versions_by_state ON sso_versions (tenant, state);
 /// history page, and the per-tenant cap).
 const SCHEMA_V6: &str = "
 CREATE INDEX login_events_by_tenant ON login_events (tenant, seq);
+";
+
+/// Version 7: the tier's published public assertion keys, one row per `kid`, so a
+/// restarted gateway (or another process on this file) still serves a key whose
+/// assertions have not expired.
+const SCHEMA_V7: &str = "
+CREATE TABLE assertion_keys (
+    kid TEXT PRIMARY KEY NOT NULL,
+    jwk TEXT NOT NULL,
+    published_until INTEGER NOT NULL
+);
 ";
 
 const SESSION_COLUMNS: &str = "id_hash, tenant, tier, subject, display_name, roles, auth_method, amr, mfa_at, \
@@ -325,6 +336,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if version < 6 {
         tx.execute_batch(SCHEMA_V6)?;
         tx.execute("INSERT INTO schema_version (version) VALUES (6)", [])?;
+    }
+    if version < 7 {
+        tx.execute_batch(SCHEMA_V7)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (7)", [])?;
     }
     tx.commit()?;
     Ok(())
@@ -1301,6 +1316,41 @@ impl SsoStore for SqliteStore {
 }
 
 #[async_trait::async_trait]
+impl KeyStore for SqliteStore {
+    async fn publish_assertion_key(&self, key: &PublishedKey) -> Result<(), StoreError> {
+        check_published_key(key)?;
+        let key = key.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO assertion_keys (kid, jwk, published_until) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (kid) DO UPDATE SET jwk = excluded.jwk, published_until = excluded.published_until \
+                 WHERE excluded.published_until > assertion_keys.published_until",
+                params![key.kid, key.jwk, key.until],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn published_assertion_keys(&self, now: i64) -> Result<Vec<PublishedKey>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT kid, jwk, published_until FROM assertion_keys WHERE published_until > ?1 ORDER BY kid",
+            )?;
+            let rows = stmt.query_map([now], |r| {
+                Ok(PublishedKey {
+                    kid: r.get(0)?,
+                    jwk: r.get(1)?,
+                    until: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
 impl TierStore for SqliteStore {
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
         self.write(move |tx| {
@@ -1310,6 +1360,7 @@ impl TierStore for SqliteStore {
             )?;
             tx.execute("DELETE FROM totp_steps WHERE expires_at < ?1", [now])?;
             tx.execute("DELETE FROM throttle WHERE reset_at <= ?1", [now])?;
+            tx.execute("DELETE FROM assertion_keys WHERE published_until <= ?1", [now])?;
             Ok(u64::try_from(n).unwrap_or(u64::MAX))
         })
         .await
@@ -1337,8 +1388,8 @@ mod tests {
         assert_eq!(mode(&dir.join("prod.sqlite3")), 0o600);
     }
 
-    /// A version 2 file (before change requests, identity providers and SSO versions)
-    /// gains the changes and SSO tables and the `idp` column, and keeps its data: its
+    /// A version 2 file (before change requests, identity providers, SSO versions and
+    /// published assertion keys) gains their tables and the `idp` column, and keeps its data: its
     /// sessions read back as local.
     #[tokio::test]
     async fn a_version_2_file_is_migrated() {
@@ -1364,6 +1415,7 @@ mod tests {
         let store = SqliteStore::open(tmp.path(), "prod").await.unwrap();
         assert!(store.list_changes().await.unwrap().is_empty());
         assert!(store.list_sso_versions("acme").await.unwrap().is_empty());
+        assert!(store.published_assertion_keys(0).await.unwrap().is_empty());
         let old = store.get_session(&[7u8; 32]).await.unwrap().unwrap();
         assert_eq!((old.subject.as_str(), old.idp.as_str()), ("alice", "local"));
         let conn = Connection::open(tmp.path().join("prod.sqlite3")).unwrap();
