@@ -413,7 +413,7 @@ impl Stores {
     }
 
     /// Opens (and creates if needed) the store of every tier. Redis tiers share one
-    /// connection manager; each still sees only its own key prefix.
+    /// connection; each still sees only its own key prefix.
     pub async fn open<'a>(url: &str, tiers: impl IntoIterator<Item = &'a str>) -> Result<Self, StoreError> {
         let mut by_tier: BTreeMap<String, Arc<dyn TierStore>> = BTreeMap::new();
         match StoreLocation::parse(url)? {
@@ -424,9 +424,9 @@ impl Stores {
                 }
             }
             StoreLocation::Redis(url) => {
-                let manager = self::redis::connect(&url).await?;
+                let con = self::redis::connect(&url).await?;
                 for tier in tiers {
-                    let store = RedisStore::new(manager.clone(), tier)?;
+                    let store = RedisStore::new(con.clone(), tier)?;
                     by_tier.insert(tier.to_string(), Arc::new(store));
                 }
             }
@@ -445,22 +445,22 @@ impl Stores {
         let mut by_tier: BTreeMap<String, Arc<dyn TierStore>> = BTreeMap::new();
         let mut shared = None;
         for tier in config.tiers.values() {
-            let manager = match &tier.redis_auth {
+            let con = match &tier.redis_auth {
                 Some((user, password)) => {
                     let password = std::str::from_utf8(password.expose_secret())
                         .map_err(|_| StoreError::Invalid("redis_password (not UTF-8)".into()))?;
                     self::redis::connect_as(redis_url, Some((user, password))).await?
                 }
                 None => match &shared {
-                    Some(m) => Clone::clone(m),
+                    Some(c) => Clone::clone(c),
                     None => {
-                        let m = self::redis::connect(redis_url).await?;
-                        shared = Some(m.clone());
-                        m
+                        let c = self::redis::connect(redis_url).await?;
+                        shared = Some(c.clone());
+                        c
                     }
                 },
             };
-            by_tier.insert(tier.name.clone(), Arc::new(RedisStore::new(manager, &tier.name)?));
+            by_tier.insert(tier.name.clone(), Arc::new(RedisStore::new(con, &tier.name)?));
         }
         Ok(Stores { by_tier })
     }
@@ -569,6 +569,20 @@ mod tests {
             StoreLocation::parse("redis://127.0.0.1:6379/0").unwrap(),
             StoreLocation::Redis(_)
         ));
+        for url in [
+            "rediss://127.0.0.1:6380/?ca=/etc/redis/ca.pem",
+            "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster",
+            "redis+cluster://10.0.0.1:7000,10.0.0.2:7000",
+        ] {
+            assert!(
+                matches!(StoreLocation::parse(url).unwrap(), StoreLocation::Redis(_)),
+                "{url}"
+            );
+        }
+        let err = StoreLocation::parse("redis+cluster://gw:hunter2@10.0.0.1:7000/3")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
         let err = StoreLocation::parse("mysql://root:hunter2@db").unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
         assert!(StoreLocation::parse("sqlite:").is_err());
