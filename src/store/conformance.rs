@@ -1496,7 +1496,7 @@ pub(crate) async fn stores_of_one_tier_share_state(b: &Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tier_acl_user_cannot_touch_another_tiers_keys() {
     let server = RedisServer::start();
-    tier_acl_user_is_confined(&server.url(), &[server.port], "~portcullis:prod:*").await;
+    tier_acl_user_is_confined(&server.url(), &[server.port], &["~portcullis:prod:*"]).await;
 }
 
 /// The same on a Cluster, where the tier's keys are `portcullis:{<tier>}:...` (one slot).
@@ -1504,24 +1504,36 @@ async fn a_tier_acl_user_cannot_touch_another_tiers_keys() {
 async fn a_tier_acl_user_is_confined_in_a_cluster_too() {
     let cluster = RedisCluster::start();
     let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
-    tier_acl_user_is_confined(&cluster.url(), &ports, "~portcullis:{prod}:*").await;
+    tier_acl_user_is_confined(&cluster.url(), &ports, &["~portcullis:{prod}:*"]).await;
 }
 
-/// The same behind Sentinel (ACL users are per node: set on the master and its replica).
+/// The same behind Sentinel (ACL users are per node: set on the master and its replica),
+/// where the user also needs `ROLE`: the client checks that the node the sentinels name
+/// is the master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tier_acl_user_is_confined_behind_sentinel_too() {
     let set = RedisSentinel::start();
-    tier_acl_user_is_confined(&set.url(), &[set.master.port, set.replica.port], "~portcullis:prod:*").await;
+    let nodes = [set.master.port, set.replica.port];
+    tier_acl_user_is_confined(&set.url(), &nodes, &["~portcullis:prod:*", "+role"]).await;
 }
 
-/// Creates the ACL user `prod-gw` reaching only `pattern` on every node, then checks that
-/// the prod store works as that user and the staging store is refused.
-async fn tier_acl_user_is_confined(url: &str, node_ports: &[u16], pattern: &str) {
+/// Creates the ACL user `prod-gw` as the README says (`+@all -@dangerous`, then `rules`:
+/// its keys and any extra command) on every node, then checks that the prod store works
+/// as that user and the staging store is refused.
+async fn tier_acl_user_is_confined(url: &str, node_ports: &[u16], rules: &[&str]) {
     for port in node_ports {
-        let out = redis_cli(
-            *port,
-            &["ACL", "SETUSER", "prod-gw", "on", ">prod-secret", pattern, "+@all"],
-        );
+        let mut args = vec![
+            "ACL",
+            "SETUSER",
+            "prod-gw",
+            "on",
+            ">prod-secret",
+            "resetkeys",
+            "resetchannels",
+        ];
+        args.extend(["+@all", "-@dangerous"]);
+        args.extend(rules);
+        let out = redis_cli(*port, &args);
         assert_eq!(out.trim(), "OK", "ACL SETUSER on {port}");
     }
     let con = super::redis::connect_as(url, Some(("prod-gw", "prod-secret")))
