@@ -616,15 +616,25 @@ async fn sessions(action: SessionsAction, args: StoreArgs) -> anyhow::Result<()>
             }
         }
         SessionsAction::Revoke { tenant, user, session } => {
-            let (tier, store) = tenant_store(&args, &tenant).await?;
+            let (cfg, sessions) = all_stores(&args).await?;
+            let tier = tenant_tier(&cfg, &args, &tenant)?;
+            let store = sessions.store(&tier)?;
             let rev = Revocation {
                 at: now,
                 by: actor(),
                 reason: "revoked_by_operator".into(),
             };
+            let one = |s: portcullis::records::SessionRecord| {
+                let store = store.clone();
+                let rev = rev.clone();
+                async move {
+                    let ended = store.revoke_session(&s.id_hash, &rev).await?;
+                    Ok::<_, portcullis::store::StoreError>(if ended { vec![s.id_hash] } else { Vec::new() })
+                }
+            };
             let ended = match (session, user) {
                 (Some(id), Some(u)) => match store.find_user_session_by_public_id(&tenant, &u, &id, now).await? {
-                    Some(s) => usize::from(store.revoke_session(&s.id_hash, &rev).await?),
+                    Some(s) => one(s).await?,
                     None => return Err(anyhow!("no live session `{id}` of {u} in {tenant}")),
                 },
                 (Some(id), None) => {
@@ -634,13 +644,20 @@ async fn sessions(action: SessionsAction, args: StoreArgs) -> anyhow::Result<()>
                         .into_iter()
                         .find(|s| s.public_id() == id);
                     match found {
-                        Some(s) => usize::from(store.revoke_session(&s.id_hash, &rev).await?),
+                        Some(s) => one(s).await?,
                         None => return Err(anyhow!("no live session `{id}` in {tenant}")),
                     }
                 }
-                (None, Some(u)) => store.revoke_user_sessions(&tenant, &u, None, &rev).await?.len(),
-                (None, None) => store.revoke_tenant_sessions(&tenant, &rev).await?.len(),
+                (None, Some(u)) => store.revoke_user_sessions(&tenant, &u, None, &rev).await?,
+                (None, None) => store.revoke_tenant_sessions(&tenant, &rev).await?,
             };
+            // Running replicas on a shared store evict them now (and this waits until they did).
+            if !ended.is_empty() {
+                sessions
+                    .publish(&tier, &portcullis::store::events::Event::sessions_revoked(&ended))
+                    .await;
+            }
+            let ended = ended.len();
             record_cli_change(
                 &*store,
                 &tier,
@@ -650,7 +667,7 @@ async fn sessions(action: SessionsAction, args: StoreArgs) -> anyhow::Result<()>
                 serde_json::json!({ "sessions_ended": ended }),
             )
             .await?;
-            println!("ended {ended} session(s); running gateways stop serving them within 1 s");
+            println!("ended {ended} session(s); running gateways stop serving them at once");
         }
     }
     Ok(())
@@ -665,7 +682,10 @@ async fn all_stores(args: &StoreArgs) -> anyhow::Result<(config::Config, Arc<por
     };
     let cfg = config::load(&args.config, &ProcessEnv, &overrides).map_err(StartError::Policy)?;
     let stores = portcullis::store::Stores::open_for(&cfg.gateway.store.url, &cfg).await?;
-    Ok((cfg, portcullis::session::Sessions::new(stores)))
+    // Revocations and trips made here are published like a replica's, so running
+    // gateways act on them at once; this process follows no events itself.
+    let events = portcullis::store::events::EventBus::open_for(&cfg.gateway.store.url, &cfg).await?;
+    Ok((cfg, portcullis::session::Sessions::with_events(stores, events)))
 }
 
 /// The switch `args` name; `--idp sso` is the tenant's provider as its sign-ins see it

@@ -34,6 +34,8 @@
 //! - [`auth`]: passwords, TOTP, OIDC single sign-on, the sign-in flow and local accounts.
 //! - [`changes`]: four-eyes change requests for isolation controls (policy edits, tier
 //!   resets).
+//! - [`replicas`]: acts on other replicas' change events (revocations, kill switches,
+//!   reloads) and fails closed while they cannot be heard.
 //!
 //! Edges, which parse requests and render answers:
 //! - [`ui`]: the gateway's own pages and JSON API under `/.portcullis/` on tenant hosts.
@@ -66,6 +68,7 @@ pub mod policy;
 pub mod provision;
 pub mod proxy;
 pub mod records;
+pub mod replicas;
 pub mod secret;
 pub mod session;
 pub mod store;
@@ -122,6 +125,8 @@ pub struct Gateway {
     live: Arc<Live>,
     metrics: Arc<Metrics>,
     portal: ui::Portal,
+    /// Follows the other replicas' change events (idle with the embedded store).
+    replica: Arc<replicas::Replica>,
     public: TcpListener,
     admin: TcpListener,
     /// Installed before the listeners are bound, so a signal that arrives as soon as a
@@ -136,7 +141,8 @@ impl Gateway {
         let admin_addr = config.gateway.listen.admin;
         let signals = Signals::install().map_err(StartError::Signals)?;
         let stores = store::Stores::open_for(&config.gateway.store.url, &config).await?;
-        let sessions = session::Sessions::new(stores);
+        let events = store::events::EventBus::open_for(&config.gateway.store.url, &config).await?;
+        let sessions = session::Sessions::configured(stores, events.clone(), config.gateway.store.max_staleness);
         let switches = killswitch::KillSwitches::new(sessions.clone());
         switches
             .refresh(&config, clock::unix_now())
@@ -158,6 +164,8 @@ impl Gateway {
             oidc,
         };
         let live = Live::new(config, env, overrides).map_err(StartError::Policy)?;
+        let replica = replicas::Replica::new(portal.sessions.clone(), portal.switches.clone(), live.clone());
+        events.follow(replica.clone());
         let public = TcpListener::bind(public_addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -172,6 +180,7 @@ impl Gateway {
             live,
             metrics: Metrics::new(),
             portal,
+            replica,
             public,
             admin,
             signals,
@@ -227,6 +236,8 @@ impl Gateway {
             self.live.clone(),
             stop_rx.clone(),
         ));
+        tokio::spawn(self.replica.clone().run(stop_rx.clone()));
+        wait_for_events(&self.portal.sessions).await;
         let admin = tokio::spawn(admin::serve(self.admin, admin_state, stop_rx.clone()));
         let public = tokio::spawn(proxy::serve(self.public, pipeline, stop_rx));
         tracing::info!("gateway serving");
@@ -238,6 +249,23 @@ impl Gateway {
             Ok(Err(e)) => Err(StartError::Serve(e)),
             _ => Ok(()),
         }
+    }
+}
+
+/// Gives the first subscription to the other replicas' events a moment, so a replica does
+/// not start by refusing sessions; after that it serves regardless (failing closed on
+/// sessions, with `/readyz` saying why, until the events are followed).
+async fn wait_for_events(sessions: &session::Sessions) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    while let Err(reason) = sessions.serving() {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                reason,
+                "serving without change events; sessions are refused until they are followed"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 

@@ -103,6 +103,17 @@ pub struct Live {
     dir: PathBuf,
     env: Arc<dyn Env>,
     overrides: Overrides,
+    /// The last applied reload, for whoever tells other replicas about it.
+    applied: tokio::sync::watch::Sender<Option<Applied>>,
+}
+
+/// A reload that was applied: the policy now served and what triggered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Digest of the policy now served.
+    pub digest: String,
+    /// What asked for the reload (`SIGHUP`, `change:<id>`, ...).
+    pub trigger: String,
 }
 
 impl Live {
@@ -126,7 +137,13 @@ impl Live {
             dir,
             env,
             overrides,
+            applied: tokio::sync::watch::Sender::new(None),
         }))
+    }
+
+    /// Follows applied reloads (the current value is the last one, `None` before any).
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<Option<Applied>> {
+        self.applied.subscribe()
     }
 
     /// The current snapshot; hold it for the whole request.
@@ -266,6 +283,10 @@ impl PreparedReload<'_> {
         }
         live.current.store(Arc::new(snapshot));
         live.keys_changed.notify_one();
+        live.applied.send_replace(Some(Applied {
+            digest: new_digest.clone(),
+            trigger: trigger.clone(),
+        }));
         status.serving_digest = new_digest.clone();
         status.last_reload_ok = true;
         status.last_reload_errors.clear();

@@ -12,6 +12,13 @@
 //! as advancing and evicting, so no insert can land after an eviction it did not see.
 //! Entries live at most `max_staleness` (1 s), which bounds how long a revocation made by
 //! another process (CLI, another replica) can go unseen.
+//!
+//! With a shared store, revocations are also pushed: each one is published on the
+//! store's event bus after the store write, and the replicas that receive it evict
+//! through the same path ([`Sessions::evict_remote`], [`Sessions::evict_scope`]). Pub/sub
+//! cannot replay what a lost subscription missed, so while the events are not followed
+//! [`Sessions::stop_serving`] makes every session lookup fail (callers answer `503`),
+//! and serving resumes only after the cache was dropped ([`Sessions::drop_cache`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +30,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::sync::broadcast;
 
 use crate::records::{Revocation, Scope, SessionRecord, session_id_hash};
+use crate::store::events::{Event, EventBus};
 use crate::store::{StoreError, Stores, TierStore};
 
-/// Longest time a cached session is trusted without reading the store again.
+/// Longest time a cached session is trusted without reading the store again, unless the
+/// policy says otherwise (`[store] max_staleness`, the same default).
 pub const MAX_STALENESS: Duration = Duration::from_secs(1);
 
 /// A fresh session token: the cookie value (shown once, never stored) and its store key.
@@ -163,14 +172,40 @@ pub struct Sessions {
     /// Open streams and WebSockets of sessions, for drills.
     open: Mutex<HashMap<u64, OpenConnection>>,
     next_open: AtomicU64,
+    /// Tells other replicas about revocations made here (a no-op with one process).
+    events: EventBus,
+    /// Whether, and why, sessions cannot be trusted right now (the change events are not
+    /// followed); lookups fail closed while it is on.
+    halted: Halt,
+}
+
+/// The fail-closed switch of session lookups: a flag for the request path (one atomic
+/// load) and the reason for `/readyz`.
+struct Halt {
+    /// Lookups fail while set.
+    on: std::sync::atomic::AtomicBool,
+    /// Why, for `/readyz`; empty while serving.
+    reason: Mutex<String>,
 }
 
 impl Sessions {
-    /// Wraps opened stores.
+    /// Wraps opened stores, for one process (no other replica to tell).
     pub fn new(stores: Stores) -> Arc<Self> {
+        Self::with_events(stores, EventBus::local())
+    }
+
+    /// Wraps opened stores and the bus that tells other replicas about revocations. With
+    /// a shared bus, lookups fail closed until [`Sessions::resume_serving`]: whoever
+    /// follows the events says when they are followed.
+    pub fn with_events(stores: Stores, events: EventBus) -> Arc<Self> {
+        Self::configured(stores, events, MAX_STALENESS)
+    }
+
+    /// [`Sessions::with_events`], trusting a cached session for at most `max_staleness`.
+    pub fn configured(stores: Stores, events: EventBus, max_staleness: Duration) -> Arc<Self> {
         let cache = moka::sync::Cache::builder()
             .max_capacity(1_000_000)
-            .time_to_live(MAX_STALENESS)
+            .time_to_live(max_staleness)
             .build_with_hasher(foldhash::fast::RandomState::default());
         let (revoked, _) = broadcast::channel(4096);
         Arc::new(Sessions {
@@ -180,7 +215,60 @@ impl Sessions {
             revoked,
             open: Mutex::new(HashMap::new()),
             next_open: AtomicU64::new(0),
+            halted: Halt {
+                on: std::sync::atomic::AtomicBool::new(events.is_shared()),
+                reason: Mutex::new(if events.is_shared() {
+                    "session events: not subscribed yet".to_string()
+                } else {
+                    String::new()
+                }),
+            },
+            events,
         })
+    }
+
+    /// The bus other replicas hear this one on.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// Publishes `event` on `tier`'s channel after a store write. A failure is logged,
+    /// not returned: the write stands, and the others see it within the cache's
+    /// staleness bound (or fail closed, having lost the same Redis).
+    pub async fn publish(&self, tier: &str, event: &Event) {
+        if let Err(e) = self.events.publish(tier, event).await {
+            tracing::warn!(tier, error = %e, "change event not published; other replicas see it within the staleness bound");
+        }
+    }
+
+    /// `Err(reason)` while session lookups fail closed, for `/readyz`.
+    pub fn serving(&self) -> Result<(), String> {
+        if self.halted.on.load(Ordering::Acquire) {
+            Err(self
+                .halted
+                .reason
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Makes every session lookup fail (`503` on authenticated requests) until
+    /// [`Sessions::resume_serving`]; `reason` is shown by `/readyz`.
+    pub fn stop_serving(&self, reason: &str) {
+        let mut held = self.halted.reason.lock().unwrap_or_else(PoisonError::into_inner);
+        reason.clone_into(&mut held);
+        self.halted.on.store(true, Ordering::Release);
+    }
+
+    /// Serves sessions again; call only once the cache was dropped after the events were
+    /// followed again.
+    pub fn resume_serving(&self) {
+        let mut held = self.halted.reason.lock().unwrap_or_else(PoisonError::into_inner);
+        held.clear();
+        self.halted.on.store(false, Ordering::Release);
     }
 
     /// The store of a tier.
@@ -221,6 +309,9 @@ impl Sessions {
         now: i64,
         idle_timeout: i64,
     ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        if self.halted.on.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable("session events not followed".into()));
+        }
         // `seen` matters only for a record read from the store (read before the read), so
         // a cache hit takes no lock.
         let (record, seen) = match self.cache.get(&id_hash) {
@@ -283,6 +374,10 @@ impl Sessions {
     pub async fn revoke(&self, tier: &str, id_hash: &[u8; 32], rev: &Revocation) -> Result<bool, StoreError> {
         let done = self.store(tier)?.revoke_session(id_hash, rev).await?;
         self.evict(id_hash);
+        if done {
+            self.publish(tier, &Event::sessions_revoked(std::slice::from_ref(id_hash)))
+                .await;
+        }
         Ok(done)
     }
 
@@ -302,6 +397,9 @@ impl Sessions {
         for id in &ids {
             self.evict(id);
         }
+        if !ids.is_empty() {
+            self.publish(tier, &Event::sessions_revoked(&ids)).await;
+        }
         Ok(ids)
     }
 
@@ -316,6 +414,9 @@ impl Sessions {
         let ids = self.store(tier)?.revoke_sso_sessions(tenant, sso_sid, rev).await?;
         for id in &ids {
             self.evict(id);
+        }
+        if !ids.is_empty() {
+            self.publish(tier, &Event::sessions_revoked(&ids)).await;
         }
         Ok(ids)
     }
@@ -351,6 +452,36 @@ impl Sessions {
     pub fn evicted_in_scope(&self, ids: &[[u8; 32]], scope: &Scope) {
         self.invalidate(ids);
         let _ = self.revoked.send(Revoked::Scope(Arc::new(scope.clone())));
+    }
+
+    /// Sessions another replica revoked: evicted as local revocations are, and their open
+    /// connections here told to close.
+    pub fn evict_remote(&self, ids: &[[u8; 32]]) {
+        for id in ids {
+            self.evict(id);
+        }
+    }
+
+    /// A kill switch another replica changed: every cached session in `scope` is evicted
+    /// (its store record says whether it was revoked) and open connections in it close.
+    pub fn evict_scope(&self, scope: &Scope) {
+        let mut generation = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
+        *generation = generation.wrapping_add(1);
+        for (id, record) in &self.cache {
+            if scope.covers(&record.tier, &record.tenant, &record.subject) {
+                self.cache.invalidate(&*id);
+            }
+        }
+        drop(generation);
+        let _ = self.revoked.send(Revoked::Scope(Arc::new(scope.clone())));
+    }
+
+    /// Forgets every cached session (events may have been missed); a store read that
+    /// began before cannot refill the cache.
+    pub fn drop_cache(&self) {
+        let mut generation = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
+        *generation = generation.wrapping_add(1);
+        self.cache.invalidate_all();
     }
 
     fn evict(&self, id_hash: &[u8; 32]) {
@@ -551,6 +682,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_shorter_max_staleness_bounds_unpushed_revocations_more_tightly() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores::open(&format!("sqlite:{}", dir.path().display()), ["prod"])
+            .await
+            .unwrap();
+        let sessions = Sessions::configured(stores, EventBus::local(), Duration::from_millis(50));
+        let now = 1_000_000;
+        let token = mint_token();
+        sessions.create(record(token.id_hash, now)).await.unwrap();
+        let rev = Revocation {
+            at: now,
+            by: "cli".into(),
+            reason: "test".into(),
+        };
+        let store = sessions.store("prod").unwrap();
+        assert!(store.revoke_session(&token.id_hash, &rev).await.unwrap());
+        // Still cached (nobody evicted it), but only for the configured 50 ms.
+        let started = std::time::Instant::now();
+        while sessions
+            .authenticate("prod", &token.cookie_value, now, 1800)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            assert!(
+                started.elapsed() < Duration::from_millis(400),
+                "served past max_staleness"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
     async fn activity_extends_idle_but_never_absolute_expiry() {
         let (_dir, sessions) = sessions().await;
         let now = 1_000_000;
@@ -704,6 +868,106 @@ mod tests {
             sessions.evicted_in_scope(&ended, &scope);
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn a_read_that_began_before_another_replicas_revocation_cannot_refill_the_cache() {
+        revoked_during_a_store_read(|sessions, id| async move {
+            let store = sessions.store("prod").unwrap();
+            assert!(store.revoke_session(&id, &revocation(1_000_000)).await.unwrap());
+            // The event of the replica that revoked it arrives.
+            sessions.evict_remote(&[id]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_read_that_began_before_another_replicas_trip_cannot_refill_the_cache() {
+        revoked_during_a_store_read(|sessions, _| async move {
+            let store = sessions.store("prod").unwrap();
+            let ended = store
+                .revoke_tenant_sessions("acme", &revocation(1_000_000))
+                .await
+                .unwrap();
+            assert_eq!(ended.len(), 1);
+            sessions.evict_scope(&Scope::Tenant {
+                tier: "prod".into(),
+                tenant: "acme".into(),
+            });
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_read_that_began_before_the_cache_was_dropped_cannot_refill_it() {
+        revoked_during_a_store_read(|sessions, id| async move {
+            let store = sessions.store("prod").unwrap();
+            assert!(store.revoke_session(&id, &revocation(1_000_000)).await.unwrap());
+            // Revoked while the events were not followed: the resubscription drops the cache.
+            sessions.drop_cache();
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_scope_eviction_drops_only_the_sessions_in_scope() {
+        let (_dir, store, sessions) = pausing_sessions().await;
+        let now = 1_000_000;
+        let (alice, bob) = (mint_token(), mint_token());
+        sessions.create(record(alice.id_hash, now)).await.unwrap();
+        let mut other = record(bob.id_hash, now);
+        other.subject = "bob".into();
+        sessions.create(other).await.unwrap();
+        sessions.evict_scope(&Scope::Account {
+            tier: "prod".into(),
+            tenant: "acme".into(),
+            subject: "alice".into(),
+        });
+        for token in [&alice, &bob] {
+            assert!(
+                sessions
+                    .authenticate("prod", &token.cookie_value, now, 1800)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        assert_eq!(
+            store.hook.reads.load(Ordering::SeqCst),
+            1,
+            "only alice's entry was dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn while_halted_every_lookup_fails_closed_even_from_the_cache() {
+        let (_dir, sessions) = sessions().await;
+        let now = 1_000_000;
+        let token = mint_token();
+        sessions.create(record(token.id_hash, now)).await.unwrap();
+        assert!(sessions.serving().is_ok());
+        sessions.stop_serving("session events: subscription lost (tier prod)");
+        assert_eq!(
+            sessions.serving(),
+            Err("session events: subscription lost (tier prod)".to_string())
+        );
+        let refused = sessions.authenticate("prod", &token.cookie_value, now, 1800).await;
+        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+        sessions.resume_serving();
+        assert!(sessions.serving().is_ok());
+        assert!(
+            sessions
+                .authenticate("prod", &token.cookie_value, now, 1800)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn one_process_is_never_halted_by_the_bus() {
+        let (_dir, sessions) = sessions().await;
+        assert!(sessions.serving().is_ok(), "one process has nothing to miss");
     }
 
     #[tokio::test]

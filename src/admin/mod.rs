@@ -55,7 +55,6 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/reload", post(reload))
         .route("/v1/breakers", get(breakers::list))
@@ -79,6 +78,8 @@ pub fn router(state: AdminState) -> Router {
         .fallback(error::no_such_path)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(axum::middleware::from_fn(error::with_request_id))
+        // Outside the error map: a 503 from readiness carries its reasons, not a refusal.
+        .route("/readyz", get(readyz))
         .with_state(state)
 }
 
@@ -102,12 +103,20 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready once the policy is loaded; reports the outcome of the last reload (a failed
-/// reload keeps the previous policy serving, so the node stays ready).
+/// Ready once the policy is loaded and sessions can be trusted (with a shared store: the
+/// other replicas' change events are followed); reports the outcome of the last reload (a
+/// failed reload keeps the previous policy serving, so the node stays ready).
 async fn readyz(State(state): State<AdminState>) -> Response {
     let status = state.live.status();
+    let sessions = state.switches.sessions().serving();
+    let code = if sessions.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
-        "ready": true,
+        "ready": sessions.is_ok(),
+        "reasons": sessions.err().into_iter().collect::<Vec<_>>(),
         "policy": {
             "digest": status.serving_digest,
             "last_reload": status.last_reload_at.as_ref().map(|at| json!({
@@ -118,7 +127,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
             })),
         }
     });
-    (StatusCode::OK, axum::Json(body)).into_response()
+    (code, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {

@@ -163,6 +163,9 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// Store URL (`sqlite:PATH` or `redis://...`); defaults to SQLite in `data_dir`.
     pub url: String,
+    /// Longest time a cached session is trusted without reading the store: the bound on
+    /// how long a revocation that nobody pushed (the CLI's) can go unseen. Applies at start.
+    pub max_staleness: std::time::Duration,
 }
 
 /// Request-path limits.

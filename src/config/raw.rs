@@ -51,6 +51,7 @@ pub struct RawCertificate {
 pub struct RawStore {
     pub data: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
+    pub max_staleness: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -195,6 +195,30 @@ fn bad_durations_urls_and_addresses_are_reported() {
 }
 
 #[test]
+fn max_staleness_defaults_to_a_second_and_stays_short() {
+    let dir = fixture(&[]);
+    let config = load(dir.path(), &env(), &Overrides::default()).unwrap();
+    assert_eq!(config.gateway.store.max_staleness, std::time::Duration::from_secs(1));
+    let with = |value: &str| format!("{GATEWAY}[store]\nmax_staleness = \"{value}\"\n");
+    let dir = fixture(&[("gateway.toml", &with("250ms"))]);
+    let config = load(dir.path(), &env(), &Overrides::default()).unwrap();
+    assert_eq!(
+        config.gateway.store.max_staleness,
+        std::time::Duration::from_millis(250)
+    );
+    for (bad, problem) in [
+        ("1m", "`1m` is out of range; it must be at least 10ms and at most 10s"),
+        ("0s", "`0s` is out of range"),
+        ("soon", "`soon`"),
+    ] {
+        assert_error(
+            &[("gateway.toml", &with(bad))],
+            &format!("gateway.toml:6: store.max_staleness: {problem}"),
+        );
+    }
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let dir = fixture(&[
         ("tenants/acme.toml", &ACME.replace("\"prod\"", "\"qa\"")),

@@ -5,9 +5,11 @@
 //! A trip is in force on this node when [`KillSwitches::trip`] returns: the switch is
 //! stored, put on the [`Board`] the request path reads, every live session in scope is
 //! revoked in the store and evicted from this node's cache, and open streams of those
-//! sessions are told to close. Other processes (replicas, a CLI that wrote the store) are
-//! picked up by [`KillSwitches::refresh`], which runs every second, and their cached
-//! sessions expire within the cache's staleness bound. Authorisation (who may trip what)
+//! sessions are told to close. Then the change is published on the store's event bus, and
+//! replicas refresh their board and evict the scope's sessions at once (see
+//! `crate::replicas`) before the publisher returns. [`KillSwitches::refresh`] still runs
+//! every second as a backstop for an event that was lost; cached sessions expire within
+//! the cache's staleness bound. Authorisation (who may trip what)
 //! is the caller's job; this module trusts the actor it is given.
 
 use std::collections::BTreeSet;
@@ -336,6 +338,7 @@ impl KillSwitches {
         store.put_kill_switch(&switch).await?;
         state.set(&self.board, &switch.scope, Some(switch.clone()));
         drop(state);
+        self.publish_change(&switch.scope).await;
 
         self.audit(
             &switch.scope,
@@ -377,6 +380,7 @@ impl KillSwitches {
         let Some(removed) = removed else {
             return Ok(None);
         };
+        self.publish_change(scope).await;
         self.audit(
             scope,
             actor,
@@ -462,6 +466,7 @@ impl KillSwitches {
             let store = self.sessions.store(ks.scope.tier())?;
             // Only the process whose delete removed it records the reset.
             if store.delete_kill_switch(&ks.scope.key()).await?.is_some() {
+                self.publish_change(&ks.scope).await;
                 let actor = Actor {
                     name: "expiry".into(),
                     source_ip: "-".into(),
@@ -502,6 +507,12 @@ impl KillSwitches {
                 _ = stop.changed() => return,
             }
         }
+    }
+
+    /// Tells other replicas that the switch of `scope` changed in the store.
+    async fn publish_change(&self, scope: &Scope) {
+        let event = crate::store::events::Event::SwitchChanged { scope: scope.clone() };
+        self.sessions.publish(scope.tier(), &event).await;
     }
 
     async fn current_switches(&self, config: &Config) -> Result<Vec<KillSwitch>, KillSwitchError> {

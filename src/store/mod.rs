@@ -12,6 +12,7 @@
 //! - [`sqlite`]: the embedded default, one SQLite file per tier.
 //! - [`redis`]: the shared backend for replicas, one key prefix per tier.
 //! - [`redis_connection`]: how that backend reaches Redis (one node, Sentinel, Cluster, TLS).
+//! - [`events`]: change events between replicas on Redis pub/sub (none with SQLite).
 //! - `conformance.rs` (tests only): one suite that every backend must pass.
 //! - `hooked.rs` (tests only): a store that forwards to a real one and lets a test act
 //!   after each call.
@@ -25,6 +26,7 @@
 //! The records are [`crate::records`] and [`crate::audit`]; this module knows nothing of
 //! HTTP, cookies, caches or the rules of the services above it.
 
+pub mod events;
 pub mod redis;
 pub mod redis_connection;
 pub mod sqlite;

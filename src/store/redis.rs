@@ -45,8 +45,8 @@ use std::borrow::Cow;
 use ::redis::{RedisError, Script};
 use serde::{Deserialize, Serialize};
 
-pub use super::redis_connection::RedisConnection;
 use super::redis_connection::RedisTarget;
+pub use super::redis_connection::{RedisConnection, RedisSubscriber};
 use super::{
     AccountStore, AuditLog, ChangeStore, KeyStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, PublishedKey, SessionStore,
     SsoActivation, SsoRollback, SsoStore, StoreError, SwitchStore, TENANT_LOGIN_HISTORY_CAP, ThrottleStore, TierStore,
@@ -398,6 +398,13 @@ pub async fn connect(url: &str) -> Result<RedisConnection, StoreError> {
 /// Connects as a Redis ACL user (`(user, password)`), or as the URL says when `None`.
 pub async fn connect_as(url: &str, auth: Option<(&str, &str)>) -> Result<RedisConnection, StoreError> {
     RedisTarget::parse(url)?.connect(auth).await
+}
+
+/// Opens pub/sub connections (the event bus's) to the same Redis as [`connect_as`], with
+/// the same credentials: the current master behind Sentinel, any reachable node of a
+/// Cluster (classic pub/sub reaches every node).
+pub(crate) fn client_as(url: &str, auth: Option<(&str, &str)>) -> Result<RedisSubscriber, StoreError> {
+    RedisTarget::parse(url)?.subscriber(auth)
 }
 
 /// The prefix of every key of `tier`. On a Cluster the tier is a hash tag, so all its keys

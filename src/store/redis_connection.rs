@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSub};
 use ::redis::cluster::ClusterClient;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
@@ -202,55 +202,102 @@ impl RedisTarget {
         &self.topology
     }
 
-    /// Connects, as the URL's user or as `auth` (a Redis ACL user and password) when given.
-    pub async fn connect(&self, auth: Option<(&str, &str)>) -> Result<RedisConnection, StoreError> {
-        let (username, password) = match auth {
+    /// The user and password to connect as: `auth` when given, else the URL's.
+    fn credentials<'a>(&'a self, auth: Option<(&'a str, &'a str)>) -> (Option<&'a str>, Option<&'a str>) {
+        match auth {
             Some((u, p)) => (Some(u), Some(p)),
             None => (self.username.as_deref(), self.password.as_deref()),
-        };
-        let certs =
-            match &self.ca_file {
-                Some(path) => Some(TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(std::fs::read(path).map_err(|e| {
-                        StoreError::Invalid(format!("redis URL: cannot read the ca= file ({})", e.kind()))
-                    })?),
-                }),
-                None => None,
-            };
+        }
+    }
+
+    /// The `ca=` file as the crate takes it, read now.
+    fn certs(&self) -> Result<Option<TlsCertificates>, StoreError> {
+        let Some(path) = &self.ca_file else { return Ok(None) };
+        let pem = std::fs::read(path)
+            .map_err(|e| StoreError::Invalid(format!("redis URL: cannot read the ca= file ({})", e.kind())))?;
+        Ok(Some(TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        }))
+    }
+
+    /// A client of one data node (`url` without credentials), as `auth` or the URL's user.
+    fn node_client(&self, url: &str, auth: Option<(&str, &str)>) -> Result<Client, StoreError> {
+        let (username, password) = self.credentials(auth);
+        let mut info = url.into_connection_info().map_err(|_| invalid("not a Redis URL"))?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(u) = username {
+            settings = settings.set_username(u);
+        }
+        if let Some(p) = password {
+            settings = settings.set_password(p);
+        }
+        info = info.set_redis_settings(settings);
+        match self.certs()? {
+            Some(certs) => Client::build_with_tls(info, certs),
+            None => Client::open(info),
+        }
+        .map_err(|_| invalid("client set-up (with ca=: is the file a PEM certificate?)"))
+    }
+
+    /// The URL of each Cluster seed node, without credentials.
+    fn seed_urls(&self) -> Vec<String> {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        self.nodes
+            .iter()
+            .map(|(host, port)| format!("{scheme}://{}:{port}/", bracket(host)))
+            .collect()
+    }
+
+    /// The crate's client of the sentinels, naming the master `master`.
+    fn sentinel_client(&self, master: &str, auth: Option<(&str, &str)>) -> Result<SentinelClient, StoreError> {
+        let (username, password) = self.credentials(auth);
+        let sentinels = self.nodes.iter().map(|(host, port)| {
+            if self.tls {
+                ConnectionAddr::TcpTls {
+                    host: host.clone(),
+                    port: *port,
+                    insecure: false,
+                    tls_params: None,
+                }
+            } else {
+                ConnectionAddr::Tcp(host.clone(), *port)
+            }
+        });
+        let mut builder = SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)
+            .map_err(|_| invalid("sentinel set-up"))?;
+        if let Some(u) = username {
+            builder = builder.set_client_to_redis_username(u);
+        }
+        if let Some(p) = password {
+            builder = builder.set_client_to_redis_password(p);
+        }
+        if self.tls {
+            builder = builder
+                .set_client_to_redis_tls_mode(TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+        }
+        if let Some(certs) = self.certs()? {
+            builder = builder
+                .set_client_to_redis_certificates(certs.clone())
+                .set_client_to_sentinel_certificates(certs);
+        }
+        builder
+            .build()
+            .map_err(|_| invalid("sentinel set-up (with ca=: is the file a PEM certificate?)"))
+    }
+
+    /// Connects, as the URL's user or as `auth` (a Redis ACL user and password) when given.
+    pub async fn connect(&self, auth: Option<(&str, &str)>) -> Result<RedisConnection, StoreError> {
         match &self.topology {
             Topology::Single => {
-                let mut info = self
-                    .single_url
-                    .as_str()
-                    .into_connection_info()
-                    .map_err(|_| invalid("not a Redis URL"))?;
-                if auth.is_some() {
-                    let mut settings = info.redis_settings().clone();
-                    if let Some(u) = username {
-                        settings = settings.set_username(u);
-                    }
-                    if let Some(p) = password {
-                        settings = settings.set_password(p);
-                    }
-                    info = info.set_redis_settings(settings);
-                }
-                let client = match certs {
-                    Some(certs) => Client::build_with_tls(info, certs),
-                    None => Client::open(info),
-                }
-                .map_err(|_| invalid("client set-up (with ca=: is the file a PEM certificate?)"))?;
+                let client = self.node_client(&self.single_url, auth)?;
                 let manager = ConnectionManager::new_with_config(client, manager_config()).await?;
                 Ok(RedisConnection::Single(manager))
             }
             Topology::Cluster => {
-                let scheme = if self.tls { "rediss" } else { "redis" };
-                let seeds: Vec<String> = self
-                    .nodes
-                    .iter()
-                    .map(|(host, port)| format!("{scheme}://{}:{port}/", bracket(host)))
-                    .collect();
-                let mut builder = ClusterClient::builder(seeds)
+                let (username, password) = self.credentials(auth);
+                let mut builder = ClusterClient::builder(self.seed_urls())
                     .connection_timeout(CONNECT_TIMEOUT)
                     .response_timeout(RESPONSE_TIMEOUT)
                     .retries(3);
@@ -263,50 +310,17 @@ impl RedisTarget {
                 if self.tls {
                     builder = builder.tls(TlsMode::Secure);
                 }
-                if let Some(certs) = certs {
+                if let Some(certs) = self.certs()? {
                     builder = builder.certs(certs);
                 }
                 let client = builder.build().map_err(|_| invalid("cluster set-up"))?;
                 Ok(RedisConnection::Cluster(client.get_async_connection().await?))
             }
             Topology::Sentinel { master } => {
-                let sentinels = self.nodes.iter().map(|(host, port)| {
-                    if self.tls {
-                        ConnectionAddr::TcpTls {
-                            host: host.clone(),
-                            port: *port,
-                            insecure: false,
-                            tls_params: None,
-                        }
-                    } else {
-                        ConnectionAddr::Tcp(host.clone(), *port)
-                    }
-                });
-                let mut builder = SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)
-                    .map_err(|_| invalid("sentinel set-up"))?;
-                if let Some(u) = username {
-                    builder = builder.set_client_to_redis_username(u);
-                }
-                if let Some(p) = password {
-                    builder = builder.set_client_to_redis_password(p);
-                }
-                if self.tls {
-                    builder = builder
-                        .set_client_to_redis_tls_mode(TlsMode::Secure)
-                        .set_client_to_sentinel_tls_mode(TlsMode::Secure);
-                }
-                if let Some(certs) = certs {
-                    builder = builder
-                        .set_client_to_redis_certificates(certs.clone())
-                        .set_client_to_sentinel_certificates(certs);
-                }
-                let client = builder
-                    .build()
-                    .map_err(|_| invalid("sentinel set-up (is the ca= file a PEM certificate?)"))?;
                 let sentinel = Arc::new(SentinelMaster {
                     master_name: master.clone(),
                     sentinels: tokio::sync::Mutex::new(Lookup {
-                        client,
+                        client: self.sentinel_client(master, auth)?,
                         failed_at: None,
                     }),
                     current: RwLock::new(None),
@@ -316,6 +330,60 @@ impl RedisTarget {
                 sentinel.master().await?;
                 tokio::spawn(watch_switches(Arc::downgrade(&sentinel)));
                 Ok(RedisConnection::Sentinel(sentinel))
+            }
+        }
+    }
+
+    /// What opens pub/sub connections to this Redis, as `auth` or the URL's user. Connects
+    /// nothing yet.
+    pub fn subscriber(&self, auth: Option<(&str, &str)>) -> Result<RedisSubscriber, StoreError> {
+        match &self.topology {
+            Topology::Single => Ok(RedisSubscriber::Nodes(vec![self.node_client(&self.single_url, auth)?])),
+            Topology::Cluster => Ok(RedisSubscriber::Nodes(
+                self.seed_urls()
+                    .iter()
+                    .map(|url| self.node_client(url, auth))
+                    .collect::<Result<_, _>>()?,
+            )),
+            Topology::Sentinel { master } => Ok(RedisSubscriber::Sentinel(Box::new(tokio::sync::Mutex::new(
+                self.sentinel_client(master, auth)?,
+            )))),
+        }
+    }
+}
+
+/// Opens pub/sub connections: to one node, to the first reachable seed of a Cluster
+/// (classic pub/sub reaches every node of a Cluster), or to the master the sentinels name
+/// at that moment (so a subscription lost in a failover comes back on the new master).
+pub enum RedisSubscriber {
+    /// One node, or a Cluster's seed nodes in order.
+    Nodes(Vec<Client>),
+    /// The sentinels, asked at each subscription.
+    Sentinel(Box<tokio::sync::Mutex<SentinelClient>>),
+}
+
+impl RedisSubscriber {
+    /// A new pub/sub connection.
+    pub async fn get_async_pubsub(&self) -> RedisResult<PubSub> {
+        match self {
+            RedisSubscriber::Nodes(clients) => {
+                let mut last = RedisError::from((ErrorKind::Io, "no node to subscribe on"));
+                for client in clients {
+                    match client.get_async_pubsub().await {
+                        Ok(pubsub) => return Ok(pubsub),
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+            RedisSubscriber::Sentinel(sentinels) => {
+                let client = {
+                    let mut sentinels = sentinels.lock().await;
+                    tokio::time::timeout(SENTINEL_LOOKUP_TIMEOUT, sentinels.async_get_client())
+                        .await
+                        .map_err(|_| RedisError::from((ErrorKind::Io, "sentinel lookup timed out")))??
+                };
+                client.get_async_pubsub().await
             }
         }
     }

@@ -445,6 +445,8 @@ pub struct PolicyFixture {
     pub staging_keys: String,
     /// Extra files written into the policy directory: (relative path, content).
     pub extra_files: Vec<(String, String)>,
+    /// `[store] url` (e.g. a test Redis); the embedded store under the policy dir if None.
+    pub store_url: Option<String>,
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -487,6 +489,7 @@ impl PolicyFixture {
             gateway_env: Vec::new(),
             staging_keys: String::new(),
             extra_files: Vec::new(),
+            store_url: None,
         }
     }
 
@@ -511,7 +514,11 @@ impl PolicyFixture {
                 hosts.join(", ")
             ));
         }
-        s.push_str(&format!("[store]\ndata = \"{}\"\n\n", dir.join("data").display()));
+        s.push_str(&format!("[store]\ndata = \"{}\"\n", dir.join("data").display()));
+        if let Some(url) = &self.store_url {
+            s.push_str(&format!("url = \"{url}\"\n"));
+        }
+        s.push('\n');
         let proxies: Vec<String> = self.trusted_proxies.iter().map(|p| format!("\"{p}\"")).collect();
         s.push_str(&format!("[proxy]\ntrusted_proxies = [{}]\n\n", proxies.join(", ")));
         s.push_str("[limits]\n");

@@ -12,6 +12,7 @@ mod check;
 mod cli;
 mod demo_output;
 mod deploy;
+mod distributed;
 mod forward_auth;
 mod harness;
 mod headers;

@@ -527,6 +527,9 @@ async fn the_walkthrough_runs_as_written() {
     };
     assert_eq!(breakers(token.clone()).await, 200, "{}", gateway.logs());
     assert_eq!(breakers(format!("{token}x")).await, 401);
+    // Ready: as the tier's ACL user it follows the tier's change events too.
+    let ready = admin_client.get(format!("http://{admin}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
 
     // The first user, as step 6 adds her, signs in through the gateway: both work on
     // Redis as the tier's ACL user.

@@ -93,7 +93,18 @@ pub(super) fn build_gateway(
             plaintext,
         },
         tls,
-        store: StoreConfig { data_dir, url },
+        store: StoreConfig {
+            data_dir,
+            url,
+            max_staleness: duration(
+                src,
+                raw.store.max_staleness.as_ref(),
+                "store.max_staleness",
+                ranges::MAX_STALENESS,
+                problems,
+            )
+            .unwrap_or(ranges::DEFAULT_STALENESS),
+        },
         trusted_proxies,
         limits,
     }
@@ -206,6 +217,11 @@ mod ranges {
     pub const UPSTREAM_RESPONSE: DurationRange = DurationRange::new(secs(1), hours(1));
     /// In-flight requests finishing on SIGTERM.
     pub const SHUTDOWN_GRACE: DurationRange = DurationRange::new(secs(1), hours(1));
+    /// A cached session trusted without the store: a revocation nobody pushed goes unseen
+    /// this long, so it stays short.
+    pub const MAX_STALENESS: DurationRange = DurationRange::new(Duration::from_millis(10), secs(10));
+    /// SPEC "Distributed mode": a cached session is trusted at most 1 s by default.
+    pub const DEFAULT_STALENESS: Duration = secs(1);
 }
 
 fn build_limits(src: &Source, raw: &RawLimits, problems: &mut Problems) -> Limits {
