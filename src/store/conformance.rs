@@ -1642,6 +1642,43 @@ async fn redis_sentinel_failover_moves_the_store_to_the_new_master() {
     assert!(store.get_session(&landed.id_hash).await.unwrap().is_some());
 }
 
+/// The event bus's pub/sub works in every topology: a message published through the
+/// store's connection reaches a subscription opened by [`super::redis::client_as`], and
+/// `PUBLISH` counts it (the bus waits for that many acknowledgements; on a Cluster it
+/// counts only the subscribers of the node serving the channel's slot).
+async fn published_messages_reach_subscribers(url: &str) {
+    use futures_util::StreamExt;
+    let subscriber = super::redis::client_as(url, None).unwrap();
+    let mut pubsub = subscriber.get_async_pubsub_for("portcullis:prod:events").await.unwrap();
+    pubsub.subscribe("portcullis:prod:events").await.unwrap();
+    let mut messages = pubsub.into_on_message();
+    let mut con = super::redis::connect(url).await.unwrap();
+    let receivers: i64 = ::redis::cmd("PUBLISH")
+        .arg("portcullis:prod:events")
+        .arg("hello")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(receivers, 1, "PUBLISH counts the subscriber");
+    let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .expect("the message arrives")
+        .unwrap();
+    assert_eq!(msg.get_payload::<String>().unwrap(), "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_sub_works_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    published_messages_reach_subscribers(&cluster.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_sub_works_behind_sentinel() {
+    let set = RedisSentinel::start();
+    published_messages_reach_subscribers(&set.url()).await;
+}
+
 /// Losing Redis must make calls fail (the gateway answers 503), never look like "no session".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_unavailable() {

@@ -362,7 +362,7 @@ async fn follow_tier(bus: Arc<RedisBus>, tier: String, sink: Arc<dyn EventSink>)
 /// A pub/sub connection subscribed to `channel`, or why not (safe to show).
 async fn subscribe(client: &super::redis::RedisSubscriber, channel: &str) -> Result<::redis::aio::PubSub, String> {
     let attempt = async {
-        let mut pubsub = client.get_async_pubsub().await?;
+        let mut pubsub = client.get_async_pubsub_for(channel).await?;
         pubsub.subscribe(channel).await?;
         Ok::<_, ::redis::RedisError>(pubsub)
     };

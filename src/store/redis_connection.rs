@@ -54,6 +54,7 @@ pub enum Topology {
 }
 
 /// A parsed Redis store URL. No `Debug`: it holds the password.
+#[derive(Clone)]
 pub struct RedisTarget {
     topology: Topology,
     tls: bool,
@@ -338,13 +339,21 @@ impl RedisTarget {
     /// nothing yet.
     pub fn subscriber(&self, auth: Option<(&str, &str)>) -> Result<RedisSubscriber, StoreError> {
         match &self.topology {
-            Topology::Single => Ok(RedisSubscriber::Nodes(vec![self.node_client(&self.single_url, auth)?])),
-            Topology::Cluster => Ok(RedisSubscriber::Nodes(
-                self.seed_urls()
-                    .iter()
-                    .map(|url| self.node_client(url, auth))
-                    .collect::<Result<_, _>>()?,
-            )),
+            Topology::Single => Ok(RedisSubscriber::Node(self.node_client(&self.single_url, auth)?)),
+            Topology::Cluster => {
+                let (username, password) = self.credentials(auth);
+                Ok(RedisSubscriber::Cluster {
+                    seeds: self
+                        .seed_urls()
+                        .iter()
+                        .map(|url| self.node_client(url, auth))
+                        .collect::<Result<_, _>>()?,
+                    scheme: if self.tls { "rediss" } else { "redis" },
+                    target: Box::new(self.clone()),
+                    username: username.map(str::to_string),
+                    password: password.map(str::to_string),
+                })
+            }
             Topology::Sentinel { master } => Ok(RedisSubscriber::Sentinel(Box::new(tokio::sync::Mutex::new(
                 self.sentinel_client(master, auth)?,
             )))),
@@ -352,25 +361,52 @@ impl RedisTarget {
     }
 }
 
-/// Opens pub/sub connections: to one node, to the first reachable seed of a Cluster
-/// (classic pub/sub reaches every node of a Cluster), or to the master the sentinels name
-/// at that moment (so a subscription lost in a failover comes back on the new master).
+/// Opens pub/sub connections: to one node; on a Cluster, to the node serving the
+/// channel's slot, where the Cluster connection sends `PUBLISH` (a message reaches every
+/// node, but `PUBLISH` counts only the subscribers of the node it ran on, and the event
+/// bus waits for that many acknowledgements); behind Sentinel, to the master the
+/// sentinels name at that moment (so a subscription lost in a failover comes back on the
+/// new master).
 pub enum RedisSubscriber {
-    /// One node, or a Cluster's seed nodes in order.
-    Nodes(Vec<Client>),
+    /// One node.
+    Node(Client),
+    /// A Cluster: its seed nodes and how to reach any node.
+    Cluster {
+        seeds: Vec<Client>,
+        /// `redis` or `rediss`.
+        scheme: &'static str,
+        /// Builds the client of a node from its URL.
+        target: Box<RedisTarget>,
+        username: Option<String>,
+        password: Option<String>,
+    },
     /// The sentinels, asked at each subscription.
     Sentinel(Box<tokio::sync::Mutex<SentinelClient>>),
 }
 
 impl RedisSubscriber {
-    /// A new pub/sub connection.
-    pub async fn get_async_pubsub(&self) -> RedisResult<PubSub> {
+    /// A new pub/sub connection for `channel` (not yet subscribed).
+    pub async fn get_async_pubsub_for(&self, channel: &str) -> RedisResult<PubSub> {
         match self {
-            RedisSubscriber::Nodes(clients) => {
-                let mut last = RedisError::from((ErrorKind::Io, "no node to subscribe on"));
-                for client in clients {
-                    match client.get_async_pubsub().await {
-                        Ok(pubsub) => return Ok(pubsub),
+            RedisSubscriber::Node(client) => client.get_async_pubsub().await,
+            RedisSubscriber::Cluster {
+                seeds,
+                scheme,
+                target,
+                username,
+                password,
+            } => {
+                let mut last = RedisError::from((ErrorKind::Io, "no cluster node answered"));
+                for seed in seeds {
+                    match slot_owner(seed, channel).await {
+                        Ok((host, port)) => {
+                            let url = format!("{scheme}://{}:{port}/", bracket(&host));
+                            let auth = username.as_deref().zip(password.as_deref());
+                            let client = target
+                                .node_client(&url, auth)
+                                .map_err(|_| RedisError::from((ErrorKind::Io, "cluster node address")))?;
+                            return client.get_async_pubsub().await;
+                        }
                         Err(e) => last = e,
                     }
                 }
@@ -387,6 +423,33 @@ impl RedisSubscriber {
             }
         }
     }
+}
+
+/// The address of the master serving `key`'s slot, asked of `seed`.
+async fn slot_owner(seed: &Client, key: &str) -> RedisResult<(String, u16)> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    let mut con = seed.get_multiplexed_async_connection_with_config(&config).await?;
+    let slot: i64 = ::redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut con)
+        .await?;
+    let ranges: Vec<Vec<Value>> = ::redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut con).await?;
+    for range in ranges {
+        // [start, end, [host, port, id, ...], replicas...]
+        if let [Value::Int(start), Value::Int(end), Value::Array(master), ..] = range.as_slice()
+            && (*start..=*end).contains(&slot)
+            && let [Value::BulkString(host), Value::Int(port), ..] = master.as_slice()
+        {
+            let host = String::from_utf8(host.clone())
+                .map_err(|_| RedisError::from((ErrorKind::Parse, "cluster node host")))?;
+            let port = u16::try_from(*port).map_err(|_| RedisError::from((ErrorKind::Parse, "cluster node port")))?;
+            return Ok((host, port));
+        }
+    }
+    Err(RedisError::from((ErrorKind::Io, "no node serves the channel's slot")))
 }
 
 /// `host[:port]` or `[v6]:port`, as one node of a sentinel or cluster URL.
