@@ -5,7 +5,7 @@
 //! everything recovers within 5 s of Redis being back. A policy reload on one replica
 //! reloads the others.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,74 +23,6 @@ const PUSH_BOUND: Duration = Duration::from_millis(500);
 /// Everything must work again within this long after Redis is back.
 const RECOVERY_BOUND: Duration = Duration::from_secs(5);
 
-/// A `redis-server` child with an append-only file fsynced on every write, so a killed and
-/// restarted server (same port, same dir) has every write it acknowledged.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut redis = Redis { child: None, port, dir };
-        redis.spawn();
-        redis
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed (apt-get install redis-server)");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if self.cli(&["PING"]) == "PONG" {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("redis-server did not answer on port {}", self.port);
-    }
-
-    /// SIGKILL: no shutdown, no goodbye to clients.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Three replicas on one Redis, an operator token of tier prod, and a handle on the
 /// store to plant sessions.
 struct Replicas {
@@ -98,12 +30,12 @@ struct Replicas {
     clients: Vec<reqwest::Client>,
     stores: Stores,
     token: String,
-    redis: Redis,
+    redis: RedisServer,
     _ups: Upstreams,
 }
 
 async fn replicas() -> Replicas {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let ups = Upstreams::start().await;
     let token = random_hex(32);
     let mut f = PolicyFixture::for_upstreams(&ups);
@@ -567,4 +499,164 @@ async fn the_cli_revokes_and_trips_on_every_running_replica_at_once() {
     for i in 0..3 {
         assert_eq!(r.status(i, PUBLIC, None).await, 423, "replica {}", i + 1);
     }
+}
+
+/// If this broke, an attacker who spreads password guesses over the replicas behind a
+/// load balancer would get a budget per replica instead of one per account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guesses_spread_over_replicas_share_one_budget() {
+    let r = replicas().await;
+    let users = Accounts::open_url(&r.redis.url()).await;
+    let gail = users.create("acme", "gail", &[], true).await;
+    let guesser = TestUser::known("acme", "prod", "gail", "not-her-password", "JBSWY3DPEHPK3PXP");
+    let attempts = portcullis::auth::login::ACCOUNT_ATTEMPTS;
+    for n in 0..attempts {
+        let i = usize::try_from(n).unwrap() % 3;
+        let r2 = Agent::new(&r.gws[i], "acme.test")
+            .api_password_step(&guesser, None)
+            .await;
+        assert_eq!(r2.status, 401, "guess {} on replica {}: {}", n + 1, i + 1, r2.body);
+    }
+    // Each replica saw at most 4 guesses; the account's budget of 10 is used up on all.
+    for i in 0..3 {
+        let right = Agent::new(&r.gws[i], "acme.test").api_password_step(&gail, None).await;
+        assert_eq!(right.status, 429, "replica {}: {}", i + 1, right.body);
+        assert!(right.header("retry-after").is_some());
+    }
+}
+
+/// `portcullis demo --store redis://...` on a free port, in a data dir of its own;
+/// SIGTERM on drop.
+struct DemoReplica {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl DemoReplica {
+    fn start(store: &str) -> DemoReplica {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = std::fs::File::create(dir.path().join("stdout")).expect("stdout file");
+        let child = Command::new(BIN)
+            .args([
+                "demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--store",
+                store,
+            ])
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn demo");
+        DemoReplica { child, dir }
+    }
+
+    /// Its demo.json, once written.
+    async fn demo_json(&self) -> serde_json::Value {
+        let path = self.dir.path().join("data");
+        for _ in 0..400 {
+            if let Some(v) = demo_json(&path) {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "no demo.json: {}",
+            std::fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for DemoReplica {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// If this broke, demo replicas on one Redis would each print their own operator tokens
+/// and keys: a token from replica 1 would get 401 on replica 2, a sign-in could not
+/// continue on another replica, and assertions of one would not verify with the other's
+/// keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_replicas_on_one_redis_act_as_one_gateway() {
+    let redis = RedisServer::start();
+    let one = DemoReplica::start(&redis.url());
+    let first = one.demo_json().await;
+    let two = DemoReplica::start(&redis.url());
+    let second = two.demo_json().await;
+    assert_eq!(first["operators"], second["operators"], "one set of operator tokens");
+    assert_eq!(first["users"], second["users"]);
+    let addr = |v: &serde_json::Value, key: &str| -> std::net::SocketAddr {
+        v[key].as_str().expect(key).parse().expect("address")
+    };
+
+    // Replica 1's operator token on replica 2's admin API.
+    let token = first["operator_tokens"]["prod"].as_str().expect("prod token");
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/v1/breakers", addr(&second, "admin")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("admin API");
+    assert_eq!(r.status(), 200);
+
+    // A sign-in started on replica 1 finishes on replica 2; the session works on both.
+    let alice = &first["users"][0];
+    let user = TestUser::known(
+        "acme",
+        "prod",
+        alice["username"].as_str().expect("username"),
+        alice["password"].as_str().expect("password"),
+        alice["totp_secret"].as_str().expect("secret"),
+    );
+    let mut on_one = Agent::at(addr(&first, "public"), "acme.localhost");
+    let step = on_one.api_password_step(&user, None).await;
+    assert_eq!(
+        (step.status, step.json()["next"].as_str()),
+        (200, Some("mfa")),
+        "{}",
+        step.body
+    );
+    let mut on_two = Agent::at(addr(&second, "public"), "acme.localhost");
+    on_two.cookies = on_one.cookies.clone();
+    let code = user.fresh_code().await;
+    let done = on_two
+        .post_json("/.portcullis/api/mfa", &serde_json::json!({ "code": code }))
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    on_one.cookies = on_two.cookies.clone();
+    for agent in [&mut on_one, &mut on_two] {
+        let me = agent.get("/.portcullis/api/whoami").await;
+        assert_eq!(me.status, 200, "{}", me.body);
+    }
+
+    // One set of assertion keys.
+    let jwks = |a: std::net::SocketAddr| async move {
+        let mut agent = Agent::at(a, "acme.localhost");
+        agent.get("/.portcullis/jwks.json").await.json()
+    };
+    let kids = |v: serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter_map(|k| k["kid"].as_str().map(str::to_string))
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        kids(jwks(addr(&first, "public")).await),
+        kids(jwks(addr(&second, "public")).await)
+    );
 }

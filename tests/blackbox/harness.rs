@@ -1216,8 +1216,12 @@ impl Accounts {
 
     /// Opens the prod and staging stores under `data` (`sqlite:<data>`).
     pub async fn open_dir(data: &Path) -> Self {
-        let url = format!("sqlite:{}", data.display());
-        let stores = portcullis::store::Stores::open(&url, ["prod", "staging"])
+        Self::open_url(&format!("sqlite:{}", data.display())).await
+    }
+
+    /// Opens the prod and staging stores at a store URL (`sqlite:DIR`, `redis://...`).
+    pub async fn open_url(url: &str) -> Self {
+        let stores = portcullis::store::Stores::open(url, ["prod", "staging"])
             .await
             .expect("open the gateway's store");
         let hasher =
@@ -1453,6 +1457,23 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// A browser of `host` talking plaintext HTTP to a listener at `public` (a gateway
+    /// this harness did not start, such as `portcullis demo`).
+    pub fn at(public: std::net::SocketAddr, host: &str) -> Self {
+        let client = reqwest::Client::builder()
+            .resolve(host, public)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Agent {
+            client,
+            port: public.port(),
+            host: host.to_string(),
+            cookies: BTreeMap::new(),
+            user_agent: "portcullis-blackbox/1.0".into(),
+        }
+    }
+
     pub fn new(gw: &Gateway, host: &str) -> Self {
         let mut b = gw.client_builder();
         // Extra hosts of the sign-in tests (the demo uses *.localhost names).
@@ -1620,5 +1641,85 @@ pub fn sans_request_id(body: &str) -> serde_json::Value {
             serde_json::Value::Object(fields)
         }
         _ => serde_json::Value::String(body.to_string()),
+    }
+}
+
+/// A real `redis-server` on a free loopback port, killed on drop. Append-only, fsynced on
+/// every write, so a killed and restarted server (same port, same dir) has every write
+/// it acknowledged.
+pub struct RedisServer {
+    child: Option<Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut redis = RedisServer { child: None, port, dir };
+        redis.spawn();
+        redis
+    }
+
+    /// Starts the server (again, after [`RedisServer::kill`]) on the same port and dir.
+    pub fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed (apt-get install redis-server)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if self.cli(&["PING"]) == "PONG" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server did not answer on port {}", self.port);
+    }
+
+    /// SIGKILL: no shutdown, no goodbye to clients.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis-cli` against this server: its trimmed stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.cli_status(args).0
+    }
+
+    /// `redis-cli` against this server: (trimmed stdout, success).
+    pub fn cli_status(&self, args: &[&str]) -> (String, bool) {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            out.status.success(),
+        )
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -276,60 +276,6 @@ fn walkthrough(md: &str) -> Vec<Step> {
     steps
 }
 
-/// A throwaway `redis-server` on a free port; killed on drop.
-struct Redis {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed (apt-get install redis-server)");
-        let redis = Redis { child, port, _dir: dir };
-        for _ in 0..100 {
-            if redis.cli(&["PING"]).0 == "PONG" {
-                return redis;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server did not answer on port {port}");
-    }
-
-    /// `redis-cli` against this server: (trimmed stdout, success).
-    fn cli(&self, args: &[&str]) -> (String, bool) {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        (
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            out.status.success(),
-        )
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A `portcullis run` started on the walk-through's policy; SIGTERM on drop.
 struct Running {
     child: std::process::Child,
@@ -386,7 +332,7 @@ async fn the_walkthrough_runs_as_written() {
             "policies/tenants/example.toml"
         ]
     );
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let root = tempfile::tempdir().expect("tempdir");
     let out = root.path().join("walkthrough.out");
 
@@ -571,7 +517,7 @@ async fn the_walkthrough_runs_as_written() {
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["next"], "enrol");
 
     // Everything went under the tier's prefix, and its user reaches nothing else.
-    let (keys, _) = redis.cli(&["--raw", "KEYS", "*"]);
+    let (keys, _) = redis.cli_status(&["--raw", "KEYS", "*"]);
     assert!(!keys.is_empty(), "the gateway wrote to Redis");
     assert!(keys.lines().all(|k| k.starts_with("portcullis:prod:")), "{keys}");
     let as_tier = |args: &[&str]| {
@@ -583,7 +529,7 @@ async fn the_walkthrough_runs_as_written() {
             "--no-auth-warning",
         ];
         all.extend_from_slice(args);
-        redis.cli(&all).0
+        redis.cli_status(&all).0
     };
     assert!(as_tier(&["GET", "portcullis:staging:x"]).contains("NOPERM"));
     assert!(as_tier(&["FLUSHALL"]).contains("NOPERM"));
