@@ -8,10 +8,14 @@
 //!   a [`ConnectionManager`] that reconnects on its own;
 //! - `redis+sentinel://[user:password@]host:port[,host:port...]/<master-name>` and
 //!   `rediss+sentinel://...` (TLS to the sentinels and the master): the sentinels name the
-//!   master; the connection asks them again after the master is lost or refuses writes
-//!   (a failover), never reconnecting to an address they have not named;
+//!   master; the connection asks them again when they announce a new one
+//!   (`+switch-master`) or the master is lost or refuses writes, never reconnecting to an
+//!   address they have not named;
 //! - `redis+cluster://[user:password@]host:port[,host:port...]` and `rediss+cluster://...`:
 //!   the crate's async Cluster connection, which follows slots and redirections.
+//!
+//! [`RedisSubscriber`] opens the event bus's pub/sub connections to the same Redis: the
+//! node, the Cluster node serving the channel's slot, or the master the sentinels name.
 //!
 //! The user and password in the URL authenticate to the data nodes (the master, every
 //! Cluster node), unless a tier's ACL user replaces them; sentinels are reached without
