@@ -60,6 +60,33 @@ impl Backend {
         }
     }
 
+    /// Redis Cluster: three masters on loopback.
+    pub(crate) fn redis_cluster() -> Self {
+        let cluster = RedisCluster::start();
+        Backend {
+            url: cluster.url(),
+            _keep: Box::new(cluster),
+        }
+    }
+
+    /// Redis behind Sentinel: a master, a replica and one sentinel.
+    pub(crate) fn redis_sentinel() -> Self {
+        let sentinel = RedisSentinel::start();
+        Backend {
+            url: sentinel.url(),
+            _keep: Box::new(sentinel),
+        }
+    }
+
+    /// Redis over TLS, trusting a test CA given as `?ca=`.
+    pub(crate) fn redis_tls() -> Self {
+        let tls = RedisTls::start();
+        Backend {
+            url: tls.url(),
+            _keep: Box::new(tls),
+        }
+    }
+
     /// A store for `tier`; two calls with the same tier share data, like two replicas.
     async fn store(&self, tier: &str) -> Arc<dyn TierStore> {
         let stores = Stores::open(&self.url, [tier]).await.expect("open store");
@@ -77,6 +104,12 @@ pub(crate) struct RedisServer {
 impl RedisServer {
     /// Starts a server and waits until it answers PING.
     pub(crate) fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with `leading` arguments (a config file, `--sentinel`, more options)
+    /// before the usual ones, and waits until its plaintext port answers PING.
+    fn start_with(leading: &[std::ffi::OsString]) -> Self {
         let bin = find_on_path("redis-server").unwrap_or_else(|| {
             panic!(
                 "redis-server is not installed (apt-get install -y redis-server): \
@@ -89,6 +122,7 @@ impl RedisServer {
             let port = free_port();
             let log = dir.path().join("redis.log");
             let mut child = Command::new(&bin)
+                .args(leading)
                 .args([
                     "--port",
                     &port.to_string(),
@@ -128,6 +162,171 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Runs `redis-cli -p <port> <args>` and returns what it printed.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let bin = find_on_path("redis-cli").expect("redis-cli is installed with redis-server");
+    let out = Command::new(bin)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Waits up to 20 s until `ready` holds, else panics with `what`.
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A Redis Cluster of three masters without replicas (`redis-cli --cluster create`).
+pub(crate) struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub(crate) fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-port".into(),
+                    free_port().to_string().into(),
+                    "--cluster-node-timeout".into(),
+                    "5000".into(),
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.push("--cluster-yes");
+        let out = redis_cli(nodes[0].port, &args);
+        assert!(out.contains("All 16384 slots covered"), "cluster create failed:\n{out}");
+        wait_until("every cluster node says cluster_state:ok", || {
+            nodes
+                .iter()
+                .all(|n| redis_cli(n.port, &["cluster", "info"]).contains("cluster_state:ok"))
+        });
+        RedisCluster { nodes }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        let hosts: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+}
+
+/// Sentinel set-up: a master, its replica and one sentinel watching them (quorum 1).
+pub(crate) struct RedisSentinel {
+    master: RedisServer,
+    replica: RedisServer,
+    sentinel: RedisServer,
+    _conf: tempfile::TempDir,
+}
+
+/// The master name the test sentinel watches.
+const SENTINEL_MASTER: &str = "portcullis-test";
+
+impl RedisSentinel {
+    pub(crate) fn start() -> Self {
+        let master = RedisServer::start();
+        let replica =
+            RedisServer::start_with(&["--replicaof".into(), "127.0.0.1".into(), master.port.to_string().into()]);
+        let conf = tempfile::tempdir().expect("temporary directory");
+        let file = conf.path().join("sentinel.conf");
+        std::fs::write(
+            &file,
+            format!(
+                "sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_MASTER} 2000\n\
+                 sentinel failover-timeout {SENTINEL_MASTER} 10000\n",
+                master.port
+            ),
+        )
+        .expect("write sentinel.conf");
+        let sentinel = RedisServer::start_with(&[file.into_os_string(), "--sentinel".into()]);
+        wait_until("the sentinel names the master", || {
+            redis_cli(sentinel.port, &["sentinel", "get-master-addr-by-name", SENTINEL_MASTER])
+                .contains(&master.port.to_string())
+        });
+        RedisSentinel {
+            master,
+            replica,
+            sentinel,
+            _conf: conf,
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/{SENTINEL_MASTER}", self.sentinel.port)
+    }
+}
+
+/// A test CA and a `redis-server` that also listens with TLS (certificate for 127.0.0.1
+/// from that CA); its plaintext port is only for the readiness check.
+pub(crate) struct RedisTls {
+    _server: RedisServer,
+    tls_port: u16,
+    ca_file: PathBuf,
+    _pki: tempfile::TempDir,
+}
+
+impl RedisTls {
+    pub(crate) fn start() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let pki = tempfile::tempdir().expect("temporary directory");
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "Redis test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let ca_file = pki.path().join("ca.pem");
+        let cert_file = pki.path().join("server.pem");
+        let key_file = pki.path().join("server.key");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let tls_port = free_port();
+        let server = RedisServer::start_with(&[
+            "--tls-port".into(),
+            tls_port.to_string().into(),
+            "--tls-cert-file".into(),
+            cert_file.into_os_string(),
+            "--tls-key-file".into(),
+            key_file.into_os_string(),
+            "--tls-ca-cert-file".into(),
+            ca_file.clone().into_os_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ]);
+        RedisTls {
+            _server: server,
+            tls_port,
+            ca_file,
+            _pki: pki,
+        }
+    }
+
+    /// The TLS URL trusting only the test CA.
+    pub(crate) fn url(&self) -> String {
+        format!("{}?ca={}", self.url_without_ca(), self.ca_file.display())
+    }
+
+    fn url_without_ca(&self) -> String {
+        format!("rediss://127.0.0.1:{}/", self.tls_port)
     }
 }
 
@@ -1297,25 +1496,50 @@ pub(crate) async fn stores_of_one_tier_share_state(b: &Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tier_acl_user_cannot_touch_another_tiers_keys() {
     let server = RedisServer::start();
-    let url = server.url();
-    let admin = ::redis::Client::open(url.as_str()).unwrap();
-    let mut con = admin.get_multiplexed_async_connection().await.unwrap();
-    let _: () = ::redis::cmd("ACL")
-        .arg(&[
+    tier_acl_user_is_confined(&server.url(), &[server.port], &["~portcullis:prod:*"]).await;
+}
+
+/// The same on a Cluster, where the tier's keys are `portcullis:{<tier>}:...` (one slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_acl_user_is_confined_in_a_cluster_too() {
+    let cluster = RedisCluster::start();
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    tier_acl_user_is_confined(&cluster.url(), &ports, &["~portcullis:{prod}:*"]).await;
+}
+
+/// The same behind Sentinel (ACL users are per node: set on the master and its replica),
+/// where the user also needs `ROLE`: the client checks that the node the sentinels name
+/// is the master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_acl_user_is_confined_behind_sentinel_too() {
+    let set = RedisSentinel::start();
+    let nodes = [set.master.port, set.replica.port];
+    tier_acl_user_is_confined(&set.url(), &nodes, &["~portcullis:prod:*", "+role"]).await;
+}
+
+/// Creates the ACL user `prod-gw` as the README says (`+@all -@dangerous`, then `rules`:
+/// its keys and any extra command) on every node, then checks that the prod store works
+/// as that user and the staging store is refused.
+async fn tier_acl_user_is_confined(url: &str, node_ports: &[u16], rules: &[&str]) {
+    for port in node_ports {
+        let mut args = vec![
+            "ACL",
             "SETUSER",
             "prod-gw",
             "on",
             ">prod-secret",
-            "~portcullis:prod:*",
-            "+@all",
-        ])
-        .query_async(&mut con)
+            "resetkeys",
+            "resetchannels",
+        ];
+        args.extend(["+@all", "-@dangerous"]);
+        args.extend(rules);
+        let out = redis_cli(*port, &args);
+        assert_eq!(out.trim(), "OK", "ACL SETUSER on {port}");
+    }
+    let con = super::redis::connect_as(url, Some(("prod-gw", "prod-secret")))
         .await
         .unwrap();
-    let manager = super::redis::connect_as(&url, Some(("prod-gw", "prod-secret")))
-        .await
-        .unwrap();
-    let prod = super::RedisStore::new(manager.clone(), "prod").unwrap();
+    let prod = super::RedisStore::new(con.clone(), "prod").unwrap();
     let s = session("acme", "alice", "t1", T0);
     prod.create_session(&s).await.unwrap();
     assert_eq!(
@@ -1323,7 +1547,7 @@ async fn a_tier_acl_user_cannot_touch_another_tiers_keys() {
         Some("alice".into())
     );
 
-    let staging = super::RedisStore::new(manager, "staging").unwrap();
+    let staging = super::RedisStore::new(con, "staging").unwrap();
     let mut other = session("initech", "ivan", "t2", T0);
     other.tier = "staging".into();
     assert!(matches!(
@@ -1335,11 +1559,124 @@ async fn a_tier_acl_user_cannot_touch_another_tiers_keys() {
         Err(StoreError::Unavailable(_))
     ));
     assert!(
-        super::redis::connect_as(&url, Some(("prod-gw", "wrong")))
-            .await
-            .is_err(),
+        super::redis::connect_as(url, Some(("prod-gw", "wrong"))).await.is_err(),
         "a wrong password is refused"
     );
+}
+
+/// TLS trusts the CA given as `ca=` (else the webpki roots) and nothing else: a server
+/// whose certificate chains to neither is refused, and a missing CA file is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_tls_refuses_a_server_it_cannot_verify() {
+    let tls = RedisTls::start();
+    assert!(
+        super::redis::connect(&tls.url()).await.is_ok(),
+        "the test CA is trusted"
+    );
+    let err = super::redis::connect(&tls.url_without_ca())
+        .await
+        .err()
+        .expect("a certificate from an unknown CA is refused");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    let err = super::redis::connect(&format!("{}?ca=/nonexistent/ca.pem", tls.url_without_ca()))
+        .await
+        .err()
+        .expect("a missing CA file is refused");
+    assert!(matches!(&err, StoreError::Invalid(m) if m.contains("ca=")), "{err}");
+}
+
+/// A Sentinel failover does not strand the store on the old master: within moments of the
+/// sentinel naming the new master (long before Redis demotes the old one, which would
+/// drop what it took meanwhile, revocations included), the store's writes land on the
+/// new master; what it wrote before is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_failover_moves_the_store_to_the_new_master() {
+    let set = RedisSentinel::start();
+    let store = Backend {
+        url: set.url(),
+        _keep: Box::new(()),
+    }
+    .store("prod")
+    .await;
+    let before = session("acme", "alice", "t0", T0);
+    store.create_session(&before).await.unwrap();
+    wait_until("the replica has the session", || {
+        redis_cli(set.replica.port, &["dbsize"]).trim() != "0"
+    });
+    wait_until("the sentinel fails over to the replica", || {
+        redis_cli(set.sentinel.port, &["sentinel", "failover", SENTINEL_MASTER]).trim() == "OK"
+    });
+    let new_master = set.replica.port.to_string();
+    wait_until("the sentinel names the new master", || {
+        redis_cli(
+            set.sentinel.port,
+            &["sentinel", "get-master-addr-by-name", SENTINEL_MASTER],
+        )
+        .contains(&new_master)
+    });
+    let switched = Instant::now();
+    let mut landed = None;
+    for attempt in 1.. {
+        let s = session("acme", "bob", &format!("t{attempt}"), T0);
+        if store.create_session(&s).await.is_ok() {
+            let key = format!("portcullis:prod:session:{}", hex::encode(s.id_hash));
+            if redis_cli(set.replica.port, &["exists", &key]).trim() == "1" {
+                landed = Some(s);
+                break;
+            }
+        }
+        if switched.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let landed = landed.expect("a write reaches the new master within 3 s of the switch");
+    assert!(
+        redis_cli(set.master.port, &["role"]).starts_with("master"),
+        "the old master was not demoted yet: the store left it on the sentinel's word"
+    );
+    wait_until("the old master is demoted", || {
+        redis_cli(set.master.port, &["role"]).starts_with("slave")
+    });
+    assert!(store.get_session(&before.id_hash).await.unwrap().is_some());
+    assert!(store.get_session(&landed.id_hash).await.unwrap().is_some());
+}
+
+/// The event bus's pub/sub works in every topology: a message published through the
+/// store's connection reaches a subscription opened by [`super::redis::client_as`], and
+/// `PUBLISH` counts it (the bus waits for that many acknowledgements; on a Cluster it
+/// counts only the subscribers of the node serving the channel's slot).
+async fn published_messages_reach_subscribers(url: &str) {
+    use futures_util::StreamExt;
+    let subscriber = super::redis::client_as(url, None).unwrap();
+    let mut pubsub = subscriber.get_async_pubsub_for("portcullis:prod:events").await.unwrap();
+    pubsub.subscribe("portcullis:prod:events").await.unwrap();
+    let mut messages = pubsub.into_on_message();
+    let mut con = super::redis::connect(url).await.unwrap();
+    let receivers: i64 = ::redis::cmd("PUBLISH")
+        .arg("portcullis:prod:events")
+        .arg("hello")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(receivers, 1, "PUBLISH counts the subscriber");
+    let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .expect("the message arrives")
+        .unwrap();
+    assert_eq!(msg.get_payload::<String>().unwrap(), "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_sub_works_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    published_messages_reach_subscribers(&cluster.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_sub_works_behind_sentinel() {
+    let set = RedisSentinel::start();
+    published_messages_reach_subscribers(&set.url()).await;
 }
 
 /// Losing Redis must make calls fail (the gateway answers 503), never look like "no session".
@@ -2016,3 +2353,6 @@ macro_rules! every_test {
 
 every_test!(sqlite, super::Backend::sqlite());
 every_test!(redis, super::Backend::redis());
+every_test!(redis_cluster, super::Backend::redis_cluster());
+every_test!(redis_sentinel, super::Backend::redis_sentinel());
+every_test!(redis_tls, super::Backend::redis_tls());

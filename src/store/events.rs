@@ -27,8 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use ::redis::aio::ConnectionManager;
-use ::redis::{AsyncCommands, Client};
+use ::redis::AsyncCommands;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -162,9 +161,9 @@ struct TierChannel {
     /// `portcullis:<tier>:events`.
     channel: String,
     /// Publishes; a connection of its own, so events never queue behind store calls.
-    publisher: ConnectionManager,
+    publisher: super::redis::RedisConnection,
     /// Opens the tier's pub/sub connections, as the tier's ACL user when it has one.
-    client: Client,
+    client: super::redis::RedisSubscriber,
     /// Whether this process is subscribed right now (then `PUBLISH` counts it too).
     subscribed: AtomicBool,
 }
@@ -361,9 +360,9 @@ async fn follow_tier(bus: Arc<RedisBus>, tier: String, sink: Arc<dyn EventSink>)
 }
 
 /// A pub/sub connection subscribed to `channel`, or why not (safe to show).
-async fn subscribe(client: &Client, channel: &str) -> Result<::redis::aio::PubSub, String> {
+async fn subscribe(client: &super::redis::RedisSubscriber, channel: &str) -> Result<::redis::aio::PubSub, String> {
     let attempt = async {
-        let mut pubsub = client.get_async_pubsub().await?;
+        let mut pubsub = client.get_async_pubsub_for(channel).await?;
         pubsub.subscribe(channel).await?;
         Ok::<_, ::redis::RedisError>(pubsub)
     };

@@ -11,6 +11,7 @@
 //!   opens one [`TierStore`] per tier from the configured URL.
 //! - [`sqlite`]: the embedded default, one SQLite file per tier.
 //! - [`redis`]: the shared backend for replicas, one key prefix per tier.
+//! - [`redis_connection`]: how that backend reaches Redis (one node, Sentinel, Cluster, TLS).
 //! - [`events`]: change events between replicas on Redis pub/sub (none with SQLite).
 //! - `conformance.rs` (tests only): one suite that every backend must pass.
 //! - `hooked.rs` (tests only): a store that forwards to a real one and lets a test act
@@ -27,6 +28,7 @@
 
 pub mod events;
 pub mod redis;
+pub mod redis_connection;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -370,12 +372,15 @@ pub trait TierStore:
 pub enum StoreLocation {
     /// `sqlite:<dir>`: one `<dir>/<tier>.sqlite3` file per tier.
     Sqlite(PathBuf),
-    /// `redis://...` or `rediss://...`: one `portcullis:<tier>:` key prefix per tier.
+    /// `redis://...`, `rediss://...`, `redis+sentinel://...`, `rediss+sentinel://...`,
+    /// `redis+cluster://...` or `rediss+cluster://...` (see [`redis_connection`]): one key
+    /// prefix per tier.
     Redis(String),
 }
 
 impl StoreLocation {
-    /// Parses `sqlite:<dir>` or `redis://...`; the error never repeats the URL (it may hold a password).
+    /// Parses `sqlite:<dir>` or a Redis URL (checking its form); the error never repeats the
+    /// URL (it may hold a password).
     pub fn parse(url: &str) -> Result<Self, StoreError> {
         if let Some(dir) = url.strip_prefix("sqlite:") {
             if dir.is_empty() {
@@ -383,11 +388,16 @@ impl StoreLocation {
             }
             return Ok(StoreLocation::Sqlite(PathBuf::from(dir)));
         }
-        if url.starts_with("redis://") || url.starts_with("rediss://") {
+        if url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+")
+            || url.starts_with("rediss+")
+        {
+            self::redis_connection::RedisTarget::parse(url)?;
             return Ok(StoreLocation::Redis(url.to_string()));
         }
         Err(StoreError::Invalid(
-            "store URL (expected sqlite:DIR or redis://HOST:PORT)".into(),
+            "store URL (expected sqlite:DIR, redis://, rediss://, redis+sentinel:// or redis+cluster://)".into(),
         ))
     }
 }
@@ -405,7 +415,7 @@ impl Stores {
     }
 
     /// Opens (and creates if needed) the store of every tier. Redis tiers share one
-    /// connection manager; each still sees only its own key prefix.
+    /// connection; each still sees only its own key prefix.
     pub async fn open<'a>(url: &str, tiers: impl IntoIterator<Item = &'a str>) -> Result<Self, StoreError> {
         let mut by_tier: BTreeMap<String, Arc<dyn TierStore>> = BTreeMap::new();
         match StoreLocation::parse(url)? {
@@ -416,9 +426,9 @@ impl Stores {
                 }
             }
             StoreLocation::Redis(url) => {
-                let manager = self::redis::connect(&url).await?;
+                let con = self::redis::connect(&url).await?;
                 for tier in tiers {
-                    let store = RedisStore::new(manager.clone(), tier)?;
+                    let store = RedisStore::new(con.clone(), tier)?;
                     by_tier.insert(tier.to_string(), Arc::new(store));
                 }
             }
@@ -437,22 +447,22 @@ impl Stores {
         let mut by_tier: BTreeMap<String, Arc<dyn TierStore>> = BTreeMap::new();
         let mut shared = None;
         for tier in config.tiers.values() {
-            let manager = match &tier.redis_auth {
+            let con = match &tier.redis_auth {
                 Some((user, password)) => {
                     let password = std::str::from_utf8(password.expose_secret())
                         .map_err(|_| StoreError::Invalid("redis_password (not UTF-8)".into()))?;
                     self::redis::connect_as(redis_url, Some((user, password))).await?
                 }
                 None => match &shared {
-                    Some(m) => Clone::clone(m),
+                    Some(c) => Clone::clone(c),
                     None => {
-                        let m = self::redis::connect(redis_url).await?;
-                        shared = Some(m.clone());
-                        m
+                        let c = self::redis::connect(redis_url).await?;
+                        shared = Some(c.clone());
+                        c
                     }
                 },
             };
-            by_tier.insert(tier.name.clone(), Arc::new(RedisStore::new(manager, &tier.name)?));
+            by_tier.insert(tier.name.clone(), Arc::new(RedisStore::new(con, &tier.name)?));
         }
         Ok(Stores { by_tier })
     }
@@ -561,6 +571,20 @@ mod tests {
             StoreLocation::parse("redis://127.0.0.1:6379/0").unwrap(),
             StoreLocation::Redis(_)
         ));
+        for url in [
+            "rediss://127.0.0.1:6380/?ca=/etc/redis/ca.pem",
+            "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster",
+            "redis+cluster://10.0.0.1:7000,10.0.0.2:7000",
+        ] {
+            assert!(
+                matches!(StoreLocation::parse(url).unwrap(), StoreLocation::Redis(_)),
+                "{url}"
+            );
+        }
+        let err = StoreLocation::parse("redis+cluster://gw:hunter2@10.0.0.1:7000/3")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
         let err = StoreLocation::parse("mysql://root:hunter2@db").unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
         assert!(StoreLocation::parse("sqlite:").is_err());

@@ -1,6 +1,7 @@
 //! The shared [`TierStore`] for replicas: Redis (tested with 7.0; the scripts need
-//! effects replication, Redis ≥ 5), one key prefix per tier
-//! (`portcullis:<tier>:`), through a [`ConnectionManager`] that reconnects on its own.
+//! effects replication, Redis ≥ 5), one key prefix per tier (`portcullis:<tier>:`, or
+//! `portcullis:{<tier>}:` on a Cluster, see [`key_prefix`]), through a
+//! [`RedisConnection`] to one node, a Sentinel-named master or a Cluster.
 //!
 //! Owns the key layout below and the Lua scripts that make each multi-step change atomic.
 //! Semantics follow the caller's `now`, exactly as in SQLite; Redis key expiry
@@ -33,16 +34,19 @@
 //! - `assertion_keys`: hash of the tier's published public assertion keys: `u:<kid>` the
 //!   unix second it is published until, `j:<kid>` its JWK text.
 //!
-//! Not Redis Cluster ready: scripts touch a session and its index keys, which would need
-//! hash tags to share a slot.
+//! Cluster: every script touches several keys of one tier (a session and its indexes, a
+//! subject's and the tenant's sign-in history, ...), and `RECORD_LOGIN` even names a
+//! subject key it reads back from the tenant's history; the tier's hash tag puts all of them
+//! in one slot, so every script and pipeline runs on one node. Nothing here scans keys
+//! (`SCAN`, `KEYS`): every key is reached from a known name or an index.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, RedisError, Script};
+use ::redis::{RedisError, Script};
 use serde::{Deserialize, Serialize};
 
+use super::redis_connection::RedisTarget;
+pub use super::redis_connection::{RedisConnection, RedisSubscriber};
 use super::{
     AccountStore, AuditLog, ChangeStore, KeyStore, LOGIN_HISTORY_CAP, PURGE_GRACE_SECS, PublishedKey, SessionStore,
     SsoActivation, SsoRollback, SsoStore, StoreError, SwitchStore, TENANT_LOGIN_HISTORY_CAP, ThrottleStore, TierStore,
@@ -367,8 +371,9 @@ impl Scripts {
 
 /// Redis backend for one tier.
 pub struct RedisStore {
-    con: ConnectionManager,
-    /// `portcullis:<tier>:`; every key of this store starts with it.
+    con: RedisConnection,
+    /// `portcullis:<tier>:`, or `portcullis:{<tier>}:` on a Cluster; every key of this store
+    /// starts with it.
     prefix: String,
     /// The tier served; sessions of other tiers are refused.
     tier: String,
@@ -382,39 +387,35 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// Connects to Redis; one manager can serve every tier's [`RedisStore`]. Short timeouts, so
-/// a lost Redis turns into [`StoreError::Unavailable`] (and a fail-closed 503) quickly.
-pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
+/// Connects to Redis as the store URL says (one node, Sentinel or Cluster; see
+/// [`super::redis_connection`]); one connection can serve every tier's [`RedisStore`]. Short
+/// timeouts, so a lost Redis turns into [`StoreError::Unavailable`] (and a fail-closed 503)
+/// quickly.
+pub async fn connect(url: &str) -> Result<RedisConnection, StoreError> {
     connect_as(url, None).await
 }
 
 /// Connects as a Redis ACL user (`(user, password)`), or as the URL says when `None`.
-pub async fn connect_as(url: &str, auth: Option<(&str, &str)>) -> Result<ConnectionManager, StoreError> {
-    let client = client_as(url, auth)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(2);
-    Ok(ConnectionManager::new_with_config(client, config).await?)
+pub async fn connect_as(url: &str, auth: Option<(&str, &str)>) -> Result<RedisConnection, StoreError> {
+    RedisTarget::parse(url)?.connect(auth).await
 }
 
-/// The client behind [`connect_as`], for connections of other kinds (the event bus's
-/// pub/sub connection) made with the same URL and credentials.
-pub(crate) fn client_as(url: &str, auth: Option<(&str, &str)>) -> Result<Client, StoreError> {
-    use ::redis::IntoConnectionInfo;
-    if url.starts_with("rediss://") {
-        return Err(StoreError::Invalid(
-            "redis URL: rediss:// (TLS) is not supported by this build".into(),
-        ));
+/// Opens pub/sub connections (the event bus's) to the same Redis as [`connect_as`], with
+/// the same credentials: the current master behind Sentinel, any reachable node of a
+/// Cluster (classic pub/sub reaches every node).
+pub(crate) fn client_as(url: &str, auth: Option<(&str, &str)>) -> Result<RedisSubscriber, StoreError> {
+    RedisTarget::parse(url)?.subscriber(auth)
+}
+
+/// The prefix of every key of `tier`. On a Cluster the tier is a hash tag, so all its keys
+/// share one slot and every multi-key script stays on one node; elsewhere the prefix stays
+/// as it always was, so existing data and ACL key patterns stay valid.
+pub fn key_prefix(tier: &str, cluster: bool) -> String {
+    if cluster {
+        format!("portcullis:{{{tier}}}:")
+    } else {
+        format!("portcullis:{tier}:")
     }
-    let mut info = url
-        .into_connection_info()
-        .map_err(|_| StoreError::Invalid("redis URL".into()))?;
-    if let Some((user, password)) = auth {
-        let settings = info.redis_settings().clone().set_username(user).set_password(password);
-        info = info.set_redis_settings(settings);
-    }
-    Client::open(info).map_err(|_| StoreError::Invalid("redis URL".into()))
 }
 
 impl From<RedisError> for StoreError {
@@ -647,11 +648,11 @@ impl RedisStore {
     }
 
     /// The store of `tier` on an existing connection (see [`connect`]).
-    pub fn new(con: ConnectionManager, tier: &str) -> Result<Self, StoreError> {
+    pub fn new(con: RedisConnection, tier: &str) -> Result<Self, StoreError> {
         check_tier(tier)?;
         Ok(RedisStore {
+            prefix: key_prefix(tier, con.is_cluster()),
             con,
-            prefix: format!("portcullis:{tier}:"),
             tier: tier.to_string(),
             scripts: Scripts::new(),
         })
@@ -662,7 +663,7 @@ impl RedisStore {
         RedisStore::new(connect(url).await?, tier)
     }
 
-    fn con(&self) -> ConnectionManager {
+    fn con(&self) -> RedisConnection {
         self.con.clone()
     }
 

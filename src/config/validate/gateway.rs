@@ -166,14 +166,23 @@ fn check_store_url(url: &str) -> Result<(), String> {
         }
         return Ok(());
     }
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
-        return url
-            .parse::<http::Uri>()
+    if url.starts_with("redis://")
+        || url.starts_with("rediss://")
+        || url.starts_with("redis+")
+        || url.starts_with("rediss+")
+    {
+        return crate::store::redis_connection::RedisTarget::parse(url)
             .map(|_| ())
-            .map_err(|_| format!("`{}` is not a valid redis URL", redact_userinfo(url)));
+            .map_err(|e| {
+                let why = match e {
+                    crate::store::StoreError::Invalid(why) => why.trim_start_matches("redis URL: ").to_string(),
+                    other => other.to_string(),
+                };
+                format!("`{}` is not a valid redis URL ({why})", redact_userinfo(url))
+            });
     }
     Err(format!(
-        "`{}` is not a store URL (expected sqlite:PATH or redis://HOST:PORT)",
+        "`{}` is not a store URL (expected sqlite:PATH, redis://, rediss://, redis+sentinel:// or redis+cluster://)",
         redact_userinfo(url)
     ))
 }
