@@ -410,7 +410,7 @@ async fn tenant_store(args: &StoreArgs, tenant: &str) -> anyhow::Result<(String,
     };
     let cfg = config::load(&args.config, &ProcessEnv, &overrides).map_err(StartError::Policy)?;
     let tier = tenant_tier(&cfg, args, tenant)?;
-    let stores = portcullis::store::Stores::open_for(&cfg.gateway.store.url, &cfg).await?;
+    let stores = portcullis::store::Stores::open_for(&cfg.gateway.store.url, &cfg.tier_access()).await?;
     let store = stores
         .tier(&tier)
         .ok_or_else(|| anyhow!("no store for tier `{tier}`"))?;
@@ -681,10 +681,10 @@ async fn all_stores(args: &StoreArgs) -> anyhow::Result<(config::Config, Arc<por
         ..Overrides::default()
     };
     let cfg = config::load(&args.config, &ProcessEnv, &overrides).map_err(StartError::Policy)?;
-    let stores = portcullis::store::Stores::open_for(&cfg.gateway.store.url, &cfg).await?;
+    let stores = portcullis::store::Stores::open_for(&cfg.gateway.store.url, &cfg.tier_access()).await?;
     // Revocations and trips made here are published like a replica's, so running
     // gateways act on them at once; this process follows no events itself.
-    let events = portcullis::store::events::EventBus::open_for(&cfg.gateway.store.url, &cfg).await?;
+    let events = portcullis::store::events::EventBus::open_for(&cfg.gateway.store.url, &cfg.tier_access()).await?;
     Ok((cfg, portcullis::session::Sessions::with_events(stores, events)))
 }
 

@@ -140,8 +140,8 @@ impl Gateway {
         let public_addr = config.gateway.listen.public;
         let admin_addr = config.gateway.listen.admin;
         let signals = Signals::install().map_err(StartError::Signals)?;
-        let stores = store::Stores::open_for(&config.gateway.store.url, &config).await?;
-        let events = store::events::EventBus::open_for(&config.gateway.store.url, &config).await?;
+        let stores = store::Stores::open_for(&config.gateway.store.url, &config.tier_access()).await?;
+        let events = store::events::EventBus::open_for(&config.gateway.store.url, &config.tier_access()).await?;
         let sessions = session::Sessions::configured(stores, events.clone(), config.gateway.store.max_staleness);
         let switches = killswitch::KillSwitches::new(sessions.clone());
         switches

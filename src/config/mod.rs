@@ -436,6 +436,19 @@ impl SsoConfig {
     }
 }
 
+impl Config {
+    /// Every tier as the stores connect for it (name, and its Redis ACL user if any).
+    pub fn tier_access(&self) -> Vec<crate::store::TierAccess<'_>> {
+        self.tiers
+            .values()
+            .map(|t| crate::store::TierAccess {
+                name: &t.name,
+                redis_user: t.redis_auth.as_ref().map(|(user, password)| (user.as_str(), password)),
+            })
+            .collect()
+    }
+}
+
 /// Loads and validates the policy set in `dir`, applying command-line overrides.
 /// Returns every problem found, not just the first.
 pub fn load(dir: &Path, env: &dyn Env, overrides: &Overrides) -> Result<Config, Vec<ConfigError>> {

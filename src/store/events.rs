@@ -194,26 +194,19 @@ impl EventBus {
     /// The bus of a policy set's store: none for SQLite; for Redis, one publishing
     /// connection and one subscriber client per tier, each as the tier's ACL user when it
     /// has one (as [`super::Stores::open_for`] connects).
-    pub async fn open_for(url: &str, config: &crate::config::Config) -> Result<Self, StoreError> {
+    pub async fn open_for(url: &str, access: &[super::TierAccess<'_>]) -> Result<Self, StoreError> {
         let StoreLocation::Redis(redis_url) = StoreLocation::parse(url)? else {
             return Ok(EventBus::local());
         };
         let mut tiers = BTreeMap::new();
-        for tier in config.tiers.values() {
-            let auth = match &tier.redis_auth {
-                Some((user, password)) => {
-                    let password = std::str::from_utf8(password.expose_secret())
-                        .map_err(|_| StoreError::Invalid("redis_password (not UTF-8)".into()))?;
-                    Some((user.as_str(), password))
-                }
-                None => None,
-            };
+        for tier in access {
+            let auth = tier.redis_auth()?;
             let publisher = super::redis::connect_as(&redis_url, auth).await?;
             let client = super::redis::client_as(&redis_url, auth)?;
             tiers.insert(
-                tier.name.clone(),
+                tier.name.to_string(),
                 TierChannel {
-                    channel: channel_of(&tier.name),
+                    channel: channel_of(tier.name),
                     publisher,
                     client,
                     subscribed: AtomicBool::new(false),

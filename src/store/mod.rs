@@ -367,6 +367,29 @@ pub trait TierStore:
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
 }
 
+/// A tier as the stores connect for it: its name and, when the policy gives it one, its
+/// Redis ACL user and password (so one tier's credentials cannot read another's keys).
+pub struct TierAccess<'a> {
+    /// The tier's name (its key prefix).
+    pub name: &'a str,
+    /// `(user, password)` of the tier's Redis ACL user.
+    pub redis_user: Option<(&'a str, &'a crate::secret::SecretBytes)>,
+}
+
+impl TierAccess<'_> {
+    /// The ACL user and its password as text, if the tier has one.
+    pub(crate) fn redis_auth(&self) -> Result<Option<(&str, &str)>, StoreError> {
+        match self.redis_user {
+            Some((user, password)) => {
+                let password = std::str::from_utf8(password.expose_secret())
+                    .map_err(|_| StoreError::Invalid("redis_password (not UTF-8)".into()))?;
+                Ok(Some((user, password)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
 /// Where the stores live, parsed from the configured URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreLocation {
@@ -439,20 +462,16 @@ impl Stores {
     /// Opens the stores of every tier of a policy set: `url` is the store URL (the
     /// policy's, or an override), and a tier with its own Redis ACL user connects as that
     /// user, so one tier's credentials cannot read another tier's keys.
-    pub async fn open_for(url: &str, config: &crate::config::Config) -> Result<Self, StoreError> {
+    pub async fn open_for(url: &str, tiers: &[TierAccess<'_>]) -> Result<Self, StoreError> {
         let location = StoreLocation::parse(url)?;
         let StoreLocation::Redis(redis_url) = &location else {
-            return Stores::open(url, config.tiers.keys().map(String::as_str)).await;
+            return Stores::open(url, tiers.iter().map(|t| t.name)).await;
         };
         let mut by_tier: BTreeMap<String, Arc<dyn TierStore>> = BTreeMap::new();
         let mut shared = None;
-        for tier in config.tiers.values() {
-            let con = match &tier.redis_auth {
-                Some((user, password)) => {
-                    let password = std::str::from_utf8(password.expose_secret())
-                        .map_err(|_| StoreError::Invalid("redis_password (not UTF-8)".into()))?;
-                    self::redis::connect_as(redis_url, Some((user, password))).await?
-                }
+        for tier in tiers {
+            let con = match tier.redis_auth()? {
+                Some(auth) => self::redis::connect_as(redis_url, Some(auth)).await?,
                 None => match &shared {
                     Some(c) => Clone::clone(c),
                     None => {
@@ -462,7 +481,7 @@ impl Stores {
                     }
                 },
             };
-            by_tier.insert(tier.name.clone(), Arc::new(RedisStore::new(con, &tier.name)?));
+            by_tier.insert(tier.name.to_string(), Arc::new(RedisStore::new(con, tier.name)?));
         }
         Ok(Stores { by_tier })
     }
