@@ -75,27 +75,7 @@ impl Replicas {
         use base64::Engine;
         let raw: [u8; 32] = rand::random();
         let now = portcullis::clock::unix_now();
-        let record = SessionRecord {
-            id_hash: portcullis::records::session_id_hash(&raw),
-            tenant: "acme".into(),
-            tier: "prod".into(),
-            subject: subject.into(),
-            idp: portcullis::account::LOCAL_IDP.to_string(),
-            display_name: subject.into(),
-            roles: vec![],
-            auth_method: "password".into(),
-            amr: vec!["pwd".into(), "otp".into()],
-            mfa_at: Some(now),
-            created_at: now,
-            last_seen: now,
-            idle_expires_at: now + 3600,
-            absolute_expires_at: now + 7200,
-            ip: "127.0.0.1".into(),
-            user_agent: "distributed".into(),
-            csrf_token: "x".into(),
-            sso_sid: None,
-            revoked: None,
-        };
+        let record = live_session(&raw, "acme", "prod", subject, now);
         self.stores
             .tier("prod")
             .unwrap()

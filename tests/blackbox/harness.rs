@@ -1174,27 +1174,7 @@ impl Accounts {
         for i in 0..n {
             let raw: [u8; 32] = rand::random();
             tokens.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
-            let record = portcullis::records::SessionRecord {
-                id_hash: portcullis::records::session_id_hash(&raw),
-                tenant: tenant.to_string(),
-                tier: tier.to_string(),
-                subject: format!("bulk{}", i % 500),
-                idp: portcullis::account::LOCAL_IDP.to_string(),
-                display_name: "Bulk".into(),
-                roles: vec![],
-                auth_method: "password".into(),
-                amr: vec!["pwd".into(), "otp".into()],
-                mfa_at: Some(now),
-                created_at: now,
-                last_seen: now,
-                idle_expires_at: now + 3600,
-                absolute_expires_at: now + 7200,
-                ip: "127.0.0.1".into(),
-                user_agent: "bulk".into(),
-                csrf_token: "x".into(),
-                sso_sid: None,
-                revoked: None,
-            };
+            let record = live_session(&raw, tenant, tier, &format!("bulk{}", i % 500), now);
             let store = store.clone();
             pending.push(tokio::spawn(async move { store.create_session(&record).await }));
             if pending.len() == 64 {
@@ -1721,5 +1701,37 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A live local session of `subject` made at `now` (an hour idle, two absolute) whose
+/// token is `raw`, for writing straight into a store.
+pub fn live_session(
+    raw: &[u8; 32],
+    tenant: &str,
+    tier: &str,
+    subject: &str,
+    now: i64,
+) -> portcullis::records::SessionRecord {
+    portcullis::records::SessionRecord {
+        id_hash: portcullis::records::session_id_hash(raw),
+        tenant: tenant.to_string(),
+        tier: tier.to_string(),
+        subject: subject.to_string(),
+        idp: portcullis::account::LOCAL_IDP.to_string(),
+        display_name: subject.to_string(),
+        roles: vec![],
+        auth_method: "password".into(),
+        amr: vec!["pwd".into(), "otp".into()],
+        mfa_at: Some(now),
+        created_at: now,
+        last_seen: now,
+        idle_expires_at: now + 3600,
+        absolute_expires_at: now + 7200,
+        ip: "127.0.0.1".into(),
+        user_agent: "blackbox".into(),
+        csrf_token: "x".into(),
+        sso_sid: None,
+        revoked: None,
     }
 }

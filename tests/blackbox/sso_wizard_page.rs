@@ -22,6 +22,12 @@ fn csrf_of(page: &str) -> String {
     rest[..rest.find('"').expect("end of value")].to_string()
 }
 
+/// The test sign-in's link on a wizard page (with its ticket).
+fn test_link(page: &str) -> &str {
+    let at = page.find("/.portcullis/admin/sso/test?ticket=").expect("test link");
+    &page[at..at + page[at..].find('"').expect("end of link")]
+}
+
 /// The wizard's state through its JSON twin.
 async fn view(admin: &mut Agent) -> Value {
     let r = admin.get("/.portcullis/api/admin/sso").await;
@@ -190,8 +196,7 @@ async fn each_wizard_step_refuses_bad_input_by_field_and_changes_nothing() {
 
     // The test sign-in starts only from this session's link: a link from elsewhere (no
     // ticket, a made-up one, or another session's) is refused before the IdP.
-    let at = r.body.find("/.portcullis/admin/sso/test?ticket=").expect("test link");
-    let link = &r.body[at..at + r.body[at..].find('"').expect("end of link")];
+    let link = test_link(&r.body);
     let started = admin.get(link).await;
     assert_eq!(started.status, 303, "{}", started.body);
     assert!(
@@ -202,8 +207,7 @@ async fn each_wizard_step_refuses_bad_input_by_field_and_changes_nothing() {
     let mut other = Agent::new(&gw, HOST);
     other.api_login(&ina).await;
     let others = other.get(PAGE).await.body;
-    let others_at = others.find("/.portcullis/admin/sso/test?ticket=").expect("test link");
-    let others_link = &others[others_at..others_at + others[others_at..].find('"').expect("end")];
+    let others_link = test_link(&others);
     assert_ne!(others_link, link, "a ticket per session");
     for forged in [
         "/.portcullis/admin/sso/test".to_string(),
