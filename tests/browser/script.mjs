@@ -1,5 +1,25 @@
-// What every browser script shares: its log prefix, a failed step, and the way it runs
-// (an overall time limit, exit code 0 only when every step held).
+// What every browser script shares: Debian's Chromium and its flags, axe-core's source,
+// its log prefix, a failed step, and the way it runs (an overall time limit, exit code 0
+// only when every step held).
+
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+/** Debian's Chromium, and the flags every test browser runs with. */
+export const CHROMIUM = '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/** axe-core, to inject into a page before `axe.run`. */
+export const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 /** A step whose check did not hold (as opposed to an error of the script itself). */
 export class StepFailed extends Error {}

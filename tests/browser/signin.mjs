@@ -11,20 +11,9 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { fail, logger, run } from './script.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, fail, logger, run } from './script.mjs';
 import { base32Decode, freshCode, selfTestTotp } from './totp.mjs';
 
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const NAV_TIMEOUT_MS = 20_000;
 const SETTLE_TIMEOUT_MS = 3_000;
 const OVERALL_TIMEOUT_MS = 180_000;
