@@ -78,6 +78,24 @@ impl Backend {
         }
     }
 
+    /// Redis Cluster over TLS (`rediss+cluster://`, the test CA as `?ca=`).
+    pub(crate) fn redis_cluster_tls() -> Self {
+        let cluster = RedisCluster::start_tls();
+        Backend {
+            url: cluster.url(),
+            _keep: Box::new(cluster),
+        }
+    }
+
+    /// Redis behind Sentinel over TLS (`rediss+sentinel://`, the test CA as `?ca=`).
+    pub(crate) fn redis_sentinel_tls() -> Self {
+        let sentinel = RedisSentinel::start_tls();
+        Backend {
+            url: sentinel.url(),
+            _keep: Box::new(sentinel),
+        }
+    }
+
     /// Redis over TLS, trusting a test CA given as `?ca=`.
     pub(crate) fn redis_tls() -> Self {
         let tls = RedisTls::start();
@@ -189,39 +207,71 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 /// A Redis Cluster of three masters without replicas (`redis-cli --cluster create`).
 pub(crate) struct RedisCluster {
     nodes: Vec<RedisServer>,
+    url: String,
+    _pki: Option<TestPki>,
 }
 
 impl RedisCluster {
     pub(crate) fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_with(None)
+    }
+
+    /// The same cluster with TLS between the nodes and towards clients (`tls-cluster yes`);
+    /// the plaintext ports stay open for the test's own `redis-cli`.
+    pub(crate) fn start_tls() -> Self {
+        Self::start_with(Some(TestPki::new()))
+    }
+
+    fn start_with(pki: Option<TestPki>) -> Self {
+        let nodes: Vec<(RedisServer, Option<u16>)> = (0..3)
             .map(|_| {
-                RedisServer::start_with(&[
+                let mut args: Vec<std::ffi::OsString> = vec![
                     "--cluster-enabled".into(),
                     "yes".into(),
                     "--cluster-port".into(),
                     free_port().to_string().into(),
                     "--cluster-node-timeout".into(),
                     "5000".into(),
-                ])
+                ];
+                let tls_port = pki.as_ref().map(|pki| {
+                    let port = free_port();
+                    args.extend(pki.server_args(port));
+                    args.extend(["--tls-cluster".into(), "yes".into()]);
+                    port
+                });
+                (RedisServer::start_with(&args), tls_port)
             })
             .collect();
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addrs: Vec<String> = nodes.iter().map(|(n, _)| format!("127.0.0.1:{}", n.port)).collect();
         let mut args = vec!["--cluster", "create"];
         args.extend(addrs.iter().map(String::as_str));
         args.push("--cluster-yes");
-        let out = redis_cli(nodes[0].port, &args);
+        let out = redis_cli(nodes[0].0.port, &args);
         assert!(out.contains("All 16384 slots covered"), "cluster create failed:\n{out}");
         wait_until("every cluster node says cluster_state:ok", || {
             nodes
                 .iter()
-                .all(|n| redis_cli(n.port, &["cluster", "info"]).contains("cluster_state:ok"))
+                .all(|(n, _)| redis_cli(n.port, &["cluster", "info"]).contains("cluster_state:ok"))
         });
-        RedisCluster { nodes }
+        let url = match &pki {
+            None => format!("redis+cluster://{}", addrs.join(",")),
+            Some(pki) => {
+                let tls: Vec<String> = nodes
+                    .iter()
+                    .filter_map(|(_, port)| port.map(|p| format!("127.0.0.1:{p}")))
+                    .collect();
+                format!("rediss+cluster://{}?ca={}", tls.join(","), pki.ca_file.display())
+            }
+        };
+        RedisCluster {
+            nodes: nodes.into_iter().map(|(n, _)| n).collect(),
+            url,
+            _pki: pki,
+        }
     }
 
     pub(crate) fn url(&self) -> String {
-        let hosts: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        self.url.clone()
     }
 }
 
@@ -230,7 +280,9 @@ pub(crate) struct RedisSentinel {
     master: RedisServer,
     replica: RedisServer,
     sentinel: RedisServer,
+    url: String,
     _conf: tempfile::TempDir,
+    _pki: Option<TestPki>,
 }
 
 /// The master name the test sentinel watches.
@@ -238,52 +290,87 @@ const SENTINEL_MASTER: &str = "portcullis-test";
 
 impl RedisSentinel {
     pub(crate) fn start() -> Self {
-        let master = RedisServer::start();
-        let replica =
-            RedisServer::start_with(&["--replicaof".into(), "127.0.0.1".into(), master.port.to_string().into()]);
+        Self::start_with(None)
+    }
+
+    /// The same set-up with TLS everywhere: clients to the sentinel and the master, the
+    /// sentinel to the master, the replica to the master (`tls-replication yes`). The
+    /// sentinel watches the master's TLS port, so that is the address it hands out.
+    pub(crate) fn start_tls() -> Self {
+        Self::start_with(Some(TestPki::new()))
+    }
+
+    fn start_with(pki: Option<TestPki>) -> Self {
+        let tls_ports = pki.as_ref().map(|_| [free_port(), free_port(), free_port()]);
+        let tls_args = |i: usize| -> Vec<std::ffi::OsString> {
+            match (&pki, tls_ports) {
+                (Some(pki), Some(ports)) => {
+                    let mut args = pki.server_args(ports[i]);
+                    args.extend(["--tls-replication".into(), "yes".into()]);
+                    args
+                }
+                _ => Vec::new(),
+            }
+        };
+        let master = RedisServer::start_with(&tls_args(0));
+        let master_port = tls_ports.map_or(master.port, |p| p[0]);
+        let mut replica_args = tls_args(1);
+        replica_args.extend(["--replicaof".into(), "127.0.0.1".into(), master_port.to_string().into()]);
+        let replica = RedisServer::start_with(&replica_args);
         let conf = tempfile::tempdir().expect("temporary directory");
         let file = conf.path().join("sentinel.conf");
         std::fs::write(
             &file,
             format!(
-                "sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 1\n\
+                "sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 1\n\
                  sentinel down-after-milliseconds {SENTINEL_MASTER} 2000\n\
-                 sentinel failover-timeout {SENTINEL_MASTER} 10000\n",
-                master.port
+                 sentinel failover-timeout {SENTINEL_MASTER} 10000\n"
             ),
         )
         .expect("write sentinel.conf");
-        let sentinel = RedisServer::start_with(&[file.into_os_string(), "--sentinel".into()]);
+        let mut sentinel_args = vec![file.into_os_string(), "--sentinel".into()];
+        sentinel_args.extend(tls_args(2));
+        let sentinel = RedisServer::start_with(&sentinel_args);
         wait_until("the sentinel names the master", || {
             redis_cli(sentinel.port, &["sentinel", "get-master-addr-by-name", SENTINEL_MASTER])
-                .contains(&master.port.to_string())
+                .contains(&master_port.to_string())
         });
+        let url = match (&pki, tls_ports) {
+            (Some(pki), Some(ports)) => format!(
+                "rediss+sentinel://127.0.0.1:{}/{SENTINEL_MASTER}?ca={}",
+                ports[2],
+                pki.ca_file.display()
+            ),
+            _ => format!("redis+sentinel://127.0.0.1:{}/{SENTINEL_MASTER}", sentinel.port),
+        };
         RedisSentinel {
             master,
             replica,
             sentinel,
+            url,
             _conf: conf,
+            _pki: pki,
         }
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("redis+sentinel://127.0.0.1:{}/{SENTINEL_MASTER}", self.sentinel.port)
+        self.url.clone()
     }
 }
 
-/// A test CA and a `redis-server` that also listens with TLS (certificate for 127.0.0.1
-/// from that CA); its plaintext port is only for the readiness check.
-pub(crate) struct RedisTls {
-    _server: RedisServer,
-    tls_port: u16,
+/// A test CA and a certificate for 127.0.0.1 signed by it, as PEM files in a temporary
+/// directory that lives as long as this value.
+pub(crate) struct TestPki {
     ca_file: PathBuf,
-    _pki: tempfile::TempDir,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
-impl RedisTls {
-    pub(crate) fn start() -> Self {
+impl TestPki {
+    pub(crate) fn new() -> Self {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-        let pki = tempfile::tempdir().expect("temporary directory");
+        let dir = tempfile::tempdir().expect("temporary directory");
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -293,36 +380,61 @@ impl RedisTls {
         let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
         let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        let ca_file = pki.path().join("ca.pem");
-        let cert_file = pki.path().join("server.pem");
-        let key_file = pki.path().join("server.key");
+        let ca_file = dir.path().join("ca.pem");
+        let cert_file = dir.path().join("server.pem");
+        let key_file = dir.path().join("server.key");
         std::fs::write(&ca_file, ca.pem()).unwrap();
         std::fs::write(&cert_file, cert.pem()).unwrap();
         std::fs::write(&key_file, key.serialize_pem()).unwrap();
-        let tls_port = free_port();
-        let server = RedisServer::start_with(&[
+        TestPki {
+            ca_file,
+            cert_file,
+            key_file,
+            _dir: dir,
+        }
+    }
+
+    /// `redis-server` options to also listen with TLS on `tls_port` with this certificate
+    /// (no client certificates asked for).
+    fn server_args(&self, tls_port: u16) -> Vec<std::ffi::OsString> {
+        vec![
             "--tls-port".into(),
             tls_port.to_string().into(),
             "--tls-cert-file".into(),
-            cert_file.into_os_string(),
+            self.cert_file.clone().into_os_string(),
             "--tls-key-file".into(),
-            key_file.into_os_string(),
+            self.key_file.clone().into_os_string(),
             "--tls-ca-cert-file".into(),
-            ca_file.clone().into_os_string(),
+            self.ca_file.clone().into_os_string(),
             "--tls-auth-clients".into(),
             "no".into(),
-        ]);
+        ]
+    }
+}
+
+/// A `redis-server` that also listens with TLS (certificate for 127.0.0.1 from a test
+/// CA); its plaintext port is only for the readiness check.
+pub(crate) struct RedisTls {
+    _server: RedisServer,
+    tls_port: u16,
+    pki: TestPki,
+}
+
+impl RedisTls {
+    pub(crate) fn start() -> Self {
+        let pki = TestPki::new();
+        let tls_port = free_port();
+        let server = RedisServer::start_with(&pki.server_args(tls_port));
         RedisTls {
             _server: server,
             tls_port,
-            ca_file,
-            _pki: pki,
+            pki,
         }
     }
 
     /// The TLS URL trusting only the test CA.
     pub(crate) fn url(&self) -> String {
-        format!("{}?ca={}", self.url_without_ca(), self.ca_file.display())
+        format!("{}?ca={}", self.url_without_ca(), self.pki.ca_file.display())
     }
 
     fn url_without_ca(&self) -> String {
@@ -1585,6 +1697,26 @@ async fn redis_tls_refuses_a_server_it_cannot_verify() {
     assert!(matches!(&err, StoreError::Invalid(m) if m.contains("ca=")), "{err}");
 }
 
+/// The same refusal through Sentinel and Cluster: without the test CA, neither the
+/// sentinel's nor the nodes' certificates are trusted, so the store does not open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_and_cluster_over_tls_refuse_a_server_they_cannot_verify() {
+    let cluster = RedisCluster::start_tls();
+    let sentinel = RedisSentinel::start_tls();
+    for url in [cluster.url(), sentinel.url()] {
+        assert!(
+            super::redis::connect(&url).await.is_ok(),
+            "the test CA is trusted: {url}"
+        );
+        let (without_ca, _) = url.split_once("?ca=").expect("the test URL names its CA");
+        let err = super::redis::connect(without_ca)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a certificate from an unknown CA is refused: {without_ca}"));
+        assert!(matches!(err, StoreError::Unavailable(_)), "{without_ca}: {err}");
+    }
+}
+
 /// A Sentinel failover does not strand the store on the old master: within moments of the
 /// sentinel naming the new master (long before Redis demotes the old one, which would
 /// drop what it took meanwhile, revocations included), the store's writes land on the
@@ -1676,6 +1808,18 @@ async fn pub_sub_works_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pub_sub_works_behind_sentinel() {
     let set = RedisSentinel::start();
+    published_messages_reach_subscribers(&set.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_sub_works_on_a_cluster_over_tls() {
+    let cluster = RedisCluster::start_tls();
+    published_messages_reach_subscribers(&cluster.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_sub_works_behind_sentinel_over_tls() {
+    let set = RedisSentinel::start_tls();
     published_messages_reach_subscribers(&set.url()).await;
 }
 
@@ -2356,3 +2500,5 @@ every_test!(redis, super::Backend::redis());
 every_test!(redis_cluster, super::Backend::redis_cluster());
 every_test!(redis_sentinel, super::Backend::redis_sentinel());
 every_test!(redis_tls, super::Backend::redis_tls());
+every_test!(redis_cluster_tls, super::Backend::redis_cluster_tls());
+every_test!(redis_sentinel_tls, super::Backend::redis_sentinel_tls());
