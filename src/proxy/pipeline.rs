@@ -109,13 +109,16 @@ impl Pipeline {
             site: None,
             upstream_status: None,
         };
-        let response = match self.route(req, conn, &state, &snapshot, request_id, &mut outcome).await {
+        let mut response = match self.route(req, conn, &state, &snapshot, request_id, &mut outcome).await {
             Ok(resp) => resp,
             Err(refusal) => {
                 let tenant = outcome.site.as_ref().map(|site| site.entry.tenant.name.as_str());
                 respond::refusal(&refusal, html, request_id, tenant)
             }
         };
+        if conn.tls {
+            respond::strict_transport_security(response.headers_mut());
+        }
         let status = response.status().as_u16();
         let entry = outcome.site.as_ref().map(|site| &site.entry);
         let tenant_id = entry.map_or("-", |t| t.tenant.id.as_str());
@@ -561,12 +564,6 @@ impl Pipeline {
             Some(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 respond::security_headers(&mut parts.headers);
-                if conn.tls {
-                    parts.headers.insert(
-                        http::header::STRICT_TRANSPORT_SECURITY,
-                        HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-                    );
-                }
                 Ok(Response::from_parts(parts, ProxyBody::local(body)))
             }
             None => Err(Refusal::NotFound),

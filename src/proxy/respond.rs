@@ -344,6 +344,16 @@ pub fn security_headers(headers: &mut HeaderMap) {
     );
 }
 
+/// HSTS on every answer over TLS: the gateway's own pages and refusals, and proxied
+/// answers unless the app sent its own (it may preload, or widen the age). A year, with
+/// subdomains: a tenant host is never meant to be reached over plain HTTP. Never sent
+/// over plaintext, where browsers ignore it (RFC 6797 §7.2).
+pub fn strict_transport_security(headers: &mut HeaderMap) {
+    headers
+        .entry(header::STRICT_TRANSPORT_SECURITY)
+        .or_insert(HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,3 +126,46 @@ async fn sni_picks_the_hosts_certificate() {
     assert_eq!(ups.globex.count(), 1);
     assert_eq!(ups.initech.count(), 1);
 }
+
+/// Every answer over TLS carries HSTS (a year, with subdomains), not only the gateway's
+/// own pages: proxied answers, refusals (no session, unknown reserved path) and the
+/// public status. Over plaintext (demo and tests only) none does, as RFC 6797 asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_over_tls_carries_hsts() {
+    let (_ups, gw, pki) = start_tls().await;
+    let c = tls_client(&gw, &pki, true);
+    for (path, status) in [
+        ("/public/hsts", 200),
+        ("/app/hsts", 401),
+        ("/.portcullis/status", 200),
+        ("/.portcullis/no-such-page", 404),
+    ] {
+        let r = c
+            .get(https(&gw, "acme.test", path))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        assert_eq!(
+            r.headers()
+                .get("strict-transport-security")
+                .and_then(|v| v.to_str().ok()),
+            Some("max-age=31536000; includeSubDomains"),
+            "{path}"
+        );
+    }
+    let (_ups, plain) = start().await;
+    for path in ["/public/hsts", "/app/hsts", "/.portcullis/status"] {
+        let r = plain
+            .client()
+            .get(plain.host_url("acme.test", path))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.headers().get("strict-transport-security").is_none(),
+            "{path} over plaintext"
+        );
+    }
+}
