@@ -434,6 +434,13 @@ impl SsoConfig {
     pub fn allows_password(&self, username: &str) -> bool {
         !self.enforce || self.break_glass.iter().any(|b| b == username)
     }
+
+    /// Whether the tenant signs anyone in with a password: not when SSO is enforced with
+    /// no break-glass account (SSO only). Its password endpoints are then 404: there is
+    /// nothing to try there.
+    pub fn offers_passwords(&self) -> bool {
+        !self.enforce || !self.break_glass.is_empty()
+    }
 }
 
 impl Config {

@@ -95,10 +95,13 @@ impl Portal {
 
     async fn api_login(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, ApiError> {
         let rd = web::safe_redirect(web::query_param(req.uri().query(), "rd").as_deref());
-        let ua = user_agent(req.headers());
-        let body: LoginBody = json_body(req).await?;
         // Fails closed: no password is checked while the SSO settings cannot be read.
         let live = self.live_sso(ctx).await.map_err(|_| ApiError::Unavailable)?;
+        if live.as_ref().is_some_and(|s| !s.config().offers_passwords()) {
+            return Err(ApiError::NotFound("This tenant signs in through single sign-on only."));
+        }
+        let ua = user_agent(req.headers());
+        let body: LoginBody = json_body(req).await?;
         let login_ctx = ctx.password_ctx(&ua, live.as_ref());
         let pre = self
             .login

@@ -59,9 +59,12 @@ impl Portal {
             return Ok(web::see_other(&rd));
         }
         let live = self.live_sso(ctx).await?;
-        // SSO enforced: straight to the IdP, unless a break-glass admin asks for the form.
-        if live.as_ref().is_some_and(|s| s.config().enforce)
-            && web::query_param(req.uri().query(), "local").as_deref() != Some("1")
+        // SSO enforced: straight to the IdP, unless a break-glass admin asks for the form
+        // (and the tenant has one).
+        let form_asked = web::query_param(req.uri().query(), "local").as_deref() == Some("1");
+        if live
+            .as_ref()
+            .is_some_and(|s| s.config().enforce && !(form_asked && s.config().offers_passwords()))
         {
             return Ok(web::see_other(&format!(
                 "/.portcullis/login/sso?rd={}",
@@ -80,12 +83,15 @@ impl Portal {
     }
 
     pub(super) async fn login_form(&self, req: Request<Incoming>, ctx: &Ctx<'_>) -> Result<Response<Bytes>, PageError> {
+        // Fails closed: no password is checked while the SSO settings cannot be read.
+        let live = self.live_sso(ctx).await?;
+        if live.as_ref().is_some_and(|s| !s.config().offers_passwords()) {
+            return Err(PageError::NotFound);
+        }
         let (ua, body, csrf) = self.form(req, ctx).await?;
         let rd = web::safe_redirect(web::form_field(&body, "rd").as_deref());
         let username = web::form_field(&body, "username").unwrap_or_default();
         let password = web::form_field(&body, "password").unwrap_or_default();
-        // Fails closed: no password is checked while the SSO settings cannot be read.
-        let live = self.live_sso(ctx).await?;
         let login_ctx = ctx.password_ctx(&ua, live.as_ref());
         match self.login.password(&login_ctx, &username, &password, &rd).await {
             Ok(pre) => Ok(self.to_second_factor(ctx, &pre)),

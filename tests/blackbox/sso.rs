@@ -370,6 +370,50 @@ async fn enforced_sso_goes_straight_to_the_idp_and_sign_out_goes_there_too() {
     assert_eq!(whoami(&mut b).await.0, 401, "the gateway session ended");
 }
 
+/// A tenant that signs in through SSO only (enforced, no break-glass account) has no
+/// password endpoint at all: the form and the JSON sign-in are 404 before any password
+/// is looked at, whoever is named, and `?local=1` still goes to the IdP (MFA-05).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sso_only_tenant_has_no_password_endpoint() {
+    let ups = Upstreams::start().await;
+    let mut idp = Idp::bind(&[Account::new("ed", "pw-ed").amr(&["pwd", "otp"])]);
+    let gw = sso_gateway_with(&ups, &idp.issuer(), "required", "enforce = true\n").await;
+    let port = gw.public.port();
+    idp.register(&[initech_client(port)]);
+    let accounts = Accounts::open(&gw).await;
+    let ivan = accounts.create("initech", "ivan", &[], true).await;
+    let b = Browser::new(port);
+    for password in [ivan.password.as_str(), "wrong"] {
+        let r = b
+            .client
+            .post(format!("{}/.portcullis/api/login", b.base))
+            .json(&serde_json::json!({"username": ivan.username, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "JSON sign-in with {password:?}");
+        let r = b
+            .client
+            .post(format!("{}/.portcullis/login", b.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("username={}&password={password}&csrf=x", ivan.username))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "form sign-in with {password:?}");
+    }
+    let mut b = Browser::new(port);
+    let (status, location, _) = b.get("/.portcullis/login?local=1").await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (303, Some("/.portcullis/login/sso?rd=%2F"))
+    );
+    // SSO itself still signs users in.
+    let callback = b.through_idp(&idp, "ed", "pw-ed").await;
+    assert_eq!(b.get(&callback).await.0, 303);
+    assert_eq!(b.get("/.portcullis/api/whoami").await.0, 200);
+}
+
 /// A fake IdP (named so: a real provider never sends these tokens) whose token endpoint
 /// returns whatever ID token the test put there, signed with its own Ed25519 key.
 struct ForgingIdp {
