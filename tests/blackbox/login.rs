@@ -660,6 +660,67 @@ async fn unknown_user_and_wrong_password_look_the_same() {
     assert_eq!(bodies[0], bodies[1]);
 }
 
+/// MFA-10's timing half: a wrong password for a known user and any password for an
+/// unknown one take the same time (unknown names are hashed against a dummy argon2
+/// hash). 100 interleaved samples each, from distinct client addresses through a trusted
+/// proxy, spread over twelve known users so no throttle answers early; the medians must
+/// differ by under 10 ms. Without the dummy hash the unknown name would answer faster by
+/// a whole argon2 verification (tens of milliseconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_known_users_take_the_same_time() {
+    let (_ups, gw) = start_with(|f| f.trusted_proxies = vec!["127.0.0.1/32".into()]).await;
+    let accounts = Accounts::open(&gw).await;
+    let mut known = Vec::new();
+    for i in 0..12 {
+        known.push(accounts.create("acme", &format!("timing{i}"), &[], true).await.username);
+    }
+    let client = gw.client();
+    let url = gw.host_url("acme.test", "/.portcullis/api/login");
+    let attempt = |username: String, ip: String| {
+        let request = client
+            .post(&url)
+            .header("x-forwarded-for", ip)
+            .json(&json!({"username": username, "password": "wrong-password"}));
+        async move {
+            let started = std::time::Instant::now();
+            let r = request.send().await.unwrap();
+            let status = r.status().as_u16();
+            let _ = r.bytes().await;
+            (status, started.elapsed())
+        }
+    };
+    let (mut known_times, mut unknown_times) = (Vec::new(), Vec::new());
+    for i in 0..100 {
+        let known_try = attempt(
+            known[i % known.len()].clone(),
+            format!("10.1.{}.{}", i / 200, i % 200 + 1),
+        );
+        let unknown_try = attempt(format!("nobody-{i}"), format!("10.2.{}.{}", i / 200, i % 200 + 1));
+        // Alternate which goes first, so neither always meets a warmer server.
+        let ((ks, kt), (us, ut)) = if i % 2 == 0 {
+            let k = known_try.await;
+            (k, unknown_try.await)
+        } else {
+            let u = unknown_try.await;
+            (known_try.await, u)
+        };
+        assert_eq!((ks, us), (401, 401), "sample {i}: no throttling, both refused");
+        known_times.push(kt);
+        unknown_times.push(ut);
+    }
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (k, u) = (median(&mut known_times), median(&mut unknown_times));
+    let difference = k.abs_diff(u);
+    eprintln!("median: known user {k:?}, unknown user {u:?}, difference {difference:?}");
+    assert!(
+        difference < std::time::Duration::from_millis(10),
+        "known {k:?} vs unknown {u:?}: the answer time tells which names exist"
+    );
+}
+
 /// ADM-07-style CSRF on the login API: if this broke, another site could drive the
 /// JSON API from a victim's browser (login CSRF) or post it as a simple form.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
