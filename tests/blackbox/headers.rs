@@ -183,3 +183,75 @@ async fn gateway_cookies_are_hidden_from_and_protected_against_the_upstream() {
     }
     assert_eq!(r.headers().get("x-app").map(|v| v.to_str().unwrap()), Some("kept"));
 }
+
+/// RES-01: every answer the gateway makes itself (pages, refusals, the JSON API, an
+/// upstream that is down) carries the hardening headers, and its body names nothing
+/// internal (no upstream address, no version, no backtrace). A foreign Origin gets no
+/// CORS grant. If `security_headers` were skipped on a path, or an error echoed its
+/// cause, this would fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_answers_are_hardened_and_say_nothing_internal() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead_upstream = format!("http://{dead}");
+    let (_ups, gw) = start_with(|f| {
+        if let Some(t) = f.tenants.iter_mut().find(|t| t.id == "globex") {
+            t.upstream = dead_upstream.clone();
+        }
+    })
+    .await;
+    let client = gw.client();
+    let cases: [(&str, &str, &str, u16); 7] = [
+        ("GET", "acme.test", "/.portcullis/login", 200),
+        ("GET", "acme.test", "/.portcullis/no-such-page", 404),
+        ("GET", "acme.test", "/app/x", 401),
+        ("GET", "acme.test", "/.portcullis/api/whoami", 401),
+        ("POST", "acme.test", "/.portcullis/api/login", 403),
+        ("GET", "unknown.test", "/", 421),
+        ("GET", "globex.test", "/public/x", 502),
+    ];
+    for (method, host, path, status) in cases {
+        let r = client
+            .request(method.parse().unwrap(), gw.host_url(host, path))
+            .header("origin", "https://evil.example")
+            .header("content-type", "application/json")
+            .body("{")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {host}{path}");
+        let h = r.headers().clone();
+        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let what = format!("{method} {host}{path}");
+        assert_eq!(get("x-content-type-options"), "nosniff", "{what}");
+        assert_eq!(get("referrer-policy"), "no-referrer", "{what}");
+        assert_eq!(get("cache-control"), "no-store", "{what}");
+        assert!(
+            get("content-security-policy").contains("frame-ancestors 'none'"),
+            "{what}"
+        );
+        assert!(h.get("access-control-allow-origin").is_none(), "{what}: CORS granted");
+        assert!(
+            h.get("access-control-allow-credentials").is_none(),
+            "{what}: CORS granted"
+        );
+        assert!(
+            h.get("server").is_none_or(|v| !v.to_str().unwrap_or("").contains('/')),
+            "{what}: version"
+        );
+        let body = r.text().await.unwrap().to_lowercase();
+        for leak in [
+            dead.to_string().as_str(),
+            "127.0.0.1",
+            "panicked",
+            "backtrace",
+            "hyper::",
+            "portcullis/0",
+            "rustc",
+        ] {
+            assert!(!body.contains(leak), "{what} says {leak:?}: {body}");
+        }
+    }
+}

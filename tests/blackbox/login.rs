@@ -481,6 +481,13 @@ async fn redirect_targets_are_same_host_paths_or_slash() {
         "https://acme.test.evil.example/",
         "data:text/html,<script>alert(1)</script>",
         "/ok%0d%0aSet-Cookie:%20__Host-portcullis-prod=attacker",
+        "/%0d/evil.example",
+        "/%0b/evil.example",
+        "https://xacme.test/",
+        "https://acme.test%2eevil.example/",
+        "java%0ascript:alert(1)",
+        "https://initech.test/",
+        "https://acme.test@evil.example/",
     ];
     // The full API flow for the six named variants and a safe target (one user each: a
     // TOTP code works once).
