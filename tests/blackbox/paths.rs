@@ -190,6 +190,15 @@ async fn protected_routes_need_a_session() {
         "GET /public/x HTTP/1.1\r\nHost: acme.test\r\nX-HTTP-Method-Override: DELETE\r\nConnection: close\r\n\r\n";
     assert_eq!(raw(gw.public, req.as_bytes()).await[0].status, 200);
     assert!(!ups.acme.only().has_header("x-http-method-override"));
+    // A `_method` parameter is only a query: no other method is decided on (PATH-06).
+    let req = "GET /app/x?_method=DELETE HTTP/1.1\r\nHost: acme.test\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw(gw.public, req.as_bytes()).await[0].status, 401);
+    let req =
+        "POST /public/x?_method=GET HTTP/1.1\r\nHost: acme.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw(gw.public, req.as_bytes()).await[0].status, 200);
+    let forwarded = ups.acme.requests();
+    assert_eq!(forwarded.len(), 2, "the 401 forwarded nothing");
+    assert_eq!(forwarded[1].method, "POST", "forwarded with its own method");
     assert_eq!(ups.globex.count() + ups.initech.count(), 0);
 }
 

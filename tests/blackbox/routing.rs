@@ -34,6 +34,12 @@ async fn host_matching_ignores_case_and_port() {
     // A trailing dot is either the same tenant or refused, never another tenant (TEN-05).
     let r = raw_get(gw.public, "acme.test.", "/public/dot").await;
     assert!(r.status == 200 || r.status == 400, "trailing dot: {}", r.status);
+    // Trailing whitespace is optional whitespace around the field value, never part of
+    // a host name: the same tenant or refused (CVE-2019-18802).
+    for host in ["acme.test ", "acme.test\t", "acme.test \t "] {
+        let r = raw_get(gw.public, host, "/public/space").await;
+        assert!(r.status == 200 || r.status == 400, "{host:?}: {}", r.status);
+    }
     assert_eq!(ups.globex.count(), 1);
     assert_eq!(ups.initech.count(), 0);
 }
