@@ -241,12 +241,67 @@ async fn open_ws(
     path: &str,
     cookie: &str,
 ) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, tokio_tungstenite::tungstenite::Error> {
-    let mut req = format!("ws://acme.test:{}{path}", gw.public.port())
+    open_ws_at(gw, "acme.test", path, cookie).await
+}
+
+async fn open_ws_at(
+    gw: &Gateway,
+    host: &str,
+    path: &str,
+    cookie: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, tokio_tungstenite::tungstenite::Error> {
+    let mut req = format!("ws://{host}:{}{path}", gw.public.port())
         .into_client_request()
         .expect("request");
     req.headers_mut().insert("cookie", cookie.parse().expect("cookie"));
     let tcp = TcpStream::connect(gw.public).await.expect("connect");
     tokio_tungstenite::client_async(req, tcp).await.map(|(ws, _)| ws)
+}
+
+/// Waits up to 2 s for the gateway's close frame, which must carry 1008 (policy).
+async fn assert_closed_with_1008(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>, after: &str) {
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return Some(frame),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the WebSocket stayed open {:?} after {after}", started.elapsed()));
+    let frame = closed.unwrap_or_else(|| panic!("a close frame after {after}, not a dropped connection"));
+    assert_eq!(
+        frame.map(|f| f.code),
+        Some(CloseCode::Policy),
+        "close code 1008 after {after}"
+    );
+}
+
+/// WS-01 and WS-02's other endings: one tenant's session cookie opens no WebSocket on
+/// another tenant of the same tier (the cookie name is the tier's), and signing out
+/// closes the socket the session opened, like a revocation from elsewhere does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_needs_this_tenants_session_and_ends_at_sign_out() {
+    let (ups, gw) = start().await;
+    let accounts = Accounts::open(&gw).await;
+    let olga = accounts.create("acme", "olga", &[], true).await;
+    let mut a = Agent::new(&gw, "acme.test");
+    a.api_login(&olga).await;
+    let cookie = format!("__Host-portcullis-prod={}", a.session("prod").expect("token"));
+    match open_ws_at(&gw, "globex.test", "/app/ws", &cookie).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        Err(e) => panic!("expected 401, got {e}"),
+        Ok(_) => panic!("acme's session opened a WebSocket on globex"),
+    }
+    assert_eq!(ups.globex.count(), 0, "nothing reached globex");
+
+    let mut ws = open_ws(&gw, "/app/ws", &cookie).await.expect("upgrade with a session");
+    let r = a.post_json("/.portcullis/api/logout", &serde_json::json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_closed_with_1008(&mut ws, "sign-out").await;
 }
 
 /// WS-02: if this broke, a session ended from another device would keep its open
@@ -281,20 +336,7 @@ async fn the_websocket_of_a_revoked_session_is_closed() {
 
     let r = b.delete(&format!("/.portcullis/api/sessions/{a_id}")).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let started = std::time::Instant::now();
-    let closed = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return Some(frame),
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the WebSocket stayed open {:?} after revocation", started.elapsed()));
-    let frame = closed.expect("a close frame, not a dropped connection");
-    assert_eq!(frame.map(|f| f.code), Some(CloseCode::Policy), "close code 1008");
+    assert_closed_with_1008(&mut ws, "revocation").await;
     // Nothing passes afterwards.
     let _ = ws.send(Message::text("after")).await;
     let after = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
