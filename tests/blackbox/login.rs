@@ -1014,6 +1014,40 @@ async fn malformed_codes_and_oversized_bodies_are_refused_cleanly() {
         )
         .await;
     assert!(r.status == 401 || r.status == 400, "{}", r.status);
+    // Invalid UTF-8 in the user name or the password: refused as malformed, never a 5xx
+    // and never a lookup of some lossy reading of the name (MFA-08).
+    let url = gw.host_url("acme.test", "/.portcullis/api/login");
+    for body in [
+        b"{\"username\": \"ta\xffra\", \"password\": \"x\"}".to_vec(),
+        b"{\"username\": \"tara\", \"password\": \"\xc3\x28\"}".to_vec(),
+    ] {
+        let r = gw
+            .client()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "invalid UTF-8 in a JSON sign-in");
+    }
+    let page = a.get("/.portcullis/login").await;
+    assert_eq!(page.status, 200);
+    let csrf = a.cookies.get("__Host-portcullis-prod-csrf").cloned().expect("csrf");
+    for fields in ["username=ta%FFra&password=x", "username=tara&password=%C3%28"] {
+        let r = gw
+            .client()
+            .post(gw.host_url("acme.test", "/.portcullis/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", format!("__Host-portcullis-prod-csrf={csrf}"))
+            .body(format!("csrf={csrf}&{fields}"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!(status == 400 || status == 401, "{fields}: {status}");
+    }
+    assert!(a.session("prod").is_none());
 }
 
 /// MFA-05: if this broke, one password entry could be turned into any number of
