@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::harness::*;
 
@@ -799,20 +798,7 @@ async fn the_websocket_of_a_tripped_tenant_is_closed_with_1008() {
     assert_eq!(echo, Message::text("ping"));
 
     env.trip_tenant("acme", json!({"reason": "INC-9"})).await;
-    let started = Instant::now();
-    let frame = tokio::time::timeout(Duration::from_secs(3), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return Some(frame),
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the WebSocket stayed open {:?} after the trip", started.elapsed()))
-    .expect("a close frame, not a dropped connection");
-    assert_eq!(frame.map(|f| f.code), Some(CloseCode::Policy), "close code 1008");
+    crate::websocket::assert_closed_with_1008(&mut ws, Duration::from_secs(3), "the trip").await;
     match open_ws(&env.gw, &cookie).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 423),
         Err(e) => panic!("expected 423, got {e}"),

@@ -10,9 +10,9 @@ use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::harness::*;
+use crate::websocket::assert_closed_with_1008;
 
 const PROTECTED: &str = "/app/data";
 
@@ -258,28 +258,6 @@ async fn open_ws_at(
     tokio_tungstenite::client_async(req, tcp).await.map(|(ws, _)| ws)
 }
 
-/// Waits up to 2 s for the gateway's close frame, which must carry 1008 (policy).
-async fn assert_closed_with_1008(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>, after: &str) {
-    let started = std::time::Instant::now();
-    let closed = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return Some(frame),
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the WebSocket stayed open {:?} after {after}", started.elapsed()));
-    let frame = closed.unwrap_or_else(|| panic!("a close frame after {after}, not a dropped connection"));
-    assert_eq!(
-        frame.map(|f| f.code),
-        Some(CloseCode::Policy),
-        "close code 1008 after {after}"
-    );
-}
-
 /// WS-01 and WS-02's other endings: one tenant's session cookie opens no WebSocket on
 /// another tenant of the same tier (the cookie name is the tier's), and signing out
 /// closes the socket the session opened, like a revocation from elsewhere does.
@@ -301,7 +279,7 @@ async fn a_websocket_needs_this_tenants_session_and_ends_at_sign_out() {
     let mut ws = open_ws(&gw, "/app/ws", &cookie).await.expect("upgrade with a session");
     let r = a.post_json("/.portcullis/api/logout", &serde_json::json!({})).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_closed_with_1008(&mut ws, "sign-out").await;
+    assert_closed_with_1008(&mut ws, Duration::from_secs(2), "sign-out").await;
 }
 
 /// WS-02: if this broke, a session ended from another device would keep its open
@@ -336,7 +314,7 @@ async fn the_websocket_of_a_revoked_session_is_closed() {
 
     let r = b.delete(&format!("/.portcullis/api/sessions/{a_id}")).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_closed_with_1008(&mut ws, "revocation").await;
+    assert_closed_with_1008(&mut ws, Duration::from_secs(2), "revocation").await;
     // Nothing passes afterwards.
     let _ = ws.send(Message::text("after")).await;
     let after = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;

@@ -4,8 +4,36 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::harness::*;
+
+/// Waits up to `within` for the gateway's close frame, which must carry 1008 (policy);
+/// `after` names what should have closed the socket.
+pub(crate) async fn assert_closed_with_1008(
+    ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>,
+    within: std::time::Duration,
+    after: &str,
+) {
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(within, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return Some(frame),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the WebSocket stayed open {:?} after {after}", started.elapsed()));
+    let frame = closed.unwrap_or_else(|| panic!("a close frame after {after}, not a dropped connection"));
+    assert_eq!(
+        frame.map(|f| f.code),
+        Some(CloseCode::Policy),
+        "close code 1008 after {after}"
+    );
+}
 
 async fn ws_connect(
     gw: &Gateway,
