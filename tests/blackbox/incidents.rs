@@ -478,3 +478,78 @@ async fn a_cli_trip_names_its_incident_on_a_running_gateway() {
         "{timeline:#}"
     );
 }
+
+/// If this broke, a tenant admin cutting off a phished account during an incident could
+/// not file it under the incident (JSON API or page form), or a bad reference would trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_admin_may_name_the_incident_of_an_account_trip() {
+    let env = env().await;
+    let accounts = Accounts::open(&env.gw).await;
+    let ada = accounts.create("acme", "ada", &["tenant-admin"], true).await;
+    accounts.create("acme", "bob", &[], true).await;
+    accounts.create("acme", "cy", &[], true).await;
+    let mut admin = signed_in(&env.gw, "acme.test", &ada).await;
+    let put = |body: &'static str| {
+        (
+            Method::PUT,
+            "/.portcullis/api/admin/accounts/bob/breaker",
+            Some(("application/json", body.as_bytes().to_vec())),
+        )
+    };
+    let (m, p, b) = put(r#"{"reason":"phished","incident":"INC 9"}"#);
+    let r = admin.send(m, p, &[], b).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("incident"), "{}", r.body);
+    assert!(env.breakers().await.is_empty(), "a refused trip tripped");
+    let (m, p, b) = put(r#"{"reason":"phished","incident":"INC-9"}"#);
+    let r = admin.send(m, p, &[], b).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["incident"], "INC-9", "{}", r.body);
+
+    // The page's form: the incident field is optional.
+    let page = admin.get("/.portcullis/admin").await;
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf token in the page")
+        .to_string();
+    for (subject, incident) in [("cy", ""), ("dee", "INC-9")] {
+        let r = admin
+            .post_form(
+                "/.portcullis/admin/breaker",
+                &[
+                    ("csrf", &csrf),
+                    ("action", "trip"),
+                    ("subject", subject),
+                    ("idp", "local"),
+                    ("reason", "phished"),
+                    ("incident", incident),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 303, "{subject}: {}", r.body);
+    }
+    let by_subject = |subject: &str, list: &[Value]| {
+        list.iter()
+            .find(|b| b["subject"] == subject)
+            .cloned()
+            .unwrap_or_else(|| panic!("no switch of {subject}: {list:?}"))
+    };
+    let listed = env.breakers().await;
+    assert!(by_subject("cy", &listed).get("incident").is_none(), "{listed:?}");
+    assert_eq!(by_subject("dee", &listed)["incident"], "INC-9", "{listed:?}");
+    let (status, timeline) = env
+        .call(Method::GET, "/v1/incidents/INC-9", Some(&env.prod), None)
+        .await;
+    assert_eq!(status, 200, "{timeline}");
+    let trips: Vec<String> = kinds_and_details(&timeline)
+        .into_iter()
+        .filter(|(k, _)| k == "trip")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(trips.len(), 2, "{timeline:#}");
+    assert!(trips[0].starts_with("account:acme:bob tripped"), "{timeline:#}");
+    assert!(trips[1].starts_with("account:acme:dee tripped"), "{timeline:#}");
+}
