@@ -201,8 +201,7 @@ async fn a_scripted_incident_has_a_complete_timeline_in_order() {
         assert_eq!(r.status, 401, "{}", r.body);
     }
     let auto = eventually(Duration::from_secs(5), || async {
-        let found = env.breakers().await.into_iter().find(|b| b["subject"] == "gina");
-        found
+        env.breakers().await.into_iter().find(|b| b["subject"] == "gina")
     })
     .await
     .expect("the auto-trip rule did not fire");
