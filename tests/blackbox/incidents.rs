@@ -552,3 +552,33 @@ async fn a_tenant_admin_may_name_the_incident_of_an_account_trip() {
     assert!(trips[0].starts_with("account:acme:bob tripped"), "{timeline:#}");
     assert!(trips[1].starts_with("account:acme:dee tripped"), "{timeline:#}");
 }
+
+/// If this broke, a switch that runs out on its own would close its incident without a
+/// trace: the expiry's reset would not name it, and the timeline would look still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_switch_closes_its_incident() {
+    let env = env().await;
+    let (status, body) = env
+        .call(
+            Method::PUT,
+            "/v1/tenants/globex/breaker",
+            Some(&env.prod),
+            Some(json!({"reason": "short pause", "expires_in": "1s", "incident": "INC-8"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let reset = eventually(Duration::from_secs(10), || async {
+        env.audit("action=breaker.reset").await.into_iter().next()
+    })
+    .await
+    .expect("the expiry was not audited");
+    assert_eq!(reset["system"], "expiry", "{reset}");
+    assert_eq!(reset["incident"], "INC-8", "{reset}");
+    let (status, timeline) = env
+        .call(Method::GET, "/v1/incidents/INC-8", Some(&env.prod), None)
+        .await;
+    assert_eq!(status, 200, "{timeline}");
+    let steps: Vec<String> = kinds_and_details(&timeline).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(steps, ["trip", "reset"], "{timeline:#}");
+    assert_eq!(timeline["events"][1]["actor"], "expiry", "{timeline:#}");
+}
