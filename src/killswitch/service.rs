@@ -663,17 +663,16 @@ fn check_incident(incident: Option<&str>) -> Result<(), KillSwitchError> {
 /// account cut off for it) or its tier is part of that incident's story, and its trip
 /// belongs on the incident's timeline. Switches without an incident are ignored.
 fn open_incident_near(switches: &[KillSwitch], scope: &Scope, now: i64) -> Option<String> {
-    let open = || {
-        switches
-            .iter()
-            .filter(move |k| k.in_force(now) && k.incident.is_some() && k.scope.tier() == scope.tier())
-    };
-    let latest =
-        |it: &mut dyn Iterator<Item = &KillSwitch>| it.max_by_key(|k| k.tripped_at).and_then(|k| k.incident.clone());
-    let same_tenant = scope
-        .tenant()
-        .and_then(|t| latest(&mut open().filter(|k| k.scope.tenant() == Some(t))));
-    same_tenant.or_else(|| latest(&mut open()))
+    // Switches in force for an incident in the tier, the most recently tripped first.
+    let mut open: Vec<&KillSwitch> = switches
+        .iter()
+        .filter(|k| k.in_force(now) && k.incident.is_some() && k.scope.tier() == scope.tier())
+        .collect();
+    open.sort_by_key(|k| std::cmp::Reverse(k.tripped_at));
+    let same_tenant = open
+        .iter()
+        .find(|k| scope.tenant().is_some() && k.scope.tenant() == scope.tenant());
+    same_tenant.or(open.first()).and_then(|k| k.incident.clone())
 }
 
 /// One ECS security event per trip or reset.
