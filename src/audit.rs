@@ -38,6 +38,11 @@ pub struct AuditEntry {
     pub before: serde_json::Value,
     /// State after the change (secrets redacted), or null.
     pub after: serde_json::Value,
+    /// The incident the change belongs to (`INC-42`), when one was named or inherited
+    /// (see [`crate::incident`]). Written only when present, so records written before
+    /// the field existed hash exactly as they did and their chains still verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<String>,
 }
 
 /// Who acts, from where and through what: the first three fields of every
@@ -68,6 +73,7 @@ impl AuditEntry {
             reason: String::new(),
             before: serde_json::Value::Null,
             after: serde_json::Value::Null,
+            incident: None,
         }
     }
 }
@@ -204,6 +210,7 @@ mod tests {
             reason: "incident 42".into(),
             before: serde_json::Value::Null,
             after: serde_json::json!({"message": "suspended"}),
+            incident: None,
         }
     }
 
@@ -264,6 +271,36 @@ mod tests {
         l[1].seq = 2;
         l[3].seq = 4;
         assert!(verify(&l).is_err());
+    }
+
+    /// If this broke, every audit log written before incidents existed would fail
+    /// `portcullis audit verify` after an upgrade. The record below (and its hash) was
+    /// written by the version without the `incident` field.
+    #[test]
+    fn a_record_written_before_incidents_still_verifies() {
+        let old = r#"{"seq":1,"time":1700000000,"actor":"operator:olivia","source_ip":"127.0.0.1","system":"api","action":"breaker.trip","target":"tenant:acme","tenant":"acme","tier":"prod","reason":"incident 42","before":null,"after":{"message":"suspended"},"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","hash":"e5232d9f474ee3fc45e05ead5d91c05959211c05ecbabc0d345c6ef142fb0e80"}"#;
+        let record: AuditRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.entry.incident, None);
+        assert_eq!(verify(std::slice::from_ref(&record)), Ok(()));
+        // Read back and written again, it keeps its shape (no `"incident": null`).
+        assert_eq!(serde_json::to_string(&record).unwrap(), old);
+        // A record naming an incident chains after it, and the name is covered by the hash.
+        let next = AuditRecord::chain(
+            Some(&record),
+            AuditEntry {
+                incident: Some("INC-42".into()),
+                ..entry("breaker.reset")
+            },
+        );
+        let mut log = vec![record, next];
+        assert_eq!(verify(&log), Ok(()));
+        assert!(
+            serde_json::to_string(&log[1])
+                .unwrap()
+                .contains(r#""incident":"INC-42""#)
+        );
+        log[1].entry.incident = Some("INC-43".into());
+        assert_eq!(verify(&log), Err(ChainBreak::Altered { seq: 2 }));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Command line (clap): `run`, `check`, `demo`, `reload`, `user`, `sessions`, `breaker`,
-//! `keys` and `audit`. Parses arguments, loads the policy through `config::load`, calls
+//! `keys`, `audit` and `incident`. Parses arguments, loads the policy through `config::load`, calls
 //! the services (or the admin API of a running gateway) and renders their answers;
 //! reports errors with a non-zero exit code (2 for an invalid policy set). The only
 //! place besides `main.rs` that uses `anyhow`.
@@ -94,6 +94,39 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Incidents named by kill switch trips (works on the store a running gateway uses).
+    Incident {
+        #[command(subcommand)]
+        action: IncidentAction,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum IncidentAction {
+    /// The incident's timeline, oldest first, for a postmortem: trips, resets, sessions
+    /// ended, auto-trips, configuration changes and approvals in its window.
+    Timeline {
+        /// The incident reference, as given to `breaker trip --incident`.
+        #[arg(long)]
+        incident: String,
+        /// `md` (a Markdown table) or `json` (the body of `GET /v1/incidents/{id}`).
+        #[arg(long, value_enum, default_value = "md")]
+        format: TimelineFormat,
+        /// Only this tier's audit log (default: every tier of the policy).
+        #[arg(long)]
+        tier: Option<String>,
+    },
+}
+
+/// How `incident timeline` prints.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TimelineFormat {
+    /// Markdown: a heading, the window and a table.
+    Md,
+    /// JSON, exactly as the admin API answers.
+    Json,
 }
 
 /// Which switch: a tier (`--tier`), a tenant (`--tenant`), or an account (`--tenant --account`).
@@ -132,6 +165,10 @@ enum BreakerAction {
         /// Report what a trip would do without doing it (recorded as a drill).
         #[arg(long)]
         dry_run: bool,
+        /// The incident the trip belongs to (e.g. INC-42): 1 to 64 letters, digits, '.',
+        /// '_', ':' or '-'. Its audit records and events carry it.
+        #[arg(long)]
+        incident: Option<String>,
     },
     /// Reset a switch (sessions it ended stay ended).
     Reset {
@@ -140,6 +177,9 @@ enum BreakerAction {
         /// Why (goes into the audit log).
         #[arg(long, default_value = "")]
         reason: String,
+        /// The incident the reset belongs to (default: the one the switch was tripped for).
+        #[arg(long)]
+        incident: Option<String>,
     },
     /// List the switches in force.
     List,
@@ -314,6 +354,7 @@ pub fn main() -> ExitCode {
         Command::Keys { action, store } => runtime().and_then(|rt| rt.block_on(keys(action, store))),
         Command::Operator { action } => operator(action),
         Command::Audit { action, store } => runtime().and_then(|rt| rt.block_on(audit(action, store))),
+        Command::Incident { action, store } => runtime().and_then(|rt| rt.block_on(incident(action, store))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -740,7 +781,11 @@ async fn breaker(action: BreakerAction, args: StoreArgs) -> anyhow::Result<()> {
             message,
             expires,
             dry_run,
+            incident,
         } => {
+            if let Some(id) = &incident {
+                portcullis::incident::check_id(id).map_err(|e| anyhow!("--incident: {e}"))?;
+            }
             let scope = breaker_scope(&cfg, switches.sessions(), scope).await?;
             if dry_run {
                 let report = switches.dry_run(&cfg, &scope, &reason, &actor, now).await?;
@@ -753,6 +798,7 @@ async fn breaker(action: BreakerAction, args: StoreArgs) -> anyhow::Result<()> {
                 message,
                 expiry: expires.map_or(Expiry::Never, Expiry::After),
                 idempotency_key: None,
+                incident,
             };
             let result = switches.trip(&cfg, req, &actor, now).await.map_err(|e| match e {
                 KillSwitchError::Expiry(e) => anyhow!("--expires: {e}"),
@@ -764,9 +810,19 @@ async fn breaker(action: BreakerAction, args: StoreArgs) -> anyhow::Result<()> {
                 result.switch.sessions_ended
             );
         }
-        BreakerAction::Reset { scope, reason } => {
+        BreakerAction::Reset {
+            scope,
+            reason,
+            incident,
+        } => {
+            if let Some(id) = &incident {
+                portcullis::incident::check_id(id).map_err(|e| anyhow!("--incident: {e}"))?;
+            }
             let scope = breaker_scope(&cfg, switches.sessions(), scope).await?;
-            match switches.reset(&cfg, &scope, &reason, &actor, now).await? {
+            match switches
+                .reset_for_incident(&cfg, &scope, &reason, incident.as_deref(), &actor, now)
+                .await?
+            {
                 Some(_) => println!("reset {}", scope.target()),
                 None => return Err(anyhow!("no breaker is tripped for {}", scope.target())),
             }
@@ -844,6 +900,33 @@ async fn audit(action: AuditAction, args: StoreArgs) -> anyhow::Result<()> {
             broken.join(", ")
         ))
     }
+}
+
+async fn incident(action: IncidentAction, args: StoreArgs) -> anyhow::Result<()> {
+    use portcullis::incident::IncidentError;
+    let IncidentAction::Timeline { incident, format, tier } = action;
+    portcullis::incident::check_id(&incident).map_err(|e| anyhow!("--incident: {e}"))?;
+    let (cfg, sessions) = all_stores(&args).await?;
+    if let Some(t) = &tier
+        && !cfg.tiers.contains_key(t)
+    {
+        return Err(anyhow!("no tier `{t}` in the policy"));
+    }
+    let mut stores = Vec::new();
+    for t in cfg.tiers.keys().filter(|t| tier.as_ref().is_none_or(|o| o == *t)) {
+        stores.push(sessions.store(t)?);
+    }
+    let logs: Vec<&dyn AuditLog> = stores.iter().map(|s| s.as_ref() as &dyn AuditLog).collect();
+    let timeline = match portcullis::incident::timeline(&incident, &logs).await {
+        Ok(t) => t,
+        Err(IncidentError::NotFound) => return Err(anyhow!("no audit record names incident {incident}")),
+        Err(e) => return Err(e.into()),
+    };
+    match format {
+        TimelineFormat::Json => println!("{}", serde_json::to_string_pretty(&timeline)?),
+        TimelineFormat::Md => print!("{}", timeline.to_markdown(portcullis::clock::unix_now())),
+    }
+    Ok(())
 }
 
 async fn keys(action: KeysAction, args: StoreArgs) -> anyhow::Result<()> {

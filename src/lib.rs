@@ -21,6 +21,8 @@
 //! Policy, state and the way to the apps:
 //! - [`config`]: policy files → validated, typed [`config::Config`]; every policy rule.
 //! - [`store`]: each tier's state (SQLite or Redis), one trait per role.
+//! - [`incident`]: incident references (`INC-42`) and an incident's timeline, read from
+//!   the audit logs.
 //! - [`tls`]: the public listener's TLS settings, built from the certificates in config.
 //! - [`upstream`]: the way to tenants' apps: pooled clients, allowlisted resolution, TLS
 //!   to upstreams, and each upstream's circuit breaker and bulkhead.
@@ -61,6 +63,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod housekeeping;
+pub mod incident;
 pub mod killswitch;
 pub mod live;
 pub mod path;

@@ -273,6 +273,8 @@ pub struct SecurityEvent<'a> {
     pub upstream_ip: Option<&'a str>,
     /// `portcullis.sessions`: how many sessions the event ended.
     pub sessions: Option<u64>,
+    /// `portcullis.incident`: the incident the action belongs to (`INC-42`).
+    pub incident: Option<&'a str>,
 }
 
 /// The one place the field names of a security event are spelt.
@@ -295,6 +297,7 @@ macro_rules! security_event {
             upstream.host = $e.upstream_host,
             upstream.ip = $e.upstream_ip,
             portcullis.sessions = $e.sessions,
+            portcullis.incident = $e.incident,
             "{}",
             $message
         )
@@ -319,6 +322,7 @@ impl<'a> SecurityEvent<'a> {
             upstream_host: None,
             upstream_ip: None,
             sessions: None,
+            incident: None,
         }
     }
 
@@ -576,6 +580,7 @@ mod tests {
                 source_ip: Some("192.0.2.7"),
                 tenant: Some("acme"),
                 sessions: Some(2),
+                incident: Some("INC-42"),
                 ..SecurityEvent::new("cross_tenant", EventOutcome::Failure)
             }
             .warn("refused");
@@ -590,6 +595,7 @@ mod tests {
         assert_eq!(line["source.ip"], "192.0.2.7");
         assert_eq!(line["organization.id"], "acme");
         assert_eq!(line["portcullis.sessions"], 2);
+        assert_eq!(line["portcullis.incident"], "INC-42");
         assert_eq!(line["message"], "refused");
         for unset in ["user.id", "portcullis.tier", "upstream.ip", "portcullis.method"] {
             assert!(line.get(unset).is_none(), "{unset} is not set: {line}");

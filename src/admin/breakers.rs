@@ -34,6 +34,9 @@ struct TripBody {
     /// Absolute expiry (unix seconds).
     #[serde(default)]
     expires_at: Option<i64>,
+    /// The incident the trip belongs to (`INC-42`).
+    #[serde(default)]
+    incident: Option<String>,
 }
 
 /// `DELETE` body (optional).
@@ -42,6 +45,9 @@ struct TripBody {
 struct ResetBody {
     #[serde(default)]
     reason: String,
+    /// The incident the reset belongs to; by default the one the switch was tripped for.
+    #[serde(default)]
+    incident: Option<String>,
 }
 
 /// `?dry_run=true`, and `?idp=` for account switches. Anything else is refused (`400`):
@@ -154,6 +160,7 @@ async fn trip(
 ) -> Result<Response, AdminError> {
     let (config, caller, scope) = checked_call(&state, &peer, target, &headers, Action::Trip).await?;
     let body: TripBody = parse_body(&headers, &body)?;
+    check_incident(body.incident.as_deref())?;
     let actor = actor_of(&caller, &peer);
     let now = crate::clock::unix_now();
     if query.dry_run == Some(true) {
@@ -177,6 +184,7 @@ async fn trip(
         message: body.message,
         expiry,
         idempotency_key,
+        incident: body.incident,
     };
     let result = state.switches.trip(&config, req, &actor, now).await?;
     Ok((StatusCode::OK, axum::Json(result)).into_response())
@@ -194,7 +202,14 @@ async fn reset(
     let actor = actor_of(&caller, &peer);
     let removed = state
         .switches
-        .reset(&config, &scope, &body.reason, &actor, crate::clock::unix_now())
+        .reset_for_incident(
+            &config,
+            &scope,
+            &body.reason,
+            body.incident.as_deref(),
+            &actor,
+            crate::clock::unix_now(),
+        )
         .await?
         .ok_or(AdminError::NotTripped)?;
     Ok((
@@ -202,6 +217,14 @@ async fn reset(
         axum::Json(json!({ "status": "reset", "breaker": removed })),
     )
         .into_response())
+}
+
+/// A named incident must be a valid reference, even for a dry run.
+fn check_incident(incident: Option<&str>) -> Result<(), AdminError> {
+    match incident {
+        Some(id) => crate::incident::check_id(id).map_err(|e| AdminError::BadRequest(format!("{e}."))),
+        None => Ok(()),
+    }
 }
 
 fn actor_of(caller: &Caller, peer: &SocketAddr) -> Actor {

@@ -9,7 +9,8 @@
 //! - `error.rs`: the one mapping from refusal to response, with the request id.
 //! - `breakers.rs`: kill switch endpoints; `changes.rs`: four-eyes change requests (the
 //!   reset of a tier breaker among them); `scope.rs`: which switch a path names and who
-//!   may act on it, for both; `audit.rs`: the audit log.
+//!   may act on it, for both; `audit.rs`: the audit log; `incidents.rs`: an incident's
+//!   timeline.
 //! - `client.rs`: the CLI's client of this API.
 
 mod audit;
@@ -17,6 +18,7 @@ mod breakers;
 mod changes;
 pub mod client;
 mod error;
+mod incidents;
 mod scope;
 
 use std::net::SocketAddr;
@@ -59,6 +61,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/reload", post(reload))
         .route("/v1/breakers", get(breakers::list))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/incidents/{id}", get(incidents::show))
         .route("/v1/changes", get(changes::list).post(changes::create))
         .route("/v1/changes/{id}", get(changes::show).patch(changes::edit))
         .route("/v1/changes/{id}/approve", post(changes::approve))
@@ -375,6 +378,7 @@ async fn reload(
             reason: "policy reload".into(),
             before: json!({ "tier_digest": digest_of(old, changed), "policy_digest": prepared.old().digest }),
             after: json!({ "tier_digest": digest_of(new, changed), "policy_digest": prepared.new_config().digest }),
+            incident: None,
         };
         if let Err(e) = store.append_audit(&entry).await {
             return Err(AdminError::Unavailable {

@@ -546,6 +546,7 @@ impl Changes {
             reason: cr.reason.clone(),
             before: redacted(&before),
             after: redacted(&after),
+            incident: None,
         };
         store.append_audit(&entry).await?;
         tracing::info!(

@@ -134,6 +134,7 @@ mod tests {
             expires_at,
             idempotency_key: None,
             sessions_ended: 0,
+            incident: None,
         }
     }
 

@@ -71,6 +71,8 @@ pub struct TripRequest {
     pub expiry: Expiry,
     /// The caller's `Idempotency-Key`, if any.
     pub idempotency_key: Option<String>,
+    /// The incident the trip belongs to (`INC-42`), checked by [`crate::incident::check_id`].
+    pub incident: Option<String>,
 }
 
 /// When a trip resets by itself, as an interface received it. Each interface passes
@@ -249,6 +251,7 @@ impl KillSwitches {
         if covered.is_some() {
             return Ok(());
         }
+        let incident = open_incident_near(&self.state.lock().await.switches, &scope, now);
         let tenants: Vec<String> = scope.tenant().map(str::to_string).into_iter().collect();
         let req = TripRequest {
             scope,
@@ -263,6 +266,7 @@ impl KillSwitches {
                 Expiry::At(now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
             }),
             idempotency_key: None,
+            incident,
         };
         let actor = Actor {
             name: format!("rule:{}", rule.name),
@@ -295,6 +299,7 @@ impl KillSwitches {
                 "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
             )));
         }
+        check_incident(req.incident.as_deref())?;
         let store = self.sessions.store(req.scope.tier())?;
         let mut state = self.state.lock().await;
         let before = store
@@ -327,6 +332,7 @@ impl KillSwitches {
             expires_at,
             idempotency_key: req.idempotency_key.clone(),
             sessions_ended: 0,
+            incident: req.incident.clone(),
         };
         // Stored first (so a crash cannot forget it), then on the board: from here on no
         // request in scope is served on this node.
@@ -340,6 +346,7 @@ impl KillSwitches {
         drop(state);
         self.publish_change(&switch.scope).await;
 
+        let incident = switch.incident.as_deref();
         self.audit(
             &switch.scope,
             actor,
@@ -347,17 +354,35 @@ impl KillSwitches {
             &reason,
             before.map(|b| serde_json::to_value(b).unwrap_or_default()),
             Some(serde_json::to_value(&switch).unwrap_or_default()),
+            incident,
             now,
         )
         .await?;
-        security_event("breaker_trip", &switch.scope, actor, &reason);
+        security_event("breaker_trip", &switch.scope, actor, &reason, incident);
+        if switch.sessions_ended > 0 {
+            let target = switch.scope.target();
+            SecurityEvent {
+                reason: Some("kill_switch"),
+                source_ip: Some(&actor.source_ip),
+                user: Some(&actor.name),
+                tenant: Some(switch.scope.tenant().unwrap_or("-")),
+                tier: Some(switch.scope.tier()),
+                target: Some(&target),
+                system: Some(&actor.system),
+                sessions: Some(switch.sessions_ended),
+                incident,
+                ..SecurityEvent::new("session_revoked", EventOutcome::Success)
+            }
+            .info("sessions ended by a kill switch");
+        }
         Ok(TripResult {
             switch,
             repeated: false,
         })
     }
 
-    /// Resets a switch. `Ok(None)` when none was tripped for the scope.
+    /// Resets a switch. `Ok(None)` when none was tripped for the scope. The reset
+    /// carries the incident the switch was tripped for, if any.
     pub async fn reset(
         &self,
         config: &Config,
@@ -366,7 +391,22 @@ impl KillSwitches {
         actor: &Actor,
         now: i64,
     ) -> Result<Option<KillSwitch>, KillSwitchError> {
+        self.reset_for_incident(config, scope, reason, None, actor, now).await
+    }
+
+    /// Resets a switch as part of `incident` (checked like a trip's); without one, the
+    /// reset carries the incident the switch was tripped for, if any.
+    pub async fn reset_for_incident(
+        &self,
+        config: &Config,
+        scope: &Scope,
+        reason: &str,
+        incident: Option<&str>,
+        actor: &Actor,
+        now: i64,
+    ) -> Result<Option<KillSwitch>, KillSwitchError> {
         Self::check_scope(config, scope)?;
+        check_incident(incident)?;
         let reason = if reason.trim().is_empty() {
             "reset".to_string()
         } else {
@@ -381,6 +421,7 @@ impl KillSwitches {
             return Ok(None);
         };
         self.publish_change(scope).await;
+        let incident = incident.or(removed.incident.as_deref());
         self.audit(
             scope,
             actor,
@@ -388,10 +429,11 @@ impl KillSwitches {
             &reason,
             Some(serde_json::to_value(&removed).unwrap_or_default()),
             None,
+            incident,
             now,
         )
         .await?;
-        security_event("breaker_reset", scope, actor, &reason);
+        security_event("breaker_reset", scope, actor, &reason, incident);
         Ok(Some(removed))
     }
 
@@ -437,6 +479,7 @@ impl KillSwitches {
             reason,
             None,
             Some(serde_json::to_value(&drill).unwrap_or_default()),
+            None,
             now,
         )
         .await?;
@@ -479,10 +522,11 @@ impl KillSwitches {
                     "expired",
                     Some(serde_json::to_value(&ks).unwrap_or_default()),
                     None,
+                    ks.incident.as_deref(),
                     now,
                 )
                 .await?;
-                security_event("breaker_reset", &ks.scope, &actor, "expired");
+                security_event("breaker_reset", &ks.scope, &actor, "expired", ks.incident.as_deref());
             }
         }
         Ok(())
@@ -561,6 +605,7 @@ impl KillSwitches {
         reason: &str,
         before: Option<serde_json::Value>,
         after: Option<serde_json::Value>,
+        incident: Option<&str>,
         now: i64,
     ) -> Result<(), KillSwitchError> {
         let entry = AuditEntry {
@@ -570,6 +615,7 @@ impl KillSwitches {
             reason: reason.to_string(),
             before: before.map(|v| crate::audit::redact(&v)).unwrap_or_default(),
             after: after.map(|v| crate::audit::redact(&v)).unwrap_or_default(),
+            incident: incident.map(str::to_string),
             ..AuditEntry::by(actor, action, now)
         };
         self.sessions.store(scope.tier())?.append_audit(&entry).await?;
@@ -601,8 +647,36 @@ fn required_text(field: &str, value: &str) -> Result<String, KillSwitchError> {
     Ok(v.to_string())
 }
 
+/// Checks an incident reference (when one is given) before anything changes.
+fn check_incident(incident: Option<&str>) -> Result<(), KillSwitchError> {
+    match incident {
+        Some(id) => crate::incident::check_id(id).map_err(|e| KillSwitchError::Invalid(e.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// The incident an auto-trip of `scope` belongs to: that of a switch in force for an
+/// incident in the same tenant (the most recently tripped), else in the same tier.
+///
+/// An auto-trip rule cannot know why failures pile up, so "caused by" is decided by
+/// place and time: a rule firing while an incident is open on its tenant (e.g. one
+/// account cut off for it) or its tier is part of that incident's story, and its trip
+/// belongs on the incident's timeline. Switches without an incident are ignored.
+fn open_incident_near(switches: &[KillSwitch], scope: &Scope, now: i64) -> Option<String> {
+    // Switches in force for an incident in the tier, the most recently tripped first.
+    let mut open: Vec<&KillSwitch> = switches
+        .iter()
+        .filter(|k| k.in_force(now) && k.incident.is_some() && k.scope.tier() == scope.tier())
+        .collect();
+    open.sort_by_key(|k| std::cmp::Reverse(k.tripped_at));
+    let same_tenant = open
+        .iter()
+        .find(|k| scope.tenant().is_some() && k.scope.tenant() == scope.tenant());
+    same_tenant.or(open.first()).and_then(|k| k.incident.clone())
+}
+
 /// One ECS security event per trip or reset.
-fn security_event(action: &str, scope: &Scope, actor: &Actor, reason: &str) {
+fn security_event(action: &str, scope: &Scope, actor: &Actor, reason: &str, incident: Option<&str>) {
     let target = scope.target();
     SecurityEvent {
         reason: Some(reason),
@@ -612,6 +686,7 @@ fn security_event(action: &str, scope: &Scope, actor: &Actor, reason: &str) {
         tier: Some(scope.tier()),
         target: Some(&target),
         system: Some(&actor.system),
+        incident,
         ..SecurityEvent::new(action, EventOutcome::Success)
     }
     .warn(if action == "breaker_trip" {
@@ -624,6 +699,63 @@ fn security_event(action: &str, scope: &Scope, actor: &Actor, reason: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn switch(scope: Scope, tripped_at: i64, incident: Option<&str>, expires_at: Option<i64>) -> KillSwitch {
+        KillSwitch {
+            scope,
+            reason: "r".into(),
+            message: "m".into(),
+            tripped_at,
+            tripped_by: "operator:olivia".into(),
+            system: "api".into(),
+            expires_at,
+            idempotency_key: None,
+            sessions_ended: 0,
+            incident: incident.map(str::to_string),
+        }
+    }
+
+    fn account(tier: &str, tenant: &str, subject: &str) -> Scope {
+        Scope::Account {
+            tier: tier.into(),
+            tenant: tenant.into(),
+            subject: subject.into(),
+        }
+    }
+
+    /// If this broke, an auto-trip fired during an incident would be missing from its
+    /// timeline, or one in another tier (or after the incident) would be pulled into it.
+    #[test]
+    fn an_auto_trip_joins_the_open_incident_of_its_tenant_else_its_tier() {
+        let now = 1_000;
+        let alice = account("prod", "acme", "alice");
+        let switches = vec![
+            switch(account("prod", "acme", "mallory"), 10, Some("INC-1"), None),
+            switch(account("prod", "globex", "gina"), 20, Some("INC-2"), None),
+            switch(account("prod", "acme", "eve"), 5, None, None),
+            switch(account("staging", "initech", "ivan"), 30, Some("INC-3"), None),
+            switch(account("prod", "acme", "old"), 40, Some("INC-OLD"), Some(now)),
+        ];
+        assert_eq!(open_incident_near(&switches, &alice, now).as_deref(), Some("INC-1"));
+        let hooli = Scope::Tenant {
+            tier: "prod".into(),
+            tenant: "hooli".into(),
+        };
+        assert_eq!(
+            open_incident_near(&switches, &hooli, now).as_deref(),
+            Some("INC-2"),
+            "same tier, latest"
+        );
+        let ian = account("staging", "initech", "ian");
+        assert_eq!(open_incident_near(&switches, &ian, now).as_deref(), Some("INC-3"));
+        let other = account("dev", "x", "y");
+        assert_eq!(open_incident_near(&switches, &other, now), None);
+        assert_eq!(
+            open_incident_near(&switches[2..3], &alice, now),
+            None,
+            "no incident named"
+        );
+    }
 
     /// If this broke, the API, the CLI and the tenant admin page would again read the
     /// same expiry three ways (one took `0s`, one refused it, one overflowed silently).

@@ -102,6 +102,11 @@ pub struct KillSwitch {
     pub idempotency_key: Option<String>,
     /// Sessions the trip ended.
     pub sessions_ended: u64,
+    /// The incident the trip belongs to (`INC-42`), named by the tripper or inherited by
+    /// an auto-trip (see [`crate::incident`]); its reset and audit records carry it too.
+    /// Absent from the JSON when none, as in switches stored before incidents existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<String>,
 }
 
 impl KillSwitch {

@@ -1860,6 +1860,7 @@ fn switch(scope: crate::records::kill_switch::Scope, reason: &str) -> crate::rec
         expires_at: Some(T0 + 60),
         idempotency_key: Some("key-1".into()),
         sessions_ended: 3,
+        incident: None,
     }
 }
 
@@ -1924,7 +1925,43 @@ fn audit_entry(action: &str) -> crate::audit::AuditEntry {
         reason: "why".into(),
         before: serde_json::Value::Null,
         after: serde_json::json!({"n": action}),
+        incident: None,
     }
+}
+
+/// A record naming an incident chains between records that name none, reads back with
+/// its incident, and a stored switch keeps the incident it was tripped for. If this broke,
+/// an incident's timeline would lose its records on one backend, or its chain would stop
+/// verifying.
+pub(crate) async fn incident_references_round_trip(b: &Backend) {
+    use crate::records::kill_switch::Scope;
+    let store = b.store("prod").await;
+    store.append_audit(&audit_entry("breaker.drill")).await.unwrap();
+    let named = crate::audit::AuditEntry {
+        incident: Some("INC-42".into()),
+        ..audit_entry("breaker.trip")
+    };
+    store.append_audit(&named).await.unwrap();
+    store.append_audit(&audit_entry("policy.reload")).await.unwrap();
+    let all = store.audit_records(0, 100).await.unwrap();
+    let incidents: Vec<Option<&str>> = all.iter().map(|r| r.entry.incident.as_deref()).collect();
+    assert_eq!(incidents, vec![None, Some("INC-42"), None]);
+    assert_eq!(all[1].entry, named);
+    assert_eq!(crate::audit::verify(&all), Ok(()));
+
+    let tripped = crate::records::kill_switch::KillSwitch {
+        incident: Some("INC-42".into()),
+        ..switch(
+            Scope::Tenant {
+                tier: "prod".into(),
+                tenant: "acme".into(),
+            },
+            "stolen keys",
+        )
+    };
+    store.put_kill_switch(&tripped).await.unwrap();
+    assert_eq!(store.list_kill_switches().await.unwrap(), vec![tripped.clone()]);
+    assert_eq!(store.delete_kill_switch("tenant:acme").await.unwrap(), Some(tripped));
 }
 
 pub(crate) async fn audit_log_is_a_chain(b: &Backend) {
@@ -2479,6 +2516,7 @@ macro_rules! every_test {
                 stores_of_one_tier_share_state,
                 kill_switches_round_trip,
                 audit_log_is_a_chain,
+                incident_references_round_trip,
                 concurrent_audit_appends_keep_one_chain,
                 change_requests_round_trip,
                 concurrent_change_decisions_have_one_winner,

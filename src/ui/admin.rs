@@ -55,6 +55,9 @@ struct TripBody {
     /// Relative expiry (`30m`, `2h`).
     #[serde(default)]
     expires_in: Option<String>,
+    /// The incident the trip belongs to (`INC-42`), optional.
+    #[serde(default)]
+    incident: Option<String>,
 }
 
 impl Portal {
@@ -211,6 +214,7 @@ impl Portal {
             message: body.message.filter(|m| !m.trim().is_empty()),
             expiry: body.expires_in.map_or(Expiry::Never, Expiry::After),
             idempotency_key: None,
+            incident: body.incident,
         };
         self.switches
             .trip(ctx.config, req, actor, ctx.now)
@@ -300,6 +304,8 @@ impl Portal {
                     reason: field("reason"),
                     message: Some(field("message")),
                     expires_in: Some(field("expires_in")),
+                    // The form's field is optional: left blank, no incident.
+                    incident: Some(field("incident").trim().to_string()).filter(|i| !i.is_empty()),
                 };
                 match self.trip_account(ctx, &session.subject, &actor, scope, body).await {
                     Ok(r) => {

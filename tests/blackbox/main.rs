@@ -18,6 +18,7 @@ mod harness;
 mod headers;
 mod http2;
 mod idp;
+mod incidents;
 mod isolation;
 mod key_sharing;
 mod login;

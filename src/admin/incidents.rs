@@ -1,0 +1,45 @@
+//! `GET /v1/incidents/{id}`: the timeline of an incident in the caller's tier (see
+//! `crate::incident` for what it holds and in what order). Operators only; an operator
+//! sees the records of its own tier, so another tier's incident answers `404` like one
+//! that never happened. Rendering is `crate::incident`'s, shared with the CLI.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::error::{AdminError, Cause};
+use super::{AdminState, Caller, authenticate_caller};
+use crate::incident::IncidentError;
+
+/// `GET /v1/incidents/{id}` → `{"incident","events":[...]}`.
+pub(super) async fn show(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AdminError> {
+    let tier = match authenticate_caller(&state.live, &headers) {
+        Some(Caller::Operator { tier, .. }) => tier,
+        Some(Caller::Automation { .. }) => {
+            return Err(AdminError::Forbidden("Automation tokens cannot read incidents."));
+        }
+        None => return Err(AdminError::NoOperatorToken),
+    };
+    let store = state
+        .switches
+        .sessions()
+        .store(&tier)
+        .map_err(|_| AdminError::Unavailable {
+            message: "No store for this tier.",
+            cause: None,
+        })?;
+    let log: &dyn crate::store::AuditLog = &*store;
+    match crate::incident::timeline(&id, &[log]).await {
+        Ok(timeline) => Ok((StatusCode::OK, axum::Json(timeline)).into_response()),
+        Err(e @ IncidentError::InvalidId) => Err(AdminError::BadRequest(format!("{e}."))),
+        Err(IncidentError::NotFound) => Err(AdminError::NotFound("No record names this incident.".into())),
+        Err(IncidentError::Store(e)) => Err(AdminError::Unavailable {
+            message: "The store is unavailable.",
+            cause: Some(Cause::new("audit log read failed", e)),
+        }),
+    }
+}
