@@ -141,6 +141,21 @@ impl AdminError {
         }
     }
 
+    /// The status this refusal is answered with.
+    pub(super) fn status(&self) -> StatusCode {
+        self.answer().0
+    }
+
+    /// The message the caller is told (safe for the audit log: it never holds a cause).
+    pub(super) fn public_message(&self) -> String {
+        self.answer().2
+    }
+
+    /// A 4xx: the call itself was refused, not the gateway unable to answer it.
+    pub(super) fn is_the_callers(&self) -> bool {
+        self.status().is_client_error()
+    }
+
     /// Status, code and message: the table every refusal is answered from.
     fn answer(&self) -> (StatusCode, &'static str, String) {
         match self {

@@ -670,6 +670,55 @@ async fn automation_tokens_trip_their_tenants_and_nothing_else() {
     assert_eq!(env.public_status("acme.test").await, 200);
     let trips = env.audit("action=breaker.trip").await;
     assert_eq!(trips.len(), 1, "refused calls were audited as trips: {trips:#?}");
+    // KILL-06: each refusal is audited as what it was, in the log of the tier it named
+    // (prod: the reset, globex, its account, the whole tier, and the unknown tenant,
+    // which falls to the token's own tier), and by whom.
+    let refused = env.audit("action=breaker.refused").await;
+    let targets: BTreeSet<&str> = refused.iter().filter_map(|r| r["target"].as_str()).collect();
+    assert_eq!(refused.len(), 5, "{refused:#?}");
+    assert_eq!(
+        targets,
+        BTreeSet::from([
+            "tenant:acme",
+            "tenant:globex",
+            "tenant:nosuch",
+            "account:globex:gina",
+            "tier:prod"
+        ]),
+    );
+    assert!(refused.iter().all(|r| r["actor"] == "automation:siem"), "{refused:#?}");
+    let reset = refused
+        .iter()
+        .find(|r| r["target"] == "tenant:acme")
+        .expect("the refused reset");
+    assert_eq!(reset["after"], json!({"refused": "reset", "status": 403}));
+    // initech and tier staging are staging's: there, not in prod's log.
+    let r = env.get("/v1/audit?action=breaker.refused", &env.staging).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let staging = r.json();
+    let targets: BTreeSet<&str> = staging
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["target"].as_str())
+        .collect();
+    assert_eq!(
+        targets,
+        BTreeSet::from(["tenant:initech", "tier:staging"]),
+        "{}",
+        r.body
+    );
+    // A call with no valid token is logged as a failed trip, and never audited.
+    let r = env
+        .put("/v1/tenants/acme/breaker", "not-a-token", json!({"reason": "x"}))
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    env.gw
+        .await_security_event("breaker_trip", |e| {
+            e["event.outcome"] == "failure" && e["event.reason"] == "no valid admin token"
+        })
+        .await;
+    assert_eq!(env.audit("action=breaker.refused").await.len(), 5);
 }
 
 /// If this broke, a staging operator token (shared more widely) could cut off
@@ -1099,7 +1148,17 @@ async fn bad_breaker_calls_are_refused_and_trip_nothing() {
     for host in ["acme.test", "globex.test", "initech.test"] {
         assert_eq!(env.public_status(host).await, 200, "{host}");
     }
-    assert!(env.audit("").await.is_empty(), "refused calls were audited");
+    // Only the known token's refusals are audited, as refusals (KILL-06): the three
+    // unknown targets. Bad bodies never reached a switch, and token-less calls are only
+    // logged.
+    let audited = env.audit("").await;
+    let targets: BTreeSet<&str> = audited.iter().filter_map(|r| r["target"].as_str()).collect();
+    assert!(audited.iter().all(|r| r["action"] == "breaker.refused"), "{audited:#?}");
+    assert_eq!(
+        targets,
+        BTreeSet::from(["tenant:nope", "tier:nope", "account:nope:alice"]),
+        "{audited:#?}"
+    );
 }
 
 /// A tenant admin cuts off an account of their own tenant from the page and the API; if
