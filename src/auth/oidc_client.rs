@@ -32,7 +32,7 @@ use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
-use crate::auth::oidc::OidcError;
+use crate::auth::oidc::{OidcError, TokenSet};
 
 /// How long discovery is trusted before it is fetched again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
@@ -276,7 +276,8 @@ impl OidcClient {
         Ok(set)
     }
 
-    /// Exchanges an authorization code (client_secret_basic, PKCE) for the ID token.
+    /// Exchanges an authorization code (client_secret_basic, PKCE) for the ID token and
+    /// the access token (kept only to check the ID token's `at_hash`).
     pub async fn exchange(
         &self,
         p: &Provider,
@@ -285,7 +286,7 @@ impl OidcClient {
         code: &str,
         redirect_uri: &str,
         code_verifier: &str,
-    ) -> Result<String, String> {
+    ) -> Result<TokenSet, String> {
         let body = form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "authorization_code")
             .append_pair("code", code)
@@ -308,10 +309,11 @@ impl OidcClient {
             let safe: String = error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
             return Err(format!("the identity provider refused the code ({safe})"));
         }
-        json.get("id_token")
-            .and_then(|t| t.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| "the token response has no ID token".to_string())
+        let text = |name: &str| json.get(name).and_then(|t| t.as_str()).map(str::to_string);
+        Ok(TokenSet {
+            id_token: text("id_token").ok_or_else(|| "the token response has no ID token".to_string())?,
+            access_token: text("access_token"),
+        })
     }
 
     async fn get(&self, url: &str, production: bool) -> Result<Bytes, String> {

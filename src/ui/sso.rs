@@ -435,8 +435,8 @@ fn idp_problem(ctx: &Ctx<'_>, problem: &str) -> PageError {
 
 impl Portal {
     /// Exchanges `code` and validates the ID token strictly (issuer, audience, nonce,
-    /// expiry, signature with the IdP's keys): the same checks for a test sign-in as for
-    /// a real one.
+    /// expiry, signature with the IdP's keys, `at_hash`): the same checks for a test
+    /// sign-in as for a real one.
     async fn id_claims(
         &self,
         ctx: &Ctx<'_>,
@@ -445,7 +445,7 @@ impl Portal {
         pending: &Pending,
     ) -> Result<oidc::IdClaims, String> {
         let provider = self.oidc.provider(&sso.issuer, ctx.entry.tier.production).await?;
-        let id_token = self
+        let tokens = self
             .oidc
             .exchange(
                 &provider,
@@ -457,8 +457,8 @@ impl Portal {
             )
             .await?;
         let validate = |jwks: &jsonwebtoken::jwk::JwkSet| {
-            oidc::validate_id_token(
-                &id_token,
+            oidc::validate_token_response(
+                &tokens,
                 jwks,
                 &provider.issuer,
                 &sso.client_id,

@@ -200,6 +200,69 @@ async fn id_tokens_that_bring_their_own_keys_or_hostile_kids_are_refused() {
     );
 }
 
+/// The `at_hash` of an access token for an ID token signed with EdDSA (Ed25519):
+/// the left half of its SHA-512, base64url (OIDC Core 3.1.3.8; SHA-512 for Ed25519).
+fn ed25519_at_hash(access_token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha512::digest(access_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(&digest[..32])
+}
+
+/// OIDC-11 (OIDC Core 3.1.3.8, rp-id_token-bad-at_hash): an ID token whose `at_hash`
+/// does not match the access token it came with is refused; without `at_hash` (optional
+/// in the code flow) it passes. If this broke, an ID token could be paired with an
+/// access token it was not issued with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_at_hash_that_does_not_match_the_access_token_is_refused() {
+    let ups = Upstreams::start().await;
+    let fake = ForgingIdp::start().await;
+    let gw = sso_gateway(&ups, &fake.issuer(), "required").await;
+    let port = gw.public.port();
+    let now = portcullis::clock::unix_now();
+    let cases = [
+        (
+            "at_hash of another access token",
+            Some("AT-issued"),
+            json!(ed25519_at_hash("AT-other")),
+        ),
+        ("at_hash with SHA-256 instead of SHA-512", Some("AT-issued"), {
+            use sha2::Digest;
+            json!(URL_SAFE_NO_PAD.encode(&sha2::Sha256::digest(b"AT-issued")[..16]))
+        }),
+        ("at_hash not a string", Some("AT-issued"), json!(42)),
+        (
+            "at_hash without an access token",
+            None,
+            json!(ed25519_at_hash("AT-issued")),
+        ),
+    ];
+    for (case, access_token, at_hash) in &cases {
+        let mut b = Browser::new(port);
+        let (state, nonce) = b.start_sso(case).await;
+        let mut c = claims(&fake, "mallory", &nonce);
+        c["at_hash"] = at_hash.clone();
+        *fake.next_access_token.lock().unwrap() = access_token.map(str::to_string);
+        let token = fake.sign(Algorithm::EdDSA, "k1", &c);
+        b.expect_refused(&fake, case, token, &state).await;
+    }
+    assert_refusals_recorded(&gw, cases.len(), now).await;
+
+    // The right at_hash, and none at all, sign in.
+    *fake.next_access_token.lock().unwrap() = Some("AT-issued".into());
+    for at_hash in [Some(ed25519_at_hash("AT-issued")), None] {
+        let mut b = Browser::new(port);
+        let (state, nonce) = b.start_sso("valid").await;
+        let mut c = claims(&fake, "mallory", &nonce);
+        if let Some(h) = &at_hash {
+            c["at_hash"] = json!(h);
+        }
+        *fake.next_token.lock().unwrap() = fake.sign(Algorithm::EdDSA, "k1", &c);
+        let (status, _, body) = b.get(&format!("/.portcullis/callback?code=c&state={state}")).await;
+        assert_eq!(status, 303, "at_hash {at_hash:?}: {body}");
+        assert!(b.has_session(), "at_hash {at_hash:?}");
+    }
+}
+
 /// OIDC-12 (rp-userinfo-bad-sub-claim): the gateway takes every claim from the
 /// validated ID token and never calls userinfo, so a userinfo endpoint that names
 /// another user (`bob`) changes nothing. If this broke, an unsigned userinfo answer
