@@ -11,7 +11,9 @@
 //!
 //! The tokens of one code exchange are checked together: an ID token's `at_hash` must
 //! match the access token it came with (OIDC Core 3.1.3.8; absent is fine, the code
-//! flow makes it optional).
+//! flow makes it optional). Before the exchange, the callback's `iss` parameter must
+//! name the tenant's issuer, and must be there when the IdP advertises it (RFC 9207,
+//! mix-up defence).
 //!
 //! Claims the gateway keeps or passes on are checked here too, so a sign-in is refused
 //! rather than creating an account the gateway cannot manage: the `sub` follows the
@@ -87,6 +89,10 @@ pub enum OidcError {
     /// `at_hash` names another access token than the one of the same token response.
     #[error("the token's at_hash does not match the access token it came with")]
     AccessTokenHashMismatch,
+    /// The callback's `iss` parameter is another issuer's, or missing although the IdP
+    /// advertises it (RFC 9207).
+    #[error("the sign-in response does not name this tenant's identity provider (iss)")]
+    WrongResponseIssuer,
 }
 
 /// What a code exchange returned: the ID token and, usually, an access token (which
@@ -99,6 +105,18 @@ pub struct TokenSet {
 impl std::fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TokenSet([redacted])")
+    }
+}
+
+/// RFC 9207: the `iss` parameter of an authorization response, when present, must be
+/// exactly the issuer the attempt was started with; when the IdP advertises
+/// `authorization_response_iss_parameter_supported`, it must be present. Checked before
+/// the code goes to any token endpoint.
+pub fn check_response_issuer(iss: Option<&str>, issuer: &str, advertised: bool) -> Result<(), OidcError> {
+    match iss {
+        Some(iss) if iss == issuer => Ok(()),
+        None if !advertised => Ok(()),
+        _ => Err(OidcError::WrongResponseIssuer),
     }
 }
 
@@ -804,6 +822,29 @@ mod tests {
             )
             .contains("secret")
         );
+    }
+
+    /// If this broke, a callback relayed from another IdP (mix-up, RFC 9207) would have
+    /// its code sent to this tenant's token endpoint.
+    #[test]
+    fn the_response_issuer_must_be_the_tenants_issuer() {
+        assert_eq!(check_response_issuer(Some(ISS), ISS, true), Ok(()));
+        assert_eq!(check_response_issuer(Some(ISS), ISS, false), Ok(()));
+        assert_eq!(check_response_issuer(None, ISS, false), Ok(()));
+        for (iss, advertised) in [
+            (None, true),
+            (Some("https://other-idp.example"), false),
+            (Some("https://other-idp.example"), true),
+            (Some("https://idp.example/"), true),
+            (Some("https://IDP.example"), true),
+            (Some(""), false),
+        ] {
+            assert_eq!(
+                check_response_issuer(iss, ISS, advertised),
+                Err(OidcError::WrongResponseIssuer),
+                "{iss:?}, advertised {advertised}"
+            );
+        }
     }
 
     #[test]

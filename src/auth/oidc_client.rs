@@ -56,6 +56,8 @@ struct DiscoveryDoc {
     response_types_supported: Vec<String>,
     #[serde(default)]
     code_challenge_methods_supported: Vec<String>,
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
 }
 
 /// A discovered provider and its current keys.
@@ -70,6 +72,9 @@ pub struct Provider {
     pub response_types_supported: Vec<String>,
     /// `code_challenge_methods_supported` as discovered (the SSO wizard requires `S256`).
     pub code_challenge_methods_supported: Vec<String>,
+    /// Whether the IdP puts `iss` in its authorization responses (RFC 9207): then a
+    /// callback without it is refused.
+    pub authorization_response_iss_parameter_supported: bool,
     production: bool,
     /// The keys and when they were fetched.
     jwks: Mutex<Option<(Arc<JwkSet>, Instant)>>,
@@ -235,6 +240,7 @@ impl OidcClient {
             end_session_endpoint: doc.end_session_endpoint,
             response_types_supported: doc.response_types_supported,
             code_challenge_methods_supported: doc.code_challenge_methods_supported,
+            authorization_response_iss_parameter_supported: doc.authorization_response_iss_parameter_supported,
             production,
             jwks: Mutex::new(None),
         });

@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 use crate::idp::Account;
-use crate::sso::{Browser, ForgingIdp, assert_refusals_recorded, idp_and_gateway, sso_gateway, whoami};
+use crate::sso::{
+    Browser, ForgingIdp, assert_refusals_recorded, idp_and_gateway, sso_gateway, sso_gateway_fixture, whoami,
+};
 
 /// An attacker's own Ed25519 key: what a token signed "by the attacker" is signed with.
 struct AttackerKey {
@@ -329,6 +331,112 @@ fn query_value(url: &str, name: &str) -> String {
         .find_map(|p| p.strip_prefix(&format!("{name}=")))
         .unwrap_or_else(|| panic!("{name} in {url}"))
         .to_string()
+}
+
+/// OAUTH-06 (RFC 9207): a callback whose `iss` names another issuer, or that has none
+/// although the IdP advertises `authorization_response_iss_parameter_supported`, is
+/// refused before any token request. If this broke, a sign-in started with one IdP
+/// could be finished by another (mix-up), the code sent to the wrong token endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_from_another_issuer_is_refused_before_the_token_request() {
+    let ups = Upstreams::start().await;
+    let advertises = ForgingIdp::start_with(json!({"authorization_response_iss_parameter_supported": true})).await;
+    let silent = ForgingIdp::start().await;
+    let silent_issuer = silent.issuer();
+    let gw = sso_gateway_fixture(&ups, &advertises.issuer(), "required", "", |f| {
+        let g = f.tenant_mut("globex");
+        g.tier = "staging".into();
+        g.routes.push_str(&format!(
+            "\n[sso]\nissuer = \"{silent_issuer}\"\nclient_id = \"gw-initech\"\nclient_secret = \"inline:globex-client-secret-2\"\nmfa = \"required\"\n"
+        ));
+    })
+    .await;
+    let port = gw.public.port();
+    let now = portcullis::clock::unix_now();
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let cases = [
+        ("iss of another IdP", format!("&iss={}", enc(&silent.issuer()))),
+        (
+            "iss with a trailing slash",
+            format!("&iss={}", enc(&format!("{}/", advertises.issuer()))),
+        ),
+        ("no iss although advertised", String::new()),
+        ("empty iss", "&iss=".to_string()),
+    ];
+    for (case, iss) in &cases {
+        let mut b = Browser::new(port);
+        let (state, nonce) = b.start_sso(case).await;
+        *advertises.next_token.lock().unwrap() =
+            advertises.sign(Algorithm::EdDSA, "k1", &claims(&advertises, "mallory", &nonce));
+        let (status, _, body) = b
+            .get(&format!("/.portcullis/callback?code=c&state={}{iss}", enc(&state)))
+            .await;
+        assert_eq!(status, 401, "{case}: {body}");
+        assert!(!b.has_session(), "{case}");
+        assert_eq!(
+            advertises.calls_to("/token"),
+            0,
+            "{case}: the code went to the token endpoint"
+        );
+    }
+    assert_refusals_recorded(&gw, cases.len(), now).await;
+
+    // The IdP's own iss passes.
+    let mut b = Browser::new(port);
+    let (state, nonce) = b.start_sso("own iss").await;
+    *advertises.next_token.lock().unwrap() =
+        advertises.sign(Algorithm::EdDSA, "k1", &claims(&advertises, "mallory", &nonce));
+    let callback = format!(
+        "/.portcullis/callback?code=c&state={}&iss={}",
+        enc(&state),
+        enc(&advertises.issuer())
+    );
+    let (status, _, body) = b.get(&callback).await;
+    assert_eq!((status, b.has_session()), (303, true), "{body}");
+    assert_eq!(advertises.calls_to("/token"), 1);
+
+    // An IdP that does not advertise the parameter: none is fine, a wrong one is not.
+    for (iss, expected) in [
+        (format!("&iss={}", enc(&advertises.issuer())), 401),
+        (String::new(), 303),
+    ] {
+        let mut g = Browser::for_host(port, "globex.test");
+        let (state, nonce) = g.start_sso("silent IdP").await;
+        *silent.next_token.lock().unwrap() = silent.sign(Algorithm::EdDSA, "k1", &claims(&silent, "mallory", &nonce));
+        let before = silent.calls_to("/token");
+        let (status, _, body) = g
+            .get(&format!("/.portcullis/callback?code=c&state={}{iss}", enc(&state)))
+            .await;
+        assert_eq!(status, expected, "iss {iss:?}: {body}");
+        assert_eq!(g.has_session(), expected == 303);
+        assert_eq!(
+            silent.calls_to("/token") - before,
+            usize::from(expected == 303),
+            "iss {iss:?}"
+        );
+    }
+}
+
+/// OAUTH-06 with the real provider, which advertises the parameter: its callback
+/// without `iss`, or with another issuer's, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_idps_callback_without_its_iss_is_refused() {
+    let ups = Upstreams::start().await;
+    let (idp, gw) = idp_and_gateway(&ups, &[Account::new("flo", "pw-flo").amr(&["pwd", "otp"])], "required").await;
+    let port = gw.public.port();
+    for case in ["no iss", "another iss"] {
+        let mut b = Browser::new(port);
+        let callback = b.through_idp(&idp, "flo", "pw-flo").await;
+        let iss = format!("iss={}", query_value(&callback, "iss"));
+        let changed = match case {
+            "no iss" => callback.replace(&format!("&{iss}"), "").replace(&format!("{iss}&"), ""),
+            _ => callback.replace(&iss, "iss=http%3A%2F%2F127.0.0.1%3A9"),
+        };
+        assert!(changed != callback, "{case}: {callback}");
+        let (status, _, body) = b.get(&changed).await;
+        assert_eq!(status, 401, "{case}: {body}");
+        assert!(!b.has_session(), "{case}");
+    }
 }
 
 /// OAUTH-07 (RFC 6749 4.1.2.1): an IdP error whose description carries script gets a
