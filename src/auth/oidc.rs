@@ -9,6 +9,12 @@
 //! is used, so `none` and every HMAC algorithm are refused, including
 //! HS256 "signed" with an RSA public key. Time is always an argument (`now`, unix seconds).
 //!
+//! The tokens of one code exchange are checked together: an ID token's `at_hash` must
+//! match the access token it came with (OIDC Core 3.1.3.8; absent is fine, the code
+//! flow makes it optional). Before the exchange, the callback's `iss` parameter must
+//! name the tenant's issuer, and must be there when the IdP advertises it (RFC 9207,
+//! mix-up defence).
+//!
 //! Claims the gateway keeps or passes on are checked here too, so a sign-in is refused
 //! rather than creating an account the gateway cannot manage: the `sub` follows the
 //! account kill switch's subject rule ([`crate::account::check_subject`]), and
@@ -20,7 +26,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use crate::config::MfaPolicy;
 
@@ -80,6 +86,91 @@ pub enum OidcError {
     UnusableClaim(&'static str),
     #[error("the logout token is not a back-channel logout token")]
     NotALogoutToken,
+    /// `at_hash` names another access token than the one of the same token response.
+    #[error("the token's at_hash does not match the access token it came with")]
+    AccessTokenHashMismatch,
+    /// The callback's `iss` parameter is another issuer's, or missing although the IdP
+    /// advertises it (RFC 9207).
+    #[error("the sign-in response does not name this tenant's identity provider (iss)")]
+    WrongResponseIssuer,
+}
+
+/// What a code exchange returned: the ID token and, usually, an access token (which
+/// the gateway only uses to check the ID token's `at_hash`).
+pub struct TokenSet {
+    pub id_token: String,
+    pub access_token: Option<String>,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSet([redacted])")
+    }
+}
+
+/// RFC 9207: the `iss` parameter of an authorization response, when present, must be
+/// exactly the issuer the attempt was started with; when the IdP advertises
+/// `authorization_response_iss_parameter_supported`, it must be present. Checked before
+/// the code goes to any token endpoint.
+pub fn check_response_issuer(iss: Option<&str>, issuer: &str, advertised: bool) -> Result<(), OidcError> {
+    match iss {
+        Some(iss) if iss == issuer => Ok(()),
+        None if !advertised => Ok(()),
+        _ => Err(OidcError::WrongResponseIssuer),
+    }
+}
+
+/// The `at_hash` of `access_token` for an ID token signed with `alg` (OIDC Core
+/// 3.1.3.8): the left half of its hash with the algorithm's hash function (SHA-512 for
+/// EdDSA with Ed25519, the only EdDSA curve allowed), base64url.
+fn access_token_hash(alg: Algorithm, access_token: &str) -> Option<String> {
+    let digest = match alg {
+        Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256 | Algorithm::HS256 => {
+            Sha256::digest(access_token.as_bytes()).to_vec()
+        }
+        Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 | Algorithm::HS384 => {
+            Sha384::digest(access_token.as_bytes()).to_vec()
+        }
+        Algorithm::RS512 | Algorithm::PS512 | Algorithm::HS512 | Algorithm::EdDSA => {
+            Sha512::digest(access_token.as_bytes()).to_vec()
+        }
+    };
+    digest.get(..digest.len() / 2).map(|half| URL_SAFE_NO_PAD.encode(half))
+}
+
+/// Validates the ID token of a code exchange like [`validate_id_token`], then its
+/// `at_hash` against the exchange's access token: an `at_hash` present must match (and
+/// needs an access token to match); an absent one is accepted.
+pub fn validate_token_response(
+    tokens: &TokenSet,
+    jwks: &JwkSet,
+    issuer: &str,
+    client_id: &str,
+    expected_nonce: &str,
+    roles_claim: Option<&str>,
+    now: i64,
+) -> Result<IdClaims, OidcError> {
+    let claims = validate_id_token(
+        &tokens.id_token,
+        jwks,
+        issuer,
+        client_id,
+        expected_nonce,
+        roles_claim,
+        now,
+    )?;
+    let Some(at_hash) = claims.raw.get("at_hash") else {
+        return Ok(claims);
+    };
+    // The token was just verified, so its header parses.
+    let alg = jsonwebtoken::decode_header(&tokens.id_token)
+        .map_err(|_| OidcError::Malformed)?
+        .alg;
+    let expected = tokens.access_token.as_deref().and_then(|at| access_token_hash(alg, at));
+    match (at_hash.as_str(), expected) {
+        (Some(got), Some(expected)) if got == expected => Ok(claims),
+        _ => Err(OidcError::AccessTokenHashMismatch),
+    }
 }
 
 /// A PKCE pair (RFC 7636, S256).
@@ -676,6 +767,82 @@ mod tests {
                 validate_logout_token(&idp.sign("k1", &bad), &idp.jwks, ISS, CLIENT, NOW),
                 Err(expected),
                 "{bad}"
+            );
+        }
+    }
+
+    /// If this broke, an ID token could travel with an access token it was not issued
+    /// with (OIDC Core 3.1.3.8), or tokens without `at_hash` would be refused.
+    #[test]
+    fn at_hash_must_match_the_access_token_when_present() {
+        // OIDC Core's own example (RS256: left half of SHA-256).
+        assert_eq!(
+            access_token_hash(Algorithm::RS256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y").as_deref(),
+            Some("77QmUPtjPfzWtF2AnpK9RQ")
+        );
+        let idp = fake_idp("k1");
+        let response = |claims: &Value, access_token: Option<&str>| {
+            let tokens = TokenSet {
+                id_token: idp.sign("k1", claims),
+                access_token: access_token.map(str::to_string),
+            };
+            validate_token_response(&tokens, &idp.jwks, ISS, CLIENT, "n-1", Some("groups"), NOW)
+        };
+        let ed25519_hash = URL_SAFE_NO_PAD.encode(&Sha512::digest(b"at-1")[..32]);
+        let with_hash = with(id_claims(), "at_hash", json!(ed25519_hash));
+        assert!(response(&with_hash, Some("at-1")).is_ok());
+        assert!(response(&id_claims(), Some("at-1")).is_ok(), "at_hash is optional");
+        assert!(response(&id_claims(), None).is_ok());
+        for (claims, access_token) in [
+            (&with_hash, Some("at-2")),
+            (&with_hash, None),
+            (&with(id_claims(), "at_hash", json!(7)), Some("at-1")),
+            (
+                &with(
+                    id_claims(),
+                    "at_hash",
+                    json!(URL_SAFE_NO_PAD.encode(&Sha256::digest(b"at-1")[..16])),
+                ),
+                Some("at-1"),
+            ),
+        ] {
+            assert_eq!(
+                response(claims, access_token),
+                Err(OidcError::AccessTokenHashMismatch),
+                "{claims} with {access_token:?}"
+            );
+        }
+        assert!(
+            !format!(
+                "{:?}",
+                TokenSet {
+                    id_token: "secret-id".into(),
+                    access_token: Some("secret-at".into())
+                }
+            )
+            .contains("secret")
+        );
+    }
+
+    /// If this broke, a callback relayed from another IdP (mix-up, RFC 9207) would have
+    /// its code sent to this tenant's token endpoint.
+    #[test]
+    fn the_response_issuer_must_be_the_tenants_issuer() {
+        assert_eq!(check_response_issuer(Some(ISS), ISS, true), Ok(()));
+        assert_eq!(check_response_issuer(Some(ISS), ISS, false), Ok(()));
+        assert_eq!(check_response_issuer(None, ISS, false), Ok(()));
+        for (iss, advertised) in [
+            (None, true),
+            (Some("https://other-idp.example"), false),
+            (Some("https://other-idp.example"), true),
+            (Some("https://idp.example/"), true),
+            (Some("https://IDP.example"), true),
+            (Some(""), false),
+        ] {
+            assert_eq!(
+                check_response_issuer(iss, ISS, advertised),
+                Err(OidcError::WrongResponseIssuer),
+                "{iss:?}, advertised {advertised}"
             );
         }
     }

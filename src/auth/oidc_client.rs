@@ -32,7 +32,7 @@ use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
-use crate::auth::oidc::OidcError;
+use crate::auth::oidc::{OidcError, TokenSet};
 
 /// How long discovery is trusted before it is fetched again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
@@ -56,6 +56,8 @@ struct DiscoveryDoc {
     response_types_supported: Vec<String>,
     #[serde(default)]
     code_challenge_methods_supported: Vec<String>,
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
 }
 
 /// A discovered provider and its current keys.
@@ -70,6 +72,9 @@ pub struct Provider {
     pub response_types_supported: Vec<String>,
     /// `code_challenge_methods_supported` as discovered (the SSO wizard requires `S256`).
     pub code_challenge_methods_supported: Vec<String>,
+    /// Whether the IdP puts `iss` in its authorization responses (RFC 9207): then a
+    /// callback without it is refused.
+    pub authorization_response_iss_parameter_supported: bool,
     production: bool,
     /// The keys and when they were fetched.
     jwks: Mutex<Option<(Arc<JwkSet>, Instant)>>,
@@ -235,6 +240,7 @@ impl OidcClient {
             end_session_endpoint: doc.end_session_endpoint,
             response_types_supported: doc.response_types_supported,
             code_challenge_methods_supported: doc.code_challenge_methods_supported,
+            authorization_response_iss_parameter_supported: doc.authorization_response_iss_parameter_supported,
             production,
             jwks: Mutex::new(None),
         });
@@ -276,7 +282,8 @@ impl OidcClient {
         Ok(set)
     }
 
-    /// Exchanges an authorization code (client_secret_basic, PKCE) for the ID token.
+    /// Exchanges an authorization code (client_secret_basic, PKCE) for the ID token and
+    /// the access token (kept only to check the ID token's `at_hash`).
     pub async fn exchange(
         &self,
         p: &Provider,
@@ -285,7 +292,7 @@ impl OidcClient {
         code: &str,
         redirect_uri: &str,
         code_verifier: &str,
-    ) -> Result<String, String> {
+    ) -> Result<TokenSet, String> {
         let body = form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "authorization_code")
             .append_pair("code", code)
@@ -308,10 +315,11 @@ impl OidcClient {
             let safe: String = error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
             return Err(format!("the identity provider refused the code ({safe})"));
         }
-        json.get("id_token")
-            .and_then(|t| t.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| "the token response has no ID token".to_string())
+        let text = |name: &str| json.get(name).and_then(|t| t.as_str()).map(str::to_string);
+        Ok(TokenSet {
+            id_token: text("id_token").ok_or_else(|| "the token response has no ID token".to_string())?,
+            access_token: text("access_token"),
+        })
     }
 
     async fn get(&self, url: &str, production: bool) -> Result<Bytes, String> {

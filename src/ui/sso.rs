@@ -288,7 +288,8 @@ impl Portal {
         let Some(code) = web::query_param(query, "code") else {
             return refuse(SsoFailure::NoCode);
         };
-        let claims = self.id_claims(ctx, sso, &code, &pending).await;
+        let iss = web::query_param(query, "iss");
+        let claims = self.id_claims(ctx, sso, &code, iss.as_deref(), &pending).await;
         let claims = match claims {
             Ok(c) => c,
             Err(e) => {
@@ -434,18 +435,26 @@ fn idp_problem(ctx: &Ctx<'_>, problem: &str) -> PageError {
 }
 
 impl Portal {
-    /// Exchanges `code` and validates the ID token strictly (issuer, audience, nonce,
-    /// expiry, signature with the IdP's keys): the same checks for a test sign-in as for
-    /// a real one.
+    /// Checks the callback's `iss` (RFC 9207) before anything is sent, exchanges `code`
+    /// and validates the ID token strictly (issuer, audience, nonce, expiry, signature
+    /// with the IdP's keys, `at_hash`): the same checks for a test sign-in as for a
+    /// real one.
     async fn id_claims(
         &self,
         ctx: &Ctx<'_>,
         sso: &SsoConfig,
         code: &str,
+        iss: Option<&str>,
         pending: &Pending,
     ) -> Result<oidc::IdClaims, String> {
         let provider = self.oidc.provider(&sso.issuer, ctx.entry.tier.production).await?;
-        let id_token = self
+        oidc::check_response_issuer(
+            iss,
+            &provider.issuer,
+            provider.authorization_response_iss_parameter_supported,
+        )
+        .map_err(|e| e.to_string())?;
+        let tokens = self
             .oidc
             .exchange(
                 &provider,
@@ -457,8 +466,8 @@ impl Portal {
             )
             .await?;
         let validate = |jwks: &jsonwebtoken::jwk::JwkSet| {
-            oidc::validate_id_token(
-                &id_token,
+            oidc::validate_token_response(
+                &tokens,
                 jwks,
                 &provider.issuer,
                 &sso.client_id,
@@ -486,7 +495,8 @@ impl Portal {
         let Some(code) = web::query_param(query, "code") else {
             return failed("the identity provider sent the browser back without a code".into());
         };
-        match self.id_claims(ctx, live.config(), &code, pending).await {
+        let iss = web::query_param(query, "iss");
+        match self.id_claims(ctx, live.config(), &code, iss.as_deref(), pending).await {
             Ok(claims) => {
                 // The protocol's own values say nothing of the user; the admin sees the rest.
                 let mut shown = claims.raw;

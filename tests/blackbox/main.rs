@@ -33,6 +33,7 @@ mod shutdown;
 mod smuggling;
 mod sso;
 mod sso_admin;
+mod sso_attacks;
 mod sso_wizard;
 mod sso_wizard_browser;
 mod sso_wizard_page;

@@ -3,6 +3,7 @@
 //! logout and an IdP that is down (SPEC "Authentication"). Forged tokens are covered by
 //! the unit tests of `auth::oidc` (a fake IdP's signing key).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -10,11 +11,11 @@ use serde_json::Value;
 use crate::harness::*;
 use crate::idp::{Account, Idp, IdpClient};
 
-const SECRET: &str = "initech-client-secret-1";
+pub(crate) const SECRET: &str = "initech-client-secret-1";
 
 /// A gateway whose tenant initech (staging) signs in through `issuer`; also reachable
 /// as host 127.0.0.1 (where the IdP posts back-channel logouts).
-async fn sso_gateway(ups: &Upstreams, issuer: &str, mfa: &str) -> Gateway {
+pub(crate) async fn sso_gateway(ups: &Upstreams, issuer: &str, mfa: &str) -> Gateway {
     sso_gateway_with(ups, issuer, mfa, "").await
 }
 
@@ -24,7 +25,7 @@ async fn sso_gateway_with(ups: &Upstreams, issuer: &str, mfa: &str, extra: &str)
 }
 
 /// The SSO gateway with a last change to the fixture.
-async fn sso_gateway_fixture(
+pub(crate) async fn sso_gateway_fixture(
     ups: &Upstreams,
     issuer: &str,
     mfa: &str,
@@ -42,7 +43,7 @@ async fn sso_gateway_fixture(
 }
 
 /// initech's client at the IdP, for a gateway whose public listener is on `port`.
-fn initech_client(port: u16) -> IdpClient {
+pub(crate) fn initech_client(port: u16) -> IdpClient {
     IdpClient::new("gw-initech", SECRET, &redirect_uri(port))
         .backchannel_logout_uri(&format!("http://127.0.0.1:{port}/.portcullis/backchannel-logout"))
 }
@@ -54,7 +55,7 @@ fn redirect_uri(port: u16) -> String {
 /// An IdP with `accounts` and a gateway whose tenant initech signs in through it with
 /// MFA policy `mfa`. The IdP binds first (the gateway's policy names its issuer), the
 /// gateway second, then the IdP learns initech's callback on the gateway's bound port.
-async fn idp_and_gateway(ups: &Upstreams, accounts: &[Account], mfa: &str) -> (Idp, Gateway) {
+pub(crate) async fn idp_and_gateway(ups: &Upstreams, accounts: &[Account], mfa: &str) -> (Idp, Gateway) {
     let mut idp = Idp::bind(accounts);
     let gw = sso_gateway(ups, &idp.issuer(), mfa).await;
     idp.register(&[initech_client(gw.public.port())]);
@@ -62,18 +63,18 @@ async fn idp_and_gateway(ups: &Upstreams, accounts: &[Account], mfa: &str) -> (I
 }
 
 /// A browser-like client: keeps cookies by hand, follows no redirects.
-struct Browser {
-    client: reqwest::Client,
-    base: String,
-    cookies: Vec<(String, String)>,
+pub(crate) struct Browser {
+    pub(crate) client: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) cookies: Vec<(String, String)>,
 }
 
 impl Browser {
-    fn new(port: u16) -> Self {
+    pub(crate) fn new(port: u16) -> Self {
         Browser::for_host(port, "initech.test")
     }
 
-    fn for_host(port: u16, host: &str) -> Self {
+    pub(crate) fn for_host(port: u16, host: &str) -> Self {
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         Browser {
             client: reqwest::Client::builder()
@@ -87,7 +88,7 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, url: &str) -> (u16, Option<String>, String) {
+    pub(crate) async fn get(&mut self, url: &str) -> (u16, Option<String>, String) {
         let url = if url.starts_with("http") {
             url.to_string()
         } else {
@@ -147,19 +148,19 @@ impl Browser {
         }
     }
 
-    fn has_session(&self) -> bool {
+    pub(crate) fn has_session(&self) -> bool {
         self.cookies.iter().any(|(n, _)| n == "__Host-portcullis-staging")
     }
 
     /// Starts SSO, signs in at the IdP, and returns the callback URL the IdP sent back.
-    async fn through_idp(&mut self, idp: &Idp, user: &str, password: &str) -> String {
+    pub(crate) async fn through_idp(&mut self, idp: &Idp, user: &str, password: &str) -> String {
         let (status, location, body) = self.get("/.portcullis/login/sso?rd=%2Fapp%2Fdata").await;
         assert_eq!(status, 303, "{body}");
         idp.login(&location.unwrap(), user, password).await.unwrap()
     }
 }
 
-async fn whoami(b: &mut Browser) -> (u16, Value) {
+pub(crate) async fn whoami(b: &mut Browser) -> (u16, Value) {
     let (status, _, body) = b.get("/.portcullis/api/whoami").await;
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
@@ -415,16 +416,27 @@ async fn an_sso_only_tenant_has_no_password_endpoint() {
 }
 
 /// A fake IdP (named so: a real provider never sends these tokens) whose token endpoint
-/// returns whatever ID token the test put there, signed with its own Ed25519 key.
-struct ForgingIdp {
+/// returns whatever ID token (and access token) the test put there, signed with its own
+/// Ed25519 key. It records the path of every request, so tests can count token and
+/// userinfo calls; its userinfo endpoint names another user (`bob`) than any test token.
+pub(crate) struct ForgingIdp {
     port: u16,
     pkcs8: Vec<u8>,
     x: String,
-    next_token: std::sync::Arc<std::sync::Mutex<String>>,
+    pub(crate) next_token: Arc<Mutex<String>>,
+    /// The `access_token` of the token response; none when unset.
+    pub(crate) next_access_token: Arc<Mutex<Option<String>>>,
+    /// The path of every request received, in order.
+    pub(crate) requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl ForgingIdp {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
+        ForgingIdp::start_with(serde_json::json!({})).await
+    }
+
+    /// A fake IdP whose discovery document also carries the fields of `discovery_extra`.
+    pub(crate) async fn start_with(discovery_extra: Value) -> Self {
         use base64::Engine;
         use ring::signature::KeyPair;
         let rng = ring::rand::SystemRandom::new();
@@ -436,27 +448,43 @@ impl ForgingIdp {
         let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let next_token = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let next_token = Arc::new(Mutex::new(String::new()));
+        let next_access_token = Arc::new(Mutex::new(None::<String>));
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let issuer = format!("http://127.0.0.1:{port}");
+        let mut discovery = serde_json::json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/auth"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "userinfo_endpoint": format!("{issuer}/userinfo"),
+        });
+        if let Value::Object(extra) = discovery_extra {
+            discovery.as_object_mut().unwrap().extend(extra);
+        }
         let jwks = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA"}]});
-        let token = next_token.clone();
+        let (token, access_token, seen) = (next_token.clone(), next_access_token.clone(), requests.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (issuer, jwks, token) = (issuer.clone(), jwks.clone(), token.clone());
+                let (discovery, jwks) = (discovery.clone(), jwks.clone());
+                let (token, access_token, seen) = (token.clone(), access_token.clone(), seen.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        seen.lock().unwrap().push(req.uri().path().to_string());
                         let body = match req.uri().path() {
-                            "/.well-known/openid-configuration" => serde_json::json!({
-                                "issuer": issuer,
-                                "authorization_endpoint": format!("{issuer}/auth"),
-                                "token_endpoint": format!("{issuer}/token"),
-                                "jwks_uri": format!("{issuer}/jwks"),
-                            }),
+                            "/.well-known/openid-configuration" => discovery.clone(),
                             "/jwks" => jwks.clone(),
-                            _ => serde_json::json!({"id_token": token.lock().unwrap().clone(), "token_type": "Bearer"}),
+                            "/userinfo" => serde_json::json!({"sub": "bob", "email": "bob@example.test"}),
+                            _ => {
+                                let mut response = serde_json::json!({"id_token": token.lock().unwrap().clone(), "token_type": "Bearer"});
+                                if let Some(at) = access_token.lock().unwrap().clone() {
+                                    response["access_token"] = at.into();
+                                }
+                                response
+                            }
                         };
                         async move {
                             Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
@@ -475,14 +503,26 @@ impl ForgingIdp {
             pkcs8,
             x,
             next_token,
+            next_access_token,
+            requests,
         }
     }
 
-    fn issuer(&self) -> String {
+    /// How many requests reached `path` so far.
+    pub(crate) fn calls_to(&self, path: &str) -> usize {
+        self.requests.lock().unwrap().iter().filter(|p| *p == path).count()
+    }
+
+    pub(crate) fn issuer(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn sign(&self, alg: jsonwebtoken::Algorithm, kid: &str, claims: &Value) -> String {
+    /// Signs `claims` with the fake IdP's own key under a header the test built.
+    pub(crate) fn sign_with_header(&self, header: &jsonwebtoken::Header, claims: &Value) -> String {
+        jsonwebtoken::encode(header, claims, &jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8)).unwrap()
+    }
+
+    pub(crate) fn sign(&self, alg: jsonwebtoken::Algorithm, kid: &str, claims: &Value) -> String {
         let mut header = jsonwebtoken::Header::new(alg);
         header.kid = Some(kid.to_string());
         let key = match alg {
@@ -624,7 +664,7 @@ async fn id_tokens_with_unmanageable_claims_are_refused_and_recorded() {
 impl Browser {
     /// Starts a sign-in at the gateway and returns the `state` and `nonce` it sent to
     /// the IdP.
-    async fn start_sso(&mut self, case: &str) -> (String, String) {
+    pub(crate) async fn start_sso(&mut self, case: &str) -> (String, String) {
         let (status, location, _) = self.get("/.portcullis/login/sso").await;
         assert_eq!(status, 303, "{case}");
         let location = location.unwrap();
@@ -639,7 +679,7 @@ impl Browser {
     }
 
     /// Has the fake IdP hand over `token` and checks that the callback refuses it.
-    async fn expect_refused(&mut self, fake: &ForgingIdp, case: &str, token: String, state: &str) {
+    pub(crate) async fn expect_refused(&mut self, fake: &ForgingIdp, case: &str, token: String, state: &str) {
         *fake.next_token.lock().unwrap() = token;
         let callback = format!("/.portcullis/callback?code=fake-code&state={state}");
         let (status, _, body) = self.get(&callback).await;
@@ -650,7 +690,7 @@ impl Browser {
 }
 
 /// Each refused attempt is in the login history as an IdP error, and no session exists.
-async fn assert_refusals_recorded(gw: &Gateway, expected: usize, now: i64) {
+pub(crate) async fn assert_refusals_recorded(gw: &Gateway, expected: usize, now: i64) {
     let stores =
         portcullis::store::Stores::open(&format!("sqlite:{}", gw.policy_dir.join("data").display()), ["staging"])
             .await

@@ -99,7 +99,8 @@ async fn a_draft_of_a_real_idp_is_tested_by_signing_in_and_activated() {
             &pkce.verifier,
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", idp.logs()));
+        .unwrap_or_else(|e| panic!("{e}\n{}", idp.logs()))
+        .id_token;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
