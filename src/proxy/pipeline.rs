@@ -262,7 +262,10 @@ impl Pipeline {
         let (mut resp, latency) = match client.send(upstream_req, &host_value).await {
             Ok(answer) => answer,
             Err(e) => {
-                slot.failed();
+                // A client's broken body says nothing about the upstream's health.
+                if !matches!(e, UpstreamError::ClientBody(_)) {
+                    slot.failed();
+                }
                 return Err(e.into());
             }
         };
