@@ -1,7 +1,9 @@
 //! Protocol-level attacks that the framing and HTTP/2 tests in `smuggling.rs` and
 //! `http2.rs` do not reach (SECURITY-CASES 10 and 11): malformed chunked framing,
 //! `Expect: 100-continue` without authentication, the framing variants the SMUG rows
-//! name, and HTTP/2 floods (HPACK bomb, PING / SETTINGS / empty DATA, zero window).
+//! name, what happens to a connection after CL.TE or a refused upgrade, oversized request
+//! lines and bodies on the gateway's own endpoints, and HTTP/2 floods (HPACK bomb,
+//! PING / SETTINGS / empty DATA, zero window, rapid reset beside a bystander).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,8 +58,14 @@ struct SlowExchange {
 
 /// Writes `head`, then `body` in `piece`-byte pieces `pause` apart while reading, so the
 /// test can tell how much of the body the gateway took before it answered.
-async fn send_slowly(gw: &Gateway, head: &[u8], body: &[u8], piece: usize, pause: Duration) -> SlowExchange {
-    let stream = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+async fn send_slowly(
+    addr: std::net::SocketAddr,
+    head: &[u8],
+    body: &[u8],
+    piece: usize,
+    pause: Duration,
+) -> SlowExchange {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut rd, mut wr) = stream.into_split();
     let sent = Arc::new(AtomicUsize::new(0));
     let counter = sent.clone();
@@ -145,7 +153,7 @@ async fn huge_chunk_extensions_are_refused_before_the_end() {
     let one_long = format!("5;a={}\r\nhello\r\n0\r\n\r\n", "b".repeat(1024 * 1024));
     let many_short = format!("5{}\r\nhello\r\n0\r\n\r\n", ";a=b".repeat(256 * 1024));
     for (what, body) in [("1 MB extension", one_long), ("262,144 `;a=b`", many_short)] {
-        let x = send_slowly(&gw, head, body.as_bytes(), 16 * 1024, Duration::from_millis(20)).await;
+        let x = send_slowly(gw.public, head, body.as_bytes(), 16 * 1024, Duration::from_millis(20)).await;
         let statuses: Vec<u16> = parse_responses(&x.answer).iter().map(|r| r.status).collect();
         eprintln!("{what}: answered after {} body bytes", x.body_sent_at_answer);
         assert_eq!(statuses, [400], "{what}: {statuses:?}");
@@ -664,5 +672,153 @@ async fn h2_rapid_reset_leaves_other_clients_served() {
             *took < Duration::from_secs(1),
             "a bystander waited {took:?}: {during:?}"
         );
+    }
+}
+
+// --- SMUG-01 / SMUG-09: what happens to the connection after the answer ---
+
+/// CL.TE and TE.CL: refused, or read by Transfer-Encoding alone with Content-Length
+/// dropped before forwarding; either way the connection is closed after the answer, so
+/// the bytes after the body are never read as a request on it (a parser that trusted
+/// Content-Length would have seen them as body, a desync waiting to happen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_transfer_encoding_closes_the_connection() {
+    let (ups, gw) = start().await;
+    for (first, second) in [
+        ("Content-Length: 6", "Transfer-Encoding: chunked"),
+        ("Transfer-Encoding: chunked", "Content-Length: 6"),
+    ] {
+        let req =
+            format!("POST /public/clte HTTP/1.1\r\nHost: acme.test\r\n{first}\r\n{second}\r\n\r\n0\r\n\r\n{SMUGGLED}");
+        let x = send_slowly(gw.public, req.as_bytes(), &[], 1, Duration::ZERO).await;
+        let answers = parse_responses(&x.answer);
+        let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+        assert!(
+            matches!(statuses.as_slice(), [400] | [200]),
+            "{first} / {second}: {statuses:?}"
+        );
+        assert_eq!(answers[0].header("connection"), Some("close"), "{first} / {second}");
+        assert!(
+            x.closed,
+            "{first} / {second}: the connection stayed open after the answer"
+        );
+    }
+    assert_smuggled_never_forwarded(&ups).await;
+    for r in ups.acme.requests() {
+        assert_eq!(r.target, "/public/clte");
+        assert!(
+            !r.has_header("content-length"),
+            "Content-Length forwarded beside chunked: {r:#?}"
+        );
+    }
+}
+
+/// An app that refuses a WebSocket upgrade (426, as for `Sec-WebSocket-Version: 1337`):
+/// no tunnel is opened, so the bytes the client sends next are parsed by the gateway
+/// as HTTP and judged (401 for `/admin/...`), never passed raw to the app. The app here
+/// is a raw TCP listener that records every byte it receives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_websocket_upgrade_opens_no_tunnel() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = format!("http://{}", listener.local_addr().unwrap());
+    let received = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let log = received.clone();
+    let app_task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut head = Vec::new();
+                let mut answered = false;
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    log.lock().unwrap().extend_from_slice(&buf[..n]);
+                    head.extend_from_slice(&buf[..n]);
+                    if !answered && head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        answered = true;
+                        let _ = s
+                            .write_all(b"HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    let ups = Upstreams::start().await;
+    let gw = Gateway::start(&PolicyFixture::new(&app, &ups.globex.url(), &ups.initech.url())).await;
+    let req = "GET /public/ws HTTP/1.1\r\nHost: acme.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 1337\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nGET /admin/x HTTP/1.1\r\nHost: acme.test\r\nConnection: close\r\n\r\n";
+    let statuses: Vec<u16> = raw(gw.public, req.as_bytes()).await.iter().map(|r| r.status).collect();
+    assert_eq!(statuses[0], 426, "{statuses:?}");
+    assert!(
+        statuses.get(1).is_none_or(|s| *s == 401),
+        "the request after the refused upgrade was not judged by the gateway: {statuses:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = String::from_utf8_lossy(&received.lock().unwrap()).into_owned();
+    assert!(seen.contains("GET /public/ws "), "{seen}");
+    assert!(
+        !seen.contains("/admin/x"),
+        "bytes after the refused upgrade reached the app: {seen}"
+    );
+    app_task.abort();
+}
+
+// --- DOS-05: oversized request lines and bodies on the gateway's own endpoints ---
+
+/// A 100 KB request line (414) and 10,000 small headers (431) are refused and nothing is
+/// forwarded. A declared 1 GB body to the SSO callback and the password sign-in is
+/// refused before 1 MB of it was sent (413; 404 from the callback, which takes no POST),
+/// to the admin API before 3 MB (413 or 401), and the connection is closed rather than
+/// drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_lines_and_bodies_are_refused_early() {
+    let (ups, gw) = start().await;
+    let line = format!(
+        "GET /public/{} HTTP/1.1\r\nHost: acme.test\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let status = raw(gw.public, line.as_bytes()).await[0].status;
+    assert_eq!(status, 414, "100 KB request line");
+    let mut many = String::from("GET /public/x HTTP/1.1\r\nHost: acme.test\r\n");
+    for i in 0..10_000 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(raw(gw.public, many.as_bytes()).await[0].status, 431, "10,000 headers");
+    assert_eq!(ups.total(), 0, "an oversized head was forwarded");
+
+    let body = vec![b'a'; 4 << 20];
+    // The admin API reads up to axum's default body limit (2 MiB) before its 413, even
+    // without a token; the public listener refuses on the declared length alone.
+    for (addr, target, allowed, within) in [
+        // The callback takes no POST body at all: any early 4xx will do.
+        (gw.public, "POST /.portcullis/callback", [404, 413], 1 << 20),
+        (gw.public, "POST /.portcullis/api/login", [413, 413], 1 << 20),
+        (gw.admin, "PUT /v1/tenants/acme/breaker", [413, 401], 3 << 20),
+    ] {
+        let head = format!(
+            "{target} HTTP/1.1\r\nHost: acme.test\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n"
+        );
+        let x = send_slowly(addr, head.as_bytes(), &body, 64 * 1024, Duration::from_millis(5)).await;
+        let statuses: Vec<u16> = parse_responses(&x.answer).iter().map(|r| r.status).collect();
+        eprintln!(
+            "{target}: {statuses:?} after {} bytes, closed={}",
+            x.body_sent_at_answer, x.closed
+        );
+        assert!(
+            statuses.len() == 1 && allowed.contains(&statuses[0]),
+            "{target}: {statuses:?}"
+        );
+        assert!(
+            x.body_sent_at_answer < within,
+            "{target}: answered after {} bytes",
+            x.body_sent_at_answer
+        );
+        assert!(x.closed, "{target}: the connection stayed open to drain 1 GB");
     }
 }
