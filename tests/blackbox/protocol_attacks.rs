@@ -822,3 +822,83 @@ async fn oversized_request_lines_and_bodies_are_refused_early() {
         assert!(x.closed, "{target}: the connection stayed open to drain 1 GB");
     }
 }
+
+// --- DOS-04: slow clients at scale ---
+
+/// Slowloris with 1,000 connections, each trickling a request head: every one is closed
+/// at the header-read limit (1 s here), and a legitimate client is served meanwhile.
+/// Without the limit the connections would stay open as long as the bytes trickle in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_slow_heads_are_cut_off_and_others_served() {
+    let (_ups, gw) = start_with(|f| f.limits.push(("header_read_timeout".into(), "\"1s\"".into()))).await;
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    for i in 0..1_000 {
+        let addr = gw.public;
+        slow.push(tokio::spawn(async move {
+            let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                return None;
+            };
+            let head = format!("GET /public/slow{i} HTTP/1.1\r\nHost: acme.test\r\nX-Slow: ");
+            let mut buf = [0u8; 1024];
+            for b in head.bytes().chain(std::iter::repeat(b'a')) {
+                if s.write_all(&[b]).await.is_err() {
+                    return Some(started.elapsed());
+                }
+                // One byte every 200 ms, reading meanwhile: EOF or reset means cut off.
+                match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+                    Ok(Ok(_)) | Ok(Err(_)) => return Some(started.elapsed()),
+                    Err(_) if started.elapsed() > Duration::from_secs(15) => return None,
+                    Err(_) => {}
+                }
+            }
+            None
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..5 {
+        let r = raw_get(gw.public, "acme.test", &format!("/public/legit{i}")).await;
+        assert_eq!(r.status, 200, "a legitimate client was not served during the attack");
+    }
+    let mut cut = Vec::new();
+    for t in slow {
+        cut.push(t.await.unwrap());
+    }
+    let open = cut.iter().filter(|c| c.is_none()).count();
+    assert_eq!(open, 0, "{open} of 1,000 slow heads were still open after 15 s");
+    let latest = cut.iter().flatten().max().copied().unwrap_or_default();
+    assert!(
+        latest < Duration::from_secs(8),
+        "the last slow head was cut after {latest:?}"
+    );
+}
+
+/// A slow body to the password sign-in (one byte every 500 ms, under the 2 s idle
+/// limit so the connection never looks idle): the gateway stops waiting for it after
+/// `ui::web::BODY_READ_TIMEOUT` (10 s) instead of holding the request for as long as
+/// the client trickles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_sign_in_body_is_cut_off() {
+    let (_ups, gw) = start_with(|f| {
+        f.limits.push(("idle_timeout".into(), "\"2s\"".into()));
+        f.limits.push(("header_read_timeout".into(), "\"2s\"".into()));
+    })
+    .await;
+    let head = "POST /.portcullis/api/login HTTP/1.1\r\nHost: acme.test\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+    let body = vec![b' '; 1000];
+    let x = send_slowly(gw.public, head.as_bytes(), &body, 1, Duration::from_millis(500)).await;
+    let statuses: Vec<u16> = parse_responses(&x.answer).iter().map(|r| r.status).collect();
+    eprintln!(
+        "trickled sign-in: {statuses:?} closed={} after {} bytes",
+        x.closed, x.body_sent_at_answer
+    );
+    assert!(
+        x.closed || !statuses.is_empty(),
+        "still waiting for the body after 15 s"
+    );
+    assert!(
+        x.body_sent_at_answer < 30,
+        "cut only after {} bytes",
+        x.body_sent_at_answer
+    );
+}
