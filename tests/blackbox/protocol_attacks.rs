@@ -902,3 +902,48 @@ async fn a_trickled_sign_in_body_is_cut_off() {
         x.body_sent_at_answer
     );
 }
+
+/// A zero-window reader whose HTTP/2 stack answers PINGs, as every real one does: its
+/// stalled streams hold the tenant's bulkhead slots (here all 8, so everyone else gets
+/// 503), and only the idle limit frees them. The gateway's own keep-alive PINGs must not
+/// count as activity, or the connection would never look idle and the tenant would stay
+/// blocked for as long as the attacker likes. Takes about 40 s (the idle limit has to be
+/// longer than a keep-alive interval of 30 s for the test to mean anything).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_zero_window_reader_answering_pings_is_cut_off_at_the_idle_limit() {
+    let (_ups, gw) = start_with(|f| {
+        f.tenant_mut("acme").extra_limits = "max_in_flight = 8\nmax_queued = 1\nqueue_wait = \"1s\"".into();
+        f.limits.push(("idle_timeout".into(), "\"35s\"".into()));
+        f.limits.push(("header_read_timeout".into(), "\"4s\"".into()));
+    })
+    .await;
+    let (mut rd, mut wr) = h2_open(&gw, &[(SETTINGS_INITIAL_WINDOW_SIZE, 0)]).await;
+    for i in 0..10u32 {
+        let block = hpack_get("acme.test", "/public/stream?bytes=104857600");
+        wr.write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &block))
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    let attacker = tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(45);
+        loop {
+            match rd.next(deadline).await {
+                Seen::Frame(f) if f.kind == PING => {
+                    let _ = wr.write_all(&frame(PING, 0x1, 0, &f.payload)).await;
+                }
+                Seen::Frame(_) => {}
+                Seen::Closed => return Some(started.elapsed()),
+                Seen::Silent => return None,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let blocked = raw_get(gw.public, "acme.test", "/public/blocked").await.status;
+    assert_eq!(blocked, 503, "the stalled streams should hold every bulkhead slot");
+    let closed = attacker.await.unwrap();
+    let closed = closed.expect("the stalled connection was still open after 45 s");
+    assert!(closed < Duration::from_secs(40), "closed only after {closed:?}");
+    let after = raw_get(gw.public, "acme.test", "/public/after").await.status;
+    assert_eq!(after, 200, "the bulkhead slots were not released with the connection");
+}
