@@ -42,7 +42,7 @@ pub struct ConnState {
     /// Requests whose handling ended (answered or dropped).
     finished: AtomicU64,
     /// An HTTP/2 request was seen: the header-read limit is HTTP/1's (HTTP/2 streams are
-    /// bounded by hyper's own settings, and its PINGs move bytes between requests).
+    /// bounded by hyper's own settings, and a client's PINGs move bytes between requests).
     http2: AtomicBool,
     /// Forwarding header values of this connection's client.
     pub forwarding: ForwardingCache,

@@ -104,6 +104,11 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
 /// HTTP/1.1 and HTTP/2 settings from the limits. HTTP/1 has no timer: the header-read
 /// limit is the connection watchdog's ([`conn`]), which costs no timer per request.
 ///
+/// HTTP/2 sends no keep-alive PINGs: every live peer answers them, so the connection
+/// would never look idle to the watchdog, and a client that stalls its streams (zero
+/// flow-control window) would hold their upstream bulkhead slots for as long as it liked.
+/// Dead peers are closed by the idle limit instead, as on HTTP/1.
+///
 /// hyper may read heads up to twice `max_header_bytes`: the pipeline enforces the limit
 /// itself and answers with a page and a request id, where hyper's own 431 is bare.
 fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -121,7 +126,6 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(250)
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .keep_alive_interval(None);
     builder
 }

@@ -265,7 +265,10 @@ impl Pipeline {
         let (mut resp, latency) = match client.send(upstream_req, &host_value).await {
             Ok(answer) => answer,
             Err(e) => {
-                slot.failed();
+                // A client's broken body says nothing about the upstream's health.
+                if !matches!(e, UpstreamError::ClientBody(_)) {
+                    slot.failed();
+                }
                 return Err(e.into());
             }
         };
@@ -702,11 +705,19 @@ fn request_host(req: &Request<Incoming>) -> Result<HeaderValue, Refusal> {
 }
 
 /// Refuses requests whose body framing two parsers could read differently: both
-/// `Transfer-Encoding` and `Content-Length`, or `Transfer-Encoding` on HTTP/1.0.
+/// `Transfer-Encoding` and `Content-Length`, `Transfer-Encoding` on HTTP/1.0, or any
+/// coding list but a single `chunked` (hyper only looks at the last coding, so it takes
+/// `chunked, chunked` or two `chunked` lines for chunked, which RFC 9112 §6.1 forbids).
 fn check_framing(req: &Request<Incoming>) -> Result<(), Refusal> {
-    let te = req.headers().contains_key(http::header::TRANSFER_ENCODING);
-    if te && (req.headers().contains_key(CONTENT_LENGTH) || req.version() == Version::HTTP_10) {
+    let mut codings = req.headers().get_all(http::header::TRANSFER_ENCODING).iter();
+    let Some(first) = codings.next() else {
+        return Ok(());
+    };
+    if req.headers().contains_key(CONTENT_LENGTH) || req.version() == Version::HTTP_10 {
         return Err(Refusal::BadRequest("Ambiguous message framing."));
+    }
+    if !first.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") || codings.next().is_some() {
+        return Err(Refusal::BadRequest("Unsupported transfer coding."));
     }
     Ok(())
 }

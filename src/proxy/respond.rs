@@ -14,8 +14,8 @@ use http::{Response, StatusCode};
 use super::body::ProxyBody;
 use crate::ui::pages::{self, Link, MessageView};
 use crate::ui::readable::{self, Moment};
-use crate::upstream::UpstreamError;
 use crate::upstream::guard::Rejection;
+use crate::upstream::{ClientBodyFault, UpstreamError};
 
 /// Why the gateway answered instead of the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +181,10 @@ impl From<UpstreamError> for Refusal {
                 overloaded: true,
             },
             UpstreamError::TimedOut => Refusal::GatewayTimeout,
+            UpstreamError::ClientBody(ClientBodyFault::Malformed) => {
+                Refusal::BadRequest("Malformed or incomplete request body.")
+            }
+            UpstreamError::ClientBody(ClientBodyFault::TooLarge) => Refusal::PayloadTooLarge,
             // Client set-up errors stop a policy from loading, so they never reach a
             // request; were one to, the upstream is as unreachable as after a failure.
             UpstreamError::Failed

@@ -11,6 +11,12 @@ use subtle::ConstantTimeEq;
 /// Largest body accepted by the gateway's own forms and APIs (login, MFA, ...).
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
 
+/// Longest the gateway waits for the whole of such a body. At most 64 KiB arrive in far
+/// less on any real network; a body trickled in one byte at a time (slow POST) would
+/// otherwise hold the request for as long as the client likes, since a trickle never
+/// looks idle to the connection watchdog.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Result of looking up one cookie by name.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CookieLookup<'a> {
@@ -89,7 +95,8 @@ pub enum BodyError {
 }
 
 /// Reads a small body completely, refusing more than [`MAX_FORM_BYTES`] (checked on the
-/// declared length first, then while reading).
+/// declared length first, then while reading) and one that takes longer than
+/// [`BODY_READ_TIMEOUT`] (as [`BodyError::Invalid`]).
 pub async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -98,10 +105,11 @@ pub async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Bod
     if declared.is_some_and(|n| n > MAX_FORM_BYTES as u64) {
         return Err(BodyError::TooLarge);
     }
-    match Limited::new(body, MAX_FORM_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(BodyError::TooLarge),
-        Err(_) => Err(BodyError::Invalid),
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, MAX_FORM_BYTES).collect());
+    match read.await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Ok(Err(_)) | Err(_) => Err(BodyError::Invalid),
     }
 }
 

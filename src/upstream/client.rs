@@ -196,6 +196,7 @@ impl UpstreamClient {
     ) -> Result<(Response<Incoming>, Duration), UpstreamError> {
         *req.version_mut() = Version::HTTP_11;
         req.headers_mut().insert(HOST, host.clone());
+        let fault = req.body().fault();
         let started = Instant::now();
         // The plain pool enforces the response timeout itself, without a timer per
         // request; hyper-util's client gets one.
@@ -214,6 +215,13 @@ impl UpstreamClient {
                 }
             }
         };
+        // A client body that broke the exchange is the client's fault, not the upstream's.
+        if answer.is_err()
+            && let Some(fault) = fault.get()
+        {
+            tracing::debug!(upstream = %self.authority, ?fault, "client request body failed");
+            return Err(UpstreamError::ClientBody(fault));
+        }
         match answer {
             Ok(resp) => Ok((resp, started.elapsed())),
             Err(Some(e)) => {

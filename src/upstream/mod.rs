@@ -21,7 +21,7 @@ mod pool;
 mod resolve;
 mod tls;
 
-pub use body::{BodyTooLarge, BoxError, LimitedBody};
+pub use body::{BodyTooLarge, BoxError, ClientBodyFault, LimitedBody};
 pub use client::UpstreamClient;
 
 use guard::Rejection;
@@ -39,6 +39,9 @@ pub enum UpstreamError {
     /// Connecting, sending the request or reading the response head failed.
     #[error("upstream request failed")]
     Failed,
+    /// The client's body broke the exchange, not the upstream.
+    #[error("client request body: {0:?}")]
+    ClientBody(ClientBodyFault),
     /// No response head within the response timeout.
     #[error("upstream response timed out")]
     TimedOut,

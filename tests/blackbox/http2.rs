@@ -2,7 +2,7 @@
 
 use crate::harness::*;
 
-fn h2_client(gw: &Gateway) -> reqwest::Client {
+pub(crate) fn h2_client(gw: &Gateway) -> reqwest::Client {
     gw.client_builder().http2_prior_knowledge().build().unwrap()
 }
 
@@ -96,18 +96,18 @@ async fn h2_requests_get_the_same_checks() {
 
 // --- raw HTTP/2 frames, for floods a well-behaved client library cannot send ---
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const GOAWAY: u8 = 0x7;
-const CONTINUATION: u8 = 0x9;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-const ENHANCE_YOUR_CALM: u32 = 0xb;
-const PROTOCOL_ERROR: u32 = 0x1;
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const HEADERS: u8 = 0x1;
+pub(crate) const RST_STREAM: u8 = 0x3;
+pub(crate) const SETTINGS: u8 = 0x4;
+pub(crate) const GOAWAY: u8 = 0x7;
+pub(crate) const CONTINUATION: u8 = 0x9;
+pub(crate) const END_STREAM: u8 = 0x1;
+pub(crate) const END_HEADERS: u8 = 0x4;
+pub(crate) const ENHANCE_YOUR_CALM: u32 = 0xb;
+pub(crate) const PROTOCOL_ERROR: u32 = 0x1;
 
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len();
     let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
     f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
@@ -117,7 +117,7 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 /// HPACK for `GET http://<authority><path>` using only static-table names and
 /// literals without indexing (no Huffman), so every block decodes on its own.
-fn hpack_get(authority: &str, path: &str) -> Vec<u8> {
+pub(crate) fn hpack_get(authority: &str, path: &str) -> Vec<u8> {
     let mut b = vec![0x82, 0x86]; // :method GET, :scheme http
     b.push(0x04); // :path, literal without indexing
     b.push(path.len() as u8);
@@ -131,7 +131,7 @@ fn hpack_get(authority: &str, path: &str) -> Vec<u8> {
 /// Writes `frames` on a fresh h2c connection (after the preface and SETTINGS) while
 /// reading; returns the error code of the first GOAWAY, or None when the server sent
 /// none within 10 s.
-async fn goaway_after(gw: &Gateway, frames: Vec<u8>) -> Option<u32> {
+pub(crate) async fn goaway_after(gw: &Gateway, frames: Vec<u8>) -> Option<u32> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let stream = tokio::net::TcpStream::connect(gw.public).await.unwrap();
     let (mut rd, mut wr) = stream.into_split();

@@ -25,6 +25,7 @@ mod login;
 mod logs;
 mod pages;
 mod paths;
+mod protocol_attacks;
 mod readme;
 mod reload;
 mod routing;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::harness::*;
 
 /// Asserts no upstream request ever carried a protected path or more than `max` requests.
-async fn assert_no_smuggled(ups: &Upstreams, max: usize) {
+pub(crate) async fn assert_no_smuggled(ups: &Upstreams, max: usize) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let all: Vec<Recorded> = [&ups.acme, &ups.globex, &ups.initech]
         .iter()
