@@ -62,6 +62,10 @@ pub enum OidcError {
     AlgorithmNotAllowed,
     #[error("the token names a key the identity provider does not publish")]
     UnknownKey,
+    /// The header lists `crit` extensions (RFC 7515 4.1.11); the gateway understands
+    /// none, so such a token must be refused.
+    #[error("the token requires an extension the gateway does not support (crit)")]
+    CriticalExtension,
     #[error("the token's signature is not valid")]
     BadSignature,
     #[error("the token was not issued by this tenant's identity provider")]
@@ -288,6 +292,17 @@ pub fn roles_of(raw: &Map<String, Value>, claim: &str) -> Result<Vec<String>, Oi
     Ok(roles)
 }
 
+/// Whether a JWT's header has `crit` (the decoded header drops unknown fields, so the
+/// raw header is read again); a header that does not decode counts as critical.
+fn has_critical_extensions(token: &str) -> bool {
+    token
+        .split('.')
+        .next()
+        .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|h| serde_json::from_slice::<Map<String, Value>>(&h).ok())
+        .is_none_or(|h| h.contains_key("crit"))
+}
+
 /// Verifies a JWT's signature against the IdP's JWKS with an allowed algorithm and the
 /// expected issuer and audience, and returns its claims. Expiry is checked by the callers
 /// (an ID token must have `exp`; a logout token need not).
@@ -299,6 +314,9 @@ fn verified_claims(
     now: i64,
 ) -> Result<Map<String, Value>, OidcError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| OidcError::Malformed)?;
+    if has_critical_extensions(token) {
+        return Err(OidcError::CriticalExtension);
+    }
     if !ALLOWED_ALGORITHMS.contains(&header.alg) {
         return Err(OidcError::AlgorithmNotAllowed);
     }
