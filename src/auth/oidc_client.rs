@@ -292,7 +292,7 @@ impl OidcClient {
         code: &str,
         redirect_uri: &str,
         code_verifier: &str,
-    ) -> Result<TokenSet, String> {
+    ) -> Result<TokenSet, ExchangeError> {
         let body = form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "authorization_code")
             .append_pair("code", code)
@@ -306,18 +306,28 @@ impl OidcClient {
             .header(http::header::AUTHORIZATION, format!("Basic {basic}"))
             .header(http::header::ACCEPT, "application/json")
             .body(Full::new(Bytes::from(body)))
-            .map_err(|_| "bad token endpoint URL".to_string())?;
-        let (status, bytes) = self.call(req, p.production).await?;
-        let json: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|_| "the token endpoint answered with something that is not JSON".to_string())?;
+            .map_err(|_| ExchangeError::Unavailable("bad token endpoint URL".to_string()))?;
+        let (status, bytes) = self.call(req, p.production).await.map_err(ExchangeError::Unavailable)?;
+        if status.is_server_error() {
+            return Err(ExchangeError::Unavailable(format!(
+                "the token endpoint answered {}",
+                status.as_u16()
+            )));
+        }
+        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+            ExchangeError::Unavailable("the token endpoint answered with something that is not JSON".to_string())
+        })?;
         if !status.is_success() {
             let error = json.get("error").and_then(|e| e.as_str()).unwrap_or("unknown");
             let safe: String = error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
-            return Err(format!("the identity provider refused the code ({safe})"));
+            return Err(ExchangeError::Refused(format!(
+                "the identity provider refused the code ({safe})"
+            )));
         }
         let text = |name: &str| json.get(name).and_then(|t| t.as_str()).map(str::to_string);
         Ok(TokenSet {
-            id_token: text("id_token").ok_or_else(|| "the token response has no ID token".to_string())?,
+            id_token: text("id_token")
+                .ok_or_else(|| ExchangeError::Refused("the token response has no ID token".to_string()))?,
             access_token: text("access_token"),
         })
     }
@@ -357,6 +367,24 @@ impl OidcClient {
         tokio::time::timeout(CALL_TIMEOUT, exchange)
             .await
             .map_err(|_| "the identity provider did not answer in time".to_string())?
+    }
+}
+
+/// Why a code exchange failed; the text is safe to show and log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExchangeError {
+    /// The token endpoint could not be used: unreachable, too slow, a 5xx, or an
+    /// answer that is not JSON or is larger than the cap (a 502 for the browser).
+    Unavailable(String),
+    /// The identity provider refused the code, or its answer holds no ID token.
+    Refused(String),
+}
+
+impl std::fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExchangeError::Unavailable(why) | ExchangeError::Refused(why) => f.write_str(why),
+        }
     }
 }
 

@@ -33,6 +33,7 @@ use super::{Ctx, Portal, user_agent};
 use crate::account;
 use crate::auth::login::SsoOutcome;
 use crate::auth::oidc::{self, MfaDecision};
+use crate::auth::oidc_client::ExchangeError;
 use crate::auth::preauth::{self, SsoIdentity};
 use crate::auth::sso_admin::{OpenedSso, SsoAdminError, TenantSso, TestOutcome, mapped_roles};
 use crate::config::SsoConfig;
@@ -292,7 +293,12 @@ impl Portal {
         let claims = self.id_claims(ctx, sso, &code, iss.as_deref(), &pending).await;
         let claims = match claims {
             Ok(c) => c,
-            Err(e) => {
+            Err(ClaimsError::Unavailable(problem)) => {
+                let _ = self.login.record_sso_failure(&lctx, "-", "idp_unavailable").await;
+                tracing::warn!(organization.id = %ctx.entry.tenant.id, problem, "identity provider unavailable");
+                return refuse(SsoFailure::IdpUnavailable(problem));
+            }
+            Err(ClaimsError::Refused(e)) => {
                 let _ = self.login.record_sso_failure(&lctx, "-", "idp_token_refused").await;
                 let reason = e.to_string();
                 SecurityEvent {
@@ -428,6 +434,13 @@ impl Portal {
     }
 }
 
+/// Why a callback gave no claims: the identity provider could not be used (a 502), or
+/// it, or the token it issued, was refused (a 401). The text is safe to show and log.
+enum ClaimsError {
+    Unavailable(String),
+    Refused(String),
+}
+
 /// The refusal of an identity provider that cannot be used, logged for the operator.
 fn idp_problem(ctx: &Ctx<'_>, problem: &str) -> PageError {
     tracing::warn!(organization.id = %ctx.entry.tenant.id, problem, "identity provider unavailable");
@@ -446,14 +459,18 @@ impl Portal {
         code: &str,
         iss: Option<&str>,
         pending: &Pending,
-    ) -> Result<oidc::IdClaims, String> {
-        let provider = self.oidc.provider(&sso.issuer, ctx.entry.tier.production).await?;
+    ) -> Result<oidc::IdClaims, ClaimsError> {
+        let provider = self
+            .oidc
+            .provider(&sso.issuer, ctx.entry.tier.production)
+            .await
+            .map_err(ClaimsError::Unavailable)?;
         oidc::check_response_issuer(
             iss,
             &provider.issuer,
             provider.authorization_response_iss_parameter_supported,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ClaimsError::Refused(e.to_string()))?;
         let tokens = self
             .oidc
             .exchange(
@@ -464,7 +481,11 @@ impl Portal {
                 &pending.redirect_uri,
                 &pending.verifier,
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                ExchangeError::Unavailable(why) => ClaimsError::Unavailable(why),
+                ExchangeError::Refused(why) => ClaimsError::Refused(why),
+            })?;
         let validate = |jwks: &jsonwebtoken::jwk::JwkSet| {
             oidc::validate_token_response(
                 &tokens,
@@ -476,7 +497,10 @@ impl Portal {
                 ctx.now,
             )
         };
-        self.oidc.validate_with_keys(&provider, validate).await
+        self.oidc
+            .validate_with_keys(&provider, validate)
+            .await
+            .map_err(ClaimsError::Refused)
     }
 
     /// How a test sign-in's callback ended: the IdP's refusal, a failed code exchange or
@@ -508,7 +532,7 @@ impl Portal {
                     claims: shown,
                 }
             }
-            Err(why) => failed(token_problem_words(&why)),
+            Err(ClaimsError::Unavailable(why) | ClaimsError::Refused(why)) => failed(token_problem_words(&why)),
         }
     }
 
