@@ -62,6 +62,8 @@ pub(super) enum SsoFailure {
     IdpRefused(String),
     /// The callback carries no code (400).
     NoCode,
+    /// The callback repeats `state`, `code`, `iss` or `error` (400).
+    RepeatedParameter,
     /// The ID token or the code exchange was refused; the text says why (401).
     TokenRefused(String),
     /// The IdP cannot be reached or described itself badly (502).
@@ -162,6 +164,10 @@ impl PageError {
                     SsoFailure::IdpRefused(code) => (
                         StatusCode::UNAUTHORIZED,
                         format!("Your identity provider refused the sign-in ({code})."),
+                    ),
+                    SsoFailure::RepeatedParameter => (
+                        StatusCode::BAD_REQUEST,
+                        "The sign-in response names a parameter twice. Start again.".to_string(),
                     ),
                     SsoFailure::NoCode => (
                         StatusCode::BAD_REQUEST,

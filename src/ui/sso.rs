@@ -224,6 +224,18 @@ impl Portal {
         ctx: &Ctx<'_>,
     ) -> Result<Response<Bytes>, PageError> {
         let query = req.uri().query();
+        // One copy of each parameter: with two, what is checked and what is used could
+        // differ (RFC 6749 3.1). Refused before the attempt is looked at, which it leaves
+        // as it was.
+        if let Some(name) = repeated_callback_parameter(query) {
+            let ua = user_agent(req.headers());
+            let lctx = ctx.login_ctx(&ua);
+            let _ = self
+                .login
+                .record_sso_failure(&lctx, "-", &format!("repeated_parameter:{name}"))
+                .await;
+            return Err(PageError::Sso(SsoFailure::RepeatedParameter));
+        }
         let state = web::query_param(query, "state").unwrap_or_default();
         let cookie_name = pending_cookie(ctx, &state);
         let pending: Option<Pending> = web::single_cookie(req.headers(), &cookie_name)
@@ -432,6 +444,18 @@ impl Portal {
         let sep = if end.contains('?') { '&' } else { '?' };
         Some(format!("{end}{sep}{query}"))
     }
+}
+
+/// The first parameter of the callback that matters to it (`state`, `code`, `iss`,
+/// `error`) and appears more than once in `query`.
+fn repeated_callback_parameter(query: Option<&str>) -> Option<&'static str> {
+    let query = query?;
+    ["state", "code", "iss", "error"].into_iter().find(|name| {
+        form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| k == name)
+            .count()
+            > 1
+    })
 }
 
 /// Why a callback gave no claims: the identity provider could not be used (a 502), or
