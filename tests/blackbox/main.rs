@@ -35,6 +35,7 @@ mod smuggling;
 mod sso;
 mod sso_admin;
 mod sso_attacks;
+mod sso_attacks_more;
 mod sso_wizard;
 mod sso_wizard_browser;
 mod sso_wizard_page;

@@ -107,7 +107,7 @@ impl Browser {
     }
 
     /// A JSON call (no `Origin`, like a script); returns status and parsed body.
-    async fn send_json(&mut self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn send_json(&mut self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self.with_cookies(self.client.request(method, format!("{}{path}", self.base)));
         if let Some(body) = body {
             req = req.header("content-type", "application/json").body(body.to_string());
