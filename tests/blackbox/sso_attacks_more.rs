@@ -201,6 +201,9 @@ fn claims_from(issuer: &str, aud: &str, sub: &str, nonce: &str) -> Value {
            "nonce": nonce, "amr": ["pwd", "otp"]})
 }
 
+/// The staging tier's cookie key in the test fixture (`PolicyFixture::staging_toml`).
+const STAGING_COOKIE_KEY: &[u8] = b"staging-test-cookie-key-0123456789-abcdefghij";
+
 fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -650,7 +653,8 @@ async fn state_nonce_and_pkce_are_fresh_and_unguessable_for_every_start() {
 }
 
 /// OAUTH-02 (RFC 6749 10.12): callbacks whose `state` is missing, empty, another
-/// tenant's (with that tenant's pending-login cookie), or that repeat `code` or `state`,
+/// tenant's (with that tenant's pending-login cookie), or whose attempt is past its
+/// 10-minute lifetime, or that repeat `code` or `state`,
 /// are 400 before any token request, with no session; the attempt itself still
 /// finishes afterwards. If this broke, a callback not bound to this browser's attempt
 /// could reach the token endpoint, or a parser that reads another copy of a parameter
@@ -715,6 +719,20 @@ async fn callbacks_with_missing_foreign_or_repeated_state_never_reach_the_token_
             "{case}: a token request"
         );
     }
+
+    // The same attempt, its sealed cookie re-signed (with the fixture's staging cookie
+    // key) to have started 11 minutes ago: past the 10-minute lifetime.
+    let (name, sealed) = b.cookies.iter().find(|(n, _)| n.contains("-sso-")).cloned().unwrap();
+    let mut opened: Value =
+        portcullis::auth::preauth::open_value(&sealed, STAGING_COOKIE_KEY).expect("the fixture's key");
+    assert_eq!(opened["state"], state.as_str());
+    opened["exp"] = (portcullis::clock::unix_now() - 60).into();
+    let mut expired = Browser::new(port);
+    expired.cookies = vec![(name, portcullis::auth::preauth::seal_value(&opened, STAGING_COOKIE_KEY))];
+    let (status, body) = callback(&mut expired, &state).await;
+    assert_eq!(status, 400, "expired: {body}");
+    assert!(!expired.has_session());
+    assert_eq!(idp.calls_to("/token"), 0, "expired: a token request");
 
     // The attempt was not used up by any of them.
     let (status, body) = callback(&mut b, &state).await;
