@@ -822,3 +822,53 @@ async fn a_tripped_sso_account_cannot_sign_in_again_through_the_idp() {
     assert_eq!(whoami(&mut bob).await.1["subject"], "bob");
     assert_eq!(whoami(&mut admin).await.0, 200);
 }
+
+/// KILL-02, the other path: with a breaker on A/alice (tripped by an operator), her
+/// right password and an unused recovery code get 423 and no session; A/bob signs in
+/// with the same kind of code. If this broke, a suspended user who kept a recovery code
+/// could sign in around the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tripped_account_cannot_sign_in_with_a_recovery_code() {
+    let ups = Upstreams::start().await;
+    let token = random_hex(24);
+    let mut f = PolicyFixture::for_upstreams(&ups);
+    f.prod_operators = vec![("olivia".into(), sha256_hex(token.as_bytes()))];
+    let gw = Gateway::start(&f).await;
+    let accounts = Accounts::open(&gw).await;
+    let codes = portcullis::auth::mfa::new_recovery_codes();
+    let mut users = Vec::new();
+    for name in ["alice", "bob"] {
+        users.push(accounts.create("acme", name, &[], true).await);
+        let store = accounts.store("prod");
+        let mut record = store.get_user("acme", name).await.unwrap().unwrap();
+        record.recovery_code_hashes = codes
+            .iter()
+            .map(|c| portcullis::auth::mfa::recovery_code_hash(c))
+            .collect();
+        store.update_user(&record).await.unwrap();
+    }
+    let r = reqwest::Client::new()
+        .put(gw.admin_url("/v1/tenants/acme/accounts/alice/breaker"))
+        .bearer_auth(&token)
+        .json(&json!({"reason": "phished", "message": "Your account is locked"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+
+    for (user, expected) in [(&users[0], 423), (&users[1], 200)] {
+        let mut a = Agent::new(&gw, "acme.test");
+        let step = a.api_password_step(user, None).await;
+        assert_eq!(step.json()["next"], "mfa", "{}: {}", user.username, step.body);
+        let r = a.post_json("/.portcullis/api/mfa", &json!({ "code": codes[0] })).await;
+        assert_eq!(r.status, expected, "{}: {}", user.username, r.body);
+        let me = a.get("/.portcullis/api/whoami").await;
+        if expected == 200 {
+            assert_eq!(me.json()["amr"], json!(["pwd", "rec"]), "{}", me.body);
+        } else {
+            assert_eq!(r.json()["message"], "Your account is locked", "{}", r.body);
+            assert!(a.session("prod").is_none(), "alice got a session");
+            assert_eq!(me.status, 401, "{}", me.body);
+        }
+    }
+}
