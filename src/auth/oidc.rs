@@ -719,6 +719,37 @@ mod tests {
         );
     }
 
+    /// If this broke, a token marking an extension as critical (RFC 7515 4.1.11) would be
+    /// accepted as if the gateway had understood it.
+    #[test]
+    fn a_token_with_critical_extensions_is_refused() {
+        let idp = fake_idp("k1");
+        let good = idp.sign("k1", &id_claims());
+        let (_, rest) = good.split_once('.').unwrap();
+        let signed_with = |header: Value| {
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                rest.split('.').next().unwrap()
+            );
+            let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&idp.pkcs8).unwrap();
+            format!(
+                "{input}.{}",
+                URL_SAFE_NO_PAD.encode(pair.sign(input.as_bytes()).as_ref())
+            )
+        };
+        for crit in [json!(["x-unknown"]), json!(["exp"]), json!([]), json!("x")] {
+            let token = signed_with(json!({"alg": "EdDSA", "kid": "k1", "crit": crit}));
+            assert_eq!(
+                validate_id_token(&token, &idp.jwks, ISS, CLIENT, "n-1", Some("groups"), NOW),
+                Err(OidcError::CriticalExtension),
+                "crit {crit}"
+            );
+        }
+        let plain = signed_with(json!({"alg": "EdDSA", "kid": "k1"}));
+        assert!(validate_id_token(&plain, &idp.jwks, ISS, CLIENT, "n-1", Some("groups"), NOW).is_ok());
+    }
+
     #[test]
     fn logout_tokens_need_the_event_a_subject_and_no_nonce() {
         let idp = fake_idp("k1");
