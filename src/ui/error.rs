@@ -356,6 +356,7 @@ mod tests {
             (PageError::SignIn(LoginError::Store(store())), 503),
             (PageError::NoSso, 404),
             (PageError::Sso(SsoFailure::StateMismatch), 400),
+            (PageError::Sso(SsoFailure::RepeatedParameter), 400),
             (PageError::Sso(SsoFailure::IdpUnavailable("x".into())), 502),
             (PageError::Sso(SsoFailure::Login(LoginError::IdpMfaRequired)), 403),
             (PageError::Password(AccountError::WrongFactors), 403),

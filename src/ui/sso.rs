@@ -556,7 +556,8 @@ impl Portal {
                     claims: shown,
                 }
             }
-            Err(ClaimsError::Unavailable(why) | ClaimsError::Refused(why)) => failed(token_problem_words(&why)),
+            Err(ClaimsError::Unavailable(why)) => failed(format!("the identity provider could not be used: {why}")),
+            Err(ClaimsError::Refused(why)) => failed(token_problem_words(&why)),
         }
     }
 
@@ -722,5 +723,24 @@ mod tests {
             token_problem_words("nonce mismatch"),
             "the ID token was refused: nonce mismatch"
         );
+    }
+
+    /// If this broke, a callback naming `state` or `code` twice could be checked with
+    /// one copy and used with the other.
+    #[test]
+    fn a_callback_parameter_given_twice_is_found() {
+        for (query, repeated) in [
+            ("code=A&code=B&state=S", Some("code")),
+            ("code=A&state=S&state=S", Some("state")),
+            ("code=A&state=S&st%61te=T", Some("state")),
+            ("code=A&state=S&iss=x&iss=x", Some("iss")),
+            ("error=a&error=b&state=S", Some("error")),
+            ("code=A&state=S&iss=x&session_state=1&session_state=2", None),
+            ("code=A&state=S", None),
+            ("", None),
+        ] {
+            assert_eq!(repeated_callback_parameter(Some(query)), repeated, "{query}");
+        }
+        assert_eq!(repeated_callback_parameter(None), None);
     }
 }
