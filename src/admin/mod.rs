@@ -80,6 +80,9 @@ pub fn router(state: AdminState) -> Router {
         )
         .fallback(error::no_such_path)
         .method_not_allowed_fallback(error::wrong_method)
+        // No admin body is larger: stop reading there, before any token is checked (axum's
+        // default would read 2 MiB of anyone's body first).
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_MAX))
         .layer(axum::middleware::from_fn(error::with_request_id))
         // Outside the error map: a 503 from readiness carries its reasons, not a refusal.
         .route("/readyz", get(readyz))
