@@ -168,7 +168,8 @@ const STORE_SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 
 /// Sets the gauges read from the kill-switch board and the stores at scrape time: each
 /// tenant's suspension and live sessions, and whether each tier's store answered. A tenant
-/// whose count failed loses its session series rather than keep a stale value.
+/// whose count failed (or was skipped, its tier's store having failed) loses its session
+/// series rather than keep a stale value.
 async fn store_gauges(state: &AdminState, config: &crate::config::Config) {
     let m = &state.metrics;
     let now = crate::clock::unix_now();
@@ -184,8 +185,11 @@ async fn store_gauges(state: &AdminState, config: &crate::config::Config) {
             .tenant_switch(&tenant.tier, &tenant.id, now)
             .is_some();
         m.tenant_suspended.get_or_create(&labels).set(i64::from(suspended));
+        // A tier whose store already failed this scrape is not asked again: with a
+        // blackholed Redis, each ask would wait out the timeout.
+        let up = store_up.entry(tenant.tier.as_str()).or_insert(true);
         let counted = match sessions.store(&tenant.tier) {
-            Ok(store) => tokio::time::timeout(
+            Ok(store) if *up => tokio::time::timeout(
                 STORE_SCRAPE_TIMEOUT,
                 store.list_tenant_sessions(&tenant.id, now, ACTIVE_SESSIONS_CAP),
             )
@@ -193,8 +197,9 @@ async fn store_gauges(state: &AdminState, config: &crate::config::Config) {
             .ok()
             .and_then(Result::ok)
             .map(|live| live.len()),
-            Err(_) => None,
+            _ => None,
         };
+        *up &= counted.is_some();
         match counted {
             Some(n) => {
                 m.active_sessions
@@ -205,8 +210,6 @@ async fn store_gauges(state: &AdminState, config: &crate::config::Config) {
                 m.active_sessions.remove(&labels);
             }
         }
-        let up = store_up.entry(tenant.tier.as_str()).or_insert(true);
-        *up &= counted.is_some();
     }
     for (tier, up) in store_up {
         m.store_up
