@@ -383,6 +383,21 @@ impl LoginCounter {
             })
             .inc();
     }
+
+    /// Creates the tenant's series of the first sign-in steps at 0. Prometheus's `rate()`
+    /// cannot see the increase before a series' first sample, so without them the first
+    /// burst of failures after a start (an attack on a fresh replica) would be invisible.
+    pub fn declare(&self, tenant: &str) {
+        for method in ["password", "oidc"] {
+            for outcome in [EventOutcome::Success, EventOutcome::Failure] {
+                let _ = self.0.get_or_create(&LoginLabels {
+                    tenant: tenant.to_string(),
+                    method: method.to_string(),
+                    outcome: outcome.as_str(),
+                });
+            }
+        }
+    }
 }
 
 /// One tenant's metric handles, resolved once: a `Family` lookup hashes the labels (with

@@ -167,7 +167,8 @@ const ACTIVE_SESSIONS_CAP: usize = 100_000;
 const STORE_SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Sets the gauges read from the kill-switch board and the stores at scrape time: each
-/// tenant's suspension and live sessions, and whether each tier's store answered. A tenant
+/// tenant's suspension and live sessions, and whether each tier's store answered; and
+/// creates each tenant's sign-in series at 0 ([`crate::telemetry::LoginCounter::declare`]). A tenant
 /// whose count failed (or was skipped, its tier's store having failed) loses its session
 /// series rather than keep a stale value.
 async fn store_gauges(state: &AdminState, config: &crate::config::Config) {
@@ -185,6 +186,7 @@ async fn store_gauges(state: &AdminState, config: &crate::config::Config) {
             .tenant_switch(&tenant.tier, &tenant.id, now)
             .is_some();
         m.tenant_suspended.get_or_create(&labels).set(i64::from(suspended));
+        m.logins.declare(&tenant.id);
         // A tier whose store already failed this scrape is not asked again: with a
         // blackholed Redis, each ask would wait out the timeout.
         let up = store_up.entry(tenant.tier.as_str()).or_insert(true);

@@ -162,12 +162,25 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
         value_of(
             &s,
             "portcullis_logins_total",
-            &[("tenant", "acme"), ("outcome", "success")]
+            &[("tenant", "acme"), ("method", "totp"), ("outcome", "success")]
         ),
         Some(1.0),
         "one complete sign-in: {text}"
     );
-    assert_eq!(logins("success"), None, "the password step alone is no sign-in: {text}");
+    assert_eq!(
+        logins("success"),
+        Some(0.0),
+        "the password step alone is no sign-in: {text}"
+    );
+    // Series exist at 0 before the first attempt, so rate() sees a tenant's first burst.
+    for (method, outcome) in [("password", "failure"), ("oidc", "failure"), ("oidc", "success")] {
+        let labels = [("tenant", "globex"), ("method", method), ("outcome", outcome)];
+        assert_eq!(
+            value_of(&s, "portcullis_logins_total", &labels),
+            Some(0.0),
+            "{labels:?}: {text}"
+        );
+    }
     assert_eq!(
         value_of(&s, "portcullis_active_sessions", &[("tenant", "acme")]),
         Some(1.0)
