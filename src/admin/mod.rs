@@ -154,6 +154,8 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     }
     m.kill_switches
         .set(i64::try_from(state.switches.board().len()).unwrap_or(i64::MAX));
+    m.ready.set(i64::from(state.switches.sessions().serving().is_ok()));
+    store_gauges(&state, &snapshot.config).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -162,6 +164,66 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// Live sessions counted per tenant at most, so a scrape stays cheap.
+const ACTIVE_SESSIONS_CAP: usize = 100_000;
+
+/// How long a scrape waits for a tier's store before calling it down.
+const STORE_SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sets the gauges read from the kill-switch board and the stores at scrape time: each
+/// tenant's suspension and live sessions, and whether each tier's store answered; and
+/// creates each tenant's sign-in series at 0 ([`crate::telemetry::LoginCounter::declare`]). A tenant
+/// whose count failed (or was skipped, its tier's store having failed) loses its session
+/// series rather than keep a stale value.
+async fn store_gauges(state: &AdminState, config: &crate::config::Config) {
+    let m = &state.metrics;
+    let now = crate::clock::unix_now();
+    let sessions = state.switches.sessions();
+    let mut store_up: std::collections::BTreeMap<&str, bool> = std::collections::BTreeMap::new();
+    for tenant in &config.tenants {
+        let labels = crate::telemetry::TenantLabels {
+            tenant: tenant.id.clone(),
+        };
+        let suspended = state
+            .switches
+            .board()
+            .tenant_switch(&tenant.tier, &tenant.id, now)
+            .is_some();
+        m.tenant_suspended.get_or_create(&labels).set(i64::from(suspended));
+        m.logins.declare(&tenant.id);
+        // A tier whose store already failed this scrape is not asked again: with a
+        // blackholed Redis, each ask would wait out the timeout.
+        let up = store_up.entry(tenant.tier.as_str()).or_insert(true);
+        let counted = match sessions.store(&tenant.tier) {
+            Ok(store) if *up => tokio::time::timeout(
+                STORE_SCRAPE_TIMEOUT,
+                store.list_tenant_sessions(&tenant.id, now, ACTIVE_SESSIONS_CAP),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|live| live.len()),
+            _ => None,
+        };
+        *up &= counted.is_some();
+        match counted {
+            Some(n) => {
+                m.active_sessions
+                    .get_or_create(&labels)
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            None => {
+                m.active_sessions.remove(&labels);
+            }
+        }
+    }
+    for (tier, up) in store_up {
+        m.store_up
+            .get_or_create(&crate::telemetry::TierLabels { tier: tier.to_string() })
+            .set(i64::from(up));
+    }
 }
 
 /// Who presented a valid bearer token.
