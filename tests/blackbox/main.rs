@@ -36,6 +36,7 @@ mod sso_wizard;
 mod sso_wizard_browser;
 mod sso_wizard_page;
 mod sso_wizard_refusals;
+mod status;
 mod streaming;
 mod tenant_admin;
 mod timeouts;
