@@ -14,19 +14,28 @@ use super::{AdminState, Caller, authenticate_caller};
 const PAGE_MAX: usize = 1000;
 
 /// Filters; all optional.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditQuery {
+    /// Records of this tenant only.
     tenant: Option<String>,
+    /// Records of this action only (`breaker.trip`, `session.revoke`, ...).
     action: Option<String>,
     /// Unix seconds: records at or after this time.
     since: Option<i64>,
     /// Sequence number to continue after (paging).
     after: Option<u64>,
+    /// Records per page (1 to 1000, default 100).
     limit: Option<usize>,
 }
 
 /// Lists audit records matching the filters, scanning forward from `after`.
+#[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit", tag = "audit",
+    params(AuditQuery),
+    responses((status = 200, description = "Matching records of the operator's tier, oldest first; a full page carries `X-Next-After`.",
+        body = Vec<crate::audit::AuditRecord>,
+        headers(("X-Next-After" = u64, description = "Pass as `after` for the next page.")))))]
 pub(super) async fn list(
     State(state): State<AdminState>,
     headers: HeaderMap,

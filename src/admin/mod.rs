@@ -10,6 +10,8 @@
 //! - `breakers.rs`: kill switch endpoints; `changes.rs`: four-eyes change requests (the
 //!   reset of a tier breaker among them); `scope.rs`: which switch a path names and who
 //!   may act on it, for both; `audit.rs`: the audit log.
+//! - `openapi.rs`: the OpenAPI 3.1 document of `/v1`, built from the handlers'
+//!   annotations, served at `/v1/openapi.json` without a token (it holds no data).
 //! - `client.rs`: the CLI's client of this API.
 
 mod audit;
@@ -17,6 +19,7 @@ mod breakers;
 mod changes;
 pub mod client;
 mod error;
+mod openapi;
 mod scope;
 
 use std::net::SocketAddr;
@@ -25,9 +28,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -51,30 +55,56 @@ pub struct AdminState {
     pub changes: Arc<crate::changes::Changes>,
 }
 
+/// The `/v1` API: every route with its method and handler. The router is built from this
+/// list and the OpenAPI test compares the document with it both ways, so a route added
+/// here without its `#[utoipa::path]` (or documented but not served) fails the tests.
+fn api_routes() -> Vec<(&'static str, Method, MethodRouter<AdminState>)> {
+    vec![
+        ("/v1/openapi.json", Method::GET, get(openapi::serve)),
+        ("/v1/reload", Method::POST, post(reload)),
+        ("/v1/breakers", Method::GET, get(breakers::list)),
+        ("/v1/audit", Method::GET, get(audit::list)),
+        ("/v1/changes", Method::GET, get(changes::list)),
+        ("/v1/changes", Method::POST, post(changes::create)),
+        ("/v1/changes/{id}", Method::GET, get(changes::show)),
+        ("/v1/changes/{id}", Method::PATCH, patch(changes::edit)),
+        ("/v1/changes/{id}/approve", Method::POST, post(changes::approve)),
+        ("/v1/changes/{id}/reject", Method::POST, post(changes::reject)),
+        ("/v1/tiers/{tier}/breaker", Method::PUT, put(breakers::put_tier)),
+        (
+            "/v1/tiers/{tier}/breaker",
+            Method::DELETE,
+            delete(changes::request_tier_breaker_reset),
+        ),
+        ("/v1/tenants/{tenant}/breaker", Method::PUT, put(breakers::put_tenant)),
+        (
+            "/v1/tenants/{tenant}/breaker",
+            Method::DELETE,
+            delete(breakers::delete_tenant),
+        ),
+        (
+            "/v1/tenants/{tenant}/accounts/{subject}/breaker",
+            Method::PUT,
+            put(breakers::put_account),
+        ),
+        (
+            "/v1/tenants/{tenant}/accounts/{subject}/breaker",
+            Method::DELETE,
+            delete(breakers::delete_account),
+        ),
+    ]
+}
+
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
+    // Routes of one path with several methods are merged by axum.
+    let api = api_routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, _, handler)| router.route(path, handler));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/v1/reload", post(reload))
-        .route("/v1/breakers", get(breakers::list))
-        .route("/v1/audit", get(audit::list))
-        .route("/v1/changes", get(changes::list).post(changes::create))
-        .route("/v1/changes/{id}", get(changes::show).patch(changes::edit))
-        .route("/v1/changes/{id}/approve", post(changes::approve))
-        .route("/v1/changes/{id}/reject", post(changes::reject))
-        .route(
-            "/v1/tiers/{tier}/breaker",
-            put(breakers::put_tier).delete(changes::request_tier_breaker_reset),
-        )
-        .route(
-            "/v1/tenants/{tenant}/breaker",
-            put(breakers::put_tenant).delete(breakers::delete_tenant),
-        )
-        .route(
-            "/v1/tenants/{tenant}/accounts/{subject}/breaker",
-            put(breakers::put_account).delete(breakers::delete_account),
-        )
+        .merge(api)
         .fallback(error::no_such_path)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(axum::middleware::from_fn(error::with_request_id))
@@ -305,6 +335,8 @@ fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes)
 /// being served (for a tier the reload adds, by its new file). Otherwise: `403`, nothing
 /// applied. Each changed tier's audit log records the reload before it applies. SIGHUP
 /// needs no token: whoever may signal the process may already edit its files.
+#[utoipa::path(post, path = "/v1/reload", operation_id = "reload", tag = "policy",
+    responses((status = 200, description = "Applied: `{\"status\":\"applied\",\"digest\",\"tiers\"}`.", body = serde_json::Value)))]
 async fn reload(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
