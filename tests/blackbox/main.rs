@@ -22,6 +22,7 @@ mod isolation;
 mod key_sharing;
 mod login;
 mod logs;
+mod openapi;
 mod pages;
 mod paths;
 mod readme;
