@@ -26,22 +26,39 @@ use crate::changes::{ChangeError, ChangeRequest, Operator};
 #[serde(deny_unknown_fields)]
 pub(super) struct ProposeBody {
     /// `tenant.update`, `tier.credentials` or `tier.breaker_reset`.
+    #[schema(pattern = r"^(tenant\.update|tier\.credentials|tier\.breaker_reset)$")]
     kind: String,
     /// The tenant or tier the change is for.
+    #[schema(min_length = 1)]
     target: String,
     /// What changes (for `tenant.update`: any of `hosts`, `tier`, `upstream`).
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     change: Value,
+    /// Why, for the audit log: not blank, no control characters.
+    #[schema(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 500
+    )]
     reason: String,
 }
 
-/// `PATCH /v1/changes/{id}` body.
+/// `PATCH /v1/changes/{id}` body: `change`, `reason` or both (the document says so with
+/// `minProperties`, set in `openapi.rs`).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct EditBody {
+    /// The new content (replaces the old).
     #[serde(default)]
+    #[schema(value_type = Object)]
     change: Option<Value>,
+    /// Why, for the audit log: not blank, no control characters.
     #[serde(default)]
+    #[schema(value_type = String)]
+    #[schema(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 500
+    )]
     reason: Option<String>,
 }
 
@@ -56,7 +73,12 @@ pub(super) struct ApproveBody {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReasonBody {
+    /// Why, for the audit log: not blank, no control characters.
     #[serde(default)]
+    #[schema(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 500
+    )]
     reason: Option<String>,
 }
 

@@ -296,7 +296,8 @@ fn scope_refused_event(
 /// Largest request body accepted.
 const BODY_MAX: usize = 16 * 1024;
 
-/// An optional JSON body: the type's default when none was sent.
+/// An optional JSON body: the type's default when none (or JSON `null`) was sent, as the
+/// OpenAPI document says of optional bodies.
 fn parse_optional_body<T: Default + serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &Bytes,
@@ -304,7 +305,7 @@ fn parse_optional_body<T: Default + serde::de::DeserializeOwned>(
     if body.is_empty() {
         return Ok(T::default());
     }
-    parse_body(headers, body)
+    Ok(parse_body::<Option<T>>(headers, body)?.unwrap_or_default())
 }
 
 /// A JSON body (`Content-Type: application/json`, at most [`BODY_MAX`] bytes); its errors
@@ -430,6 +431,26 @@ async fn reload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// If this broke, an optional body sent as JSON `null` (which the document allows, and
+    /// schemathesis sent) would be refused as malformed.
+    #[test]
+    fn an_optional_body_may_be_absent_or_null() {
+        #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            reason: Option<String>,
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        for empty in [&b""[..], b"null", b" null "] {
+            let body = parse_optional_body::<Body>(&headers, &Bytes::copy_from_slice(empty)).unwrap();
+            assert_eq!(body, Body::default(), "{empty:?}");
+        }
+        let body = parse_optional_body::<Body>(&headers, &Bytes::from_static(br#"{"reason":"r"}"#)).unwrap();
+        assert_eq!(body.reason.as_deref(), Some("r"));
+        assert!(parse_optional_body::<Body>(&headers, &Bytes::from_static(b"[]")).is_err());
+    }
 
     /// If this broke, a secret pasted into the wrong field of a trip (here `expires_at`)
     /// would come back in the error, and so reach logs and terminals.

@@ -166,3 +166,34 @@ async fn the_tenant_document_matches_what_the_host_serves() {
     }
     assert_eq!(ups.total(), 0, "the reserved prefix reached the upstream");
 }
+
+/// If this broke, an audit page size or position outside what the document allows would
+/// be clamped or wrapped silently (schemathesis found both) instead of refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_paging_outside_the_documented_range_is_refused() {
+    let token = random_hex(24);
+    let (_ups, gw) = start_with(|f| f.prod_operators = vec![("olivia".into(), sha256_hex(token.as_bytes()))]).await;
+    let c = gw.client();
+    for (query, want) in [
+        ("limit=1000", 200),
+        ("limit=1&after=0", 200),
+        ("limit=0", 400),
+        ("limit=1001", 400),
+        ("limit=81431060298016464177619038896128", 400),
+        ("after=-1", 400),
+        ("after=9223372036854775808", 400),
+    ] {
+        let r = c
+            .get(gw.admin_url(&format!("/v1/audit?{query}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, want, "{query}: {body}");
+        if want == 400 {
+            assert_eq!(body["error"], "bad_request", "{query}: {body}");
+        }
+    }
+}
