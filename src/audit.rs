@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// One change, as the caller describes it; the store adds the chain fields.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// When (unix seconds).
     pub time: i64,
@@ -79,7 +79,7 @@ impl AuditEntry {
 }
 
 /// A stored record: the entry plus its place in the chain.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Position in the tier's log, from 1, without gaps.
     pub seq: u64,

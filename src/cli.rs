@@ -537,6 +537,7 @@ async fn tenant_accounts(
         hasher: PasswordHasher::new(Default::default()).map_err(|e| anyhow!("{e}"))?,
         switches: portcullis::killswitch::KillSwitches::new(sessions.clone()),
         sessions: sessions.clone(),
+        logins: Default::default(),
     };
     Ok((tier, Accounts::new(login), sessions))
 }

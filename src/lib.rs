@@ -152,10 +152,12 @@ impl Gateway {
             .await
             .map_err(StartError::KillSwitches)?;
         let hasher = auth::password::PasswordHasher::new(auth::password::PasswordHasherConfig::default())?;
+        let metrics = Metrics::new();
         let login = auth::login::LocalLogin {
             sessions: sessions.clone(),
             hasher,
             switches: switches.clone(),
+            logins: metrics.logins.clone(),
         };
         let oidc = Arc::new(auth::oidc_client::OidcClient::new());
         let portal = ui::Portal {
@@ -181,7 +183,7 @@ impl Gateway {
         })?;
         Ok(Gateway {
             live,
-            metrics: Metrics::new(),
+            metrics,
             portal,
             replica,
             public,

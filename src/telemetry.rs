@@ -353,6 +353,57 @@ pub struct TenantLabels {
     pub tenant: String,
 }
 
+/// Labels of the tier metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    /// Tier name.
+    pub tier: String,
+}
+
+/// Labels of the sign-in counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginLabels {
+    /// Tenant id.
+    pub tenant: String,
+    /// Sign-in method (`password`, `totp`, `recovery`, `oidc`): a fixed set from the code.
+    pub method: String,
+    /// `success` or `failure`, as the security event's `event.outcome`.
+    pub outcome: &'static str,
+}
+
+/// Counts sign-in attempts by tenant, method and outcome. The sign-in flow holds one; a
+/// default one (the CLI's, the unit tests') counts into a family no registry exports.
+#[derive(Clone, Debug, Default)]
+pub struct LoginCounter(Family<LoginLabels, Counter>);
+
+impl LoginCounter {
+    /// Counts one attempt: the same attempt the login history and the security event record.
+    pub fn count(&self, tenant: &str, method: &str, outcome: EventOutcome) {
+        self.0
+            .get_or_create(&LoginLabels {
+                tenant: tenant.to_string(),
+                method: method.to_string(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// Creates the tenant's series of the first sign-in steps at 0. Prometheus's `rate()`
+    /// cannot see the increase before a series' first sample, so without them the first
+    /// burst of failures after a start (an attack on a fresh replica) would be invisible.
+    pub fn declare(&self, tenant: &str) {
+        for method in ["password", "oidc"] {
+            for outcome in [EventOutcome::Success, EventOutcome::Failure] {
+                let _ = self.0.get_or_create(&LoginLabels {
+                    tenant: tenant.to_string(),
+                    method: method.to_string(),
+                    outcome: outcome.as_str(),
+                });
+            }
+        }
+    }
+}
+
 /// One tenant's metric handles, resolved once: a `Family` lookup hashes the labels (with
 /// SipHash) and allocates their `String` on every call, which the request path must not.
 pub struct TenantMetrics {
@@ -414,6 +465,16 @@ pub struct Metrics {
     pub upstream_queued: Family<TenantLabels, Gauge<i64, AtomicI64>>,
     /// Kill switches in force on this node.
     pub kill_switches: Gauge<i64, AtomicI64>,
+    /// 1 while a tier or tenant kill switch suspends the tenant; set at scrape time.
+    pub tenant_suspended: Family<TenantLabels, Gauge<i64, AtomicI64>>,
+    /// Sign-in attempts by tenant, method and outcome.
+    pub logins: LoginCounter,
+    /// Live sessions by tenant, counted in the store at scrape time (up to a cap).
+    pub active_sessions: Family<TenantLabels, Gauge<i64, AtomicI64>>,
+    /// 1 when the tier's store answered the scrape's session count, 0 when it failed.
+    pub store_up: Family<TierLabels, Gauge<i64, AtomicI64>>,
+    /// 1 when `/readyz` would answer 200 (sessions can be trusted), else 0.
+    pub ready: Gauge<i64, AtomicI64>,
 }
 
 impl Metrics {
@@ -458,6 +519,36 @@ impl Metrics {
         );
         let kill_switches = Gauge::<i64, AtomicI64>::default();
         registry.register("kill_switches", "Kill switches in force", kill_switches.clone());
+        let tenant_suspended = Family::<TenantLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "tenant_suspended",
+            "1 while a tier or tenant kill switch suspends the tenant",
+            tenant_suspended.clone(),
+        );
+        let logins = LoginCounter::default();
+        registry.register(
+            "logins",
+            "Sign-in attempts by tenant, method and outcome",
+            logins.0.clone(),
+        );
+        let active_sessions = Family::<TenantLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "active_sessions",
+            "Live sessions of the tenant in the store (counted up to a cap)",
+            active_sessions.clone(),
+        );
+        let store_up = Family::<TierLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "store_up",
+            "1 when the tier's session store answered the last scrape, else 0",
+            store_up.clone(),
+        );
+        let ready = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "ready",
+            "1 when the gateway is ready (sessions can be trusted), else 0",
+            ready.clone(),
+        );
         Arc::new(Metrics {
             registry,
             requests,
@@ -467,6 +558,11 @@ impl Metrics {
             upstream_in_flight,
             upstream_queued,
             kill_switches,
+            tenant_suspended,
+            logins,
+            active_sessions,
+            store_up,
+            ready,
         })
     }
 

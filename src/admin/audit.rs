@@ -14,19 +14,30 @@ use super::{AdminState, Caller, authenticate_caller};
 const PAGE_MAX: usize = 1000;
 
 /// Filters; all optional.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditQuery {
+    /// Records of this tenant only.
     tenant: Option<String>,
+    /// Records of this action only (`breaker.trip`, `session.revoke`, ...).
     action: Option<String>,
     /// Unix seconds: records at or after this time.
     since: Option<i64>,
     /// Sequence number to continue after (paging).
-    after: Option<u64>,
-    limit: Option<usize>,
+    #[param(minimum = 0)]
+    after: Option<i64>,
+    /// Records per page (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
 }
 
 /// Lists audit records matching the filters, scanning forward from `after`.
+#[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit", tag = "audit",
+    params(AuditQuery),
+    responses((status = 200, description = "Matching records of the operator's tier, oldest first; a full page carries `X-Next-After`.",
+        body = Vec<crate::audit::AuditRecord>,
+        headers(("X-Next-After" = u64, description = "Pass as `after` for the next page.")))))]
 pub(super) async fn list(
     State(state): State<AdminState>,
     headers: HeaderMap,
@@ -44,7 +55,16 @@ pub(super) async fn list(
             "Unknown or malformed query parameter (tenant, action, since, after, limit).".into(),
         ));
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, PAGE_MAX);
+    // Out of range is refused, not clamped: the caller would otherwise page wrongly.
+    let limit = match q.limit {
+        None => 100,
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| (1..=PAGE_MAX).contains(n))
+            .ok_or_else(|| AdminError::BadRequest(format!("`limit` must be 1 to {PAGE_MAX}.")))?,
+    };
+    let after = u64::try_from(q.after.unwrap_or(0))
+        .map_err(|_| AdminError::BadRequest("`after` must not be negative.".into()))?;
     let store = state
         .switches
         .sessions()
@@ -54,7 +74,7 @@ pub(super) async fn list(
             cause: None,
         })?;
     let mut out = Vec::new();
-    let mut after = q.after.unwrap_or(0);
+    let mut after = after;
     while out.len() < limit {
         let page = store
             .audit_records(after, PAGE_MAX)

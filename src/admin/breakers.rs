@@ -22,9 +22,9 @@ use crate::killswitch::service::Actor;
 use crate::killswitch::{Expiry, TripRequest};
 
 /// `PUT` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TripBody {
+pub(super) struct TripBody {
     reason: String,
     #[serde(default)]
     message: Option<String>,
@@ -36,17 +36,19 @@ struct TripBody {
     expires_at: Option<i64>,
     /// The incident the trip belongs to (`INC-42`).
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     incident: Option<String>,
 }
 
 /// `DELETE` body (optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResetBody {
+pub(super) struct ResetBody {
     #[serde(default)]
     reason: String,
     /// The incident the reset belongs to; by default the one the switch was tripped for.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     incident: Option<String>,
 }
 
@@ -70,6 +72,14 @@ pub(super) struct AccountQuery {
 }
 
 /// `PUT /v1/tiers/{tier}/breaker`.
+#[utoipa::path(put, path = "/v1/tiers/{tier}/breaker", operation_id = "trip_tier", tag = "breakers",
+    params(
+        ("tier" = String, Path, description = "Tier name."),
+        ("dry_run" = Option<bool>, Query, description = "Report what a trip would do; change nothing."),
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key returns the first trip."),
+    ),
+    request_body = TripBody,
+    responses((status = 200, description = "The switch in force (or, with `dry_run`, what a trip would do).", body = serde_json::Value)))]
 pub(super) async fn put_tier(
     state: State<AdminState>,
     peer: ConnectInfo<SocketAddr>,
@@ -82,6 +92,14 @@ pub(super) async fn put_tier(
 }
 
 /// `PUT /v1/tenants/{t}/breaker`.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/breaker", operation_id = "trip_tenant", tag = "breakers",
+    params(
+        ("tenant" = String, Path, description = "Tenant id."),
+        ("dry_run" = Option<bool>, Query, description = "Report what a trip would do; change nothing."),
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key returns the first trip."),
+    ),
+    request_body = TripBody,
+    responses((status = 200, description = "The switch in force (or, with `dry_run`, what a trip would do).", body = serde_json::Value)))]
 pub(super) async fn put_tenant(
     state: State<AdminState>,
     peer: ConnectInfo<SocketAddr>,
@@ -94,6 +112,16 @@ pub(super) async fn put_tenant(
 }
 
 /// `PUT /v1/tenants/{t}/accounts/{subject}/breaker`.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/accounts/{subject}/breaker", operation_id = "trip_account", tag = "breakers",
+    params(
+        ("tenant" = String, Path, description = "Tenant id."),
+        ("subject" = String, Path, description = "The account's subject (username or IdP `sub`)."),
+        ("dry_run" = Option<bool>, Query, description = "Report what a trip would do; change nothing."),
+        ("idp" = Option<String>, Query, description = "The account's IdP issuer (`local` for a local account)."),
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key returns the first trip."),
+    ),
+    request_body = TripBody,
+    responses((status = 200, description = "The switch in force (or, with `dry_run`, what a trip would do).", body = serde_json::Value)))]
 pub(super) async fn put_account(
     state: State<AdminState>,
     peer: ConnectInfo<SocketAddr>,
@@ -107,6 +135,11 @@ pub(super) async fn put_account(
 }
 
 /// `DELETE /v1/tenants/{t}/breaker`.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/breaker", operation_id = "reset_tenant", tag = "breakers",
+    params(
+        ("tenant" = String, Path, description = "Tenant id."),),
+    request_body(content = Option<ResetBody>, description = "Optional: the reason for the audit log."),
+    responses((status = 200, description = "The switch was reset: `{\"status\":\"reset\",\"breaker\"}`.", body = serde_json::Value)))]
 pub(super) async fn delete_tenant(
     state: State<AdminState>,
     peer: ConnectInfo<SocketAddr>,
@@ -118,6 +151,13 @@ pub(super) async fn delete_tenant(
 }
 
 /// `DELETE /v1/tenants/{t}/accounts/{subject}/breaker`.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/accounts/{subject}/breaker", operation_id = "reset_account", tag = "breakers",
+    params(
+        ("tenant" = String, Path, description = "Tenant id."),
+        ("subject" = String, Path, description = "The account's subject (username or IdP `sub`)."),
+        ("idp" = Option<String>, Query, description = "The account's IdP issuer (`local` for a local account)."),),
+    request_body(content = Option<ResetBody>, description = "Optional: the reason for the audit log."),
+    responses((status = 200, description = "The switch was reset: `{\"status\":\"reset\",\"breaker\"}`.", body = serde_json::Value)))]
 pub(super) async fn delete_account(
     state: State<AdminState>,
     peer: ConnectInfo<SocketAddr>,
@@ -130,6 +170,8 @@ pub(super) async fn delete_account(
 }
 
 /// `GET /v1/breakers`: the switches of the operator's tier.
+#[utoipa::path(get, path = "/v1/breakers", operation_id = "list_breakers", tag = "breakers",
+    responses((status = 200, description = "`{\"breakers\":[...]}`: the switches in force in the operator's tier.", body = serde_json::Value)))]
 pub(super) async fn list(State(state): State<AdminState>, headers: HeaderMap) -> Result<Response, AdminError> {
     let config = state.live.snapshot().config.clone();
     let tier = match authenticate_caller(&state.live, &headers) {

@@ -22,38 +22,63 @@ use super::{AdminState, Caller, authenticate_caller, parse_body, parse_optional_
 use crate::changes::{ChangeError, ChangeRequest, Operator};
 
 /// `POST /v1/changes` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ProposeBody {
+pub(super) struct ProposeBody {
+    /// `tenant.update`, `tier.credentials` or `tier.breaker_reset`.
+    #[schema(pattern = r"^(tenant\.update|tier\.credentials|tier\.breaker_reset)$")]
     kind: String,
+    /// The tenant or tier the change is for.
+    #[schema(min_length = 1)]
     target: String,
+    /// What changes (for `tenant.update`: any of `hosts`, `tier`, `upstream`).
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     change: Value,
+    /// Why, for the audit log: not blank, no control characters.
+    #[schema(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 500
+    )]
     reason: String,
 }
 
-/// `PATCH /v1/changes/{id}` body.
-#[derive(Debug, Deserialize)]
+/// `PATCH /v1/changes/{id}` body: `change`, `reason` or both (the document says so with
+/// `minProperties`, set in `openapi.rs`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EditBody {
+pub(super) struct EditBody {
+    /// The new content (replaces the old).
     #[serde(default)]
+    #[schema(value_type = Object)]
     change: Option<Value>,
+    /// Why, for the audit log: not blank, no control characters.
     #[serde(default)]
+    #[schema(value_type = String)]
+    #[schema(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 500
+    )]
     reason: Option<String>,
 }
 
 /// `POST /v1/changes/{id}/approve` body: the digest the approver reviewed.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ApproveBody {
+pub(super) struct ApproveBody {
     digest: String,
 }
 
 /// `POST /v1/changes/{id}/reject` and `DELETE /v1/tiers/{tier}/breaker` body (optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReasonBody {
+pub(super) struct ReasonBody {
+    /// Why, for the audit log: not blank, no control characters.
     #[serde(default)]
+    #[schema(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 500
+    )]
     reason: Option<String>,
 }
 
@@ -62,6 +87,8 @@ fn empty_object() -> Value {
 }
 
 /// `GET /v1/changes`: the changes of the caller's tier, newest first.
+#[utoipa::path(get, path = "/v1/changes", operation_id = "list_changes", tag = "changes",
+    responses((status = 200, description = "The change requests of the operator's tier, newest first.", body = Vec<serde_json::Value>)))]
 pub(super) async fn list(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -75,6 +102,9 @@ pub(super) async fn list(
 }
 
 /// `POST /v1/changes`: proposes a change → `201` pending, with its digest.
+#[utoipa::path(post, path = "/v1/changes", operation_id = "propose_change", tag = "changes",
+    request_body = ProposeBody,
+    responses((status = 201, description = "Pending, with its `id` and `digest`; `Location` names it.", body = serde_json::Value)))]
 pub(super) async fn create(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -92,6 +122,9 @@ pub(super) async fn create(
 }
 
 /// `GET /v1/changes/{id}`.
+#[utoipa::path(get, path = "/v1/changes/{id}", operation_id = "show_change", tag = "changes",
+    params(("id" = String, Path, description = "Change request id (`chg-...`).")),
+    responses((status = 200, description = "The change request.", body = serde_json::Value)))]
 pub(super) async fn show(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -104,6 +137,10 @@ pub(super) async fn show(
 }
 
 /// `PATCH /v1/changes/{id}`: edits a pending change → `200` with its new digest.
+#[utoipa::path(patch, path = "/v1/changes/{id}", operation_id = "edit_change", tag = "changes",
+    params(("id" = String, Path, description = "Change request id (`chg-...`).")),
+    request_body = EditBody,
+    responses((status = 200, description = "The edited change with its new digest.", body = serde_json::Value)))]
 pub(super) async fn edit(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -122,6 +159,10 @@ pub(super) async fn edit(
 }
 
 /// `POST /v1/changes/{id}/approve`: approves the reviewed digest and applies at once.
+#[utoipa::path(post, path = "/v1/changes/{id}/approve", operation_id = "approve_change", tag = "changes",
+    params(("id" = String, Path, description = "Change request id (`chg-...`).")),
+    request_body = ApproveBody,
+    responses((status = 200, description = "Approved and applied.", body = serde_json::Value)))]
 pub(super) async fn approve(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -136,6 +177,10 @@ pub(super) async fn approve(
 }
 
 /// `POST /v1/changes/{id}/reject`: rejects (or withdraws) a pending change.
+#[utoipa::path(post, path = "/v1/changes/{id}/reject", operation_id = "reject_change", tag = "changes",
+    params(("id" = String, Path, description = "Change request id (`chg-...`).")),
+    request_body(content = Option<ReasonBody>, description = "Optional: why."),
+    responses((status = 200, description = "Rejected (or withdrawn by its proposer).", body = serde_json::Value)))]
 pub(super) async fn reject(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -153,6 +198,10 @@ pub(super) async fn reject(
 /// `DELETE /v1/tiers/{tier}/breaker`: opens a `tier.breaker_reset` change request for the
 /// tripped tier switch → `202` pending; `404` when no tier switch is tripped. Who may ask
 /// is decided exactly as for any other reset.
+#[utoipa::path(delete, path = "/v1/tiers/{tier}/breaker", operation_id = "request_tier_reset", tag = "breakers",
+    params(("tier" = String, Path, description = "Tier name.")),
+    request_body(content = Option<ReasonBody>, description = "Optional: the reason for the audit log."),
+    responses((status = 202, description = "A `tier.breaker_reset` change request, pending a second operator's approval.", body = serde_json::Value)))]
 pub(super) async fn request_tier_breaker_reset(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

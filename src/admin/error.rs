@@ -72,6 +72,19 @@ pub(super) enum AdminError {
     },
 }
 
+/// The body of every refusal, as the OpenAPI document describes it (written by
+/// [`AdminError::into_response`]; some refusals add fields: `errors`, `tiers`, or a
+/// change request's own).
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub(super) struct ErrorBody {
+    /// A stable code (`unauthenticated`, `not_found`, `bad_request`, ...).
+    pub error: String,
+    /// What is wrong, for people.
+    pub message: String,
+    /// The id of this request in the gateway's log (also in `x-request-id`).
+    pub request_id: String,
+}
+
 /// An inner error, for the log only.
 #[derive(Debug, Clone)]
 pub(super) struct Cause {
@@ -257,9 +270,14 @@ impl AdminError {
             }
             _ => {}
         }
-        body.insert("error".into(), json!(code));
-        body.insert("message".into(), json!(message));
-        body.insert("request_id".into(), json!(request_id));
+        let head = ErrorBody {
+            error: code.into(),
+            message,
+            request_id: request_id.into(),
+        };
+        if let Ok(Value::Object(fields)) = serde_json::to_value(&head) {
+            body.extend(fields);
+        }
         let mut resp = (status, axum::Json(Value::Object(body))).into_response();
         if let Ok(v) = HeaderValue::from_str(request_id) {
             resp.headers_mut()

@@ -11,6 +11,8 @@
 //!   reset of a tier breaker among them); `scope.rs`: which switch a path names and who
 //!   may act on it, for both; `audit.rs`: the audit log; `incidents.rs`: an incident's
 //!   timeline.
+//! - `openapi.rs`: the OpenAPI 3.1 document of `/v1`, built from the handlers'
+//!   annotations, served at `/v1/openapi.json` without a token (it holds no data).
 //! - `client.rs`: the CLI's client of this API.
 
 mod audit;
@@ -19,6 +21,7 @@ mod changes;
 pub mod client;
 mod error;
 mod incidents;
+mod openapi;
 mod scope;
 
 use std::net::SocketAddr;
@@ -27,9 +30,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -53,33 +57,62 @@ pub struct AdminState {
     pub changes: Arc<crate::changes::Changes>,
 }
 
+/// The `/v1` API: every route with its method and handler. The router is built from this
+/// list and the OpenAPI test compares the document with it both ways, so a route added
+/// here without its `#[utoipa::path]` (or documented but not served) fails the tests.
+fn api_routes() -> Vec<(&'static str, Method, MethodRouter<AdminState>)> {
+    vec![
+        ("/v1/openapi.json", Method::GET, get(openapi::serve)),
+        ("/v1/reload", Method::POST, post(reload)),
+        ("/v1/breakers", Method::GET, get(breakers::list)),
+        ("/v1/audit", Method::GET, get(audit::list)),
+        ("/v1/incidents/{id}", Method::GET, get(incidents::show)),
+        ("/v1/changes", Method::GET, get(changes::list)),
+        ("/v1/changes", Method::POST, post(changes::create)),
+        ("/v1/changes/{id}", Method::GET, get(changes::show)),
+        ("/v1/changes/{id}", Method::PATCH, patch(changes::edit)),
+        ("/v1/changes/{id}/approve", Method::POST, post(changes::approve)),
+        ("/v1/changes/{id}/reject", Method::POST, post(changes::reject)),
+        ("/v1/tiers/{tier}/breaker", Method::PUT, put(breakers::put_tier)),
+        (
+            "/v1/tiers/{tier}/breaker",
+            Method::DELETE,
+            delete(changes::request_tier_breaker_reset),
+        ),
+        ("/v1/tenants/{tenant}/breaker", Method::PUT, put(breakers::put_tenant)),
+        (
+            "/v1/tenants/{tenant}/breaker",
+            Method::DELETE,
+            delete(breakers::delete_tenant),
+        ),
+        (
+            "/v1/tenants/{tenant}/accounts/{subject}/breaker",
+            Method::PUT,
+            put(breakers::put_account),
+        ),
+        (
+            "/v1/tenants/{tenant}/accounts/{subject}/breaker",
+            Method::DELETE,
+            delete(breakers::delete_account),
+        ),
+    ]
+}
+
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
+    // Routes of one path with several methods are merged by axum.
+    let api = api_routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, _, handler)| router.route(path, handler));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/v1/reload", post(reload))
-        .route("/v1/breakers", get(breakers::list))
-        .route("/v1/audit", get(audit::list))
-        .route("/v1/incidents/{id}", get(incidents::show))
-        .route("/v1/changes", get(changes::list).post(changes::create))
-        .route("/v1/changes/{id}", get(changes::show).patch(changes::edit))
-        .route("/v1/changes/{id}/approve", post(changes::approve))
-        .route("/v1/changes/{id}/reject", post(changes::reject))
-        .route(
-            "/v1/tiers/{tier}/breaker",
-            put(breakers::put_tier).delete(changes::request_tier_breaker_reset),
-        )
-        .route(
-            "/v1/tenants/{tenant}/breaker",
-            put(breakers::put_tenant).delete(breakers::delete_tenant),
-        )
-        .route(
-            "/v1/tenants/{tenant}/accounts/{subject}/breaker",
-            put(breakers::put_account).delete(breakers::delete_account),
-        )
+        .merge(api)
         .fallback(error::no_such_path)
         .method_not_allowed_fallback(error::wrong_method)
+        // No admin body is larger: stop reading there, before any token is checked (axum's
+        // default would read 2 MiB of anyone's body first).
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_MAX))
         .layer(axum::middleware::from_fn(error::with_request_id))
         // Outside the error map: a 503 from readiness carries its reasons, not a refusal.
         .route("/readyz", get(readyz))
@@ -151,6 +184,8 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     }
     m.kill_switches
         .set(i64::try_from(state.switches.board().len()).unwrap_or(i64::MAX));
+    m.ready.set(i64::from(state.switches.sessions().serving().is_ok()));
+    store_gauges(&state, &snapshot.config).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -159,6 +194,66 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// Live sessions counted per tenant at most, so a scrape stays cheap.
+const ACTIVE_SESSIONS_CAP: usize = 100_000;
+
+/// How long a scrape waits for a tier's store before calling it down.
+const STORE_SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sets the gauges read from the kill-switch board and the stores at scrape time: each
+/// tenant's suspension and live sessions, and whether each tier's store answered; and
+/// creates each tenant's sign-in series at 0 ([`crate::telemetry::LoginCounter::declare`]). A tenant
+/// whose count failed (or was skipped, its tier's store having failed) loses its session
+/// series rather than keep a stale value.
+async fn store_gauges(state: &AdminState, config: &crate::config::Config) {
+    let m = &state.metrics;
+    let now = crate::clock::unix_now();
+    let sessions = state.switches.sessions();
+    let mut store_up: std::collections::BTreeMap<&str, bool> = std::collections::BTreeMap::new();
+    for tenant in &config.tenants {
+        let labels = crate::telemetry::TenantLabels {
+            tenant: tenant.id.clone(),
+        };
+        let suspended = state
+            .switches
+            .board()
+            .tenant_switch(&tenant.tier, &tenant.id, now)
+            .is_some();
+        m.tenant_suspended.get_or_create(&labels).set(i64::from(suspended));
+        m.logins.declare(&tenant.id);
+        // A tier whose store already failed this scrape is not asked again: with a
+        // blackholed Redis, each ask would wait out the timeout.
+        let up = store_up.entry(tenant.tier.as_str()).or_insert(true);
+        let counted = match sessions.store(&tenant.tier) {
+            Ok(store) if *up => tokio::time::timeout(
+                STORE_SCRAPE_TIMEOUT,
+                store.list_tenant_sessions(&tenant.id, now, ACTIVE_SESSIONS_CAP),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|live| live.len()),
+            _ => None,
+        };
+        *up &= counted.is_some();
+        match counted {
+            Some(n) => {
+                m.active_sessions
+                    .get_or_create(&labels)
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            None => {
+                m.active_sessions.remove(&labels);
+            }
+        }
+    }
+    for (tier, up) in store_up {
+        m.store_up
+            .get_or_create(&crate::telemetry::TierLabels { tier: tier.to_string() })
+            .set(i64::from(up));
+    }
 }
 
 /// Who presented a valid bearer token.
@@ -269,7 +364,8 @@ fn scope_refused_event(
 /// Largest request body accepted.
 const BODY_MAX: usize = 16 * 1024;
 
-/// An optional JSON body: the type's default when none was sent.
+/// An optional JSON body: the type's default when none (or JSON `null`) was sent, as the
+/// OpenAPI document says of optional bodies.
 fn parse_optional_body<T: Default + serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &Bytes,
@@ -277,7 +373,7 @@ fn parse_optional_body<T: Default + serde::de::DeserializeOwned>(
     if body.is_empty() {
         return Ok(T::default());
     }
-    parse_body(headers, body)
+    Ok(parse_body::<Option<T>>(headers, body)?.unwrap_or_default())
 }
 
 /// A JSON body (`Content-Type: application/json`, at most [`BODY_MAX`] bytes); its errors
@@ -308,6 +404,8 @@ fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes)
 /// being served (for a tier the reload adds, by its new file). Otherwise: `403`, nothing
 /// applied. Each changed tier's audit log records the reload before it applies. SIGHUP
 /// needs no token: whoever may signal the process may already edit its files.
+#[utoipa::path(post, path = "/v1/reload", operation_id = "reload", tag = "policy",
+    responses((status = 200, description = "Applied: `{\"status\":\"applied\",\"digest\",\"tiers\"}`.", body = serde_json::Value)))]
 async fn reload(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -402,6 +500,26 @@ async fn reload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// If this broke, an optional body sent as JSON `null` (which the document allows, and
+    /// schemathesis sent) would be refused as malformed.
+    #[test]
+    fn an_optional_body_may_be_absent_or_null() {
+        #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            reason: Option<String>,
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        for empty in [&b""[..], b"null", b" null "] {
+            let body = parse_optional_body::<Body>(&headers, &Bytes::copy_from_slice(empty)).unwrap();
+            assert_eq!(body, Body::default(), "{empty:?}");
+        }
+        let body = parse_optional_body::<Body>(&headers, &Bytes::from_static(br#"{"reason":"r"}"#)).unwrap();
+        assert_eq!(body.reason.as_deref(), Some("r"));
+        assert!(parse_optional_body::<Body>(&headers, &Bytes::from_static(b"[]")).is_err());
+    }
 
     /// If this broke, a secret pasted into the wrong field of a trip (here `expires_at`)
     /// would come back in the error, and so reach logs and terminals.

@@ -295,6 +295,7 @@ mod tests {
             sessions: sessions.clone(),
             hasher: PasswordHasher::new(PasswordHasherConfig::default()).unwrap(),
             switches: KillSwitches::new(sessions.clone()),
+            logins: Default::default(),
         };
         (dir, Accounts::new(login), sessions)
     }

@@ -23,7 +23,7 @@ use crate::killswitch::{KillSwitches, Scope};
 use crate::records::{LoginEvent, Revocation, SessionRecord, UserRecord};
 use crate::session::{MintedToken, Sessions, mint_token};
 use crate::store::{AccountStore, StoreError, ThrottleStore, TierStore};
-use crate::telemetry::{EventOutcome, SecurityEvent};
+use crate::telemetry::{EventOutcome, LoginCounter, SecurityEvent};
 
 /// Attempts (password or code) per account per window.
 pub const ACCOUNT_ATTEMPTS: u32 = 10;
@@ -125,6 +125,8 @@ pub struct LocalLogin {
     pub hasher: PasswordHasher,
     /// Kill switches: a covered account or tenant cannot sign in.
     pub switches: Arc<KillSwitches>,
+    /// Counts each recorded attempt for `/metrics`.
+    pub logins: LoginCounter,
 }
 
 impl LocalLogin {
@@ -668,6 +670,7 @@ impl LocalLogin {
         } else {
             EventOutcome::Success
         };
+        self.logins.count(ctx.tenant, method, outcome);
         SecurityEvent {
             reason: failure,
             source_ip: Some(ctx.ip),

@@ -194,6 +194,9 @@ impl Pipeline {
 
         let target = classify(&tenant.routes, req.uri().path())?;
         let now = crate::clock::unix_now();
+        if matches!(&target, Target::Reserved(p) if p.strip_prefix(policy::RESERVED_PREFIX) == Some("status")) {
+            return self.status(req.method(), &site, now);
+        }
         let (session, suspended) = self
             .admit(&req, &conn, Some(state), snapshot, entry, &target, req.method(), now)
             .await?;
@@ -503,6 +506,23 @@ impl Pipeline {
         }
     }
 
+    /// `/.portcullis/status`, answered before any session is looked at: it is public, so
+    /// only the tier's and tenant's kill switches and the upstream breaker show, never an
+    /// account's (nor does a locked account's cookie turn it into a 423).
+    fn status(&self, method: &Method, site: &Site, now: i64) -> Result<Response<ProxyBody>, Refusal> {
+        if !matches!(*method, Method::GET | Method::HEAD) {
+            return Err(Refusal::MethodNotAllowed);
+        }
+        let entry = &site.entry;
+        let switch = self
+            .portal
+            .switches
+            .board()
+            .tenant_switch(&entry.tier.name, &entry.tenant.id, now);
+        let open_for = site.upstream.as_ref().and_then(|u| u.guard().open_for());
+        Ok(reserved::status(entry, switch.as_deref(), open_for, now))
+    }
+
     /// The account switch that ended the session of this request's cookie, if it is
     /// still on: such a session answers 423 while the switch is on and 401 after.
     async fn account_locked(
@@ -540,9 +560,6 @@ impl Pipeline {
         request_id: &str,
     ) -> Result<Response<ProxyBody>, Refusal> {
         let rest = path.strip_prefix(policy::RESERVED_PREFIX).unwrap_or_default();
-        if rest == "status" {
-            return Ok(reserved::status(entry, suspended.as_deref()));
-        }
         if rest == "jwks.json" {
             let signer = snapshot
                 .signers

@@ -22,19 +22,38 @@ pub fn is_page_asset(rest: &str) -> bool {
     matches!(rest, "style.css" | "favicon.svg")
 }
 
-/// `/.portcullis/status`: which tenant and tier this host is, and whether access is open
-/// (with the users' message when a kill switch covers it).
-pub fn status(entry: &TenantEntry, switch: Option<&KillSwitch>) -> Response<ProxyBody> {
-    let body = match switch {
-        None => serde_json::json!({ "tenant": entry.tenant.id, "tier": entry.tier.name, "status": "ok" }),
-        Some(ks) => serde_json::json!({
-            "tenant": entry.tenant.id,
-            "tier": entry.tier.name,
-            "status": "suspended",
-            "message": ks.message,
-            "expires_at": ks.expires_at,
-        }),
+/// What users read on the status endpoint while the tenant's upstream breaker is open.
+pub const DEGRADED_MESSAGE: &str =
+    "The application is failing to answer; requests are paused briefly while it recovers.";
+
+/// `/.portcullis/status` (GET or HEAD, no session): which tenant and tier this host is,
+/// and whether access is open, for status pages. `suspended` when a tier or tenant kill
+/// switch covers it (with the operator's message for users, never the internal reason,
+/// and since when), else `degraded` while its upstream breaker is open (`upstream_open_for`:
+/// how long), else `ok`. An account switch never shows: the answer is public. Never cached.
+pub fn status(
+    entry: &TenantEntry,
+    switch: Option<&KillSwitch>,
+    upstream_open_for: Option<std::time::Duration>,
+    now: i64,
+) -> Response<ProxyBody> {
+    let mut body = serde_json::json!({ "tenant": entry.tenant.id, "tier": entry.tier.name });
+    let (status, message, since) = match (switch, upstream_open_for) {
+        (Some(ks), _) => ("suspended", ks.message.as_str(), ks.tripped_at),
+        (None, Some(open_for)) => {
+            let secs = i64::try_from(open_for.as_secs()).unwrap_or(i64::MAX);
+            ("degraded", DEGRADED_MESSAGE, now.saturating_sub(secs))
+        }
+        (None, None) => ("ok", "", 0),
     };
+    body["status"] = status.into();
+    if status != "ok" {
+        body["message"] = message.into();
+        body["since"] = crate::ui::web::time(since).into();
+    }
+    if let Some(expires_at) = switch.and_then(|ks| ks.expires_at) {
+        body["expires_at"] = expires_at.into();
+    }
     respond::json(StatusCode::OK, &body)
 }
 

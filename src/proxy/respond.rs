@@ -246,6 +246,15 @@ pub fn refusal(refusal: &Refusal, html: bool, request_id: &str, tenant: Option<&
             ..Default::default()
         };
         page(status, view, tenant, request_id)
+    } else if let Refusal::Locked { since, .. } = refusal {
+        // API clients get the time the status endpoint and the page show.
+        let body = serde_json::json!({
+            "error": code,
+            "message": message,
+            "since": crate::ui::web::time(*since),
+            "request_id": request_id,
+        });
+        json(status, &body)
     } else {
         json_error(status, code, message, request_id)
     };
@@ -434,9 +443,10 @@ mod tests {
     /// request id or its next step, or show a kill switch's text unescaped.
     #[test]
     fn browsers_get_the_shared_layout_with_the_next_step() {
+        let since = crate::clock::unix_now() - 300;
         let locked = Refusal::Locked {
             message: "<b>Suspended</b> by IT".into(),
-            since: crate::clock::unix_now() - 300,
+            since,
             account: false,
         };
         let resp = refusal(&locked, true, "0123abcd", Some("Acme & Co"));
@@ -460,6 +470,12 @@ mod tests {
             assert!(page.contains(part), "{part} missing: {page}");
         }
         assert!(!page.contains("<b>"), "{page}");
+        // The exact time, as the status endpoint gives it, is on the page too.
+        let at = Moment::at(since, since);
+        assert!(
+            page.contains(&format!("<time datetime=\"{}\">{}</time>", at.iso, at.utc)),
+            "{page}"
+        );
 
         let busy = Refusal::UpstreamUnavailable {
             retry_after_secs: 30,

@@ -4,9 +4,11 @@
 //! must come from the host's own origin; bodies are JSON with known fields only (a
 //! refused body names the field, never its value); a known path called with another
 //! method is `405` with `Allow`.
-//! `error.rs` (below this file) is its one mapping from refusal to response.
+//! `error.rs` (below this file) is its one mapping from refusal to response;
+//! `openapi.rs` its OpenAPI 3.1 document, served at `/.portcullis/api/openapi.json`.
 
 mod error;
+mod openapi;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -19,20 +21,20 @@ use super::{Ctx, Portal, user_agent, web};
 use crate::auth::preauth::PreAuth;
 
 /// JSON bodies of the API (unknown fields and duplicate keys are errors).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     username: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CodeBody {
     code: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordBody {
     current_password: String,
@@ -85,6 +87,7 @@ impl Portal {
             (Method::DELETE, p) if p.starts_with("sessions/") => self.api_end_one(ctx, &p["sessions/".len()..]).await,
             (Method::GET, "history") => self.api_history(req, ctx).await,
             (Method::POST, "password") => self.api_password(req, ctx).await,
+            (Method::GET, "openapi.json") => Ok(openapi::serve(&ctx.session_cookie())),
             (m, p) if p.starts_with("admin/") => self.api_admin(req, ctx, m, &p["admin/".len()..]).await,
             (_, p) => Err(match allowed_methods(p) {
                 Some(allow) => ApiError::WrongMethod { allow },
@@ -272,18 +275,33 @@ impl Portal {
     }
 }
 
+/// Every endpoint of this API (below `/.portcullis/api/`, `{id}` standing for one path
+/// segment) with the methods it takes. Must list what [`Portal::api`] dispatches (the
+/// tenant admin's endpoints answer for themselves in `admin.rs`); the OpenAPI test checks
+/// the document against it both ways.
+const ENDPOINTS: &[(&str, &str)] = &[
+    ("login", "POST"),
+    ("mfa", "POST"),
+    ("enrol", "GET, POST"),
+    ("logout", "POST"),
+    ("whoami", "GET"),
+    ("sessions", "GET, DELETE"),
+    ("sessions/{id}", "DELETE"),
+    ("history", "GET"),
+    ("password", "POST"),
+    ("openapi.json", "GET"),
+];
+
 /// The methods an endpoint of this API takes, for the `Allow` header of a `405`; `None`
-/// for a path that is no endpoint. Must list what [`Portal::api`] dispatches (the tenant
-/// admin's endpoints answer for themselves in `admin.rs`).
+/// for a path that is no endpoint.
 fn allowed_methods(path: &str) -> Option<&'static str> {
-    match path {
-        "login" | "mfa" | "logout" | "password" => Some("POST"),
-        "enrol" => Some("GET, POST"),
-        "whoami" | "history" => Some("GET"),
-        "sessions" => Some("GET, DELETE"),
-        p if p.starts_with("sessions/") => Some("DELETE"),
-        _ => None,
-    }
+    ENDPOINTS
+        .iter()
+        .find(|(pattern, _)| match pattern.strip_suffix("{id}") {
+            Some(prefix) => path.starts_with(prefix),
+            None => *pattern == path,
+        })
+        .map(|(_, methods)| *methods)
 }
 
 /// Reads a JSON API body: `application/json`, at most 64 KiB, known fields only.
@@ -337,6 +355,7 @@ mod tests {
         assert_eq!(allowed_methods("sessions"), Some("GET, DELETE"));
         assert_eq!(allowed_methods("sessions/abc"), Some("DELETE"));
         assert_eq!(allowed_methods("whoami"), Some("GET"));
+        assert_eq!(allowed_methods("enrol"), Some("GET, POST"));
         assert_eq!(allowed_methods("nope"), None);
     }
 }

@@ -101,6 +101,9 @@ struct CircuitBreaker {
     failures: AtomicU32,
     /// While open: when the next probe may go, in nanoseconds since `epoch`.
     probe_at: AtomicU64,
+    /// While not closed: when it opened from closed, in nanoseconds since `epoch`. A
+    /// failed probe re-opens it without moving this: the outage began at the first opening.
+    opened_at: AtomicU64,
     /// Origin of `probe_at`, so an instant fits in an atomic.
     epoch: Instant,
     threshold: u32,
@@ -114,6 +117,7 @@ impl CircuitBreaker {
             state: AtomicU8::new(CLOSED),
             failures: AtomicU32::new(0),
             probe_at: AtomicU64::new(0),
+            opened_at: AtomicU64::new(0),
             epoch,
             threshold: settings.failure_threshold.max(1),
             cool_down: settings.cool_down,
@@ -131,6 +135,15 @@ impl CircuitBreaker {
             HALF_OPEN => CircuitState::HalfOpen,
             _ => CircuitState::Open,
         }
+    }
+
+    /// How long ago (at `now`) it opened from closed; `None` while closed.
+    fn open_for(&self, now: Instant) -> Option<Duration> {
+        if self.state.load(Ordering::Acquire) == CLOSED {
+            return None;
+        }
+        let opened = self.opened_at.load(Ordering::Acquire);
+        Some(Duration::from_nanos(self.nanos(now).saturating_sub(opened)))
     }
 
     /// Seconds to wait if a request at `now` would be refused, without claiming the probe:
@@ -200,6 +213,9 @@ impl CircuitBreaker {
             Pass::Probe => self.transition.lock().unwrap_or_else(PoisonError::into_inner),
         };
         let cool_down = u64::try_from(self.cool_down.as_nanos()).unwrap_or(u64::MAX);
+        if pass == Pass::Normal {
+            self.opened_at.store(self.nanos(now), Ordering::Release);
+        }
         self.probe_at
             .store(self.nanos(now).saturating_add(cool_down), Ordering::Release);
         self.failures.store(0, Ordering::Relaxed);
@@ -324,6 +340,13 @@ impl UpstreamGuard {
     /// The circuit breaker's state now.
     pub fn state(&self) -> CircuitState {
         self.shared.circuit.state()
+    }
+
+    /// How long the circuit breaker has been open (or half-open, its probe out) since it
+    /// opened from closed; `None` while closed. The tenant's status page reports it as
+    /// "degraded since".
+    pub fn open_for(&self) -> Option<Duration> {
+        self.shared.circuit.open_for(self.shared.clock.now())
     }
 
     /// Requests holding a slot now.
@@ -482,6 +505,37 @@ mod tests {
         fail(&guard).await;
         assert_eq!(guard.state(), CircuitState::Open);
         assert_eq!(retry_after(guard.admit().await), 10);
+    }
+
+    /// If this broke, the status page's "degraded since" would restart at every failed
+    /// probe (hiding how long the outage has lasted) or show a time while closed.
+    #[tokio::test]
+    async fn open_for_counts_from_the_first_opening_until_closed() {
+        let (guard, clock) = circuit_guard();
+        assert_eq!(guard.open_for(), None);
+        open(&guard).await;
+        assert_eq!(guard.open_for(), Some(Duration::ZERO));
+        clock.advance(Duration::from_secs(10));
+        let mut probe = guard.admit().await.unwrap();
+        assert!(probe.is_probe());
+        assert_eq!(
+            guard.open_for(),
+            Some(Duration::from_secs(10)),
+            "half-open counts as open"
+        );
+        probe.failed();
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(
+            guard.open_for(),
+            Some(Duration::from_secs(15)),
+            "a failed probe restarted it"
+        );
+        clock.advance(Duration::from_secs(10));
+        guard.admit().await.unwrap().succeeded();
+        assert_eq!(guard.state(), CircuitState::Closed);
+        assert_eq!(guard.open_for(), None);
+        open(&guard).await;
+        assert_eq!(guard.open_for(), Some(Duration::ZERO), "a new outage starts afresh");
     }
 
     #[tokio::test]

@@ -1119,6 +1119,38 @@ async fn bad_breaker_calls_are_refused_and_trip_nothing() {
         ),
         ("no token", None, json_body(json!({"reason": "r"})), 401),
         ("bad token", Some("not-a-token"), json_body(json!({"reason": "r"})), 401),
+        // ADM-06: a reason cannot forge a second line of a log or an audit record.
+        (
+            "newline in the reason",
+            Some(&env.prod),
+            json_body(json!({"reason": "ok\nforged: yes"})),
+            400,
+        ),
+        // ADM-11: no reading where two parsers could disagree, and no stack to exhaust.
+        (
+            "duplicate keys",
+            Some(&env.prod),
+            Some(("application/json", r#"{"reason": "r", "reason": "other"}"#.into())),
+            400,
+        ),
+        (
+            "7,000 levels deep",
+            Some(&env.prod),
+            Some((
+                "application/json",
+                format!("{}{}", "[".repeat(7_000), "]".repeat(7_000)),
+            )),
+            400,
+        ),
+        (
+            "10,000 levels deep (over the body limit first)",
+            Some(&env.prod),
+            Some((
+                "application/json",
+                format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+            )),
+            413,
+        ),
     ];
     let mut ids = std::collections::HashSet::new();
     for (what, token, body, want) in cases {
@@ -1139,6 +1171,23 @@ async fn bad_breaker_calls_are_refused_and_trip_nothing() {
     }
     let r = env.delete(path, &env.prod).await;
     assert_eq!(r.status, 404, "reset with nothing tripped: {}", r.body);
+    // ADM-11: a token in the query is no token (it would end up in access logs): the
+    // query is refused as malformed.
+    let r = env
+        .call(
+            Method::PUT,
+            &format!("{path}?access_token={}", env.prod),
+            None,
+            json_body(json!({"reason": "r"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 400, "token in the query: {}", r.body);
+    // ADM-06: the audit log cannot be edited or deleted through the API.
+    for method in [Method::PUT, Method::DELETE, Method::POST, Method::PATCH] {
+        let r = env.call(method.clone(), "/v1/audit", Some(&env.prod), None, &[]).await;
+        assert_eq!(r.status, 405, "{method} /v1/audit: {}", r.body);
+    }
     let r = env.call(Method::GET, "/v1/breakers", None, None, &[]).await;
     assert_eq!(r.status, 401, "{}", r.body);
     let r = env.call(Method::GET, "/v1/audit", None, None, &[]).await;
