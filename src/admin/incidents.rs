@@ -13,7 +13,8 @@ use crate::incident::IncidentError;
 
 /// `GET /v1/incidents/{id}` → `{"incident","events":[...]}`.
 #[utoipa::path(get, path = "/v1/incidents/{id}", operation_id = "show_incident", tag = "incidents",
-    params(("id" = String, Path, description = "The incident reference a trip named (`INC-42`): 1 to 64 of `A-Z a-z 0-9 . _ : -`.")),
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9._:-]{1,64}$",
+        description = "The incident reference a trip named (`INC-42`): 1 to 64 of `A-Z a-z 0-9 . _ : -`.")),
     responses((status = 200, description = "`{\"incident\",\"events\":[{\"time\",\"kind\",\"actor\",\"system\",\"reason\",\"tenant\",\"tier\",\"detail\"}]}`, oldest first; `kind` is `trip`, `reset`, `revocation`, `auto_trip`, `config_change` or `approval`.",
         body = serde_json::Value)))]
 pub(super) async fn show(

@@ -373,12 +373,26 @@ fn parse_optional_body<T: Default + serde::de::DeserializeOwned>(
     if body.is_empty() {
         return Ok(T::default());
     }
-    Ok(parse_body::<Option<T>>(headers, body)?.unwrap_or_default())
+    check_json_request(headers, body)?;
+    if body.trim_ascii() == b"null" {
+        return Ok(T::default());
+    }
+    parse_body(headers, body)
 }
 
-/// A JSON body (`Content-Type: application/json`, at most [`BODY_MAX`] bytes); its errors
-/// never repeat a value (see [`AdminError::json_body`]).
+/// A JSON object body (`Content-Type: application/json`, at most [`BODY_MAX`] bytes); its
+/// errors never repeat a value (see [`AdminError::json_body`]). Only an object: serde would
+/// also read a struct from an array of its fields in order (`[]` as every default).
 fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, AdminError> {
+    check_json_request(headers, body)?;
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return Err(AdminError::BadRequest("Invalid JSON body: expected an object.".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| AdminError::json_body(&e))
+}
+
+/// A body the admin API reads: at most [`BODY_MAX`] bytes, declared as JSON.
+fn check_json_request(headers: &HeaderMap, body: &Bytes) -> Result<(), AdminError> {
     if body.len() > BODY_MAX {
         return Err(AdminError::PayloadTooLarge);
     }
@@ -393,7 +407,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes)
     if !json_type {
         return Err(AdminError::UnsupportedMediaType);
     }
-    serde_json::from_slice(body).map_err(|e| AdminError::json_body(&e))
+    Ok(())
 }
 
 /// `POST /v1/reload`: re-reads the policy directory, attributed to the operator.
@@ -519,6 +533,36 @@ mod tests {
         let body = parse_optional_body::<Body>(&headers, &Bytes::from_static(br#"{"reason":"r"}"#)).unwrap();
         assert_eq!(body.reason.as_deref(), Some("r"));
         assert!(parse_optional_body::<Body>(&headers, &Bytes::from_static(b"[]")).is_err());
+    }
+
+    /// If this broke, a body that is no JSON object would be read anyway: serde reads a
+    /// struct from an array of its fields, so `[]` became a body of defaults (schemathesis
+    /// found `DELETE /v1/tiers/prod/breaker` with `[]` accepted).
+    #[test]
+    fn only_a_json_object_is_a_body() {
+        #[derive(Debug, Default, serde::Deserialize)]
+        struct Body {
+            #[serde(default)]
+            #[allow(dead_code)]
+            reason: String,
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        for bad in [&b"[]"[..], b"[\"r\"]", b"\"r\"", b"1", b"true"] {
+            let body = Bytes::copy_from_slice(bad);
+            assert!(
+                matches!(parse_body::<Body>(&headers, &body), Err(AdminError::BadRequest(_))),
+                "{bad:?}"
+            );
+            assert!(
+                matches!(
+                    parse_optional_body::<Body>(&headers, &body),
+                    Err(AdminError::BadRequest(_))
+                ),
+                "{bad:?} as an optional body"
+            );
+        }
+        assert!(parse_body::<Body>(&headers, &Bytes::from_static(b" {} ")).is_ok());
     }
 
     /// If this broke, a secret pasted into the wrong field of a trip (here `expires_at`)
