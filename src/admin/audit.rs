@@ -65,14 +65,7 @@ pub(super) async fn list(
     };
     let after = u64::try_from(q.after.unwrap_or(0))
         .map_err(|_| AdminError::BadRequest("`after` must not be negative.".into()))?;
-    let store = state
-        .switches
-        .sessions()
-        .store(&tier)
-        .map_err(|_| AdminError::Unavailable {
-            message: "No store for this tier.",
-            cause: None,
-        })?;
+    let store = state.tier_store(&tier)?;
     let mut out = Vec::new();
     let mut after = after;
     while out.len() < limit {

@@ -29,14 +29,7 @@ pub(super) async fn show(
         }
         None => return Err(AdminError::NoOperatorToken),
     };
-    let store = state
-        .switches
-        .sessions()
-        .store(&tier)
-        .map_err(|_| AdminError::Unavailable {
-            message: "No store for this tier.",
-            cause: None,
-        })?;
+    let store = state.tier_store(&tier)?;
     let log: &dyn crate::store::AuditLog = &*store;
     match crate::incident::timeline(&id, &[log]).await {
         Ok(timeline) => Ok((StatusCode::OK, axum::Json(timeline)).into_response()),

@@ -98,6 +98,20 @@ fn api_routes() -> Vec<(&'static str, Method, MethodRouter<AdminState>)> {
     ]
 }
 
+impl AdminState {
+    /// The store of an operator's tier; `503` if there is none (the policy names a tier
+    /// the stores were not opened for).
+    fn tier_store(&self, tier: &str) -> Result<Arc<dyn crate::store::TierStore>, AdminError> {
+        self.switches
+            .sessions()
+            .store(tier)
+            .map_err(|_| AdminError::Unavailable {
+                message: "No store for this tier.",
+                cause: None,
+            })
+    }
+}
+
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
     // Routes of one path with several methods are merged by axum.
