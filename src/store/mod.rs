@@ -440,6 +440,10 @@ impl Stores {
     /// Opens (and creates if needed) the store of every tier. Redis tiers share one
     /// connection; each still sees only its own key prefix.
     pub async fn open<'a>(url: &str, tiers: impl IntoIterator<Item = &'a str>) -> Result<Self, StoreError> {
+        let tiers: Vec<&str> = tiers.into_iter().collect();
+        // A bad tier name is refused before any connection: the answer must not depend
+        // on whether the store happens to be reachable.
+        tiers.iter().try_for_each(|t| check_tier(t))?;
         let mut by_tier: BTreeMap<String, Arc<dyn TierStore>> = BTreeMap::new();
         match StoreLocation::parse(url)? {
             StoreLocation::Sqlite(dir) => {
@@ -464,6 +468,7 @@ impl Stores {
     /// user, so one tier's credentials cannot read another tier's keys.
     pub async fn open_for(url: &str, tiers: &[TierAccess<'_>]) -> Result<Self, StoreError> {
         let location = StoreLocation::parse(url)?;
+        tiers.iter().try_for_each(|t| check_tier(t.name))?;
         let StoreLocation::Redis(redis_url) = &location else {
             return Stores::open(url, tiers.iter().map(|t| t.name)).await;
         };
@@ -615,6 +620,28 @@ mod tests {
         assert!(check_tier("staging-2").is_ok());
         for bad in ["", "../etc", "a:b", "Prod", "a b", "a/b"] {
             assert!(check_tier(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A bad tier name is refused as invalid before any connection is tried, so the
+    /// answer does not depend on whether (or how quickly) the store answers.
+    #[tokio::test]
+    async fn bad_tier_names_are_refused_before_connecting() {
+        // Port 1 on loopback: nothing listens there, so a connection attempt would fail
+        // as unavailable, not as invalid.
+        for url in ["redis://127.0.0.1:1", "redis+cluster://127.0.0.1:1,127.0.0.1:2"] {
+            assert!(
+                matches!(Stores::open(url, ["../prod"]).await, Err(StoreError::Invalid(_))),
+                "{url}"
+            );
+            let tiers = [TierAccess {
+                name: "a:b",
+                redis_user: None,
+            }];
+            assert!(
+                matches!(Stores::open_for(url, &tiers).await, Err(StoreError::Invalid(_))),
+                "{url}"
+            );
         }
     }
 }
