@@ -66,6 +66,7 @@ pub mod housekeeping;
 pub mod incident;
 pub mod killswitch;
 pub mod live;
+pub mod openapi;
 pub mod path;
 pub mod policy;
 pub mod provision;

@@ -10,9 +10,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
+use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::breakers::{ResetBody, TripBody};
 use super::changes::{ApproveBody, EditBody, ProposeBody, ReasonBody};
@@ -68,36 +68,7 @@ impl utoipa::Modify for Refusals {
             BEARER,
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-        let refusal = ResponseBuilder::new()
-            .description("Refused: `{\"error\",\"message\",\"request_id\"}` (the status says why).")
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ErrorBody"))))
-                    .build(),
-            )
-            .build();
-        let bearer = SecurityRequirement::new(BEARER, Vec::<String>::new());
-        for (path, item) in doc.paths.paths.iter_mut() {
-            let public = path == "/v1/openapi.json";
-            for op in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                op.responses
-                    .responses
-                    .insert("default".into(), RefOr::T(refusal.clone()));
-                if !public {
-                    op.security = Some(vec![bearer.clone()]);
-                }
-            }
-        }
+        crate::openapi::add_refusals_and_security(doc, BEARER, |path| path != "/v1/openapi.json");
     }
 }
 

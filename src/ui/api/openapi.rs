@@ -10,8 +10,7 @@
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use utoipa::OpenApi;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 
 use super::{CodeBody, LoginBody, PasswordBody, web};
 
@@ -69,29 +68,11 @@ fn document(session_cookie: &str) -> utoipa::openapi::OpenApi {
         SESSION,
         SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(session_cookie))),
     );
-    let refusal = ResponseBuilder::new()
-        .description("Refused: `{\"error\",\"message\",\"request_id\"}` (the status says why).")
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ErrorBody"))))
-                .build(),
-        )
-        .build();
-    let session = SecurityRequirement::new(SESSION, Vec::<String>::new());
-    for (path, item) in doc.paths.paths.iter_mut() {
-        let needs_session = ["whoami", "sessions", "history", "password", "logout"]
+    crate::openapi::add_refusals_and_security(&mut doc, SESSION, |path| {
+        ["whoami", "sessions", "history", "password", "logout"]
             .iter()
-            .any(|p| path.strip_prefix(PREFIX).is_some_and(|rest| rest.starts_with(p)));
-        for op in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
-            op.responses
-                .responses
-                .insert("default".into(), RefOr::T(refusal.clone()));
-            if needs_session {
-                op.security = Some(vec![session.clone()]);
-            }
-        }
-    }
+            .any(|p| path.strip_prefix(PREFIX).is_some_and(|rest| rest.starts_with(p)))
+    });
     doc
 }
 
