@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::harness::*;
 use crate::idp::{Account, Idp};
-use crate::sso::{Browser, SECRET, idp_and_gateway, initech_client, sso_gateway_fixture, whoami};
+use crate::sso::{Browser, ForgingIdp, SECRET, idp_and_gateway, initech_client, sso_gateway_fixture, whoami};
 use crate::websocket::assert_closed_with_1008;
 
 const PROTECTED: &str = "/app/data";
@@ -162,20 +162,29 @@ fn query_param(url: &str, name: &str) -> String {
 /// - of the SSO sign-in through the real IdP: the authorization `code` and `state` of
 ///   the callback URL, the `nonce` and PKCE `code_challenge` of the authorization
 ///   request, the pending sign-in cookie, and the client secret of the tenant's policy;
+/// - of a second SSO sign-in (tenant globex, moved to staging, through a fake IdP whose token endpoint
+///   hands over what the test signed, since the real IdP's ID token never leaves its
+///   exchange with the gateway): the whole ID token, its signature, the access token,
+///   the code, the pending sign-in and session cookies, and the client secret;
 /// - the operator's bearer token (admin API) and the signed identity assertion the
 ///   upstream received.
-///
-/// The ID token itself never leaves the gateway's exchange with the IdP, so a test
-/// cannot read it without a proxy between the two; it is not swept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_credential_of_any_sign_in_reaches_the_trace_log() {
     let operator = random_hex(24);
     let ups = Upstreams::start().await;
     let idp_password = format!("idp-pw-{}", random_hex(8));
     let mut idp = Idp::bind(&[Account::new("sam", &idp_password).amr(&["pwd", "otp"])]);
+    let fake = ForgingIdp::start().await;
+    let globex_secret = format!("globex-secret-{}", random_hex(12));
     let gw = sso_gateway_fixture(&ups, &idp.issuer(), "required", "", |f| {
         f.gateway_env.push(("RUST_LOG".into(), "trace".into()));
         f.prod_operators = vec![("olivia".into(), sha256_hex(operator.as_bytes()))];
+        // Staging allows the fake IdP's plain http issuer and an inline secret.
+        f.tenant_mut("globex").tier = "staging".into();
+        f.tenant_mut("globex").routes.push_str(&format!(
+            "\n[sso]\nissuer = \"{}\"\nclient_id = \"gw-globex\"\nclient_secret = \"inline:{globex_secret}\"\nmfa = \"required\"\n",
+            fake.issuer()
+        ));
     })
     .await;
     idp.register(&[initech_client(gw.public.port())]);
@@ -189,6 +198,7 @@ async fn no_credential_of_any_sign_in_reaches_the_trace_log() {
         ("dave's password".into(), dave.password.clone()),
         ("the IdP password".into(), idp_password.clone()),
         ("the client secret".into(), SECRET.into()),
+        ("globex's client secret".into(), globex_secret.clone()),
         ("the operator token".into(), operator.clone()),
     ];
     let mut codes: Vec<String> = Vec::new();
@@ -309,6 +319,43 @@ async fn no_credential_of_any_sign_in_reaches_the_trace_log() {
     assert_eq!(b.get(PROTECTED).await.0, 200);
     assert_eq!(whoami(&mut b).await.0, 200);
 
+    // SSO on globex, through the fake IdP: the test knows the ID token.
+    let mut g = Browser::for_host(gw.public.port(), "globex.test");
+    let (state, nonce) = g.start_sso("sweep").await;
+    for (name, value) in g.cookies.iter().filter(|(n, _)| n.contains("-sso-")) {
+        secrets.push((format!("globex's pending sign-in cookie {name}"), value.clone()));
+    }
+    let now = portcullis::clock::unix_now();
+    let id_token = fake.sign(
+        jsonwebtoken::Algorithm::EdDSA,
+        "k1",
+        &json!({"iss": fake.issuer(), "aud": "gw-globex", "sub": "gus", "iat": now, "exp": now + 300,
+            "nonce": nonce, "amr": ["pwd", "otp"]}),
+    );
+    let access_token = format!("at-{}", random_hex(16));
+    let code = format!("code-{}", random_hex(16));
+    secrets.push(("the ID token".into(), id_token.clone()));
+    secrets.push((
+        "the ID token's signature".into(),
+        id_token.rsplit('.').next().expect("signature").to_string(),
+    ));
+    secrets.push(("the access token".into(), access_token.clone()));
+    secrets.push(("the forged sign-in's code".into(), code.clone()));
+    *fake.next_token.lock().unwrap() = id_token;
+    *fake.next_access_token.lock().unwrap() = Some(access_token);
+    let (status, _, body) = g.get(&format!("/.portcullis/callback?code={code}&state={state}")).await;
+    assert_eq!(status, 303, "{body}");
+    assert!(g.has_session(), "no globex session");
+    let globex_session = g
+        .cookies
+        .iter()
+        .find(|(n, _)| n == "__Host-portcullis-staging")
+        .map(|(_, v)| v.clone())
+        .expect("globex session");
+    secrets.push(("globex's SSO session cookie".into(), globex_session));
+    assert_eq!(g.get(PROTECTED).await.0, 200);
+    assert_eq!(fake.calls_to("/token"), 1, "the token endpoint was not called");
+
     // The admin API with the operator's token.
     let r = reqwest::Client::new()
         .get(gw.admin_url("/v1/breakers"))
@@ -361,7 +408,7 @@ async fn no_credential_of_any_sign_in_reaches_the_trace_log() {
     }
     assert_eq!(
         secrets.len(),
-        42,
+        49,
         "{:?}",
         secrets.iter().map(|(w, _)| w).collect::<Vec<_>>()
     );
