@@ -16,8 +16,10 @@
 //! mix-up defence).
 //!
 //! Claims the gateway keeps or passes on are checked here too, so a sign-in is refused
-//! rather than creating an account the gateway cannot manage: the `sub` follows the
-//! account kill switch's subject rule ([`crate::account::check_subject`]), and
+//! rather than creating an account the gateway cannot manage: the `sub` is what OIDC
+//! Core §2 allows (1 to 255 ASCII characters; printable ones here, see
+//! [`is_oidc_subject`]), which is stricter than the account kill switch's subject rule
+//! ([`crate::account::check_subject`], which local user names share), and
 //! `email`, `name`, `sid` and every role have a length limit and no control characters
 //! (roles also no comma, which separates them in `X-Portcullis-Roles`).
 
@@ -44,6 +46,9 @@ pub const TEXT_CLAIM_MAX_CHARS: usize = 256;
 pub const ROLE_MAX_CHARS: usize = 128;
 /// Most roles taken from the roles claim: they travel in one header and the assertion.
 pub const ROLES_MAX: usize = 256;
+/// The longest `sub` an IdP may send: "It MUST NOT exceed 255 ASCII characters in
+/// length" (OIDC Core §2).
+pub const SUB_MAX_CHARS: usize = 255;
 
 /// The back-channel logout event type (OIDC Back-Channel Logout 1.0, 2.4).
 pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
@@ -267,6 +272,14 @@ fn usable_text(value: &str, max: usize) -> bool {
     value.chars().count() <= max && !value.chars().any(char::is_control)
 }
 
+/// Whether an IdP's `sub` is one OIDC Core §2 allows: 1 to [`SUB_MAX_CHARS`] ASCII
+/// characters, none of them a control character (printable ASCII and space). A longer,
+/// non-ASCII or control-laden `sub` comes from a broken or hostile IdP and is refused,
+/// never trimmed or escaped into an account.
+pub fn is_oidc_subject(sub: &str) -> bool {
+    !sub.is_empty() && sub.len() <= SUB_MAX_CHARS && sub.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
 /// The string claim `name`, if present, when it is [`usable_text`] and not empty.
 fn text_claim(raw: &Map<String, Value>, name: &'static str, max: usize) -> Result<Option<String>, OidcError> {
     match raw.get(name).and_then(Value::as_str) {
@@ -412,8 +425,9 @@ pub fn validate_id_token(
     if sub.is_empty() {
         return Err(OidcError::MissingSubject);
     }
-    // An account that signs in must be one an account kill switch can name.
-    if crate::account::check_subject(&sub).is_err() {
+    // OIDC Core §2's rule, and an account that signs in must be one an account kill
+    // switch can name.
+    if !is_oidc_subject(&sub) || crate::account::check_subject(&sub).is_err() {
         return Err(OidcError::UnusableClaim("sub"));
     }
     let amr = match raw.get("amr") {
@@ -466,7 +480,7 @@ pub fn validate_logout_token(
     // rather than matched against stored values.
     let sub = match raw.get("sub").and_then(Value::as_str) {
         None => None,
-        Some(sub) if crate::account::check_subject(sub).is_ok() => Some(sub.to_string()),
+        Some(sub) if is_oidc_subject(sub) && crate::account::check_subject(sub).is_ok() => Some(sub.to_string()),
         Some(_) => return Err(OidcError::UnusableClaim("sub")),
     };
     let claims = LogoutClaims {
@@ -632,6 +646,12 @@ mod tests {
         let long = |n: usize| json!("x".repeat(n));
         let cases = [
             (with(c.clone(), "sub", long(257)), "sub"),
+            (with(c.clone(), "sub", long(SUB_MAX_CHARS + 1)), "sub"),
+            (with(c.clone(), "sub", json!("é".repeat(10))), "sub"),
+            (with(c.clone(), "sub", json!("zoë")), "sub"),
+            (with(c.clone(), "sub", json!("u\u{0}1")), "sub"),
+            (with(c.clone(), "sub", json!("u\t1")), "sub"),
+            (with(c.clone(), "sub", json!("u\u{7f}1")), "sub"),
             (with(c.clone(), "sub", json!("u-1\r\nX-Portcullis-Roles: admin")), "sub"),
             (with(c.clone(), "sub", json!("u\u{85}1")), "sub"),
             (with(c.clone(), "email", long(EMAIL_MAX_CHARS + 1)), "email"),
@@ -653,10 +673,10 @@ mod tests {
         for (claims, name) in cases {
             assert_eq!(check(&idp, &claims), Err(OidcError::UnusableClaim(name)), "{claims}");
         }
-        // At the limits, and with non-ASCII text, tokens pass.
+        // At the limits, and with non-ASCII text where OIDC allows it, tokens pass.
         let fine = with(
             with(
-                with(c.clone(), "sub", json!("é".repeat(256))),
+                with(c.clone(), "sub", json!(format!(" ~{}", "x".repeat(SUB_MAX_CHARS - 2)))),
                 "name",
                 json!("Zoë Ångström"),
             ),
@@ -664,7 +684,7 @@ mod tests {
             json!(vec!["g".repeat(ROLE_MAX_CHARS); ROLES_MAX]),
         );
         let ok = check(&idp, &fine).unwrap();
-        assert_eq!((ok.sub.chars().count(), ok.roles.len()), (256, ROLES_MAX));
+        assert_eq!((ok.sub.len(), ok.roles.len()), (SUB_MAX_CHARS, ROLES_MAX));
         // Roles are only read from the tenant's mapped claim.
         let unmapped = validate_id_token(
             &idp.sign("k1", &with(c, "groups", json!(["a,b"]))),
@@ -803,6 +823,11 @@ mod tests {
                 with(good.clone(), "sub", json!("u\r\n")),
                 OidcError::UnusableClaim("sub"),
             ),
+            (
+                with(good.clone(), "sub", json!("x".repeat(SUB_MAX_CHARS + 1))),
+                OidcError::UnusableClaim("sub"),
+            ),
+            (with(good.clone(), "sub", json!("zoë")), OidcError::UnusableClaim("sub")),
             (
                 with(good.clone(), "sid", json!("s\n9")),
                 OidcError::UnusableClaim("sid"),

@@ -47,6 +47,8 @@ pub(super) enum PageError {
     Password(AccountError),
     /// The tenant admin page, for someone who is not a tenant admin (403).
     NotTenantAdmin,
+    /// A tenant admin's reset of their own second factor (403).
+    SelfMfaReset,
     /// A tenant admin's trip or reset was refused (a notice on the admin page).
     Trip(TripRefusal),
 }
@@ -193,6 +195,12 @@ impl PageError {
                 "Tenant admin",
                 "Only tenant admins may open this page.",
                 &[pages::ACCOUNT, pages::SIGN_OUT],
+            ),
+            PageError::SelfMfaReset => answer(
+                StatusCode::FORBIDDEN,
+                "Tenant admin",
+                "You cannot reset your own MFA. Ask another tenant admin or an operator.",
+                BACK_TO_ADMIN,
             ),
             PageError::Trip(TripRefusal::SelfLockout) => answer(
                 StatusCode::CONFLICT,
@@ -362,6 +370,7 @@ mod tests {
             (PageError::Password(AccountError::WrongFactors), 403),
             (PageError::Password(AccountError::Store(store())), 503),
             (PageError::NotTenantAdmin, 403),
+            (PageError::SelfMfaReset, 403),
             (PageError::Trip(TripRefusal::SelfLockout), 409),
             (
                 PageError::Trip(TripRefusal::Switch(KillSwitchError::Store(store()))),

@@ -49,4 +49,5 @@ mod timeouts;
 mod tls;
 mod upstream_guard;
 mod upstream_tls;
+mod user_attacks;
 mod websocket;

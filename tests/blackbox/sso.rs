@@ -647,11 +647,11 @@ async fn id_tokens_with_unmanageable_claims_are_refused_and_recorded() {
     assert_refusals_recorded(&gw, cases.len(), now).await;
 
     // The checks are not so strict that ordinary tokens fail: azp equal to the client,
-    // nbf now, a 256-character subject, an international name.
+    // nbf now, a 255-character ASCII subject (OIDC Core §2), an international name.
     let mut b = Browser::new(port);
     let (state, nonce) = b.start_sso("valid").await;
     let claims = serde_json::json!({"iss": fake.issuer(), "aud": "gw-initech", "azp": "gw-initech",
-        "sub": "é".repeat(256), "nbf": now, "iat": now, "exp": now + 300, "nonce": nonce,
+        "sub": "m".repeat(255), "nbf": now, "iat": now, "exp": now + 300, "nonce": nonce,
         "amr": ["pwd", "otp"], "name": "Zoë Ångström", "email": "zoe@example.test", "groups": ["staff"]});
     *fake.next_token.lock().unwrap() = fake.sign(jsonwebtoken::Algorithm::EdDSA, "k1", &claims);
     let (status, location, body) = b

@@ -3,6 +3,9 @@
 //! MFA reset (form `POST /.portcullis/admin/users/mfa-reset`,
 //! `DELETE /.portcullis/api/admin/users/{username}/mfa`). The reset itself is
 //! `auth::accounts` (the CLI's `user reset-mfa` too): it audits and ends the sessions.
+//! A tenant admin never resets their own second factor (403): the reset leaves the
+//! account to enrol a new one with the password alone, so a session plus the password
+//! would replace the authenticator without the current factor (MFA-07).
 
 use askama::Template;
 use bytes::Bytes;
@@ -88,6 +91,11 @@ impl Portal {
         result
     }
 
+    /// Whether `username` is the signed-in admin's own local account.
+    fn is_own_account(admin: &SessionRecord, username: &str) -> bool {
+        admin.idp == crate::account::LOCAL_IDP && admin.subject == username
+    }
+
     /// `GET /.portcullis/admin/users`.
     pub(in crate::ui) async fn admin_users_page(
         &self,
@@ -123,6 +131,9 @@ impl Portal {
         };
         let (_, body, _) = self.session_form(req, ctx, &session).await?;
         let username = web::form_field(&body, "username").unwrap_or_default();
+        if Self::is_own_account(&session, &username) {
+            return Err(PageError::SelfMfaReset);
+        }
         match self.reset_tenant_mfa(ctx, &session, &username).await {
             Ok(ended) => {
                 let account = percent_encoding::utf8_percent_encode(&username, percent_encoding::NON_ALPHANUMERIC);
@@ -161,6 +172,9 @@ impl Portal {
         admin: &SessionRecord,
         username: &str,
     ) -> Result<Response<Bytes>, ApiError> {
+        if Self::is_own_account(admin, username) {
+            return Err(ApiError::SelfMfaReset);
+        }
         match self.reset_tenant_mfa(ctx, admin, username).await {
             Ok(ended) => Ok(web::json(
                 StatusCode::OK,

@@ -50,6 +50,9 @@ pub(in crate::ui) enum ApiError {
     Password(AccountError),
     /// A tenant admin call of someone who is not a tenant admin (403).
     NotTenantAdmin,
+    /// A tenant admin's reset of their own second factor (403): with it, a session and
+    /// the password would be enough to set up a new authenticator.
+    SelfMfaReset,
     /// A method the breaker endpoint does not take (405, `Allow: PUT, DELETE`).
     MethodNotAllowed,
     /// A method this endpoint does not take (405); `allow` lists those it takes.
@@ -121,6 +124,11 @@ impl ApiError {
                 (status, "password_not_changed", message)
             }
             ApiError::NotTenantAdmin => plain(StatusCode::FORBIDDEN, "forbidden", "Only tenant admins may do this."),
+            ApiError::SelfMfaReset => plain(
+                StatusCode::FORBIDDEN,
+                "self_mfa_reset",
+                "You cannot reset your own MFA. Ask another tenant admin or an operator.",
+            ),
             ApiError::MethodNotAllowed => plain(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -290,6 +298,7 @@ mod tests {
                 "password_not_changed",
             ),
             (ApiError::NotTenantAdmin, 403, "forbidden"),
+            (ApiError::SelfMfaReset, 403, "self_mfa_reset"),
             (ApiError::MethodNotAllowed, 405, "method_not_allowed"),
             (ApiError::Trip(TripRefusal::SelfLockout), 409, "self_lockout"),
             (
