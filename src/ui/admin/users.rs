@@ -32,6 +32,8 @@ struct UserRow {
     recovery_codes: usize,
     /// The reason of the account switch in force, if one is.
     suspended: Option<String>,
+    /// The signed-in admin's own account: its MFA is reset by another admin only.
+    is_own: bool,
 }
 
 #[derive(Template)]
@@ -61,6 +63,7 @@ impl Portal {
                 role_list: u.roles,
                 totp_enrolled: u.totp_secret.is_some(),
                 recovery_codes: u.recovery_code_hashes.len(),
+                is_own: false,
                 username: u.username,
                 display_name: u.display_name,
             })
@@ -106,10 +109,13 @@ impl Portal {
             Ok(s) => s,
             Err(gate) => return gate.answer(),
         };
-        let users = self
+        let mut users = self
             .tenant_users(ctx)
             .await
             .map_err(|Unreadable| PageError::Unavailable)?;
+        for u in &mut users {
+            u.is_own = Self::is_own_account(&session, &u.username);
+        }
         Ok(render(&UsersPage {
             tenant_name: &ctx.entry.tenant.name,
             csrf: &session.csrf_token,
