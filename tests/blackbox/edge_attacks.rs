@@ -424,9 +424,9 @@ async fn prod_traffic_never_reaches_the_staging_network() {
         let body = String::from_utf8_lossy(&r.body).to_string();
         assert!(!body.contains(&staging_app.addr.port().to_string()), "{body}");
     }
+    assert_eq!(staging_app.connections(), 0, "prod connected to the staging network");
     gw.await_security_event("upstream_refused", |e| e["portcullis.tier"] == "prod")
         .await;
-    assert_eq!(staging_app.connections(), 0, "prod connected to the staging network");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -804,4 +804,282 @@ async fn sso_callback_answers_are_generic_hardened_and_carry_no_code() {
     assert!(body.contains("identity provider"), "says what is wrong:\n{body}");
     assert!(!late.has_session(), "IdP down");
     assert_eq!(ups.total(), 0, "nothing reached the app");
+}
+
+// ---------------------------------------------------------------------------------------
+// ADM-09: hostile display names and IdP-supplied text on the pages
+// ---------------------------------------------------------------------------------------
+
+/// The markup of ADM-09: closes an attribute, then an image whose error runs a script.
+const HOSTILE: &str = r#""><img src=x onerror=alert(1)>"#;
+
+/// [`HOSTILE`] as askama's HTML escaping writes it.
+const HOSTILE_ESCAPED: &str = "&#34;&#62;&#60;img src=x onerror=alert(1)&#62;";
+
+/// Loads each page's exact answer (status, `Content-Type`, CSP, body), as the gateway
+/// sent it, into Debian's Chromium (playwright-core from `tests/browser`), once with the
+/// gateway's CSP and once without it (so that the escaping alone is what is tried), and
+/// reports per load the `img` elements in the DOM, the dialogs opened, the requests the
+/// page made, and whether the hostile text is visible as text.
+const BROWSER_SCRIPT: &str = r#"
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+const require = createRequire(config.browser_dir + '/package.json');
+const { chromium } = require('playwright-core');
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+});
+const results = [];
+try {
+  for (const p of config.pages) {
+    for (const csp of [true, false]) {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      const dialogs = [];
+      page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+      const requests = [];
+      await page.route('**/*', async (route) => {
+        const url = route.request().url();
+        if (url === p.url) {
+          const headers = { 'content-type': p.content_type };
+          if (csp) headers['content-security-policy'] = p.csp;
+          await route.fulfill({ status: p.status, headers, body: p.body });
+        } else {
+          requests.push(url);
+          await route.abort();
+        }
+      });
+      await page.goto(p.url);
+      await page.waitForTimeout(300);
+      const imgs = await page.evaluate(() => document.querySelectorAll('img').length);
+      const shown = await page.evaluate((h) => document.body.innerText.includes(h), config.hostile);
+      results.push({ label: p.label, csp, imgs, dialogs, requests, shown });
+      await context.close();
+    }
+  }
+} finally {
+  await browser.close();
+}
+console.log('RESULT ' + JSON.stringify(results));
+"#;
+
+/// One page as the gateway answered it.
+struct Page {
+    label: String,
+    url: String,
+    status: u16,
+    content_type: String,
+    csp: String,
+    body: String,
+}
+
+impl Page {
+    fn from_reply(label: &str, url: String, r: &Reply) -> Self {
+        Page {
+            label: label.into(),
+            url,
+            status: r.status,
+            content_type: r.header("content-type").unwrap_or_default().into(),
+            csp: r.header("content-security-policy").unwrap_or_default().into(),
+            body: r.body.clone(),
+        }
+    }
+}
+
+/// ADM-09. The tenant display names of acme (prod, local accounts) and initech
+/// (staging, SSO in the policy files) are `"><img src=x onerror=alert(1)>`, and so is the
+/// `name` an SSO user's ID token carries (the label of that user on the tenant admin's
+/// session list). Every page that shows them (the login page and SSO chooser, the
+/// second-factor and enrolment pages, sign-out, the account page, each tenant admin page
+/// including the SSO wizard, and a 404 page) carries them escaped in the raw HTML, never
+/// as markup, with a CSP holding `object-src 'none'`, `base-uri 'none'` and
+/// `frame-ancestors 'none'`. In Chromium, with and without that CSP, each page shows the
+/// text, has no `img` element, opens no dialog and requests no `x`. If this broke, a
+/// tenant name or an IdP's claim would run script in the pages of every user and admin
+/// of the tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_render_as_text_on_every_page() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let browser_dir = root.join("tests").join("browser");
+    assert!(
+        browser_dir.join("node_modules").join("playwright-core").is_dir(),
+        "playwright-core is missing: run `npm ci` in tests/browser (bash .ci/run does)"
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is missing: `apt-get install -y chromium` (bash .ci/run does)"
+    );
+    let ups = Upstreams::start().await;
+    let fake = ForgingIdp::start().await;
+    // In TOML's basic string, the quote is escaped.
+    let toml_name = HOSTILE.replace('"', "\\\"");
+    let gw = crate::sso::sso_gateway_fixture(&ups, &fake.issuer(), "required", "", |f| {
+        f.tenant_mut("acme").name = toml_name.clone();
+        f.tenant_mut("initech").name = toml_name.clone();
+    })
+    .await;
+    let port = gw.public.port();
+    let accounts = Accounts::open(&gw).await;
+    let alice = accounts.create("acme", "alice", &["tenant-admin"], true).await;
+    let newbie = accounts.create("acme", "newbie", &[], false).await;
+    let mut pages = Vec::new();
+    let acme_url = |path: &str| format!("http://acme.test:{port}{path}");
+
+    // acme: the anonymous pages, the two second-factor steps, the signed-in pages.
+    let mut anonymous = Agent::new(&gw, "acme.test");
+    let r = anonymous.get("/.portcullis/login").await;
+    pages.push(Page::from_reply("acme login", acme_url("/.portcullis/login"), &r));
+    let mut second = Agent::new(&gw, "acme.test");
+    assert_eq!(second.api_password_step(&alice, None).await.status, 200);
+    let r = second.get("/.portcullis/mfa").await;
+    pages.push(Page::from_reply("acme mfa", acme_url("/.portcullis/mfa"), &r));
+    let mut enrolling = Agent::new(&gw, "acme.test");
+    let r = enrolling.api_password_step(&newbie, None).await;
+    assert_eq!(r.json()["next"], "enrol", "{}", r.body);
+    let r = enrolling.get("/.portcullis/enrol").await;
+    pages.push(Page::from_reply("acme enrol", acme_url("/.portcullis/enrol"), &r));
+    let mut admin = Agent::new(&gw, "acme.test");
+    admin.api_login(&alice).await;
+    for path in [
+        "/.portcullis/account",
+        "/.portcullis/logout",
+        "/.portcullis/admin",
+        "/.portcullis/admin/users",
+        "/.portcullis/admin/sessions",
+        "/.portcullis/admin/history",
+        "/.portcullis/admin/audit",
+        "/.portcullis/admin/sso",
+        "/.portcullis/no-such-page",
+    ] {
+        let r = admin.send(Method::GET, path, &[("accept", "text/html")], None).await;
+        pages.push(Page::from_reply(&format!("acme {path}"), acme_url(path), &r));
+    }
+
+    // initech: an SSO tenant admin whose IdP names them with the hostile text.
+    let initech_url = |path: &str| format!("http://initech.test:{port}{path}");
+    let mut chooser = Agent::new(&gw, "initech.test");
+    let r = chooser.get("/.portcullis/login").await;
+    assert!(r.body.contains("/.portcullis/login/sso"), "the SSO chooser: {}", r.body);
+    pages.push(Page::from_reply(
+        "initech login chooser",
+        initech_url("/.portcullis/login"),
+        &r,
+    ));
+    let mut ivy = Browser::new(port);
+    let (state, nonce) = ivy.start_sso("ivy").await;
+    *fake.next_token.lock().unwrap() = fake.sign(
+        jsonwebtoken::Algorithm::EdDSA,
+        "k1",
+        &id_claims(
+            &fake.issuer(),
+            "ivy",
+            &nonce,
+            json!({"name": HOSTILE, "groups": ["tenant-admin"]}),
+        ),
+    );
+    let (status, _, body) = ivy.get(&format!("/.portcullis/callback?code=c&state={state}")).await;
+    assert_eq!(status, 303, "{body}");
+    let mut sso_admin = Agent::new(&gw, "initech.test");
+    sso_admin.cookies = ivy.cookies.iter().cloned().collect();
+    for path in [
+        "/.portcullis/account",
+        "/.portcullis/admin",
+        "/.portcullis/admin/sessions",
+        "/.portcullis/admin/sso",
+    ] {
+        let r = sso_admin.get(path).await;
+        pages.push(Page::from_reply(&format!("initech {path}"), initech_url(path), &r));
+    }
+
+    // The raw HTML: escaped, never markup; the CSP's three directives.
+    for p in &pages {
+        let expected = if p.label.ends_with("no-such-page") { 404 } else { 200 };
+        assert_eq!(p.status, expected, "{}: {}", p.label, p.body);
+        assert!(
+            p.content_type.starts_with("text/html"),
+            "{}: {}",
+            p.label,
+            p.content_type
+        );
+        assert!(
+            !p.body.to_ascii_lowercase().contains("<img"),
+            "{}: markup:\n{}",
+            p.label,
+            p.body
+        );
+        assert!(
+            p.body.contains(HOSTILE_ESCAPED),
+            "{}: the name is not shown:\n{}",
+            p.label,
+            p.body
+        );
+        for directive in ["object-src 'none'", "base-uri 'none'", "frame-ancestors 'none'"] {
+            assert!(
+                p.csp.contains(directive),
+                "{}: CSP without {directive}: {}",
+                p.label,
+                p.csp
+            );
+        }
+    }
+    let ivy_sessions = pages
+        .iter()
+        .find(|p| p.label == "initech /.portcullis/admin/sessions")
+        .unwrap();
+    assert!(
+        ivy_sessions.body.matches(HOSTILE_ESCAPED).count() >= 3,
+        "the IdP's name for ivy is on the session list (besides the tenant name twice):\n{}",
+        ivy_sessions.body
+    );
+
+    // The same answers in Chromium.
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("hostile-names.mjs");
+    std::fs::write(&script, BROWSER_SCRIPT).unwrap();
+    let config = json!({
+        "browser_dir": browser_dir,
+        "hostile": HOSTILE,
+        "pages": pages.iter().map(|p| json!({
+            "label": p.label, "url": p.url, "status": p.status,
+            "content_type": p.content_type, "csp": p.csp, "body": p.body,
+        })).collect::<Vec<_>>(),
+    });
+    let config_path = tmp.path().join("pages.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let log_path = tmp.path().join("hostile-names.log");
+    let (status, output) = tokio::task::spawn_blocking(move || {
+        crate::browser::run_node_script(
+            &script,
+            &[config_path.as_os_str()],
+            &log_path,
+            std::time::Duration::from_secs(180),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the browser script failed:\n{output}"
+    );
+    let results: Value = output
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .unwrap_or_else(|| panic!("no RESULT line:\n{output}"));
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), pages.len() * 2, "{results:?}");
+    for r in results {
+        let case = format!("{} (csp: {})", r["label"], r["csp"]);
+        assert_eq!(r["imgs"], 0, "{case}: an img element: {r}");
+        assert_eq!(r["dialogs"], json!([]), "{case}: a dialog opened: {r}");
+        assert_eq!(r["shown"], true, "{case}: the name is not shown as text: {r}");
+        let fetched_x = r["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u.as_str().is_some_and(|u| u.ends_with("/x")));
+        assert!(!fetched_x, "{case}: the page fetched the image: {r}");
+    }
 }
