@@ -725,6 +725,7 @@ fn assert_generic(body: &str, idp_port: u16, case: &str) {
 /// stopped (502) each answer with the gateway's generic page: no stack trace, no IdP
 /// address or port, no versions or internal names, and the hardening headers (nosniff,
 /// no-referrer, no-store, frame-ancestors 'none', no CORS grant to a foreign Origin).
+/// So does the sign-in start of a gateway whose IdP discovery points at a closed port.
 /// A successful callback answers at once with a redirect to the target, whose URL
 /// carries neither the code nor the state (so neither reaches the app, its logs or a
 /// `Referer`). None of the refusals leaves a session. If this broke, an error would tell
@@ -803,6 +804,15 @@ async fn sso_callback_answers_are_generic_hardened_and_carry_no_code() {
     assert!(body.contains("identity provider"), "says what is wrong:\n{body}");
     assert!(!late.has_session(), "IdP down");
     assert_eq!(ups.total(), 0, "nothing reached the app");
+
+    // Discovery pointed at a closed port: the sign-in start says so, generically.
+    let dead = ClosedPort::bind();
+    let gw = crate::sso::sso_gateway(&ups, &dead.url(), "required").await;
+    let b = Browser::new(gw.public.port());
+    let r = get_with_headers(&b, "/.portcullis/login/sso").await;
+    assert_eq!(r.status(), 502);
+    assert_hardened(r.headers(), "discovery at a closed port");
+    assert_generic(&r.text().await.unwrap(), dead.addr.port(), "discovery at a closed port");
 }
 
 // ---------------------------------------------------------------------------------------
