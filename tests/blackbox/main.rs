@@ -14,6 +14,7 @@ mod dashboards;
 mod demo_output;
 mod deploy;
 mod distributed;
+mod edge_attacks;
 mod forward_auth;
 mod harness;
 mod headers;
