@@ -2,13 +2,15 @@
 //! tier, oldest first, as a JSON array (a full page carries `X-Next-After` to continue). An operator token sees its own tier only; automation tokens see
 //! nothing.
 
-use axum::extract::{Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::{AdminError, Cause};
-use super::{AdminState, Caller, authenticate_caller};
+use super::{AdminState, operator_only};
 
 /// Records returned per call at most.
 const PAGE_MAX: usize = 1000;
@@ -40,16 +42,18 @@ pub(super) struct AuditQuery {
         headers(("X-Next-After" = u64, description = "Pass as `after` for the next page.")))))]
 pub(super) async fn list(
     State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AdminError> {
-    let tier = match authenticate_caller(&state.live, &headers) {
-        Some(Caller::Operator { tier, .. }) => tier,
-        Some(Caller::Automation { .. }) => {
-            return Err(AdminError::Forbidden("Automation tokens cannot read the audit log."));
-        }
-        None => return Err(AdminError::NoOperatorToken),
-    };
+    let (_, tier) = operator_only(
+        &state,
+        &headers,
+        &peer,
+        "GET /v1/audit",
+        "Automation tokens cannot read the audit log.",
+    )
+    .await?;
     let Ok(Query(q)) = query else {
         return Err(AdminError::BadRequest(
             "Unknown or malformed query parameter (tenant, action, since, after, limit).".into(),

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::error::AdminError;
 use super::scope::{Action, Target, checked_call};
-use super::{AdminState, Caller, authenticate_caller, parse_body, parse_optional_body};
+use super::{AdminState, Caller, operator_only, parse_body, parse_optional_body};
 use crate::killswitch::service::Actor;
 use crate::killswitch::{Expiry, TripRequest};
 
@@ -172,15 +172,20 @@ pub(super) async fn delete_account(
 /// `GET /v1/breakers`: the switches of the operator's tier.
 #[utoipa::path(get, path = "/v1/breakers", operation_id = "list_breakers", tag = "breakers",
     responses((status = 200, description = "`{\"breakers\":[...]}`: the switches in force in the operator's tier.", body = serde_json::Value)))]
-pub(super) async fn list(State(state): State<AdminState>, headers: HeaderMap) -> Result<Response, AdminError> {
+pub(super) async fn list(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, AdminError> {
     let config = state.live.snapshot().config.clone();
-    let tier = match authenticate_caller(&state.live, &headers) {
-        Some(Caller::Operator { tier, .. }) => tier,
-        Some(Caller::Automation { .. }) => {
-            return Err(AdminError::Forbidden("Automation tokens may only trip breakers."));
-        }
-        None => return Err(AdminError::NoToken),
-    };
+    let (_, tier) = operator_only(
+        &state,
+        &headers,
+        &peer,
+        "GET /v1/breakers",
+        "Automation tokens may only trip breakers.",
+    )
+    .await?;
     let now = crate::clock::unix_now();
     let mine: Vec<_> = state
         .switches

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::error::AdminError;
 use super::scope::{Action, Target, checked_call};
-use super::{AdminState, Caller, authenticate_caller, parse_body, parse_optional_body};
+use super::{AdminState, Caller, operator_only, parse_body, parse_optional_body};
 use crate::changes::{ChangeError, ChangeRequest, Operator};
 
 /// `POST /v1/changes` body.
@@ -94,7 +94,7 @@ pub(super) async fn list(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
-    let op = operator(&state, &headers, &peer)?;
+    let op = operator(&state, &headers, &peer, "GET /v1/changes").await?;
     let now = crate::clock::unix_now();
     let all = state.changes.list(&op).await.map_err(|e| AdminError::change(e, &op))?;
     let views: Vec<Value> = all.iter().map(|c| c.view(now)).collect();
@@ -111,7 +111,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AdminError> {
-    let op = operator(&state, &headers, &peer)?;
+    let op = operator(&state, &headers, &peer, "POST /v1/changes").await?;
     let body: ProposeBody = parse_body(&headers, &body)?;
     let now = crate::clock::unix_now();
     let result = state
@@ -131,7 +131,7 @@ pub(super) async fn show(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
-    let op = operator(&state, &headers, &peer)?;
+    let op = operator(&state, &headers, &peer, "GET /v1/changes/{id}").await?;
     let now = crate::clock::unix_now();
     answer(state.changes.get(&op, &id).await, &op, now)
 }
@@ -148,7 +148,7 @@ pub(super) async fn edit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AdminError> {
-    let op = operator(&state, &headers, &peer)?;
+    let op = operator(&state, &headers, &peer, "PATCH /v1/changes/{id}").await?;
     let body: EditBody = parse_body(&headers, &body)?;
     let now = crate::clock::unix_now();
     let result = state
@@ -170,7 +170,7 @@ pub(super) async fn approve(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AdminError> {
-    let op = operator(&state, &headers, &peer)?;
+    let op = operator(&state, &headers, &peer, "POST /v1/changes/{id}/approve").await?;
     let body: ApproveBody = parse_body(&headers, &body)?;
     let now = crate::clock::unix_now();
     answer(state.changes.approve(&op, &id, &body.digest, now).await, &op, now)
@@ -188,7 +188,7 @@ pub(super) async fn reject(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AdminError> {
-    let op = operator(&state, &headers, &peer)?;
+    let op = operator(&state, &headers, &peer, "POST /v1/changes/{id}/reject").await?;
     let body: ReasonBody = parse_optional_body(&headers, &body)?;
     let now = crate::clock::unix_now();
     let result = state.changes.reject(&op, &id, body.reason.as_deref(), now).await;
@@ -242,19 +242,27 @@ pub(super) async fn request_tier_breaker_reset(
     created(result, StatusCode::ACCEPTED, &op, now)
 }
 
-/// The operator behind the bearer token; 401 without one, 403 for automation tokens.
-fn operator(state: &AdminState, headers: &HeaderMap, peer: &SocketAddr) -> Result<Operator, AdminError> {
-    match authenticate_caller(&state.live, headers) {
-        Some(Caller::Operator { name, tier }) => Ok(Operator {
-            name,
-            tier,
-            source_ip: peer.ip().to_string(),
-        }),
-        Some(Caller::Automation { .. }) => Err(AdminError::Forbidden(
-            "Change requests are proposed and decided by operators, not automation tokens.",
-        )),
-        None => Err(AdminError::NoOperatorToken),
-    }
+/// The operator behind the bearer token; 401 without one, 403 for automation tokens
+/// (see [`operator_only`]).
+async fn operator(
+    state: &AdminState,
+    headers: &HeaderMap,
+    peer: &SocketAddr,
+    call: &'static str,
+) -> Result<Operator, AdminError> {
+    let (name, tier) = operator_only(
+        state,
+        headers,
+        peer,
+        call,
+        "Change requests are proposed and decided by operators, not automation tokens.",
+    )
+    .await?;
+    Ok(Operator {
+        name,
+        tier,
+        source_ip: peer.ip().to_string(),
+    })
 }
 
 /// A change request's current state (`200`), or the refusal.

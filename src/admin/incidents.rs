@@ -3,12 +3,14 @@
 //! sees the records of its own tier, so another tier's incident answers `404` like one
 //! that never happened. Rendering is `crate::incident`'s, shared with the CLI.
 
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{AdminError, Cause};
-use super::{AdminState, Caller, authenticate_caller};
+use super::{AdminState, operator_only};
 use crate::incident::IncidentError;
 
 /// `GET /v1/incidents/{id}` → `{"incident","events":[...]}`.
@@ -19,16 +21,18 @@ use crate::incident::IncidentError;
         body = serde_json::Value)))]
 pub(super) async fn show(
     State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
-    let tier = match authenticate_caller(&state.live, &headers) {
-        Some(Caller::Operator { tier, .. }) => tier,
-        Some(Caller::Automation { .. }) => {
-            return Err(AdminError::Forbidden("Automation tokens cannot read incidents."));
-        }
-        None => return Err(AdminError::NoOperatorToken),
-    };
+    let (_, tier) = operator_only(
+        &state,
+        &headers,
+        &peer,
+        "GET /v1/incidents/{id}",
+        "Automation tokens cannot read incidents.",
+    )
+    .await?;
     let store = state.tier_store(&tier)?;
     let log: &dyn crate::store::AuditLog = &*store;
     match crate::incident::timeline(&id, &[log]).await {

@@ -329,6 +329,67 @@ fn authenticate_caller(live: &Live, headers: &HeaderMap) -> Option<Caller> {
     found
 }
 
+/// The operator behind the bearer token of a call only operators may make, as
+/// `(name, tier)`; otherwise the refusal: 401 without a valid token, 403 (saying
+/// `automation`) for an automation token. `call` names the route (`GET /v1/audit`).
+///
+/// Every refusal is an `admin_access` security event. An automation token's is also
+/// audited (`admin.refused`) in its tier's log, as its refused kill switch calls are:
+/// tokens are few and named, so this cannot flood the log. Calls without a valid token
+/// are only logged: anyone can send those.
+async fn operator_only(
+    state: &AdminState,
+    headers: &HeaderMap,
+    peer: &SocketAddr,
+    call: &'static str,
+    automation: &'static str,
+) -> Result<(String, String), AdminError> {
+    let source_ip = peer.ip().to_string();
+    let (caller, refusal) = match authenticate_caller(&state.live, headers) {
+        Some(Caller::Operator { name, tier }) => return Ok((name, tier)),
+        Some(caller) => (Some(caller), AdminError::Forbidden(automation)),
+        None => (None, AdminError::NoOperatorToken),
+    };
+    let actor = caller.as_ref().map(Caller::actor_name);
+    let why = refusal.public_message();
+    SecurityEvent {
+        reason: Some(&why),
+        source_ip: Some(&source_ip),
+        user: actor.as_deref(),
+        tier: caller.as_ref().map(Caller::tier),
+        target: Some(call),
+        system: Some("api"),
+        ..SecurityEvent::new("admin_access", EventOutcome::Failure)
+    }
+    .warn("admin API call refused");
+    if let (Some(caller), Some(actor)) = (&caller, actor) {
+        let tier = caller.tier().to_string();
+        let entry = crate::audit::AuditEntry {
+            target: format!("tier:{tier}"),
+            tier: tier.clone(),
+            reason: why,
+            after: json!({ "refused": call, "status": refusal.status().as_u16() }),
+            ..crate::audit::AuditEntry::by(
+                &crate::audit::Actor {
+                    name: actor,
+                    source_ip,
+                    system: "api".into(),
+                },
+                "admin.refused",
+                crate::clock::unix_now(),
+            )
+        };
+        let written = match state.switches.sessions().store(&tier) {
+            Ok(store) => store.append_audit(&entry).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, portcullis.tier = %tier, "could not audit a refused admin API call");
+        }
+    }
+    Err(refusal)
+}
+
 /// The bearer token of a request: one `Authorization` line, `Bearer <token>`. Two lines
 /// count as none, so no reader of the request can pick another line than this one did.
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -439,9 +500,15 @@ async fn reload(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
-    let (Some(Caller::Operator { name, tier }), Some(token)) =
-        (authenticate_caller(&state.live, &headers), bearer_token(&headers))
-    else {
+    let (name, tier) = operator_only(
+        &state,
+        &headers,
+        &peer,
+        "POST /v1/reload",
+        "Automation tokens cannot reload the policy.",
+    )
+    .await?;
+    let Some(token) = bearer_token(&headers) else {
         return Err(AdminError::NoOperatorToken);
     };
     let source_ip = peer.ip().to_string();

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin_attacks;
 mod api_errors;
 mod breakers;
 mod browser;

@@ -64,6 +64,29 @@ static PAGE_CSP: LazyLock<Option<HeaderValue>> = LazyLock::new(|| {
     .ok()
 });
 
+/// The fields the wizard's forms send.
+const FORM_FIELDS: &[&str] = &[
+    "csrf",
+    "action",
+    "issuer",
+    "client_id",
+    "client_secret",
+    "scopes",
+    "roles_claim",
+    "admin_group",
+    "mfa",
+    "enforce",
+    "break_glass",
+];
+
+/// The first field of a posted form that the wizard does not send, cut to 64 characters
+/// (it is shown back).
+fn unknown_field(body: &[u8]) -> Option<String> {
+    form_urlencoded::parse(body)
+        .find(|(name, _)| !FORM_FIELDS.contains(&name.as_ref()))
+        .map(|(name, _)| name.chars().take(64).collect())
+}
+
 /// The values the form shows: what was just submitted, else the draft's, else the active
 /// version's, else the defaults. Never the secret.
 struct FormValues {
@@ -305,6 +328,18 @@ impl Portal {
         let actor = console_actor(ctx, &session);
         let admin = &self.sso_admin;
         let entered = FormValues::read(&body);
+        // As the JSON twin refuses unknown fields: a field the wizard does not show (such
+        // as a redirect URI, which is always the tenant's own) is refused, not ignored.
+        if let Some(unknown) = unknown_field(&body) {
+            let mut page = sso_page(ctx, &session, self.sso_view(ctx).await?, entered);
+            page.problem = Some(Problem {
+                field: None,
+                message: format!(
+                    "The form has a field the wizard does not take: `{unknown}`. The redirect and logout URIs are always this host's own."
+                ),
+            });
+            return Ok(respond(StatusCode::BAD_REQUEST, &page));
+        }
         let refused = |view, form, e: &SsoAdminError| {
             let status = if e.is_conflict() {
                 StatusCode::CONFLICT
@@ -594,6 +629,18 @@ mod tests {
         for bad in ["done=activated", "done=other&version=1", "done=saved&version=x<b>"] {
             assert_eq!(sso_notice(Some(bad)), None, "{bad}");
         }
+    }
+
+    /// If this broke, a form naming a redirect URI (or any field the wizard does not
+    /// send) would be saved with that field silently dropped, unlike its JSON twin.
+    #[test]
+    fn a_field_the_wizard_does_not_send_is_found() {
+        let form = b"csrf=x&action=save&issuer=https%3A%2F%2Fidp&enforce=on&mfa=idp";
+        assert_eq!(unknown_field(form), None);
+        let form = b"csrf=x&action=save&redirect_uri=https%3A%2F%2Fevil.example%2Fcb";
+        assert_eq!(unknown_field(form).as_deref(), Some("redirect_uri"));
+        let long = format!("csrf=x&{}=1", "a".repeat(300));
+        assert_eq!(unknown_field(long.as_bytes()).map(|f| f.len()), Some(64));
     }
 
     /// If this broke, a refusal would not point at its field (the page ties the message
