@@ -10,6 +10,7 @@ mod browser;
 mod changes;
 mod check;
 mod cli;
+mod console;
 mod dashboards;
 mod demo_output;
 mod deploy;
