@@ -539,3 +539,78 @@ fn an_incident_walked_through_the_console_in_a_browser() {
         assert!(size > 0, "screenshot {} is missing or empty", path.display());
     }
 }
+
+/// If this broke, an operator could not find a user's sessions or end one from the
+/// console, the end would not be audited as the console's, or the audit log's filters
+/// would not filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_searched_and_revoked_and_the_audit_log_filtered() {
+    let env = env().await;
+    let accounts = Accounts::open(&env.gw).await;
+    accounts.insert_sessions("acme", 3).await;
+    let mut console = Console::new(&env);
+    console.sign_in(&env.prod_a).await;
+
+    let found = console.get("/console/sessions?tenant=acme&user=BULK1").await;
+    assert_eq!(found.status, 200, "{}", found.body);
+    assert!(
+        found.body.contains("bulk1") && !found.body.contains("bulk2"),
+        "{}",
+        found.body
+    );
+    let start = found.body.find("name=\"id\" value=\"").unwrap() + "name=\"id\" value=\"".len();
+    let id = found.body[start..start + 16].to_string();
+    let csrf = found.csrf();
+    let r = console
+        .post(
+            "/console/sessions/revoke",
+            &[("csrf", &csrf), ("tenant", "acme"), ("id", &id)],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let after = console.get("/console/sessions?tenant=acme&user=bulk1").await;
+    assert!(after.body.contains("No live session matches."), "{}", after.body);
+    let all = console.get("/console/sessions?tenant=acme").await;
+    assert!(
+        all.body.contains("bulk0") && all.body.contains("bulk2"),
+        "only that one ended"
+    );
+    // The same id again (ended) and a staging tenant's sessions are not found.
+    let again = console
+        .post(
+            "/console/sessions/revoke",
+            &[("csrf", &csrf), ("tenant", "acme"), ("id", &id)],
+        )
+        .await;
+    assert_eq!(again.status, 404);
+    let other = console
+        .post(
+            "/console/sessions/revoke",
+            &[("csrf", &csrf), ("tenant", "initech"), ("id", &id)],
+        )
+        .await;
+    assert_eq!(other.status, 404);
+
+    let revokes = env.audit("session.revoke").await;
+    assert_eq!(revokes.len(), 1, "{revokes:?}");
+    assert_eq!(revokes[0]["system"], "console");
+    assert_eq!(revokes[0]["actor"], "operator:olivia");
+
+    let filtered = console.get("/console/audit?action=session.revoke&tenant=acme").await;
+    assert_eq!(filtered.status, 200);
+    assert!(
+        filtered.body.contains("<code>session.revoke</code>"),
+        "{}",
+        filtered.body
+    );
+    assert!(
+        !filtered.body.contains("<code>console.signin</code>"),
+        "{}",
+        filtered.body
+    );
+    let unfiltered = console.get("/console/audit").await;
+    assert!(unfiltered.body.contains("<code>console.signin</code>"));
+    let future = console.get("/console/audit?since=2999-01-01T00:00:00Z").await;
+    assert!(future.body.contains("No audit record matches."), "{}", future.body);
+    assert_eq!(console.get("/console/audit?since=yesterday").await.status, 400);
+}

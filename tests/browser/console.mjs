@@ -11,13 +11,14 @@
 // message; A proposes the reset; operator B (the second prod operator, another person)
 // signs in and approves it on the pending-changes page; the status is `ok` again; the
 // incident's timeline page lists the trip before the reset. Forms are filled and sent
-// with the keyboard. Screenshots of each step go to <out_dir>/console-*.png. Requests to
+// with the keyboard. Screenshots of each step go to <out_dir>/console-*.png; every console
+// page is checked with axe-core (serious or critical findings fail the run). Requests to
 // anything but loopback are aborted. Exit code 0 only if every step held.
 
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, CHROMIUM_ARGS, fail, logger, run } from './script.mjs';
+import { AXE_SOURCE, CHROMIUM, CHROMIUM_ARGS, fail, logger, run } from './script.mjs';
 
 const NAV_TIMEOUT_MS = 20_000;
 const OVERALL_TIMEOUT_MS = 150_000;
@@ -64,10 +65,28 @@ async function newPage(browser, name) {
   return page;
 }
 
+const axeFindings = [];
+
+/** Runs axe-core on a console page (over the DevTools protocol, which the page's CSP does
+ * not govern) and keeps its serious and critical violations. */
+async function axe(page, what) {
+  const has = await page.evaluate(() => typeof window.axe !== 'undefined');
+  if (!has) await page.evaluate(AXE_SOURCE);
+  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  for (const v of result.violations) {
+    if (v.impact === 'serious' || v.impact === 'critical') {
+      const where = v.nodes.map((n) => n.target.join(' ')).join(', ');
+      axeFindings.push(`${what}: ${v.impact} ${v.id}: ${v.help} [${where}]`);
+    }
+  }
+}
+
+/** Screenshots a step; console pages (not the JSON status) are also checked with axe. */
 async function shot(page, file) {
   const path = join(outDir, file);
   await page.screenshot({ path, fullPage: true });
   log(`screenshot ${path}`);
+  if (new URL(page.url()).pathname.startsWith('/console/')) await axe(page, file);
 }
 
 async function h1(page) {
@@ -179,6 +198,14 @@ async function main() {
     const lifecycle = kinds.filter((k) => k === 'trip' || k === 'reset');
     if (lifecycle.join(',') !== 'trip,reset') fail(`timeline kinds: ${kinds.join(', ')}`);
     await shot(b, 'console-09-timeline.png');
+
+    // The pages not on the incident's path, for axe.
+    for (const path of ['/console/sessions?tenant=acme', '/console/audit?action=breaker.trip', '/console/upstreams']) {
+      await b.goto(`${admin}${path}`);
+      if (!(await h1(b))) fail(`${path} has no heading`);
+      await axe(b, path);
+    }
+    if (axeFindings.length) fail(`axe found serious or critical problems:\n  ${axeFindings.join('\n  ')}`);
   } finally {
     await browser.close();
   }
