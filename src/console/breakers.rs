@@ -16,9 +16,10 @@ use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
+use super::auth::OperatorId;
 use super::error::ConsoleError;
 use super::tenants::{SwitchView, scope_words};
-use super::{ConsoleState, Form, actor, change_operator, page_operator, posted, render, see_other};
+use super::{ConsoleState, Form, actor, change_operator, own_tenant, page_operator, posted, render, see_other};
 use crate::killswitch::{DryRun, Expiry, KillSwitch, Scope, TripRequest};
 use crate::ui::web::query_param;
 
@@ -129,13 +130,16 @@ pub(super) async fn page(
 
 /// The scope a trip form names, within the operator's tier: a tenant, or one of its
 /// accounts (`subject`, signing in with `idp`: `local` or `sso`).
-async fn scope_of(state: &ConsoleState, tier: &str, form: &Form) -> Result<Scope, ConsoleError> {
+async fn scope_of(
+    state: &ConsoleState,
+    operator: &OperatorId,
+    form: &Form,
+    peer: &SocketAddr,
+) -> Result<Scope, ConsoleError> {
     let config = state.live.snapshot().config.clone();
+    let tier = &operator.tier;
     let tenant = form.required("tenant", "Tenant")?;
-    // Another tier's tenant is answered like one that does not exist.
-    if !config.tenants.iter().any(|t| t.id == tenant && t.tier == tier) {
-        return Err(ConsoleError::NotFound("tenant"));
-    }
+    own_tenant(state, operator, tenant, peer)?;
     let Some(subject) = form.get("subject") else {
         return Ok(Scope::Tenant {
             tier: tier.to_string(),
@@ -164,7 +168,7 @@ pub(super) async fn trip(
 ) -> Result<Response, ConsoleError> {
     let (session, form) = posted(&state, &headers, &body)?;
     let op = &session.operator;
-    let scope = scope_of(&state, &op.tier, &form).await?;
+    let scope = scope_of(&state, op, &form, &peer).await?;
     let reason = form.required("reason", "Reason")?.to_string();
     let incident = form.get("incident").map(str::to_string);
     if let Some(id) = &incident {

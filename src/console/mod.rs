@@ -42,7 +42,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 
 pub use self::auth::ConsoleSessions;
 use self::auth::{ConsoleSession, OperatorId, cookie_name, csrf_matches, operator_for_token, set_cookie};
@@ -112,6 +112,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(services: Services) -> Router<S>
         .route("/console/sessions", get(records::sessions))
         .route("/console/sessions/revoke", post(records::revoke))
         .route("/console/audit", get(records::audit))
+        .route("/console/{*rest}", any(not_found))
         .layer(axum::extract::DefaultBodyLimit::max(FORM_MAX))
         .layer(axum::middleware::from_fn(error::harden))
         .with_state(state)
@@ -184,6 +185,37 @@ fn posted(state: &ConsoleState, headers: &HeaderMap, body: &Bytes) -> Result<(Co
     Ok((session, form))
 }
 
+/// Checks that `tenant` is one of the operator's tier. Another tier's tenant is answered
+/// like one that does not exist (404), so the console shows nothing beyond the tier, and
+/// is a `cross_tier` security event.
+fn own_tenant(
+    state: &ConsoleState,
+    operator: &OperatorId,
+    tenant: &str,
+    peer: &SocketAddr,
+) -> Result<(), ConsoleError> {
+    let config = state.live.snapshot().config.clone();
+    match config.tenants.iter().find(|t| t.id == tenant) {
+        Some(t) if t.tier == operator.tier => Ok(()),
+        Some(t) => {
+            let (ip, user) = (peer.ip().to_string(), operator.actor_name());
+            SecurityEvent {
+                reason: Some("console operator named a tenant outside its tier"),
+                source_ip: Some(&ip),
+                user: Some(&user),
+                tenant: Some(tenant),
+                tier: Some(&t.tier),
+                credential_tier: Some(&operator.tier),
+                system: Some(SYSTEM),
+                ..SecurityEvent::new("cross_tier", EventOutcome::Failure)
+            }
+            .warn("console request refused");
+            Err(ConsoleError::NotFound("tenant"))
+        }
+        None => Err(ConsoleError::NotFound("tenant")),
+    }
+}
+
 /// The audit actor of a console action.
 fn actor(operator: &OperatorId, peer: &SocketAddr) -> Actor {
     Actor {
@@ -214,6 +246,11 @@ fn render(page: &impl Template) -> Response {
 /// A redirect after a successful POST (303: the browser follows with a GET).
 fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
+}
+
+/// Any other path under `/console/`: a console page, not the API's JSON refusal.
+async fn not_found() -> ConsoleError {
+    ConsoleError::NotFound("page")
 }
 
 async fn style() -> Response {

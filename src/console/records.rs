@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ConsoleError;
-use super::{ConsoleState, actor, page_operator, posted, render, see_other};
+use super::{ConsoleState, actor, own_tenant, page_operator, posted, render, see_other};
 use crate::audit::AuditEntry;
 use crate::records::Revocation;
 use crate::records::session::is_public_id;
@@ -51,20 +51,11 @@ struct SessionsPage<'a> {
     capped: bool,
 }
 
-/// The tenant named, if it is in `tier` (another tier's is not found).
-fn tenant_in_tier(state: &ConsoleState, tier: &str, tenant: &str) -> Result<(), ConsoleError> {
-    let config = state.live.snapshot().config.clone();
-    if config.tenants.iter().any(|t| t.id == tenant && t.tier == tier) {
-        Ok(())
-    } else {
-        Err(ConsoleError::NotFound("tenant"))
-    }
-}
-
 /// `GET /console/sessions?tenant=&user=`: live sessions of the tenant, newest first, of
 /// users whose account or name contains `user` (any case).
 pub(super) async fn sessions(
     State(state): State<ConsoleState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ConsoleError> {
@@ -78,7 +69,7 @@ pub(super) async fn sessions(
     let now = crate::clock::unix_now();
     let (mut capped, mut list) = (false, None);
     if !tenant.is_empty() {
-        tenant_in_tier(&state, tier, &tenant)?;
+        own_tenant(&state, &session.operator, &tenant, &peer)?;
         let store = state
             .switches
             .sessions()
@@ -141,7 +132,7 @@ pub(super) async fn revoke(
     let (session, form) = posted(&state, &headers, &body)?;
     let op = &session.operator;
     let tenant = form.required("tenant", "Tenant")?;
-    tenant_in_tier(&state, &op.tier, tenant)?;
+    own_tenant(&state, op, tenant, &peer)?;
     let id = form.required("id", "Session")?;
     if !is_public_id(id) {
         return Err(ConsoleError::NotFound("session"));

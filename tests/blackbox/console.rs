@@ -299,6 +299,11 @@ async fn a_staging_token_sees_no_prod_tenant() {
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(env.status("acme.test").await["status"], "ok");
     assert_eq!(console.get("/console/sessions?tenant=acme").await.status, 404);
+    let events = env.gw.security_events("cross_tier");
+    assert!(
+        events.iter().filter(|e| e.to_string().contains("operator:sam")).count() >= 2,
+        "each reach into prod is a security event: {events:?}"
+    );
 }
 
 /// If this broke, console pages would lack the tenant pages' protections (framing,
@@ -315,6 +320,9 @@ async fn pages_carry_the_tenant_pages_hardening_headers() {
     let home = console.get("/console/").await;
     let not_found = console.get("/console/incidents/INC-none").await;
     assert_eq!(not_found.status, 404);
+    let no_page = console.get("/console/no-such-page").await;
+    assert_eq!(no_page.status, 404);
+    assert!(no_page.body.contains("Request id"), "a console page: {}", no_page.body);
     for name in [
         "content-security-policy",
         "x-frame-options",
