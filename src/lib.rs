@@ -44,6 +44,7 @@
 //! - [`proxy`]: the public listener (hyper, rustls): the request pipeline, header hygiene,
 //!   the one refusal → response map, WebSocket tunnels.
 //! - [`admin`]: the admin listener (axum): health, readiness, metrics, operator API.
+//! - [`console`]: the operator console, `/console/` on the admin listener.
 //! - [`demo`]: `portcullis demo` with built-in echo upstreams.
 //! - the `portcullis` binary's `cli` module: the command line.
 //!
@@ -61,6 +62,7 @@ pub mod auth;
 pub mod changes;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod housekeeping;
 pub mod incident;

@@ -25,8 +25,8 @@ use crate::changes::{ChangeError, ChangeRequest, Operator};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ProposeBody {
-    /// `tenant.update`, `tier.credentials` or `tier.breaker_reset`.
-    #[schema(pattern = r"^(tenant\.update|tier\.credentials|tier\.breaker_reset)$")]
+    /// `tenant.update`, `tier.credentials`, `tier.breaker_reset` or `tenant.breaker_reset`.
+    #[schema(pattern = r"^(tenant\.update|tier\.credentials|tier\.breaker_reset|tenant\.breaker_reset)$")]
     kind: String,
     /// The tenant or tier the change is for.
     #[schema(min_length = 1)]
@@ -218,6 +218,7 @@ pub(super) async fn request_tier_breaker_reset(
         name,
         tier,
         source_ip: peer.ip().to_string(),
+        system: "api",
     };
     let body: ReasonBody = parse_optional_body(&headers, &body)?;
     let now = crate::clock::unix_now();
@@ -262,6 +263,7 @@ async fn operator(
         name,
         tier,
         source_ip: peer.ip().to_string(),
+        system: "api",
     })
 }
 

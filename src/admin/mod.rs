@@ -14,6 +14,7 @@
 //! - `openapi.rs`: the OpenAPI 3.1 document of `/v1`, built from the handlers'
 //!   annotations, served at `/v1/openapi.json` without a token (it holds no data).
 //! - `client.rs`: the CLI's client of this API.
+//! - the operator console (`/console/`) is `crate::console`, merged into this router.
 
 mod audit;
 mod breakers;
@@ -130,6 +131,13 @@ pub fn router(state: AdminState) -> Router {
         .layer(axum::middleware::from_fn(error::with_request_id))
         // Outside the error map: a 503 from readiness carries its reasons, not a refusal.
         .route("/readyz", get(readyz))
+        // The operator console's HTML pages: outside the API's error map and body limit
+        // (they have their own), and no part of the OpenAPI document.
+        .merge(crate::console::router(crate::console::Services {
+            live: state.live.clone(),
+            switches: state.switches.clone(),
+            changes: state.changes.clone(),
+        }))
         .with_state(state)
 }
 

@@ -1,6 +1,7 @@
 //! Four-eyes change requests for isolation controls (SPEC "Changes, audit, four eyes"):
 //! tenant hosts, tier and upstream (`tenant.update`), tier credential references
-//! (`tier.credentials`) and the reset of a tier kill switch (`tier.breaker_reset`).
+//! (`tier.credentials`) and the reset of a tier or tenant kill switch
+//! (`tier.breaker_reset`, `tenant.breaker_reset`).
 //!
 //! # Layout
 //! - this file: the stored record ([`ChangeRequest`]), what a change may contain and how
@@ -116,7 +117,7 @@ pub fn validate_change(kind: ChangeKind, change: &Value) -> Result<Map<String, V
             }
             serde_json::to_value(&c)
         }
-        ChangeKind::TierBreakerReset => {
+        ChangeKind::TierBreakerReset | ChangeKind::TenantBreakerReset => {
             let c: BreakerReset = serde_json::from_value(change.clone()).map_err(typed)?;
             serde_json::to_value(&c)
         }

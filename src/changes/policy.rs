@@ -44,7 +44,7 @@ pub fn plan(dir: &Path, cr: &ChangeRequest) -> Result<Edit, ChangeError> {
     let (sub, key, what) = match cr.kind {
         ChangeKind::TenantUpdate => ("tenants", "id", "tenant"),
         ChangeKind::TierCredentials => ("tiers", "name", "tier"),
-        ChangeKind::TierBreakerReset => {
+        ChangeKind::TierBreakerReset | ChangeKind::TenantBreakerReset => {
             return Err(ChangeError::Invalid("a breaker reset edits no policy file".into()));
         }
     };

@@ -79,6 +79,8 @@ pub struct Operator {
     pub tier: String,
     /// Client address, for the audit log.
     pub source_ip: String,
+    /// Through what the operator acts (`api`, `console`), for the audit log.
+    pub system: &'static str,
 }
 
 impl Operator {
@@ -167,7 +169,7 @@ impl Changes {
         let store = self.store(&cr.tier)?;
         store.put_change(&cr).await?;
         let before = match kind {
-            ChangeKind::TierBreakerReset => Value::Null,
+            ChangeKind::TierBreakerReset | ChangeKind::TenantBreakerReset => Value::Null,
             _ => current_values(&config, &cr).await,
         };
         self.audit(&*store, &cr, op, "change.propose", before, summary(&cr), now)
@@ -388,7 +390,7 @@ impl Changes {
                 continue;
             };
             if let Ok(Some(cr)) = other.get_change(id).await {
-                let tenant = (cr.kind == ChangeKind::TenantUpdate).then(|| cr.target.clone());
+                let tenant = cr.kind.names_tenant().then(|| cr.target.clone());
                 return Err(ChangeError::CrossTier {
                     owner: cr.tier,
                     tenant,
@@ -407,16 +409,22 @@ impl Changes {
     async fn apply(&self, cr: &ChangeRequest, op: &Operator, now: i64) -> Result<(Value, Value), ChangeError> {
         let _one_at_a_time = self.apply_lock.lock().await;
         match cr.kind {
-            ChangeKind::TierBreakerReset => {
+            ChangeKind::TierBreakerReset | ChangeKind::TenantBreakerReset => {
                 let config = self.live.snapshot().config.clone();
                 let actor = Actor {
                     name: op.actor(),
                     source_ip: op.source_ip.clone(),
-                    system: "api".into(),
+                    system: op.system.into(),
                 };
                 let reason = format!("change {}: {}", cr.id, cr.reason);
-                let scope = Scope::Tier {
-                    tier: cr.target.clone(),
+                let scope = match cr.kind {
+                    ChangeKind::TenantBreakerReset => Scope::Tenant {
+                        tier: cr.tier.clone(),
+                        tenant: cr.target.clone(),
+                    },
+                    _ => Scope::Tier {
+                        tier: cr.target.clone(),
+                    },
                 };
                 let removed = self
                     .switches
@@ -530,15 +538,16 @@ impl Changes {
         after: Value,
         now: i64,
     ) -> Result<(), ChangeError> {
-        let (target, tenant) = match cr.kind {
-            ChangeKind::TenantUpdate => (format!("tenant:{}", cr.target), Some(cr.target.clone())),
-            _ => (format!("tier:{}", cr.target), None),
+        let (target, tenant) = if cr.kind.names_tenant() {
+            (format!("tenant:{}", cr.target), Some(cr.target.clone()))
+        } else {
+            (format!("tier:{}", cr.target), None)
         };
         let entry = AuditEntry {
             time: now,
             actor: op.actor(),
             source_ip: op.source_ip.clone(),
-            system: "api".into(),
+            system: op.system.into(),
             action: action.into(),
             target,
             tenant,
@@ -568,7 +577,7 @@ impl Changes {
 /// The tier that owns a target, and the tenant when the target is one.
 fn owner_of(config: &Config, kind: ChangeKind, target: &str) -> Result<(String, Option<String>), ChangeError> {
     match kind {
-        ChangeKind::TenantUpdate => config
+        ChangeKind::TenantUpdate | ChangeKind::TenantBreakerReset => config
             .tenants
             .iter()
             .find(|t| t.id == target)

@@ -18,11 +18,20 @@ pub enum ChangeKind {
     /// Reset of the tier's kill switch; target is the tier.
     #[serde(rename = "tier.breaker_reset")]
     TierBreakerReset,
+    /// Reset of a tenant's kill switch (the operator console resets through four eyes);
+    /// target is the tenant id.
+    #[serde(rename = "tenant.breaker_reset")]
+    TenantBreakerReset,
 }
 
 impl ChangeKind {
     /// Every kind, as the API names it.
-    pub const NAMES: [&'static str; 3] = ["tenant.update", "tier.credentials", "tier.breaker_reset"];
+    pub const NAMES: [&'static str; 4] = [
+        "tenant.update",
+        "tier.credentials",
+        "tier.breaker_reset",
+        "tenant.breaker_reset",
+    ];
 
     /// The kind named `name`, if any.
     pub fn parse(name: &str) -> Option<Self> {
@@ -30,8 +39,14 @@ impl ChangeKind {
             "tenant.update" => Some(ChangeKind::TenantUpdate),
             "tier.credentials" => Some(ChangeKind::TierCredentials),
             "tier.breaker_reset" => Some(ChangeKind::TierBreakerReset),
+            "tenant.breaker_reset" => Some(ChangeKind::TenantBreakerReset),
             _ => None,
         }
+    }
+
+    /// Whether the target is a tenant id (otherwise a tier name).
+    pub fn names_tenant(self) -> bool {
+        matches!(self, ChangeKind::TenantUpdate | ChangeKind::TenantBreakerReset)
     }
 
     /// The API name.
@@ -40,6 +55,7 @@ impl ChangeKind {
             ChangeKind::TenantUpdate => "tenant.update",
             ChangeKind::TierCredentials => "tier.credentials",
             ChangeKind::TierBreakerReset => "tier.breaker_reset",
+            ChangeKind::TenantBreakerReset => "tenant.breaker_reset",
         }
     }
 }

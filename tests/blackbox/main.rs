@@ -11,6 +11,7 @@ mod browser;
 mod changes;
 mod check;
 mod cli;
+mod console;
 mod dashboards;
 mod demo_output;
 mod deploy;
