@@ -299,9 +299,17 @@ async fn a_staging_token_sees_no_prod_tenant() {
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(env.status("acme.test").await["status"], "ok");
     assert_eq!(console.get("/console/sessions?tenant=acme").await.status, 404);
-    let events = env.gw.security_events("cross_tier");
+    // Logs go through a non-blocking writer: give the second event up to 5 s to appear.
+    let by_sam =
+        |events: &[serde_json::Value]| events.iter().filter(|e| e.to_string().contains("operator:sam")).count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut events = env.gw.security_events("cross_tier");
+    while by_sam(&events) < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        events = env.gw.security_events("cross_tier");
+    }
     assert!(
-        events.iter().filter(|e| e.to_string().contains("operator:sam")).count() >= 2,
+        by_sam(&events) >= 2,
         "each reach into prod is a security event: {events:?}"
     );
 }
