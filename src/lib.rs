@@ -74,6 +74,7 @@ pub mod records;
 pub mod replicas;
 pub mod secret;
 pub mod session;
+pub mod siem;
 pub mod store;
 pub mod telemetry;
 pub mod tenancy;
@@ -242,6 +243,11 @@ impl Gateway {
             stop_rx.clone(),
         ));
         tokio::spawn(self.replica.clone().run(stop_rx.clone()));
+        siem::start(
+            &self.live.snapshot().config.gateway.siem,
+            self.metrics.siem_dropped.clone(),
+            stop_rx.clone(),
+        );
         wait_for_events(&self.portal.sessions).await;
         let admin = tokio::spawn(admin::serve(self.admin, admin_state, stop_rx.clone()));
         let public = tokio::spawn(proxy::serve(self.public, pipeline, stop_rx));
