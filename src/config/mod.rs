@@ -198,12 +198,30 @@ impl Default for SiemConfig {
 }
 
 /// `[siem] webhook`: an HTTP(S) endpoint that takes batches of events.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookSink {
     /// `https://...` (or `http://` to a loopback address).
     pub url: http::Uri,
     /// Sent as `Authorization: Bearer <token>`, when set; secret.
     pub token: Option<Arc<SecretBytes>>,
+}
+
+/// Shows the webhook's scheme and host only: some receivers put a key in the path or
+/// query.
+impl fmt::Debug for WebhookSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSink")
+            .field(
+                "url",
+                &format_args!(
+                    "{}://{}/[redacted]",
+                    self.url.scheme_str().unwrap_or("-"),
+                    self.url.authority().map_or("-", |a| a.as_str())
+                ),
+            )
+            .field("token", &self.token)
+            .finish()
+    }
 }
 
 /// `[siem] syslog`: a syslog receiver over TCP.
