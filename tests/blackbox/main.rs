@@ -33,6 +33,7 @@ mod reload;
 mod routing;
 mod sessions;
 mod shutdown;
+mod siem;
 mod smuggling;
 mod sso;
 mod sso_admin;
