@@ -243,10 +243,9 @@ impl Gateway {
             stop_rx.clone(),
         ));
         tokio::spawn(self.replica.clone().run(stop_rx.clone()));
-        siem::start(
+        let siem = siem::start(
             &self.live.snapshot().config.gateway.siem,
             self.metrics.siem_dropped.clone(),
-            stop_rx.clone(),
         );
         wait_for_events(&self.portal.sessions).await;
         let admin = tokio::spawn(admin::serve(self.admin, admin_state, stop_rx.clone()));
@@ -256,7 +255,10 @@ impl Gateway {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = public.await;
-        match admin.await {
+        let served = admin.await;
+        // After the drain: the events of the last requests go out too.
+        siem.finish(siem::FINAL_FLUSH).await;
+        match served {
             Ok(Err(e)) => Err(StartError::Serve(e)),
             _ => Ok(()),
         }

@@ -52,33 +52,60 @@ pub fn publish(record: Record) {
     }
 }
 
-/// Starts a task per configured sink; they stop when `stop` turns true. Only the first
-/// call in a process starts anything (sinks apply at start, like the listeners).
-pub fn start(config: &SiemConfig, dropped: Counter, stop: watch::Receiver<bool>) {
+/// Longest the sinks may take at shutdown to send what they still hold.
+pub const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The running sinks, to stop them at shutdown.
+pub struct Sinks {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Sinks {
+    /// Asks every sink to send what it still holds (one attempt per batch, no retries)
+    /// and waits for them, at most `within`.
+    pub async fn finish(self, within: std::time::Duration) {
+        let _ = self.stop.send(true);
+        let all = futures_util::future::join_all(self.tasks);
+        if tokio::time::timeout(within, all).await.is_err() {
+            tracing::warn!("SIEM sinks did not finish sending within {within:?}; the rest is lost");
+        }
+    }
+}
+
+/// Starts a task per configured sink. Only the first call in a process starts anything
+/// (sinks apply at start, like the listeners).
+pub fn start(config: &SiemConfig, dropped: Counter) -> Sinks {
+    let (stop_tx, stop) = watch::channel(false);
     let mut queues = Vec::new();
-    let mut tasks: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+    let mut starters: Vec<Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send>> = Vec::new();
     if let Some(sink) = &config.webhook {
         let queue = Arc::new(Queue::new(config.queue, dropped.clone()));
         queues.push(queue.clone());
         let sink = sink.clone();
         let stop = stop.clone();
-        tasks.push(Box::new(move || {
-            tokio::spawn(webhook::run(sink, queue, stop));
-        }));
+        starters.push(Box::new(move || tokio::spawn(webhook::run(sink, queue, stop))));
     }
     if let Some(sink) = &config.syslog {
         let queue = Arc::new(Queue::new(config.queue, dropped));
         queues.push(queue.clone());
         let sink = sink.clone();
-        tasks.push(Box::new(move || {
-            tokio::spawn(syslog::run(sink, queue, stop));
-        }));
+        starters.push(Box::new(move || tokio::spawn(syslog::run(sink, queue, stop))));
     }
+    let mut sinks = Sinks {
+        stop: stop_tx,
+        tasks: Vec::new(),
+    };
     if QUEUES.set(queues).is_err() {
         tracing::warn!("SIEM sinks already started; a second start is ignored");
-        return;
+        return sinks;
     }
-    for task in tasks {
-        task();
-    }
+    sinks.tasks = starters.into_iter().map(|start| start()).collect();
+    sinks
+}
+
+/// Whether the sink should stop taking new events: `stop` turned true (or its sender is
+/// gone). Waits until then.
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }

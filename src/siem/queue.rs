@@ -76,6 +76,13 @@ impl Queue {
         self.len() == 0
     }
 
+    /// Up to `max` events (oldest first), without waiting.
+    pub fn take(&self, max: usize) -> Vec<Arc<Record>> {
+        let mut items = self.items.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = items.len().min(max);
+        items.drain(..n).collect()
+    }
+
     /// The next batch: waits for a first event, then up to `linger` for more, and takes
     /// at most `max` (oldest first).
     pub async fn next_batch(&self, max: usize, linger: Duration) -> Vec<Arc<Record>> {
@@ -91,9 +98,7 @@ impl Queue {
                 break;
             }
         }
-        let mut items = self.items.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = items.len().min(max);
-        items.drain(..n).collect()
+        self.take(max)
     }
 }
 

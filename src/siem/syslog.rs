@@ -35,7 +35,8 @@ const SD_ID: &str = "portcullis@32473";
 trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
 
-/// Sends the queue's events to the syslog receiver until `stop` turns true.
+/// Sends the queue's events to the syslog receiver; once `stop` turns true, sends what
+/// is left and returns.
 pub async fn run(sink: SyslogSink, queue: Arc<Queue>, mut stop: watch::Receiver<bool>) {
     let tls = match client_config(&sink) {
         Ok(tls) => tls,
@@ -51,54 +52,80 @@ pub async fn run(sink: SyslogSink, queue: Arc<Queue>, mut stop: watch::Receiver<
     let mut complaints = Complaints::new("syslog", Duration::from_secs(10));
     let mut backoff = Backoff::default();
     let mut connection: Option<Box<dyn Connection>> = None;
+    // Once stopping: what is left goes out, one attempt per batch.
+    let mut stopping = false;
     loop {
-        let batch = tokio::select! {
-            batch = queue.next_batch(BATCH, LINGER) => batch,
-            _ = stop.changed() => return,
+        let batch = if stopping {
+            let batch = queue.take(BATCH);
+            if batch.is_empty() {
+                if let Some(mut conn) = connection {
+                    // TLS close_notify: the receiver knows nothing was cut short.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
+                }
+                return;
+            }
+            batch
+        } else {
+            tokio::select! {
+                batch = queue.next_batch(BATCH, LINGER) => batch,
+                () = super::stopping(&mut stop) => {
+                    stopping = true;
+                    continue;
+                }
+            }
         };
         let mut frames = Vec::new();
         for record in &batch {
             push_frame(&mut frames, &header, record);
         }
         loop {
-            let attempt = async {
-                let reusable = match connection.take() {
-                    Some(mut conn) => still_open(&mut *conn).await.then_some(conn),
-                    None => None,
-                };
-                let mut conn = match reusable {
-                    Some(conn) => conn,
-                    None => connect(&sink, tls.clone()).await?,
-                };
-                tokio::time::timeout(IO_TIMEOUT, async {
-                    conn.write_all(&frames).await?;
-                    conn.flush().await
-                })
-                .await
-                .map_err(|_| "write timed out".to_string())?
-                .map_err(|e| format!("write failed: {e}"))?;
-                Ok::<_, String>(conn)
-            };
-            let outcome = tokio::select! {
-                outcome = attempt => outcome,
-                _ = stop.changed() => return,
-            };
-            match outcome {
-                Ok(conn) => {
-                    connection = Some(conn);
+            match send(&mut connection, &sink, &tls, &frames).await {
+                Ok(()) => {
                     backoff.reset();
+                    break;
+                }
+                Err(why) if stopping => {
+                    queue.count_dropped(u64::try_from(batch.len()).unwrap_or(u64::MAX));
+                    tracing::warn!(sink = "syslog", "SIEM events lost at shutdown: {why}");
                     break;
                 }
                 Err(why) => {
                     complaints.complain(&queue, &why);
                     tokio::select! {
                         () = backoff.wait() => {}
-                        _ = stop.changed() => return,
+                        () = super::stopping(&mut stop) => stopping = true,
                     }
                 }
             }
         }
     }
+}
+
+/// Writes `frames` on the open connection, or on a new one when there is none or the
+/// receiver closed it; on failure the connection is dropped.
+async fn send(
+    connection: &mut Option<Box<dyn Connection>>,
+    sink: &SyslogSink,
+    tls: &Option<Arc<rustls::ClientConfig>>,
+    frames: &[u8],
+) -> Result<(), String> {
+    let reusable = match connection.take() {
+        Some(mut conn) => still_open(&mut *conn).await.then_some(conn),
+        None => None,
+    };
+    let mut conn = match reusable {
+        Some(conn) => conn,
+        None => connect(sink, tls.clone()).await?,
+    };
+    tokio::time::timeout(IO_TIMEOUT, async {
+        conn.write_all(frames).await?;
+        conn.flush().await
+    })
+    .await
+    .map_err(|_| "write timed out".to_string())?
+    .map_err(|e| format!("write failed: {e}"))?;
+    *connection = Some(conn);
+    Ok(())
 }
 
 /// Whether the receiver has not closed the connection: a closed one would swallow the

@@ -38,7 +38,8 @@ enum Failure {
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Sends the queue's events to the webhook until `stop` turns true.
+/// Sends the queue's events to the webhook; once `stop` turns true, sends what is left
+/// and returns.
 pub async fn run(sink: WebhookSink, queue: Arc<Queue>, mut stop: watch::Receiver<bool>) {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -51,32 +52,47 @@ pub async fn run(sink: WebhookSink, queue: Arc<Queue>, mut stop: watch::Receiver
     let client: HttpsClient = Client::builder(TokioExecutor::new()).build(connector);
     let mut complaints = Complaints::new("webhook", Duration::from_secs(10));
     let mut backoff = Backoff::default();
+    // Once stopping: what is left goes out, one attempt per batch.
+    let mut stopping = false;
     loop {
-        let batch = tokio::select! {
-            batch = queue.next_batch(BATCH, LINGER) => batch,
-            _ = stop.changed() => return,
+        let batch = if stopping {
+            let batch = queue.take(BATCH);
+            if batch.is_empty() {
+                return;
+            }
+            batch
+        } else {
+            tokio::select! {
+                batch = queue.next_batch(BATCH, LINGER) => batch,
+                () = super::stopping(&mut stop) => {
+                    stopping = true;
+                    continue;
+                }
+            }
         };
         let body = encode(&batch);
+        let lost = u64::try_from(batch.len()).unwrap_or(u64::MAX);
         loop {
-            let outcome = tokio::select! {
-                outcome = post(&client, &sink, body.clone()) => outcome,
-                _ = stop.changed() => return,
-            };
-            match outcome {
+            match post(&client, &sink, body.clone()).await {
                 Ok(()) => {
                     backoff.reset();
                     break;
                 }
                 Err(Failure::Refused(why)) => {
-                    queue.count_dropped(u64::try_from(batch.len()).unwrap_or(u64::MAX));
+                    queue.count_dropped(lost);
                     complaints.complain(&queue, &format!("batch refused and dropped: {why}"));
                     break;
                 }
                 Err(Failure::Transient(why)) => {
+                    if stopping {
+                        queue.count_dropped(lost);
+                        tracing::warn!(sink = "webhook", "SIEM events lost at shutdown: {why}");
+                        break;
+                    }
                     complaints.complain(&queue, &why);
                     tokio::select! {
                         () = backoff.wait() => {}
-                        _ = stop.changed() => return,
+                        () = super::stopping(&mut stop) => stopping = true,
                     }
                 }
             }

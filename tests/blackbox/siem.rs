@@ -426,6 +426,30 @@ async fn every_event_kind_is_sent_exactly_once_per_action() {
     assert_eq!(revoked["portcullis.sessions"], 1, "{revoked}");
 }
 
+/// Events of the last requests before SIGTERM still reach the webhook: the sinks send
+/// what they hold after the drain. If this broke, the events around a restart (often
+/// the interesting ones) would be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_queued_at_shutdown_are_still_sent() {
+    let receiver = TestWebhookReceiver::start(false, Duration::ZERO).await;
+    let (_ups, mut gw) = start_with(|f| with_siem(f, &format!("webhook = \"{}\"\n", receiver.url))).await;
+    let client = gw.client();
+    for _ in 0..5 {
+        cross_tier_request(&client, &gw).await;
+    }
+    // Within the batch's 1 s linger: nothing has been sent yet.
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(20)).await.is_some(), "no exit");
+    let ids: BTreeSet<String> = receiver
+        .events()
+        .iter()
+        .filter(|e| e["event.action"] == "cross_tier")
+        .map(|e| e["event.id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 5, "{:?}", receiver.events());
+    assert_eq!(ids, stdout_ids(&gw, "cross_tier"));
+}
+
 /// A CA and a server certificate for `localhost`, PEM.
 fn syslog_pki() -> (String, String, String) {
     let ca_key = KeyPair::generate().unwrap();
@@ -440,8 +464,9 @@ fn syslog_pki() -> (String, String, String) {
     (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
-/// A test syslog receiver over TLS on 127.0.0.1: keeps every byte received.
-async fn test_syslog_tls_receiver(cert_pem: &str, key_pem: &str) -> (u16, Arc<Mutex<Vec<u8>>>) {
+/// A test syslog receiver over TLS on 127.0.0.1: keeps every byte received. With
+/// `close_first`, it closes its first connection after the first bytes on it.
+async fn test_syslog_tls_receiver(cert_pem: &str, key_pem: &str, close_first: bool) -> (u16, Arc<Mutex<Vec<u8>>>) {
     let chain = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -456,11 +481,13 @@ async fn test_syslog_tls_receiver(cert_pem: &str, key_pem: &str) -> (u16, Arc<Mu
     let received = Arc::new(Mutex::new(Vec::new()));
     let sink = received.clone();
     tokio::spawn(async move {
+        let mut first = close_first;
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
             let (acceptor, sink) = (acceptor.clone(), sink.clone());
+            let close_after_first_read = std::mem::take(&mut first);
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
@@ -471,6 +498,10 @@ async fn test_syslog_tls_receiver(cert_pem: &str, key_pem: &str) -> (u16, Arc<Mu
                         break;
                     }
                     sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if close_after_first_read {
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                        return;
+                    }
                 }
             });
         }
@@ -498,13 +529,14 @@ fn frames(mut data: &[u8]) -> Vec<String> {
 }
 
 /// Security events reach a syslog receiver over TLS (trusting the CA given by
-/// reference) as octet-counted RFC 5424 messages. If this broke, a SIEM listening for
-/// syslog would get nothing, split messages wrongly, or events would cross the network
-/// in clear.
+/// reference) as octet-counted RFC 5424 messages, and keep coming after the receiver
+/// closed the connection. If this broke, a SIEM listening for syslog would get nothing,
+/// split messages wrongly, lose events after a receiver restart, or events would cross
+/// the network in clear.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syslog_over_tls_gets_rfc5424_frames() {
     let (ca, cert, key) = syslog_pki();
-    let (port, received) = test_syslog_tls_receiver(&cert, &key).await;
+    let (port, received) = test_syslog_tls_receiver(&cert, &key, true).await;
     let (_ups, gw) = start_with(|f| {
         with_siem(
             f,
@@ -514,7 +546,15 @@ async fn syslog_over_tls_gets_rfc5424_frames() {
     })
     .await;
     let client = gw.client();
-    for _ in 0..3 {
+    cross_tier_request(&client, &gw).await;
+    eventually(Duration::from_secs(15), || async {
+        (!received.lock().unwrap().is_empty()).then_some(())
+    })
+    .await
+    .expect("nothing received");
+    // The receiver closed that connection: the next events go over a new one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..2 {
         cross_tier_request(&client, &gw).await;
     }
     let messages = eventually(Duration::from_secs(15), || async {
