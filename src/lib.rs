@@ -77,6 +77,7 @@ pub mod records;
 pub mod replicas;
 pub mod secret;
 pub mod session;
+pub mod siem;
 pub mod store;
 pub mod telemetry;
 pub mod tenancy;
@@ -245,6 +246,10 @@ impl Gateway {
             stop_rx.clone(),
         ));
         tokio::spawn(self.replica.clone().run(stop_rx.clone()));
+        let siem = siem::start(
+            &self.live.snapshot().config.gateway.siem,
+            self.metrics.siem_dropped.clone(),
+        );
         wait_for_events(&self.portal.sessions).await;
         let admin = tokio::spawn(admin::serve(self.admin, admin_state, stop_rx.clone()));
         let public = tokio::spawn(proxy::serve(self.public, pipeline, stop_rx));
@@ -253,7 +258,10 @@ impl Gateway {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = public.await;
-        match admin.await {
+        let served = admin.await;
+        // After the drain: the events of the last requests go out too.
+        siem.finish(siem::FINAL_FLUSH).await;
+        match served {
             Ok(Err(e)) => Err(StartError::Serve(e)),
             _ => Ok(()),
         }

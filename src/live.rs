@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::assertion::{SharedKey, Signer, SigningKey, generate_ed25519_pem, publish_until};
 use crate::config::{self, Config, ConfigError, Env, Overrides};
 use crate::store::{KeyStore, PublishedKey, StoreError};
+use crate::telemetry::{EventOutcome, SecurityEvent};
 use crate::tenancy::HostMap;
 use crate::tls;
 use crate::upstream::UpstreamClient;
@@ -223,14 +224,18 @@ impl Live {
                     tracing::error!(event.action = "config_change", error = %e, "policy reload refused");
                 }
                 tracing::warn!(
-                    event.kind = "event",
-                    event.action = "config_change",
-                    event.outcome = "failure",
                     trigger = trigger,
                     old_digest = %old.config.digest,
                     errors = errors.len(),
                     "policy reload refused; still serving the previous policy"
                 );
+                SecurityEvent {
+                    reason: Some("the new policy does not validate"),
+                    system: Some(trigger),
+                    target: Some("policy"),
+                    ..SecurityEvent::new("config_change", EventOutcome::Failure)
+                }
+                .warn("policy reload refused");
                 Err(errors)
             }
         }
@@ -291,14 +296,19 @@ impl PreparedReload<'_> {
         status.last_reload_ok = true;
         status.last_reload_errors.clear();
         tracing::info!(
-            event.kind = "event",
-            event.action = "config_change",
-            event.outcome = "success",
             trigger = %trigger,
             old_digest = %old.config.digest,
             new_digest = %new_digest,
             "policy reloaded"
         );
+        let target = format!("policy:{new_digest}");
+        SecurityEvent {
+            reason: Some("policy reloaded"),
+            system: Some(&trigger),
+            target: Some(&target),
+            ..SecurityEvent::new("config_change", EventOutcome::Success)
+        }
+        .info("policy reloaded");
         new_digest
     }
 }

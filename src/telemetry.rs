@@ -3,7 +3,8 @@
 //! [`SecurityEvent`], the one way a security event (ECS `event.kind = "security"`) is
 //! written.
 //!
-//! Owns no request logic; it must never be handed secrets.
+//! Each event also goes to the SIEM sinks (`crate::siem`), as the same fields with the
+//! same `event.id`. Owns no request logic; it must never be handed secrets.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -16,6 +17,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+
+use crate::siem;
 
 /// The header that carries a request's id: to the upstream on forwarded requests, and to
 /// the client on the gateway's own refusals of the tenant pages, the tenant JSON API and
@@ -275,14 +278,19 @@ pub struct SecurityEvent<'a> {
     pub sessions: Option<u64>,
     /// `portcullis.incident`: the incident the action belongs to (`INC-42`).
     pub incident: Option<&'a str>,
+    /// `http.request.id`: the request the event happened in, when known.
+    pub request_id: Option<&'a str>,
 }
 
-/// The one place the field names of a security event are spelt.
+/// The one place the field names of a security event are spelt for the log line; the
+/// SIEM record spells the same names in [`SecurityEvent::fields`].
 macro_rules! security_event {
-    ($e:expr, $level:expr, $message:expr) => {
+    ($e:expr, $id:expr, $at:expr, $level:expr, $message:expr) => {
         tracing::event!(
             $level,
+            "@timestamp" = $at,
             event.kind = "security",
+            event.id = $id,
             event.action = $e.action,
             event.outcome = $e.outcome.as_str(),
             event.reason = $e.reason,
@@ -298,6 +306,7 @@ macro_rules! security_event {
             upstream.ip = $e.upstream_ip,
             portcullis.sessions = $e.sessions,
             portcullis.incident = $e.incident,
+            http.request.id = $e.request_id,
             "{}",
             $message
         )
@@ -323,17 +332,63 @@ impl<'a> SecurityEvent<'a> {
             upstream_ip: None,
             sessions: None,
             incident: None,
+            request_id: None,
         }
     }
 
     /// Writes the event at `warn`: something an operator should look at.
     pub fn warn(&self, message: &str) {
-        security_event!(self, tracing::Level::WARN, message);
+        let (id, at) = (
+            siem::schema::new_event_id(),
+            siem::schema::timestamp(std::time::SystemTime::now()),
+        );
+        security_event!(self, id.as_str(), at.as_str(), tracing::Level::WARN, message);
+        self.publish(&id, &at, siem::Severity::Warn, message);
     }
 
     /// Writes the event at `info`: the normal record of a security-relevant action.
     pub fn info(&self, message: &str) {
-        security_event!(self, tracing::Level::INFO, message);
+        let (id, at) = (
+            siem::schema::new_event_id(),
+            siem::schema::timestamp(std::time::SystemTime::now()),
+        );
+        security_event!(self, id.as_str(), at.as_str(), tracing::Level::INFO, message);
+        self.publish(&id, &at, siem::Severity::Info, message);
+    }
+
+    /// Hands the event to the SIEM sinks, if any run.
+    fn publish(&self, id: &str, at: &str, severity: siem::Severity, message: &str) {
+        if siem::enabled() {
+            siem::publish(self.record(id, at, severity, message));
+        }
+    }
+
+    /// The event as the SIEM sinks send it.
+    fn record(&self, id: &str, at: &str, severity: siem::Severity, message: &str) -> siem::Record {
+        siem::Record::build(id, at, self.action, severity, &self.fields(message))
+    }
+
+    /// The event's fields besides those [`siem::Record::build`] sets itself.
+    fn fields<'m>(&'m self, message: &'m str) -> [(&'static str, Option<siem::schema::Value<'m>>); 16] {
+        use siem::schema::Value::{Number, Text};
+        [
+            ("event.outcome", Some(Text(self.outcome.as_str()))),
+            ("event.reason", self.reason.map(Text)),
+            ("message", Some(Text(message))),
+            ("source.ip", self.source_ip.map(Text)),
+            ("user.id", self.user.map(Text)),
+            ("organization.id", self.tenant.map(Text)),
+            ("portcullis.tier", self.tier.map(Text)),
+            ("portcullis.credential_tier", self.credential_tier.map(Text)),
+            ("portcullis.target", self.target.map(Text)),
+            ("portcullis.system", self.system.map(Text)),
+            ("portcullis.method", self.method.map(Text)),
+            ("upstream.host", self.upstream_host.map(Text)),
+            ("upstream.ip", self.upstream_ip.map(Text)),
+            ("portcullis.sessions", self.sessions.map(Number)),
+            ("portcullis.incident", self.incident.map(Text)),
+            ("http.request.id", self.request_id.map(Text)),
+        ]
     }
 }
 
@@ -475,6 +530,8 @@ pub struct Metrics {
     pub store_up: Family<TierLabels, Gauge<i64, AtomicI64>>,
     /// 1 when `/readyz` would answer 200 (sessions can be trusted), else 0.
     pub ready: Gauge<i64, AtomicI64>,
+    /// Security events a SIEM sink lost: pushed out of its full queue, or refused.
+    pub siem_dropped: Counter,
 }
 
 impl Metrics {
@@ -549,6 +606,12 @@ impl Metrics {
             "1 when the gateway is ready (sessions can be trusted), else 0",
             ready.clone(),
         );
+        let siem_dropped = Counter::default();
+        registry.register(
+            "siem_dropped",
+            "Security events a SIEM sink dropped (queue full while its receiver was down, or refused)",
+            siem_dropped.clone(),
+        );
         Arc::new(Metrics {
             registry,
             requests,
@@ -563,6 +626,7 @@ impl Metrics {
             active_sessions,
             store_up,
             ready,
+            siem_dropped,
         })
     }
 
@@ -659,6 +723,68 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// If this broke, the stdout line and what the SIEM sinks receive would name the
+    /// same event differently, and rules written for one would miss the other.
+    #[test]
+    fn the_log_line_and_the_siem_record_carry_the_same_documented_fields() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        let event = SecurityEvent {
+            reason: Some("r"),
+            source_ip: Some("192.0.2.7"),
+            user: Some("u"),
+            tenant: Some("acme"),
+            tier: Some("prod"),
+            credential_tier: Some("staging"),
+            target: Some("tenant:acme"),
+            system: Some("api"),
+            method: Some("password"),
+            upstream_host: Some("h"),
+            upstream_ip: Some("192.0.2.8"),
+            sessions: Some(2),
+            incident: Some("INC-1"),
+            request_id: Some("0badcafe"),
+            ..SecurityEvent::new("login", EventOutcome::Failure)
+        };
+        tracing::subscriber::with_default(subscriber, || event.warn("m"));
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        let record = event.record(
+            line["event.id"].as_str().unwrap(),
+            line["@timestamp"].as_str().unwrap(),
+            crate::siem::Severity::Warn,
+            "m",
+        );
+        let record: serde_json::Value = serde_json::from_str(&record.json).unwrap();
+        // The line's `level` is the formatter's; the record spells it `log.level`.
+        let mut line_fields: Vec<String> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| !["timestamp", "level", "target"].contains(&k.as_str()))
+            .cloned()
+            .chain(["log.level".to_string()])
+            .collect();
+        line_fields.sort();
+        let mut record_fields: Vec<String> = record.as_object().unwrap().keys().cloned().collect();
+        record_fields.sort();
+        assert_eq!(line_fields, record_fields);
+        let mut documented: Vec<String> = crate::siem::schema::FIELDS.iter().map(|f| f.to_string()).collect();
+        documented.sort();
+        assert_eq!(record_fields, documented, "an event with every field set");
+        for field in &record_fields {
+            if field != "log.level" {
+                assert_eq!(line[field], record[field], "{field}");
+            }
+        }
+        assert_eq!(record["log.level"], "warn");
     }
 
     #[test]

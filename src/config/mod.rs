@@ -122,6 +122,8 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Size and time limits on the request path.
     pub limits: Limits,
+    /// Where security events go besides stdout (`[siem]`); applies at start.
+    pub siem: SiemConfig,
 }
 
 /// Listener settings.
@@ -166,6 +168,73 @@ pub struct StoreConfig {
     /// Longest time a cached session is trusted without reading the store: the bound on
     /// how long a revocation that nobody pushed (the CLI's) can go unseen. Applies at start.
     pub max_staleness: std::time::Duration,
+}
+
+/// `[siem]`: the optional sinks security events are sent to besides stdout.
+#[derive(Debug, Clone)]
+pub struct SiemConfig {
+    /// Events POSTed as JSON arrays, when set.
+    pub webhook: Option<WebhookSink>,
+    /// Events as RFC 5424 messages over TCP (TLS unless to a loopback address), when set.
+    pub syslog: Option<SyslogSink>,
+    /// Most events each sink holds while its receiver is slow or down; beyond it the
+    /// oldest are dropped (and counted), so memory stays bounded.
+    pub queue: usize,
+}
+
+impl SiemConfig {
+    /// Events a sink holds by default: a few seconds of a login storm.
+    pub const DEFAULT_QUEUE: usize = 10_000;
+}
+
+impl Default for SiemConfig {
+    fn default() -> Self {
+        SiemConfig {
+            webhook: None,
+            syslog: None,
+            queue: Self::DEFAULT_QUEUE,
+        }
+    }
+}
+
+/// `[siem] webhook`: an HTTP(S) endpoint that takes batches of events.
+#[derive(Clone)]
+pub struct WebhookSink {
+    /// `https://...` (or `http://` to a loopback address).
+    pub url: http::Uri,
+    /// Sent as `Authorization: Bearer <token>`, when set; secret.
+    pub token: Option<Arc<SecretBytes>>,
+}
+
+/// Shows the webhook's scheme and host only: some receivers put a key in the path or
+/// query.
+impl fmt::Debug for WebhookSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSink")
+            .field(
+                "url",
+                &format_args!(
+                    "{}://{}/[redacted]",
+                    self.url.scheme_str().unwrap_or("-"),
+                    self.url.authority().map_or("-", |a| a.as_str())
+                ),
+            )
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+/// `[siem] syslog`: a syslog receiver over TCP.
+#[derive(Debug, Clone)]
+pub struct SyslogSink {
+    /// Host name or address, as written.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// TLS (`tls://`, RFC 5425) or plain TCP (`tcp://`, loopback only).
+    pub tls: bool,
+    /// Extra CA certificates trusted for the receiver (`syslog_ca`), besides the web PKI roots.
+    pub ca: Vec<CertificateDer<'static>>,
 }
 
 /// Request-path limits.

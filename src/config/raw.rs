@@ -21,6 +21,8 @@ pub struct RawGateway {
     pub proxy: RawProxy,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub siem: RawSiem,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -190,4 +192,15 @@ pub struct RawRoute {
     pub access: Option<Spanned<String>>,
     pub roles: Option<Spanned<Vec<String>>>,
     pub max_body_bytes: Option<Spanned<i64>>,
+}
+
+/// `gateway.toml` `[siem]`: where security events go besides stdout.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSiem {
+    pub webhook: Option<Spanned<String>>,
+    pub webhook_token: Option<Spanned<String>>,
+    pub syslog: Option<Spanned<String>>,
+    pub syslog_ca: Option<Spanned<String>>,
+    pub queue: Option<Spanned<i64>>,
 }

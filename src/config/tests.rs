@@ -618,3 +618,52 @@ fn a_wrong_upstream_override_is_one_problem_of_the_command_line() {
         "{errs:#?}"
     );
 }
+
+/// If this broke, the SIEM webhook's token (or a key in its URL) could reach a log line
+/// through `Debug`, or the sinks would not be built from what the policy says.
+#[test]
+fn siem_sinks_are_built_and_their_secrets_stay_out_of_debug() {
+    let gateway = format!(
+        "{GATEWAY}\n[siem]\nwebhook = \"https://siem.example/hook/path-key-0123\"\nwebhook_token = \"file:secrets/siem.token\"\nsyslog = \"tls://siem.example:6514\"\nqueue = 500\n"
+    );
+    let dir = fixture(&[
+        ("gateway.toml", &gateway),
+        ("secrets/siem.token", "siem-token-abcdef-0123456789"),
+    ]);
+    let cfg = load(dir.path(), &env(), &Overrides::default()).unwrap();
+    let siem = &cfg.gateway.siem;
+    assert_eq!(siem.queue, 500);
+    let webhook = siem.webhook.as_ref().unwrap();
+    assert_eq!(webhook.url.host(), Some("siem.example"));
+    assert_eq!(
+        webhook.token.as_ref().unwrap().expose_secret(),
+        b"siem-token-abcdef-0123456789"
+    );
+    let syslog = siem.syslog.as_ref().unwrap();
+    assert_eq!(
+        (syslog.host.as_str(), syslog.port, syslog.tls),
+        ("siem.example", 6514, true)
+    );
+    let text = format!("{cfg:?}");
+    assert!(!text.contains("siem-token-abcdef"), "token leaked in Debug");
+    assert!(!text.contains("path-key-0123"), "webhook path leaked in Debug");
+}
+
+/// If this broke, a bearer token could sit in clear in the policy files, or settings
+/// that cannot work would be accepted silently.
+#[test]
+fn siem_settings_that_cannot_work_name_their_line() {
+    let gateway = format!(
+        "{GATEWAY}\n[siem]\nwebhook_token = \"inline:abc\"\nsyslog_ca = \"file:secrets/none.pem\"\nqueue = 2000000\n"
+    );
+    let dir = fixture(&[("gateway.toml", &gateway)]);
+    let errors = errors(dir.path());
+    for expected in [
+        "gateway.toml:7: siem.webhook_token: give the secret by reference (env:NAME or file:PATH), not inline",
+        "gateway.toml:7: siem.webhook_token: set `siem.webhook` too",
+        "gateway.toml:8: siem.syslog_ca: set a `tls://` `siem.syslog` too",
+        "gateway.toml:9: siem.queue: 2000000 is out of range (at most 1000000)",
+    ] {
+        assert!(errors.iter().any(|e| e == expected), "{expected:?} not in {errors:#?}");
+    }
+}

@@ -36,6 +36,7 @@ mod reload;
 mod routing;
 mod sessions;
 mod shutdown;
+mod siem;
 mod smuggling;
 mod sso;
 mod sso_admin;

@@ -1,5 +1,5 @@
 //! `gateway.toml`: listeners, TLS certificates, the store, trusted proxies and the
-//! gateway-wide limits.
+//! gateway-wide limits (`[siem]` is built by `super::siem`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -86,6 +86,7 @@ pub(super) fn build_gateway(
     }
 
     let limits = build_limits(src, &raw.limits, problems);
+    let siem = super::siem::build_siem(dir, src, &raw.siem, env, problems);
     GatewayConfig {
         listen: Listen {
             public,
@@ -107,6 +108,7 @@ pub(super) fn build_gateway(
         },
         trusted_proxies,
         limits,
+        siem,
     }
 }
 

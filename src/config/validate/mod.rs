@@ -8,6 +8,7 @@
 //! - this file: reading the files, the set-wide checks in [`load`], and the helpers every
 //!   file kind uses (sizes, durations, secret references).
 //! - [`gateway`] builds `gateway.toml`.
+//! - [`siem`] builds `gateway.toml`'s `[siem]` sinks.
 //! - [`tier`] builds `tiers/*.toml`.
 //! - [`tenant`] builds `tenants/*.toml`.
 //! - [`outline`] reads what it can of a file that does not parse, so its other problems
@@ -15,6 +16,7 @@
 
 mod gateway;
 mod outline;
+mod siem;
 mod tenant;
 mod tier;
 
