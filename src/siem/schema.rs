@@ -21,6 +21,7 @@ pub const ACTIONS: &[&str] = &[
     "auto_trip",
     "upstream_refused",
     "config_change",
+    "admin_access",
 ];
 
 /// Every field a security event may carry, in the order records write them. Fields with
