@@ -664,7 +664,14 @@ impl LocalLogin {
         if let Some(reason) = failure {
             self.feed_auto_trip_rules(store, ctx, subject, method, reason).await?;
         }
-        let action = if method == "password" { "login" } else { "mfa" };
+        // A sign-in the first step completes (a password alone, or a single sign-on,
+        // whose second factor the IdP checked) is a `login`; a gateway second factor is
+        // an `mfa`.
+        let action = if matches!(method, "password" | "oidc") {
+            "login"
+        } else {
+            "mfa"
+        };
         let outcome = if failure.is_some() {
             EventOutcome::Failure
         } else {

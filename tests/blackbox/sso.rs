@@ -187,6 +187,9 @@ async fn sign_in_through_the_tenants_idp_with_idp_mfa() {
     assert_eq!(me["subject"], "ada");
     assert_eq!(me["roles"], serde_json::json!(["admins"]));
     assert!(me["amr"].as_array().unwrap().iter().any(|m| m == "otp"), "{me}");
+    // A SIEM counts it as a sign-in (`login`), not as a gateway second factor.
+    gw.await_security_event("login", |e| e["event.outcome"] == "success")
+        .await;
 
     // The same callback again (a captured URL) signs in nothing.
     let mut thief = Browser::new(port);
