@@ -152,3 +152,47 @@ async fn h2c_upgrade_is_not_tunnelled() {
         );
     }
 }
+
+/// SMUG-05's bare LF in the head (RFC 9112 §2.2: a recipient MAY take a single LF as a
+/// line end; hyper does, with no switch to refuse it). What matters for smuggling is that
+/// the gateway reads such a head exactly as its CRLF spelling: the same headers, the
+/// same framing refusals, nothing hidden from it that the upstream could read, and the
+/// head the upstream gets is written anew with CRLF by the gateway's client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_lf_head_is_read_as_its_crlf_spelling() {
+    let (ups, gw) = start().await;
+    let resp = raw(
+        gw.public,
+        b"GET /public/x HTTP/1.1\nHost: acme.test\nX-A: 1\nConnection: close\n\n",
+    )
+    .await;
+    assert_eq!(resp[0].status, 200);
+    let seen = ups.acme.requests();
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(seen[0].header_all("x-a"), ["1"], "{seen:#?}");
+
+    // Framing is judged the same whichever line ends spell it, a Transfer-Encoding that
+    // only a bare-LF reading finds included: refused, or read by Transfer-Encoding only,
+    // so the embedded `GET /admin` is the gateway's to judge (401), never hidden in a
+    // body upstream.
+    let smuggled = "GET /admin/x HTTP/1.1\r\nHost: acme.test\r\n\r\n";
+    for head in [
+        "POST /public/x HTTP/1.1\nHost: acme.test\nContent-Length: 6\nTransfer-Encoding: chunked\n\n",
+        "POST /public/x HTTP/1.1\r\nHost: acme.test\r\nContent-Length: 6\r\nX-A: 1\nTransfer-Encoding: chunked\r\n\r\n",
+    ] {
+        let req = format!("{head}0\r\n\r\n{smuggled}");
+        let statuses: Vec<u16> = raw(gw.public, req.as_bytes()).await.iter().map(|r| r.status).collect();
+        if statuses[0] != 400 {
+            assert_eq!(statuses[0], 200, "{head:?}: {statuses:?}");
+            assert!(statuses.get(1).is_none_or(|s| *s == 401), "{head:?}: {statuses:?}");
+        }
+    }
+    let resp = raw(
+        gw.public,
+        b"POST /public/x HTTP/1.1\nHost: acme.test\nContent-Length: 5\nContent-Length: 6\n\nhello!",
+    )
+    .await;
+    assert_eq!(resp[0].status, 400, "duplicate Content-Length with bare LF");
+    assert_no_smuggled(&ups, 3).await;
+    assert!(ups.acme.requests().iter().all(|r| r.target == "/public/x"));
+}
