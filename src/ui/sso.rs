@@ -311,15 +311,10 @@ impl Portal {
                 return refuse(SsoFailure::IdpUnavailable(problem));
             }
             Err(ClaimsError::Refused(e)) => {
+                // The recording is the one `login` failure event (reason
+                // `idp_token_refused`); what exactly was refused goes to the log beside it.
                 let _ = self.login.record_sso_failure(&lctx, "-", "idp_token_refused").await;
-                let reason = e.to_string();
-                SecurityEvent {
-                    reason: Some(&reason),
-                    tenant: Some(&ctx.entry.tenant.id),
-                    tier: Some(ctx.tier()),
-                    ..SecurityEvent::new("login", EventOutcome::Failure)
-                }
-                .warn("single sign-on refused");
+                tracing::warn!(organization.id = %ctx.entry.tenant.id, problem = %e, "single sign-on refused");
                 return refuse(SsoFailure::TokenRefused(e.to_string()));
             }
         };

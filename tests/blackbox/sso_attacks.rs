@@ -323,12 +323,19 @@ async fn an_injected_code_of_another_sign_in_fails_at_the_idp() {
     assert!(!victim.has_session());
     assert_eq!(whoami(&mut victim).await.0, 401);
     assert_refusals_recorded(&gw, 1, now).await;
-    let event = gw
-        .await_security_event("login", |e| e["event.outcome"] == "failure")
-        .await;
+    gw.await_security_event("login", |e| {
+        e["event.outcome"] == "failure" && e["event.reason"] == "idp_token_refused"
+    })
+    .await;
+    assert_eq!(
+        gw.security_events("login").len(),
+        1,
+        "one refusal, one event: {:?}",
+        gw.security_events("login")
+    );
     assert!(
-        event.to_string().contains("invalid_grant"),
-        "the IdP refused the code for PKCE: {event}"
+        gw.logs().contains("invalid_grant"),
+        "the log says the IdP refused the code for PKCE"
     );
 }
 
