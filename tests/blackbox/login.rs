@@ -722,9 +722,14 @@ async fn unknown_and_known_users_take_the_same_time() {
     let (k, u) = (median(&mut known_times), median(&mut unknown_times));
     let difference = k.abs_diff(u);
     eprintln!("median: known user {k:?}, unknown user {u:?}, difference {difference:?}");
+    // Without the dummy hash an unknown name answers about ten times faster (63.6 against
+    // 6.8 ms when the defence was removed); with it the medians differ by noise only,
+    // which on two busy cores reaches some 20 % of an answer. So: within 10 ms, or within
+    // a quarter of the known user's time.
+    let bound = std::time::Duration::from_millis(10).max(k / 4);
     assert!(
-        difference < std::time::Duration::from_millis(10),
-        "known {k:?} vs unknown {u:?}: the answer time tells which names exist"
+        difference < bound,
+        "known {k:?} vs unknown {u:?} (bound {bound:?}): the answer time tells which names exist"
     );
 }
 
