@@ -45,11 +45,13 @@ use crate::records::SessionRecord;
 /// The role that may act here.
 pub use crate::account::TENANT_ADMIN_ROLE;
 
-/// `PUT` body.
-#[derive(Deserialize)]
+/// `PUT` body of `admin/accounts/{subject}/breaker` (also in the OpenAPI document).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TripBody {
+pub(super) struct TripBody {
+    /// Why (audit log); required.
     reason: String,
+    /// What the account's user is told; a default message when absent.
     #[serde(default)]
     message: Option<String>,
     /// Relative expiry (`30m`, `2h`).
@@ -58,6 +60,56 @@ struct TripBody {
     /// The incident the trip belongs to (`INC-42`), optional.
     #[serde(default)]
     incident: Option<String>,
+}
+
+/// The tenant admin's JSON endpoints, below `/.portcullis/api/admin/`, and the methods
+/// each takes: [`Portal::api_admin`] dispatches by this table (a `405`'s `Allow` comes
+/// from it) and the OpenAPI test checks the document against it both ways. A `{...}`
+/// segment stands for any text, slashes included.
+pub(super) const ADMIN_ENDPOINTS: &[(&str, &str)] = &[
+    ("users", "GET"),
+    ("users/{username}/mfa", "DELETE"),
+    ("sessions", "GET"),
+    ("sessions/{id}", "DELETE"),
+    ("history", "GET"),
+    ("audit", "GET"),
+    ("breakers", "GET"),
+    ("accounts/{subject}/breaker", "PUT, DELETE"),
+    ("sso", "GET, PUT"),
+    ("sso/test", "POST"),
+    ("sso/activate", "POST"),
+    ("sso/rollback", "POST"),
+];
+
+/// The entry of [`ADMIN_ENDPOINTS`] a path below `admin/` names.
+#[derive(Debug, PartialEq)]
+struct AdminEndpoint<'a> {
+    /// The table's pattern, which the dispatcher matches on.
+    pattern: &'static str,
+    /// The methods it takes, as `Allow` spells them.
+    methods: &'static str,
+    /// The text standing for the pattern's `{...}` segment, still percent-encoded
+    /// (empty for a pattern without one).
+    param: &'a str,
+}
+
+/// Which endpoint `path` (below `admin/`) is, if any.
+fn admin_endpoint(path: &str) -> Option<AdminEndpoint<'_>> {
+    ADMIN_ENDPOINTS.iter().find_map(|&(pattern, methods)| {
+        let param = match pattern.split_once('{') {
+            None => (pattern == path).then_some("")?,
+            Some((prefix, rest)) => {
+                let suffix = rest.split_once('}').map_or("", |(_, s)| s);
+                let inner = path.strip_prefix(prefix)?;
+                inner.strip_suffix(suffix)?
+            }
+        };
+        Some(AdminEndpoint {
+            pattern,
+            methods,
+            param,
+        })
+    })
 }
 
 impl Portal {
@@ -74,60 +126,66 @@ impl Portal {
             return Err(ApiError::NotTenantAdmin);
         }
         let actor = console_actor(ctx, &session);
-        let only = |wanted: Method, allow: &'static str| {
-            if method == wanted {
+        let Some(endpoint) = admin_endpoint(path) else {
+            return Err(ApiError::NotFound("No such API."));
+        };
+        let allow = endpoint.methods;
+        let takes_method = allow.split(", ").any(|m| m == method.as_str());
+        let only_listed = || {
+            if takes_method {
                 Ok(())
             } else {
                 Err(ApiError::WrongMethod { allow })
             }
         };
-        match path {
+        match endpoint.pattern {
             "users" => {
-                only(Method::GET, "GET")?;
+                only_listed()?;
                 return self.api_admin_users(ctx).await;
             }
             "sessions" => {
-                only(Method::GET, "GET")?;
+                only_listed()?;
                 return self.api_admin_sessions(ctx, &session).await;
             }
             "history" => {
-                only(Method::GET, "GET")?;
+                only_listed()?;
                 return self.api_admin_history(ctx, req.uri().query()).await;
             }
             "audit" => {
-                only(Method::GET, "GET")?;
+                only_listed()?;
                 return self.api_admin_audit(ctx, req.uri().query()).await;
             }
-            "breakers" => only(Method::GET, "GET")?,
-            p if sso::sso_methods(p).is_some() => return self.api_admin_sso(req, ctx, &session, method, p).await,
-            _ => {}
+            "users/{username}/mfa" => {
+                only_listed()?;
+                let name = percent_encoding::percent_decode_str(endpoint.param).decode_utf8_lossy();
+                return self.api_admin_reset_mfa(ctx, &session, &name).await;
+            }
+            "sessions/{id}" => {
+                only_listed()?;
+                return self.api_admin_end_session(ctx, &session, endpoint.param).await;
+            }
+            "breakers" => {
+                only_listed()?;
+                let all = self
+                    .switches
+                    .list(ctx.config)
+                    .await
+                    .map_err(|e| ApiError::Trip(TripRefusal::Switch(e)))?;
+                let mine: Vec<_> = all
+                    .into_iter()
+                    .filter(|k| k.scope.tenant() == Some(ctx.entry.tenant.id.as_str()) && k.in_force(ctx.now))
+                    .collect();
+                return Ok(web::json(StatusCode::OK, &json!({ "breakers": mine })));
+            }
+            "sso" | "sso/test" | "sso/activate" | "sso/rollback" => {
+                only_listed()?;
+                return self.api_admin_sso(req, ctx, &session, method, endpoint.pattern).await;
+            }
+            "accounts/{subject}/breaker" => {}
+            _ => return Err(ApiError::NotFound("No such API.")),
         }
-        if let Some(name) = path.strip_prefix("users/").and_then(|p| p.strip_suffix("/mfa")) {
-            only(Method::DELETE, "DELETE")?;
-            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-            return self.api_admin_reset_mfa(ctx, &session, &name).await;
-        }
-        if let Some(id) = path.strip_prefix("sessions/") {
-            only(Method::DELETE, "DELETE")?;
-            return self.api_admin_end_session(ctx, &session, id).await;
-        }
-        if path == "breakers" {
-            let all = self
-                .switches
-                .list(ctx.config)
-                .await
-                .map_err(|e| ApiError::Trip(TripRefusal::Switch(e)))?;
-            let mine: Vec<_> = all
-                .into_iter()
-                .filter(|k| k.scope.tenant() == Some(ctx.entry.tenant.id.as_str()) && k.in_force(ctx.now))
-                .collect();
-            return Ok(web::json(StatusCode::OK, &json!({ "breakers": mine })));
-        }
-        let Some(subject) = path
-            .strip_prefix("accounts/")
-            .and_then(|p| p.strip_suffix("/breaker"))
-            .and_then(|s| percent_encoding::percent_decode_str(s).decode_utf8().ok())
-        else {
+        // `accounts/{subject}/breaker`: the subject is read before the method is checked.
+        let Ok(subject) = percent_encoding::percent_decode_str(endpoint.param).decode_utf8() else {
             return Err(ApiError::NotFound("No such API."));
         };
         let idp = web::query_param(req.uri().query(), "idp");
@@ -157,7 +215,7 @@ impl Portal {
                 Ok(None) => Err(ApiError::NotFound("No breaker is tripped there.")),
                 Err(e) => Err(ApiError::Trip(TripRefusal::Switch(e))),
             },
-            _ => Err(ApiError::MethodNotAllowed),
+            _ => Err(ApiError::WrongMethod { allow }),
         }
     }
 }
@@ -438,7 +496,34 @@ fn sessions_count(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::done_notice;
+    use super::{admin_endpoint, done_notice};
+
+    /// If this broke, the tenant admin's API would route a path to the wrong endpoint, or
+    /// answer a path it served before as unknown (or the other way round).
+    #[test]
+    fn admin_paths_name_their_endpoint_as_before() {
+        let named = |path| admin_endpoint(path).map(|e| (e.pattern, e.methods, e.param));
+        assert_eq!(named("users"), Some(("users", "GET", "")));
+        assert_eq!(
+            named("users/a%20b/mfa"),
+            Some(("users/{username}/mfa", "DELETE", "a%20b"))
+        );
+        assert_eq!(named("users//mfa"), Some(("users/{username}/mfa", "DELETE", "")));
+        assert_eq!(named("users/mfa"), None);
+        assert_eq!(named("users/x"), None);
+        assert_eq!(named("sessions/"), Some(("sessions/{id}", "DELETE", "")));
+        assert_eq!(named("sessions/a/b"), Some(("sessions/{id}", "DELETE", "a/b")));
+        assert_eq!(
+            named("accounts/a/b/breaker"),
+            Some(("accounts/{subject}/breaker", "PUT, DELETE", "a/b"))
+        );
+        assert_eq!(named("accounts/breaker"), None);
+        assert_eq!(named("sso"), Some(("sso", "GET, PUT", "")));
+        assert_eq!(named("sso/rollback"), Some(("sso/rollback", "POST", "")));
+        assert_eq!(named("sso/"), None);
+        assert_eq!(named("breakers/x"), None);
+        assert_eq!(named(""), None);
+    }
 
     /// If this broke, the page a trip lands on would say nothing, or show what a crafted
     /// link puts in it beyond an account name.

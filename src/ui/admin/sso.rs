@@ -50,13 +50,14 @@ fn test_ticket(ctx: &Ctx<'_>, session: &SessionRecord) -> String {
 
 /// `PUT` body: the SPEC's fields plus the wizard's options. No `Debug`: it holds the
 /// client secret.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SsoBody {
+pub(in crate::ui) struct SsoBody {
     issuer: String,
     client_id: String,
     /// Absent or empty: keep the secret of the current draft or active version.
     #[serde(default)]
+    #[schema(format = Password)]
     client_secret: Option<String>,
     #[serde(default)]
     scopes: Option<Vec<String>>,
@@ -91,19 +92,9 @@ impl SsoBody {
     }
 }
 
-/// The methods of each SSO endpoint (`path` below `admin/`), for a `405`'s `Allow`.
-pub(in crate::ui) fn sso_methods(path: &str) -> Option<(&'static [Method], &'static str)> {
-    const GET_PUT: &[Method] = &[Method::GET, Method::PUT];
-    const POST: &[Method] = &[Method::POST];
-    match path {
-        "sso" => Some((GET_PUT, "GET, PUT")),
-        "sso/test" | "sso/activate" | "sso/rollback" => Some((POST, "POST")),
-        _ => None,
-    }
-}
-
 impl Portal {
-    /// `/.portcullis/api/admin/sso[/...]` of a signed-in tenant admin (`session`).
+    /// `/.portcullis/api/admin/sso[/...]` of a signed-in tenant admin (`session`); the
+    /// dispatcher has checked `method` against `super::ADMIN_ENDPOINTS`.
     pub(in crate::ui) async fn api_admin_sso(
         &self,
         req: Request<Incoming>,
@@ -113,12 +104,6 @@ impl Portal {
         path: &str,
     ) -> Result<Response<Bytes>, ApiError> {
         let actor = &super::console_actor(ctx, session);
-        let Some((methods, allow)) = sso_methods(path) else {
-            return Err(ApiError::NotFound("No such API."));
-        };
-        if !methods.contains(&method) {
-            return Err(ApiError::WrongMethod { allow });
-        }
         let t = TenantSso::of(ctx.entry, &ctx.origin);
         let admin = &self.sso_admin;
         let answer = |v: serde_json::Value| Ok(web::json(StatusCode::OK, &v));

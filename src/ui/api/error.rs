@@ -53,8 +53,6 @@ pub(in crate::ui) enum ApiError {
     /// A tenant admin's reset of their own second factor (403): with it, a session and
     /// the password would be enough to set up a new authenticator.
     SelfMfaReset,
-    /// A method the breaker endpoint does not take (405, `Allow: PUT, DELETE`).
-    MethodNotAllowed,
     /// A method this endpoint does not take (405); `allow` lists those it takes.
     WrongMethod { allow: &'static str },
     /// A tenant admin's trip or reset was refused.
@@ -129,11 +127,6 @@ impl ApiError {
                 "self_mfa_reset",
                 "You cannot reset your own MFA. Ask another tenant admin or an operator.",
             ),
-            ApiError::MethodNotAllowed => plain(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "Use PUT or DELETE.",
-            ),
             ApiError::WrongMethod { allow } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -189,7 +182,6 @@ impl ApiError {
             resp.headers_mut().insert(http::header::RETRY_AFTER, v);
         }
         let allow = match &self {
-            ApiError::MethodNotAllowed => Some("PUT, DELETE"),
             ApiError::WrongMethod { allow } => Some(*allow),
             _ => None,
         };
@@ -299,7 +291,6 @@ mod tests {
             ),
             (ApiError::NotTenantAdmin, 403, "forbidden"),
             (ApiError::SelfMfaReset, 403, "self_mfa_reset"),
-            (ApiError::MethodNotAllowed, 405, "method_not_allowed"),
             (ApiError::Trip(TripRefusal::SelfLockout), 409, "self_lockout"),
             (
                 ApiError::Trip(TripRefusal::Switch(KillSwitchError::Store(store()))),
@@ -363,8 +354,6 @@ mod tests {
         let resp = ApiError::WrongMethod { allow: "GET, DELETE" }.into_response("id");
         assert_eq!(resp.headers()[http::header::ALLOW], "GET, DELETE");
         assert_eq!(body(&resp)["message"], "Use GET or DELETE.");
-        let resp = ApiError::MethodNotAllowed.into_response("id");
-        assert_eq!(resp.headers()[http::header::ALLOW], "PUT, DELETE");
     }
 
     /// If this broke, a throttled script would not learn when to try again.
