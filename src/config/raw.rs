@@ -21,6 +21,8 @@ pub struct RawGateway {
     pub proxy: RawProxy,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub tracing: RawTracing,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -190,4 +192,13 @@ pub struct RawRoute {
     pub access: Option<Spanned<String>>,
     pub roles: Option<Spanned<Vec<String>>>,
     pub max_body_bytes: Option<Spanned<i64>>,
+}
+
+/// `[tracing]` of `gateway.toml`: OpenTelemetry trace export.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    pub otlp_endpoint: Option<Spanned<String>>,
+    pub sample_ratio: Option<Spanned<f64>>,
+    pub service_name: Option<Spanned<String>>,
 }

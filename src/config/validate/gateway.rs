@@ -107,6 +107,7 @@ pub(super) fn build_gateway(
         },
         trusted_proxies,
         limits,
+        tracing: super::traces::build_tracing(src, &raw.tracing, problems),
     }
 }
 

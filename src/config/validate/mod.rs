@@ -10,6 +10,7 @@
 //! - [`gateway`] builds `gateway.toml`.
 //! - [`tier`] builds `tiers/*.toml`.
 //! - [`tenant`] builds `tenants/*.toml`.
+//! - [`traces`] checks `[tracing]` of `gateway.toml`.
 //! - [`outline`] reads what it can of a file that does not parse, so its other problems
 //!   are still found and nothing that refers to it is reported as a second problem.
 
@@ -17,6 +18,7 @@ mod gateway;
 mod outline;
 mod tenant;
 mod tier;
+mod traces;
 
 pub(super) use gateway::admin_address;
 
