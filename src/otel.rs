@@ -27,7 +27,7 @@ use crate::config::TracingConfig;
 
 /// The target of the spans this module makes; the exporter's layer takes only these, so
 /// no log event (which may name users or addresses) becomes part of a trace.
-pub const SPAN_TARGET: &str = "portcullis::otel";
+pub use crate::telemetry::SPAN_TARGET;
 
 /// W3C trace context headers, as the propagator names them.
 const TRACEPARENT: &str = "traceparent";

@@ -88,7 +88,7 @@ fn install(access_log: Option<std::fs::File>, extra: Option<ExtraLayer>) -> LogG
             use tracing_subscriber::util::SubscriberInitExt as _;
             // Per-layer filters: `RUST_LOG` picks the log lines, the extra layer its own.
             // The log lines never show spans, so they skip the exporter's.
-            let filter = match "portcullis::otel=off".parse() {
+            let filter = match format!("{SPAN_TARGET}=off").parse() {
                 Ok(directive) => filter.add_directive(directive),
                 Err(_) => filter,
             };
@@ -104,6 +104,10 @@ fn install(access_log: Option<std::fs::File>, extra: Option<ExtraLayer>) -> LogG
     }
     LogGuard { _writers: writers }
 }
+
+/// The target of the request spans `otel` exports: the log lines skip them, the
+/// exporter's layer takes only them.
+pub const SPAN_TARGET: &str = "portcullis::otel";
 
 /// The access log's target: `RUST_LOG=access=off` (or any level above `info`) turns it off.
 pub const ACCESS_TARGET: &str = "access";

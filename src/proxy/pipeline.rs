@@ -232,17 +232,17 @@ impl Pipeline {
         if matches!(&target, Target::Reserved(p) if p.strip_prefix(policy::RESERVED_PREFIX) == Some("status")) {
             return self.status(req.method(), &site, now);
         }
+        if self.traced {
+            match &target {
+                Target::Reserved(_) => otel::record_route(policy::RESERVED_PREFIX),
+                Target::Route { rule: Some(rule), .. } => otel::record_route(&rule.prefix),
+                Target::Route { rule: None, .. } => {}
+            }
+        }
         let (session, suspended) = self
             .admit(&req, &conn, Some(state), snapshot, entry, &target, req.method(), now)
             .instrument(self.child_span(otel::session_check_span))
             .await?;
-        if self.traced {
-            otel::record_route(match &target {
-                Target::Reserved(_) => policy::RESERVED_PREFIX,
-                Target::Route { rule: Some(rule), .. } => &rule.prefix,
-                Target::Route { rule: None, .. } => "/",
-            });
-        }
         let (path, rule) = match target {
             Target::Reserved(path) => {
                 let session = session.unwrap_or(None);
