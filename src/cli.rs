@@ -412,9 +412,21 @@ fn check(dir: &std::path::Path) -> ExitCode {
 }
 
 async fn run(dir: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
-    let _guard = telemetry::init_logging();
     let env: Arc<dyn Env> = Arc::new(ProcessEnv);
+    // Loaded before logging starts: `[tracing]` decides whether the subscriber carries
+    // the OpenTelemetry layer (loading logs nothing; its errors are returned).
     let cfg = config::load(&dir, env.as_ref(), &overrides).map_err(StartError::Policy)?;
+    let (traces, layer) = match &cfg.gateway.tracing {
+        Some(tracing) => {
+            let (exporter, layer) = portcullis::otel::Exporter::start(tracing)?;
+            (Some(exporter), Some(layer))
+        }
+        None => (None, None),
+    };
+    let _guard = telemetry::init_logging_with(layer);
+    // Bound after the log guard, so dropped (flushed) before it: a failed last flush still
+    // reaches the log.
+    let _traces = traces;
     let gateway = Gateway::bind(cfg, env, overrides).await?;
     tracing::info!(public = %gateway.public_addr()?, admin = %gateway.admin_addr()?, "listening");
     gateway.run().await?;

@@ -20,6 +20,8 @@
 //!
 //! Policy, state and the way to the apps:
 //! - [`config`]: policy files → validated, typed [`config::Config`]; every policy rule.
+//! - [`otel`]: OpenTelemetry traces (off unless configured): the exporter, the request
+//!   span, W3C trace context.
 //! - [`store`]: each tier's state (SQLite or Redis), one trait per role.
 //! - [`incident`]: incident references (`INC-42`) and an incident's timeline, read from
 //!   the audit logs.
@@ -69,6 +71,7 @@ pub mod incident;
 pub mod killswitch;
 pub mod live;
 pub mod openapi;
+pub mod otel;
 pub mod path;
 pub mod policy;
 pub mod provision;

@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 
 use crate::siem;
 
@@ -36,17 +37,27 @@ pub struct LogGuard {
 
 /// Installs the global tracing subscriber: JSON lines to stdout, the access log too.
 pub fn init_logging() -> LogGuard {
-    install(None)
+    install(None, None)
+}
+
+/// A further layer of the subscriber with its own filter (the OpenTelemetry exporter's):
+/// it sees what it selects whatever `RUST_LOG` says of the log lines.
+pub type ExtraLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// As [`init_logging`], with `extra` beside the log lines when given. Without one the
+/// subscriber is exactly [`init_logging`]'s, so the request path costs the same.
+pub fn init_logging_with(extra: Option<ExtraLayer>) -> LogGuard {
+    install(None, extra)
 }
 
 /// The demo's logging: as [`init_logging`], but the access log (a line per request)
 /// goes to `access_log`, so the terminal keeps the demo's URLs and credentials on screen.
 /// Other log lines (security events, warnings) stay on stdout, as SPEC's logging says.
 pub fn init_logging_with_access_file(access_log: std::fs::File) -> LogGuard {
-    install(Some(access_log))
+    install(Some(access_log), None)
 }
 
-fn install(access_log: Option<std::fs::File>) -> LogGuard {
+fn install(access_log: Option<std::fs::File>, extra: Option<ExtraLayer>) -> LogGuard {
     let non_blocking = |sink: Box<dyn std::io::Write + Send>| {
         tracing_appender::non_blocking::NonBlockingBuilder::default()
             .lossy(false)
@@ -64,16 +75,42 @@ fn install(access_log: Option<std::fs::File>) -> LogGuard {
     };
     let _ = LOG_WRITER.set(access_writer);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .try_init();
+    match extra {
+        None => {
+            let _ = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_env_filter(filter)
+                .with_writer(writer)
+                .try_init();
+        }
+        Some(extra) => {
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::util::SubscriberInitExt as _;
+            // Per-layer filters: `RUST_LOG` picks the log lines, the extra layer its own.
+            // The log lines never show spans, so they skip the exporter's.
+            let filter = match format!("{SPAN_TARGET}=off").parse() {
+                Ok(directive) => filter.add_directive(directive),
+                Err(_) => filter,
+            };
+            let logs = tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_writer(writer)
+                .with_filter(filter);
+            let _ = tracing_subscriber::registry().with(extra).with(logs).try_init();
+        }
+    }
     LogGuard { _writers: writers }
 }
+
+/// The target of the request spans `otel` exports: the log lines skip them, the
+/// exporter's layer takes only them.
+pub const SPAN_TARGET: &str = "portcullis::otel";
 
 /// The access log's target: `RUST_LOG=access=off` (or any level above `info`) turns it off.
 pub const ACCESS_TARGET: &str = "access";

@@ -124,6 +124,9 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Where security events go besides stdout (`[siem]`); applies at start.
     pub siem: SiemConfig,
+    /// OpenTelemetry trace export; `None` (no `otlp_endpoint`) turns tracing off. Applies
+    /// at start: a reload does not start or stop the exporter.
+    pub tracing: Option<TracingConfig>,
 }
 
 /// Listener settings.
@@ -272,6 +275,19 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(30),
         }
     }
+}
+
+/// `[tracing]`: where request spans go and how many of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// The OTLP/HTTP (protobuf) traces URL: the configured collector endpoint with
+    /// `/v1/traces` appended, as OpenTelemetry's base-endpoint convention has it.
+    pub traces_url: String,
+    /// Share of new traces recorded (0.0 to 1.0); a trace a trusted proxy started keeps
+    /// its own sampling decision.
+    pub sample_ratio: f64,
+    /// `service.name` of the exported spans; tells replicas' deployments apart.
+    pub service_name: String,
 }
 
 /// An isolated environment with its own keys, store namespace and upstream allowlist.

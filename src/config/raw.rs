@@ -23,6 +23,8 @@ pub struct RawGateway {
     pub limits: RawLimits,
     #[serde(default)]
     pub siem: RawSiem,
+    #[serde(default)]
+    pub tracing: RawTracing,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -203,4 +205,13 @@ pub struct RawSiem {
     pub syslog: Option<Spanned<String>>,
     pub syslog_ca: Option<Spanned<String>>,
     pub queue: Option<Spanned<i64>>,
+}
+
+/// `[tracing]` of `gateway.toml`: OpenTelemetry trace export.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    pub otlp_endpoint: Option<Spanned<String>>,
+    pub sample_ratio: Option<Spanned<f64>>,
+    pub service_name: Option<Spanned<String>>,
 }

@@ -28,6 +28,7 @@ mod key_sharing;
 mod login;
 mod logs;
 mod openapi;
+mod otel;
 mod pages;
 mod paths;
 mod protocol_attacks;

@@ -109,6 +109,7 @@ pub(super) fn build_gateway(
         trusted_proxies,
         limits,
         siem,
+        tracing: super::traces::build_tracing(src, &raw.tracing, problems),
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`siem`] builds `gateway.toml`'s `[siem]` sinks.
 //! - [`tier`] builds `tiers/*.toml`.
 //! - [`tenant`] builds `tenants/*.toml`.
+//! - [`traces`] checks `[tracing]` of `gateway.toml`.
 //! - [`outline`] reads what it can of a file that does not parse, so its other problems
 //!   are still found and nothing that refers to it is reported as a second problem.
 
@@ -19,6 +20,7 @@ mod outline;
 mod siem;
 mod tenant;
 mod tier;
+mod traces;
 
 pub(super) use gateway::admin_address;
 
