@@ -2,10 +2,8 @@
 //! of the public listener with its `session_check` and `upstream` children, and W3C trace
 //! context (`traceparent`, `tracestate`) in and out.
 //!
-//! Off unless `[tracing] otlp_endpoint` is set. The request path is generic over
-//! [`Tracing`] and picks [`Traced`] or [`Untraced`] once per connection; [`Untraced`] is
-//! zero-sized with empty methods, so with tracing off the path compiles as if this module
-//! did not exist: no span, no header work, no larger futures.
+//! Off unless `[tracing] otlp_endpoint` is set; then nothing here runs on the request path
+//! (the pipeline checks one flag), so tracing off costs no span and no header work.
 //!
 //! Trust: a client's `traceparent` is continued only from a configured trusted proxy (the
 //! same rule as `X-Forwarded-For`): anyone else could force sampling (load on the collector)
@@ -15,16 +13,12 @@
 //!
 //! Owns no request logic; span fields never carry secrets (no headers, no query strings).
 
-use std::future::Future;
-
 use http::HeaderMap;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
-use tracing::Instrument as _;
-use tracing::instrument::Instrumented;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::filter_fn;
@@ -96,74 +90,6 @@ impl Drop for Exporter {
             tracing::warn!(error = %e, "OpenTelemetry exporter did not flush on shutdown");
         }
     }
-}
-
-/// What the request path does for OpenTelemetry; see [`Traced`] and [`Untraced`].
-pub trait Tracing: Send + Sync + 'static {
-    /// A span (`()` when off).
-    type Span: Send + Sync;
-    /// `F` running within a span (`F` itself when off).
-    type Within<F: Future + Send>: Future<Output = F::Output> + Send;
-
-    /// The span of one request (see [`request_span`]).
-    fn request(method: &http::Method, headers: &HeaderMap, peer_trusted: bool) -> Self::Span;
-    /// Runs `future` within `span`.
-    fn within<F: Future + Send>(span: &Self::Span, future: F) -> Self::Within<F>;
-    /// The child span around the session and kill-switch checks.
-    fn session_check() -> Self::Span;
-    /// The child span around the upstream exchange, its trace context written into the
-    /// upstream request's `headers` (see [`inject`]).
-    fn upstream(headers: &mut HeaderMap) -> Self::Span;
-    /// Records the matched route on the current request span (see [`record_route`]).
-    fn route(route: &str);
-    /// Records the request's outcome on its span.
-    fn outcome(span: &Self::Span, facts: &RequestSpan<'_>);
-}
-
-/// Tracing on: spans for the exporter, and a `traceparent` for the upstream.
-pub enum Traced {}
-
-/// Tracing off: nothing at all.
-pub enum Untraced {}
-
-impl Tracing for Traced {
-    type Span = tracing::Span;
-    type Within<F: Future + Send> = Instrumented<F>;
-
-    fn request(method: &http::Method, headers: &HeaderMap, peer_trusted: bool) -> tracing::Span {
-        request_span(method, headers, peer_trusted)
-    }
-    fn within<F: Future + Send>(span: &tracing::Span, future: F) -> Instrumented<F> {
-        future.instrument(span.clone())
-    }
-    fn session_check() -> tracing::Span {
-        session_check_span()
-    }
-    fn upstream(headers: &mut HeaderMap) -> tracing::Span {
-        let span = upstream_span();
-        inject(&span, headers);
-        span
-    }
-    fn route(route: &str) {
-        record_route(route);
-    }
-    fn outcome(span: &tracing::Span, facts: &RequestSpan<'_>) {
-        facts.record(span);
-    }
-}
-
-impl Tracing for Untraced {
-    type Span = ();
-    type Within<F: Future + Send> = F;
-
-    fn request(_: &http::Method, _: &HeaderMap, _: bool) {}
-    fn within<F: Future + Send>(_: &(), future: F) -> F {
-        future
-    }
-    fn session_check() {}
-    fn upstream(_: &mut HeaderMap) {}
-    fn route(_: &str) {}
-    fn outcome(_: &(), _: &RequestSpan<'_>) {}
 }
 
 /// The span of one request on the public listener. Its fields are filled in as the

@@ -26,7 +26,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Limits;
-use crate::otel::{self, Tracing};
 use pipeline::{ConnInfo, Pipeline};
 
 /// Serves the public listener until `shutdown` turns true, then stops accepting and
@@ -68,18 +67,30 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
         let io = conn::TrackedIo::new(stream, state.clone());
         let open = connections.open();
         let (idle, header_read) = (limits.idle_timeout, limits.header_read_timeout);
+        let shared = state.clone();
         let watched = state.clone();
-        let accepted = Accepted {
-            io,
-            tls,
-            conn,
-            state,
-            limits,
-        };
-        let task = match pipeline.traced() {
-            true => tokio::spawn(serve_connection::<otel::Traced>(pipeline, accepted, open)),
-            false => tokio::spawn(serve_connection::<otel::Untraced>(pipeline, accepted, open)),
-        };
+        let task = tokio::spawn(async move {
+            let _open = open;
+            let builder = connection_builder(&limits);
+            let service = service_fn(move |req| pipeline.clone().handle(req, conn, shared.clone()));
+            match tls {
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await {
+                        Ok(Ok(stream)) => {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            let _ = conn::Draining::new(conn, state).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                    let _ = conn::Draining::new(conn, state).await;
+                }
+            }
+        });
         conn::spawn_watchdog(task.abort_handle(), watched, (idle, header_read), shutdown.clone());
     }
     drop(listener);
@@ -87,47 +98,6 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
     tracing::info!(grace_seconds = grace.as_secs(), "draining open connections");
     if tokio::time::timeout(grace, connections.all_closed()).await.is_err() {
         tracing::warn!("shutdown grace period ended with connections still open");
-    }
-}
-
-/// A connection just accepted, with what serving it needs.
-struct Accepted {
-    io: conn::TrackedIo<tokio::net::TcpStream>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    conn: ConnInfo,
-    state: Arc<conn::ConnState>,
-    limits: Limits,
-}
-
-/// Serves one connection (after its TLS handshake, if any) until it closes or drains.
-/// Generic over [`Tracing`] so that the untraced request path has no tracing code in it.
-async fn serve_connection<T: Tracing>(pipeline: Arc<Pipeline>, accepted: Accepted, _open: conn::OpenGuard) {
-    let Accepted {
-        io,
-        tls,
-        conn,
-        state,
-        limits,
-    } = accepted;
-    let builder = connection_builder(&limits);
-    let shared = state.clone();
-    let service = service_fn(move |req| pipeline.clone().handle::<T>(req, conn, shared.clone()));
-    match tls {
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await {
-                Ok(Ok(stream)) => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let _ = conn::Draining::new(conn, state).await;
-                }
-                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!("TLS handshake timed out"),
-            }
-        }
-        None => {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            let _ = conn::Draining::new(conn, state).await;
-        }
     }
 }
 
