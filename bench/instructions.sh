@@ -21,12 +21,16 @@
 #   BENCH_ONLY       comma-separated rows to run (default all): hyper, floor, public, auth,
 #                    redis, log
 #   BENCH_KEEP       a directory to keep the callgrind dumps in (for callgrind_annotate)
+#   BENCH_COMPARE    another portcullis binary (say, a build of the base commit): its
+#                    public and auth rows are measured right after this tree's, in the
+#                    same session, so a change is compared without run-to-run drift
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DURATION=${BENCH_DURATION:-10s}
 ONLY=${BENCH_ONLY:-}
 KEEP=${BENCH_KEEP:-}
+COMPARE=${BENCH_COMPARE:-}
 HOST=bench.localhost
 PASSWORD="bench-user-password-42"
 # shellcheck source=bench/fixture.sh
@@ -118,12 +122,21 @@ measure() {
 }
 
 GATEWAY=("$BIN/portcullis" run --config "$TMP/policies")
+if [ -n "$COMPARE" ]; then
+    [ -x "$COMPARE" ] || die "BENCH_COMPARE=$COMPARE is not an executable"
+    OTHER=("$COMPARE" run --config "$TMP/policies")
+    OTHER_NAME=$(basename "$COMPARE")
+fi
 ! wanted hyper || measure hyper "bare hyper proxy (reference)" warn "$HY_PORT" /public/x "" -- \
     "$BIN/examples/bench_hyper_proxy" --listen "127.0.0.1:$HY_PORT" --upstream "127.0.0.1:$UP_PORT"
 ! wanted floor || measure floor "bare hyper proxy + forwarding headers (floor)" warn "$HY_PORT" /public/x "" -- \
     "$BIN/examples/bench_hyper_proxy" --listen "127.0.0.1:$HY_PORT" --upstream "127.0.0.1:$UP_PORT" --forwarding
 ! wanted public || measure public "portcullis, public route" warn "$GW_PORT" /public/x "" -- "${GATEWAY[@]}"
+[ -z "$COMPARE" ] || ! wanted public ||
+    measure public-other "$OTHER_NAME, public route" warn "$GW_PORT" /public/x "" -- "${OTHER[@]}"
 ! wanted auth || measure auth "portcullis, authenticated (SQLite)" warn "$GW_PORT" /app/x signin -- "${GATEWAY[@]}"
+[ -z "$COMPARE" ] || ! wanted auth ||
+    measure auth-other "$OTHER_NAME, authenticated (SQLite)" warn "$GW_PORT" /app/x signin -- "${OTHER[@]}"
 if wanted redis; then
     command -v redis-server >/dev/null || die "redis-server is not installed"
     REDIS_PORT=$(free_port)
