@@ -45,6 +45,45 @@ pub fn is_canonical_host(host: &str) -> bool {
     !host.is_empty() && host.len() <= 253 && host.as_bytes().split(|b| *b == b'.').all(valid_label)
 }
 
+/// A scheme users reach the public listener with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `http://`.
+    Http,
+    /// `https://`.
+    Https,
+}
+
+/// What users see of the public listener when something in front of it changes its
+/// scheme or port (a TLS-terminating load balancer: users on `https://host`, the gateway
+/// on plaintext `:8080`). Set in configuration only (`[listen] external_scheme`,
+/// `external_port`), never read from a request's `Host` or `X-Forwarded-Proto`, which
+/// the client chooses. Each part left `None` is the listener's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExternalEndpoint {
+    /// The scheme users see; `None`: the listener's (`https` over TLS, else `http`).
+    pub scheme: Option<Scheme>,
+    /// The port users see; `None`: the port the listener is bound to.
+    pub port: Option<u16>,
+}
+
+impl ExternalEndpoint {
+    /// Whether users reach the gateway over `https`, given whether the listener itself
+    /// speaks TLS: what cookies and HSTS must assume.
+    pub fn https(&self, listener_tls: bool) -> bool {
+        match self.scheme {
+            Some(scheme) => scheme == Scheme::Https,
+            None => listener_tls,
+        }
+    }
+
+    /// The origin users see for `host`, from the listener's own TLS and bound port with
+    /// this endpoint's overrides applied (see [`public_origin`]).
+    pub fn origin(&self, host: &str, listener_tls: bool, listener_port: u16) -> String {
+        public_origin(host, self.https(listener_tls), self.port.unwrap_or(listener_port))
+    }
+}
+
 /// `scheme://host[:port]`, the port left out when it is the scheme's default.
 pub fn public_origin(host: &str, tls: bool, port: u16) -> String {
     let (scheme, default_port) = if tls { ("https", 443) } else { ("http", 80) };
@@ -150,6 +189,42 @@ mod tests {
         assert_eq!(o("initech.localhost", false, 443), "http://initech.localhost:443");
         assert_eq!(o("initech.localhost", true, 443), "https://initech.localhost");
         assert_eq!(o("initech.localhost", true, 8443), "https://initech.localhost:8443");
+    }
+
+    #[test]
+    fn an_external_endpoint_replaces_only_what_it_names() {
+        use super::{ExternalEndpoint, Scheme};
+        let listener = ExternalEndpoint::default();
+        assert_eq!(listener.origin("acme.test", false, 8080), "http://acme.test:8080");
+        assert_eq!(listener.origin("acme.test", true, 8443), "https://acme.test:8443");
+        assert!(!listener.https(false));
+        assert!(listener.https(true));
+
+        // A TLS-terminating balancer on 443 in front of a plaintext listener on 8080.
+        let balancer = ExternalEndpoint {
+            scheme: Some(Scheme::Https),
+            port: Some(443),
+        };
+        assert_eq!(balancer.origin("acme.test", false, 8080), "https://acme.test");
+        assert!(balancer.https(false));
+
+        let scheme_only = ExternalEndpoint {
+            scheme: Some(Scheme::Https),
+            port: None,
+        };
+        assert_eq!(scheme_only.origin("acme.test", false, 8080), "https://acme.test:8080");
+        let port_only = ExternalEndpoint {
+            scheme: None,
+            port: Some(80),
+        };
+        assert_eq!(port_only.origin("acme.test", false, 8080), "http://acme.test");
+        assert_eq!(port_only.origin("acme.test", true, 8443), "https://acme.test:80");
+        let plain = ExternalEndpoint {
+            scheme: Some(Scheme::Http),
+            port: Some(8000),
+        };
+        assert_eq!(plain.origin("acme.test", false, 8080), "http://acme.test:8000");
+        assert!(!plain.https(false));
     }
 
     #[test]

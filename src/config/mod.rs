@@ -30,7 +30,7 @@ pub use guard::{GuardSettings, GuardSettingsError};
 use crate::policy::RouteTable;
 pub use crate::secret::{Env, ProcessEnv};
 use crate::secret::{PrivateKey, SecretBytes};
-use crate::tenancy::HostMap;
+use crate::tenancy::{ExternalEndpoint, HostMap};
 
 /// One problem in the policy set, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +138,9 @@ pub struct Listen {
     pub admin: SocketAddr,
     /// Plain HTTP on the public listener; only behind a TLS-terminating balancer or for the demo.
     pub plaintext: bool,
+    /// The scheme and port users see (`external_scheme`, `external_port`) where a
+    /// balancer in front changes them; the tenants' public origins are built from it.
+    pub external: ExternalEndpoint,
 }
 
 /// A certificate and key for a set of hosts, parsed from PEM once, at load.
@@ -560,6 +563,9 @@ pub struct TenantEntry {
     pub tenant: Arc<Tenant>,
     /// Its tier.
     pub tier: Arc<Tier>,
+    /// What users see of the public listener (`[listen] external_scheme`,
+    /// `external_port`), for [`TenantEntry::public_origin`].
+    pub external: ExternalEndpoint,
 }
 
 impl TenantEntry {
@@ -570,14 +576,14 @@ impl TenantEntry {
     }
 
     /// The tenant's canonical public origin, `scheme://primary-host[:port]`, for every
-    /// absolute URL the gateway hands out (OIDC `redirect_uri`, post-logout redirect).
-    /// It comes from configuration only, never from the request's `Host`: the scheme is
-    /// the public listener's (`https` unless `listen.plaintext`), the port the one it is
-    /// bound to (left out when it is the scheme's default). The policy has no separate
-    /// public URL setting, so a gateway behind a balancer that changes scheme or port
-    /// must listen on the scheme and port its users see.
+    /// absolute URL the gateway hands out (OIDC `redirect_uri`, back-channel logout URI,
+    /// post-logout redirect). It comes from configuration only, never from the request's
+    /// `Host` or `X-Forwarded-Proto`: the scheme is `[listen] external_scheme`, else the
+    /// public listener's (`https` unless `listen.plaintext`, as `tls` says); the port is
+    /// `[listen] external_port`, else the one the listener is bound to, and is left out
+    /// when it is the scheme's default.
     pub fn public_origin(&self, tls: bool, port: u16) -> String {
-        crate::tenancy::public_origin(self.primary_host(), tls, port)
+        self.external.origin(self.primary_host(), tls, port)
     }
 }
 
@@ -592,6 +598,7 @@ impl Config {
                     let entry = TenantEntry {
                         tenant: tenant.clone(),
                         tier: tier.clone(),
+                        external: self.gateway.listen.external,
                     };
                     (host.clone(), entry)
                 })

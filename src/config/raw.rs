@@ -33,6 +33,10 @@ pub struct RawListen {
     pub public: Option<Spanned<String>>,
     pub admin: Option<Spanned<String>>,
     pub plaintext: Option<bool>,
+    /// The scheme users see (`http` | `https`), when a balancer in front changes it.
+    pub external_scheme: Option<Spanned<String>>,
+    /// The port users see, when a balancer in front changes it.
+    pub external_port: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

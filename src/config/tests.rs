@@ -667,3 +667,77 @@ fn siem_settings_that_cannot_work_name_their_line() {
         assert!(errors.iter().any(|e| e == expected), "{expected:?} not in {errors:#?}");
     }
 }
+
+/// If this broke, a gateway behind a TLS-terminating balancer would hand its IdP a
+/// `redirect_uri` with the listener's plain scheme and internal port, and SSO would
+/// fail; or a gateway without the keys would change the origin it has always used.
+#[test]
+fn the_external_scheme_and_port_make_the_public_origin() {
+    let unset = load(fixture(&[]).path(), &env(), &Overrides::default()).unwrap();
+    assert_eq!(
+        unset.gateway.listen.external,
+        crate::tenancy::ExternalEndpoint::default()
+    );
+    let entry = unset.host_map().get("acme.test").unwrap().clone();
+    assert_eq!(entry.public_origin(false, 8080), "http://acme.test:8080");
+
+    let behind_balancer = format!("{GATEWAY}external_scheme = \"https\"\nexternal_port = 443\n");
+    let config = load(
+        fixture(&[("gateway.toml", &behind_balancer)]).path(),
+        &env(),
+        &Overrides::default(),
+    )
+    .unwrap();
+    let entry = config.host_map().get("acme.test").unwrap().clone();
+    assert_eq!(entry.public_origin(false, 8080), "https://acme.test");
+    assert!(config.gateway.listen.external.https(false));
+
+    let other_port = format!("{GATEWAY}external_scheme = \"https\"\nexternal_port = 8443\n");
+    let config = load(
+        fixture(&[("gateway.toml", &other_port)]).path(),
+        &env(),
+        &Overrides::default(),
+    )
+    .unwrap();
+    let entry = config.host_map().get("acme.test").unwrap().clone();
+    assert_eq!(entry.public_origin(false, 8080), "https://acme.test:8443");
+}
+
+/// If this broke, a typo in the external scheme or port would quietly give users
+/// redirect URIs they cannot reach, or a TLS gateway could be told to hand out
+/// plain-HTTP redirect URIs.
+#[test]
+fn wrong_external_schemes_and_ports_name_their_line() {
+    let gateway = format!("{GATEWAY}external_scheme = \"ftp\"\nexternal_port = 0\n");
+    let errs = errors(fixture(&[("gateway.toml", &gateway)]).path());
+    for expected in [
+        "gateway.toml:5: listen.external_scheme: `ftp` is not a scheme (expected \"http\" or \"https\")",
+        "gateway.toml:6: listen.external_port: 0 is not a port (1 to 65535)",
+    ] {
+        assert!(errs.iter().any(|e| e == expected), "{expected:?} not in {errs:#?}");
+    }
+    for port in ["65536", "-443"] {
+        let gateway = format!("{GATEWAY}external_port = {port}\n");
+        assert_error(
+            &[("gateway.toml", &gateway)],
+            &format!("gateway.toml:5: listen.external_port: {port} is not a port (1 to 65535)"),
+        );
+    }
+    let gateway = format!("{GATEWAY}external_scheme = \"HTTPS\"\n");
+    assert_error(
+        &[("gateway.toml", &gateway)],
+        "gateway.toml:5: listen.external_scheme: `HTTPS` is not a scheme",
+    );
+
+    let downgrade = GATEWAY.replace("plaintext = true", "plaintext = false\nexternal_scheme = \"http\"");
+    assert_error(
+        &[("gateway.toml", &downgrade)],
+        "gateway.toml:5: listen.external_scheme: `http` in front of a TLS listener would downgrade",
+    );
+    // Plain HTTP said out loud on a plaintext listener is what it already was.
+    let plain = format!("{GATEWAY}external_scheme = \"http\"\nexternal_port = 80\n");
+    assert_eq!(
+        errors(fixture(&[("gateway.toml", &plain)]).path()),
+        Vec::<String>::new()
+    );
+}

@@ -17,6 +17,7 @@ mod demo_output;
 mod deploy;
 mod distributed;
 mod edge_attacks;
+mod external_origin;
 mod forward_auth;
 mod harness;
 mod headers;

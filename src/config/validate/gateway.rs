@@ -9,11 +9,11 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use toml::Spanned;
 
-use super::super::raw::{RawCertificate, RawGateway, RawLimits};
+use super::super::raw::{RawCertificate, RawGateway, RawLimits, RawListen};
 use super::super::{Certificate, ConfigError, GatewayConfig, Limits, Listen, Overrides, StoreConfig};
 use super::{Problems, Source, duration, parse, read_source, resolve, size};
 use crate::secret::{Env, PrivateKey};
-use crate::tenancy::normalise_host;
+use crate::tenancy::{ExternalEndpoint, Scheme, normalise_host};
 
 pub(super) fn build_gateway(
     dir: &Path,
@@ -40,6 +40,7 @@ pub(super) fn build_gateway(
         problems,
     );
     let plaintext = raw.listen.plaintext.unwrap_or(false);
+    let external = build_external_endpoint(src, &raw.listen, plaintext, problems);
 
     let mut tls = Vec::new();
     for cert in raw.tls.certificates {
@@ -92,6 +93,7 @@ pub(super) fn build_gateway(
             public,
             admin,
             plaintext,
+            external,
         },
         tls,
         store: StoreConfig {
@@ -111,6 +113,51 @@ pub(super) fn build_gateway(
         siem,
         tracing: super::traces::build_tracing(src, &raw.tracing, problems),
     }
+}
+
+/// `[listen] external_scheme` and `external_port`: what users see when a balancer in
+/// front of the public listener changes its scheme or port. A part that is wrong is
+/// reported at its line and left to the listener's own; `http` in front of a TLS
+/// listener is refused, since it would hand out plain-HTTP redirect URIs for a gateway
+/// that only speaks TLS (a downgrade nobody means).
+fn build_external_endpoint(
+    src: &Source,
+    raw: &RawListen,
+    plaintext: bool,
+    problems: &mut Problems,
+) -> ExternalEndpoint {
+    let scheme = raw.external_scheme.as_ref().and_then(|s| match s.get_ref().as_str() {
+        "https" => Some(Scheme::Https),
+        "http" if plaintext => Some(Scheme::Http),
+        "http" => {
+            problems.at(
+                src,
+                s.span(),
+                "listen.external_scheme: `http` in front of a TLS listener would downgrade every redirect URI to plain HTTP (use `https`, or set listen.plaintext = true)",
+            );
+            None
+        }
+        other => {
+            problems.at(
+                src,
+                s.span(),
+                format!("listen.external_scheme: `{other}` is not a scheme (expected \"http\" or \"https\")"),
+            );
+            None
+        }
+    });
+    let port = raw.external_port.as_ref().and_then(|p| {
+        let port = u16::try_from(*p.get_ref()).ok().filter(|port| *port != 0);
+        if port.is_none() {
+            problems.at(
+                src,
+                p.span(),
+                format!("listen.external_port: {} is not a port (1 to 65535)", p.get_ref()),
+            );
+        }
+        port
+    });
+    ExternalEndpoint { scheme, port }
 }
 
 /// Every host the `[[tls.certificates]]` list, as written (normalised), whether or not
