@@ -34,6 +34,7 @@ mod paths;
 mod protocol_attacks;
 mod readme;
 mod reload;
+mod review_fixes;
 mod routing;
 mod sessions;
 mod shutdown;
