@@ -83,3 +83,114 @@ async fn the_admin_api_reads_the_bearer_scheme_in_any_case() {
         assert_eq!(status, 401, "{bad:?}: {body}");
     }
 }
+
+// --- 2. Allow on 405 ----------------------------------------------------------------
+
+/// The methods an `Allow` header lists, upper-case and sorted.
+fn allowed(value: Option<&str>) -> Vec<String> {
+    let mut methods: Vec<String> = value
+        .unwrap_or_default()
+        .split(',')
+        .map(|m| m.trim().to_ascii_uppercase())
+        .filter(|m| !m.is_empty())
+        .collect();
+    methods.sort();
+    methods
+}
+
+/// If this broke, a client refused with 405 on the public listener would not learn which
+/// methods work (RFC 9110 §15.5.6: a 405 carries `Allow`), here for the methods the
+/// gateway never passes (TRACE, CONNECT), on a page and in JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_405_of_the_public_listener_says_what_is_allowed() {
+    let (ups, gw) = start().await;
+    let proxied = ["DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"];
+    for accept in ["application/json", "text/html"] {
+        let r = raw(
+            gw.public,
+            format!("TRACE /anything HTTP/1.1\r\nHost: acme.test\r\nAccept: {accept}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert_eq!(r[0].status, 405, "{accept}");
+        assert_eq!(allowed(r[0].header("allow")), proxied, "TRACE, {accept}");
+    }
+    let r = raw(
+        gw.public,
+        b"CONNECT acme.test:443 HTTP/1.1\r\nHost: acme.test:443\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r[0].status, 405);
+    assert_eq!(allowed(r[0].header("allow")), proxied, "CONNECT");
+    assert_eq!(ups.total(), 0, "nothing forwarded");
+}
+
+/// If this broke, `PUT /.portcullis/status` (and any method but GET and HEAD) would
+/// answer 405 without saying that only GET and HEAD work there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs pipeline patch: `status` in src/proxy/pipeline.rs must refuse with Refusal::OnlyMethods(\"GET, HEAD\")"]
+async fn a_405_of_the_status_endpoint_allows_get_and_head() {
+    let (_ups, gw) = start().await;
+    let client = gw.client();
+    for method in [Method::PUT, Method::POST, Method::DELETE, Method::PATCH] {
+        let r = client
+            .request(method.clone(), gw.host_url("acme.test", "/.portcullis/status"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 405, "{method}");
+        let allow = r.headers().get("allow").and_then(|v| v.to_str().ok());
+        assert_eq!(allowed(allow), ["GET", "HEAD"], "{method}");
+    }
+}
+
+/// If this broke, a tenant page or the tenant JSON API refusing a method would not say
+/// which methods the path takes (or a page would claim the path does not exist).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_405_of_the_tenant_pages_and_api_says_what_is_allowed() {
+    let (ups, gw) = start().await;
+    let mut agent = Agent::new(&gw, "acme.test");
+    let cases: [(Method, &str, &[&str]); 7] = [
+        (Method::PUT, "/.portcullis/login", &["GET", "HEAD", "POST"]),
+        (Method::DELETE, "/.portcullis/mfa", &["GET", "HEAD", "POST"]),
+        (Method::PUT, "/.portcullis/logout", &["GET", "HEAD", "POST"]),
+        (Method::POST, "/.portcullis/callback", &["GET"]),
+        (Method::PATCH, "/.portcullis/admin/users", &["GET", "HEAD"]),
+        (Method::DELETE, "/.portcullis/api/login", &["POST"]),
+        (Method::PUT, "/.portcullis/api/sessions", &["DELETE", "GET"]),
+    ];
+    for (method, path, expected) in cases {
+        for accept in ["text/html", "application/json"] {
+            let r = agent.send(method.clone(), path, &[("accept", accept)], None).await;
+            assert_eq!(r.status, 405, "{method} {path} ({accept}): {}", r.body);
+            assert_eq!(allowed(r.header("allow")), expected, "{method} {path} ({accept})");
+        }
+    }
+    assert_eq!(ups.total(), 0, "nothing forwarded");
+}
+
+/// If this broke, the admin API or the console refusing a method would not say which
+/// methods the path takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_405_of_the_admin_listener_says_what_is_allowed() {
+    let (_ups, gw, olivia, _) = with_operators().await;
+    let bearer = format!("Bearer {olivia}");
+    let cases: [(Method, &str, &[&str]); 5] = [
+        (Method::PUT, "/v1/breakers", &["GET", "HEAD"]),
+        (Method::POST, "/v1/tenants/acme/breaker", &["DELETE", "PUT"]),
+        (Method::DELETE, "/v1/changes", &["GET", "HEAD", "POST"]),
+        (Method::PUT, "/console/breakers", &["GET", "HEAD"]),
+        (Method::GET, "/console/breakers/trip", &["POST"]),
+    ];
+    for (method, path, expected) in cases {
+        let r = plain_client()
+            .request(method.clone(), gw.admin_url(path))
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 405, "{method} {path}");
+        let allow = r.headers().get("allow").and_then(|v| v.to_str().ok());
+        assert_eq!(allowed(allow), expected, "{method} {path}");
+    }
+}
