@@ -194,3 +194,151 @@ async fn a_405_of_the_admin_listener_says_what_is_allowed() {
         assert_eq!(allowed(allow), expected, "{method} {path}");
     }
 }
+
+// --- 3. One pending change per identical proposal -------------------------------------
+
+/// The pending changes of the caller's tier.
+async fn pending(gw: &Gateway, token: &str) -> Vec<Value> {
+    let (status, all) = admin_call(gw, Method::GET, "/v1/changes", &format!("Bearer {token}"), None).await;
+    assert_eq!(status, 200, "{all}");
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "pending")
+        .cloned()
+        .collect()
+}
+
+/// If this broke, proposing the same change twice (a double click, a retried script,
+/// a second operator) would leave two pending changes for one reset, and approving one
+/// would leave the other to apply again later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposing_a_pending_change_again_answers_the_pending_one() {
+    let (_ups, gw, olivia, oscar) = with_operators().await;
+    let (by_olivia, by_oscar) = (format!("Bearer {olivia}"), format!("Bearer {oscar}"));
+    let reset = serde_json::json!({"kind": "tenant.breaker_reset", "target": "acme", "reason": "all clear"});
+    let (status, first) = admin_call(&gw, Method::POST, "/v1/changes", &by_olivia, Some(&reset)).await;
+    assert_eq!(status, 201, "{first}");
+    let id = first["id"].as_str().unwrap().to_string();
+
+    let again = serde_json::json!({"kind": "tenant.breaker_reset", "target": "acme", "reason": "clicked twice"});
+    for token in [&by_olivia, &by_oscar] {
+        let (status, second) = admin_call(&gw, Method::POST, "/v1/changes", token, Some(&again)).await;
+        assert_eq!(status, 200, "{second}");
+        assert_eq!(second["id"], id.as_str(), "{second}");
+        assert_eq!(second["status"], "pending");
+        assert_eq!(second["digest"], first["digest"], "the pending change, unchanged");
+    }
+    assert_eq!(pending(&gw, &olivia).await.len(), 1);
+
+    // Another target, or another content of the same kind, is another change.
+    let globex = serde_json::json!({"kind": "tenant.breaker_reset", "target": "globex", "reason": "all clear"});
+    let (status, other) = admin_call(&gw, Method::POST, "/v1/changes", &by_olivia, Some(&globex)).await;
+    assert_eq!(status, 201, "{other}");
+    for hosts in [["acme.test", "acme2.test"], ["acme.test", "acme3.test"]] {
+        let update = serde_json::json!({"kind": "tenant.update", "target": "acme", "change": {"hosts": hosts}, "reason": "hosts"});
+        let (status, body) = admin_call(&gw, Method::POST, "/v1/changes", &by_olivia, Some(&update)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    assert_eq!(pending(&gw, &olivia).await.len(), 4);
+
+    // Once the first is decided, the same proposal opens a new change.
+    let (status, body) = admin_call(
+        &gw,
+        Method::POST,
+        &format!("/v1/changes/{id}/reject"),
+        &by_oscar,
+        Some(&serde_json::json!({"reason": "not yet"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, third) = admin_call(&gw, Method::POST, "/v1/changes", &by_olivia, Some(&reset)).await;
+    assert_eq!(status, 201, "{third}");
+    assert_ne!(third["id"], id.as_str());
+}
+
+/// A console signed in with `token`: its client, cookie and CSRF token.
+async fn console_session(gw: &Gateway, token: &str) -> (reqwest::Client, String, String) {
+    let client = plain_client();
+    let base = format!("http://{}", gw.admin);
+    let r = client
+        .post(format!("{base}/console/signin"))
+        .header("origin", &base)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = client
+        .get(format!("{base}/console/breakers"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).expect("csrf field") + marker.len();
+    let csrf = page[start..start + page[start..].find('"').unwrap()].to_string();
+    (client, cookie, csrf)
+}
+
+/// If this broke, pressing "Propose reset" twice in the console would create two pending
+/// changes for one reset, or the second press would not show the pending one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposing_a_reset_twice_in_the_console_shows_the_pending_one() {
+    let (_ups, gw, olivia, _) = with_operators().await;
+    let (status, body) = admin_call(
+        &gw,
+        Method::PUT,
+        "/v1/tenants/acme/breaker",
+        &format!("Bearer {olivia}"),
+        Some(&serde_json::json!({"reason": "drill"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (client, cookie, csrf) = console_session(&gw, &olivia).await;
+    let base = format!("http://{}", gw.admin);
+    let mut locations = Vec::new();
+    for _ in 0..2 {
+        let r = client
+            .post(format!("{base}/console/breakers/reset"))
+            .header("origin", &base)
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}&scope=tenant%3Aacme&reason=all+clear"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 303);
+        locations.push(r.headers()["location"].to_str().unwrap().to_string());
+    }
+    let open = pending(&gw, &olivia).await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    let id = open[0]["id"].as_str().unwrap();
+    assert_eq!(locations[0], "/console/changes?done=proposed");
+    assert_eq!(
+        locations[1],
+        format!("/console/changes?done=already_pending#change-{id}")
+    );
+    let page = client
+        .get(format!("{base}{}", locations[1]))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("already waiting for approval"), "{page}");
+    assert!(page.contains(&format!("id=\"change-{id}\"")), "{page}");
+}
