@@ -342,3 +342,55 @@ async fn proposing_a_reset_twice_in_the_console_shows_the_pending_one() {
     assert!(page.contains("already waiting for approval"), "{page}");
     assert!(page.contains(&format!("id=\"change-{id}\"")), "{page}");
 }
+
+// --- 4. source.ip on logout events ----------------------------------------------------
+
+/// If this broke, a SIEM could not tell where a sign-out came from: the logout event
+/// would lack `source.ip` (the client's address, from a trusted proxy's
+/// `X-Forwarded-For` where one forwards), `user.id` or `organization.id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_events_name_the_client_address_and_the_user() {
+    let (_ups, gw) = start_with(|f| f.trusted_proxies = vec!["127.0.0.1/32".into()]).await;
+    let accounts = Accounts::open(&gw).await;
+    let lee = accounts.create("acme", "lee", &[], true).await;
+
+    let mut api = Agent::new(&gw, "acme.test");
+    api.api_login(&lee).await;
+    let r = api
+        .send(
+            Method::POST,
+            "/.portcullis/api/logout",
+            &[("x-forwarded-for", "203.0.113.7")],
+            Some(("application/json", b"{}".to_vec())),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let event = gw
+        .await_security_event("logout", |e| e["source.ip"] == "203.0.113.7")
+        .await;
+    assert_eq!(event["event.outcome"], "success");
+    assert_eq!(event["user.id"], "lee");
+    assert_eq!(event["organization.id"], "acme");
+    assert_eq!(event["portcullis.tier"], "prod");
+
+    // The page's sign-out, straight from the client (no proxy header).
+    let mut page = Agent::new(&gw, "acme.test");
+    page.api_login(&lee).await;
+    let form = page.get("/.portcullis/logout").await;
+    let marker = "name=\"csrf\" value=\"";
+    let start = form.body.find(marker).expect("csrf field") + marker.len();
+    let csrf = form.body[start..start + form.body[start..].find('"').unwrap()].to_string();
+    let r = page.post_form("/.portcullis/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let event = gw
+        .await_security_event("logout", |e| e["source.ip"] == "127.0.0.1")
+        .await;
+    assert_eq!(event["user.id"], "lee");
+    assert_eq!(event["organization.id"], "acme");
+    let without_ip: Vec<Value> = gw
+        .security_events("logout")
+        .into_iter()
+        .filter(|e| e.get("source.ip").is_none_or(Value::is_null))
+        .collect();
+    assert!(without_ip.is_empty(), "{without_ip:?}");
+}
