@@ -394,3 +394,86 @@ async fn logout_events_name_the_client_address_and_the_user() {
         .collect();
     assert!(without_ip.is_empty(), "{without_ip:?}");
 }
+
+// --- 5. SIEM drops of a slow sink -------------------------------------------------------
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A webhook receiver that accepts every POST, each only after `delay`; counts them.
+async fn slow_receiver(delay: Duration) -> (String, Arc<AtomicUsize>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ingest", listener.local_addr().unwrap());
+    let posts = Arc::new(AtomicUsize::new(0));
+    let counted = posts.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let counted = counted.clone();
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        tokio::time::sleep(delay).await;
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(bytes::Bytes::from_static(
+                            b"ok",
+                        ))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, posts)
+}
+
+/// If this broke, a SIEM receiver that answers every batch but too slowly would lose
+/// events to the full queue with no line in the gateway's log (only a metric would
+/// count them): the operator would never learn the SIEM has gaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_working_siem_sink_logs_its_drops() {
+    let (url, posts) = slow_receiver(Duration::from_millis(1500)).await;
+    let (_ups, gw) = start_with(|f| {
+        f.limits.push((
+            "shutdown_grace".into(),
+            format!("\"30s\"\n\n[siem]\nwebhook = \"{url}\"\nqueue = 10\n"),
+        ));
+    })
+    .await;
+    let client = gw.client();
+    for _ in 0..200 {
+        let r = client
+            .get(gw.host_url("acme.test", "/"))
+            .header("cookie", "__Host-portcullis-staging=not-a-session")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().as_u16() < 500);
+    }
+    let line = eventually(Duration::from_secs(15), || async {
+        gw.stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v.to_string().contains("SIEM events dropped"))
+    })
+    .await
+    .unwrap_or_else(|| panic!("no drop line:\n{}", gw.logs()));
+    assert_eq!(line["level"], "WARN", "{line}");
+    let dropped = line["fields"]["dropped"]
+        .as_u64()
+        .or_else(|| line["dropped"].as_u64())
+        .unwrap_or_else(|| panic!("no dropped count: {line}"));
+    assert!(dropped > 0, "{line}");
+    assert!(!gw.logs().contains("SIEM delivery failing"), "the sink never failed");
+    assert!(posts.load(Ordering::SeqCst) >= 1);
+}
