@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::error::AdminError;
 use super::scope::{Action, Target, checked_call};
 use super::{AdminState, Caller, operator_only, parse_body, parse_optional_body};
-use crate::changes::{ChangeError, ChangeRequest, Operator};
+use crate::changes::{ChangeError, ChangeRequest, Operator, Proposal};
 
 /// `POST /v1/changes` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -101,10 +101,14 @@ pub(super) async fn list(
     Ok((StatusCode::OK, axum::Json(Value::Array(views))).into_response())
 }
 
-/// `POST /v1/changes`: proposes a change → `201` pending, with its digest.
+/// `POST /v1/changes`: proposes a change → `201` pending, with its digest; `200` with
+/// the pending change when the same one (kind, target, content) already waits.
 #[utoipa::path(post, path = "/v1/changes", operation_id = "propose_change", tag = "changes",
     request_body = ProposeBody,
-    responses((status = 201, description = "Pending, with its `id` and `digest`; `Location` names it.", body = serde_json::Value)))]
+    responses(
+        (status = 201, description = "Pending, with its `id` and `digest`; `Location` names it.", body = serde_json::Value),
+        (status = 200, description = "The same change (kind, target and content) was already pending: that one, unchanged (no second one is made); `Location` names it.", body = serde_json::Value),
+    ))]
 pub(super) async fn create(
     State(state): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -118,7 +122,7 @@ pub(super) async fn create(
         .changes
         .propose(&op, &body.kind, &body.target, &body.change, &body.reason, now)
         .await;
-    created(result, StatusCode::CREATED, &op, now)
+    created(result, StatusCode::CREATED, StatusCode::OK, &op, now)
 }
 
 /// `GET /v1/changes/{id}`.
@@ -240,7 +244,8 @@ pub(super) async fn request_tier_breaker_reset(
         .changes
         .propose(&op, "tier.breaker_reset", &op.tier, &empty_object(), &reason, now)
         .await;
-    created(result, StatusCode::ACCEPTED, &op, now)
+    // Pending either way: a reset asked for twice answers the one change that waits.
+    created(result, StatusCode::ACCEPTED, StatusCode::ACCEPTED, &op, now)
 }
 
 /// The operator behind the bearer token; 401 without one, 403 for automation tokens
@@ -273,15 +278,20 @@ fn answer(result: Result<ChangeRequest, ChangeError>, op: &Operator, now: i64) -
     Ok((StatusCode::OK, axum::Json(cr.view(now))).into_response())
 }
 
-/// A new change request's answer with its `Location` (`status`: 201, or 202 for a
-/// reset that waits for approval), or the refusal.
+/// A proposal's answer with its change's `Location`: `new` (201, or 202 for a reset that
+/// waits for approval) for a new change, `pending` when the same change already waited;
+/// or the refusal.
 fn created(
-    result: Result<ChangeRequest, ChangeError>,
-    status: StatusCode,
+    result: Result<Proposal, ChangeError>,
+    new: StatusCode,
+    pending: StatusCode,
     op: &Operator,
     now: i64,
 ) -> Result<Response, AdminError> {
-    let cr = result.map_err(|e| AdminError::change(e, op))?;
+    let (status, cr) = match result.map_err(|e| AdminError::change(e, op))? {
+        Proposal::Created(cr) => (new, cr),
+        Proposal::AlreadyPending(cr) => (pending, cr),
+    };
     Ok((
         status,
         [(header::LOCATION, format!("/v1/changes/{}", cr.id))],

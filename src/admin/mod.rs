@@ -400,14 +400,22 @@ async fn operator_only(
 
 /// The bearer token of a request: one `Authorization` line, `Bearer <token>`. Two lines
 /// count as none, so no reader of the request can pick another line than this one did.
+/// The scheme is matched without regard to case and followed by one or more spaces
+/// (RFC 9110 §11.1, §11.4: `auth-scheme 1*SP token68`); a token that is empty or holds
+/// whitespace is none.
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let mut lines = headers.get_all(header::AUTHORIZATION).iter();
     let line = lines.next()?;
     if lines.next().is_some() {
         return None;
     }
-    let token = line.to_str().ok()?.strip_prefix("Bearer ")?.trim();
-    (!token.is_empty()).then_some(token)
+    let (scheme, rest) = line.to_str().ok()?.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim_start_matches(' ').trim_end();
+    let well_formed = !token.is_empty() && !token.contains(|c: char| c.is_ascii_whitespace());
+    well_formed.then_some(token)
 }
 
 /// The name of the operator of `tier` holding `token`, checking every entry (constant
@@ -603,6 +611,49 @@ async fn reload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use axum::http::HeaderValue;
+
+    fn bearer_of(value: &str) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        bearer_token(&headers).map(str::to_string)
+    }
+
+    /// If this broke, a client spelling the scheme `bearer` or `BEARER` (RFC 9110 makes
+    /// the scheme case-insensitive) would be refused with a valid token, or a malformed
+    /// line (no token, a tab, another scheme, a token with spaces) would pass as a token.
+    #[test]
+    fn the_bearer_scheme_ignores_case_and_takes_one_or_more_spaces() {
+        for good in [
+            "Bearer t0k-en",
+            "bearer t0k-en",
+            "BEARER t0k-en",
+            "bEaReR t0k-en",
+            "Bearer   t0k-en",
+        ] {
+            assert_eq!(bearer_of(good).as_deref(), Some("t0k-en"), "{good:?}");
+        }
+        for bad in [
+            "Bearer",
+            "Bearer ",
+            "Bearer    ",
+            "Bearer\tt0k-en",
+            "Bearer \tt0k-en",
+            "Bearer t0k en",
+            "Bearert0k-en",
+            "Basic t0k-en",
+            "Bearer-x t0k-en",
+            " Bearer t0k-en",
+            "t0k-en",
+        ] {
+            assert_eq!(bearer_of(bad), None, "{bad:?}");
+        }
+        let mut two = HeaderMap::new();
+        two.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer a"));
+        two.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer a"));
+        assert_eq!(bearer_token(&two), None);
+    }
 
     /// If this broke, an optional body sent as JSON `null` (which the document allows, and
     /// schemathesis sent) would be refused as malformed.

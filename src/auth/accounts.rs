@@ -182,6 +182,7 @@ impl Accounts {
         )
         .await?;
         SecurityEvent {
+            source_ip: Some(ctx.ip),
             user: Some(&session.subject),
             tenant: Some(&session.tenant),
             tier: Some(&session.tier),

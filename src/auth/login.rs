@@ -726,6 +726,7 @@ impl LocalLogin {
             if count >= rule.threshold {
                 SecurityEvent {
                     reason: Some(&rule.name),
+                    source_ip: Some(ctx.ip),
                     tenant: Some(ctx.tenant),
                     tier: Some(ctx.tier),
                     user: Some(subject),

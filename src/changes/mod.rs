@@ -27,7 +27,7 @@ pub mod service;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use self::service::{ChangeError, Changes, Operator};
+pub use self::service::{ChangeError, Changes, Operator, Proposal};
 pub use crate::records::change::{ChangeKind, ChangeRequest, ChangeStatus, digest, is_change_id, new_change_id};
 use crate::secret::SecretRef;
 

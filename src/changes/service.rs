@@ -89,6 +89,25 @@ impl Operator {
     }
 }
 
+/// What [`Changes::propose`] did.
+#[derive(Debug)]
+pub enum Proposal {
+    /// A new pending change.
+    Created(ChangeRequest),
+    /// The same change (kind, target and content) was already pending: that one,
+    /// unchanged, so a proposal sent twice leaves one change to approve.
+    AlreadyPending(ChangeRequest),
+}
+
+impl Proposal {
+    /// The change the proposal stands for, new or pending before.
+    pub fn change(&self) -> &ChangeRequest {
+        match self {
+            Proposal::Created(cr) | Proposal::AlreadyPending(cr) => cr,
+        }
+    }
+}
+
 /// Change requests of every tier.
 pub struct Changes {
     live: Arc<Live>,
@@ -98,6 +117,9 @@ pub struct Changes {
     /// One apply at a time on this node, so two changes validated one by one never land
     /// together unvalidated.
     apply_lock: tokio::sync::Mutex<()>,
+    /// One proposal at a time on this node, so two identical proposals sent together
+    /// (a double click) cannot both find no pending twin.
+    propose_lock: tokio::sync::Mutex<()>,
 }
 
 impl Changes {
@@ -109,6 +131,7 @@ impl Changes {
             switches,
             ttl_secs: ttl_secs.max(1),
             apply_lock: tokio::sync::Mutex::new(()),
+            propose_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -117,7 +140,9 @@ impl Changes {
         self.ttl_secs
     }
 
-    /// Proposes a change; it waits for a second operator of the owning tier.
+    /// Proposes a change; it waits for a second operator of the owning tier. When the
+    /// same change (kind, target and content; the reason aside) is already pending, that
+    /// one is the answer and nothing is stored or audited.
     pub async fn propose(
         &self,
         op: &Operator,
@@ -126,7 +151,7 @@ impl Changes {
         change: &Value,
         reason: &str,
         now: i64,
-    ) -> Result<ChangeRequest, ChangeError> {
+    ) -> Result<Proposal, ChangeError> {
         let kind = ChangeKind::parse(kind).ok_or_else(|| {
             ChangeError::Invalid(format!(
                 "unknown `kind` (expected one of {})",
@@ -147,6 +172,16 @@ impl Changes {
         {
             return Err(ChangeError::Invalid("`change.tier` names an unknown tier".into()));
         }
+        let store = self.store(&owner)?;
+        let _one_at_a_time = self.propose_lock.lock().await;
+        let twin = store
+            .list_changes()
+            .await?
+            .into_iter()
+            .find(|c| c.is_open(now) && c.kind == kind && c.target == target && c.change == change);
+        if let Some(pending) = twin {
+            return Ok(Proposal::AlreadyPending(pending));
+        }
         let cr = ChangeRequest {
             id: new_change_id(),
             version: 1,
@@ -166,7 +201,6 @@ impl Changes {
             decided_at: None,
             errors: Vec::new(),
         };
-        let store = self.store(&cr.tier)?;
         store.put_change(&cr).await?;
         let before = match kind {
             ChangeKind::TierBreakerReset | ChangeKind::TenantBreakerReset => Value::Null,
@@ -174,7 +208,7 @@ impl Changes {
         };
         self.audit(&*store, &cr, op, "change.propose", before, summary(&cr), now)
             .await?;
-        Ok(cr)
+        Ok(Proposal::Created(cr))
     }
 
     /// Replaces the change and/or reason of an open change; it gets a new digest and a new

@@ -20,6 +20,7 @@ use super::auth::OperatorId;
 use super::error::ConsoleError;
 use super::tenants::{SwitchView, scope_words};
 use super::{ConsoleState, Form, actor, change_operator, own_tenant, page_operator, posted, render, see_other};
+use crate::changes::Proposal;
 use crate::killswitch::{DryRun, Expiry, KillSwitch, Scope, TripRequest};
 use crate::ui::web::query_param;
 
@@ -243,9 +244,13 @@ pub(super) async fn reset(
         Scope::Tier { tier } => ("tier.breaker_reset", tier.clone()),
     };
     let empty = serde_json::Value::Object(serde_json::Map::new());
-    state
+    let proposal = state
         .changes
         .propose(&change_operator(op, &peer), kind, &target, &empty, reason, now)
         .await?;
-    Ok(see_other("/console/changes?done=proposed"))
+    Ok(match proposal {
+        Proposal::Created(_) => see_other("/console/changes?done=proposed"),
+        // Pressed twice (or by two operators): the change that already waits, shown.
+        Proposal::AlreadyPending(cr) => see_other(&format!("/console/changes?done=already_pending#change-{}", cr.id)),
+    })
 }

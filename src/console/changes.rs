@@ -157,6 +157,9 @@ pub(super) async fn page(
     }
     let notice = match crate::ui::web::query_param(query.as_deref(), "done").as_deref() {
         Some("proposed") => Some("Reset proposed: a second operator of this tier approves it here."),
+        Some("already_pending") => {
+            Some("This reset is already waiting for approval (below); no second change was made.")
+        }
         Some("approved") => Some("Change approved and applied."),
         Some("rejected") => Some("Change rejected."),
         _ => None,

@@ -17,6 +17,10 @@ use crate::ui::readable::{self, Moment};
 use crate::upstream::guard::Rejection;
 use crate::upstream::{ClientBodyFault, UpstreamError};
 
+/// The `Allow` of a 405 for a method the gateway never passes on: the standard methods
+/// it does forward (RFC 9110 §15.5.6 wants `Allow` on every 405).
+pub const PROXIED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 /// Why the gateway answered instead of the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -30,8 +34,12 @@ pub enum Refusal {
     Forbidden(&'static str),
     /// Nothing here (404).
     NotFound,
-    /// Method never allowed through the gateway (405).
+    /// Method never allowed through the gateway (TRACE, CONNECT): 405 with
+    /// [`PROXIED_METHODS`] in `Allow`.
     MethodNotAllowed,
+    /// A gateway endpoint (such as `/.portcullis/status`) takes only these methods
+    /// (405 with them in `Allow`, e.g. `"GET, HEAD"`).
+    OnlyMethods(&'static str),
     /// Declared body larger than the route allows (413).
     PayloadTooLarge,
     /// The request head is larger than `limits.max_header_bytes` (431).
@@ -61,7 +69,7 @@ impl Refusal {
             Refusal::NeedsSession { .. } => StatusCode::UNAUTHORIZED,
             Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
             Refusal::NotFound => StatusCode::NOT_FOUND,
-            Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::MethodNotAllowed | Refusal::OnlyMethods(_) => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::BadGateway => StatusCode::BAD_GATEWAY,
@@ -81,7 +89,7 @@ impl Refusal {
             Refusal::NeedsSession { .. } => ("unauthenticated", "Sign-in required."),
             Refusal::Forbidden(m) => ("forbidden", m),
             Refusal::NotFound => ("not_found", "Not found."),
-            Refusal::MethodNotAllowed => ("method_not_allowed", "Method not allowed."),
+            Refusal::MethodNotAllowed | Refusal::OnlyMethods(_) => ("method_not_allowed", "Method not allowed."),
             Refusal::PayloadTooLarge => ("payload_too_large", "Request body too large."),
             Refusal::HeadersTooLarge => ("headers_too_large", "Request headers too large."),
             Refusal::BadGateway => ("bad_gateway", "The application could not be reached."),
@@ -128,7 +136,7 @@ impl Refusal {
                 Some("Check the address, or start again from the start page.".into()),
                 &[pages::START, pages::ACCOUNT],
             ),
-            Refusal::MethodNotAllowed => ("Not allowed", None, START),
+            Refusal::MethodNotAllowed | Refusal::OnlyMethods(_) => ("Not allowed", None, START),
             Refusal::PayloadTooLarge => ("Too much data", Some("Send less data at once.".into()), START),
             Refusal::HeadersTooLarge => (
                 "Request too large",
@@ -263,6 +271,16 @@ pub fn refusal(refusal: &Refusal, html: bool, request_id: &str, tenant: Option<&
     {
         resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
+    let allow = match refusal {
+        Refusal::MethodNotAllowed => Some(PROXIED_METHODS),
+        Refusal::OnlyMethods(methods) => Some(*methods),
+        _ => None,
+    };
+    if let Some(allow) = allow
+        && let Ok(v) = HeaderValue::from_str(allow)
+    {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
     if status == StatusCode::BAD_REQUEST || status == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE {
         // A malformed request may have left the connection's framing unknown: close it.
         // (An oversized head is not read again on this connection either.)
@@ -393,6 +411,25 @@ mod tests {
         for (r, status) in cases {
             assert_eq!(refusal(&r, false, "id", None).status().as_u16(), status, "{r:?}");
         }
+    }
+
+    /// If this broke, a 405 would not say which methods work (RFC 9110 §15.5.6), on a
+    /// page or in JSON.
+    #[test]
+    fn a_405_names_the_allowed_methods() {
+        for html in [false, true] {
+            let resp = refusal(&Refusal::MethodNotAllowed, html, "id", Some("Acme"));
+            assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+            assert_eq!(resp.headers()[header::ALLOW], PROXIED_METHODS);
+            let resp = refusal(&Refusal::OnlyMethods("GET, HEAD"), html, "id", Some("Acme"));
+            assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+            assert_eq!(resp.headers()[header::ALLOW], "GET, HEAD");
+        }
+        assert!(
+            !refusal(&Refusal::NotFound, false, "id", None)
+                .headers()
+                .contains_key(header::ALLOW)
+        );
     }
 
     #[test]

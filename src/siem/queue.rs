@@ -63,6 +63,11 @@ impl Queue {
         self.unreported.swap(0, Ordering::Relaxed)
     }
 
+    /// Drops counted and not yet reported, leaving them to report.
+    pub fn unreported(&self) -> u64 {
+        self.unreported.load(Ordering::Relaxed)
+    }
+
     /// Events waiting.
     pub fn len(&self) -> usize {
         self.items
@@ -138,7 +143,8 @@ impl Backoff {
 }
 
 /// Writes one warning per `every` about a sink's trouble and its dropped events, so a
-/// receiver down for hours does not flood the log.
+/// receiver down for hours does not flood the log. Drops are reported also while the
+/// receiver answers (a slow one lets the queue overflow without ever failing).
 pub struct Complaints {
     sink: &'static str,
     every: Duration,
@@ -157,11 +163,9 @@ impl Complaints {
 
     /// Logs `problem` (and drops since the last line) unless a line went out recently.
     pub fn complain(&mut self, queue: &Queue, problem: &str) {
-        let now = tokio::time::Instant::now();
-        if self.last.is_some_and(|last| now.duration_since(last) < self.every) {
+        if !self.due() {
             return;
         }
-        self.last = Some(now);
         let dropped = queue.take_unreported();
         tracing::warn!(
             sink = self.sink,
@@ -169,6 +173,33 @@ impl Complaints {
             dropped,
             "SIEM delivery failing, retrying with backoff: {problem}"
         );
+    }
+
+    /// After a delivery that worked: logs the events dropped since the last line, if any,
+    /// unless a line went out recently (they are then reported with a later one).
+    /// Returns the count logged.
+    pub fn report_drops(&mut self, queue: &Queue) -> Option<u64> {
+        if queue.unreported() == 0 || !self.due() {
+            return None;
+        }
+        let dropped = queue.take_unreported();
+        tracing::warn!(
+            sink = self.sink,
+            queued = queue.len(),
+            dropped,
+            "SIEM events dropped: the receiver takes them more slowly than they come and the queue was full"
+        );
+        Some(dropped)
+    }
+
+    /// Whether a line may go out now; if so, the interval starts again.
+    fn due(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|last| now.duration_since(last) < self.every) {
+            return false;
+        }
+        self.last = Some(now);
+        true
     }
 }
 
@@ -179,7 +210,7 @@ mod tests {
 
     use prometheus_client::metrics::counter::Counter;
 
-    use super::{Backoff, Queue};
+    use super::{Backoff, Complaints, Queue};
     use crate::siem::{Record, Severity};
 
     fn record(n: u64) -> Arc<Record> {
@@ -227,6 +258,34 @@ mod tests {
         let batch = queue.next_batch(10, Duration::from_secs(1)).await;
         assert_eq!(batch.len(), 2);
         assert_eq!(started.elapsed(), Duration::from_secs(1));
+    }
+
+    /// If this broke, a receiver that answers every batch but too slowly would lose
+    /// events to a full queue with no line in the log (only the metric would count them),
+    /// or the log would get a line per batch.
+    #[tokio::test(start_paused = true)]
+    async fn drops_of_a_working_sink_are_logged_at_most_once_per_interval() {
+        let queue = Queue::new(2, Counter::default());
+        let mut complaints = Complaints::new("webhook", Duration::from_secs(10));
+        assert_eq!(complaints.report_drops(&queue), None, "nothing dropped, nothing to say");
+        for n in 0..5 {
+            queue.push(record(n));
+        }
+        assert_eq!(complaints.report_drops(&queue), Some(3));
+        for n in 0..4 {
+            queue.push(record(n));
+        }
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(complaints.report_drops(&queue), None, "a line went out 9 s ago");
+        queue.push(record(9));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            complaints.report_drops(&queue),
+            Some(5),
+            "every drop since the last line"
+        );
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(complaints.report_drops(&queue), None, "none since");
     }
 
     #[test]

@@ -82,6 +82,7 @@ pub async fn run(sink: SyslogSink, queue: Arc<Queue>, mut stop: watch::Receiver<
             match send(&mut connection, &sink, &tls, &frames).await {
                 Ok(()) => {
                     backoff.reset();
+                    complaints.report_drops(&queue);
                     break;
                 }
                 Err(why) if stopping => {

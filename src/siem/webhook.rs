@@ -76,6 +76,7 @@ pub async fn run(sink: WebhookSink, queue: Arc<Queue>, mut stop: watch::Receiver
             match post(&client, &sink, body.clone()).await {
                 Ok(()) => {
                     backoff.reset();
+                    complaints.report_drops(&queue);
                     break;
                 }
                 Err(Failure::Refused(why)) => {

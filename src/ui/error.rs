@@ -35,6 +35,8 @@ pub(super) enum PageError {
     Unavailable,
     /// Nothing at this address (404).
     NotFound,
+    /// The page does not take this method (405); `allow` lists those it takes.
+    WrongMethod { allow: &'static str },
     /// The account page names a session the user does not have (404).
     NoSuchSession,
     /// A sign-in step was refused, shown outside its form (enrolment).
@@ -133,6 +135,12 @@ impl PageError {
                 &[pages::START, pages::ACCOUNT],
             ),
             PageError::NoSuchSession => answer(StatusCode::NOT_FOUND, "Not found", "No such session.", BACK),
+            PageError::WrongMethod { .. } => answer(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Not allowed",
+                "This page cannot be used that way. Open it from a link or its form.",
+                &[pages::START, pages::ACCOUNT],
+            ),
             // A page says the wait in words; the JSON API keeps seconds.
             PageError::SignIn(LoginError::Throttled(secs)) => answer(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -247,6 +255,10 @@ impl PageError {
         };
         let mut resp = pages::message(entry, a.status, view);
         web::set_request_id(&mut resp, request_id);
+        if let PageError::WrongMethod { allow } = self {
+            resp.headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+        }
         resp
     }
 
@@ -360,6 +372,7 @@ mod tests {
             (PageError::Unavailable, 503),
             (PageError::NotFound, 404),
             (PageError::NoSuchSession, 404),
+            (PageError::WrongMethod { allow: "GET" }, 405),
             (PageError::SignIn(LoginError::Throttled(30)), 429),
             (PageError::SignIn(LoginError::Store(store())), 503),
             (PageError::NoSso, 404),

@@ -228,9 +228,11 @@ impl Portal {
             return Err(());
         }
         SecurityEvent {
+            source_ip: Some(&ctx.ip),
             user: Some(&session.subject),
             tenant: Some(&session.tenant),
             tier: Some(&session.tier),
+            request_id: Some(ctx.request_id),
             ..SecurityEvent::new("logout", EventOutcome::Success)
         }
         .info("signed out");

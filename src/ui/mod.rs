@@ -185,7 +185,10 @@ impl Portal {
             (Method::POST, p) if p.starts_with("account/") => {
                 self.account_form(req, &ctx, &p["account/".len()..]).await
             }
-            _ => return None,
+            (_, p) => match page_methods(p) {
+                Some(allow) => Err(PageError::WrongMethod { allow }),
+                None => return None,
+            },
         };
         Some(page.unwrap_or_else(|e| e.into_response(ctx.entry, ctx.request_id)))
     }
@@ -199,6 +202,20 @@ impl Portal {
     ) -> Result<(String, Bytes, String), PageError> {
         read_form(req, ctx, |_| session.csrf_token.clone()).await
     }
+}
+
+/// The methods a page path (below `/.portcullis/`, outside `api/`) takes, for the
+/// `Allow` of a 405; None for a path no page serves (404). Must list what
+/// [`Portal::handle`] matches.
+fn page_methods(rest: &str) -> Option<&'static str> {
+    Some(match rest {
+        "login" | "mfa" | "enrol" | "logout" | "admin/sso" => "GET, HEAD, POST",
+        "account" | "admin" | "admin/users" | "admin/sessions" | "admin/history" | "admin/audit" => "GET, HEAD",
+        "style.css" | "favicon.svg" | "login/sso" | "callback" | "admin/sso/test" => "GET",
+        "backchannel-logout" | "admin/breaker" | "admin/users/mfa-reset" | "admin/sessions/end" => "POST",
+        p if p.starts_with("account/") => "POST",
+        _ => return None,
+    })
 }
 
 /// Reads a browser form, the one way every page does: urlencoded, from the host's own

@@ -382,7 +382,10 @@ impl Portal {
                 let reason = e.to_string();
                 SecurityEvent {
                     reason: Some(&reason),
+                    source_ip: Some(&ctx.ip),
                     tenant: Some(&ctx.entry.tenant.id),
+                    tier: Some(ctx.tier()),
+                    request_id: Some(ctx.request_id),
                     ..SecurityEvent::new("logout", EventOutcome::Failure)
                 }
                 .warn("back-channel logout refused");
@@ -397,22 +400,22 @@ impl Portal {
         let tenant = &ctx.entry.tenant.id;
         // By `sub`: only this IdP's account of that `sub`, never a local account of the
         // same name.
-        let ended = match (&claims.sid, &claims.sub) {
+        let account = claims.sub.as_deref().map(|sub| account::key(&sso.issuer, sub));
+        let ended = match (&claims.sid, &account) {
             (Some(sid), _) => self.sessions.revoke_sso(ctx.tier(), tenant, sid, &rev).await,
-            (None, Some(sub)) => {
-                let account = account::key(&sso.issuer, sub);
-                self.sessions
-                    .revoke_user(ctx.tier(), tenant, &account, None, &rev)
-                    .await
-            }
+            (None, Some(account)) => self.sessions.revoke_user(ctx.tier(), tenant, account, None, &rev).await,
             (None, None) => Ok(Vec::new()),
         };
         match ended {
             Ok(ids) => {
                 SecurityEvent {
                     reason: Some("backchannel"),
+                    source_ip: Some(&ctx.ip),
+                    user: account.as_deref(),
                     tenant: Some(tenant),
+                    tier: Some(ctx.tier()),
                     sessions: Some(ids.len() as u64),
+                    request_id: Some(ctx.request_id),
                     ..SecurityEvent::new("logout", EventOutcome::Success)
                 }
                 .info("back-channel logout");

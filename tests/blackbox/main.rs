@@ -35,6 +35,7 @@ mod paths;
 mod protocol_attacks;
 mod readme;
 mod reload;
+mod review_fixes;
 mod routing;
 mod sessions;
 mod shutdown;
