@@ -1,5 +1,6 @@
 //! HTTP plumbing of the gateway's own pages and APIs: cookies, bodies, CSRF and origin
-//! checks, redirect-target validation, client identification, and response builders.
+//! checks, redirect-target validation, client identification, response builders, and the
+//! hardening headers every gateway-made answer carries.
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -230,6 +231,21 @@ pub fn set_request_id(resp: &mut Response<Bytes>, request_id: &str) {
         resp.headers_mut()
             .insert(HeaderName::from_static(crate::telemetry::REQUEST_ID_HEADER), v);
     }
+}
+
+/// The hardening headers of every page and answer the gateway makes itself, on the public
+/// listener (tenant pages, refusals) and on the operator console alike: no caching, no
+/// framing, no sniffing, no referrer, and a CSP that allows nothing foreign unless the
+/// response brings a stricter-scoped one of its own (the SSO wizard's, which adds its
+/// script's hash, keeps it).
+pub fn security_headers(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(
+        HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"),
+    );
 }
 
 /// 303 See Other to a validated same-host path.
