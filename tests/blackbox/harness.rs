@@ -447,6 +447,9 @@ pub struct PolicyFixture {
     pub extra_files: Vec<(String, String)>,
     /// `[store] url` (e.g. a test Redis); the embedded store under the policy dir if None.
     pub store_url: Option<String>,
+    /// Further tables of `gateway.toml` (e.g. `[siem]`, `[tracing]`), written verbatim
+    /// after every table the fixture writes itself.
+    pub gateway_extra: String,
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -490,6 +493,7 @@ impl PolicyFixture {
             staging_keys: String::new(),
             extra_files: Vec::new(),
             store_url: None,
+            gateway_extra: String::new(),
         }
     }
 
@@ -538,6 +542,10 @@ impl PolicyFixture {
         }
         for (k, v) in &self.limits {
             s.push_str(&format!("{k} = {v}\n"));
+        }
+        if !self.gateway_extra.is_empty() {
+            s.push('\n');
+            s.push_str(&self.gateway_extra);
         }
         s
     }
