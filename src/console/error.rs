@@ -104,9 +104,7 @@ impl From<ChangeError> for ConsoleError {
 #[derive(Template)]
 #[template(path = "console_message.html")]
 struct MessagePage<'a> {
-    operator: Option<&'a str>,
-    csrf: &'a str,
-    current: &'a str,
+    header: super::PageHeader<'a>,
     heading: &'a str,
     message: &'a str,
     request_id: &'a str,
@@ -120,9 +118,7 @@ impl IntoResponse for ConsoleError {
         }
         let (heading, message) = self.heading_and_message();
         let page = MessagePage {
-            operator: None,
-            csrf: "",
-            current: "",
+            header: super::PageHeader::signed_out(),
             heading,
             message: &message,
             request_id: &request_id,
