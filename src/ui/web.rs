@@ -304,6 +304,38 @@ pub fn time(secs: i64) -> String {
 mod tests {
     use super::*;
 
+    /// If this broke, the tenant pages or the console (both call this) would lose a
+    /// hardening header, or the SSO wizard's page would lose the CSP that lets its own
+    /// script run.
+    #[test]
+    fn hardening_headers_are_set_and_a_pages_own_csp_is_kept() {
+        let mut headers = HeaderMap::new();
+        security_headers(&mut headers);
+        let get = |h: &HeaderMap, name: HeaderName| h.get(name).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(get(&headers, header::CACHE_CONTROL).as_deref(), Some("no-store"));
+        assert_eq!(
+            get(&headers, header::X_CONTENT_TYPE_OPTIONS).as_deref(),
+            Some("nosniff")
+        );
+        assert_eq!(get(&headers, header::REFERRER_POLICY).as_deref(), Some("no-referrer"));
+        assert_eq!(get(&headers, header::X_FRAME_OPTIONS).as_deref(), Some("DENY"));
+        let csp = get(&headers, header::CONTENT_SECURITY_POLICY).unwrap();
+        assert!(csp.starts_with("default-src 'none';"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+
+        let mut own = HeaderMap::new();
+        own.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("script-src 'sha256-x'"),
+        );
+        security_headers(&mut own);
+        assert_eq!(
+            get(&own, header::CONTENT_SECURITY_POLICY).as_deref(),
+            Some("script-src 'sha256-x'")
+        );
+        assert_eq!(get(&own, header::X_FRAME_OPTIONS).as_deref(), Some("DENY"));
+    }
+
     #[test]
     fn redirect_targets_stay_on_this_host() {
         for bad in [
