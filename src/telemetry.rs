@@ -572,82 +572,86 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
+    /// Creates and registers every metric, in the order `/metrics` lists them.
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("portcullis");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "Requests answered by the public listener", requests.clone());
-        let upstream_latency = Family::<TenantLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ])
-        });
-        registry.register(
+        let r = &mut registry;
+        let requests = registered(
+            r,
+            "requests",
+            "Requests answered by the public listener",
+            Family::default(),
+        );
+        let upstream_latency = registered(
+            r,
             "upstream_latency_seconds",
             "Upstream response-head latency",
-            upstream_latency.clone(),
+            Family::<TenantLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new([
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
+            }),
         );
-        let open_connections = Gauge::<i64, AtomicI64>::default();
-        registry.register(
+        let open_connections = registered(
+            r,
             "open_connections",
             "Open client connections on the public listener",
-            open_connections.clone(),
+            Gauge::default(),
         );
-        let upstream_breaker_state = Family::<TenantLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
+        let upstream_breaker_state = registered(
+            r,
             "upstream_breaker_state",
             "Upstream breaker state (0 closed, 1 half-open, 2 open)",
-            upstream_breaker_state.clone(),
+            Family::default(),
         );
-        let upstream_in_flight = Family::<TenantLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
+        let upstream_in_flight = registered(
+            r,
             "upstream_in_flight",
             "Requests in flight to the tenant's upstream",
-            upstream_in_flight.clone(),
+            Family::default(),
         );
-        let upstream_queued = Family::<TenantLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
+        let upstream_queued = registered(
+            r,
             "upstream_queued",
             "Requests waiting for a slot to the tenant's upstream",
-            upstream_queued.clone(),
+            Family::default(),
         );
-        let kill_switches = Gauge::<i64, AtomicI64>::default();
-        registry.register("kill_switches", "Kill switches in force", kill_switches.clone());
-        let tenant_suspended = Family::<TenantLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
+        let kill_switches = registered(r, "kill_switches", "Kill switches in force", Gauge::default());
+        let tenant_suspended = registered(
+            r,
             "tenant_suspended",
             "1 while a tier or tenant kill switch suspends the tenant",
-            tenant_suspended.clone(),
+            Family::default(),
         );
-        let logins = LoginCounter::default();
-        registry.register(
+        let logins = LoginCounter(registered(
+            r,
             "logins",
             "Sign-in attempts by tenant, method and outcome",
-            logins.0.clone(),
-        );
-        let active_sessions = Family::<TenantLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
+            Family::default(),
+        ));
+        let active_sessions = registered(
+            r,
             "active_sessions",
             "Live sessions of the tenant in the store (counted up to a cap)",
-            active_sessions.clone(),
+            Family::default(),
         );
-        let store_up = Family::<TierLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
+        let store_up = registered(
+            r,
             "store_up",
             "1 when the tier's session store answered the last scrape, else 0",
-            store_up.clone(),
+            Family::default(),
         );
-        let ready = Gauge::<i64, AtomicI64>::default();
-        registry.register(
+        let ready = registered(
+            r,
             "ready",
             "1 when the gateway is ready (sessions can be trusted), else 0",
-            ready.clone(),
+            Gauge::default(),
         );
-        let siem_dropped = Counter::default();
-        registry.register(
+        let siem_dropped = registered(
+            r,
             "siem_dropped",
             "Security events a SIEM sink dropped (queue full while its receiver was down, or refused)",
-            siem_dropped.clone(),
+            Counter::default(),
         );
         Arc::new(Metrics {
             registry,
@@ -690,6 +694,19 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Registers `metric` under `name` with its `help` text and returns it: the registry
+/// keeps a clone, and clones of a metric share one value, so what the gateway records
+/// through the returned handle is what `/metrics` shows.
+fn registered<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 #[cfg(test)]
@@ -762,10 +779,8 @@ mod tests {
         }
     }
 
-    /// If this broke, the stdout line and what the SIEM sinks receive would name the
-    /// same event differently, and rules written for one would miss the other.
-    #[test]
-    fn the_log_line_and_the_siem_record_carry_the_same_documented_fields() {
+    /// The one line `emit` logs, through the JSON formatter the gateway uses for stdout.
+    fn logged_line(emit: impl FnOnce()) -> serde_json::Value {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -773,6 +788,15 @@ mod tests {
             .flatten_event(true)
             .with_writer(move || writer.clone())
             .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        serde_json::from_str(text.trim()).unwrap()
+    }
+
+    /// If this broke, the stdout line and what the SIEM sinks receive would name the
+    /// same event differently, and rules written for one would miss the other.
+    #[test]
+    fn the_log_line_and_the_siem_record_carry_the_same_documented_fields() {
         let event = SecurityEvent {
             reason: Some("r"),
             source_ip: Some("192.0.2.7"),
@@ -790,9 +814,7 @@ mod tests {
             request_id: Some("0badcafe"),
             ..SecurityEvent::new("login", EventOutcome::Failure)
         };
-        tracing::subscriber::with_default(subscriber, || event.warn("m"));
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        let line = logged_line(|| event.warn("m"));
         let record = event.record(
             line["event.id"].as_str().unwrap(),
             line["@timestamp"].as_str().unwrap(),
@@ -826,14 +848,7 @@ mod tests {
 
     #[test]
     fn a_security_event_has_the_ecs_fields_and_leaves_out_unset_ones() {
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let line = logged_line(|| {
             SecurityEvent {
                 reason: Some("session of another tenant"),
                 source_ip: Some("192.0.2.7"),
@@ -844,8 +859,6 @@ mod tests {
             }
             .warn("refused");
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(line["level"], "WARN", "{line}");
         assert_eq!(line["event.kind"], "security");
         assert_eq!(line["event.action"], "cross_tenant");

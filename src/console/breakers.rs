@@ -19,7 +19,9 @@ use axum::response::{IntoResponse, Response};
 use super::auth::OperatorId;
 use super::error::ConsoleError;
 use super::tenants::{SwitchView, scope_words};
-use super::{ConsoleState, Form, actor, change_operator, own_tenant, page_operator, posted, render, see_other};
+use super::{
+    ConsoleState, Form, PageHeader, actor, change_operator, own_tenant, page_operator, posted, render, see_other,
+};
 use crate::changes::Proposal;
 use crate::killswitch::{DryRun, Expiry, KillSwitch, Scope, TripRequest};
 use crate::ui::web::query_param;
@@ -36,10 +38,7 @@ struct SwitchRow {
 #[derive(Template)]
 #[template(path = "console_breakers.html")]
 struct BreakersPage<'a> {
-    operator: Option<&'a str>,
-    csrf: &'a str,
-    current: &'a str,
-    tier: &'a str,
+    header: PageHeader<'a>,
     notice: Option<&'static str>,
     tenants: Vec<String>,
     switches: Vec<SwitchRow>,
@@ -97,12 +96,8 @@ async fn render_page(
             four_eyes: !matches!(k.scope, Scope::Account { .. }),
         })
         .collect();
-    let name = session.operator.actor_name();
     Ok(render(&BreakersPage {
-        operator: Some(&name),
-        csrf: &session.csrf,
-        current: "breakers",
-        tier,
+        header: PageHeader::signed_in(session, "breakers"),
         notice,
         tenants: config
             .tenants

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::error::ConsoleError;
 use super::tenants::scope_words;
-use super::{ConsoleState, change_operator, page_operator, posted, render, see_other};
+use super::{ConsoleState, PageHeader, change_operator, page_operator, posted, render, see_other};
 use crate::changes::{ChangeKind, ChangeRequest};
 use crate::ui::readable::Moment;
 
@@ -47,10 +47,7 @@ struct ChangeView {
 #[derive(Template)]
 #[template(path = "console_changes.html")]
 struct ChangesPage<'a> {
-    operator: Option<&'a str>,
-    csrf: &'a str,
-    current: &'a str,
-    tier: &'a str,
+    header: PageHeader<'a>,
     notice: Option<&'static str>,
     pending: Vec<ChangeView>,
     decided: Vec<ChangeView>,
@@ -164,12 +161,8 @@ pub(super) async fn page(
         Some("rejected") => Some("Change rejected."),
         _ => None,
     };
-    let name = op.actor_name();
     Ok(render(&ChangesPage {
-        operator: Some(&name),
-        csrf: &session.csrf,
-        current: "changes",
-        tier: &op.tier,
+        header: PageHeader::signed_in(&session, "changes"),
         notice,
         pending,
         decided,

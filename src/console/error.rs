@@ -1,11 +1,11 @@
 //! The console's one mapping from refusal to response: a console page with a status, a
 //! short message and a request id; never an inner error's text (that goes to the log,
-//! with the same request id). Also the hardening headers every console answer carries,
-//! the same as the tenant pages'.
+//! with the same request id). Also the middleware that gives every console answer the
+//! tenant pages' hardening headers (defined once, in `ui::web`).
 
 use askama::Template;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 
@@ -104,9 +104,7 @@ impl From<ChangeError> for ConsoleError {
 #[derive(Template)]
 #[template(path = "console_message.html")]
 struct MessagePage<'a> {
-    operator: Option<&'a str>,
-    csrf: &'a str,
-    current: &'a str,
+    header: super::PageHeader<'a>,
     heading: &'a str,
     message: &'a str,
     request_id: &'a str,
@@ -120,9 +118,7 @@ impl IntoResponse for ConsoleError {
         }
         let (heading, message) = self.heading_and_message();
         let page = MessagePage {
-            operator: None,
-            csrf: "",
-            current: "",
+            header: super::PageHeader::signed_out(),
             heading,
             message: &message,
             request_id: &request_id,
@@ -141,23 +137,11 @@ impl IntoResponse for ConsoleError {
     }
 }
 
-/// Middleware: the headers of every console answer, the same as the tenant pages' (no
-/// caching, no framing, no sniffing, no referrer, a CSP that allows nothing foreign).
+/// Middleware: the headers of every console answer, the tenant pages' own
+/// ([`crate::ui::web::security_headers`]: no caching, no framing, no sniffing, no
+/// referrer, a CSP that allows nothing foreign).
 pub async fn harden(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
-    security_headers(resp.headers_mut());
+    crate::ui::web::security_headers(resp.headers_mut());
     resp
-}
-
-fn security_headers(headers: &mut HeaderMap) {
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
-        ),
-    );
 }

@@ -9,15 +9,13 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ConsoleError;
-use super::{ConsoleState, page_operator, render, see_other};
+use super::{ConsoleState, PageHeader, page_operator, render, see_other};
 use crate::incident::{IncidentError, TimelineEvent};
 
 #[derive(Template)]
 #[template(path = "console_incident.html")]
 struct IncidentPage<'a> {
-    operator: Option<&'a str>,
-    csrf: &'a str,
-    current: &'a str,
+    header: PageHeader<'a>,
     /// The incident shown, if any (the page is also the search form).
     incident: Option<&'a str>,
     events: Vec<TimelineEvent>,
@@ -39,11 +37,8 @@ pub(super) async fn find(
         // Checked above: only `[A-Za-z0-9._:-]`, safe in a path.
         return Ok(see_other(&format!("/console/incidents/{id}")));
     }
-    let name = session.operator.actor_name();
     Ok(render(&IncidentPage {
-        operator: Some(&name),
-        csrf: &session.csrf,
-        current: "incidents",
+        header: PageHeader::signed_in(&session, "incidents"),
         incident: None,
         events: Vec::new(),
     }))
@@ -71,11 +66,8 @@ pub(super) async fn page(
         Err(IncidentError::NotFound) => return Err(ConsoleError::NotFound("incident")),
         Err(IncidentError::Store(e)) => return Err(ConsoleError::store(&e)),
     };
-    let name = session.operator.actor_name();
     Ok(render(&IncidentPage {
-        operator: Some(&name),
-        csrf: &session.csrf,
-        current: "incidents",
+        header: PageHeader::signed_in(&session, "incidents"),
         incident: Some(&timeline.incident),
         events: timeline.events,
     }))

@@ -235,6 +235,42 @@ fn change_operator(operator: &OperatorId, peer: &SocketAddr) -> crate::changes::
     }
 }
 
+/// What the header and navigation of every console page show, and what its forms post
+/// back: who is signed in, their tier, the session's CSRF token and the current page.
+struct PageHeader<'a> {
+    /// The operator as the audit log names them; `None` on the pages of a signed-out
+    /// visitor (sign-in, refusals), which show no navigation.
+    operator: Option<String>,
+    /// The session's CSRF token, the hidden field of every form (empty when signed out).
+    csrf: &'a str,
+    /// The operator's tier, which bounds what the page shows (empty when signed out).
+    tier: &'a str,
+    /// The navigation entry marked as the current page (`tenants`, `breakers`, ...).
+    current: &'static str,
+}
+
+impl<'a> PageHeader<'a> {
+    /// The header of a page of `session` that the navigation calls `current`.
+    fn signed_in(session: &'a ConsoleSession, current: &'static str) -> Self {
+        PageHeader {
+            operator: Some(session.operator.actor_name()),
+            csrf: &session.csrf,
+            tier: &session.operator.tier,
+            current,
+        }
+    }
+
+    /// The header of a page shown without a session: no operator, no navigation.
+    fn signed_out() -> Self {
+        PageHeader {
+            operator: None,
+            csrf: "",
+            tier: "",
+            current: "",
+        }
+    }
+}
+
 /// Renders a page (a template error is a 503 with the cause logged).
 fn render(page: &impl Template) -> Response {
     match page.render() {
@@ -268,9 +304,7 @@ async fn icon() -> Response {
 #[derive(Template)]
 #[template(path = "console_signin.html")]
 struct SignInPage<'a> {
-    operator: Option<&'a str>,
-    csrf: &'a str,
-    current: &'a str,
+    header: PageHeader<'a>,
     error: Option<&'a str>,
 }
 
@@ -280,9 +314,7 @@ async fn signin_page(State(state): State<ConsoleState>, headers: HeaderMap) -> R
         return see_other("/console/");
     }
     render(&SignInPage {
-        operator: None,
-        csrf: "",
-        current: "",
+        header: PageHeader::signed_out(),
         error: None,
     })
 }
@@ -311,9 +343,7 @@ async fn signin(
         }
         .warn("console sign-in refused");
         let mut resp = render(&SignInPage {
-            operator: None,
-            csrf: "",
-            current: "",
+            header: PageHeader::signed_out(),
             error: Some("That is not an operator token."),
         });
         *resp.status_mut() = StatusCode::UNAUTHORIZED;

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ConsoleError;
-use super::{ConsoleState, actor, own_tenant, page_operator, posted, render, see_other};
+use super::{ConsoleState, PageHeader, actor, own_tenant, page_operator, posted, render, see_other};
 use crate::audit::AuditEntry;
 use crate::records::Revocation;
 use crate::records::session::is_public_id;
@@ -39,9 +39,7 @@ struct SessionRow {
 #[derive(Template)]
 #[template(path = "console_sessions.html")]
 struct SessionsPage<'a> {
-    operator: Option<&'a str>,
-    csrf: &'a str,
-    current: &'a str,
+    header: PageHeader<'a>,
     tenants: Vec<String>,
     tenant: &'a str,
     user: &'a str,
@@ -102,11 +100,8 @@ pub(super) async fn sessions(
     }
     let config = state.live.snapshot().config.clone();
     let notice = (query_param(query.as_deref(), "done").as_deref() == Some("revoked")).then_some("Session ended.");
-    let name = session.operator.actor_name();
     Ok(render(&SessionsPage {
-        operator: Some(&name),
-        csrf: &session.csrf,
-        current: "sessions",
+        header: PageHeader::signed_in(&session, "sessions"),
         tenants: config
             .tenants
             .iter()
@@ -193,10 +188,7 @@ struct AuditRow {
 #[derive(Template)]
 #[template(path = "console_audit.html")]
 struct AuditPage<'a> {
-    operator: Option<&'a str>,
-    csrf: &'a str,
-    current: &'a str,
-    tier: &'a str,
+    header: PageHeader<'a>,
     tenant: &'a str,
     action: &'a str,
     since: &'a str,
@@ -273,12 +265,8 @@ pub(super) async fn audit(
         .collect();
     let capped = matching.len() > AUDIT_SHOWN;
     matching.truncate(AUDIT_SHOWN);
-    let name = session.operator.actor_name();
     Ok(render(&AuditPage {
-        operator: Some(&name),
-        csrf: &session.csrf,
-        current: "audit",
-        tier,
+        header: PageHeader::signed_in(&session, "audit"),
         tenant: &tenant,
         action: &action,
         since: &since_text,

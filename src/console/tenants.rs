@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::{ConsoleState, page_operator, render};
+use super::{ConsoleState, PageHeader, page_operator, render};
 use crate::killswitch::KillSwitch;
 use crate::ui::readable::Moment;
 use crate::upstream::guard::CircuitState;
@@ -69,10 +69,7 @@ struct TenantRow {
 #[derive(Template)]
 #[template(path = "console_tenants.html")]
 struct TenantsPage<'a> {
-    operator: Option<&'a str>,
-    csrf: &'a str,
-    current: &'a str,
-    tier: &'a str,
+    header: PageHeader<'a>,
     tier_switch: Option<SwitchView>,
     tenants: Vec<TenantRow>,
 }
@@ -145,12 +142,8 @@ pub(super) async fn page(State(state): State<ConsoleState>, headers: HeaderMap) 
             })
         })
         .map(|k| SwitchView::of(&k, now));
-    let name = session.operator.actor_name();
     render(&TenantsPage {
-        operator: Some(&name),
-        csrf: &session.csrf,
-        current: "tenants",
-        tier,
+        header: PageHeader::signed_in(&session, "tenants"),
         tier_switch,
         tenants,
     })
@@ -159,10 +152,7 @@ pub(super) async fn page(State(state): State<ConsoleState>, headers: HeaderMap) 
 #[derive(Template)]
 #[template(path = "console_upstreams.html")]
 struct UpstreamsPage<'a> {
-    operator: Option<&'a str>,
-    csrf: &'a str,
-    current: &'a str,
-    tier: &'a str,
+    header: PageHeader<'a>,
     upstreams: Vec<UpstreamView>,
 }
 
@@ -172,12 +162,8 @@ pub(super) async fn upstreams(State(state): State<ConsoleState>, headers: Header
         Ok(s) => s,
         Err(to_signin) => return to_signin.into_response(),
     };
-    let name = session.operator.actor_name();
     render(&UpstreamsPage {
-        operator: Some(&name),
-        csrf: &session.csrf,
-        current: "upstreams",
-        tier: &session.operator.tier,
+        header: PageHeader::signed_in(&session, "upstreams"),
         upstreams: upstream_views(&state, &session.operator.tier),
     })
 }

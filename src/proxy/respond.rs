@@ -1,6 +1,6 @@
 //! The public listener's one mapping from refusal to response (and the one from an
-//! upstream failure to a refusal), and the security headers every gateway-made response
-//! carries.
+//! upstream failure to a refusal), with the security headers every gateway-made response
+//! carries (`ui::web::security_headers`, shared with the operator console).
 //!
 //! Clients see a status, a short message and a request id; never inner error text,
 //! upstream addresses or versions. JSON for API clients; browsers get the pages' shared
@@ -361,19 +361,9 @@ pub fn page(status: StatusCode, view: MessageView<'_>, tenant: Option<&str>, req
     resp
 }
 
-/// Headers every gateway-made response carries (no caching, no framing, no sniffing,
-/// no referrer, a CSP that allows nothing foreign, unless the response brings a
-/// stricter-scoped one of its own).
-pub fn security_headers(headers: &mut HeaderMap) {
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    // A page with its own policy (the SSO wizard's, which adds its script's hash) keeps it.
-    headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(
-        HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"),
-    );
-}
+/// The hardening headers every gateway-made response carries; defined beside the other
+/// page plumbing so the operator console sends the very same ones.
+pub use crate::ui::web::security_headers;
 
 /// HSTS on every answer over TLS: the gateway's own pages and refusals, and proxied
 /// answers unless the app sent its own (it may preload, or widen the age). A year, with

@@ -1,5 +1,6 @@
 //! HTTP plumbing of the gateway's own pages and APIs: cookies, bodies, CSRF and origin
-//! checks, redirect-target validation, client identification, and response builders.
+//! checks, redirect-target validation, client identification, response builders, and the
+//! hardening headers every gateway-made answer carries.
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -232,6 +233,21 @@ pub fn set_request_id(resp: &mut Response<Bytes>, request_id: &str) {
     }
 }
 
+/// The hardening headers of every page and answer the gateway makes itself, on the public
+/// listener (tenant pages, refusals) and on the operator console alike: no caching, no
+/// framing, no sniffing, no referrer, and a CSP that allows nothing foreign unless the
+/// response brings a stricter-scoped one of its own (the SSO wizard's, which adds its
+/// script's hash, keeps it).
+pub fn security_headers(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(
+        HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"),
+    );
+}
+
 /// 303 See Other to a validated same-host path.
 pub fn see_other(location: &str) -> Response<Bytes> {
     let mut resp = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", Bytes::new());
@@ -287,6 +303,38 @@ pub fn time(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// If this broke, the tenant pages or the console (both call this) would lose a
+    /// hardening header, or the SSO wizard's page would lose the CSP that lets its own
+    /// script run.
+    #[test]
+    fn hardening_headers_are_set_and_a_pages_own_csp_is_kept() {
+        let mut headers = HeaderMap::new();
+        security_headers(&mut headers);
+        let get = |h: &HeaderMap, name: HeaderName| h.get(name).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(get(&headers, header::CACHE_CONTROL).as_deref(), Some("no-store"));
+        assert_eq!(
+            get(&headers, header::X_CONTENT_TYPE_OPTIONS).as_deref(),
+            Some("nosniff")
+        );
+        assert_eq!(get(&headers, header::REFERRER_POLICY).as_deref(), Some("no-referrer"));
+        assert_eq!(get(&headers, header::X_FRAME_OPTIONS).as_deref(), Some("DENY"));
+        let csp = get(&headers, header::CONTENT_SECURITY_POLICY).unwrap();
+        assert!(csp.starts_with("default-src 'none';"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+
+        let mut own = HeaderMap::new();
+        own.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("script-src 'sha256-x'"),
+        );
+        security_headers(&mut own);
+        assert_eq!(
+            get(&own, header::CONTENT_SECURITY_POLICY).as_deref(),
+            Some("script-src 'sha256-x'")
+        );
+        assert_eq!(get(&own, header::X_FRAME_OPTIONS).as_deref(), Some("DENY"));
+    }
 
     #[test]
     fn redirect_targets_stay_on_this_host() {

@@ -5,7 +5,6 @@
 //! automation token that may only trip. Each test checks the refusal, that nothing
 //! changed, and that the refusal is on the record where the SPEC says it is.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -40,27 +39,15 @@ struct Env {
     client: reqwest::Client,
 }
 
-/// An admin API answer.
-#[derive(Debug, Clone)]
-struct Answer {
-    status: u16,
-    body: Value,
-}
-
 async fn env() -> Env {
     let [olivia, oscar, paula, sven, siem] = std::array::from_fn(|_| random_hex(24));
-    let hash = |t: &String| sha256_hex(t.as_bytes());
     let (ups, gw) = start_with(|f| {
-        f.prod_operators = vec![
-            ("olivia".into(), hash(&olivia)),
-            ("oscar".into(), hash(&oscar)),
-            ("paula".into(), hash(&paula)),
-        ];
-        f.staging_operators = vec![("sven".into(), hash(&sven))];
+        f.prod_operators = operators(&[("olivia", &olivia), ("oscar", &oscar), ("paula", &paula)]);
+        f.staging_operators = operators(&[("sven", &sven)]);
         f.automation = vec![AutomationSpec {
             tier: "prod".into(),
             name: "siem".into(),
-            token_sha256: hash(&siem),
+            token_sha256: sha256_hex(siem.as_bytes()),
             scopes: vec!["breaker:trip".into()],
             tenants: vec!["acme".into()],
         }];
@@ -73,11 +60,7 @@ async fn env() -> Env {
     acme_admin.api_login(&ada).await;
     let mut globex_admin = Agent::new(&gw, "globex.test");
     globex_admin.api_login(&gus).await;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client");
+    let client = admin_client();
     Env {
         ups,
         gw,
@@ -93,41 +76,9 @@ async fn env() -> Env {
     }
 }
 
-/// One admin API call with exactly these headers (no `Authorization` unless given).
-async fn send(
-    client: &reqwest::Client,
-    admin: SocketAddr,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&Value>,
-) -> Answer {
-    let mut req = client.request(method, format!("http://{admin}{path}"));
-    for (n, v) in headers {
-        req = req.header(*n, *v);
-    }
-    if let Some(b) = body {
-        req = req.header("content-type", "application/json").body(b.to_string());
-    }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Answer { status, body }
-}
-
 impl Env {
-    async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Answer {
-        let auth = format!("Bearer {token}");
-        send(
-            &self.client,
-            self.gw.admin,
-            method,
-            path,
-            &[("authorization", &auth)],
-            body.as_ref(),
-        )
-        .await
+    async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> AdminAnswer {
+        admin_call(&self.client, self.gw.admin, method, path, token, body).await
     }
 
     /// Proposes a `tenant.update` of `tenant` as olivia; panics unless 201. Returns
@@ -142,7 +93,7 @@ impl Env {
             )
             .await;
         assert_eq!(r.status, 201, "{:?}", r.body);
-        (s(&r.body["id"]), s(&r.body["digest"]))
+        (json_str(&r.body["id"]), json_str(&r.body["digest"]))
     }
 
     async fn change_status(&self, id: &str) -> String {
@@ -150,7 +101,7 @@ impl Env {
             .call(Method::GET, &format!("/v1/changes/{id}"), &self.oscar, None)
             .await;
         assert_eq!(r.status, 200, "{:?}", r.body);
-        s(&r.body["status"])
+        json_str(&r.body["status"])
     }
 
     /// Every audit record of tier prod, oldest first.
@@ -193,10 +144,6 @@ impl Env {
     }
 }
 
-fn s(v: &Value) -> String {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_string()
-}
-
 /// A same-origin JSON call of a signed-in agent on its tenant host.
 async fn agent_json(agent: &mut Agent, method: http::Method, path: &str, body: Option<Value>) -> Reply {
     let origin = agent.origin();
@@ -231,7 +178,7 @@ async fn a_tenant_admin_cannot_approve_an_isolation_change() {
             ],
         ] {
             let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            let r = send(&env.client, env.gw.admin, Method::POST, &approve, &headers, Some(&body)).await;
+            let r = admin_send(&env.client, env.gw.admin, Method::POST, &approve, &headers, Some(&body)).await;
             assert_eq!(r.status, 401, "{headers:?}: {:?}", r.body);
         }
         // The tenant pages and their JSON twin serve no approval.
@@ -318,7 +265,7 @@ async fn concurrent_approvals_apply_a_change_exactly_once() {
         let auth = format!("Bearer {}", approvers[i % 2]);
         let (path, body) = (format!("/v1/changes/{id}/approve"), json!({ "digest": digest }));
         tasks.push(tokio::spawn(async move {
-            send(
+            admin_send(
                 &client,
                 admin,
                 Method::POST,
@@ -525,7 +472,7 @@ async fn every_mutation_is_audited_in_full_and_no_reason_forges_a_line() {
     let bob_session = bob_agent.current_session_id().await;
 
     // Ten mutations, three of them refused.
-    let ok = |r: &Answer, what: &str| assert_eq!(r.status, 200, "{what}: {:?}", r.body);
+    let ok = |r: &AdminAnswer, what: &str| assert_eq!(r.status, 200, "{what}: {:?}", r.body);
     let r = env
         .call(
             Method::PUT,
@@ -654,18 +601,18 @@ async fn every_mutation_is_audited_in_full_and_no_reason_forges_a_line() {
         // UTC by construction: unix seconds, within this test's run.
         let time = r["time"].as_i64().unwrap_or_else(|| panic!("time: {r}"));
         assert!(time >= started - 1 && time <= now + 1, "{r}");
-        let actor = s(&r["actor"]);
+        let actor = json_str(&r["actor"]);
         assert!(
             ["operator:", "automation:", "user:"]
                 .iter()
                 .any(|p| actor.starts_with(p)),
             "{r}"
         );
-        assert!(["api", "console"].contains(&s(&r["system"]).as_str()), "{r}");
+        assert!(["api", "console"].contains(&json_str(&r["system"]).as_str()), "{r}");
         assert_eq!(r["source_ip"], "127.0.0.1", "{r}");
         assert_eq!(r["tier"], "prod", "{r}");
         assert!(r["reason"].is_string(), "{r}");
-        let target = s(&r["target"]);
+        let target = json_str(&r["target"]);
         let tenant = target
             .strip_prefix("tenant:")
             .or_else(|| target.strip_prefix("account:"));
@@ -683,7 +630,7 @@ async fn every_mutation_is_audited_in_full_and_no_reason_forges_a_line() {
             assert_eq!(r["prev_hash"], p["hash"], "chain broken at {r}");
         }
         // A reason with a line break is only ever the forged one, kept as data.
-        if s(&r["reason"]).contains('\n') {
+        if json_str(&r["reason"]).contains('\n') {
             assert_eq!(r["reason"], FORGED_REASON, "{r}");
         }
         prev = Some(r);
@@ -900,7 +847,7 @@ async fn operator_endpoints_refuse_tenant_admins_and_damaged_tokens() {
     ];
     for (method, path, body) in &operator_only {
         for (name, value) in &bad_headers {
-            let r = send(
+            let r = admin_send(
                 &env.client,
                 env.gw.admin,
                 method.clone(),
@@ -914,7 +861,7 @@ async fn operator_endpoints_refuse_tenant_admins_and_damaged_tokens() {
         // The token in the URL is not read from there.
         let sep = if path.contains('?') { '&' } else { '?' };
         let in_query = format!("{path}{sep}access_token={}", env.olivia);
-        let r = send(&env.client, env.gw.admin, method.clone(), &in_query, &[], body.as_ref()).await;
+        let r = admin_send(&env.client, env.gw.admin, method.clone(), &in_query, &[], body.as_ref()).await;
         assert!(matches!(r.status, 400 | 401), "{method} {in_query}: {:?}", r.body);
     }
     // Nor on the public listener.
@@ -1052,7 +999,7 @@ async fn a_trip_scoped_token_can_only_trip() {
         .collect();
     assert_eq!(refused.len(), refused_served.len(), "{refused:#?}");
     for r in &refused {
-        assert!(s(&r["action"]).ends_with(".refused"), "{r}");
+        assert!(json_str(&r["action"]).ends_with(".refused"), "{r}");
         assert_eq!(r["after"]["status"], 403, "{r}");
         assert_eq!(r["source_ip"], "127.0.0.1", "{r}");
     }

@@ -3,7 +3,6 @@
 //! before an isolation change applies; applied changes edit the policy files and survive
 //! restarts; invalid results, expired, rejected or other-tier requests change nothing.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -33,33 +32,20 @@ struct Env {
     client: reqwest::Client,
 }
 
-/// An admin API answer.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    body: Value,
-    location: Option<String>,
-}
-
 async fn env_with(tweak: impl FnOnce(&mut PolicyFixture)) -> Env {
     let [olivia, olivia2, oscar, paula, sven, stella] = std::array::from_fn(|_| random_hex(24));
-    let hash = |t: &String| sha256_hex(t.as_bytes());
     let (ups, gw) = start_with(|f| {
-        f.prod_operators = vec![
-            ("olivia".into(), hash(&olivia)),
-            ("olivia".into(), hash(&olivia2)),
-            ("oscar".into(), hash(&oscar)),
-            ("paula".into(), hash(&paula)),
-        ];
-        f.staging_operators = vec![("sven".into(), hash(&sven)), ("stella".into(), hash(&stella))];
+        f.prod_operators = operators(&[
+            ("olivia", &olivia),
+            ("olivia", &olivia2),
+            ("oscar", &oscar),
+            ("paula", &paula),
+        ]);
+        f.staging_operators = operators(&[("sven", &sven), ("stella", &stella)]);
         tweak(f);
     })
     .await;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client");
+    let client = admin_client();
     Env {
         ups,
         gw,
@@ -77,34 +63,9 @@ async fn env() -> Env {
     env_with(|_| {}).await
 }
 
-async fn call(
-    client: &reqwest::Client,
-    admin: SocketAddr,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> Answer {
-    let mut req = client
-        .request(method, format!("http://{admin}{path}"))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.header("content-type", "application/json").body(b.to_string());
-    }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
-    let status = resp.status().as_u16();
-    let location = resp
-        .headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap_or_default().to_string());
-    let text = resp.text().await.unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Answer { status, body, location }
-}
-
 impl Env {
-    async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Answer {
-        call(&self.client, self.gw.admin, method, path, token, body).await
+    async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> AdminAnswer {
+        admin_call(&self.client, self.gw.admin, method, path, token, body).await
     }
 
     /// Proposes a change as `token`; panics unless 201.
@@ -122,7 +83,7 @@ impl Env {
         r.body
     }
 
-    async fn approve(&self, token: &str, id: &str, digest: &str) -> Answer {
+    async fn approve(&self, token: &str, id: &str, digest: &str) -> AdminAnswer {
         self.call(
             Method::POST,
             &format!("/v1/changes/{id}/approve"),
@@ -152,10 +113,6 @@ impl Env {
     }
 }
 
-fn s(v: &Value) -> String {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_string()
-}
-
 /// If this broke, one person (with one token or two) could change where a tenant's
 /// traffic goes, an approver could approve something other than what they reviewed, or an
 /// approved change would not actually take effect.
@@ -174,7 +131,7 @@ async fn a_second_operator_approves_an_upstream_change_and_it_applies_at_once() 
             json!({"upstream": moved_to.url()}),
         )
         .await;
-    let (id, digest) = (s(&cr["id"]), s(&cr["digest"]));
+    let (id, digest) = (json_str(&cr["id"]), json_str(&cr["digest"]));
     assert_eq!(digest.len(), 64, "{cr}");
     assert_eq!(cr["proposed_by"], "olivia");
     // Nothing applies while pending.
@@ -260,7 +217,9 @@ async fn a_change_that_makes_the_policy_invalid_fails_and_changes_nothing() {
             json!({"hosts": ["acme.test", "globex.test"]}),
         )
         .await;
-    let r = env.approve(&env.oscar, &s(&cr["id"]), &s(&cr["digest"])).await;
+    let r = env
+        .approve(&env.oscar, &json_str(&cr["id"]), &json_str(&cr["digest"]))
+        .await;
     assert_eq!(r.status, 422, "{:?}", r.body);
     assert_eq!(r.body["status"], "failed", "{:?}", r.body);
     let errors = r.body["errors"].to_string();
@@ -272,7 +231,10 @@ async fn a_change_that_makes_the_policy_invalid_fails_and_changes_nothing() {
         "errors name the scratch copy: {errors}"
     );
     assert_eq!(env.tenant_file("acme"), before, "the policy file changed");
-    assert_eq!(env.get_change(&env.oscar, &s(&cr["id"])).await["status"], "failed");
+    assert_eq!(
+        env.get_change(&env.oscar, &json_str(&cr["id"])).await["status"],
+        "failed"
+    );
     assert_eq!(raw_get(env.gw.public, "globex.test", PUBLIC).await.status, 200);
     assert_eq!((env.ups.globex.count(), env.ups.acme.count()), (1, 0));
     assert_eq!(
@@ -299,7 +261,7 @@ async fn edits_rejections_and_refusals() {
             json!({"hosts": ["acme.test", "www.acme.test"]}),
         )
         .await;
-    let (id, old_digest) = (s(&cr["id"]), s(&cr["digest"]));
+    let (id, old_digest) = (json_str(&cr["id"]), json_str(&cr["digest"]));
 
     // oscar edits: new digest; the reviewed (old) digest no longer approves; oscar, now an
     // author, cannot approve.
@@ -312,7 +274,7 @@ async fn edits_rejections_and_refusals() {
         )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let new_digest = s(&r.body["digest"]);
+    let new_digest = json_str(&r.body["digest"]);
     assert_ne!(new_digest, old_digest);
     assert_eq!(r.body["edited_by"], json!(["oscar"]));
     assert_eq!(env.approve(&env.paula, &id, &old_digest).await.status, 409);
@@ -473,8 +435,13 @@ async fn an_expired_change_cannot_be_applied() {
         "{cr}"
     );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(env.get_change(&env.oscar, &s(&cr["id"])).await["status"], "expired");
-    let r = env.approve(&env.oscar, &s(&cr["id"]), &s(&cr["digest"])).await;
+    assert_eq!(
+        env.get_change(&env.oscar, &json_str(&cr["id"])).await["status"],
+        "expired"
+    );
+    let r = env
+        .approve(&env.oscar, &json_str(&cr["id"]), &json_str(&cr["digest"]))
+        .await;
     assert_eq!(r.status, 409, "{:?}", r.body);
     assert_eq!(env.tenant_file("acme"), before);
     assert_eq!(raw_get(env.gw.public, "acme.test", PUBLIC).await.status, 200);
@@ -517,9 +484,9 @@ async fn a_tier_breaker_reset_needs_a_second_operator() {
     assert_eq!(r.body["kind"], "tier.breaker_reset");
     assert_eq!(
         r.location.as_deref(),
-        Some(format!("/v1/changes/{}", s(&r.body["id"])).as_str())
+        Some(format!("/v1/changes/{}", json_str(&r.body["id"])).as_str())
     );
-    let (id, digest) = (s(&r.body["id"]), s(&r.body["digest"]));
+    let (id, digest) = (json_str(&r.body["id"]), json_str(&r.body["digest"]));
     // Still tripped until a second person approves.
     assert_eq!(raw_get(env.gw.public, "acme.test", PUBLIC).await.status, 423);
     assert_eq!(env.approve(&env.olivia2, &id, &digest).await.status, 403);
@@ -559,7 +526,7 @@ async fn changes_survive_a_restart() {
         )
         .await;
     let r = env
-        .approve(&env.oscar, &s(&applied["id"]), &s(&applied["digest"]))
+        .approve(&env.oscar, &json_str(&applied["id"]), &json_str(&applied["digest"]))
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
 
@@ -567,7 +534,7 @@ async fn changes_survive_a_restart() {
     assert!(env.gw.wait_exit(Duration::from_secs(15)).await.is_some(), "no exit");
     env.gw.restart().await;
 
-    let r = call(&env.client, env.gw.admin, Method::GET, "/v1/changes", &env.paula, None).await;
+    let r = admin_call(&env.client, env.gw.admin, Method::GET, "/v1/changes", &env.paula, None).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let list = r.body.as_array().expect("array").clone();
     assert_eq!(list.len(), 2, "{list:?}");
@@ -580,11 +547,11 @@ async fn changes_survive_a_restart() {
     assert_eq!(moved_to.count(), 1, "the applied change was lost in the restart");
 
     // The pending one can still be approved after the restart.
-    let r = call(
+    let r = admin_call(
         &env.client,
         env.gw.admin,
         Method::POST,
-        &format!("/v1/changes/{}/approve", s(&pending["id"])),
+        &format!("/v1/changes/{}/approve", json_str(&pending["id"])),
         &env.paula,
         Some(json!({"digest": pending["digest"]})),
     )
@@ -612,7 +579,9 @@ async fn tier_credentials_change_by_reference_only_when_they_resolve() {
             json!({"cookie": "env:PORTCULLIS_TEST_UNSET"}),
         )
         .await;
-    let r = env.approve(&env.stella, &s(&cr["id"]), &s(&cr["digest"])).await;
+    let r = env
+        .approve(&env.stella, &json_str(&cr["id"]), &json_str(&cr["digest"]))
+        .await;
     assert_eq!(r.status, 422, "{:?}", r.body);
     assert!(
         r.body["errors"].to_string().contains("PORTCULLIS_TEST_UNSET"),
@@ -629,7 +598,9 @@ async fn tier_credentials_change_by_reference_only_when_they_resolve() {
             json!({"cookie": "env:PORTCULLIS_TEST_STAGING_COOKIE"}),
         )
         .await;
-    let r = env.approve(&env.stella, &s(&cr["id"]), &s(&cr["digest"])).await;
+    let r = env
+        .approve(&env.stella, &json_str(&cr["id"]), &json_str(&cr["digest"]))
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let after = std::fs::read_to_string(&path).unwrap();
     assert!(
@@ -674,7 +645,9 @@ async fn an_approval_never_applies_another_tiers_edits_on_disk() {
             json!({"upstream": moved_to.url()}),
         )
         .await;
-    let r = env.approve(&env.oscar, &s(&cr["id"]), &s(&cr["digest"])).await;
+    let r = env
+        .approve(&env.oscar, &json_str(&cr["id"]), &json_str(&cr["digest"]))
+        .await;
     assert_eq!(r.status, 409, "{:?}", r.body);
     assert!(r.body.to_string().contains("staging"), "{:?}", r.body);
     assert_eq!(env.tenant_file("acme"), acme_before, "the prod edit stayed on disk");

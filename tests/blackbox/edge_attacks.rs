@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 use crate::idp::Account;
-use crate::sso::{Browser, ForgingIdp, idp_and_gateway, whoami};
+use crate::sso::{Browser, ForgingIdp, csrf_in, idp_and_gateway, whoami};
 
 // ---------------------------------------------------------------------------------------
 // RDR-08: redirect parameters on sign-out
@@ -228,38 +228,14 @@ async fn sso_sign_out_hands_the_idp_only_the_tenants_own_return_address() {
     let (status, _, page) = b.get(&format!("/.portcullis/logout?{query}")).await;
     assert_eq!(status, 200);
     assert!(!leaks_target(&page), "{page}");
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("csrf in the sign-out page")
-        .to_string();
-    let mut body = form_urlencoded::Serializer::new(format!("csrf={csrf}"));
+    let mut body = form_urlencoded::Serializer::new(format!("csrf={}", csrf_in(&page)));
     for p in REDIRECT_PARAMS {
         body.append_pair(p, "https://evil.example/");
     }
-    let cookie = b
-        .cookies
-        .iter()
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let r = b
-        .client
-        .post(format!("{}/.portcullis/logout?{query}", b.base))
-        .header("cookie", cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body.finish())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let location = r
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let (status, location, headers) = b
+        .post_form(&format!("/.portcullis/logout?{query}"), body.finish())
+        .await;
+    assert_eq!(status, 303);
     assert!(
         location.starts_with(&idp.issuer()),
         "to the IdP's end-session endpoint: {location}"
@@ -272,7 +248,7 @@ async fn sso_sign_out_hands_the_idp_only_the_tenants_own_return_address() {
         .map(|(_, v)| v.into_owned())
         .collect();
     assert_eq!(returns, vec![canonical_return], "{location}");
-    for c in r.headers().get_all("set-cookie") {
+    for c in headers.get_all("set-cookie") {
         let c = c.to_str().unwrap_or_default();
         if c.starts_with("__Host-portcullis-staging=") {
             assert!(c.starts_with("__Host-portcullis-staging=;"), "cleared: {c}");
@@ -638,26 +614,12 @@ async fn forwarding_headers_move_neither_the_callback_nor_the_cookies_over_tls()
 /// A GET through `b` with its cookies, `Accept: text/html` and a foreign `Origin`; the
 /// whole response.
 async fn get_with_headers(b: &Browser, url: &str) -> reqwest::Response {
-    let url = if url.starts_with("http") {
-        url.to_string()
-    } else {
-        format!("{}{url}", b.base)
-    };
-    let mut req = b
+    let req = b
         .client
-        .get(url)
+        .get(b.url(url))
         .header("accept", "text/html")
         .header("origin", "https://evil.example");
-    if !b.cookies.is_empty() {
-        let cookie = b
-            .cookies
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        req = req.header("cookie", cookie);
-    }
-    req.send().await.unwrap()
+    b.with_cookies(req).send().await.unwrap()
 }
 
 /// The hardening every gateway answer carries, and no CORS grant to a foreign origin.

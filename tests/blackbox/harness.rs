@@ -447,6 +447,9 @@ pub struct PolicyFixture {
     pub extra_files: Vec<(String, String)>,
     /// `[store] url` (e.g. a test Redis); the embedded store under the policy dir if None.
     pub store_url: Option<String>,
+    /// Further tables of `gateway.toml` (e.g. `[siem]`, `[tracing]`), written verbatim
+    /// after every table the fixture writes itself.
+    pub gateway_extra: String,
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -490,6 +493,7 @@ impl PolicyFixture {
             staging_keys: String::new(),
             extra_files: Vec::new(),
             store_url: None,
+            gateway_extra: String::new(),
         }
     }
 
@@ -538,6 +542,10 @@ impl PolicyFixture {
         }
         for (k, v) in &self.limits {
             s.push_str(&format!("{k} = {v}\n"));
+        }
+        if !self.gateway_extra.is_empty() {
+            s.push('\n');
+            s.push_str(&self.gateway_extra);
         }
         s
     }
@@ -1610,6 +1618,80 @@ impl Agent {
             .expect("a current session")
             .to_string()
     }
+}
+
+/// An admin API answer: the status, the body as JSON (a body that is not JSON as a JSON
+/// string, so that a failing assertion can print it) and `Location`.
+#[derive(Debug, Clone)]
+pub struct AdminAnswer {
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub location: Option<String>,
+}
+
+/// A client for the admin API: no proxy, and a timeout that an approval reloading the
+/// policy on a busy machine stays well within.
+pub fn admin_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+/// One admin API call with exactly these headers (no `Authorization` unless given) and,
+/// when given, a JSON body.
+pub async fn admin_send(
+    client: &reqwest::Client,
+    admin: SocketAddr,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&serde_json::Value>,
+) -> AdminAnswer {
+    let mut req = client.request(method, format!("http://{admin}{path}"));
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b.to_string());
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap_or_default().to_string());
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    AdminAnswer { status, body, location }
+}
+
+/// One admin API call as the holder of `token` (`Authorization: Bearer`).
+pub async fn admin_call(
+    client: &reqwest::Client,
+    admin: SocketAddr,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> AdminAnswer {
+    let auth = format!("Bearer {token}");
+    admin_send(client, admin, method, path, &[("authorization", &auth)], body.as_ref()).await
+}
+
+/// A tier's `[[operators]]` for the fixture: each (name, token) as (name, the token's
+/// hex SHA-256), the only form the policy holds.
+pub fn operators(named_tokens: &[(&str, &str)]) -> Vec<(String, String)> {
+    named_tokens
+        .iter()
+        .map(|(name, token)| (name.to_string(), sha256_hex(token.as_bytes())))
+        .collect()
+}
+
+/// The string a JSON value holds; panics, showing the value, when it is not a string.
+pub fn json_str(v: &serde_json::Value) -> String {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_string()
 }
 
 /// A JSON body without its `request_id` (unique to each request), for comparing what

@@ -179,11 +179,7 @@ fn text(value: &Value) -> String {
 
 /// Adds a `[tracing]` table to the fixture's `gateway.toml`, and a short export delay.
 fn with_tracing(fixture: &mut PolicyFixture, lines: &str) {
-    // The fixture writes `[limits]` last with each value verbatim: a value that ends the
-    // table lets this file add `[tracing]` after it.
-    fixture
-        .limits
-        .push(("shutdown_grace".into(), format!("\"30s\"\n\n[tracing]\n{lines}")));
+    fixture.gateway_extra.push_str(&format!("[tracing]\n{lines}"));
     fixture
         .gateway_env
         .push(("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()));

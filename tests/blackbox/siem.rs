@@ -23,13 +23,9 @@ use tokio::io::AsyncReadExt;
 
 use crate::harness::*;
 
-/// Adds a `[siem]` table to the fixture's `gateway.toml`. The harness writes `[limits]`
-/// last and appends this fixture's limit lines at its end, so a value that ends with a
-/// new table puts `[siem]` at the end of the file.
+/// Adds a `[siem]` table to the fixture's `gateway.toml`.
 fn with_siem(fixture: &mut PolicyFixture, siem_lines: &str) {
-    fixture
-        .limits
-        .push(("shutdown_grace".into(), format!("\"30s\"\n\n[siem]\n{siem_lines}")));
+    fixture.gateway_extra.push_str(&format!("[siem]\n{siem_lines}"));
 }
 
 /// A test webhook receiver: records the events of every accepted POST and the

@@ -88,13 +88,17 @@ impl Browser {
         }
     }
 
-    pub(crate) async fn get(&mut self, url: &str) -> (u16, Option<String>, String) {
-        let url = if url.starts_with("http") {
+    /// `url` as given when absolute, else a path on this browser's host.
+    pub(crate) fn url(&self, url: &str) -> String {
+        if url.starts_with("http") {
             url.to_string()
         } else {
             format!("{}{url}", self.base)
-        };
-        let req = self.with_cookies(self.client.get(&url).header("accept", "text/html"));
+        }
+    }
+
+    pub(crate) async fn get(&mut self, url: &str) -> (u16, Option<String>, String) {
+        let req = self.with_cookies(self.client.get(self.url(url)).header("accept", "text/html"));
         let r = req.send().await.unwrap();
         self.keep_cookies(&r);
         let status = r.status().as_u16();
@@ -121,8 +125,28 @@ impl Browser {
         )
     }
 
+    /// Posts a form (`body`, urlencoded) to `path` with this browser's cookies. The
+    /// answer's cookies are not applied, so that a test can check, with the cookie the
+    /// browser still holds, what the gateway did to the session. Returns the status, the
+    /// `Location` (empty when none) and the answer's headers.
+    pub(crate) async fn post_form(&self, path: &str, body: String) -> (u16, String, reqwest::header::HeaderMap) {
+        let req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        let r = self.with_cookies(req).send().await.unwrap();
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (r.status().as_u16(), location, r.headers().clone())
+    }
+
     /// `req` with this browser's cookies.
-    fn with_cookies(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    pub(crate) fn with_cookies(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         if self.cookies.is_empty() {
             return req;
         }
@@ -158,6 +182,15 @@ impl Browser {
         assert_eq!(status, 303, "{body}");
         idp.login(&location.unwrap(), user, password).await.unwrap()
     }
+}
+
+/// The CSRF token of the (first) form of `page`; panics when the page has none.
+pub(crate) fn csrf_in(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no csrf field in the page: {page}"))
+        .to_string()
 }
 
 pub(crate) async fn whoami(b: &mut Browser) -> (u16, Value) {
@@ -333,34 +366,9 @@ async fn enforced_sso_goes_straight_to_the_idp_and_sign_out_goes_there_too() {
     let callback = b.through_idp(&idp, "ed", "pw-ed").await;
     assert_eq!(b.get(&callback).await.0, 303);
     let (_, _, page) = b.get("/.portcullis/logout").await;
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("csrf in the sign-out page")
-        .to_string();
-    let cookie = b
-        .cookies
-        .iter()
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let r = b
-        .client
-        .post(format!("{}/.portcullis/logout", b.base))
-        .header("cookie", cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={csrf}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let location = r
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let csrf = csrf_in(&page);
+    let (status, location, _) = b.post_form("/.portcullis/logout", format!("csrf={csrf}")).await;
+    assert_eq!(status, 303);
     assert!(
         location.starts_with(&idp.issuer()),
         "to the IdP's end-session endpoint: {location}"
