@@ -33,6 +33,16 @@ pub struct RawListen {
     pub public: Option<Spanned<String>>,
     pub admin: Option<Spanned<String>>,
     pub plaintext: Option<bool>,
+    pub admin_plaintext: Option<Spanned<bool>>,
+    pub admin_tls: Option<RawAdminTls>,
+}
+
+/// `[listen.admin_tls]`: the admin listener's certificate and key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminTls {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
