@@ -330,13 +330,14 @@ fn chain_and_key(
     table: &str,
     problems: &mut Problems,
 ) -> Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let chain = certificate_chain(dir, src, cert, env, table, problems);
+    // The key is looked at once the certificate is usable: one problem per pair.
+    let chain = certificate_chain(dir, src, cert, env, table, problems)?;
     let key_pem = resolve(dir, src, key, env, false, &format!("{table}.key"), problems)?;
     let Ok(key) = PrivateKeyDer::from_pem_slice(key_pem.expose_secret()) else {
         problems.at(src, key.span(), format!("{table}.key: not a PEM private key"));
         return None;
     };
-    Some((chain?, key))
+    Some((chain, key))
 }
 
 /// A certificate chain (leaf first) from its reference; never empty.
