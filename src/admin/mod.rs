@@ -210,9 +210,10 @@ async fn serve_tls(
                     return;
                 }
             };
-            // What `into_make_service_with_connect_info` gives the plain listener's handlers.
             let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                // What `into_make_service_with_connect_info` gives the plain listener's handlers.
                 req.extensions_mut().insert(ConnectInfo(peer));
+                host_from_authority(&mut req);
                 tower_service::Service::call(&mut app.clone(), req)
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -232,6 +233,21 @@ async fn serve_tls(
     let grace = limits.shutdown_grace;
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("admin listener: shutdown grace period ended with connections still open");
+    }
+}
+
+/// HTTP/2 names the host in `:authority` (the URI), not in a `Host` header: copied into
+/// one, so the console's `Origin` check (which reads `Host`) works the same over both.
+fn host_from_authority<B>(req: &mut hyper::Request<B>) {
+    if req.headers().contains_key(header::HOST) {
+        return;
+    }
+    let host = req
+        .uri()
+        .authority()
+        .and_then(|a| header::HeaderValue::from_str(a.as_str()).ok());
+    if let Some(host) = host {
+        req.headers_mut().insert(header::HOST, host);
     }
 }
 
