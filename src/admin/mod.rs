@@ -141,6 +141,7 @@ pub fn router(state: AdminState, tls: bool) -> Router {
             tls,
         }))
         .with_state(state)
+        .layer(axum::middleware::from_fn(access_log))
 }
 
 /// Serves the admin listener until shutdown: HTTPS only when `tls` is given (built at
@@ -249,6 +250,38 @@ fn host_from_authority<B>(req: &mut hyper::Request<B>) {
     if let Some(host) = host {
         req.headers_mut().insert(header::HOST, host);
     }
+}
+
+/// Middleware around every admin route (API, console, health, metrics): one access-log
+/// line per request, when the access log is on. Method, path without the query, status,
+/// duration, client address; never a header (bearer tokens, console cookies).
+async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        return next.run(req).await;
+    }
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let client_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    let resp = next.run(req).await;
+    let request_id = resp
+        .headers()
+        .get(crate::telemetry::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    crate::telemetry::AdminAccessRecord {
+        request_id,
+        method: method.as_str(),
+        path: &path,
+        status: resp.status().as_u16(),
+        duration: started.elapsed(),
+        client_ip,
+    }
+    .write();
+    resp
 }
 
 async fn healthz() -> &'static str {
