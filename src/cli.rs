@@ -46,7 +46,8 @@ enum Command {
     },
     /// Ask a running gateway to reload its policy (operator token from PORTCULLIS_OPERATOR_TOKEN).
     Reload {
-        /// Policy directory, to find the admin listener address.
+        /// Policy directory, to find the admin listener address and, with
+        /// [listen.admin_tls], the certificate it presents.
         #[arg(long, default_value = "policies")]
         config: PathBuf,
         /// Admin listener address (instead of reading it from the policy).
@@ -441,11 +442,12 @@ async fn demo_main(overrides: Overrides) -> anyhow::Result<()> {
 async fn reload(dir: PathBuf, admin_listen: Option<String>) -> anyhow::Result<()> {
     let token = std::env::var("PORTCULLIS_OPERATOR_TOKEN")
         .map_err(|_| anyhow!("set PORTCULLIS_OPERATOR_TOKEN to an operator token"))?;
-    let admin = match admin_listen {
-        Some(a) => a,
-        None => config::admin_address(&dir).map_err(|e| anyhow!("{e}"))?.to_string(),
-    };
-    let (status, body) = portcullis::admin::client::post(&admin, "/v1/reload", &token).await?;
+    // The policy says where the listener is and, with [listen.admin_tls], which
+    // certificate it presents (the one this client trusts).
+    let endpoint = config::admin_endpoint(&dir, &ProcessEnv).map_err(|e| anyhow!("{e}"))?;
+    let admin = admin_listen.unwrap_or_else(|| endpoint.addr.to_string());
+    let (status, body) =
+        portcullis::admin::client::post(&admin, endpoint.tls_certificate.as_ref(), "/v1/reload", &token).await?;
     println!("{body}");
     if status == 200 {
         Ok(())

@@ -25,7 +25,7 @@
 //! - [`store`]: each tier's state (SQLite or Redis), one trait per role.
 //! - [`incident`]: incident references (`INC-42`) and an incident's timeline, read from
 //!   the audit logs.
-//! - [`tls`]: the public listener's TLS settings, built from the certificates in config.
+//! - [`tls`]: the listeners' TLS settings, built from the certificates in config.
 //! - [`upstream`]: the way to tenants' apps: pooled clients, allowlisted resolution, TLS
 //!   to upstreams, and each upstream's circuit breaker and bulkhead.
 //! - [`live`]: the live policy snapshot and atomic reloads; the tiers' assertion keys
@@ -122,6 +122,9 @@ pub enum StartError {
     /// The password hashing pool could not start.
     #[error("cannot start password hashing: {0}")]
     Hasher(#[from] auth::password::PasswordError),
+    /// The admin listener's certificate and key (`[listen.admin_tls]`) cannot be used.
+    #[error("cannot set up TLS on the admin listener: {0}")]
+    AdminTls(String),
     /// A listener failed while serving.
     #[error("listener failed: {0}")]
     Serve(std::io::Error),
@@ -139,6 +142,9 @@ pub struct Gateway {
     replica: Arc<replicas::Replica>,
     public: TcpListener,
     admin: TcpListener,
+    /// The admin listener's TLS settings (`[listen.admin_tls]`), built at start; `None`
+    /// serves plain HTTP.
+    admin_tls: Option<Arc<rustls::ServerConfig>>,
     /// Installed before the listeners are bound, so a signal that arrives as soon as a
     /// client can connect is handled, never the default (fatal) action.
     signals: Signals,
@@ -149,6 +155,11 @@ impl Gateway {
     pub async fn bind(config: Config, env: Arc<dyn Env>, overrides: Overrides) -> Result<Self, StartError> {
         let public_addr = config.gateway.listen.public;
         let admin_addr = config.gateway.listen.admin;
+        // Before anything opens: a certificate that does not fit its key stops the start.
+        let admin_tls = match &config.gateway.listen.admin_tls {
+            Some(admin_tls) => Some(tls::admin_server_config(admin_tls).map_err(StartError::AdminTls)?),
+            None => None,
+        };
         let signals = Signals::install().map_err(StartError::Signals)?;
         let stores = store::Stores::open_for(&config.gateway.store.url, &config.tier_access()).await?;
         let events = store::events::EventBus::open_for(&config.gateway.store.url, &config.tier_access()).await?;
@@ -195,6 +206,7 @@ impl Gateway {
             replica,
             public,
             admin,
+            admin_tls,
             signals,
         })
     }
@@ -254,7 +266,7 @@ impl Gateway {
             self.metrics.siem_dropped.clone(),
         );
         wait_for_events(&self.portal.sessions).await;
-        let admin = tokio::spawn(admin::serve(self.admin, admin_state, stop_rx.clone()));
+        let admin = tokio::spawn(admin::serve(self.admin, admin_state, self.admin_tls, stop_rx.clone()));
         let public = tokio::spawn(proxy::serve(self.public, pipeline, stop_rx));
         tracing::info!("gateway serving");
         self.signals.wait(&self.live).await;

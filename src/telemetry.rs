@@ -173,6 +173,65 @@ impl AccessRecord<'_> {
     }
 }
 
+/// One admin-listener request's access-log line: the public listener's field names, with
+/// `listener = "admin"` and no tenant (operators are not tenants' users). The path never
+/// has its query; no header is logged (the bearer token and console cookie stay out).
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAccessRecord<'a> {
+    /// The request id the response carries (refusals have one), "-" otherwise.
+    pub request_id: &'a str,
+    /// Request method.
+    pub method: &'a str,
+    /// Request path, without the query.
+    pub path: &'a str,
+    /// Status answered.
+    pub status: u16,
+    /// Time from the request head to the response head.
+    pub duration: std::time::Duration,
+    /// The client's address, when known.
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+impl AdminAccessRecord<'_> {
+    /// Writes the line where the public listener's go (the demo's access log file, else
+    /// stdout), as the same JSON; without [`init_logging`], an ordinary tracing event.
+    /// Rare enough that serde_json's cost does not matter.
+    pub fn write(&self) {
+        let duration_ms = (self.duration.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        let client_ip = self.client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string());
+        let Some(writer) = LOG_WRITER.get() else {
+            tracing::info!(
+                target: "access",
+                listener = "admin",
+                request_id = self.request_id,
+                method = self.method,
+                path = self.path,
+                status = self.status,
+                duration_ms,
+                client_ip,
+            );
+            return;
+        };
+        let line = serde_json::json!({
+            "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+            "level": "INFO",
+            "listener": "admin",
+            "request_id": self.request_id,
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "duration_ms": duration_ms,
+            "client_ip": client_ip,
+            "target": ACCESS_TARGET,
+        });
+        if let Ok(mut buf) = serde_json::to_vec(&line) {
+            buf.push(b'\n');
+            // One write is one message to the log thread.
+            let _ = std::io::Write::write_all(&mut writer.clone(), &buf);
+        }
+    }
+}
+
 /// A reusable access-log line buffer, with the timestamp's text up to the second of the
 /// last line (it changes once a second).
 #[derive(Default)]

@@ -113,8 +113,9 @@ impl AdminState {
     }
 }
 
-/// The admin router.
-pub fn router(state: AdminState) -> Router {
+/// The admin router; `tls` says whether the listener speaks HTTPS (the console's cookie
+/// depends on it).
+pub fn router(state: AdminState, tls: bool) -> Router {
     // Routes of one path with several methods are merged by axum.
     let api = api_routes()
         .into_iter()
@@ -137,24 +138,150 @@ pub fn router(state: AdminState) -> Router {
             live: state.live.clone(),
             switches: state.switches.clone(),
             changes: state.changes.clone(),
+            tls,
         }))
         .with_state(state)
+        .layer(axum::middleware::from_fn(access_log))
 }
 
-/// Serves the admin listener until shutdown.
+/// Serves the admin listener until shutdown: HTTPS only when `tls` is given (built at
+/// start from `[listen.admin_tls]`; a reload does not change it), else plain HTTP.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = shutdown.changed().await;
-    })
-    .await
+    let limits = state.live.snapshot().config.gateway.limits.clone();
+    let app = router(state, tls.is_some());
+    match tls {
+        Some(tls) => {
+            serve_tls(listener, app, tls, &limits, shutdown).await;
+            Ok(())
+        }
+        None => {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = shutdown.changed().await;
+                })
+                .await
+        }
+    }
+}
+
+/// The HTTPS admin listener (axum's `serve` has no TLS): each connection's handshake
+/// within the header-read limit, then HTTP/1.1 or HTTP/2 (ALPN) with the router. On
+/// shutdown it stops accepting and lets open requests finish, for at most the shutdown
+/// grace period.
+async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+    limits: &crate::config::Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let handshake_timeout = limits.header_read_timeout;
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        let header_read = limits.header_read_timeout;
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "admin TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("admin TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                // What `into_make_service_with_connect_info` gives the plain listener's handlers.
+                req.extensions_mut().insert(ConnectInfo(peer));
+                host_from_authority(&mut req);
+                tower_service::Service::call(&mut app.clone(), req)
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read);
+            let conn = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let grace = limits.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("admin listener: shutdown grace period ended with connections still open");
+    }
+}
+
+/// HTTP/2 names the host in `:authority` (the URI), not in a `Host` header: copied into
+/// one, so the console's `Origin` check (which reads `Host`) works the same over both.
+fn host_from_authority<B>(req: &mut hyper::Request<B>) {
+    if req.headers().contains_key(header::HOST) {
+        return;
+    }
+    let host = req
+        .uri()
+        .authority()
+        .and_then(|a| header::HeaderValue::from_str(a.as_str()).ok());
+    if let Some(host) = host {
+        req.headers_mut().insert(header::HOST, host);
+    }
+}
+
+/// Middleware around every admin route (API, console, health, metrics): one access-log
+/// line per request, when the access log is on. Method, path without the query, status,
+/// duration, client address; never a header (bearer tokens, console cookies).
+async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        return next.run(req).await;
+    }
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let client_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    let resp = next.run(req).await;
+    let request_id = resp
+        .headers()
+        .get(crate::telemetry::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    crate::telemetry::AdminAccessRecord {
+        request_id,
+        method: method.as_str(),
+        path: &path,
+        status: resp.status().as_u16(),
+        duration: started.elapsed(),
+        client_ip,
+    }
+    .write();
+    resp
 }
 
 async fn healthz() -> &'static str {

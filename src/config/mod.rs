@@ -141,6 +141,29 @@ pub struct Listen {
     /// The scheme and port users see (`external_scheme`, `external_port`) where a
     /// balancer in front changes them; the tenants' public origins are built from it.
     pub external: ExternalEndpoint,
+    /// The admin listener's certificate (`[listen.admin_tls]`): with it the admin listener
+    /// speaks HTTPS only. Applies at start: a reload does not change the listener.
+    pub admin_tls: Option<Arc<AdminTls>>,
+}
+
+/// The admin listener's certificate chain and key, parsed from PEM once, at load.
+#[derive(Debug)]
+pub struct AdminTls {
+    /// The certificate chain, leaf first, as the PEM file lists it; `portcullis reload`
+    /// trusts exactly its leaf.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The chain's private key; secret.
+    pub key: PrivateKey,
+}
+
+/// Where `portcullis reload` finds the admin listener, read from `gateway.toml` alone.
+#[derive(Debug, Clone)]
+pub struct AdminEndpoint {
+    /// `[listen] admin`.
+    pub addr: SocketAddr,
+    /// The leaf certificate of `[listen.admin_tls]`, when the listener speaks HTTPS: the
+    /// one certificate the client trusts.
+    pub tls_certificate: Option<CertificateDer<'static>>,
 }
 
 /// A certificate and key for a set of hosts, parsed from PEM once, at load.
@@ -622,10 +645,10 @@ impl Config {
     }
 }
 
-/// Reads only `[listen] admin` from `gateway.toml`, for CLI commands that talk to a
-/// running gateway and need no secrets.
-pub fn admin_address(dir: &Path) -> Result<SocketAddr, ConfigError> {
-    validate::admin_address(dir)
+/// Reads only `[listen] admin` and the certificate of `[listen.admin_tls]` from
+/// `gateway.toml`, for CLI commands that talk to a running gateway (never the key).
+pub fn admin_endpoint(dir: &Path, env: &dyn Env) -> Result<AdminEndpoint, ConfigError> {
+    validate::admin_endpoint(dir, env)
 }
 
 #[cfg(test)]

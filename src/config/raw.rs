@@ -37,6 +37,16 @@ pub struct RawListen {
     pub external_scheme: Option<Spanned<String>>,
     /// The port users see, when a balancer in front changes it.
     pub external_port: Option<Spanned<i64>>,
+    pub admin_plaintext: Option<Spanned<bool>>,
+    pub admin_tls: Option<RawAdminTls>,
+}
+
+/// `[listen.admin_tls]`: the admin listener's certificate and key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminTls {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

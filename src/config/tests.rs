@@ -741,3 +741,183 @@ fn wrong_external_schemes_and_ports_name_their_line() {
         Vec::<String>::new()
     );
 }
+
+/// The `[listen]` table of [`GATEWAY`] with the admin listener on `admin` and `extra`
+/// lines after it.
+fn gateway_with_admin(admin: &str, extra: &str) -> String {
+    format!("[listen]\npublic = \"127.0.0.1:0\"\nadmin = \"{admin}\"\nplaintext = true\n{extra}")
+}
+
+const ADMIN_TLS: &str = "\n[listen.admin_tls]\ncert = \"file:tls/admin.crt\"\nkey = \"file:tls/admin.key\"\n";
+
+/// If this broke, the operator API and console could be served in clear text to the
+/// network (bearer tokens and console cookies readable on the wire) by one edited address.
+#[test]
+fn an_admin_listener_off_loopback_needs_tls_or_an_explicit_plaintext() {
+    let exposed = gateway_with_admin("0.0.0.0:9090", "");
+    assert_error(
+        &[("gateway.toml", &exposed)],
+        "gateway.toml:3: listen.admin: the admin listener `0.0.0.0:9090` is not on a loopback address and has no TLS",
+    );
+    for written in [
+        gateway_with_admin("0.0.0.0:9090", "admin_plaintext = true\n"),
+        gateway_with_admin("[::1]:9090", ""),
+        gateway_with_admin("127.0.0.2:9090", ""),
+        gateway_with_admin("127.0.0.1:9090", "admin_plaintext = false\n"),
+    ] {
+        let dir = fixture(&[("gateway.toml", &written)]);
+        assert_eq!(errors(dir.path()), Vec::<String>::new(), "{written}");
+    }
+    // `admin_plaintext = false` is the default, written out: still refused off loopback.
+    assert_error(
+        &[(
+            "gateway.toml",
+            &gateway_with_admin("10.0.0.5:9090", "admin_plaintext = false\n"),
+        )],
+        "gateway.toml:3: listen.admin: the admin listener `10.0.0.5:9090`",
+    );
+}
+
+/// If this broke, `--admin-listen 0.0.0.0:9090` would expose a plaintext admin listener
+/// that the policy file alone would have refused.
+#[test]
+fn an_admin_listen_override_off_loopback_is_refused_without_tls() {
+    let dir = fixture(&[]);
+    let exposed = Overrides {
+        admin_listen: Some("0.0.0.0:9090".into()),
+        ..Overrides::default()
+    };
+    let errs: Vec<String> = load(dir.path(), &env(), &exposed)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("--admin-listen: the admin listener `0.0.0.0:9090` is not on a loopback address"),
+        "{errs:#?}"
+    );
+    let allowed = fixture(&[(
+        "gateway.toml",
+        &gateway_with_admin("127.0.0.1:0", "admin_plaintext = true\n"),
+    )]);
+    assert!(load(allowed.path(), &env(), &exposed).is_ok());
+}
+
+/// If this broke, the admin listener's key would not load (or would leak into logs
+/// through `Debug`), or a certificate would be required where loopback needs none.
+#[test]
+fn admin_tls_loads_its_certificate_and_key_and_allows_any_address() {
+    let admin = rcgen::generate_simple_self_signed(vec!["admin.internal".to_string()]).unwrap();
+    let dir = fixture(&[
+        ("gateway.toml", &gateway_with_admin("0.0.0.0:9090", ADMIN_TLS)),
+        ("tls/admin.crt", &admin.cert.pem()),
+        ("tls/admin.key", &admin.key_pair.serialize_pem()),
+    ]);
+    let cfg = load(dir.path(), &env(), &Overrides::default()).unwrap();
+    let tls = cfg.gateway.listen.admin_tls.as_ref().expect("admin TLS configured");
+    assert_eq!(tls.chain, [admin.cert.der().clone()]);
+    assert_eq!(tls.key.expose_secret().secret_der(), admin.key_pair.serialize_der());
+    let text = format!("{cfg:?}");
+    assert!(
+        !text.contains(&format!("{:?}", admin.key_pair.serialize_der())),
+        "admin private key leaked in Debug"
+    );
+    assert!(
+        !text.contains(&hex::encode(admin.key_pair.serialize_der())),
+        "admin private key leaked in Debug"
+    );
+    // Without the table, none.
+    let plain = fixture(&[]);
+    let cfg = load(plain.path(), &env(), &Overrides::default()).unwrap();
+    assert!(cfg.gateway.listen.admin_tls.is_none());
+}
+
+/// If this broke, a broken admin certificate would be reported without saying where, or
+/// a contradictory `[listen]` (TLS and plaintext both) would start with one of them
+/// silently winning.
+#[test]
+fn admin_tls_problems_name_the_file_line_and_key() {
+    let admin = rcgen::generate_simple_self_signed(vec!["admin.internal".to_string()]).unwrap();
+    let gateway = gateway_with_admin("127.0.0.1:0", ADMIN_TLS);
+    // Missing files: each reported at the line that names it (the key once the
+    // certificate loads).
+    assert_error(&[("gateway.toml", &gateway)], "gateway.toml:7: listen.admin_tls.cert: ");
+    assert_error(
+        &[("gateway.toml", &gateway), ("tls/admin.crt", &admin.cert.pem())],
+        "gateway.toml:8: listen.admin_tls.key: ",
+    );
+    // Files that are not PEM of the right kind.
+    assert_error(
+        &[
+            ("gateway.toml", &gateway),
+            ("tls/admin.crt", "not a certificate"),
+            ("tls/admin.key", &admin.key_pair.serialize_pem()),
+        ],
+        "gateway.toml:7: listen.admin_tls.cert: not a PEM certificate chain",
+    );
+    assert_error(
+        &[
+            ("gateway.toml", &gateway),
+            ("tls/admin.crt", &admin.cert.pem()),
+            ("tls/admin.key", &admin.cert.pem()),
+        ],
+        "gateway.toml:8: listen.admin_tls.key: not a PEM private key",
+    );
+    // A missing key in the table, an unknown one.
+    assert_error(
+        &[(
+            "gateway.toml",
+            &gateway_with_admin("127.0.0.1:0", "\n[listen.admin_tls]\ncert = \"file:tls/admin.crt\"\n"),
+        )],
+        "missing field `key`",
+    );
+    assert_error(
+        &[(
+            "gateway.toml",
+            &gateway_with_admin("127.0.0.1:0", &format!("{ADMIN_TLS}ca = \"file:x\"\n")),
+        )],
+        "unknown field `ca`",
+    );
+    // TLS and plaintext at once.
+    assert_error(
+        &[
+            (
+                "gateway.toml",
+                &gateway_with_admin("0.0.0.0:9090", &format!("admin_plaintext = true\n{ADMIN_TLS}")),
+            ),
+            ("tls/admin.crt", &admin.cert.pem()),
+            ("tls/admin.key", &admin.key_pair.serialize_pem()),
+        ],
+        "gateway.toml:5: listen.admin_plaintext: cannot be true with [listen.admin_tls]",
+    );
+}
+
+/// If this broke, `portcullis reload` would not find the certificate to trust (and fail
+/// against an HTTPS admin listener), or would need the private key, which an operator's
+/// machine should not hold.
+#[test]
+fn the_admin_endpoint_gives_the_address_and_certificate_but_never_needs_the_key() {
+    let admin = rcgen::generate_simple_self_signed(vec!["admin.internal".to_string()]).unwrap();
+    let gateway = gateway_with_admin(
+        "127.0.0.1:9443",
+        "\n[listen.admin_tls]\ncert = \"file:tls/admin.crt\"\nkey = \"env:ADMIN_KEY_NOT_SET\"\n",
+    );
+    let dir = fixture(&[("gateway.toml", &gateway), ("tls/admin.crt", &admin.cert.pem())]);
+    let endpoint = admin_endpoint(dir.path(), &env()).unwrap();
+    assert_eq!(endpoint.addr, "127.0.0.1:9443".parse().unwrap());
+    assert_eq!(endpoint.tls_certificate, Some(admin.cert.der().clone()));
+
+    let plain = fixture(&[]);
+    let endpoint = admin_endpoint(plain.path(), &env()).unwrap();
+    assert_eq!(endpoint.tls_certificate, None);
+
+    let broken = fixture(&[("gateway.toml", &gateway), ("tls/admin.crt", "garbage")]);
+    let err = admin_endpoint(broken.path(), &env()).unwrap_err();
+    assert_eq!(err.line, Some(7));
+    assert!(
+        err.message
+            .contains("listen.admin_tls.cert: not a PEM certificate chain"),
+        "{err}"
+    );
+}

@@ -65,6 +65,9 @@ pub struct Services {
     pub switches: Arc<crate::killswitch::KillSwitches>,
     /// Four-eyes change requests.
     pub changes: Arc<crate::changes::Changes>,
+    /// Whether the admin listener speaks TLS (`[listen.admin_tls]`): the cookie is then
+    /// `__Host-` and `Secure`.
+    pub tls: bool,
 }
 
 /// What the console's handlers share.
@@ -90,8 +93,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(services: Services) -> Router<S>
         switches: services.switches,
         changes: services.changes,
         sessions: Arc::new(ConsoleSessions::default()),
-        // The admin listener is plain TCP (bound to loopback by default).
-        tls: false,
+        tls: services.tls,
     };
     Router::new()
         .route("/console", get(|| async { Redirect::to("/console/") }))

@@ -372,6 +372,11 @@ impl Banner<'_> {
         );
         let _ = writeln!(
             out,
+            "Console     http://{}/console/  (sign in with an operator token from demo.json)",
+            self.admin
+        );
+        let _ = writeln!(
+            out,
             "Access log  {}\n            (a JSON line per request; security events and warnings appear in\n            \
              this terminal as JSON lines)",
             self.log.display()
@@ -597,6 +602,7 @@ mod tests {
         let first_user = text.find("alice-demo-password").unwrap();
         assert!(login < account && account < first_user, "{text}");
         assert!(text.contains("http://127.0.0.1:19090"), "{text}");
+        assert!(text.contains("Console     http://127.0.0.1:19090/console/"), "{text}");
         assert!(text.contains("http://initech.localhost:18080/public/"), "{text}");
         assert!(text.contains("/d/access.log"), "{text}");
         assert!(text.contains("--config /d/policies"), "{text}");

@@ -107,6 +107,14 @@ async fn the_demo_banner_stays_on_screen_and_the_access_log_goes_to_the_data_dir
     })
     .await;
     assert!(access.is_some(), "no access line in {}", log_path.display());
+    // The admin listener's lines go there too, not onto the banner.
+    let admin_access = eventually(Duration::from_secs(5), || async {
+        read_lines(&log_path)
+            .into_iter()
+            .find(|l| l["listener"] == "admin" && l["path"] == "/v1/tenants/initech/breaker")
+    })
+    .await;
+    assert!(admin_access.is_some(), "no admin access line in {}", log_path.display());
     let warned = eventually(Duration::from_secs(5), || async {
         json_lines(&demo.read("stdout"))
             .into_iter()
@@ -150,6 +158,11 @@ async fn the_demo_banner_stays_on_screen_and_the_access_log_goes_to_the_data_dir
         "{stdout}"
     );
     assert!(stdout.contains("four eyes counts people, not tokens"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("Console     http://{admin}/console/")),
+        "the console URL with the bound admin address:\n{stdout}"
+    );
+    assert!(!stdout.contains("/v1/tenants/initech/breaker"), "{stdout}");
 
     // The command line the banner and the README show finds the demo's store from the
     // policy set the demo wrote, with no --data.

@@ -9,8 +9,10 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use toml::Spanned;
 
-use super::super::raw::{RawCertificate, RawGateway, RawLimits, RawListen};
-use super::super::{Certificate, ConfigError, GatewayConfig, Limits, Listen, Overrides, StoreConfig};
+use super::super::raw::{RawAdminTls, RawCertificate, RawGateway, RawLimits, RawListen};
+use super::super::{
+    AdminEndpoint, AdminTls, Certificate, ConfigError, GatewayConfig, Limits, Listen, Overrides, StoreConfig,
+};
 use super::{Problems, Source, duration, parse, read_source, resolve, size};
 use crate::secret::{Env, PrivateKey};
 use crate::tenancy::{ExternalEndpoint, Scheme, normalise_host};
@@ -41,6 +43,12 @@ pub(super) fn build_gateway(
     );
     let plaintext = raw.listen.plaintext.unwrap_or(false);
     let external = build_external_endpoint(src, &raw.listen, plaintext, problems);
+    let admin_tls = raw
+        .listen
+        .admin_tls
+        .as_ref()
+        .and_then(|t| build_admin_tls(dir, src, t, env, problems));
+    check_admin_exposure(src, &raw.listen, admin, overrides, problems);
 
     let mut tls = Vec::new();
     for cert in raw.tls.certificates {
@@ -94,6 +102,7 @@ pub(super) fn build_gateway(
             admin,
             plaintext,
             external,
+            admin_tls,
         },
         tls,
         store: StoreConfig {
@@ -349,23 +358,7 @@ fn build_certificate(
     if raw.hosts.get_ref().is_empty() {
         problems.at(src, raw.hosts.span(), "tls.certificates.hosts: list at least one host");
     }
-    let cert_pem = resolve(dir, src, &raw.cert, env, false, "tls.certificates.cert", problems)?;
-    let key_pem = resolve(dir, src, &raw.key, env, false, "tls.certificates.key", problems)?;
-    let chain = match CertificateDer::pem_slice_iter(cert_pem.expose_secret()).collect::<Result<Vec<_>, _>>() {
-        Ok(chain) if !chain.is_empty() => chain,
-        _ => {
-            problems.at(
-                src,
-                raw.cert.span(),
-                "tls.certificates.cert: not a PEM certificate chain",
-            );
-            return None;
-        }
-    };
-    let Ok(key) = PrivateKeyDer::from_pem_slice(key_pem.expose_secret()) else {
-        problems.at(src, raw.key.span(), "tls.certificates.key: not a PEM private key");
-        return None;
-    };
+    let (chain, key) = chain_and_key(dir, src, &raw.cert, &raw.key, env, "tls.certificates", problems)?;
     Some(Certificate {
         hosts,
         chain,
@@ -373,7 +366,97 @@ fn build_certificate(
     })
 }
 
-pub(in crate::config) fn admin_address(dir: &Path) -> Result<SocketAddr, ConfigError> {
+/// A certificate chain and its private key from their secret references (`table` names
+/// the keys in errors: `tls.certificates`, `listen.admin_tls`).
+fn chain_and_key(
+    dir: &Path,
+    src: &Source,
+    cert: &Spanned<String>,
+    key: &Spanned<String>,
+    env: &dyn Env,
+    table: &str,
+    problems: &mut Problems,
+) -> Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    // The key is looked at once the certificate is usable: one problem per pair.
+    let chain = certificate_chain(dir, src, cert, env, table, problems)?;
+    let key_pem = resolve(dir, src, key, env, false, &format!("{table}.key"), problems)?;
+    let Ok(key) = PrivateKeyDer::from_pem_slice(key_pem.expose_secret()) else {
+        problems.at(src, key.span(), format!("{table}.key: not a PEM private key"));
+        return None;
+    };
+    Some((chain, key))
+}
+
+/// A certificate chain (leaf first) from its reference; never empty.
+fn certificate_chain(
+    dir: &Path,
+    src: &Source,
+    cert: &Spanned<String>,
+    env: &dyn Env,
+    table: &str,
+    problems: &mut Problems,
+) -> Option<Vec<CertificateDer<'static>>> {
+    let cert_pem = resolve(dir, src, cert, env, false, &format!("{table}.cert"), problems)?;
+    match CertificateDer::pem_slice_iter(cert_pem.expose_secret()).collect::<Result<Vec<_>, _>>() {
+        Ok(chain) if !chain.is_empty() => Some(chain),
+        _ => {
+            problems.at(src, cert.span(), format!("{table}.cert: not a PEM certificate chain"));
+            None
+        }
+    }
+}
+
+/// `[listen.admin_tls]`: the admin listener's certificate and key.
+fn build_admin_tls(
+    dir: &Path,
+    src: &Source,
+    raw: &RawAdminTls,
+    env: &dyn Env,
+    problems: &mut Problems,
+) -> Option<std::sync::Arc<AdminTls>> {
+    let (chain, key) = chain_and_key(dir, src, &raw.cert, &raw.key, env, "listen.admin_tls", problems)?;
+    Some(std::sync::Arc::new(AdminTls {
+        chain,
+        key: PrivateKey::new(key),
+    }))
+}
+
+/// The admin listener carries the operator API and console: off loopback it must speak
+/// TLS, unless the operator says in so many words that something else protects it
+/// (`admin_plaintext = true`: a private network, a TLS-terminating sidecar). Both at once
+/// contradict each other.
+fn check_admin_exposure(
+    src: &Source,
+    listen: &RawListen,
+    admin: SocketAddr,
+    overrides: &Overrides,
+    problems: &mut Problems,
+) {
+    let admin_plaintext = listen.admin_plaintext.as_ref();
+    if let (Some(flag), Some(_)) = (admin_plaintext, &listen.admin_tls)
+        && *flag.get_ref()
+    {
+        problems.at(
+            src,
+            flag.span(),
+            "listen.admin_plaintext: cannot be true with [listen.admin_tls] (the admin listener speaks HTTPS only)",
+        );
+        return;
+    }
+    if admin.ip().is_loopback() || listen.admin_tls.is_some() || admin_plaintext.is_some_and(|f| *f.get_ref()) {
+        return;
+    }
+    let message = format!(
+        "the admin listener `{admin}` is not on a loopback address and has no TLS: add [listen.admin_tls] (cert, key), or set [listen] admin_plaintext = true if the network in front of it is trusted"
+    );
+    match (&overrides.admin_listen, &listen.admin) {
+        (Some(_), _) => problems.file(Path::new("--admin-listen"), message),
+        (None, Some(written)) => problems.at(src, written.span(), format!("listen.admin: {message}")),
+        (None, None) => problems.file(&src.path, message),
+    }
+}
+
+pub(in crate::config) fn admin_endpoint(dir: &Path, env: &dyn Env) -> Result<AdminEndpoint, ConfigError> {
     let mut problems = Problems::default();
     let path = dir.join("gateway.toml");
     let first = |p: Problems| {
@@ -397,8 +480,13 @@ pub(in crate::config) fn admin_address(dir: &Path) -> Result<SocketAddr, ConfigE
         "listen.admin",
         &mut problems,
     );
+    // The certificate only: the client trusts it and has no use for the key.
+    let tls_certificate = raw.listen.admin_tls.as_ref().and_then(|t| {
+        certificate_chain(dir, &src, &t.cert, env, "listen.admin_tls", &mut problems)
+            .and_then(|chain| chain.into_iter().next())
+    });
     if problems.0.is_empty() {
-        Ok(addr)
+        Ok(AdminEndpoint { addr, tls_certificate })
     } else {
         Err(first(problems))
     }

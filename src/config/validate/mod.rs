@@ -22,7 +22,7 @@ mod tenant;
 mod tier;
 mod traces;
 
-pub(super) use gateway::admin_address;
+pub(super) use gateway::admin_endpoint;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
