@@ -563,7 +563,7 @@ impl Pipeline {
     /// account's (nor does a locked account's cookie turn it into a 423).
     fn status(&self, method: &Method, site: &Site, now: i64) -> Result<Response<ProxyBody>, Refusal> {
         if !matches!(*method, Method::GET | Method::HEAD) {
-            return Err(Refusal::MethodNotAllowed);
+            return Err(Refusal::OnlyMethods("GET, HEAD"));
         }
         let entry = &site.entry;
         let switch = self

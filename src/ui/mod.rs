@@ -155,8 +155,12 @@ impl Portal {
                 let answer = self.backchannel_logout(req, &ctx).await;
                 return Some(answer.unwrap_or_else(|e| e.into_response(ctx.request_id)));
             }
-            (Method::GET, "style.css") => Ok(web::respond(StatusCode::OK, "text/css; charset=utf-8", pages::STYLE)),
-            (Method::GET, "favicon.svg") => Ok(web::respond(StatusCode::OK, "image/svg+xml", pages::ICON)),
+            (Method::GET | Method::HEAD, "style.css") => {
+                Ok(web::respond(StatusCode::OK, "text/css; charset=utf-8", pages::STYLE))
+            }
+            (Method::GET | Method::HEAD, "favicon.svg") => {
+                Ok(web::respond(StatusCode::OK, "image/svg+xml", pages::ICON))
+            }
             (Method::GET | Method::HEAD, "login") => self.login_page(&req, &ctx).await,
             (Method::GET, "login/sso") => self.sso_start(&req, &ctx).await,
             (Method::GET, "callback") => self.sso_callback(&req, &ctx).await,
@@ -211,7 +215,8 @@ fn page_methods(rest: &str) -> Option<&'static str> {
     Some(match rest {
         "login" | "mfa" | "enrol" | "logout" | "admin/sso" => "GET, HEAD, POST",
         "account" | "admin" | "admin/users" | "admin/sessions" | "admin/history" | "admin/audit" => "GET, HEAD",
-        "style.css" | "favicon.svg" | "login/sso" | "callback" | "admin/sso/test" => "GET",
+        "style.css" | "favicon.svg" => "GET, HEAD",
+        "login/sso" | "callback" | "admin/sso/test" => "GET",
         "backchannel-logout" | "admin/breaker" | "admin/users/mfa-reset" | "admin/sessions/end" => "POST",
         p if p.starts_with("account/") => "POST",
         _ => return None,

@@ -128,7 +128,6 @@ async fn a_405_of_the_public_listener_says_what_is_allowed() {
 /// If this broke, `PUT /.portcullis/status` (and any method but GET and HEAD) would
 /// answer 405 without saying that only GET and HEAD work there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs pipeline patch: `status` in src/proxy/pipeline.rs must refuse with Refusal::OnlyMethods(\"GET, HEAD\")"]
 async fn a_405_of_the_status_endpoint_allows_get_and_head() {
     let (_ups, gw) = start().await;
     let client = gw.client();
@@ -150,8 +149,9 @@ async fn a_405_of_the_status_endpoint_allows_get_and_head() {
 async fn a_405_of_the_tenant_pages_and_api_says_what_is_allowed() {
     let (ups, gw) = start().await;
     let mut agent = Agent::new(&gw, "acme.test");
-    let cases: [(Method, &str, &[&str]); 7] = [
+    let cases: [(Method, &str, &[&str]); 8] = [
         (Method::PUT, "/.portcullis/login", &["GET", "HEAD", "POST"]),
+        (Method::POST, "/.portcullis/style.css", &["GET", "HEAD"]),
         (Method::DELETE, "/.portcullis/mfa", &["GET", "HEAD", "POST"]),
         (Method::PUT, "/.portcullis/logout", &["GET", "HEAD", "POST"]),
         (Method::POST, "/.portcullis/callback", &["GET"]),
@@ -165,6 +165,15 @@ async fn a_405_of_the_tenant_pages_and_api_says_what_is_allowed() {
             assert_eq!(r.status, 405, "{method} {path} ({accept}): {}", r.body);
             assert_eq!(allowed(r.header("allow")), expected, "{method} {path} ({accept})");
         }
+    }
+    // HEAD is answered wherever GET is (RFC 9110 9.3.2), the assets included.
+    for path in [
+        "/.portcullis/style.css",
+        "/.portcullis/favicon.svg",
+        "/.portcullis/login",
+    ] {
+        let r = agent.send(Method::HEAD, path, &[], None).await;
+        assert_eq!(r.status, 200, "HEAD {path}");
     }
     assert_eq!(ups.total(), 0, "nothing forwarded");
 }
