@@ -57,6 +57,7 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
         let conn = ConnInfo {
             peer,
             tls: snapshot.tls.is_some(),
+            https: gateway.listen.external.https(snapshot.tls.is_some()),
             peer_trusted: headers::is_trusted_proxy(peer.ip(), &gateway.trusted_proxies),
             port,
         };

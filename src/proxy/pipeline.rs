@@ -51,6 +51,9 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The connection is TLS.
     pub tls: bool,
+    /// Users reach the gateway over `https`: the connection is TLS, or a balancer in front
+    /// ends TLS (`[listen] external_scheme`). What HSTS and `X-Forwarded-Proto` assume.
+    pub https: bool,
     /// The peer is a configured trusted proxy.
     pub peer_trusted: bool,
     /// The port the public listener is bound to (for the tenants' canonical origins).
@@ -139,7 +142,7 @@ impl Pipeline {
                 respond::refusal(&refusal, html, request_id, tenant)
             }
         };
-        if conn.tls {
+        if conn.https {
             respond::strict_transport_security(response.headers_mut());
         }
         let status = response.status().as_u16();
@@ -282,7 +285,7 @@ impl Pipeline {
         let ctx = ClientContext {
             peer: conn.peer.ip(),
             peer_trusted: conn.peer_trusted,
-            proto: if conn.tls { "https" } else { "http" },
+            proto: if conn.https { "https" } else { "http" },
             host: host_str,
             cache: Some(&state.forwarding),
         };

@@ -145,7 +145,7 @@ async fn sso_behind_a_tls_balancer_hands_out_the_origin_users_see() {
 /// a callback address the IdP must not register.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_sign_in_behind_a_tls_balancer_sets_a_secure_cookie() {
-    let (_ups, gw) = start_with(behind_tls_balancer).await;
+    let (ups, gw) = start_with(behind_tls_balancer).await;
     let users = Accounts::open(&gw).await;
     let ina = users.create("initech", "ina", &["tenant-admin"], true).await;
     let mut browser = Agent::new(&gw, "initech.test");
@@ -189,4 +189,12 @@ async fn local_sign_in_behind_a_tls_balancer_sets_a_secure_cookie() {
         format!("{USERS_SEE}/.portcullis/backchannel-logout"),
         "{view}"
     );
+
+    // Users are on https: the browser is told to stay there, and the app is told so too.
+    let app = browser.get("/app/data").await;
+    assert_eq!(app.status, 200, "{}", app.body);
+    let hsts = app.header("strict-transport-security").unwrap_or_default();
+    assert!(hsts.starts_with("max-age="), "no HSTS behind the balancer: {hsts:?}");
+    let forwarded = ups.initech.requests().pop().expect("the app was asked");
+    assert_eq!(forwarded.header("x-forwarded-proto"), Some("https"));
 }
