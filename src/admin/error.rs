@@ -313,9 +313,10 @@ impl IntoResponse for AdminError {
     }
 }
 
-/// Middleware of the admin router: gives each request an id (random, 16 hex digits) and
+/// Middleware of the admin router: gives each request an id (random, 16 hex digits),
 /// writes the body of a refusal with it, also of one the router or an extractor made
-/// (which would otherwise be plain text without the id).
+/// (which would otherwise be plain text without the id), and names it in every answer's
+/// `x-request-id` (the admin access log takes it from there).
 pub(super) async fn with_request_id(req: Request, next: Next) -> Response {
     let request_id = format!("{:016x}", rand::random::<u64>());
     let mut resp = next.run(req).await;
@@ -324,7 +325,13 @@ pub(super) async fn with_request_id(req: Request, next: Next) -> Response {
         None if resp.status().is_client_error() || resp.status().is_server_error() => {
             AdminError::Rejected(resp.status()).into_response(&request_id)
         }
-        None => resp,
+        None => {
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                resp.headers_mut()
+                    .insert(HeaderName::from_static(crate::telemetry::REQUEST_ID_HEADER), v);
+            }
+            resp
+        }
     }
 }
 

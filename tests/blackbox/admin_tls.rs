@@ -365,6 +365,7 @@ async fn admin_requests_leave_an_access_line_without_secrets() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let answered_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     let line = eventually(Duration::from_secs(5), || async {
         gw.lines()
             .into_iter()
@@ -372,6 +373,7 @@ async fn admin_requests_leave_an_access_line_without_secrets() {
     })
     .await
     .expect("an access line for the admin request");
+    assert_eq!(line["request_id"], answered_id.as_str(), "{line}");
     assert_eq!(line["listener"], "admin", "{line}");
     assert_eq!(line["method"], "GET", "{line}");
     assert_eq!(line["status"], 200, "{line}");
