@@ -186,6 +186,7 @@ impl Accounts {
             user: Some(&session.subject),
             tenant: Some(&session.tenant),
             tier: Some(&session.tier),
+            request_id: ctx.request_id,
             ..SecurityEvent::new("password_change", EventOutcome::Success)
         }
         .info("password changed; every session ended");
@@ -326,6 +327,7 @@ mod tests {
             absolute_timeout: 3600,
             ip: "192.0.2.1",
             user_agent: "test",
+            request_id: None,
             now,
             auto_trip: &[],
             sso: None,

@@ -88,6 +88,8 @@ pub struct LoginContext<'a> {
     pub ip: &'a str,
     /// Client user agent.
     pub user_agent: &'a str,
+    /// The request's id (`http.request.id` of the security events), when there is one.
+    pub request_id: Option<&'a str>,
     /// Now (unix seconds).
     pub now: i64,
     /// The tenant's auto-trip rules, fed by failures recorded here.
@@ -684,6 +686,7 @@ impl LocalLogin {
             user: Some(&event.subject),
             tenant: Some(ctx.tenant),
             tier: Some(ctx.tier),
+            request_id: ctx.request_id,
             ..SecurityEvent::new(action, outcome)
         }
         .info("sign-in attempt");
@@ -731,6 +734,7 @@ impl LocalLogin {
                     tier: Some(ctx.tier),
                     user: Some(subject),
                     method: Some(method),
+                    request_id: ctx.request_id,
                     ..SecurityEvent::new("auto_trip", EventOutcome::Success)
                 }
                 .warn("auto-trip rule reached its threshold");

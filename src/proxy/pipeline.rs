@@ -240,7 +240,17 @@ impl Pipeline {
                 Target::Route { rule: None, .. } => {}
             }
         }
-        let admitted = self.admit(&req, &conn, Some(state), snapshot, entry, &target, req.method(), now);
+        let admitted = self.admit(
+            &req,
+            &conn,
+            request_id,
+            Some(state),
+            snapshot,
+            entry,
+            &target,
+            req.method(),
+            now,
+        );
         let (session, suspended) = match self.traced {
             true => admitted.instrument(otel::session_check_span()).await?,
             false => admitted.await?,
@@ -290,7 +300,7 @@ impl Pipeline {
             cache: Some(&state.forwarding),
         };
         if let Some(presented) = parts.headers.get(UPSTREAM_TOKEN_HEADER) {
-            report_presented_upstream_token(presented.as_bytes(), snapshot, entry, &conn);
+            report_presented_upstream_token(presented.as_bytes(), snapshot, entry, &conn, request_id);
         }
         headers::sanitize_request(&mut parts.headers, websocket, &ctx);
         if let Ok(id) = HeaderValue::from_str(request_id) {
@@ -378,6 +388,7 @@ impl Pipeline {
         &self,
         req: &Request<Incoming>,
         conn: &ConnInfo,
+        request_id: &str,
         state: Option<&ConnState>,
         snapshot: &Snapshot,
         entry: &TenantEntry,
@@ -396,7 +407,7 @@ impl Pipeline {
             }
         }
         let memo = state.map(|state| &state.cookie);
-        let session = self.session(req, snapshot, entry, conn, memo, now).await;
+        let session = self.session(req, snapshot, entry, conn, request_id, memo, now).await;
         // The stylesheet and icon stay open to a suspended account, so its 423 page is
         // styled (checked last: only a refusal pays for it).
         let asset = || matches!(target, Target::Reserved(p) if reserved::is_page_asset(p.strip_prefix(policy::RESERVED_PREFIX).unwrap_or_default()));
@@ -429,7 +440,10 @@ impl Pipeline {
     ) -> Result<Response<ProxyBody>, Refusal> {
         check_head_size(&req, snapshot.config.gateway.limits.max_header_bytes)?;
         let answer = forward_auth::answer_for(req.headers());
-        match self.forward_auth_decision(&req, &conn, snapshot, host, outcome).await {
+        match self
+            .forward_auth_decision(&req, &conn, request_id, snapshot, host, outcome)
+            .await
+        {
             Ok(resp) => Ok(resp),
             Err(refusal) if answer == forward_auth::Answer::StatusOnly => {
                 Ok(forward_auth::status_only(&refusal, request_id))
@@ -443,6 +457,7 @@ impl Pipeline {
         &self,
         req: &Request<Incoming>,
         conn: &ConnInfo,
+        request_id: &str,
         snapshot: &Snapshot,
         host: &str,
         outcome: &mut Outcome,
@@ -460,7 +475,17 @@ impl Pipeline {
         let target = classify(&entry.tenant.routes, original.target.path())?;
         let now = crate::clock::unix_now();
         let (session, _) = self
-            .admit(req, conn, None, snapshot, entry, &target, &original.method, now)
+            .admit(
+                req,
+                conn,
+                request_id,
+                None,
+                snapshot,
+                entry,
+                &target,
+                &original.method,
+                now,
+            )
             .await?;
         let Target::Route { path, rule } = target else {
             // The gateway's own pages and APIs check their callers themselves.
@@ -481,17 +506,19 @@ impl Pipeline {
     /// The request's session: `Ok(None)` without a (valid) cookie, `Err` when the store
     /// cannot answer (protected routes then fail closed). A session of another tenant
     /// counts as none and is logged as a cross-tenant attempt.
+    #[allow(clippy::too_many_arguments)]
     async fn session(
         &self,
         req: &Request<Incoming>,
         snapshot: &Snapshot,
         entry: &TenantEntry,
         conn: &ConnInfo,
+        request_id: &str,
         memo: Option<&CookieMemo>,
         now: i64,
     ) -> Result<Option<Arc<SessionRecord>>, ()> {
         let Some(value) = ui::web::single_cookie(req.headers(), &entry.tier.session_cookie) else {
-            Self::report_foreign_tier_cookie(req, snapshot, entry, conn);
+            Self::report_foreign_tier_cookie(req, snapshot, entry, conn, request_id);
             return Ok(None);
         };
         let id_hash = match memo {
@@ -517,6 +544,7 @@ impl Pipeline {
                     user: Some(&s.subject),
                     tenant: Some(&entry.tenant.id),
                     tier: Some(&entry.tier.name),
+                    request_id: Some(request_id),
                     ..SecurityEvent::new("cross_tenant", EventOutcome::Failure)
                 }
                 .warn("session cookie presented on another tenant's host");
@@ -532,7 +560,13 @@ impl Pipeline {
 
     /// A session cookie of another tier on this tier's host never counts (each tier's
     /// cookie has its own name); presenting one is logged as a `cross_tier` attempt.
-    fn report_foreign_tier_cookie(req: &Request<Incoming>, snapshot: &Snapshot, entry: &TenantEntry, conn: &ConnInfo) {
+    fn report_foreign_tier_cookie(
+        req: &Request<Incoming>,
+        snapshot: &Snapshot,
+        entry: &TenantEntry,
+        conn: &ConnInfo,
+        request_id: &str,
+    ) {
         let mentions_gateway_cookie = req
             .headers()
             .get_all(http::header::COOKIE)
@@ -555,6 +589,7 @@ impl Pipeline {
                 tenant: Some(&entry.tenant.id),
                 tier: Some(&entry.tier.name),
                 credential_tier: Some(other),
+                request_id: Some(request_id),
                 ..SecurityEvent::new("cross_tier", EventOutcome::Failure)
             }
             .warn("session cookie of another tier presented; it counts as no session");
@@ -649,7 +684,13 @@ impl Pipeline {
 /// A client presented an upstream credential (it is removed with every other
 /// `Portcullis-*` header): a leaked credential. Logged as a security event, `cross_tier`
 /// when it is another tier's, `cross_tenant` when it is this tier's own.
-fn report_presented_upstream_token(presented: &[u8], snapshot: &Snapshot, entry: &TenantEntry, conn: &ConnInfo) {
+fn report_presented_upstream_token(
+    presented: &[u8],
+    snapshot: &Snapshot,
+    entry: &TenantEntry,
+    conn: &ConnInfo,
+    request_id: &str,
+) {
     let owner = snapshot.config.tiers.values().find(|t| {
         t.keys
             .upstream_token
@@ -671,6 +712,7 @@ fn report_presented_upstream_token(presented: &[u8], snapshot: &Snapshot, entry:
         tenant: Some(&entry.tenant.id),
         tier: Some(&entry.tier.name),
         credential_tier: Some(&owner.name),
+        request_id: Some(request_id),
         ..SecurityEvent::new(action, EventOutcome::Failure)
     }
     .warn("a client sent a tier's upstream credential; it was removed");

@@ -124,6 +124,7 @@ impl Ctx<'_> {
             absolute_timeout: p.absolute_secs(),
             ip: &self.ip,
             user_agent,
+            request_id: Some(self.request_id),
             now: self.now,
             auto_trip: &self.entry.tenant.auto_trip,
             sso: None,

@@ -346,6 +346,10 @@ async fn every_event_kind_is_sent_exactly_once_per_action() {
         )
         .await;
     assert_eq!(r.status, 401, "{}", r.body);
+    let refused_login = r
+        .header("x-request-id")
+        .expect("a refusal names its request")
+        .to_string();
     agent.api_login(&alice).await;
     let r = agent.post_json("/.portcullis/api/logout", &json!({})).await;
     assert!(r.status < 400, "logout: {} {}", r.status, r.body);
@@ -420,6 +424,21 @@ async fn every_event_kind_is_sent_exactly_once_per_action() {
     assert_eq!(trip["user.id"], "operator:olivia", "{trip}");
     let revoked = events.iter().find(|e| e["event.action"] == "session_revoked").unwrap();
     assert_eq!(revoked["portcullis.sessions"], 1, "{revoked}");
+    // An event of a request names it (`http.request.id`): the refused sign-in's is the id
+    // its answer gave, and each event of the public listener has its own.
+    let failed = events.iter().find(|e| e["event.action"] == "login").unwrap();
+    assert_eq!(failed["http.request.id"], refused_login.as_str(), "{failed}");
+    let of_requests: Vec<&str> = events
+        .iter()
+        .filter(|e| matches!(e["event.action"].as_str(), Some("login" | "mfa" | "logout")))
+        .map(|e| {
+            e["http.request.id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no request id: {e}"))
+        })
+        .collect();
+    let distinct: BTreeSet<&str> = of_requests.iter().copied().collect();
+    assert_eq!(distinct.len(), of_requests.len(), "{of_requests:?}");
 }
 
 /// Events of the last requests before SIGTERM still reach the webhook: the sinks send
@@ -623,4 +642,33 @@ async fn bad_siem_settings_are_refused_with_file_line_and_key() {
         assert!(report.contains(&expected), "missing `{expected}` in:\n{report}");
     }
     assert!(report.contains("SIEM_TOKEN_NOT_SET_ANYWHERE"), "{report}");
+}
+
+/// The public listener's own events name their request: a staging session cookie on a
+/// prod host (`cross_tier`) and a client sending the tier's upstream credential carry the
+/// `http.request.id` of that request's access-log line. If this broke, a SIEM could not
+/// tie an isolation attempt to the request (and the app's logs, which get the same id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_the_public_listener_name_their_request() {
+    let (_ups, gw) = start().await;
+    let client = gw.client();
+    let path = format!("/public/probe-{}", random_hex(8));
+    let r = client
+        .get(gw.host_url("acme.test", &path))
+        .header("cookie", "__Host-portcullis-staging=not-a-session")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().as_u16() < 500, "{}", r.status());
+    let event = gw.await_security_event("cross_tier", |_| true).await;
+    let line = eventually(Duration::from_secs(5), || async {
+        gw.access_log().into_iter().find(|l| l["path"] == path.as_str())
+    })
+    .await
+    .expect("the request's access line");
+    assert_eq!(event["http.request.id"], line["request_id"], "{event} vs {line}");
+    assert!(
+        event["http.request.id"].as_str().is_some_and(|id| id.len() >= 16),
+        "{event}"
+    );
 }
