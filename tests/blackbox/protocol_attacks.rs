@@ -772,7 +772,7 @@ async fn a_refused_websocket_upgrade_opens_no_tunnel() {
 
 /// A 100 KB request line (414) and 10,000 small headers (431) are refused and nothing is
 /// forwarded. A declared 1 GB body to the SSO callback and the password sign-in is
-/// refused before 1 MB of it was sent (413; 404 from the callback, which takes no POST;
+/// refused before 1 MB of it was sent (413; 405 from the callback, which takes no POST;
 /// 413 or 401 from the admin API), and the connection is closed rather than drained.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_lines_and_bodies_are_refused_early() {
@@ -796,7 +796,7 @@ async fn oversized_request_lines_and_bodies_are_refused_early() {
     // reading at its largest body (16 KiB), token or not.
     for (addr, target, allowed, within) in [
         // The callback takes no POST body at all: any early 4xx will do.
-        (gw.public, "POST /.portcullis/callback", [404, 413], 1 << 20),
+        (gw.public, "POST /.portcullis/callback", [405, 413], 1 << 20),
         (gw.public, "POST /.portcullis/api/login", [413, 413], 1 << 20),
         (gw.admin, "PUT /v1/tenants/acme/breaker", [413, 401], 1 << 20),
     ] {
