@@ -13,6 +13,8 @@
 //!   timeline.
 //! - `openapi.rs`: the OpenAPI 3.1 document of `/v1`, built from the handlers'
 //!   annotations, served at `/v1/openapi.json` without a token (it holds no data).
+//! - `listener.rs`: the accept loop (plain HTTP or HTTPS) and each connection's limits:
+//!   header-read and idle timeouts, a cap on open connections, the drain on shutdown.
 //! - `client.rs`: the CLI's client of this API.
 //! - the operator console (`/console/`) is `crate::console`, merged into this router.
 
@@ -22,6 +24,7 @@ mod changes;
 pub mod client;
 mod error;
 mod incidents;
+mod listener;
 mod openapi;
 mod scope;
 
@@ -145,111 +148,18 @@ pub fn router(state: AdminState, tls: bool) -> Router {
 }
 
 /// Serves the admin listener until shutdown: HTTPS only when `tls` is given (built at
-/// start from `[listen.admin_tls]`; a reload does not change it), else plain HTTP.
+/// start from `[listen.admin_tls]`; a reload does not change it), else plain HTTP. Its
+/// connections, their limits and the drain are [`listener`]'s.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let limits = state.live.snapshot().config.gateway.limits.clone();
     let app = router(state, tls.is_some());
-    match tls {
-        Some(tls) => {
-            serve_tls(listener, app, tls, &limits, shutdown).await;
-            Ok(())
-        }
-        None => {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = shutdown.changed().await;
-                })
-                .await
-        }
-    }
-}
-
-/// The HTTPS admin listener (axum's `serve` has no TLS): each connection's handshake
-/// within the header-read limit, then HTTP/1.1 or HTTP/2 (ALPN) with the router. On
-/// shutdown it stops accepting and lets open requests finish, for at most the shutdown
-/// grace period.
-async fn serve_tls(
-    listener: TcpListener,
-    app: Router,
-    tls: Arc<rustls::ServerConfig>,
-    limits: &crate::config::Limits,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let handshake_timeout = limits.header_read_timeout;
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let watcher = graceful.watcher();
-        let header_read = limits.header_read_timeout;
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "admin TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("admin TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                // What `into_make_service_with_connect_info` gives the plain listener's handlers.
-                req.extensions_mut().insert(ConnectInfo(peer));
-                host_from_authority(&mut req);
-                tower_service::Service::call(&mut app.clone(), req)
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_read);
-            let conn = builder
-                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(error = %e, "admin connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    let grace = limits.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!("admin listener: shutdown grace period ended with connections still open");
-    }
-}
-
-/// HTTP/2 names the host in `:authority` (the URI), not in a `Host` header: copied into
-/// one, so the console's `Origin` check (which reads `Host`) works the same over both.
-fn host_from_authority<B>(req: &mut hyper::Request<B>) {
-    if req.headers().contains_key(header::HOST) {
-        return;
-    }
-    let host = req
-        .uri()
-        .authority()
-        .and_then(|a| header::HeaderValue::from_str(a.as_str()).ok());
-    if let Some(host) = host {
-        req.headers_mut().insert(header::HOST, host);
-    }
+    listener::serve(listener, app, tls, limits, shutdown).await;
+    Ok(())
 }
 
 /// Middleware around every admin route (API, console, health, metrics): one access-log

@@ -286,6 +286,9 @@ pub struct Limits {
     pub upstream_response_timeout: Duration,
     /// On SIGTERM, how long in-flight requests may take to finish.
     pub shutdown_grace: Duration,
+    /// Open connections the admin listener holds at most, so a flood of connections
+    /// cannot take the operator API and console away when they are needed.
+    pub admin_max_connections: usize,
 }
 
 impl Default for Limits {
@@ -299,6 +302,7 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_response_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
+            admin_max_connections: 256,
         }
     }
 }

@@ -90,6 +90,7 @@ pub struct RawLimits {
     pub upstream_connect_timeout: Option<Spanned<String>>,
     pub upstream_response_timeout: Option<Spanned<String>>,
     pub shutdown_grace: Option<Spanned<String>>,
+    pub admin_max_connections: Option<Spanned<i64>>,
 }
 
 /// `tiers/<name>.toml`.

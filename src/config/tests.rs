@@ -551,6 +551,37 @@ fn durations_have_one_syntax_and_a_range_per_setting() {
     );
 }
 
+/// If this broke, a typo could leave the admin listener without a connection cap (or
+/// with none it could ever serve), and the operator would learn it only in an incident.
+#[test]
+fn the_admin_connection_cap_is_bounded_and_defaults_to_256() {
+    let limits = |value: &str| format!("{GATEWAY}[limits]\nadmin_max_connections = {value}\n");
+    for (value, expected) in [
+        (
+            "0",
+            "gateway.toml:6: limits.admin_max_connections: 0 is out of range (at least 1)",
+        ),
+        (
+            "-3",
+            "gateway.toml:6: limits.admin_max_connections: -3 is out of range (at least 1)",
+        ),
+        (
+            "70000",
+            "gateway.toml:6: limits.admin_max_connections: 70000 is out of range (at most 65536)",
+        ),
+    ] {
+        let dir = fixture(&[("gateway.toml", &limits(value))]);
+        let errs = errors(dir.path());
+        assert!(errs.iter().any(|e| e == expected), "{expected:?} not in {errs:#?}");
+    }
+    let dir = fixture(&[]);
+    let cfg = load(dir.path(), &env(), &Overrides::default()).unwrap();
+    assert_eq!(cfg.gateway.limits.admin_max_connections, 256);
+    let dir = fixture(&[("gateway.toml", &limits("8"))]);
+    let cfg = load(dir.path(), &env(), &Overrides::default()).unwrap();
+    assert_eq!(cfg.gateway.limits.admin_max_connections, 8);
+}
+
 /// If this broke, an operator would have to hunt for the line to fix.
 #[test]
 fn an_idle_timeout_longer_than_the_absolute_one_is_reported_at_its_line() {

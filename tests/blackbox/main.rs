@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin_attacks;
+mod admin_limits;
 mod admin_tls;
 mod api_errors;
 mod breakers;

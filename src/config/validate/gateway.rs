@@ -281,6 +281,9 @@ mod ranges {
     pub const MAX_STALENESS: DurationRange = DurationRange::new(Duration::from_millis(10), secs(10));
     /// SPEC "Distributed mode": a cached session is trusted at most 1 s by default.
     pub const DEFAULT_STALENESS: Duration = secs(1);
+    /// Open admin connections: each costs a task and a socket, and operators need a
+    /// handful, so a cap beyond this would not protect anything.
+    pub const ADMIN_CONNECTIONS_MAX: usize = 65_536;
 }
 
 fn build_limits(src: &Source, raw: &RawLimits, problems: &mut Problems) -> Limits {
@@ -338,6 +341,27 @@ fn build_limits(src: &Source, raw: &RawLimits, problems: &mut Problems) -> Limit
             problems,
         )
         .unwrap_or(d.shutdown_grace),
+        admin_max_connections: admin_max_connections(src, raw, problems).unwrap_or(d.admin_max_connections),
+    }
+}
+
+/// `limits.admin_max_connections`: at least one (the operators' own), at most
+/// [`ranges::ADMIN_CONNECTIONS_MAX`].
+fn admin_max_connections(src: &Source, raw: &RawLimits, problems: &mut Problems) -> Option<usize> {
+    let key = "limits.admin_max_connections";
+    let n = size(src, raw.admin_max_connections.as_ref(), key, 1, problems)?;
+    match usize::try_from(n) {
+        Ok(n) if n <= ranges::ADMIN_CONNECTIONS_MAX => Some(n),
+        _ => {
+            if let Some(v) = &raw.admin_max_connections {
+                problems.at(
+                    src,
+                    v.span(),
+                    format!("{key}: {n} is out of range (at most {})", ranges::ADMIN_CONNECTIONS_MAX),
+                );
+            }
+            None
+        }
     }
 }
 
