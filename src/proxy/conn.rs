@@ -41,6 +41,8 @@ pub struct ConnState {
     started: AtomicU64,
     /// Requests whose handling ended (answered or dropped).
     finished: AtomicU64,
+    /// `reads` when the last request's handling ended: reads after it are the next head.
+    reads_at_finish: AtomicU64,
     /// An HTTP/2 request was seen: the header-read limit is HTTP/1's (HTTP/2 streams are
     /// bounded by hyper's own settings, and a client's PINGs move bytes between requests).
     http2: AtomicBool,
@@ -77,6 +79,7 @@ impl ConnState {
             writes: self.writes.load(Ordering::Relaxed),
             started: self.started.load(Ordering::Relaxed),
             finished: self.finished.load(Ordering::Relaxed),
+            reads_at_finish: self.reads_at_finish.load(Ordering::Relaxed),
         }
     }
 }
@@ -88,6 +91,8 @@ pub struct InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
+        let reads = self.conn.reads.load(Ordering::Relaxed);
+        self.conn.reads_at_finish.store(reads, Ordering::Relaxed);
         self.conn.finished.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -98,6 +103,7 @@ struct Counters {
     writes: u64,
     started: u64,
     finished: u64,
+    reads_at_finish: u64,
 }
 
 /// Why the watchdog closed a connection.
@@ -157,11 +163,13 @@ impl Watchdog {
         self.quiet = if moved { 0 } else { self.quiet.saturating_add(1) };
         // A tick may have seen bytes arrive just after the previous one: count it whole,
         // and the limit is reached one tick later than the exact time at the latest.
+        // Bytes read since the last request ended are the next head, even when they came
+        // in the same tick as that request (and nothing since).
         let idle_between_requests = now.started == now.finished && now.started == last.started;
         self.reading_head = match self.reading_head {
             _ if http2 || !idle_between_requests => None,
             Some(ticks) => Some(ticks.saturating_add(1)),
-            None if now.reads != last.reads => Some(0),
+            None if now.reads != now.reads_at_finish => Some(0),
             None => None,
         };
         if self.quiet >= self.limits.idle {
@@ -375,12 +383,14 @@ mod tests {
     use super::{Counters, Verdict, WatchLimits, Watchdog};
     use std::time::Duration;
 
+    /// Counters where the last request (if any) ended after every read so far.
     fn at(reads: u64, writes: u64, started: u64, finished: u64) -> Counters {
         Counters {
             reads,
             writes,
             started,
             finished,
+            reads_at_finish: if finished > 0 { reads } else { 0 },
         }
     }
 
@@ -415,6 +425,36 @@ mod tests {
         for i in 0..10 {
             assert_eq!(w.tick(at(2, 1 + i, 1, 1), false), None, "tick {i}");
         }
+    }
+
+    /// If this broke, a client could answer a request's end with the start of the next
+    /// head in the same tick and then stall: the header clock would never start, and only
+    /// the idle limit (four times longer here) would close the connection.
+    #[test]
+    fn a_head_begun_in_the_tick_its_predecessor_ended_is_still_timed() {
+        let mut w = watchdog();
+        // Within one tick: a whole request, its answer, and a read that brings the start
+        // of the next head; then nothing more.
+        let stalled = Counters {
+            reads_at_finish: 1,
+            ..at(2, 1, 1, 1)
+        };
+        assert_eq!(w.tick(stalled, false), None, "the request's own tick");
+        for i in 0..4 {
+            assert_eq!(w.tick(stalled, false), None, "tick {i}");
+        }
+        assert_eq!(w.tick(stalled, false), Some(Verdict::HeaderTimeout));
+    }
+
+    #[test]
+    fn a_keep_alive_connection_between_requests_has_no_header_clock() {
+        let mut w = watchdog();
+        assert_eq!(w.tick(at(1, 0, 1, 0), false), None);
+        // Answered, then nothing: only the idle limit applies.
+        for i in 0..16 {
+            assert_eq!(w.tick(at(1, 1, 1, 1), false), None, "tick {i}");
+        }
+        assert_eq!(w.tick(at(1, 1, 1, 1), false), Some(Verdict::Idle));
     }
 
     #[test]
