@@ -282,22 +282,7 @@ async fn a_receiver_down_costs_bounded_memory_and_the_drops_are_counted() {
         t.await.unwrap();
     }
     let took = started.elapsed();
-    let metrics = gw
-        .client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let dropped: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("portcullis_siem_dropped_total "))
-        .unwrap_or_else(|| panic!("no portcullis_siem_dropped_total in:\n{metrics}"))
-        .trim()
-        .parse()
-        .unwrap();
+    let dropped = siem_dropped_total(&gw).await;
     // All but the queue (200) and a batch in flight (100) are gone.
     assert!(dropped >= 3000 - 300, "dropped {dropped} of {sent} events ({took:?})");
     let rss_after = gw.rss_kib();
@@ -307,6 +292,130 @@ async fn a_receiver_down_costs_bounded_memory_and_the_drops_are_counted() {
     );
     assert!(gw.logs().contains("SIEM delivery failing"), "the outage was not logged");
     assert!(receiver.posts.load(Ordering::SeqCst) >= 1);
+}
+
+/// A receiver down for two minutes while events keep coming: requests stay fast, the
+/// sink keeps retrying (with its backoff capped) to the end without flooding the log,
+/// the queue never holds more than its bound (every event beyond it is counted as
+/// dropped, oldest first), and once the receiver is back it gets the newest events, each
+/// once, with nothing unaccounted for. If this broke, a long SIEM outage would slow
+/// users down, grow the gateway's memory, give up delivering for good, or lose the
+/// events closest to the recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_minutes_gets_the_newest_events_once_it_is_back() {
+    const OUTAGE: Duration = Duration::from_secs(120);
+    const QUEUE: u64 = 200;
+    const BATCH: u64 = 100;
+    let receiver = TestWebhookReceiver::start(true, Duration::ZERO).await;
+    let (_ups, gw) = start_with(|f| with_siem(f, &format!("webhook = \"{}\"\nqueue = {QUEUE}\n", receiver.url))).await;
+    let client = gw.client();
+
+    let started = Instant::now();
+    let mut sent: u64 = 0;
+    let mut slowest = Duration::ZERO;
+    let mut refused_at_half = None;
+    while started.elapsed() < OUTAGE {
+        for _ in 0..10 {
+            slowest = slowest.max(cross_tier_request(&client, &gw).await);
+            sent += 1;
+        }
+        if refused_at_half.is_none() && started.elapsed() >= OUTAGE / 2 {
+            refused_at_half = Some(receiver.refused.load(Ordering::SeqCst));
+            // Whatever the outage's length, the queue holds at most its bound plus the
+            // batch being retried: the rest is gone and counted.
+            let dropped = siem_dropped_total(&gw).await;
+            assert!(
+                dropped + QUEUE + BATCH >= sent,
+                "dropped {dropped} of {sent} after a minute"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let dropped_while_down = siem_dropped_total(&gw).await;
+    assert!(
+        dropped_while_down + QUEUE + BATCH >= sent,
+        "dropped {dropped_while_down} of {sent} at the end of the outage"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a request took {slowest:?} while the receiver was down"
+    );
+    // Still retrying in the outage's second minute: the backoff is capped (10 s, with
+    // jitter), so there are at least a few attempts, and never a tight loop.
+    let refused_at_half = refused_at_half.unwrap_or_default();
+    let refused_in_second_minute = receiver.refused.load(Ordering::SeqCst) - refused_at_half;
+    assert!(
+        (3..=60).contains(&refused_in_second_minute),
+        "{refused_in_second_minute} attempts in the outage's second minute"
+    );
+    // One complaint per 10 s at most.
+    let complaints = gw.stdout().matches("SIEM delivery failing").count();
+    assert!(
+        (3..=OUTAGE.as_secs() / 10 + 2).contains(&(complaints as u64)),
+        "{complaints} complaints in {OUTAGE:?}"
+    );
+
+    receiver.down.store(false, Ordering::SeqCst);
+    let back = Instant::now();
+    // Stdout goes through a non-blocking writer: wait for its last lines.
+    let newest: Vec<String> = eventually(Duration::from_secs(5), || async {
+        let ids: Vec<String> = gw
+            .security_events("cross_tier")
+            .iter()
+            .map(|e| e["event.id"].as_str().expect("event.id on stdout").to_string())
+            .collect();
+        (ids.len() as u64 == sent).then_some(ids)
+    })
+    .await
+    .unwrap_or_else(|| panic!("stdout does not hold the {sent} events"));
+    let last = newest.last().cloned().unwrap_or_default();
+    let arrived = eventually(Duration::from_secs(30), || async {
+        receiver
+            .events()
+            .iter()
+            .any(|e| e["event.id"].as_str() == Some(last.as_str()))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        arrived.is_some(),
+        "the newest event did not arrive within 30 s of the receiver's return"
+    );
+    let recovered_in = back.elapsed();
+    // A moment for any duplicate or straggler.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let delivered: Vec<String> = receiver
+        .events()
+        .iter()
+        .filter(|e| e["event.action"] == "cross_tier")
+        .map(|e| e["event.id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let distinct: BTreeSet<&String> = delivered.iter().collect();
+    assert_eq!(distinct.len(), delivered.len(), "an event arrived twice");
+    let dropped = siem_dropped_total(&gw).await;
+    assert_eq!(
+        delivered.len() as u64 + dropped,
+        sent,
+        "delivered {} + dropped {dropped} != sent {sent}",
+        delivered.len()
+    );
+    assert!(
+        (QUEUE..=QUEUE + BATCH).contains(&(delivered.len() as u64)),
+        "{} delivered",
+        delivered.len()
+    );
+    eprintln!(
+        "outage {OUTAGE:?}: sent {sent}, dropped {dropped}, delivered {}, slowest request {slowest:?}, \
+         {refused_in_second_minute} attempts in the second minute, {complaints} complaints, \
+         newest event delivered {recovered_in:?} after the receiver came back",
+        delivered.len()
+    );
+    // Drop-oldest: the newest events sent are the ones delivered.
+    let newest_queued: BTreeSet<&String> = newest[newest.len() - QUEUE as usize..].iter().collect();
+    assert!(
+        newest_queued.is_subset(&distinct),
+        "the newest {QUEUE} events were not all delivered (recovered in {recovered_in:?})"
+    );
 }
 
 /// A scripted set of actions (a wrong password; two sign-ins completed by their second
@@ -671,4 +780,24 @@ async fn events_of_the_public_listener_name_their_request() {
         event["http.request.id"].as_str().is_some_and(|id| id.len() >= 16),
         "{event}"
     );
+}
+
+/// `portcullis_siem_dropped_total` on the admin listener's `/metrics`.
+async fn siem_dropped_total(gw: &Gateway) -> u64 {
+    let metrics = gw
+        .client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_siem_dropped_total "))
+        .unwrap_or_else(|| panic!("no portcullis_siem_dropped_total in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
