@@ -225,6 +225,12 @@ pub(super) async fn request_tier_breaker_reset(
         system: "api",
     };
     let body: ReasonBody = parse_optional_body(&headers, &body)?;
+    // A reason given is held to the document's rules (not blank, no control characters)
+    // before anything is looked up; only an absent one takes the default.
+    let reason = match body.reason.as_deref() {
+        Some(given) => crate::changes::validate_reason(given).map_err(AdminError::BadRequest)?,
+        None => "reset of the tier breaker".to_string(),
+    };
     let now = crate::clock::unix_now();
     let scope_key = scope.key();
     let tripped = state
@@ -236,10 +242,6 @@ pub(super) async fn request_tier_breaker_reset(
     if !tripped {
         return Err(AdminError::NotTripped);
     }
-    let reason = body
-        .reason
-        .filter(|r| !r.trim().is_empty())
-        .unwrap_or_else(|| "reset of the tier breaker".to_string());
     let result = state
         .changes
         .propose(&op, "tier.breaker_reset", &op.tier, &empty_object(), &reason, now)

@@ -128,17 +128,20 @@ pub fn validate_change(kind: ChangeKind, change: &Value) -> Result<Map<String, V
     }
 }
 
-/// The reason, trimmed; required and at most [`REASON_MAX_CHARS`].
+/// The reason, trimmed; required (not blank), at most [`REASON_MAX_CHARS`] and without
+/// control characters. The length and the control characters are judged on the text as
+/// sent, before trimming, as the OpenAPI document states: a tab or line break at either
+/// end is refused, not quietly dropped.
 pub fn validate_reason(reason: &str) -> Result<String, String> {
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return Err("`reason` is required".into());
+    if reason.chars().any(char::is_control) {
+        return Err("`reason` must not contain control characters".into());
     }
     if reason.chars().count() > REASON_MAX_CHARS {
         return Err(format!("`reason` is longer than {REASON_MAX_CHARS} characters"));
     }
-    if reason.chars().any(char::is_control) {
-        return Err("`reason` must not contain control characters".into());
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err("`reason` is required".into());
     }
     Ok(reason.to_string())
 }
@@ -331,6 +334,14 @@ mod tests {
         assert!(validate_reason(" ").is_err());
         assert!(validate_reason(&"x".repeat(REASON_MAX_CHARS + 1)).is_err());
         assert!(validate_reason("a\nb").is_err());
+        // Judged as sent: a control character at either end is refused, not trimmed away,
+        // and so is a text over the bound that trimming would bring under it.
+        for bad in ["ticket 42\n", "\tticket 42", "ticket 42\u{c}", "\u{85}ticket"] {
+            assert!(validate_reason(bad).is_err(), "{bad:?}");
+        }
+        let padded = format!("{} ", "x".repeat(REASON_MAX_CHARS));
+        assert!(validate_reason(&padded).is_err());
+        assert_eq!(validate_reason("\u{a0}ticket 42\u{3000}").unwrap(), "ticket 42");
         assert!(validate_target("acme").is_ok());
         for bad in ["", "../acme", "a b", "a/b"] {
             assert!(validate_target(bad).is_err(), "{bad}");

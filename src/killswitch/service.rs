@@ -407,11 +407,7 @@ impl KillSwitches {
     ) -> Result<Option<KillSwitch>, KillSwitchError> {
         Self::check_scope(config, scope)?;
         check_incident(incident)?;
-        let reason = if reason.trim().is_empty() {
-            "reset".to_string()
-        } else {
-            required_text("reason", reason)?
-        };
+        let reason = optional_text("reason", reason)?.unwrap_or_else(|| "reset".to_string());
         let store = self.sessions.store(scope.tier())?;
         let mut state = self.state.lock().await;
         let removed = store.delete_kill_switch(&scope.key()).await?;
@@ -633,18 +629,22 @@ fn tenants_in(config: &Config, scope: &Scope) -> Vec<String> {
         .collect()
 }
 
-/// A required free-text field: trimmed, non-empty, bounded, without control characters.
+/// A required free-text field: bounded and without control characters as sent (a line
+/// break at either end is refused, not trimmed away), not blank; returned trimmed.
 fn required_text(field: &str, value: &str) -> Result<String, KillSwitchError> {
-    let v = value.trim();
-    if v.is_empty() {
-        return Err(KillSwitchError::Invalid(format!("{field} is required")));
-    }
-    if v.chars().count() > TEXT_MAX_CHARS || v.chars().any(char::is_control) {
+    optional_text(field, value)?.ok_or_else(|| KillSwitchError::Invalid(format!("{field} is required")))
+}
+
+/// An optional free-text field: `None` when empty or only white space, else as
+/// [`required_text`].
+fn optional_text(field: &str, value: &str) -> Result<Option<String>, KillSwitchError> {
+    if value.chars().count() > TEXT_MAX_CHARS || value.chars().any(char::is_control) {
         return Err(KillSwitchError::Invalid(format!(
             "{field} must be at most {TEXT_MAX_CHARS} printable characters"
         )));
     }
-    Ok(v.to_string())
+    let v = value.trim();
+    Ok((!v.is_empty()).then(|| v.to_string()))
 }
 
 /// Checks an incident reference (when one is given) before anything changes.
@@ -725,6 +725,18 @@ mod tests {
 
     /// If this broke, an auto-trip fired during an incident would be missing from its
     /// timeline, or one in another tier (or after the incident) would be pulled into it.
+    #[test]
+    fn free_text_is_judged_as_sent_and_kept_trimmed() {
+        assert_eq!(required_text("reason", "  stuffing  ").unwrap(), "stuffing");
+        for bad in ["stuffing\n", "\tstuffing", "stuffing\u{c}", "a\u{7}b", "", "   "] {
+            assert!(required_text("reason", bad).is_err(), "{bad:?}");
+        }
+        let padded = format!("{} ", "x".repeat(TEXT_MAX_CHARS));
+        assert!(required_text("message", &padded).is_err());
+        assert_eq!(optional_text("reason", " ").unwrap(), None);
+        assert!(optional_text("reason", "\t").is_err());
+    }
+
     #[test]
     fn an_auto_trip_joins_the_open_incident_of_its_tenant_else_its_tier() {
         let now = 1_000;

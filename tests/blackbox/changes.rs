@@ -448,6 +448,97 @@ async fn an_expired_change_cannot_be_applied() {
     assert_eq!((env.ups.acme.count(), moved_to.count()), (1, 0));
 }
 
+/// Free text is judged as sent, the way `/v1/openapi.json` states it: a reason or message
+/// with a control character at either end (or a given but blank reason) is refused with
+/// 400 on every call that takes one, and nothing is tripped, reset, proposed or rejected.
+/// Found by schemathesis: a tier reset with a reason ending in a form feed was accepted,
+/// the form feed trimmed away. If this broke, the API would accept what its own document
+/// refuses, and a line break could slip into the audit log's free text unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_text_with_control_characters_at_either_end_is_refused_everywhere() {
+    let env = env().await;
+    let bad_texts = ["ticket 42\n", "\tticket 42", "ticket 42\u{c}", "\u{85}ticket 42"];
+    for bad in bad_texts {
+        for body in [json!({"reason": bad}), json!({"reason": "stuffing", "message": bad})] {
+            let r = env
+                .call(Method::PUT, "/v1/tenants/acme/breaker", &env.olivia, Some(body.clone()))
+                .await;
+            assert_eq!(r.status, 400, "trip with {body}: {:?}", r.body);
+        }
+        let r = env
+            .call(
+                Method::POST,
+                "/v1/changes",
+                &env.olivia,
+                Some(json!({"kind": "tier.breaker_reset", "target": "prod", "change": {}, "reason": bad})),
+            )
+            .await;
+        assert_eq!(r.status, 400, "proposal with {bad:?}: {:?}", r.body);
+    }
+    assert_eq!(
+        raw_get(env.gw.public, "acme.test", PUBLIC).await.status,
+        200,
+        "nothing tripped"
+    );
+
+    // With switches in force: the resets refuse the same texts and keep them in force.
+    for path in ["/v1/tenants/acme/breaker", "/v1/tiers/prod/breaker"] {
+        let r = env
+            .call(Method::PUT, path, &env.olivia, Some(json!({"reason": "drill"})))
+            .await;
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+    }
+    for bad in bad_texts {
+        for path in ["/v1/tenants/acme/breaker", "/v1/tiers/prod/breaker"] {
+            let r = env
+                .call(Method::DELETE, path, &env.olivia, Some(json!({"reason": bad})))
+                .await;
+            assert_eq!(r.status, 400, "reset of {path} with {bad:?}: {:?}", r.body);
+        }
+    }
+    let r = env
+        .call(
+            Method::DELETE,
+            "/v1/tiers/prod/breaker",
+            &env.olivia,
+            Some(json!({"reason": "  "})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "a blank reason given: {:?}", r.body);
+    let r = env.call(Method::GET, "/v1/breakers", &env.oscar, None).await;
+    assert_eq!(r.body["breakers"].as_array().map(Vec::len), Some(2), "{:?}", r.body);
+    let r = env.call(Method::GET, "/v1/changes", &env.oscar, None).await;
+    assert_eq!(r.body, json!([]), "no change was proposed");
+
+    // A pending change is not rejected with such a reason either.
+    let r = env
+        .call(Method::DELETE, "/v1/tiers/prod/breaker", &env.olivia, None)
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let id = json_str(&r.body["id"]);
+    let r = env
+        .call(
+            Method::POST,
+            &format!("/v1/changes/{id}/reject"),
+            &env.oscar,
+            Some(json!({"reason": "not now\n"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(env.get_change(&env.oscar, &id).await["status"], "pending");
+    // Spaces around a clean text are still trimmed.
+    let r = env
+        .call(
+            Method::POST,
+            &format!("/v1/changes/{id}/reject"),
+            &env.oscar,
+            Some(json!({"reason": "  not now  "})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["status"], "rejected", "{:?}", r.body);
+}
+
 /// If this broke, one operator alone could lift a tier-wide emergency stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tier_breaker_reset_needs_a_second_operator() {
