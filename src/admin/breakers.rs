@@ -25,8 +25,19 @@ use crate::killswitch::{Expiry, TripRequest};
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TripBody {
+    /// Why, for the audit log: not blank, no control characters.
+    #[schema(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 500
+    )]
     reason: String,
+    /// What users are told (the 423 page, `/.portcullis/status`): not blank, no control
+    /// characters. A default message when absent.
     #[serde(default)]
+    #[schema(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 500
+    )]
     message: Option<String>,
     /// Relative expiry (`90s`, `2h`, `1d`).
     #[serde(default)]
@@ -44,7 +55,9 @@ pub(super) struct TripBody {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ResetBody {
+    /// Why, for the audit log: no control characters; blank or absent for a plain "reset".
     #[serde(default)]
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]*$", max_length = 500)]
     reason: String,
     /// The incident the reset belongs to; by default the one the switch was tripped for.
     #[serde(default)]
