@@ -269,7 +269,11 @@ impl Portal {
         let req = TripRequest {
             scope,
             reason: body.reason,
-            message: body.message.filter(|m| !m.trim().is_empty()),
+            // A blank message (the form's empty field) means the default one; a message
+            // with a control character goes on to be refused like any other text.
+            message: body
+                .message
+                .filter(|m| !m.trim().is_empty() || m.chars().any(char::is_control)),
             expiry: body.expires_in.map_or(Expiry::Never, Expiry::After),
             idempotency_key: None,
             incident: body.incident,

@@ -428,6 +428,27 @@ async fn only_tenant_admins_reach_the_admin_area() {
     let users = admin.get("/.portcullis/api/admin/users").await.json();
     assert_eq!(users["users"][1]["totp_enrolled"], true, "{users}");
 
+    // Free text with a control character at either end is refused, not trimmed away,
+    // and trips nothing; a blank message still means the default one.
+    for body in [
+        r#"{"reason":"lost laptop\n"}"#,
+        r#"{"reason":"\tlost laptop"}"#,
+        r#"{"reason":"lost laptop","message":"\t"}"#,
+        r#"{"reason":"lost laptop","message":"Call us\r\n"}"#,
+    ] {
+        let r = admin
+            .send(
+                Method::PUT,
+                "/.portcullis/api/admin/accounts/bob/breaker",
+                &[],
+                Some(("application/json", body.as_bytes().to_vec())),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+    }
+    let users = admin.get("/.portcullis/api/admin/users").await.json();
+    assert_eq!(users["users"][1]["suspended"], false, "{users}");
+
     // A kill switch on bob shows on the users list and page.
     let r = admin
         .send(
