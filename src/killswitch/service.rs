@@ -723,8 +723,8 @@ mod tests {
         }
     }
 
-    /// If this broke, an auto-trip fired during an incident would be missing from its
-    /// timeline, or one in another tier (or after the incident) would be pulled into it.
+    /// If this broke, a tab or line break at either end of a reason or message would be
+    /// trimmed away and accepted, against what the admin API's document states.
     #[test]
     fn free_text_is_judged_as_sent_and_kept_trimmed() {
         assert_eq!(required_text("reason", "  stuffing  ").unwrap(), "stuffing");
@@ -737,6 +737,8 @@ mod tests {
         assert!(optional_text("reason", "\t").is_err());
     }
 
+    /// If this broke, an auto-trip fired during an incident would be missing from its
+    /// timeline, or one in another tier (or after the incident) would be pulled into it.
     #[test]
     fn an_auto_trip_joins_the_open_incident_of_its_tenant_else_its_tier() {
         let now = 1_000;
