@@ -2,6 +2,7 @@
 //! local HTTP server that serves named discovery documents: a well-behaved IdP and the
 //! faults a real provider never serves on purpose (another issuer, no PKCE S256, no code
 //! flow, not a discovery document).
+// Test-only module: its parent declares it under #[cfg(test)], so unwrap/expect are fine here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
