@@ -41,21 +41,22 @@ async fn env() -> Env {
     }
 }
 
-/// A browser-like console client: no redirects followed, its cookie kept by hand.
-struct Console {
+/// A browser-like console client: no redirects followed, its cookie kept by hand. Other
+/// test modules that need the console (`review_fixes`) use it too.
+pub(crate) struct Console {
     http: reqwest::Client,
     base: String,
     cookie: Option<String>,
 }
 
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: String,
 }
 
 impl Answer {
-    fn location(&self) -> &str {
+    pub(crate) fn location(&self) -> &str {
         self.headers
             .get("location")
             .and_then(|v| v.to_str().ok())
@@ -75,7 +76,8 @@ impl Answer {
 }
 
 impl Console {
-    fn new(env: &Env) -> Self {
+    /// A console client of `gw`'s admin listener, not signed in.
+    pub(crate) fn new(gw: &Gateway) -> Self {
         Console {
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -83,7 +85,7 @@ impl Console {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
-            base: format!("http://{}", env.gw.admin),
+            base: format!("http://{}", gw.admin),
             cookie: None,
         }
     }
@@ -101,7 +103,7 @@ impl Console {
         }
     }
 
-    async fn get(&self, path: &str) -> Answer {
+    pub(crate) async fn get(&self, path: &str) -> Answer {
         self.send(self.http.get(format!("{}{path}", self.base))).await
     }
 
@@ -122,13 +124,13 @@ impl Console {
     }
 
     /// A form POST from a console page (its own `Origin`).
-    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Answer {
+    pub(crate) async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Answer {
         let origin = self.base.clone();
         self.post_from(path, fields, Some(&origin)).await
     }
 
     /// Signs in; panics unless the token is accepted. Returns the `Set-Cookie` line.
-    async fn sign_in(&mut self, token: &str) -> String {
+    pub(crate) async fn sign_in(&mut self, token: &str) -> String {
         let r = self.post("/console/signin", &[("token", token)]).await;
         assert_eq!(r.status, 303, "{}", r.body);
         assert_eq!(r.location(), "/console/");
@@ -138,7 +140,7 @@ impl Console {
     }
 
     /// The CSRF token of the signed-in console.
-    async fn csrf(&self) -> String {
+    pub(crate) async fn csrf(&self) -> String {
         let page = self.get("/console/breakers").await;
         assert_eq!(page.status, 200, "{}", page.body);
         page.csrf()
@@ -178,7 +180,7 @@ impl Env {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_token_is_refused() {
     let env = env().await;
-    let console = Console::new(&env);
+    let console = Console::new(&env.gw);
     let first = console.get("/console/").await;
     assert_eq!(first.status, 303, "signed out: to the sign-in page");
     assert_eq!(first.location(), "/console/signin");
@@ -190,7 +192,7 @@ async fn a_bad_token_is_refused() {
         assert!(!r.headers.contains_key("set-cookie"), "{token:?}");
     }
     // A forged cookie opens nothing either.
-    let mut forged = Console::new(&env);
+    let mut forged = Console::new(&env.gw);
     forged.cookie = Some(format!("portcullis-console={}", random_hex(32)));
     assert_eq!(forged.get("/console/").await.status, 303);
     assert!(
@@ -204,7 +206,7 @@ async fn a_bad_token_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cookie_is_httponly_strict_and_holds_no_token() {
     let env = env().await;
-    let mut console = Console::new(&env);
+    let mut console = Console::new(&env.gw);
     let set = console.sign_in(&env.prod_a).await;
     assert!(set.starts_with("portcullis-console="), "{set}");
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
@@ -232,7 +234,7 @@ async fn the_cookie_is_httponly_strict_and_holds_no_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_without_the_right_csrf_token_or_origin_changes_nothing() {
     let env = env().await;
-    let mut console = Console::new(&env);
+    let mut console = Console::new(&env.gw);
     console.sign_in(&env.prod_a).await;
     let csrf = console.csrf().await;
     let trip = |csrf: &str| {
@@ -274,7 +276,7 @@ async fn a_post_without_the_right_csrf_token_or_origin_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staging_token_sees_no_prod_tenant() {
     let env = env().await;
-    let mut console = Console::new(&env);
+    let mut console = Console::new(&env.gw);
     console.sign_in(&env.staging).await;
     for path in [
         "/console/",
@@ -321,7 +323,7 @@ async fn pages_carry_the_tenant_pages_hardening_headers() {
     let env = env().await;
     let tenant_page = raw_get(env.gw.public, "acme.test", "/.portcullis/login").await;
     assert_eq!(tenant_page.status, 200);
-    let mut console = Console::new(&env);
+    let mut console = Console::new(&env.gw);
     let signin = console.get("/console/signin").await;
     let refused = console.post("/console/signin", &[("token", "nope")]).await;
     console.sign_in(&env.prod_a).await;
@@ -369,7 +371,7 @@ async fn pages_carry_the_tenant_pages_hardening_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_reset_needs_a_second_operator() {
     let env = env().await;
-    let mut a = Console::new(&env);
+    let mut a = Console::new(&env.gw);
     a.sign_in(&env.prod_a).await;
     let csrf = a.csrf().await;
     let dry = a
@@ -439,7 +441,7 @@ async fn a_tenant_reset_needs_a_second_operator() {
     assert_eq!(own.status, 403, "self-approval: {}", own.body);
     assert_eq!(env.status("acme.test").await["status"], "suspended");
 
-    let mut b = Console::new(&env);
+    let mut b = Console::new(&env.gw);
     b.sign_in(&env.prod_b).await;
     let csrf_b = b.csrf().await;
     let stale = b
@@ -564,7 +566,7 @@ async fn sessions_are_searched_and_revoked_and_the_audit_log_filtered() {
     let env = env().await;
     let accounts = Accounts::open(&env.gw).await;
     accounts.insert_sessions("acme", 3).await;
-    let mut console = Console::new(&env);
+    let mut console = Console::new(&env.gw);
     console.sign_in(&env.prod_a).await;
 
     let found = console.get("/console/sessions?tenant=acme&user=BULK1").await;

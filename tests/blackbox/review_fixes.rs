@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::Method;
 use serde_json::Value;
 
+use crate::console::Console;
 use crate::harness::*;
 
 /// A gateway whose prod tier has the operators `olivia` and `oscar`; their tokens.
@@ -266,41 +267,6 @@ async fn proposing_a_pending_change_again_answers_the_pending_one() {
     assert_ne!(third["id"], id.as_str());
 }
 
-/// A console signed in with `token`: its client, cookie and CSRF token.
-async fn console_session(gw: &Gateway, token: &str) -> (reqwest::Client, String, String) {
-    let client = plain_client();
-    let base = format!("http://{}", gw.admin);
-    let r = client
-        .post(format!("{base}/console/signin"))
-        .header("origin", &base)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 303);
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let page = client
-        .get(format!("{base}/console/breakers"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let marker = "name=\"csrf\" value=\"";
-    let start = page.find(marker).expect("csrf field") + marker.len();
-    let csrf = page[start..start + page[start..].find('"').unwrap()].to_string();
-    (client, cookie, csrf)
-}
-
 /// If this broke, pressing "Propose reset" twice in the console would create two pending
 /// changes for one reset, or the second press would not show the pending one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,21 +281,19 @@ async fn proposing_a_reset_twice_in_the_console_shows_the_pending_one() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let (client, cookie, csrf) = console_session(&gw, &olivia).await;
-    let base = format!("http://{}", gw.admin);
+    let mut console = Console::new(&gw);
+    console.sign_in(&olivia).await;
+    let csrf = console.csrf().await;
     let mut locations = Vec::new();
     for _ in 0..2 {
-        let r = client
-            .post(format!("{base}/console/breakers/reset"))
-            .header("origin", &base)
-            .header("cookie", &cookie)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("csrf={csrf}&scope=tenant%3Aacme&reason=all+clear"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 303);
-        locations.push(r.headers()["location"].to_str().unwrap().to_string());
+        let r = console
+            .post(
+                "/console/breakers/reset",
+                &[("csrf", &csrf), ("scope", "tenant:acme"), ("reason", "all clear")],
+            )
+            .await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        locations.push(r.location().to_string());
     }
     let open = pending(&gw, &olivia).await;
     assert_eq!(open.len(), 1, "{open:?}");
@@ -339,15 +303,7 @@ async fn proposing_a_reset_twice_in_the_console_shows_the_pending_one() {
         locations[1],
         format!("/console/changes?done=already_pending#change-{id}")
     );
-    let page = client
-        .get(format!("{base}{}", locations[1]))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = console.get(&locations[1]).await.body;
     assert!(page.contains("already waiting for approval"), "{page}");
     assert!(page.contains(&format!("id=\"change-{id}\"")), "{page}");
 }
