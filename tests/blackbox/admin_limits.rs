@@ -4,27 +4,12 @@
 //! soon as a slot frees. Without them, one client could take the operator API and
 //! console away during an incident.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::*;
-
-/// Reads until EOF or error; what was read and how long after the call the connection
-/// ended, or None if it was still open after `limit`.
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<(Vec<u8>, Duration)> {
-    let started = Instant::now();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), stream.read(&mut buf)).await {
-            Err(_) => return None,
-            Ok(Ok(0)) | Ok(Err(_)) => return Some((out, started.elapsed())),
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-}
 
 /// Sends a keep-alive `GET /healthz` and reads its whole answer, leaving the connection
 /// open; the status.

@@ -1817,3 +1817,18 @@ pub fn live_session(
         revoked: None,
     }
 }
+
+/// Reads until EOF or error: what was read and how long after the call the connection
+/// ended, or None if it was still open after `limit`.
+pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<(Vec<u8>, Duration)> {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some((out, started.elapsed())),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}

@@ -1,25 +1,11 @@
 //! Slow clients (SECURITY-CASES DOS-04): a head that never completes and a stalled body
 //! are cut off by the configured timeouts, and other clients keep being served.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::harness::*;
-
-/// Reads until EOF or error; returns what was read and when the connection ended.
-async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<(Vec<u8>, Duration)> {
-    let started = Instant::now();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), stream.read(&mut buf)).await {
-            Err(_) => return None,
-            Ok(Ok(0)) | Ok(Err(_)) => return Some((out, started.elapsed())),
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-}
 
 /// Slowloris: without a header-read timeout, idle half-sent heads would pile up until
 /// the gateway runs out of connections.
