@@ -116,18 +116,25 @@ impl Backend {
 pub(crate) struct RedisServer {
     child: Child,
     port: u16,
+    /// Its TLS port, when started with a [`TestPki`].
+    tls_port: Option<u16>,
     _dir: tempfile::TempDir,
 }
 
 impl RedisServer {
     /// Starts a server and waits until it answers PING.
     pub(crate) fn start() -> Self {
-        Self::start_with(&[])
+        Self::start_with(None, Vec::new)
     }
 
-    /// Starts a server with `leading` arguments (a config file, `--sentinel`, more options)
-    /// before the usual ones, and waits until its plaintext port answers PING.
-    fn start_with(leading: &[std::ffi::OsString]) -> Self {
+    /// Starts a server with the arguments `leading` makes (a config file, `--sentinel`,
+    /// more options) before the usual ones, also listening with TLS when given a `pki`,
+    /// and waits until its plaintext port answers PING.
+    ///
+    /// A port picked as free can be taken by another test before the server binds it, and
+    /// the server then exits. Each attempt therefore picks every port afresh: its own, its
+    /// TLS port, and any that `leading` picks (a cluster bus port).
+    fn start_with(pki: Option<&TestPki>, leading: impl Fn() -> Vec<std::ffi::OsString>) -> Self {
         let bin = find_on_path("redis-server").unwrap_or_else(|| {
             panic!(
                 "redis-server is not installed (apt-get install -y redis-server): \
@@ -138,9 +145,11 @@ impl RedisServer {
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("temporary directory");
             let port = free_port();
+            let tls_port = pki.map(|_| free_port());
             let log = dir.path().join("redis.log");
             let mut child = Command::new(&bin)
-                .args(leading)
+                .args(leading())
+                .args(pki.zip(tls_port).map(|(pki, p)| pki.server_args(p)).unwrap_or_default())
                 .args([
                     "--port",
                     &port.to_string(),
@@ -161,7 +170,12 @@ impl RedisServer {
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
             if wait_for_pong(port, &mut child) {
-                return RedisServer { child, port, _dir: dir };
+                return RedisServer {
+                    child,
+                    port,
+                    tls_port,
+                    _dir: dir,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -223,51 +237,46 @@ impl RedisCluster {
     }
 
     fn start_with(pki: Option<TestPki>) -> Self {
-        let nodes: Vec<(RedisServer, Option<u16>)> = (0..3)
+        let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
-                let mut args: Vec<std::ffi::OsString> = vec![
-                    "--cluster-enabled".into(),
-                    "yes".into(),
-                    "--cluster-port".into(),
-                    free_port().to_string().into(),
-                    "--cluster-node-timeout".into(),
-                    "5000".into(),
-                ];
-                let tls_port = pki.as_ref().map(|pki| {
-                    let port = free_port();
-                    args.extend(pki.server_args(port));
-                    args.extend(["--tls-cluster".into(), "yes".into()]);
-                    port
-                });
-                (RedisServer::start_with(&args), tls_port)
+                RedisServer::start_with(pki.as_ref(), || {
+                    let mut args: Vec<std::ffi::OsString> = vec![
+                        "--cluster-enabled".into(),
+                        "yes".into(),
+                        "--cluster-port".into(),
+                        free_port().to_string().into(),
+                        "--cluster-node-timeout".into(),
+                        "5000".into(),
+                    ];
+                    if pki.is_some() {
+                        args.extend(["--tls-cluster".into(), "yes".into()]);
+                    }
+                    args
+                })
             })
             .collect();
-        let addrs: Vec<String> = nodes.iter().map(|(n, _)| format!("127.0.0.1:{}", n.port)).collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let mut args = vec!["--cluster", "create"];
         args.extend(addrs.iter().map(String::as_str));
         args.push("--cluster-yes");
-        let out = redis_cli(nodes[0].0.port, &args);
+        let out = redis_cli(nodes[0].port, &args);
         assert!(out.contains("All 16384 slots covered"), "cluster create failed:\n{out}");
         wait_until("every cluster node says cluster_state:ok", || {
             nodes
                 .iter()
-                .all(|(n, _)| redis_cli(n.port, &["cluster", "info"]).contains("cluster_state:ok"))
+                .all(|n| redis_cli(n.port, &["cluster", "info"]).contains("cluster_state:ok"))
         });
         let url = match &pki {
             None => format!("redis+cluster://{}", addrs.join(",")),
             Some(pki) => {
                 let tls: Vec<String> = nodes
                     .iter()
-                    .filter_map(|(_, port)| port.map(|p| format!("127.0.0.1:{p}")))
+                    .filter_map(|n| n.tls_port.map(|p| format!("127.0.0.1:{p}")))
                     .collect();
                 format!("rediss+cluster://{}?ca={}", tls.join(","), pki.ca_file.display())
             }
         };
-        RedisCluster {
-            nodes: nodes.into_iter().map(|(n, _)| n).collect(),
-            url,
-            _pki: pki,
-        }
+        RedisCluster { nodes, url, _pki: pki }
     }
 
     pub(crate) fn url(&self) -> String {
@@ -301,22 +310,20 @@ impl RedisSentinel {
     }
 
     fn start_with(pki: Option<TestPki>) -> Self {
-        let tls_ports = pki.as_ref().map(|_| [free_port(), free_port(), free_port()]);
-        let tls_args = |i: usize| -> Vec<std::ffi::OsString> {
-            match (&pki, tls_ports) {
-                (Some(pki), Some(ports)) => {
-                    let mut args = pki.server_args(ports[i]);
-                    args.extend(["--tls-replication".into(), "yes".into()]);
-                    args
-                }
-                _ => Vec::new(),
+        let tls_replication = || -> Vec<std::ffi::OsString> {
+            if pki.is_some() {
+                vec!["--tls-replication".into(), "yes".into()]
+            } else {
+                Vec::new()
             }
         };
-        let master = RedisServer::start_with(&tls_args(0));
-        let master_port = tls_ports.map_or(master.port, |p| p[0]);
-        let mut replica_args = tls_args(1);
-        replica_args.extend(["--replicaof".into(), "127.0.0.1".into(), master_port.to_string().into()]);
-        let replica = RedisServer::start_with(&replica_args);
+        let master = RedisServer::start_with(pki.as_ref(), tls_replication);
+        let master_port = master.tls_port.unwrap_or(master.port);
+        let replica = RedisServer::start_with(pki.as_ref(), || {
+            let mut args = tls_replication();
+            args.extend(["--replicaof".into(), "127.0.0.1".into(), master_port.to_string().into()]);
+            args
+        });
         let conf = tempfile::tempdir().expect("temporary directory");
         let file = conf.path().join("sentinel.conf");
         std::fs::write(
@@ -328,17 +335,18 @@ impl RedisSentinel {
             ),
         )
         .expect("write sentinel.conf");
-        let mut sentinel_args = vec![file.into_os_string(), "--sentinel".into()];
-        sentinel_args.extend(tls_args(2));
-        let sentinel = RedisServer::start_with(&sentinel_args);
+        let sentinel = RedisServer::start_with(pki.as_ref(), || {
+            let mut args = vec![file.clone().into_os_string(), "--sentinel".into()];
+            args.extend(tls_replication());
+            args
+        });
         wait_until("the sentinel names the master", || {
             redis_cli(sentinel.port, &["sentinel", "get-master-addr-by-name", SENTINEL_MASTER])
                 .contains(&master_port.to_string())
         });
-        let url = match (&pki, tls_ports) {
-            (Some(pki), Some(ports)) => format!(
-                "rediss+sentinel://127.0.0.1:{}/{SENTINEL_MASTER}?ca={}",
-                ports[2],
+        let url = match (&pki, sentinel.tls_port) {
+            (Some(pki), Some(port)) => format!(
+                "rediss+sentinel://127.0.0.1:{port}/{SENTINEL_MASTER}?ca={}",
                 pki.ca_file.display()
             ),
             _ => format!("redis+sentinel://127.0.0.1:{}/{SENTINEL_MASTER}", sentinel.port),
@@ -423,11 +431,10 @@ pub(crate) struct RedisTls {
 impl RedisTls {
     pub(crate) fn start() -> Self {
         let pki = TestPki::new();
-        let tls_port = free_port();
-        let server = RedisServer::start_with(&pki.server_args(tls_port));
+        let server = RedisServer::start_with(Some(&pki), Vec::new);
         RedisTls {
+            tls_port: server.tls_port.expect("started with TLS"),
             _server: server,
-            tls_port,
             pki,
         }
     }
@@ -467,12 +474,39 @@ fn wait_for_pong(port: u16, child: &mut Child) -> bool {
             let mut reply = [0u8; 7];
             if stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
             {
-                return true;
+                // Another test's server may hold the port while this one exits; only the
+                // server with this child's process id counts.
+                return redis_cli(port, &["info", "server"]).contains(&format!("process_id:{}\r", child.id()));
             }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// If this broke, a test would fail whenever another test took one of its Redis ports
+/// between picking it and the server binding it (CI saw it on a sentinel's TLS port).
+#[test]
+fn a_server_whose_port_was_taken_comes_up_on_fresh_ports() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_port = taken.local_addr().expect("local address").port();
+    let calls = std::cell::Cell::new(0);
+    let server = RedisServer::start_with(None, || {
+        calls.set(calls.get() + 1);
+        let bus = if calls.get() == 1 { taken_port } else { free_port() };
+        vec![
+            "--cluster-enabled".into(),
+            "yes".into(),
+            "--cluster-port".into(),
+            bus.to_string().into(),
+        ]
+    });
+    assert_eq!(
+        calls.get(),
+        2,
+        "the first attempt lost its bus port; the second picked anew"
+    );
+    assert!(redis_cli(server.port, &["ping"]).contains("PONG"));
 }
 
 // ---------------------------------------------------------------------------------------

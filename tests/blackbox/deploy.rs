@@ -909,6 +909,43 @@ impl Drop for Child {
     }
 }
 
+/// Starts `redis-server` with `acl_file` on a free port in `dir`: (the server, its port).
+///
+/// A port picked as free can be taken by another test before the server binds it; that
+/// server then exits, and the next of up to five attempts picks a fresh port. What counts
+/// is this server's own log saying it is ready, not a PING another server could answer.
+async fn redis_with_acl(acl_file: &Path, dir: &Path) -> (Child, u16) {
+    for attempt in 0..5 {
+        let port = free_port();
+        let log = dir.join(format!("redis-{attempt}.log"));
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--aclfile")
+            .arg(acl_file)
+            .arg("--logfile")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed (apt-get install redis-server)");
+        for _ in 0..400 {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            if said.contains("Ready to accept connections") {
+                return (Child(child), port);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("redis-server did not come up on any of 5 free ports");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -986,20 +1023,8 @@ async fn the_compose_init_makes_a_policy_served_on_redis_with_a_user_per_tier() 
         assert!(!acl_text.contains(password.trim()), "the ACL file holds a secret");
     }
 
-    let redis_port = free_port();
     let redis_dir = tempfile::tempdir().unwrap();
-    let _redis = Child(
-        Command::new("redis-server")
-            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .arg("--dir")
-            .arg(redis_dir.path())
-            .arg("--aclfile")
-            .arg(acl.join("users.acl"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed (apt-get install redis-server)"),
-    );
+    let (_redis, redis_port) = redis_with_acl(&acl.join("users.acl"), redis_dir.path()).await;
     let pinged = eventually(Duration::from_secs(5), || async {
         let out = Command::new("redis-cli")
             .args(["-p", &redis_port.to_string(), "PING"])

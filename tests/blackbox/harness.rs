@@ -1717,20 +1717,32 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// Starts a server on a free port. A port picked as free can be taken by another test
+    /// before the server binds it, so each of up to five attempts picks a fresh one.
     pub fn start() -> RedisServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut redis = RedisServer { child: None, port, dir };
-        redis.spawn();
-        redis
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let mut redis = RedisServer { child: None, port, dir };
+            if redis.try_spawn() {
+                return redis;
+            }
+        }
+        panic!("redis-server did not come up on any of 5 free ports");
     }
 
     /// Starts the server (again, after [`RedisServer::kill`]) on the same port and dir.
     pub fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        assert!(self.try_spawn(), "redis-server did not come up on port {}", self.port);
+    }
+
+    /// Starts the server and waits until it answers PING as itself: false when it exits
+    /// (its port was taken) or does not answer within 5 s.
+    fn try_spawn(&mut self) -> bool {
+        let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
@@ -1739,14 +1751,21 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is not installed (apt-get install redis-server)");
-        self.child = Some(child);
+        let own_pid = format!("process_id:{}", child.id());
         for _ in 0..200 {
-            if self.cli(&["PING"]) == "PONG" {
-                return;
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            // Another test's server may answer on the port while this one exits.
+            if self.cli(&["PING"]) == "PONG" && self.cli(&["INFO", "server"]).lines().any(|l| l.trim() == own_pid) {
+                self.child = Some(child);
+                return true;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("redis-server did not answer on port {}", self.port);
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// SIGKILL: no shutdown, no goodbye to clients.
