@@ -10,6 +10,8 @@
 //! - [`account`]: who a user is: (identity provider, subject) and the account key.
 //! - [`tenancy`]: the spelling rules of tier names, tenant ids and hosts; host lookup.
 //! - [`path`]: request-path normalisation (what is authorised is what is forwarded).
+//! - [`conn_watch`]: the idle and header-read limits on a client connection, one set of
+//!   rules for both listeners.
 //! - [`policy`]: route rules → decision.
 //! - [`audit`]: audit records and their hash chain.
 //! - [`records`]: what the store keeps: sessions, local users, sign-in history, kill
@@ -64,6 +66,7 @@ pub mod auth;
 pub mod changes;
 pub mod clock;
 pub mod config;
+pub mod conn_watch;
 pub mod console;
 pub mod demo;
 pub mod housekeeping;

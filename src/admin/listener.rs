@@ -10,10 +10,10 @@
 //! - **Idle**: no byte moved either way for `limits.idle_timeout` (a silent keep-alive
 //!   or HTTP/2 connection, a stalled body).
 //!
-//! The limits are checked by each connection's task once per tick (a quarter of the
-//! shorter limit, at least 250 ms): never early, at most two ticks late. hyper's own
-//! header-read timer is not used: it also runs while a keep-alive connection waits for
-//! its next request, which is the idle limit's business.
+//! The header-read and idle rules are `crate::conn_watch`'s, the same as the public
+//! listener's, checked by each connection's task once per tick. hyper's own header-read timer is not used: it
+//! also runs while a keep-alive connection waits for its next request, which is the idle
+//! limit's business.
 //!
 //! On shutdown the loop stops accepting, every connection finishes its in-flight
 //! requests and closes, and the listener waits for them up to `limits.shutdown_grace`.
@@ -23,10 +23,7 @@
 //! listener's connections are `crate::proxy`'s.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -34,12 +31,13 @@ use axum::extract::ConnectInfo;
 use axum::http::header;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::config::Limits;
+use crate::conn_watch::{Activity, InFlight, TrackedIo, Watchdog};
 
 /// At most one "connections refused" warn line per this long, so a flood does not become
 /// a flood of log lines as well.
@@ -117,10 +115,7 @@ async fn connection(
     _slot: OwnedSemaphorePermit,
 ) {
     let activity = Arc::new(Activity::default());
-    let io = WatchedIo {
-        inner: stream,
-        activity: activity.clone(),
-    };
+    let io = TrackedIo::new(stream, activity.clone());
     match acceptor {
         None => serve_http(io, peer, app, &limits, activity, shutdown).await,
         Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await {
@@ -163,10 +158,8 @@ async fn serve_http<S>(
     tokio::pin!(conn);
 
     // Bytes read so far were the TLS handshake's, not a request head's.
-    activity
-        .reads_at_finish
-        .store(activity.reads.load(Ordering::Relaxed), Ordering::Relaxed);
-    let (tick, mut watchdog) = Watchdog::new(limits, Instant::now(), activity.counters());
+    activity.no_head_yet();
+    let (tick, mut watchdog) = Watchdog::new(limits.idle_timeout, limits.header_read_timeout, activity.counters());
     let mut ticks = tokio::time::interval_at(Instant::now() + tick, tick);
     let mut draining = *shutdown.borrow();
     if draining {
@@ -181,7 +174,7 @@ async fn serve_http<S>(
                 return;
             }
             _ = ticks.tick() => {
-                if let Some(verdict) = watchdog.tick(Instant::now(), activity.counters()) {
+                if let Some(verdict) = watchdog.tick(activity.counters()) {
                     tracing::debug!(?verdict, %peer, "closing admin connection");
                     return;
                 }
@@ -207,183 +200,6 @@ fn host_from_authority<B>(req: &mut hyper::Request<B>) {
         .and_then(|a| header::HeaderValue::from_str(a.as_str()).ok());
     if let Some(host) = host {
         req.headers_mut().insert(header::HOST, host);
-    }
-}
-
-/// What a connection's IO and requests tell its watchdog.
-#[derive(Default)]
-struct Activity {
-    /// Reads that moved bytes.
-    reads: AtomicU64,
-    /// Writes that moved bytes.
-    writes: AtomicU64,
-    /// Requests whose head was read and handed to the router.
-    started: AtomicU64,
-    /// Requests whose handling ended (answered or dropped).
-    finished: AtomicU64,
-    /// `reads` when the last request's handling ended: reads beyond it, with no request
-    /// in flight, are the next request's head arriving.
-    reads_at_finish: AtomicU64,
-    /// An HTTP/2 request was seen: the header-read limit is HTTP/1's.
-    http2: AtomicBool,
-}
-
-impl Activity {
-    fn counters(&self) -> Counters {
-        Counters {
-            reads: self.reads.load(Ordering::Relaxed),
-            writes: self.writes.load(Ordering::Relaxed),
-            started: self.started.load(Ordering::Relaxed),
-            finished: self.finished.load(Ordering::Relaxed),
-            reads_at_finish: self.reads_at_finish.load(Ordering::Relaxed),
-            http2: self.http2.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// A request being handled, until dropped.
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn begin(activity: Arc<Activity>, version: hyper::Version) -> Self {
-        if version == hyper::Version::HTTP_2 {
-            activity.http2.store(true, Ordering::Relaxed);
-        }
-        activity.started.fetch_add(1, Ordering::Relaxed);
-        InFlight(activity)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let activity = &self.0;
-        activity
-            .reads_at_finish
-            .store(activity.reads.load(Ordering::Relaxed), Ordering::Relaxed);
-        activity.finished.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// The connection's IO, counting the reads and writes that moved bytes.
-struct WatchedIo<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for WatchedIo<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.reads.fetch_add(1, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for WatchedIo<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.writes.fetch_add(1, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.writes.fetch_add(1, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// [`Activity`] read at one instant.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Counters {
-    reads: u64,
-    writes: u64,
-    started: u64,
-    finished: u64,
-    reads_at_finish: u64,
-    http2: bool,
-}
-
-/// Why a connection was closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Idle,
-    HeaderTimeout,
-}
-
-/// A connection's limits, checked at each tick from its counters; the clock is passed in.
-struct Watchdog {
-    idle_timeout: Duration,
-    header_read_timeout: Duration,
-    /// The counters at the previous tick.
-    last: Counters,
-    /// The tick at which bytes were last seen moving (or the start).
-    last_moved: Instant,
-    /// The tick at which an unfinished request head was first seen arriving.
-    head_since: Option<Instant>,
-}
-
-impl Watchdog {
-    /// The tick (a quarter of the shorter limit, at least 250 ms) and a watchdog that
-    /// starts counting at `now`.
-    fn new(limits: &Limits, now: Instant, counters: Counters) -> (Duration, Self) {
-        let tick = (limits.idle_timeout.min(limits.header_read_timeout) / 4).max(Duration::from_millis(250));
-        let watchdog = Watchdog {
-            idle_timeout: limits.idle_timeout,
-            header_read_timeout: limits.header_read_timeout,
-            last: counters,
-            last_moved: now,
-            head_since: None,
-        };
-        (tick, watchdog)
-    }
-
-    /// One tick at `now`. Movement is dated to the tick that saw it, after it happened,
-    /// so a limit is never enforced early.
-    fn tick(&mut self, now: Instant, counters: Counters) -> Option<Verdict> {
-        let last = std::mem::replace(&mut self.last, counters);
-        if counters.reads != last.reads || counters.writes != last.writes {
-            self.last_moved = now;
-        }
-        let between_requests = counters.started == counters.finished;
-        let head_arriving = between_requests && !counters.http2 && counters.reads > counters.reads_at_finish;
-        self.head_since = match self.head_since {
-            // Still the same head: no request began since it started arriving.
-            Some(since) if head_arriving && counters.started == last.started => Some(since),
-            _ if head_arriving => Some(now),
-            _ => None,
-        };
-        if now.saturating_duration_since(self.last_moved) >= self.idle_timeout {
-            return Some(Verdict::Idle);
-        }
-        match self.head_since {
-            Some(since) if now.saturating_duration_since(since) >= self.header_read_timeout => {
-                Some(Verdict::HeaderTimeout)
-            }
-            _ => None,
-        }
     }
 }
 
@@ -415,83 +231,8 @@ impl RefusalLog {
 mod tests {
     use super::*;
 
-    fn limits(idle: u64, header: u64) -> Limits {
-        Limits {
-            idle_timeout: Duration::from_secs(idle),
-            header_read_timeout: Duration::from_secs(header),
-            ..Limits::default()
-        }
-    }
-
     fn at(start: Instant, millis: u64) -> Instant {
         start + Duration::from_millis(millis)
-    }
-
-    /// If this broke, a silent keep-alive connection would hold its slot forever (or
-    /// be cut before its time).
-    #[test]
-    fn a_silent_connection_is_closed_at_the_idle_limit_not_before() {
-        let start = Instant::now();
-        let (tick, mut dog) = Watchdog::new(&limits(4, 2), start, Counters::default());
-        assert_eq!(tick, Duration::from_millis(500));
-        let quiet = Counters::default();
-        assert_eq!(dog.tick(at(start, 3_500), quiet), None);
-        assert_eq!(dog.tick(at(start, 4_000), quiet), Some(Verdict::Idle));
-    }
-
-    /// If this broke, a trickled request head (Slowloris) would hold a slot for as long
-    /// as bytes kept coming.
-    #[test]
-    fn a_head_that_never_completes_is_closed_at_the_header_limit() {
-        let start = Instant::now();
-        let (_, mut dog) = Watchdog::new(&limits(60, 2), start, Counters::default());
-        let mut c = Counters::default();
-        for (i, ms) in (500..=2_000).step_by(500).enumerate() {
-            c.reads += 1;
-            let verdict = dog.tick(at(start, ms), c);
-            assert_eq!(verdict, None, "tick {i}: the head began arriving at 500 ms");
-        }
-        c.reads += 1;
-        assert_eq!(dog.tick(at(start, 2_500), c), Some(Verdict::HeaderTimeout));
-    }
-
-    /// If this broke, a busy keep-alive connection (or a slow handler) would be cut off
-    /// as if it were trickling a head.
-    #[test]
-    fn requests_that_complete_or_are_being_handled_reset_the_header_limit() {
-        let start = Instant::now();
-        let (_, mut dog) = Watchdog::new(&limits(60, 2), start, Counters::default());
-        let mut c = Counters::default();
-        for second in 1..=10 {
-            // A whole request each second: head read, handled, answered.
-            c.reads += 1;
-            c.started += 1;
-            c.finished += 1;
-            c.reads_at_finish = c.reads;
-            c.writes += 1;
-            assert_eq!(dog.tick(at(start, second * 1_000), c), None);
-        }
-        // One in flight for long, its body arriving: not a head.
-        c.started += 1;
-        for second in 11..=20 {
-            c.reads += 1;
-            assert_eq!(dog.tick(at(start, second * 1_000), c), None);
-        }
-    }
-
-    /// If this broke, an HTTP/2 client's PINGs between requests would count as a head.
-    #[test]
-    fn http2_has_no_header_limit() {
-        let start = Instant::now();
-        let (_, mut dog) = Watchdog::new(&limits(60, 2), start, Counters::default());
-        let mut c = Counters {
-            http2: true,
-            ..Counters::default()
-        };
-        for second in 1..=10 {
-            c.reads += 1;
-            assert_eq!(dog.tick(at(start, second * 1_000), c), None);
-        }
     }
 
     /// If this broke, a connection flood would write one warn line per connection, or
