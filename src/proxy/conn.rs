@@ -49,6 +49,12 @@ impl ConnState {
         InFlight::begin(&self.activity, version)
     }
 
+    /// Says that the bytes read so far were the TLS handshake's, not a request head's:
+    /// a connection silent after its handshake is held to the idle limit.
+    pub fn handshake_done(&self) {
+        self.activity.no_head_yet();
+    }
+
     fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
         self.drain_waker.wake();

@@ -1851,3 +1851,69 @@ pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Optio
         }
     }
 }
+
+/// A TLS connection to `addr` that trusts only `ca_pem` and names `host` (SNI): for
+/// timing a connection by hand, where reqwest would hide when bytes move.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    host: &str,
+    ca_pem: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA PEM"))
+        .expect("CA certificate");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from(host.to_string()).expect("server name");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+/// Sends the start of a request head on `stream` and nothing more: the listener (with a
+/// 1 s `header_read_timeout`) must close the connection within 6 s, answering 408 or
+/// nothing.
+pub async fn assert_trickled_head_is_cut_off<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: &mut S) {
+    stream
+        .write_all(b"GET /public/slowloris HTTP/1.1\r\nHost: acme.test\r\nX-A: 1\r\n")
+        .await
+        .expect("write the start of a head");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "connection still open 10 s later");
+    let after = started.elapsed();
+    assert!(after < Duration::from_secs(6), "closed only after {after:?}");
+    let status = parse_responses(&answer).first().map(|r| r.status);
+    assert!(status.is_none_or(|s| s == 408), "unexpected answer {status:?}");
+}
+
+/// Sets a 1 s `header_read_timeout` and a 30 s `idle_timeout`: which of the two closed a
+/// connection then shows in how long it lasted.
+pub fn one_second_header_limit(f: &mut PolicyFixture) {
+    f.limits.push(("header_read_timeout".into(), "\"1s\"".into()));
+    f.limits.push(("idle_timeout".into(), "\"30s\"".into()));
+}
+
+/// Writes a whole `Connection: close` request on `stream` (open already) and reads the
+/// answer to its end, 10 s at most: its status (none if the connection was closed
+/// instead), and what was read.
+pub async fn request_on<S>(stream: &mut S, request: &[u8]) -> (Option<u16>, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if stream.write_all(request).await.is_err() {
+        return (None, String::new());
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let status = parse_responses(&answer).first().map(|r| r.status);
+    (status, String::from_utf8_lossy(&answer).into_owned())
+}

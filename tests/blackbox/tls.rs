@@ -1,5 +1,7 @@
 //! TLS on the public listener: SNI picks the certificate, ALPN offers h2 and http/1.1.
 
+use std::time::Duration;
+
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 use crate::harness::*;
@@ -40,6 +42,11 @@ fn pki(hosts: &[&str]) -> Pki {
 }
 
 async fn start_tls() -> (Upstreams, Gateway, Pki) {
+    start_tls_with(|_| {}).await
+}
+
+/// [`start_tls`] with more of the policy set by `more`.
+async fn start_tls_with(more: impl FnOnce(&mut PolicyFixture)) -> (Upstreams, Gateway, Pki) {
     let pki = pki(&["acme.test", "globex.test", "initech.test"]);
     let certs: Vec<TlsCert> = pki
         .leaves
@@ -50,7 +57,11 @@ async fn start_tls() -> (Upstreams, Gateway, Pki) {
             key_pem: key.clone(),
         })
         .collect();
-    let (ups, gw) = start_with(|f| f.tls = certs).await;
+    let (ups, gw) = start_with(|f| {
+        f.tls = certs;
+        more(f);
+    })
+    .await;
     (ups, gw, pki)
 }
 
@@ -168,4 +179,30 @@ async fn every_answer_over_tls_carries_hsts() {
             "{path} over plaintext"
         );
     }
+}
+
+/// The header-read limit runs once a request head begins to arrive, and a TLS handshake
+/// is not one: a connection silent after its handshake (a browser's preconnect) is held
+/// to the idle limit, as a plaintext one is. If this broke, TLS clients would be cut off
+/// at the header limit before they sent a byte of a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_silent_after_its_handshake_is_held_to_the_idle_limit() {
+    let (ups, gw, pki) = start_tls_with(one_second_header_limit).await;
+    let mut tls = tls_connect(gw.public, "acme.test", &pki.ca_pem).await;
+    // The header limit (1 s) is enforced at most two ticks (2 × 250 ms) late.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let request = b"GET /public/preconnected HTTP/1.1\r\nHost: acme.test\r\nConnection: close\r\n\r\n";
+    let (status, answer) = request_on(&mut tls, request).await;
+    assert_eq!(status, Some(200), "{answer}");
+    assert_eq!(ups.acme.only().target, "/public/preconnected");
+}
+
+/// The sibling: a head trickled after the handshake is still cut off at the header limit.
+/// If this broke, Slowloris would only need TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_over_tls_is_cut_off() {
+    let (ups, gw, pki) = start_tls_with(one_second_header_limit).await;
+    let mut tls = tls_connect(gw.public, "acme.test", &pki.ca_pem).await;
+    assert_trickled_head_is_cut_off(&mut tls).await;
+    assert_eq!(ups.acme.count(), 0);
 }
