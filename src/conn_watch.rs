@@ -39,8 +39,18 @@ pub struct Activity {
 }
 
 impl Activity {
-    /// Says that the bytes read so far were no request head's (a TLS handshake's).
-    pub fn no_head_yet(&self) {
+    /// Says that the bytes read so far were a TLS handshake's, not a request head's, and
+    /// whether it agreed on HTTP/2 (ALPN `h2`): then no HTTP/1 head will come at all, and
+    /// the client's preface and SETTINGS are not one either.
+    pub fn handshake_done(&self, http2: bool) {
+        if http2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        self.no_head_yet();
+    }
+
+    /// Says that the bytes read so far were no request head's.
+    fn no_head_yet(&self) {
         self.reads_at_finish
             .store(self.reads.load(Ordering::Relaxed), Ordering::Relaxed);
     }
@@ -395,12 +405,31 @@ mod tests {
 
     /// If this broke, a TLS connection's handshake would count as the start of a head.
     #[test]
-    fn reads_before_no_head_yet_are_not_a_head() {
+    fn a_tls_handshake_is_not_a_head() {
         let activity = Activity::default();
         activity.reads.store(3, Ordering::Relaxed);
-        activity.no_head_yet();
+        activity.handshake_done(false);
         let (_, mut w) = Watchdog::new(Duration::from_secs(8), Duration::from_secs(2), activity.counters());
         for i in 0..10 {
+            assert_eq!(w.tick(activity.counters()), None, "tick {i}");
+        }
+        activity.reads.fetch_add(1, Ordering::Relaxed);
+        for i in 0..4 {
+            assert_eq!(w.tick(activity.counters()), None, "tick {i} of a head");
+        }
+        assert_eq!(w.tick(activity.counters()), Some(Verdict::HeaderTimeout));
+    }
+
+    /// If this broke, an HTTP/2 client's preface and SETTINGS, sent before its first
+    /// request, would be timed as a trickled HTTP/1 head.
+    #[test]
+    fn after_an_h2_handshake_reads_before_the_first_request_are_not_a_head() {
+        let activity = Activity::default();
+        activity.reads.store(3, Ordering::Relaxed);
+        activity.handshake_done(true);
+        let (_, mut w) = Watchdog::new(Duration::from_secs(8), Duration::from_secs(2), activity.counters());
+        for i in 0..10 {
+            activity.reads.fetch_add(1, Ordering::Relaxed);
             assert_eq!(w.tick(activity.counters()), None, "tick {i}");
         }
     }

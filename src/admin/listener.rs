@@ -119,7 +119,10 @@ async fn connection(
     match acceptor {
         None => serve_http(io, peer, app, &limits, activity, shutdown).await,
         Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await {
-            Ok(Ok(tls)) => serve_http(tls, peer, app, &limits, activity, shutdown).await,
+            Ok(Ok(tls)) => {
+                activity.handshake_done(tls.get_ref().1.alpn_protocol() == Some(b"h2"));
+                serve_http(tls, peer, app, &limits, activity, shutdown).await;
+            }
             Ok(Err(e)) => tracing::debug!(error = %e, "admin TLS handshake failed"),
             Err(_) => tracing::debug!("admin TLS handshake timed out"),
         },
@@ -157,8 +160,6 @@ async fn serve_http<S>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
 
-    // Bytes read so far were the TLS handshake's, not a request head's.
-    activity.no_head_yet();
     let (tick, mut watchdog) = Watchdog::new(limits.idle_timeout, limits.header_read_timeout, activity.counters());
     let mut ticks = tokio::time::interval_at(Instant::now() + tick, tick);
     let mut draining = *shutdown.borrow();

@@ -49,10 +49,11 @@ impl ConnState {
         InFlight::begin(&self.activity, version)
     }
 
-    /// Says that the bytes read so far were the TLS handshake's, not a request head's:
-    /// a connection silent after its handshake is held to the idle limit.
-    pub fn handshake_done(&self) {
-        self.activity.no_head_yet();
+    /// Says that the bytes read so far were the TLS handshake's, not a request head's, and
+    /// whether it agreed on HTTP/2: a connection silent after its handshake (or its HTTP/2
+    /// preface) is held to the idle limit.
+    pub fn handshake_done(&self, http2: bool) {
+        self.activity.handshake_done(http2);
     }
 
     fn start_draining(&self) {

@@ -79,7 +79,7 @@ pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, mut shutdown:
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                     match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await {
                         Ok(Ok(stream)) => {
-                            state.handshake_done();
+                            state.handshake_done(stream.get_ref().1.alpn_protocol() == Some(b"h2"));
                             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                             let _ = conn::Draining::new(conn, state).await;
                         }

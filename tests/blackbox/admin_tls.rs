@@ -428,18 +428,21 @@ async fn the_plain_admin_listener_logs_its_requests_too() {
 }
 
 /// The admin listener's TLS keeps the same rule as the public one's: a connection silent
-/// after its handshake waits for the idle limit, and a head trickled after it is cut off
-/// at the header limit. If this broke, an operator's browser would lose preconnected
+/// after its handshake (or its HTTP/2 preface) waits for the idle limit, and a head
+/// trickled after it is cut off at the header limit. If this broke, an operator's browser would lose preconnected
 /// connections, or Slowloris over TLS would hold the operators' slots.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_handshake_the_header_clock_waits_for_a_head() {
     let gw = TlsGateway::start_with(one_second_header_limit).await;
-    let mut silent = tls_connect(gw.admin, ADMIN_HOST, &gw.pki.ca_pem).await;
-    let mut trickled = tls_connect(gw.admin, ADMIN_HOST, &gw.pki.ca_pem).await;
+    let mut silent = tls_connect(gw.admin, ADMIN_HOST, &gw.pki.ca_pem, &[]).await;
+    let mut trickled = tls_connect(gw.admin, ADMIN_HOST, &gw.pki.ca_pem, &[]).await;
     assert_trickled_head_is_cut_off(&mut trickled).await;
     // Well past the header limit (1 s, enforced at most 2 × 250 ms late).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let request = b"GET /healthz HTTP/1.1\r\nHost: admin.test\r\nConnection: close\r\n\r\n";
     let (status, answer) = request_on(&mut silent, request).await;
     assert_eq!(status, Some(200), "{answer}");
+    let mut h2 = tls_connect(gw.admin, ADMIN_HOST, &gw.pki.ca_pem, &[b"h2"]).await;
+    assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_silent_http2_connection_stays_open(&mut h2).await;
 }

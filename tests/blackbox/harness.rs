@@ -1852,23 +1852,26 @@ pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Optio
     }
 }
 
-/// A TLS connection to `addr` that trusts only `ca_pem` and names `host` (SNI): for
-/// timing a connection by hand, where reqwest would hide when bytes move.
+/// A TLS connection to `addr` that trusts only `ca_pem`, names `host` (SNI) and offers
+/// `alpn` (none: HTTP/1.1): for timing a connection by hand, where reqwest would hide
+/// when bytes move.
 pub async fn tls_connect(
     addr: SocketAddr,
     host: &str,
     ca_pem: &str,
+    alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA PEM"))
         .expect("CA certificate");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls_pki_types::ServerName::try_from(host.to_string()).expect("server name");
     tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -1916,4 +1919,50 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
     let status = parse_responses(&answer).first().map(|r| r.status);
     (status, String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// Opens HTTP/2 on `stream` (the client preface and an empty SETTINGS frame) and then
+/// says nothing for 3 s, past a 1 s `header_read_timeout` and its two ticks of lateness.
+/// A PING must then still get its ACK: an HTTP/2 connection has no request head to
+/// time, so only the idle limit may close it.
+pub async fn assert_silent_http2_connection_stays_open<S>(stream: &mut S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // length 0, type SETTINGS (4), no flags, stream 0.
+    const EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+    // length 8, type PING (6), no flags, stream 0, then 8 bytes of data.
+    const PING: [u8; 17] = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+    stream.write_all(PREFACE).await.expect("write the preface");
+    stream.write_all(&EMPTY_SETTINGS).await.expect("write SETTINGS");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stream.write_all(&PING).await.expect("the connection is still open");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut read = Vec::new();
+    loop {
+        // Frames one after another: 9-byte header (24-bit length, type, flags, stream).
+        let mut frames = read.as_slice();
+        while frames.len() >= 9 {
+            let len = usize::from(frames[0]) << 16 | usize::from(frames[1]) << 8 | usize::from(frames[2]);
+            let (kind, flags) = (frames[3], frames[4]);
+            if frames.len() < 9 + len {
+                break;
+            }
+            if kind == 6 && flags & 1 == 1 {
+                assert_eq!(&frames[9..9 + len], &PING[9..], "the ACK carries the PING's data");
+                return;
+            }
+            assert_ne!(kind, 7, "GOAWAY instead of a PING ACK: {:?}", &frames[..9 + len]);
+            frames = &frames[9 + len..];
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(left, stream.read(&mut buf))
+            .await
+            .expect("a PING ACK within 10 s")
+            .unwrap_or(0);
+        assert!(n > 0, "the connection was closed instead of answering the PING");
+        read.extend_from_slice(&buf[..n]);
+    }
 }

@@ -188,7 +188,7 @@ async fn every_answer_over_tls_carries_hsts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_silent_after_its_handshake_is_held_to_the_idle_limit() {
     let (ups, gw, pki) = start_tls_with(one_second_header_limit).await;
-    let mut tls = tls_connect(gw.public, "acme.test", &pki.ca_pem).await;
+    let mut tls = tls_connect(gw.public, "acme.test", &pki.ca_pem, &[]).await;
     // The header limit (1 s) is enforced at most two ticks (2 × 250 ms) late.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let request = b"GET /public/preconnected HTTP/1.1\r\nHost: acme.test\r\nConnection: close\r\n\r\n";
@@ -202,7 +202,18 @@ async fn a_connection_silent_after_its_handshake_is_held_to_the_idle_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_trickled_over_tls_is_cut_off() {
     let (ups, gw, pki) = start_tls_with(one_second_header_limit).await;
-    let mut tls = tls_connect(gw.public, "acme.test", &pki.ca_pem).await;
+    let mut tls = tls_connect(gw.public, "acme.test", &pki.ca_pem, &[]).await;
     assert_trickled_head_is_cut_off(&mut tls).await;
     assert_eq!(ups.acme.count(), 0);
+}
+
+/// HTTP/2 (ALPN h2) has no request head to time: a browser that opens a connection and
+/// its HTTP/2 session, then sends nothing yet, is held to the idle limit. If this broke,
+/// its connection would be cut at the header limit, as if it were trickling a head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_silent_after_its_preface_is_held_to_the_idle_limit() {
+    let (_ups, gw, pki) = start_tls_with(one_second_header_limit).await;
+    let mut tls = tls_connect(gw.public, "acme.test", &pki.ca_pem, &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_silent_http2_connection_stays_open(&mut tls).await;
 }
