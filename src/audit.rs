@@ -11,6 +11,25 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// `prev_hash` of the first record.
+/// Longest free text (a change's or a kill switch's reason, the message users see)
+/// accepted, in characters.
+pub const FREE_TEXT_MAX_CHARS: usize = 500;
+
+/// The rule for free text people give with a change: judged as sent, at most
+/// [`FREE_TEXT_MAX_CHARS`] and without control characters (a tab or line break at either
+/// end is refused, not trimmed away, as the admin API's document states); returned
+/// trimmed, `None` when blank. `field` names it in the error.
+pub fn free_text(field: &str, value: &str) -> Result<Option<String>, String> {
+    if value.chars().any(char::is_control) {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    if value.chars().count() > FREE_TEXT_MAX_CHARS {
+        return Err(format!("{field} is longer than {FREE_TEXT_MAX_CHARS} characters"));
+    }
+    let value = value.trim();
+    Ok((!value.is_empty()).then(|| value.to_string()))
+}
+
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// One change, as the caller describes it; the store adds the chain fields.

@@ -153,7 +153,7 @@ mod tests {
                 reason["pattern"].as_str().is_some_and(|p| p.contains(r"\s")),
                 "{body}: {reason}"
             );
-            assert_eq!(reason["maxLength"], crate::changes::REASON_MAX_CHARS, "{body}");
+            assert_eq!(reason["maxLength"], crate::audit::FREE_TEXT_MAX_CHARS, "{body}");
         }
         let audit = &doc["paths"]["/v1/audit"]["get"]["parameters"];
         let limit = audit.as_array().unwrap().iter().find(|p| p["name"] == "limit").unwrap();

@@ -38,9 +38,6 @@ pub const DEFAULT_TTL_SECS: i64 = 3600;
 /// Environment variable read at start for the time to live of pending changes (seconds).
 pub const TTL_ENV: &str = "PORTCULLIS_CHANGE_TTL_SECS";
 
-/// Longest reason accepted.
-pub const REASON_MAX_CHARS: usize = 500;
-
 /// Most hosts one tenant update may set.
 pub const HOSTS_MAX: usize = 100;
 
@@ -128,22 +125,10 @@ pub fn validate_change(kind: ChangeKind, change: &Value) -> Result<Map<String, V
     }
 }
 
-/// The reason, trimmed; required (not blank), at most [`REASON_MAX_CHARS`] and without
-/// control characters. The length and the control characters are judged on the text as
-/// sent, before trimming, as the OpenAPI document states: a tab or line break at either
-/// end is refused, not quietly dropped.
+/// The reason, trimmed: required (not blank), and free text as [`crate::audit::free_text`]
+/// has it.
 pub fn validate_reason(reason: &str) -> Result<String, String> {
-    if reason.chars().any(char::is_control) {
-        return Err("`reason` must not contain control characters".into());
-    }
-    if reason.chars().count() > REASON_MAX_CHARS {
-        return Err(format!("`reason` is longer than {REASON_MAX_CHARS} characters"));
-    }
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return Err("`reason` is required".into());
-    }
-    Ok(reason.to_string())
+    crate::audit::free_text("`reason`", reason)?.ok_or_else(|| "`reason` is required".to_string())
 }
 
 /// A target is a tenant id or tier name: short, printable, no path separators.
@@ -332,14 +317,14 @@ mod tests {
     fn reasons_and_targets_are_checked() {
         assert_eq!(validate_reason("  ticket 42 ").unwrap(), "ticket 42");
         assert!(validate_reason(" ").is_err());
-        assert!(validate_reason(&"x".repeat(REASON_MAX_CHARS + 1)).is_err());
+        assert!(validate_reason(&"x".repeat(crate::audit::FREE_TEXT_MAX_CHARS + 1)).is_err());
         assert!(validate_reason("a\nb").is_err());
         // Judged as sent: a control character at either end is refused, not trimmed away,
         // and so is a text over the bound that trimming would bring under it.
         for bad in ["ticket 42\n", "\tticket 42", "ticket 42\u{c}", "\u{85}ticket"] {
             assert!(validate_reason(bad).is_err(), "{bad:?}");
         }
-        let padded = format!("{} ", "x".repeat(REASON_MAX_CHARS));
+        let padded = format!("{} ", "x".repeat(crate::audit::FREE_TEXT_MAX_CHARS));
         assert!(validate_reason(&padded).is_err());
         assert_eq!(validate_reason("\u{a0}ticket 42\u{3000}").unwrap(), "ticket 42");
         assert!(validate_target("acme").is_ok());

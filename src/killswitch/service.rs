@@ -26,9 +26,6 @@ use crate::session::Sessions;
 use crate::store::StoreError;
 use crate::telemetry::{EventOutcome, SecurityEvent};
 
-/// Longest reason or user message accepted.
-pub const TEXT_MAX_CHARS: usize = 500;
-
 /// Message users see when the tripper gave none.
 pub const DEFAULT_MESSAGE: &str = "Access to this service is suspended. Contact your administrator.";
 
@@ -629,22 +626,14 @@ fn tenants_in(config: &Config, scope: &Scope) -> Vec<String> {
         .collect()
 }
 
-/// A required free-text field: bounded and without control characters as sent (a line
-/// break at either end is refused, not trimmed away), not blank; returned trimmed.
+/// A required free-text field ([`crate::audit::free_text`]), not blank; returned trimmed.
 fn required_text(field: &str, value: &str) -> Result<String, KillSwitchError> {
     optional_text(field, value)?.ok_or_else(|| KillSwitchError::Invalid(format!("{field} is required")))
 }
 
-/// An optional free-text field: `None` when empty or only white space, else as
-/// [`required_text`].
+/// An optional free-text field ([`crate::audit::free_text`]): `None` when blank.
 fn optional_text(field: &str, value: &str) -> Result<Option<String>, KillSwitchError> {
-    if value.chars().count() > TEXT_MAX_CHARS || value.chars().any(char::is_control) {
-        return Err(KillSwitchError::Invalid(format!(
-            "{field} must be at most {TEXT_MAX_CHARS} printable characters"
-        )));
-    }
-    let v = value.trim();
-    Ok((!v.is_empty()).then(|| v.to_string()))
+    crate::audit::free_text(field, value).map_err(KillSwitchError::Invalid)
 }
 
 /// Checks an incident reference (when one is given) before anything changes.
@@ -731,7 +720,7 @@ mod tests {
         for bad in ["stuffing\n", "\tstuffing", "stuffing\u{c}", "a\u{7}b", "", "   "] {
             assert!(required_text("reason", bad).is_err(), "{bad:?}");
         }
-        let padded = format!("{} ", "x".repeat(TEXT_MAX_CHARS));
+        let padded = format!("{} ", "x".repeat(crate::audit::FREE_TEXT_MAX_CHARS));
         assert!(required_text("message", &padded).is_err());
         assert_eq!(optional_text("reason", " ").unwrap(), None);
         assert!(optional_text("reason", "\t").is_err());
